@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo`, then `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test check lint types bench schemas clean down
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/jetmesh demo
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check shared services subjects tests loadtest
+	$(BIN)/ruff format --check shared services subjects tests loadtest
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+check: lint types test
+
+bench: $(STAMP)
+	$(BIN)/python -m loadtest.hop
+
+schemas: $(STAMP)
+	$(BIN)/python -m subjects.generate
+
+down: $(STAMP)
+	$(BIN)/jetmesh down
+
+clean:
+	rm -rf $(VENV) .jetmesh .pytest_cache .mypy_cache .ruff_cache

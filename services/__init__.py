@@ -1,0 +1,1 @@
+"""Deployable processes: each folder wires library parts into one service."""

@@ -1,0 +1,90 @@
+"""jetmesh: an event-driven agent mesh over NATS JetStream, with signed messages.
+
+Example:
+    >>> import msgspec
+    >>> from jetmesh import Agent, Context
+    >>> class Echo(msgspec.Struct):
+    ...     text: str
+    >>> agent = Agent("echo")
+    >>> @agent.handler
+    ... async def echo(msg: Echo, ctx: Context) -> Echo:
+    ...     return Echo(text=msg.text.upper())
+
+Run it with ``jetmesh run my_module:agent``.
+"""
+
+from ._exceptions import (
+    BadSignature,
+    CallFailed,
+    ConfigError,
+    ExpiredKey,
+    ExpiredToken,
+    HandlerControl,
+    InvalidToken,
+    Malformed,
+    MeshError,
+    MeshTimeout,
+    Misaddressed,
+    Oversized,
+    Reject,
+    RejectedMessage,
+    Replayed,
+    Retry,
+    SchemaViolation,
+    Stale,
+    UnknownKey,
+    Unsigned,
+    UntrustedCertificate,
+)
+from .client import MeshClient
+from .envelope import Envelope, ErrorBody
+from .events import Event
+from .identity.keystore import Identity, KeyStore
+from .identity.tokens import Caller
+from .memory import WorkingMemory
+from .runtime.agent import Agent
+from .runtime.context import Context
+from .runtime.replica import Replica
+from .runtime.runner import run_forever
+from .settings import MeshSettings
+from .subjects import Subjects
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "BadSignature",
+    "CallFailed",
+    "Caller",
+    "ConfigError",
+    "Context",
+    "Envelope",
+    "ErrorBody",
+    "Event",
+    "ExpiredKey",
+    "ExpiredToken",
+    "HandlerControl",
+    "Identity",
+    "InvalidToken",
+    "KeyStore",
+    "Malformed",
+    "MeshClient",
+    "MeshError",
+    "MeshSettings",
+    "MeshTimeout",
+    "Misaddressed",
+    "Oversized",
+    "Reject",
+    "RejectedMessage",
+    "Replayed",
+    "Replica",
+    "Retry",
+    "SchemaViolation",
+    "Stale",
+    "Subjects",
+    "UnknownKey",
+    "Unsigned",
+    "UntrustedCertificate",
+    "WorkingMemory",
+    "__version__",
+]

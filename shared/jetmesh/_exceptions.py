@@ -1,0 +1,150 @@
+"""The jetmesh exception tree.
+
+Every error jetmesh raises derives from :class:`MeshError`::
+
+    MeshError
+    ├── ConfigError                   bad settings, missing keys or certificates
+    ├── MeshTimeout (+ TimeoutError)  a call's deadline passed
+    ├── CallFailed                    the called agent answered with an error
+    ├── RejectedMessage               a message failed verification; ``reason`` is a stable code
+    │   ├── Oversized                 body over ``max_payload_bytes``
+    │   ├── Unsigned                  no signature headers, or an unknown scheme
+    │   ├── UnknownKey                key id not in the registry
+    │   ├── UntrustedCertificate      certificate not signed by the mesh root, or malformed
+    │   ├── ExpiredKey                certificate expired (or not yet valid)
+    │   ├── BadSignature              signature does not match the published bytes
+    │   ├── Malformed                 not a JSON envelope
+    │   ├── Misaddressed              subject does not match ``to``, or sender not allowed there
+    │   ├── Stale                     ``created`` too old or in the future
+    │   ├── Replayed                  an envelope id seen before
+    │   ├── InvalidToken              caller token missing, forged or not from an ingress
+    │   │   └── ExpiredToken          caller token expired
+    │   └── SchemaViolation           body does not match the handler's input type
+    └── HandlerControl                raised by handlers to steer delivery
+        ├── Retry                     redeliver after ``delay`` seconds
+        └── Reject                    dead-letter now with ``reason``, no retry
+"""
+
+from __future__ import annotations
+
+
+class MeshError(Exception):
+    """Root of every jetmesh error."""
+
+
+class ConfigError(MeshError):
+    """Settings, keys or certificates are missing or invalid."""
+
+
+class MeshTimeout(MeshError, TimeoutError):
+    """A call did not get its reply before the deadline."""
+
+
+class CallFailed(MeshError):
+    """The called agent replied with an error.
+
+    Attributes:
+        agent: the agent that failed.
+        error_type: the class name of the error on the remote side.
+    """
+
+    def __init__(self, agent: str, error_type: str, message: str) -> None:
+        super().__init__(f"{agent} failed: {error_type}: {message}")
+        self.agent = agent
+        self.error_type = error_type
+        self.message = message
+
+
+class RejectedMessage(MeshError):
+    """A message was refused before reaching a handler.
+
+    Attributes:
+        reason: a stable machine-readable code (the class's ``code``), also used in
+            dead letters and audit events.
+    """
+
+    code = "rejected"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"{self.code}: {detail}")
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        return self.code
+
+
+class Oversized(RejectedMessage):
+    code = "oversized"
+
+
+class Unsigned(RejectedMessage):
+    code = "unsigned"
+
+
+class UnknownKey(RejectedMessage):
+    code = "unknown-key"
+
+
+class UntrustedCertificate(RejectedMessage):
+    code = "untrusted-certificate"
+
+
+class ExpiredKey(RejectedMessage):
+    code = "expired-key"
+
+
+class BadSignature(RejectedMessage):
+    code = "bad-signature"
+
+
+class Malformed(RejectedMessage):
+    code = "malformed"
+
+
+class Misaddressed(RejectedMessage):
+    code = "misaddressed"
+
+
+class Stale(RejectedMessage):
+    code = "stale"
+
+
+class Replayed(RejectedMessage):
+    code = "replayed"
+
+
+class InvalidToken(RejectedMessage):
+    code = "invalid-token"
+
+
+class ExpiredToken(InvalidToken):
+    code = "expired-token"
+
+
+class SchemaViolation(RejectedMessage):
+    code = "schema-violation"
+
+
+class HandlerControl(MeshError):
+    """Base of exceptions that handlers raise to steer delivery."""
+
+
+class Retry(HandlerControl):
+    """Ask for redelivery of the current task after ``delay`` seconds.
+
+    Counts as a delivery: after ``max_deliver`` the task is dead-lettered.
+    """
+
+    def __init__(self, delay: float = 1.0, reason: str = "retry requested") -> None:
+        super().__init__(reason)
+        self.delay = delay
+        self.reason = reason
+
+
+class Reject(HandlerControl):
+    """Dead-letter the current task now, with ``reason``; the caller gets an error reply."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

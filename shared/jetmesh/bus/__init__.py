@@ -1,0 +1,1 @@
+"""The bus: NATS connection, JetStream streams and consumers, the key registry, events."""

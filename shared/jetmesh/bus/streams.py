@@ -1,0 +1,113 @@
+"""Declaring streams, consumers and the key registry, idempotently.
+
+Every start declares what it needs: a declaration that matches what exists is a no-op, one
+that differs updates the stream in place. Consumers are durable pull consumers named after
+the agent role, filtered to the role's task subject, shared by all replicas.
+"""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+
+from ..settings import MeshSettings
+from ..subjects import Subjects
+
+DLQ_MAX_AGE_S = 30 * 24 * 3600.0
+
+
+def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
+    """The three streams of a mesh: tasks, events and dead letters."""
+    subjects = Subjects(settings.subject_prefix)
+    common = {
+        "retention": RetentionPolicy.LIMITS,
+        "storage": StorageType.FILE,
+        "num_replicas": settings.stream_replicas,
+        "duplicate_window": settings.duplicate_window_s,
+        "discard": DiscardPolicy.OLD,
+        "max_msg_size": settings.max_payload_bytes + 64 * 1024,
+    }
+    return [
+        StreamConfig(
+            name=settings.tasks_stream,
+            subjects=[subjects.all_tasks],
+            max_age=settings.tasks_max_age_s,
+            description="jetmesh tasks, one subject per agent role",
+            **common,  # type: ignore[arg-type]
+        ),
+        StreamConfig(
+            name=settings.events_stream,
+            subjects=[subjects.all_events],
+            max_age=settings.events_max_age_s,
+            description="jetmesh workflow events: the audit trail",
+            **common,  # type: ignore[arg-type]
+        ),
+        StreamConfig(
+            name=settings.dlq_stream,
+            subjects=[subjects.all_dlq],
+            max_age=DLQ_MAX_AGE_S,
+            description="jetmesh dead letters with their reasons",
+            **common,  # type: ignore[arg-type]
+        ),
+    ]
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create ``config`` or update the existing stream of that name to match it."""
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        await js.update_stream(config)
+
+
+async def ensure_streams(js: JetStreamContext, settings: MeshSettings) -> None:
+    for config in stream_configs(settings):
+        await ensure_stream(js, config)
+
+
+def consumer_config(settings: MeshSettings, agent: str) -> ConsumerConfig:
+    """The durable pull consumer all replicas of ``agent`` share."""
+    return ConsumerConfig(
+        durable_name=agent,
+        name=agent,
+        description=f"tasks of {agent}, shared by its replicas",
+        filter_subject=Subjects(settings.subject_prefix).task(agent),
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        max_ack_pending=settings.max_ack_pending,
+        max_waiting=512,
+    )
+
+
+async def ensure_consumer(js: JetStreamContext, settings: MeshSettings, agent: str) -> None:
+    """Create ``agent``'s durable consumer, or update it to the current settings."""
+    await js.add_consumer(settings.tasks_stream, consumer_config(settings, agent))
+
+
+async def ensure_registry(js: JetStreamContext, settings: MeshSettings) -> KeyValue:
+    """The key-value bucket of agent certificates, by key id."""
+    try:
+        return await js.key_value(settings.registry_bucket)
+    except (NotFoundError, BadRequestError):
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=settings.registry_bucket,
+                description="jetmesh agent certificates by key id",
+                history=1,
+                storage=StorageType.FILE,
+                replicas=settings.stream_replicas,
+            )
+        )

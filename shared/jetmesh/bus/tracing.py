@@ -1,0 +1,36 @@
+"""W3C trace context in NATS headers: one trace per workflow, one span id per message.
+
+The trace id is derived from the workflow id (a ULID is 128 bits, as is a trace id), so
+every process that touches a workflow lands in the same trace without any coordination.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ulid import ULID
+
+TRACEPARENT_HEADER = "traceparent"
+
+
+def trace_id_of(workflow: str) -> str:
+    """The 32-hex-digit trace id of a workflow."""
+    try:
+        return ULID.from_str(workflow).hex
+    except ValueError:
+        return os.urandom(16).hex()
+
+
+def traceparent(workflow: str, span_id: str | None = None) -> str:
+    """A ``traceparent`` header value for a new message of ``workflow``."""
+    return f"00-{trace_id_of(workflow)}-{span_id or os.urandom(8).hex()}-01"
+
+
+def parse_traceparent(value: str | None) -> tuple[str, str] | None:
+    """``(trace_id, span_id)`` from a header value, or None if absent or malformed."""
+    if not value:
+        return None
+    parts = value.split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    return parts[1], parts[2]

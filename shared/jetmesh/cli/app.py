@@ -1,0 +1,27 @@
+"""``jetmesh``: run the embedded servers, agents, tasks, keys, events and the demo."""
+
+from __future__ import annotations
+
+import typer
+
+from . import demo, events, keys, publish, run, servers
+
+app = typer.Typer(
+    name="jetmesh",
+    help="An event-driven agent mesh over NATS JetStream, with signed messages.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("up")(servers.up)
+app.command("down")(servers.down)
+app.command("status")(servers.status)
+app.command("run")(run.run)
+app.command("publish")(publish.publish)
+app.command("events")(events.events)
+app.add_typer(keys.app, name="keys")
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    app()

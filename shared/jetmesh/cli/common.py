@@ -1,0 +1,39 @@
+"""Helpers shared by the commands: settings, errors, async entry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from .._exceptions import MeshError
+from ..settings import MeshSettings
+
+T = TypeVar("T")
+
+WIDE = 140
+"""Width used when output is not a terminal (CI logs, files): trees stay on one line."""
+
+console = Console() if Console().is_terminal else Console(width=WIDE)
+err_console = Console(stderr=True)
+
+
+def settings() -> MeshSettings:
+    """Settings from the environment (``JETMESH_*``)."""
+    return MeshSettings()
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on uvloop; print a MeshError as one line and exit 1."""
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except MeshError as exc:
+        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro)

@@ -1,0 +1,70 @@
+"""``jetmesh events <workflow>``: the workflow's events as a tree."""
+
+from __future__ import annotations
+
+import typer
+from rich.tree import Tree
+
+from ..event_log import TaskNode, build_tree, read_events
+from .common import console, run_async, settings
+from .ingress import cli_client
+
+STATUS_STYLE = {
+    "completed": "green",
+    "accepted": "cyan",
+    "failed": "red",
+    "rejected": "red",
+    "retrying": "yellow",
+    "running": "yellow",
+}
+
+
+def node_label(node: TaskNode) -> str:
+    """One line per hop: agent, type, status, time, signature, caller."""
+    style = STATUS_STYLE.get(node.status, "white")
+    took = f"{node.duration_ms:8.1f} ms" if node.duration_ms is not None else " " * 11
+    signed = "[green]signed ok[/green]" if node.verified else "[red]SIGNATURE BAD[/red]"
+    tries = f" x{node.attempts}" if node.attempts > 1 else ""
+    detail = f"  [dim]{node.detail}[/dim]" if node.detail else ""
+    what = node.type or "-"
+    return (
+        f"[bold]{node.agent}[/bold] {what} [{style}]{node.status}{tries}[/{style}] {took} "
+        f"{signed} caller={node.caller or '-'}{detail}"
+    )
+
+
+def render(workflow: str, roots: list[TaskNode]) -> Tree:
+    tree = Tree(f"workflow [bold]{workflow}[/bold]")
+
+    def add(parent: Tree, node: TaskNode) -> None:
+        branch = parent.add(node_label(node))
+        for child in node.children:
+            add(branch, child)
+
+    for root in roots:
+        add(tree, root)
+    return tree
+
+
+def events(
+    workflow: str = typer.Argument(..., help="workflow id (printed by publish and demo)"),
+    raw: bool = typer.Option(False, help="list every event instead of the tree"),
+) -> None:
+    """Print a workflow's events as a tree: which agent, what, how long, signature
+    verified, on whose behalf."""
+
+    async def go() -> None:
+        async with cli_client(settings()) as mesh:
+            logged = await read_events(mesh, workflow)
+        if not logged:
+            console.print(f"no events for workflow {workflow}")
+            raise typer.Exit(1)
+        if raw:
+            for item in logged:
+                e = item.event
+                ok = "ok" if item.verified else f"BAD ({item.problem})"
+                console.print(f"{e.at:.6f} {e.kind:<10} {e.agent:<10} {e.step:<28} sig={ok}")
+        else:
+            console.print(render(workflow, build_tree(logged)))
+
+    run_async(go())

@@ -1,0 +1,456 @@
+"""The mesh client: one connection's worth of signed sending and verified receiving.
+
+Agents, ingresses (the CLI, a gateway) and load harnesses all use a :class:`MeshClient`.
+It is the one boundary layer where signing, verification, tracing, dead-lettering and
+event emission happen; handlers never see raw bytes.
+
+Example:
+    >>> async with MeshClient(settings, identity) as mesh:            # doctest: +SKIP
+    ...     token = mesh.mint_token("alice", tenant="acme", scopes=["kb:read"])
+    ...     answer = await mesh.request("echo", Echo(text="hi"), token=token, returns=Echo)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from redis.asyncio import Redis
+
+from . import events as ev
+from ._exceptions import CallFailed, ConfigError, MeshTimeout, RejectedMessage
+from .bus.connection import connect
+from .bus.event_sink import EventSink
+from .bus.streams import ensure_registry, ensure_streams
+from .bus.tracing import TRACEPARENT_HEADER, traceparent
+from .calls import PendingCalls
+from .dead_letters import dead_letter_headers
+from .envelope import (
+    Envelope,
+    ErrorBody,
+    Kind,
+    decode_body,
+    encode,
+    encode_envelope,
+    new_id,
+    type_name,
+)
+from .envelope import now as clock
+from .identity.keystore import Identity
+from .identity.signing import Signer
+from .identity.tokens import mint_token
+from .identity.trust import TrustStore
+from .identity.verifier import MSG_ID_HEADER, Verified, Verifier
+from .settings import MeshSettings
+from .subjects import Subjects
+
+log = logging.getLogger("jetmesh.client")
+
+T = TypeVar("T")
+
+UNVERIFIED_WORKFLOW = "_unverified"
+"""Workflow under which rejects are audited when the sender's envelope could not be read."""
+
+
+class MeshClient:
+    """A connection to the mesh under one identity (an agent role or an ingress)."""
+
+    def __init__(
+        self,
+        settings: MeshSettings,
+        identity: Identity,
+        *,
+        roots: Mapping[str, bytes],
+        instance: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.name = identity.name
+        self.instance = instance or new_id().lower()[-10:]
+        self.subjects = Subjects(settings.subject_prefix)
+        self.signer = Signer(identity.key)
+        self.trust = TrustStore(roots, self._lookup_certificate, leeway_s=settings.clock_skew_s)
+        self.verifier = Verifier(
+            self.trust,
+            self.subjects,
+            max_payload_bytes=settings.max_payload_bytes,
+            max_age_s=settings.max_message_age_s,
+            clock_skew_s=settings.clock_skew_s,
+        )
+        self.certificate = self.trust.add(identity.certificate)
+        self.reply_subject = self.subjects.reply(self.name, self.instance)
+        self.pending = PendingCalls()
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._registry: KeyValue | None = None
+        self._events: EventSink | None = None
+        self._redis: Redis | None = None
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> MeshClient:
+        """Connect, declare streams and the registry, register this identity, listen for
+        replies. Returns self."""
+        self._nc = await connect(self.settings.nats_url, f"{self.name}/{self.instance}")
+        self._js = self._nc.jetstream()
+        await ensure_streams(self._js, self.settings)
+        self._registry = await ensure_registry(self._js, self.settings)
+        await self._registry.put(self.identity.key.kid, self.identity.certificate.encode())
+        self._events = EventSink(self._js)
+        await self._nc.subscribe(self.reply_subject, cb=self._on_reply)
+        await self._nc.flush()
+        return self
+
+    async def close(self) -> None:
+        """Flush events, drain the connection, close Redis. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.pending.cancel_all()
+        if self._events is not None:
+            await self._events.close(timeout=self.settings.drain_timeout_s)
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.drain()
+            except Exception as exc:  # closing anyway
+                log.debug("drain failed: %s", exc)
+                await self._nc.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def __aenter__(self) -> MeshClient:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def nc(self) -> NATS:
+        if self._nc is None:
+            raise ConfigError("MeshClient is not started")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise ConfigError("MeshClient is not started")
+        return self._js
+
+    @property
+    def redis(self) -> Redis:
+        """The Redis connection for working memory, opened on first use."""
+        if self._redis is None:
+            self._redis = Redis.from_url(self.settings.redis_url)
+        return self._redis
+
+    async def _lookup_certificate(self, kid: str) -> str | None:
+        if self._registry is None:
+            return None
+        try:
+            entry = await self._registry.get(kid)
+        except Exception:  # KeyNotFoundError and friends
+            return None
+        return entry.value.decode() if entry.value else None
+
+    # -- building and sending --------------------------------------------------------------
+
+    def envelope(
+        self,
+        *,
+        kind: Kind,
+        workflow: str,
+        to: str,
+        body: Any,
+        caller: str,
+        parent: str | None = None,
+        step: str = "",
+        reply_to: str | None = None,
+        deadline: float | None = None,
+        type_: str | None = None,
+    ) -> Envelope:
+        raw = body if isinstance(body, msgspec.Raw) else msgspec.Raw(encode(body))
+        return Envelope(
+            id=new_id(),
+            kind=kind,
+            workflow=workflow,
+            sender=self.name,
+            to=to,
+            created=clock(),
+            type=type_ if type_ is not None else type_name(type(body)),
+            parent=parent,
+            step=step,
+            reply_to=reply_to,
+            caller=caller,
+            deadline=deadline,
+            body=raw,
+        )
+
+    def seal(self, envelope: Envelope, span_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+        """Encode and sign ``envelope``: the exact bytes to publish and their headers."""
+        data = encode_envelope(envelope)
+        headers = self.signer.headers(data)
+        headers[MSG_ID_HEADER] = envelope.id
+        headers[TRACEPARENT_HEADER] = traceparent(envelope.workflow, span_id)
+        return data, headers
+
+    async def send_task(self, envelope: Envelope) -> None:
+        """Publish a task to its agent's subject and wait for the stream's ack."""
+        data, headers = self.seal(envelope)
+        await self.js.publish(self.subjects.task(envelope.to), data, headers=headers)
+
+    async def send_reply(self, envelope: Envelope, subject: str) -> None:
+        data, headers = self.seal(envelope)
+        await self.nc.publish(subject, data, headers=headers)
+
+    async def emit(
+        self,
+        workflow: str,
+        event: ev.Event,
+        *,
+        caller: str,
+        parent: str | None = None,
+    ) -> None:
+        """Publish a signed event to the workflow's log (acknowledged in the background)."""
+        envelope = self.envelope(
+            kind="event",
+            workflow=workflow,
+            to="events",
+            body=event,
+            caller=caller,
+            parent=parent,
+            step=event.step,
+            type_=ev.EVENT_TYPE,
+        )
+        data, headers = self.seal(envelope)
+        if self._events is None:
+            raise ConfigError("MeshClient is not started")
+        await self._events.publish(
+            envelope.id, self.subjects.event(workflow, event.kind), data, headers
+        )
+
+    async def flush_events(self, timeout: float = 10.0) -> bool:
+        """Wait until every event this client emitted is stored; False on timeout."""
+        return await self._events.flush(timeout) if self._events is not None else True
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def call(
+        self,
+        agent: str,
+        body: Any,
+        *,
+        returns: type[T],
+        workflow: str,
+        caller: str,
+        parent: str | None = None,
+        step: str = "",
+        timeout: float | None = None,
+        type_: str | None = None,
+    ) -> T:
+        """Send a task to ``agent`` and wait for its reply, decoded as ``returns``.
+
+        Raises:
+            MeshTimeout: no reply before the deadline.
+            CallFailed: the agent replied with an error.
+            SchemaViolation: the reply's body is not a ``returns``.
+        """
+        timeout = timeout if timeout is not None else self.settings.call_timeout_s
+        task = self.envelope(
+            kind="task",
+            workflow=workflow,
+            to=agent,
+            body=body,
+            caller=caller,
+            parent=parent,
+            step=step,
+            reply_to=self.reply_subject,
+            deadline=clock() + timeout,
+            type_=type_,
+        )
+        future = self.pending.expect(task.id)
+        try:
+            await self.send_task(task)
+            reply = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise MeshTimeout(f"no reply from {agent} within {timeout:.1f}s") from None
+        finally:
+            self.pending.forget(task.id)
+        if reply.kind == "error":
+            err = decode_body(reply, ErrorBody)
+            raise CallFailed(agent, err.error_type, err.message)
+        return decode_body(reply, returns)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        try:
+            verified = await self.verifier.verify(
+                msg.subject, msg.data, msg.headers, stored_at=None
+            )
+        except RejectedMessage as exc:
+            await self.reject(msg.subject, msg.data, msg.headers, exc)
+            return
+        if not self.pending.resolve(verified.envelope):
+            log.debug("late or unexpected reply %s", verified.envelope.id)
+
+    # -- ingress ---------------------------------------------------------------------------
+
+    def mint_token(
+        self,
+        subject: str,
+        *,
+        tenant: str = "default",
+        scopes: Sequence[str] = (),
+        ttl_s: float | None = None,
+    ) -> str:
+        """Mint a caller token (this identity's certificate must be an ingress one).
+
+        Raises:
+            ConfigError: this identity may not mint tokens.
+        """
+        if not self.certificate.ingress:
+            raise ConfigError(f"{self.name} is not an ingress; it cannot mint caller tokens")
+        return mint_token(
+            self.identity.key,
+            subject=subject,
+            tenant=tenant,
+            scopes=scopes,
+            ttl_s=ttl_s if ttl_s is not None else self.settings.token_ttl_s,
+        )
+
+    async def request(
+        self,
+        agent: str,
+        body: Any,
+        *,
+        token: str,
+        returns: type[T],
+        timeout: float | None = None,
+        workflow: str | None = None,
+        type_: str | None = None,
+    ) -> T:
+        """Start a workflow at ``agent`` as the caller of ``token`` and wait for the result.
+
+        Args:
+            agent: the agent role that receives the first task.
+            body: the task body (a msgspec Struct, or ``msgspec.Raw`` JSON).
+            token: the caller token (see :meth:`mint_token`).
+            returns: the type to decode the reply into (``msgspec.Raw`` for raw JSON).
+            timeout: seconds to wait (default ``call_timeout_s``).
+            workflow: the workflow id (default: a new one).
+            type_: the payload type name (default: the body's type name).
+
+        Raises:
+            MeshTimeout, CallFailed, RejectedMessage: as :meth:`call`; the token is verified
+                here first, so a bad token fails before anything is sent.
+        """
+        workflow = workflow or new_id()
+        type_ = type_ if type_ is not None else type_name(type(body))
+        caller = await self.trust.caller(token)
+        await self.emit(
+            workflow,
+            ev.Event(
+                kind=ev.ACCEPTED,
+                agent=self.name,
+                at=time.time(),
+                instance=self.instance,
+                target=agent,
+                type=type_,
+                step=agent,
+                caller=caller.subject,
+            ),
+            caller=token,
+        )
+        return await self.call(
+            agent,
+            body,
+            returns=returns,
+            workflow=workflow,
+            caller=token,
+            step=agent,
+            timeout=timeout,
+            type_=type_,
+        )
+
+    # -- refusals --------------------------------------------------------------------------
+
+    async def reject(
+        self,
+        subject: str,
+        data: bytes,
+        headers: Mapping[str, str] | None,
+        exc: RejectedMessage,
+    ) -> None:
+        """Dead-letter a refused message with its reason and audit it as an event."""
+        envelope: Envelope | None = getattr(exc, "envelope", None)
+        log.warning("rejected message on %s: %s", subject, exc)
+        await self.dead_letter(subject, data, headers, exc.reason, exc.detail)
+        workflow = envelope.workflow if envelope is not None else UNVERIFIED_WORKFLOW
+        try:
+            self.subjects.event(workflow, ev.REJECTED)
+        except ValueError:
+            workflow = UNVERIFIED_WORKFLOW
+        await self.emit(
+            workflow,
+            ev.Event(
+                kind=ev.REJECTED,
+                agent=self.name,
+                at=time.time(),
+                instance=self.instance,
+                task=envelope.id if envelope else None,
+                parent=envelope.parent if envelope else None,
+                step=envelope.step if envelope else "",
+                type=envelope.type if envelope else "",
+                reason=exc.reason,
+                detail=f"{subject}: {exc.detail}"[:1024],
+            ),
+            caller="",
+        )
+
+    async def dead_letter(
+        self,
+        subject: str,
+        data: bytes,
+        headers: Mapping[str, str] | None,
+        reason: str,
+        detail: str,
+    ) -> None:
+        """Store a message on this agent's dead-letter subject with the reason."""
+        dl_headers = dead_letter_headers(
+            headers, subject=subject, data=data, agent=self.name, reason=reason, detail=detail
+        )
+        await self.js.publish(self.subjects.dlq(self.name), data, headers=dl_headers)
+
+    async def error_reply(self, task: Envelope, error: ErrorBody) -> None:
+        """Tell the caller of ``task`` that it failed."""
+        if not task.reply_to:
+            return
+        reply = self.envelope(
+            kind="error",
+            workflow=task.workflow,
+            to=task.sender,
+            body=error,
+            caller=task.caller,
+            parent=task.id,
+            step=task.step,
+        )
+        await self.send_reply(reply, task.reply_to)
+
+    async def verify(self, msg: Msg, *, stored_at: float | None, audit: bool = False) -> Verified:
+        """Verify a received message (see :class:`~jetmesh.identity.verifier.Verifier`)."""
+        return await self.verifier.verify(
+            msg.subject, msg.data, msg.headers, stored_at=stored_at, audit=audit
+        )

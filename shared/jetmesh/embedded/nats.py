@@ -1,0 +1,92 @@
+"""An embedded ``nats-server`` with JetStream, configured by a file in its data directory.
+
+Example:
+    >>> from pathlib import Path
+    >>> with NatsServer(data_dir=Path("/tmp/nats-demo")) as nats:  # doctest: +SKIP
+    ...     print(nats.url)
+    nats://127.0.0.1:40021
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jetmesh.embedded.binaries import nats_server_binary
+from jetmesh.embedded.process import ServerProcess
+
+MAX_PAYLOAD_BYTES = 1024 * 1024
+"""Largest NATS message the embedded server accepts."""
+
+
+class NatsServer(ServerProcess):
+    """A ``nats-server`` with JetStream storing under ``<data_dir>/jetstream``.
+
+    The config file ``<data_dir>/nats.conf`` is rewritten on every start. HTTP monitoring is
+    off unless ``config_extra`` turns it on.
+
+    Args:
+        port: Client port; None picks a free one.
+        data_dir: Directory for the config, the JetStream store and the log.
+        host: Address to listen on.
+        config_extra: nats-server config text appended to the generated file.
+        log_file: Where output goes; defaults to ``<data_dir>/nats.log``.
+    """
+
+    name = "nats"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        config_extra: str = "",
+        log_file: Path | None = None,
+    ) -> None:
+        super().__init__(port, data_dir=data_dir, host=host, log_file=log_file)
+        self.config_extra = config_extra
+
+    @property
+    def url(self) -> str:
+        """``nats://host:port``."""
+        return f"nats://{self.address}"
+
+    @property
+    def config_file(self) -> Path:
+        """The generated nats-server config file."""
+        return self.data_dir / "nats.conf"
+
+    @property
+    def store_dir(self) -> Path:
+        """Where JetStream keeps streams and key-value buckets."""
+        return self.data_dir / "jetstream"
+
+    def config_text(self) -> str:
+        """Return the nats-server configuration this server runs with."""
+        return (
+            "# Written by jetmesh on every start; edits are lost.\n"
+            f"host: {json.dumps(self.host)}\n"
+            f"port: {self.port}\n"
+            f"max_payload: {MAX_PAYLOAD_BYTES}\n"
+            f"jetstream {{\n  store_dir: {json.dumps(str(self.store_dir))}\n}}\n"
+            f"{self.config_extra}\n"
+        )
+
+    def prepare(self) -> None:
+        """Create the data directories and write the config file.
+
+        Raises:
+            OSError: If the files cannot be written.
+        """
+        super().prepare()
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(self.config_text())
+
+    def command(self) -> list[str]:
+        """Return ``nats-server -c <config_file>``.
+
+        Raises:
+            FileNotFoundError: If nats-server is not installed.
+        """
+        return [nats_server_binary(), "-c", str(self.config_file)]

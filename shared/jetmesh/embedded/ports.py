@@ -1,0 +1,91 @@
+"""TCP port helpers: pick a free loopback port, probe it, wait for a listener.
+
+Example:
+    >>> port = free_port()
+    >>> port_open("127.0.0.1", port)
+    False
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+_POLL_S = 0.02
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def host_port(host: str, port: int) -> str:
+    """Format ``host:port`` for a URL, bracketing IPv6 addresses.
+
+    Args:
+        host: An IPv4 address, IPv6 address or host name.
+        port: The TCP port.
+    """
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that nothing listens on right now.
+
+    The kernel picks the port; another process may still take it before the caller binds it.
+
+    Args:
+        host: The address to bind while picking the port.
+
+    Raises:
+        OSError: If ``host`` cannot be bound.
+    """
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    """Tell whether something accepts TCP connections at ``host:port``.
+
+    Args:
+        host: The address to connect to.
+        port: The TCP port.
+        timeout: Seconds to wait for the connection.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(
+    host: str,
+    port: int,
+    *,
+    timeout: float = 10.0,
+    alive: Callable[[], bool] | None = None,
+) -> None:
+    """Block until something accepts TCP connections at ``host:port``.
+
+    Args:
+        host: The address to connect to.
+        port: The TCP port.
+        timeout: Seconds to wait in total.
+        alive: Called between attempts; when it returns False, waiting stops early.
+
+    Raises:
+        TimeoutError: If nothing accepted a connection within ``timeout``.
+        ChildProcessError: If ``alive`` returned False before the port opened.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if alive is not None and not alive():
+            raise ChildProcessError(f"process exited before {host_port(host, port)} opened")
+        if port_open(host, port, timeout=min(0.2, timeout)):
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"nothing accepted connections at {host_port(host, port)}")
+        time.sleep(_POLL_S)

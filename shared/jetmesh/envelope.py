@@ -1,0 +1,126 @@
+"""The envelope: the one message shape of the wire contract, and its JSON codec.
+
+An envelope is a frozen msgspec Struct encoded as JSON. Its ``body`` stays raw JSON until
+the receiver has verified the signature and knows the handler's input type, so a message is
+never decoded into user types before it is trusted.
+
+Example:
+    >>> env = Envelope(id="01J", kind="task", workflow="01J", sender="cli", to="echo",
+    ...                created=0.0, body=msgspec.Raw(b'{"text":"hi"}'))
+    >>> decode_envelope(encode_envelope(env)).to
+    'echo'
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from typing import Any, Literal, TypeVar
+
+import msgspec
+from ulid import ULID
+
+from ._exceptions import Malformed, SchemaViolation
+
+ENVELOPE_VERSION = 1
+
+Kind = Literal["task", "reply", "error", "event"]
+
+T = TypeVar("T")
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    """One message on the mesh. Unknown fields are ignored, so newer senders can add some."""
+
+    id: str
+    """Sortable unique id (ULID); also the ``Nats-Msg-Id`` used for de-duplication."""
+    kind: Kind
+    workflow: str
+    """The workflow this message belongs to (the ULID of its first task)."""
+    sender: str
+    """The agent that signed this message; must equal the name in its certificate."""
+    to: str
+    """The addressee: an agent role for tasks and replies, ``events`` for events."""
+    created: float
+    """Unix time in seconds when the sender built the message."""
+    type: str = ""
+    """The body's schema name and version, for example ``support.Ticket/1``."""
+    parent: str | None = None
+    """The id of the message that caused this one."""
+    step: str = ""
+    """A stable key of this step within the workflow, for idempotency."""
+    reply_to: str | None = None
+    """Where the reply goes (tasks only)."""
+    caller: str = ""
+    """The caller token (an EdDSA JWT), carried unchanged from ingress."""
+    deadline: float | None = None
+    """Unix time after which the result is no longer wanted."""
+    v: int = ENVELOPE_VERSION
+    body: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """The body of a ``kind="error"`` reply."""
+
+    error_type: str
+    message: str
+    reason: str = "handler-failed"
+
+
+_encoder = msgspec.json.Encoder()
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+
+
+def new_id() -> str:
+    """A new sortable unique id."""
+    return str(ULID())
+
+
+def now() -> float:
+    return time.time()
+
+
+def encode(value: Any) -> bytes:
+    """Encode any msgspec-supported value as JSON."""
+    return _encoder.encode(value)
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    return _encoder.encode(envelope)
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """Decode an envelope, leaving the body raw.
+
+    Raises:
+        Malformed: when ``data`` is not a valid JSON envelope.
+    """
+    try:
+        return _envelope_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise Malformed(str(exc)) from None
+
+
+@lru_cache(maxsize=512)
+def _decoder_for(tp: Any) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(tp)
+
+
+def decode_body(envelope: Envelope, tp: type[T]) -> T:
+    """Decode an envelope's body into ``tp``.
+
+    Raises:
+        SchemaViolation: when the body does not match ``tp``.
+    """
+    try:
+        return _decoder_for(tp).decode(envelope.body)  # type: ignore[no-any-return]
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise SchemaViolation(f"{type_name(tp)}: {exc}") from None
+
+
+def type_name(tp: Any) -> str:
+    """The schema name written into ``Envelope.type``: ``__mesh_type__`` or the class name."""
+    explicit = getattr(tp, "__mesh_type__", None)
+    if isinstance(explicit, str):
+        return explicit
+    return getattr(tp, "__name__", repr(tp))

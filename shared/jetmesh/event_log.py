@@ -1,0 +1,165 @@
+"""Reading a workflow's events back from MESH_EVENTS, verified, and shaping them as a tree.
+
+The tree has one node per task (hop). A node's children are the tasks it called, found
+through the task ids that events record (``task`` and ``parent``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from . import events as ev
+from ._exceptions import RejectedMessage
+from .client import MeshClient
+from .envelope import decode_body, decode_envelope
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """An event read from the log, with the outcome of its signature check."""
+
+    event: ev.Event
+    workflow: str
+    signer: str
+    verified: bool
+    problem: str = ""
+    caller: str = ""
+
+
+@dataclass
+class TaskNode:
+    """One hop of a workflow: a task and what happened to it."""
+
+    task: str | None
+    parent: str | None = None
+    agent: str = ""
+    step: str = ""
+    type: str = ""
+    caller: str = ""
+    duration_ms: float | None = None
+    status: str = "pending"
+    verified: bool = True
+    attempts: int = 0
+    detail: str = ""
+    children: list[TaskNode] = field(default_factory=list)
+    events: list[LoggedEvent] = field(default_factory=list)
+
+
+async def read_events(
+    mesh: MeshClient, workflow: str, *, timeout: float = 5.0
+) -> list[LoggedEvent]:
+    """All events of ``workflow`` in stream order, each verified (signature, signer, caller)."""
+    subject = mesh.subjects.workflow_events(workflow)
+    sub = await mesh.js.subscribe(
+        subject,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+        stream=mesh.settings.events_stream,
+    )
+    out: list[LoggedEvent] = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=min(timeout, 1.0))
+            except TimeoutError:
+                break
+            out.append(await _verify_event(mesh, msg))
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+async def read_settled(
+    mesh: MeshClient, workflow: str, *, timeout: float = 5.0
+) -> list[LoggedEvent]:
+    """Like :func:`read_events`, but re-reads (for up to ``timeout``) while some task has
+    started and not yet finished: agents publish events asynchronously."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        logged = await read_events(mesh, workflow)
+        unsettled = any(_open(n) for n in build_tree(logged))
+        if not unsettled or asyncio.get_running_loop().time() > deadline:
+            return logged
+        await asyncio.sleep(0.05)
+
+
+def _open(node: TaskNode) -> bool:
+    return node.status in ("pending", "running", "retrying") or any(_open(c) for c in node.children)
+
+
+async def _verify_event(mesh: MeshClient, msg: Msg) -> LoggedEvent:
+    stored_at = msg.metadata.timestamp.timestamp()
+    try:
+        verified = await mesh.verify(msg, stored_at=stored_at, audit=True)
+    except RejectedMessage as exc:
+        env = decode_envelope(msg.data)
+        return LoggedEvent(
+            decode_body(env, ev.Event), env.workflow, env.sender, False, problem=exc.reason
+        )
+    body = decode_body(verified.envelope, ev.Event)
+    caller = verified.caller.subject if verified.caller else ""
+    return LoggedEvent(
+        body, verified.envelope.workflow, verified.certificate.name, True, caller=caller
+    )
+
+
+def build_tree(events: list[LoggedEvent]) -> list[TaskNode]:
+    """Arrange events into task nodes; returns the roots (tasks no other task caused)."""
+    nodes: dict[str, TaskNode] = {}
+    roots: list[TaskNode] = []
+    for logged in events:
+        e = logged.event
+        key = e.task if e.kind != ev.ACCEPTED else None
+        if key is None:
+            node = TaskNode(
+                task=None,
+                agent=e.agent,
+                step=e.step,
+                type=e.type,
+                status="accepted",
+                caller=logged.caller or e.caller,
+                detail=f"-> {e.target}",
+            )
+            node.events.append(logged)
+            node.verified = logged.verified
+            roots.append(node)
+            continue
+        node = nodes.get(key)
+        if node is None:
+            node = nodes[key] = TaskNode(task=key, parent=e.parent, agent=e.agent, step=e.step)
+        _apply(node, logged)
+    for node in nodes.values():
+        parent = nodes.get(node.parent or "")
+        if parent is not None:
+            parent.children.append(node)
+        elif roots and roots[-1].task is None:
+            roots[-1].children.append(node)
+        else:
+            roots.append(node)
+    return roots
+
+
+def _apply(node: TaskNode, logged: LoggedEvent) -> None:
+    e = logged.event
+    node.events.append(logged)
+    node.verified = node.verified and logged.verified
+    node.caller = node.caller or logged.caller or e.caller
+    if e.kind == ev.STARTED:
+        node.attempts = max(node.attempts, e.attempt)
+        node.type = node.type or e.type
+        node.status = "running"
+    elif e.kind == ev.COMPLETED:
+        node.status = "completed"
+        node.duration_ms = e.duration_ms
+    elif e.kind in (ev.FAILED, ev.REJECTED):
+        node.status = e.kind
+        node.detail = f"{e.reason}: {e.detail}"
+    elif e.kind == ev.RETRIED and node.status != "completed":
+        node.status = "retrying"
+        node.detail = f"{e.reason}: {e.detail}"

@@ -1,0 +1,59 @@
+"""Workflow events: what happened, where, for whom, and how long it took.
+
+Every event is a signed envelope of ``kind="event"`` on ``<prefix>.event.<workflow>.<kind>``
+in the MESH_EVENTS stream. The audit trail, ``jetmesh events`` and replay read them back.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+EVENT_TYPE: Final = "mesh.Event/1"
+
+ACCEPTED: Final = "accepted"
+"""Ingress accepted a new workflow from a caller."""
+STARTED: Final = "started"
+"""A replica started a task's handler."""
+CALL: Final = "call"
+"""A handler sent a task to another agent."""
+REPLY: Final = "reply"
+"""A handler received the reply to one of its calls."""
+COMPLETED: Final = "completed"
+"""A handler returned; its reply was sent."""
+RETRIED: Final = "retried"
+"""A handler failed (or asked to retry) and the task will be delivered again."""
+FAILED: Final = "failed"
+"""A task failed for good: out of deliveries, or rejected by its handler."""
+REJECTED: Final = "rejected"
+"""A message failed verification; it was dead-lettered with the reason."""
+
+KINDS: Final = (ACCEPTED, STARTED, CALL, REPLY, COMPLETED, RETRIED, FAILED, REJECTED)
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of an event envelope."""
+
+    kind: str
+    agent: str
+    at: float
+    """Unix time of the event."""
+    instance: str = ""
+    """The replica (process) that emitted it."""
+    task: str | None = None
+    """Id of the task envelope this event is about."""
+    parent: str | None = None
+    """Id of the task that caused that task (None for the workflow's first task)."""
+    step: str = ""
+    target: str | None = None
+    """For ``call`` and ``accepted``: the agent the task was sent to."""
+    type: str = ""
+    """The payload type involved."""
+    duration_ms: float | None = None
+    caller: str = ""
+    """Subject of the verified caller the work ran for."""
+    attempt: int = 1
+    reason: str = ""
+    """For ``rejected``, ``retried`` and ``failed``: a stable code."""
+    detail: str = ""

@@ -1,0 +1,161 @@
+"""Keys and certificates on disk, for the root, agents and ingresses.
+
+Layout of a keys directory (default ``.jetmesh/keys``)::
+
+    root.key             the mesh root's private seed (keep it offline in production)
+    roots/<kid>.pub      trusted root public keys (several during a rotation)
+    <name>.key           an agent's private seed
+    <name>.cert          its certificate (JWT), signed by the root
+
+Example:
+    >>> store = KeyStore(Path(".jetmesh/keys"))       # doctest: +SKIP
+    >>> store.init_root()                             # doctest: +SKIP
+    >>> ident = store.issue("billing", subjects=Subjects(), ttl_s=86400)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._exceptions import ConfigError
+from ..subjects import Subjects, check_token
+from .certificates import Certificate, default_permissions, issue_certificate, verify_certificate
+from .keys import KeyPair, load_public, save_public
+
+RENEW_BEFORE_S = 3600.0
+"""An auto-issued development certificate is renewed when it expires within this time."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An agent's (or ingress's) private key and its certificate."""
+
+    key: KeyPair
+    certificate: str
+
+    @property
+    def name(self) -> str:
+        return self.key.owner
+
+
+class KeyStore:
+    """Reads and writes keys and certificates in one directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @property
+    def root_key_path(self) -> Path:
+        return self.directory / "root.key"
+
+    def has_root(self) -> bool:
+        return self.root_key_path.exists()
+
+    def init_root(self) -> KeyPair:
+        """Create the root key if there is none; return it."""
+        if self.has_root():
+            return self.root()
+        root = KeyPair.generate("root")
+        root.save(self.root_key_path)
+        save_public(self.directory / "roots" / f"{root.kid}.pub", root.owner, root.public_key)
+        return root
+
+    def root(self) -> KeyPair:
+        """The root private key.
+
+        Raises:
+            ConfigError: no root key here (run ``jetmesh keys init``).
+        """
+        if not self.has_root():
+            raise ConfigError(f"no root key in {self.directory}; run `jetmesh keys init`")
+        return KeyPair.load(self.root_key_path)
+
+    def roots(self) -> dict[str, bytes]:
+        """Trusted root public keys by key id.
+
+        Raises:
+            ConfigError: when no root public key is present.
+        """
+        roots: dict[str, bytes] = {}
+        for path in sorted((self.directory / "roots").glob("*.pub")):
+            _, public = load_public(path)
+            roots[path.stem] = public
+        if not roots:
+            raise ConfigError(f"no trusted root in {self.directory / 'roots'}")
+        return roots
+
+    def issue(
+        self,
+        name: str,
+        *,
+        subjects: Subjects,
+        ttl_s: float,
+        scopes: Sequence[str] = (),
+        ingress: bool = False,
+        publish: Sequence[str] | None = None,
+        subscribe: Sequence[str] | None = None,
+    ) -> Identity:
+        """Create (or keep) ``name``'s key and sign a fresh certificate for it."""
+        check_token(name, "agent name")
+        key_path = self.directory / f"{name}.key"
+        key = KeyPair.load(key_path) if key_path.exists() else KeyPair.generate(name)
+        if not key_path.exists():
+            key.save(key_path)
+        default_pub, default_sub = default_permissions(subjects, name)
+        cert = issue_certificate(
+            self.root(),
+            key,
+            publish=publish if publish is not None else default_pub,
+            subscribe=subscribe if subscribe is not None else default_sub,
+            scopes=scopes,
+            ingress=ingress,
+            ttl_s=ttl_s,
+        )
+        (self.directory / f"{name}.cert").write_text(cert + "\n")
+        return Identity(key, cert)
+
+    def identity(self, name: str) -> Identity:
+        """Load ``name``'s key and certificate.
+
+        Raises:
+            ConfigError: when either is missing.
+        """
+        cert_path = self.directory / f"{name}.cert"
+        if not cert_path.exists():
+            raise ConfigError(f"no certificate for {name!r} in {self.directory}")
+        return Identity(KeyPair.load(self.directory / f"{name}.key"), cert_path.read_text().strip())
+
+    def certificate(self, name: str) -> Certificate:
+        """The verified certificate of ``name``."""
+        return verify_certificate(self.identity(name).certificate, self.roots())
+
+    def ensure(
+        self,
+        name: str,
+        *,
+        subjects: Subjects,
+        ttl_s: float,
+        ingress: bool = False,
+        scopes: Sequence[str] = (),
+    ) -> Identity:
+        """Development convenience: load ``name``'s identity, issuing one when this store
+        holds the root key and the certificate is missing or about to expire.
+
+        Raises:
+            ConfigError: no usable identity and no root key to issue one.
+        """
+        try:
+            ident = self.identity(name)
+            cert = verify_certificate(ident.certificate, self.roots())
+            if cert.expires - time.time() > RENEW_BEFORE_S and cert.ingress == ingress:
+                return ident
+        except ConfigError:
+            if not self.has_root():
+                raise
+        except Exception:
+            if not self.has_root():
+                raise ConfigError(f"certificate of {name!r} is not valid; reissue it") from None
+        return self.issue(name, subjects=subjects, ttl_s=ttl_s, ingress=ingress, scopes=scopes)

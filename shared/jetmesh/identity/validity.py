@@ -1,0 +1,29 @@
+"""Time validity of certificates and tokens (``nbf``/``iat`` .. ``exp``), at a chosen time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .._exceptions import RejectedMessage
+
+
+def check_validity(
+    what: str,
+    claims: Mapping[str, Any],
+    at: float | None,
+    leeway_s: float,
+    error: type[RejectedMessage],
+) -> None:
+    """Raise ``error`` unless ``claims`` are valid at ``at`` (default now) within the leeway."""
+    when = time.time() if at is None else at
+    try:
+        expires = float(claims["exp"])
+        not_before = float(claims.get("nbf", claims["iat"]))
+    except (KeyError, TypeError, ValueError):
+        raise error(f"{what} has no valid exp/iat") from None
+    if expires + leeway_s < when:
+        raise error(f"{what} expired {when - expires:.0f}s before use")
+    if not_before - leeway_s > when:
+        raise error(f"{what} not valid for another {not_before - when:.0f}s")

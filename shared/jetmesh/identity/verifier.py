@@ -1,0 +1,170 @@
+"""Verification of every incoming message, before any user code sees it.
+
+Order of checks (cheapest and most damning first)::
+
+    size -> signature headers -> certificate (key id) -> signature over the raw bytes
+    -> envelope JSON -> sender is the certificate's owner -> sender may publish here
+    -> subject matches ``to`` -> not stale / not from the future -> not a replay
+    -> caller token (optional only on events)
+
+Nothing is re-serialised before the signature check: the signature covers the exact bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from .._exceptions import BadSignature as BadSignatureError
+from .._exceptions import (
+    Misaddressed,
+    Oversized,
+    RejectedMessage,
+    Replayed,
+    Stale,
+    Unsigned,
+)
+from ..envelope import Envelope, decode_envelope
+from ..subjects import Subjects, expected_kinds
+from .certificates import Certificate
+from .signing import KEY_HEADER, KNOWN_SCHEMES, SCHEME_HEADER, SIGNATURE_HEADER, signature_valid
+from .tokens import Caller
+from .trust import TrustStore
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+class Verified(NamedTuple):
+    envelope: Envelope
+    certificate: Certificate
+    caller: Caller | None
+    """None only for an event that acts for no caller (the audit of a refused message)."""
+
+
+class SeenSet:
+    """Envelope ids seen recently, forgotten after ``ttl_s`` (the staleness limit)."""
+
+    def __init__(self, ttl_s: float, max_size: int = 200_000) -> None:
+        self._ttl = ttl_s
+        self._max = max_size
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def check_and_add(self, msg_id: str, now: float) -> bool:
+        """Record ``msg_id``; False if it was already recorded."""
+        seen = self._seen
+        while seen:
+            oldest_id, expiry = next(iter(seen.items()))
+            if expiry > now and len(seen) < self._max:
+                break
+            del seen[oldest_id]
+        if msg_id in seen:
+            return False
+        seen[msg_id] = now + self._ttl
+        return True
+
+
+class Verifier:
+    """Checks signatures, identity, addressing, freshness and replay of incoming messages."""
+
+    def __init__(
+        self,
+        trust: TrustStore,
+        subjects: Subjects,
+        *,
+        max_payload_bytes: int,
+        max_age_s: float,
+        clock_skew_s: float,
+    ) -> None:
+        self.trust = trust
+        self.subjects = subjects
+        self._max_payload = max_payload_bytes
+        self._max_age = max_age_s
+        self._skew = clock_skew_s
+        self._seen = SeenSet(max_age_s + clock_skew_s)
+
+    async def verify(
+        self,
+        subject: str,
+        data: bytes,
+        headers: Mapping[str, str] | None,
+        *,
+        stored_at: float | None,
+        audit: bool = False,
+    ) -> Verified:
+        """Verify one message and return its envelope, signer and caller.
+
+        Args:
+            subject: the subject the message arrived on.
+            data: the exact bytes received.
+            headers: the NATS headers received.
+            stored_at: for JetStream deliveries (tasks, events), when the stream stored the
+                message. Freshness is then judged at storage time, so a task may wait in the
+                queue for as long as the stream keeps it, while a replay stored later is
+                refused; inside the window the stream itself drops a replay by
+                ``Nats-Msg-Id``. None for core NATS replies, which are judged against the
+                clock and this process's seen-set.
+            audit: reading history: certificates and caller tokens must have been valid
+                when the message was stored, not now.
+
+        Raises:
+            RejectedMessage: a subclass naming the first check that failed; ``envelope`` is
+                set on it when the envelope could be decoded.
+        """
+        if len(data) > self._max_payload:
+            raise Oversized(f"{len(data)} bytes > limit {self._max_payload}")
+        headers = headers or {}
+        scheme = headers.get(SCHEME_HEADER)
+        kid = headers.get(KEY_HEADER)
+        signature = headers.get(SIGNATURE_HEADER)
+        if not kid or not signature:
+            raise Unsigned("no Mesh-Key / Mesh-Sig headers")
+        if scheme not in KNOWN_SCHEMES:
+            raise Unsigned(f"unknown signature scheme {scheme!r}")
+        at = stored_at if audit else None
+        cert, public = await self.trust.certificate(kid, at=at)
+        if not signature_valid(public, data, signature):
+            raise BadSignatureError(f"signature by {kid} does not match the message")
+        envelope = decode_envelope(data)
+        try:
+            self._check_envelope(subject, envelope, cert, headers, stored_at)
+            if envelope.kind == "event" and not envelope.caller:
+                caller = None
+            else:
+                caller = await self.trust.caller(envelope.caller, at=at)
+        except RejectedMessage as exc:
+            exc.envelope = envelope  # type: ignore[attr-defined]
+            raise
+        return Verified(envelope, cert, caller)
+
+    def _check_envelope(
+        self,
+        subject: str,
+        env: Envelope,
+        cert: Certificate,
+        headers: Mapping[str, str],
+        stored_at: float | None,
+    ) -> None:
+        if env.sender != cert.name:
+            raise Misaddressed(f"sender {env.sender!r} signed with {cert.name!r}'s key")
+        if not cert.may_publish(subject):
+            raise Misaddressed(f"{cert.name} may not publish to {subject}")
+        addressee = self.subjects.addressee(subject)
+        if addressee is not None and addressee != env.to:
+            raise Misaddressed(f"envelope to {env.to!r} arrived on {subject}")
+        kinds = expected_kinds(subject)
+        if kinds and env.kind not in kinds:
+            raise Misaddressed(f"a {env.kind!r} envelope may not travel on {subject}")
+        now = time.time()
+        received = stored_at if stored_at is not None else now
+        if env.created > received + self._skew:
+            raise Stale(f"created {env.created - received:.1f}s in the future")
+        if env.created < received - self._max_age - self._skew:
+            age = received - env.created
+            raise Stale(f"created {age:.1f}s before it was received (limit {self._max_age:.0f}s)")
+        if stored_at is not None:
+            if headers.get(MSG_ID_HEADER) != env.id:
+                raise Replayed("Nats-Msg-Id differs from the signed id (de-duplication evaded)")
+        elif not self._seen.check_and_add(env.id, now):
+            raise Replayed(f"envelope {env.id} already received")

@@ -1,0 +1,95 @@
+"""Agent processes started by a parent (the demo, tests, load harnesses): start each with
+``jetmesh run``, wait for its ``ready`` line, stop it with SIGTERM (SIGKILL after a timeout)."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ._exceptions import ConfigError
+from .settings import MeshSettings
+
+
+def settings_env(settings: MeshSettings) -> dict[str, str]:
+    """Environment variables that give a child process the same settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump(exclude_none=True).items():
+        if isinstance(value, tuple):
+            value = "[" + ",".join(str(v) for v in value) + "]"
+        env[f"JETMESH_{name.upper()}"] = str(value)
+    return env
+
+
+class AgentProcess:
+    """One ``jetmesh run <targets>`` child process."""
+
+    def __init__(self, targets: list[str], settings: MeshSettings, *, log_file: Path) -> None:
+        self.targets = targets
+        self.settings = settings
+        self.log_file = log_file
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready_line = ""
+
+    def start(self, timeout: float = 20.0) -> AgentProcess:
+        """Start the process and wait until it prints ``ready``.
+
+        Raises:
+            ConfigError: it exited or did not become ready in time (the log names why).
+        """
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jetmesh.cli", "run", *self.targets],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=settings_env(self.settings),
+                start_new_session=True,
+            )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        buffer = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                buffer += chunk
+                if b"ready:" in buffer:
+                    self.ready_line = buffer.decode(errors="replace").strip()
+                    return self
+            elif self.proc.poll() is not None:
+                break
+        self.stop()
+        tail = self.log_file.read_text(errors="replace")[-2000:]
+        raise ConfigError(f"{' '.join(self.targets)} did not start:\n{tail}")
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM (graceful drain), SIGKILL after ``timeout``; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL, for fault tests."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)

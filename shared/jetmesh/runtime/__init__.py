@@ -1,0 +1,1 @@
+"""The agent runtime: agents and their handlers, the handler context, running replicas."""

@@ -1,0 +1,143 @@
+"""What a handler gets besides its message: who asked, where it is, and how to go on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
+
+from .. import events as ev
+from ..client import MeshClient
+from ..envelope import Envelope
+from ..identity.tokens import Caller
+from ..memory import WorkingMemory
+
+T = TypeVar("T")
+
+
+class Context:
+    """The context of one task being handled.
+
+    Attributes:
+        caller: the verified identity the workflow runs for.
+        workflow: the workflow id.
+        task: the task envelope being handled.
+        agent: this agent's name.
+        attempt: delivery count of this task (1 on the first try).
+        log: a logger that names the agent, workflow and step.
+    """
+
+    def __init__(
+        self,
+        mesh: MeshClient,
+        task: Envelope,
+        caller: Caller,
+        *,
+        attempt: int,
+        concurrency: int,
+    ) -> None:
+        self._mesh = mesh
+        self.task = task
+        self.caller = caller
+        self.workflow = task.workflow
+        self.agent = mesh.name
+        self.attempt = attempt
+        self._calls = 0
+        self._gather_limit = concurrency
+        self._memory: WorkingMemory | None = None
+        self.log = logging.LoggerAdapter(
+            logging.getLogger(f"jetmesh.agent.{mesh.name}"),
+            {"workflow": task.workflow, "step": task.step},
+        )
+
+    @property
+    def step(self) -> str:
+        return self.task.step
+
+    @property
+    def memory(self) -> WorkingMemory:
+        """This agent's working memory for this workflow (Redis)."""
+        if self._memory is None:
+            self._memory = WorkingMemory(
+                self._mesh.redis, self._mesh.settings.subject_prefix, self.workflow, self.agent
+            )
+        return self._memory
+
+    def next_step(self, agent: str) -> str:
+        """The deterministic step key of the next call: same code, same keys on a re-run."""
+        self._calls += 1
+        return f"{self.task.step}/{agent}.{self._calls}"
+
+    def call(
+        self, agent: str, body: Any, *, returns: type[T], timeout: float | None = None
+    ) -> Awaitable[T]:
+        """Send ``body`` to ``agent`` and await its reply as ``returns``.
+
+        The step key is taken when ``call`` is invoked, not when it is awaited, so calls
+        passed to :meth:`gather` get their keys in argument order.
+
+        Raises:
+            MeshTimeout: no reply in time.
+            CallFailed: the agent answered with an error.
+        """
+        step = self.next_step(agent)
+        return self._call(agent, body, returns, step, timeout)
+
+    async def _call(
+        self, agent: str, body: Any, returns: type[T], step: str, timeout: float | None
+    ) -> T:
+        started = time.perf_counter()
+        await self.emit_event(ev.CALL, step=step, target=agent)
+        result = await self._mesh.call(
+            agent,
+            body,
+            returns=returns,
+            workflow=self.workflow,
+            caller=self.task.caller,
+            parent=self.task.id,
+            step=step,
+            timeout=timeout,
+        )
+        await self.emit_event(
+            ev.REPLY,
+            step=step,
+            target=agent,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+        return result
+
+    async def gather(self, calls: Iterable[Awaitable[T]], *, limit: int | None = None) -> list[T]:
+        """Await several calls concurrently (at most ``limit`` at once); results in order.
+
+        The first failure is raised after the others are cancelled.
+        """
+        semaphore = asyncio.Semaphore(limit or self._gather_limit)
+
+        async def bounded(call: Awaitable[T]) -> T:
+            async with semaphore:
+                return await call
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(bounded(c)) for c in calls]
+        return [t.result() for t in tasks]
+
+    async def emit(self, kind: str, detail: str = "") -> None:
+        """Record a custom event (``kind`` like ``critique`` or ``note``) in the workflow."""
+        await self.emit_event(kind, detail=detail)
+
+    async def emit_event(self, kind: str, **fields: Any) -> None:
+        fields.setdefault("step", self.task.step)
+        event = ev.Event(
+            kind=kind,
+            agent=self.agent,
+            at=time.time(),
+            instance=self._mesh.instance,
+            task=self.task.id,
+            parent=self.task.parent,
+            caller=self.caller.subject,
+            attempt=self.attempt,
+            **fields,
+        )
+        await self._mesh.emit(self.workflow, event, caller=self.task.caller, parent=self.task.id)

@@ -1,0 +1,272 @@
+"""A running replica of an agent: fetch, verify, handle, reply, acknowledge.
+
+Lifecycle: ``start()`` connects and declares the role's consumer, then fetches tasks;
+``drain()`` stops fetching, lets in-flight tasks finish within ``drain_timeout_s``, naks
+what is left (so another replica takes it at once), flushes events and closes. Both are
+idempotent. Signals are the caller's business (see ``jetmesh run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from .. import events as ev
+from .._exceptions import HandlerControl, Reject, RejectedMessage, Retry
+from ..bus.pull import PullFeed
+from ..bus.streams import ensure_consumer
+from ..client import MeshClient
+from ..envelope import ErrorBody, decode_body, type_name
+from ..identity.keystore import Identity
+from ..identity.tokens import Caller
+from ..settings import MeshSettings
+from .agent import Agent
+from .context import Context
+
+log = logging.getLogger("jetmesh.runtime")
+
+
+class ReplicaState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class Replica:
+    """One process's share of an agent role's work."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        settings: MeshSettings,
+        identity: Identity,
+        *,
+        roots: Mapping[str, bytes],
+    ) -> None:
+        if identity.name != agent.name:
+            raise ValueError(f"identity {identity.name!r} is not agent {agent.name!r}")
+        self.agent = agent
+        self.settings = settings
+        self.mesh = MeshClient(settings, identity, roots=roots)
+        self.concurrency = agent.concurrency or settings.concurrency
+        self.state = ReplicaState.NEW
+        self.handled = 0
+        self._inflight: dict[asyncio.Task[None], Msg] = {}
+        self._feed: PullFeed
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def instance(self) -> str:
+        return self.mesh.instance
+
+    async def start(self) -> None:
+        """Connect, declare the consumer, start taking tasks."""
+        if self.state is not ReplicaState.NEW:
+            return
+        await self.mesh.start()
+        await ensure_consumer(self.mesh.js, self.settings, self.agent.name)
+        self._feed = PullFeed(
+            self.mesh.nc,
+            self.settings.tasks_stream,
+            self.agent.name,
+            self._dispatch,
+            capacity=self.concurrency,
+        )
+        await self._feed.start()
+        self.state = ReplicaState.RUNNING
+        self._heartbeat = asyncio.create_task(self._progress_loop(), name="progress")
+        log.info(
+            "%s replica %s running (concurrency %d)",
+            self.agent.name,
+            self.instance,
+            self.concurrency,
+        )
+
+    def _dispatch(self, msg: Msg) -> None:
+        task = asyncio.get_running_loop().create_task(self._process(msg))
+        self._inflight[task] = msg
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        self._feed.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task processing crashed", exc_info=task.exception())
+
+    async def _progress_loop(self) -> None:
+        """Keep long-running tasks alive: in-progress acks at a third of AckWait."""
+        interval = self.settings.ack_wait_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            for msg in list(self._inflight.values()):
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+    async def _process(self, msg: Msg) -> None:
+        meta = msg.metadata
+        stored_at = meta.timestamp.timestamp()
+        try:
+            verified = await self.mesh.verify(msg, stored_at=stored_at)
+            handler = self.agent.handler_for(verified.envelope.type)
+            body = decode_body(verified.envelope, handler.input_type)
+        except RejectedMessage as exc:
+            await self._refuse(msg, exc)
+            return
+        task, caller = verified.envelope, verified.caller
+        assert caller is not None  # tasks always carry a verified caller
+        attempt = meta.num_delivered
+        if task.deadline is not None and task.deadline < time.time():
+            await self._finish_failed(
+                msg,
+                task,
+                caller,
+                attempt,
+                "deadline-passed",
+                "the caller's deadline passed before the task started",
+            )
+            return
+        ctx = Context(self.mesh, task, caller, attempt=attempt, concurrency=self.concurrency)
+        started = time.perf_counter()
+        await ctx.emit_event(ev.STARTED, type=task.type)
+        try:
+            result = await handler(body, ctx)
+            reply = None
+            if task.reply_to:
+                reply = self.mesh.envelope(
+                    kind="reply",
+                    workflow=task.workflow,
+                    to=task.sender,
+                    body=result,
+                    caller=task.caller,
+                    parent=task.id,
+                    step=task.step,
+                )
+        except asyncio.CancelledError:
+            await msg.nak()
+            raise
+        except Reject as exc:
+            await self._finish_failed(
+                msg, task, caller, attempt, "rejected-by-handler", exc.reason, error_type="Reject"
+            )
+            return
+        except Exception as exc:
+            await self._after_failure(msg, ctx, exc, attempt)
+            return
+        duration_ms = (time.perf_counter() - started) * 1000
+        if reply is not None and task.reply_to:
+            await self.mesh.send_reply(reply, task.reply_to)
+        await msg.ack()
+        self.handled += 1
+        await ctx.emit_event(ev.COMPLETED, duration_ms=duration_ms, type=type_name(type(result)))
+
+    async def _refuse(self, msg: Msg, exc: RejectedMessage) -> None:
+        """Dead-letter and audit a refused task, then terminate its delivery."""
+        try:
+            await self.mesh.reject(msg.subject, msg.data, msg.headers, exc)
+        except Exception as dl_exc:  # nothing is lost: try again later
+            log.error("could not dead-letter %s: %s", msg.subject, dl_exc)
+            await msg.nak(delay=self.settings.backoff_for(1))
+            return
+        envelope = getattr(exc, "envelope", None)
+        if envelope is not None and envelope.kind == "task":
+            with contextlib.suppress(Exception):
+                await self.mesh.error_reply(
+                    envelope, ErrorBody(type(exc).__name__, exc.detail, exc.reason)
+                )
+        await msg.term()
+
+    async def _after_failure(self, msg: Msg, ctx: Context, exc: Exception, attempt: int) -> None:
+        task = ctx.task
+        reason = exc.reason if isinstance(exc, Retry) else type(exc).__name__
+        if attempt >= self.settings.max_deliver:
+            await self._finish_failed(
+                msg,
+                task,
+                ctx.caller,
+                attempt,
+                "max-deliveries",
+                f"{reason}: {exc}",
+                error_type=type(exc).__name__,
+            )
+            return
+        delay = exc.delay if isinstance(exc, Retry) else self.settings.backoff_for(attempt)
+        if not isinstance(exc, HandlerControl):
+            ctx.log.warning("handler failed (attempt %d): %r", attempt, exc)
+        await msg.nak(delay=delay)
+        await ctx.emit_event(ev.RETRIED, reason=reason, detail=str(exc)[:1024])
+
+    async def _finish_failed(
+        self,
+        msg: Msg,
+        task: Any,
+        caller: Caller,
+        attempt: int,
+        reason: str,
+        detail: str,
+        *,
+        error_type: str = "TaskFailed",
+    ) -> None:
+        try:
+            await self.mesh.dead_letter(msg.subject, msg.data, msg.headers, reason, detail)
+        except Exception as exc:
+            log.error("could not dead-letter %s: %s", task.id, exc)
+            await msg.nak(delay=self.settings.backoff_for(attempt))
+            return
+        await self.mesh.error_reply(task, ErrorBody(error_type, detail, reason))
+        await msg.term()
+        event = ev.Event(
+            kind=ev.FAILED,
+            agent=self.agent.name,
+            at=time.time(),
+            instance=self.instance,
+            task=task.id,
+            parent=task.parent,
+            step=task.step,
+            caller=caller.subject,
+            attempt=attempt,
+            reason=reason,
+            detail=detail[:1024],
+        )
+        await self.mesh.emit(task.workflow, event, caller=task.caller, parent=task.id)
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop fetching, finish or nak in-flight tasks, flush events, close. Idempotent."""
+        if self.state in (ReplicaState.DRAINING, ReplicaState.STOPPED):
+            return
+        if self.state is ReplicaState.NEW:
+            self.state = ReplicaState.STOPPED
+            return
+        self.state = ReplicaState.DRAINING
+        timeout = timeout if timeout is not None else self.settings.drain_timeout_s
+        await self._feed.stop()
+        if self._inflight:
+            _, pending = await asyncio.wait(list(self._inflight), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2.0)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        await self.mesh.close()
+        self.state = ReplicaState.STOPPED
+        log.info(
+            "%s replica %s stopped after %d tasks", self.agent.name, self.instance, self.handled
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start, serve until ``stop`` is set, then drain."""
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.drain()

@@ -1,0 +1,78 @@
+"""Running agents as processes: identity, signals, event loop. Used by ``jetmesh run`` and
+``services/<name>/__main__.py``; library code never installs signal handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+from collections.abc import Sequence
+
+from .._exceptions import ConfigError
+from ..identity.keystore import KeyStore
+from ..settings import MeshSettings
+from ..subjects import Subjects
+from .agent import Agent
+from .replica import Replica
+
+log = logging.getLogger("jetmesh.runner")
+
+
+def load_agent(target: str) -> Agent:
+    """Import ``module:attribute`` and return the :class:`Agent` it names.
+
+    Raises:
+        ConfigError: the target is malformed or is not an Agent.
+    """
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"expected module:attribute, got {target!r}")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load {target}: {exc}") from None
+    if not isinstance(obj, Agent):
+        raise ConfigError(f"{target} is a {type(obj).__name__}, not a jetmesh Agent")
+    return obj
+
+
+def make_replica(agent: Agent, settings: MeshSettings) -> Replica:
+    """A replica of ``agent`` with its identity from the keys directory (issued on the spot
+    in development, when the root key is present)."""
+    store = KeyStore(settings.resolved_keys_dir)
+    identity = store.ensure(
+        agent.name,
+        subjects=Subjects(settings.subject_prefix),
+        ttl_s=settings.cert_ttl_s,
+        scopes=agent.scopes,
+    )
+    return Replica(agent, settings, identity, roots=store.roots())
+
+
+async def serve(agents: Sequence[Agent], settings: MeshSettings) -> None:
+    """Run one replica of each agent until SIGTERM or SIGINT, then drain them."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    replicas = [make_replica(a, settings) for a in agents]
+    for replica in replicas:
+        await replica.start()
+    print("ready: " + ", ".join(f"{r.agent.name}/{r.instance}" for r in replicas), flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await asyncio.gather(*(r.drain() for r in replicas))
+
+
+def run_forever(agents: Sequence[Agent], settings: MeshSettings | None = None) -> None:
+    """Process entry point: uvloop when available, then :func:`serve`."""
+    settings = settings or MeshSettings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        import uvloop
+
+        uvloop.run(serve(agents, settings))
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        asyncio.run(serve(agents, settings))

@@ -1,0 +1,127 @@
+"""One settings object for every jetmesh process.
+
+Every value has a default that works on a developer machine with the embedded servers, and
+every value can be set from the environment with the ``JETMESH_`` prefix::
+
+    JETMESH_NATS_URL=nats://10.0.0.5:4222 JETMESH_CONCURRENCY=32 jetmesh run app:agent
+
+Example:
+    >>> settings = MeshSettings(subject_prefix="acme")
+    >>> settings.subject_prefix
+    'acme'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_STATE_DIR = Path(".jetmesh")
+
+
+class MeshSettings(BaseSettings):
+    """Settings shared by agents, the CLI and the embedded servers."""
+
+    model_config = SettingsConfigDict(env_prefix="JETMESH_", frozen=True, extra="ignore")
+
+    nats_url: str = DEFAULT_NATS_URL
+    """NATS server URL(s), comma separated for a cluster."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    """Redis URL for working memory."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    """Project-local directory for embedded server data, pid files and development keys."""
+
+    keys_dir: Path | None = None
+    """Where keys and certificates live; defaults to ``<state_dir>/keys``."""
+
+    subject_prefix: str = Field(default="mesh", pattern=r"^[A-Za-z0-9_-]+$")
+    """First token of every jetmesh subject."""
+
+    tasks_stream: str = "MESH_TASKS"
+    """JetStream stream holding every task."""
+
+    events_stream: str = "MESH_EVENTS"
+    """JetStream stream holding every workflow event (the audit trail)."""
+
+    dlq_stream: str = "MESH_DLQ"
+    """JetStream stream holding dead letters."""
+
+    registry_bucket: str = "MESH_KEYS"
+    """JetStream key-value bucket of agent certificates, by key id."""
+
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    """Replicas of each stream (3 in a production cluster)."""
+
+    tasks_max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
+    """How long tasks stay in MESH_TASKS (for audit and redrive)."""
+
+    events_max_age_s: float = Field(default=30 * 24 * 3600, gt=0)
+    """How long workflow events stay in MESH_EVENTS."""
+
+    duplicate_window_s: float = Field(default=120.0, gt=0)
+    """JetStream de-duplication window for ``Nats-Msg-Id``."""
+
+    max_message_age_s: float = Field(default=110.0, gt=0)
+    """A message created longer ago than this is rejected as stale.
+
+    Must be shorter than ``duplicate_window_s``: inside the window JetStream drops an exact
+    replay, after it the receiver rejects it as stale, so no replay gets through.
+    """
+
+    clock_skew_s: float = Field(default=5.0, ge=0)
+    """Tolerated clock difference between hosts for ``created`` and token times."""
+
+    max_payload_bytes: int = Field(default=256 * 1024, gt=0)
+    """Largest envelope accepted, in bytes."""
+
+    concurrency: int = Field(default=64, gt=0)
+    """Tasks one replica runs at once."""
+
+    max_ack_pending: int = Field(default=1024, gt=0)
+    """Tasks in flight for one role across all its replicas (JetStream ``max_ack_pending``)."""
+
+    ack_wait_s: float = Field(default=30.0, gt=0)
+    """How long JetStream waits for an ack before redelivering a task."""
+
+    max_deliver: int = Field(default=5, gt=0)
+    """Deliveries of one task before it is dead-lettered."""
+
+    retry_backoff_s: tuple[float, ...] = (0.2, 1.0, 5.0)
+    """Delay before each redelivery after a failure; the last value repeats."""
+
+    call_timeout_s: float = Field(default=30.0, gt=0)
+    """Default deadline of ``ctx.call``."""
+
+    drain_timeout_s: float = Field(default=20.0, gt=0)
+    """How long a stopping replica waits for in-flight tasks."""
+
+    token_ttl_s: float = Field(default=3600.0, gt=0)
+    """Lifetime of caller tokens minted by ``jetmesh keys token`` and the CLI."""
+
+    cert_ttl_s: float = Field(default=30 * 24 * 3600.0, gt=0)
+    """Lifetime of agent certificates issued by ``jetmesh keys issue``."""
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> MeshSettings:
+        if self.max_message_age_s + self.clock_skew_s >= self.duplicate_window_s:
+            raise ValueError(
+                "max_message_age_s + clock_skew_s must be shorter than duplicate_window_s, "
+                "or a replay could arrive after de-duplication forgot it and still look fresh"
+            )
+        return self
+
+    @property
+    def resolved_keys_dir(self) -> Path:
+        """The keys directory, defaulting to ``<state_dir>/keys``."""
+        return self.keys_dir if self.keys_dir is not None else self.state_dir / "keys"
+
+    def backoff_for(self, attempt: int) -> float:
+        """Delay before redelivery number ``attempt`` (1-based)."""
+        steps = self.retry_backoff_s or (1.0,)
+        return steps[min(attempt, len(steps)) - 1]

@@ -106,7 +106,8 @@ class MeshClient:
         await ensure_streams(self._js, self.settings)
         self._registry = await ensure_registry(self._js, self.settings)
         await self._registry.put(self.identity.key.kid, self.identity.certificate.encode())
-        self._events = EventSink(self._js)
+        self._events = EventSink(self._nc)
+        await self._events.start()
         await self._nc.subscribe(self.reply_subject, cb=self._on_reply)
         await self._nc.flush()
         return self

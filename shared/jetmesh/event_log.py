@@ -157,6 +157,8 @@ def _apply(node: TaskNode, logged: LoggedEvent) -> None:
     elif e.kind == ev.COMPLETED:
         node.status = "completed"
         node.duration_ms = e.duration_ms
+        node.type = node.type or e.type
+        node.attempts = max(node.attempts, e.attempt)
     elif e.kind in (ev.FAILED, ev.REJECTED):
         node.status = e.kind
         node.detail = f"{e.reason}: {e.detail}"

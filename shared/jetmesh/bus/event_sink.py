@@ -1,9 +1,10 @@
 """Publishing events without holding up the work they describe.
 
 Events go to JetStream asynchronously: the handler does not wait for the stream's ack,
-but the sink does. An event whose ack fails or does not come in time is published again
-with the same ``Nats-Msg-Id``, so the stream stores it once. ``flush`` waits for every
-outstanding event; replicas flush before they exit.
+but the sink does. Each event is published with a reply subject under one private inbox;
+the stream's ack arrives there and settles it. An event whose ack reports an error or does
+not come in time is published again with the same ``Nats-Msg-Id``, so the stream stores it
+once. ``flush`` waits for every outstanding event; clients flush before they close.
 """
 
 from __future__ import annotations
@@ -12,63 +13,99 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from nats.js import JetStreamContext
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 log = logging.getLogger("jetmesh.events")
 
 ACK_TIMEOUT_S = 5.0
 SWEEP_INTERVAL_S = 0.5
 MAX_ATTEMPTS = 20
+MAX_PENDING = 10_000
 
 
-@dataclass
+class _PubAck(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, object] | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(_PubAck)
+
+
+@dataclass(slots=True)
 class _Pending:
     subject: str
     data: bytes
     headers: dict[str, str]
     deadline: float
     attempts: int = 1
-    future: asyncio.Future[object] | None = field(default=None, repr=False)
+    failed: bool = False
 
 
 class EventSink:
     """Asynchronous, acknowledged, retried publishing of event messages."""
 
-    def __init__(self, js: JetStreamContext, *, max_pending: int = 4000) -> None:
-        self._js = js
+    def __init__(self, nc: NATS, *, max_pending: int = MAX_PENDING) -> None:
+        self._nc = nc
         self._pending: dict[str, _Pending] = {}
         self._room = asyncio.Semaphore(max_pending)
+        self._prefix = ""
+        self._sub: Subscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._counter = 0
+        self._by_token: dict[str, str] = {}
         self.dropped = 0
+
+    async def start(self) -> None:
+        inbox = self._nc.new_inbox()
+        self._prefix = inbox + "."
+        self._sub = await self._nc.subscribe(inbox + ".*", cb=self._on_ack)
+        self._sweeper = asyncio.create_task(self._sweep(), name="jetmesh-event-sweeper")
 
     async def publish(
         self, msg_id: str, subject: str, data: bytes, headers: dict[str, str]
     ) -> None:
-        """Send one event; returns once it is on the wire (not yet acknowledged)."""
+        """Send one event; returns once it is handed to the connection (not yet stored)."""
         await self._room.acquire()
         entry = _Pending(subject, data, headers, time.monotonic() + ACK_TIMEOUT_S)
         self._pending[msg_id] = entry
-        if self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep(), name="jetmesh-event-sweeper")
         await self._send(msg_id, entry)
 
     async def _send(self, msg_id: str, entry: _Pending) -> None:
+        self._counter += 1
+        token = str(self._counter)
+        self._by_token[token] = msg_id
+        entry.failed = False
         try:
-            future = await self._js.publish_async(entry.subject, entry.data, headers=entry.headers)
+            await self._nc.publish(
+                entry.subject, entry.data, reply=self._prefix + token, headers=entry.headers
+            )
         except Exception as exc:  # disconnected: the sweeper tries again
             log.debug("event %s not sent: %s", msg_id, exc)
-            entry.future = None
-            return
-        entry.future = future
-        future.add_done_callback(lambda f: self._settled(msg_id, f))
+            entry.failed = True
 
-    def _settled(self, msg_id: str, future: asyncio.Future[object]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return  # the sweeper re-sends it
-        if self._pending.pop(msg_id, None) is not None:
-            self._room.release()
+    async def _on_ack(self, msg: Msg) -> None:
+        msg_id = self._by_token.pop(msg.subject[len(self._prefix) :], None)
+        if msg_id is None:
+            return
+        entry = self._pending.get(msg_id)
+        if entry is None:
+            return
+        try:
+            ack = _ack_decoder.decode(msg.data) if msg.data else None
+        except msgspec.DecodeError:
+            ack = None
+        if ack is None or ack.error is not None or not ack.stream:
+            entry.failed = True  # includes "no responders": no stream (yet)
+            return
+        del self._pending[msg_id]
+        self._room.release()
 
     async def _sweep(self) -> None:
         while True:
@@ -78,12 +115,8 @@ class EventSink:
     async def _resend_overdue(self) -> None:
         now = time.monotonic()
         for msg_id, entry in list(self._pending.items()):
-            future = entry.future
-            failed = future is None or (future.done() and future.exception() is not None)
-            if not failed and entry.deadline > now:
+            if not entry.failed and entry.deadline > now:
                 continue
-            if future is not None and not future.done():
-                future.cancel()
             if entry.attempts >= MAX_ATTEMPTS:
                 log.error(
                     "event %s on %s dropped after %d attempts",
@@ -98,26 +131,33 @@ class EventSink:
             entry.attempts += 1
             entry.deadline = now + ACK_TIMEOUT_S
             await self._send(msg_id, entry)
+        if len(self._by_token) > 4 * len(self._pending) + 1024:  # forget tokens of resends
+            live = set(self._pending)
+            self._by_token = {t: m for t, m in self._by_token.items() if m in live}
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
     async def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every event is acknowledged; False if some are still pending."""
+        """Wait until every event is stored; False if some are still pending at timeout."""
         end = time.monotonic() + timeout
         while self._pending and time.monotonic() < end:
             await asyncio.sleep(0.01)
-            if any(e.future is None or e.future.done() for e in self._pending.values()):
+            if any(e.failed for e in self._pending.values()):
                 await self._resend_overdue()
         return not self._pending
 
     async def close(self, timeout: float = 10.0) -> bool:
-        """Flush, then stop the sweeper. Idempotent."""
-        done = await self.flush(timeout)
+        """Flush, then stop the sweeper and the ack subscription. Idempotent."""
+        done = await self.flush(timeout) if self._sub is not None else True
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
         return done

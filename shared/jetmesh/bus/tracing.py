@@ -7,12 +7,14 @@ every process that touches a workflow lands in the same trace without any coordi
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 from ulid import ULID
 
 TRACEPARENT_HEADER = "traceparent"
 
 
+@lru_cache(maxsize=8192)
 def trace_id_of(workflow: str) -> str:
     """The 32-hex-digit trace id of a workflow."""
     try:

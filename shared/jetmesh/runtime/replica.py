@@ -32,6 +32,9 @@ from .context import Context
 
 log = logging.getLogger("jetmesh.runtime")
 
+STARTED_AFTER_S = 0.05
+"""A first delivery's ``started`` event is emitted once its handler has run this long."""
+
 
 class ReplicaState(enum.Enum):
     NEW = "new"
@@ -60,6 +63,7 @@ class Replica:
         self.state = ReplicaState.NEW
         self.handled = 0
         self._inflight: dict[asyncio.Task[None], Msg] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._feed: PullFeed
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -135,7 +139,9 @@ class Replica:
             return
         ctx = Context(self.mesh, task, caller, attempt=attempt, concurrency=self.concurrency)
         started = time.perf_counter()
-        await ctx.emit_event(ev.STARTED, type=task.type)
+        announce = self._announce_later(ctx) if attempt == 1 else None
+        if announce is None:
+            await ctx.emit_event(ev.STARTED, type=task.type)
         try:
             result = await handler(body, ctx)
             reply = None
@@ -160,12 +166,35 @@ class Replica:
         except Exception as exc:
             await self._after_failure(msg, ctx, exc, attempt)
             return
+        finally:
+            if announce is not None:
+                announce.cancel()
         duration_ms = (time.perf_counter() - started) * 1000
         if reply is not None and task.reply_to:
             await self.mesh.send_reply(reply, task.reply_to)
         await msg.ack()
         self.handled += 1
-        await ctx.emit_event(ev.COMPLETED, duration_ms=duration_ms, type=type_name(type(result)))
+        await ctx.emit_event(
+            ev.COMPLETED,
+            duration_ms=duration_ms,
+            type=task.type,
+            detail=f"-> {type_name(type(result))}",
+        )
+
+    def _announce_later(self, ctx: Context) -> asyncio.TimerHandle:
+        """Emit ``started`` only if the handler is still running after
+        ``STARTED_AFTER_S``: a short task is fully described by its ``completed`` event
+        (which carries its duration), a long or stuck one shows up while it runs.
+        Redeliveries always announce themselves."""
+
+        def fire() -> None:
+            task = asyncio.get_running_loop().create_task(
+                ctx.emit_event(ev.STARTED, type=ctx.task.type)
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        return asyncio.get_running_loop().call_later(STARTED_AFTER_S, fire)
 
     async def _refuse(self, msg: Msg, exc: RejectedMessage) -> None:
         """Dead-letter and audit a refused task, then terminate its delivery."""

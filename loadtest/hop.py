@@ -1,0 +1,153 @@
+"""The hop benchmark: one signed mesh hop against the bare nats-py floor, in one run.
+
+    floor: requester --core request--> responder process --core reply-->
+    hop:   caller --signed task, JetStream publish+ack--> MESH_TASKS --pull--> echo agent
+           process (verify, handle, events) --signed reply--> caller (verify)
+
+Same payload (256 bytes), same concurrency (64 in flight), same machine, same server.
+Prints throughput, p50 and p99 for both and the ratio hop/floor.
+
+    python -m loadtest.hop [--requests 20000] [--in-flight 64] [--runs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import msgspec
+import uvloop
+
+from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects
+from jetmesh.envelope import new_id
+from jetmesh.processes import AgentProcess
+from loadtest.driver import drive
+from loadtest.echo import Blob
+from loadtest.floor import run_floor
+from loadtest.servers import nats_server
+from loadtest.stats import RunResult, format_table
+
+LOADER = "loader"
+
+
+def blob_payload(size: int) -> Blob:
+    """A Blob whose JSON encoding is exactly ``size`` bytes (``{"data":"..."}``)."""
+    return Blob(data="x" * (size - len(b'{"data":""}')))
+
+
+async def run_hop(
+    settings: MeshSettings,
+    *,
+    requests: int,
+    in_flight: int,
+    payload_size: int,
+    max_seconds: float,
+    warmup: int,
+) -> RunResult:
+    """Drive signed tasks through one echo agent process and back."""
+    keys = KeyStore(settings.resolved_keys_dir)
+    keys.init_root()
+    subjects = Subjects(settings.subject_prefix)
+    keys.issue("echo", subjects=subjects, ttl_s=3600)
+    loader = keys.issue(LOADER, subjects=subjects, ttl_s=3600, ingress=True)
+    body = blob_payload(payload_size)
+    assert len(msgspec.json.encode(body)) == payload_size
+    log_file = settings.state_dir / "echo.log"
+    agent = AgentProcess(["loadtest.echo:agent"], settings, log_file=log_file).start()
+    try:
+        async with MeshClient(settings, loader, roots=keys.roots()) as mesh:
+            token = mesh.mint_token("bench", tenant="bench")
+
+            async def send(_: bytes) -> Blob:
+                return await mesh.call(
+                    "echo",
+                    body,
+                    returns=Blob,
+                    workflow=new_id(),
+                    caller=token,
+                    step="echo",
+                    timeout=10.0,
+                )
+
+            return await drive(
+                send,
+                payload=b"",
+                in_flight=in_flight,
+                requests=requests,
+                warmup=warmup,
+                max_seconds=max_seconds,
+                name="mesh hop",
+            )
+    finally:
+        agent.stop()
+
+
+async def bench(args: argparse.Namespace) -> list[RunResult]:
+    results: list[RunResult] = []
+    with nats_server() as url, tempfile.TemporaryDirectory(prefix="loadtest-hop-") as tmp:
+        for run in range(args.runs):
+            results.append(
+                await run_floor(
+                    url,
+                    requests=args.requests * 2,
+                    in_flight=args.in_flight,
+                    payload_size=args.payload_size,
+                    max_seconds=args.max_seconds,
+                    warmup=args.warmup,
+                )
+            )
+            settings = MeshSettings(
+                nats_url=url,
+                state_dir=Path(tmp) / f"run{run}",
+                subject_prefix=f"bench{run}",
+                tasks_stream=f"BENCH{run}_TASKS",
+                events_stream=f"BENCH{run}_EVENTS",
+                dlq_stream=f"BENCH{run}_DLQ",
+                registry_bucket=f"BENCH{run}_KEYS",
+                concurrency=args.in_flight,
+            )
+            results.append(
+                await run_hop(
+                    settings,
+                    requests=args.requests,
+                    in_flight=args.in_flight,
+                    payload_size=args.payload_size,
+                    max_seconds=args.max_seconds,
+                    warmup=args.warmup,
+                )
+            )
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.hop",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--requests", type=int, default=20000, help="hop requests per run")
+    parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--payload-size", type=int, default=256)
+    parser.add_argument("--max-seconds", type=float, default=60.0)
+    parser.add_argument("--warmup", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=1, help="repeat floor + hop (1..10)")
+    args = parser.parse_args(argv)
+    args.runs = min(max(args.runs, 1), 10)
+    try:
+        results = uvloop.run(bench(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(f"{args.payload_size} B payload, {args.in_flight} in flight, {os.cpu_count()} CPUs")
+    floors = [r for r in results if r.name == "floor"]
+    hops = [r for r in results if r.name != "floor"]
+    print(format_table(results))
+    for floor, hop in zip(floors, hops, strict=True):
+        print(f"ratio hop/floor: {hop.throughput / floor.throughput:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -87,4 +87,5 @@ __all__ = [
     "UntrustedCertificate",
     "WorkingMemory",
     "__version__",
+    "run_forever",
 ]

@@ -113,7 +113,8 @@ def decode_body(envelope: Envelope, tp: type[T]) -> T:
         SchemaViolation: when the body does not match ``tp``.
     """
     try:
-        return _decoder_for(tp).decode(envelope.body)  # type: ignore[no-any-return]
+        decoder: msgspec.json.Decoder[T] = _decoder_for(tp)  # type: ignore[arg-type]
+        return decoder.decode(envelope.body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise SchemaViolation(f"{type_name(tp)}: {exc}") from None
 

@@ -130,14 +130,13 @@ def build_tree(events: list[LoggedEvent]) -> list[TaskNode]:
             node.verified = logged.verified
             roots.append(node)
             continue
-        node = nodes.get(key)
-        if node is None:
-            node = nodes[key] = TaskNode(task=key, parent=e.parent, agent=e.agent, step=e.step)
-        _apply(node, logged)
+        if key not in nodes:
+            nodes[key] = TaskNode(task=key, parent=e.parent, agent=e.agent, step=e.step)
+        _apply(nodes[key], logged)
     for node in nodes.values():
-        parent = nodes.get(node.parent or "")
-        if parent is not None:
-            parent.children.append(node)
+        caused_by = nodes.get(node.parent or "")
+        if caused_by is not None:
+            caused_by.children.append(node)
         elif roots and roots[-1].task is None:
             roots[-1].children.append(node)
         else:

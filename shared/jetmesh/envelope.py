@@ -18,9 +18,9 @@ from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
 import msgspec
-from ulid import ULID
 
 from ._exceptions import Malformed, SchemaViolation
+from .ids import new_id
 
 ENVELOPE_VERSION = 1
 
@@ -71,9 +71,7 @@ _encoder = msgspec.json.Encoder()
 _envelope_decoder = msgspec.json.Decoder(Envelope)
 
 
-def new_id() -> str:
-    """A new sortable unique id."""
-    return str(ULID())
+__all__ = ["Envelope", "ErrorBody", "decode_body", "decode_envelope", "encode", "new_id", "now"]
 
 
 def now() -> float:

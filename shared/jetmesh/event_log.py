@@ -45,6 +45,8 @@ class TaskNode:
     verified: bool = True
     attempts: int = 0
     detail: str = ""
+    notes: list[str] = field(default_factory=list)
+    """Custom events the handler emitted (``ctx.emit``), as ``kind: detail``."""
     children: list[TaskNode] = field(default_factory=list)
     events: list[LoggedEvent] = field(default_factory=list)
 
@@ -164,3 +166,5 @@ def _apply(node: TaskNode, logged: LoggedEvent) -> None:
     elif e.kind == ev.RETRIED and node.status != "completed":
         node.status = "retrying"
         node.detail = f"{e.reason}: {e.detail}"
+    elif e.kind not in ev.KINDS:
+        node.notes.append(f"{e.kind}: {e.detail}" if e.detail else e.kind)

@@ -25,11 +25,12 @@ def node_label(node: TaskNode) -> str:
     took = f"{node.duration_ms:8.1f} ms" if node.duration_ms is not None else " " * 11
     signed = "[green]signed ok[/green]" if node.verified else "[red]SIGNATURE BAD[/red]"
     tries = f" x{node.attempts}" if node.attempts > 1 else ""
-    detail = f"  [dim]{node.detail}[/dim]" if node.detail else ""
+    notes = "; ".join([*node.notes, node.detail] if node.detail else node.notes)
+    extra = f"  [dim]{notes}[/dim]" if notes else ""
     what = node.type or "-"
     return (
-        f"[bold]{node.agent}[/bold] {what} [{style}]{node.status}{tries}[/{style}] {took} "
-        f"{signed} caller={node.caller or '-'}{detail}"
+        f"[bold]{node.agent:<10}[/bold] {what:<20} [{style}]{node.status + tries:<10}[/{style}]"
+        f" {took}  {signed}  caller={node.caller or '-'}{extra}"
     )
 
 

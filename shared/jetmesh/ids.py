@@ -32,12 +32,29 @@ def _time_part(ms: int) -> str:
 
 def new_id() -> str:
     """A new ULID string, e.g. ``01JD7W3K8Q4Z6X2B9M5N0P1R3T``."""
-    global _last_ms, _last_prefix  # noqa: PLW0603 - a per-process cache, not state
+    global _last_ms, _last_prefix
     ms = time.time_ns() // 1_000_000
     if ms != _last_ms:
         _last_ms, _last_prefix = ms, _time_part(ms)
     random_part = base64.b32encode(os.urandom(10)).decode("ascii").translate(_TO_CROCKFORD)
     return _last_prefix + random_part
+
+
+def id_value(ulid: str) -> int:
+    """The 128-bit integer a ULID string encodes.
+
+    Raises:
+        ValueError: when ``ulid`` is not a ULID string.
+    """
+    if len(ulid) != 26 or ulid[0] > "7":
+        raise ValueError(f"not a ULID: {ulid!r}")
+    value = 0
+    for ch in ulid.upper():
+        index = _CROCKFORD.find(ch)
+        if index < 0:
+            raise ValueError(f"not a ULID: {ulid!r}")
+        value = value * 32 + index
+    return value
 
 
 def id_time(ulid: str) -> float:
@@ -46,12 +63,4 @@ def id_time(ulid: str) -> float:
     Raises:
         ValueError: when ``ulid`` is not a ULID string.
     """
-    if len(ulid) != 26:
-        raise ValueError(f"not a ULID: {ulid!r}")
-    ms = 0
-    for ch in ulid[:10].upper():
-        index = _CROCKFORD.find(ch)
-        if index < 0:
-            raise ValueError(f"not a ULID: {ulid!r}")
-        ms = ms * 32 + index
-    return ms / 1000
+    return (id_value(ulid) >> 80) / 1000

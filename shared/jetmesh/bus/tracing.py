@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from ulid import ULID
+from ..ids import id_value
 
 TRACEPARENT_HEADER = "traceparent"
 
@@ -18,7 +18,7 @@ TRACEPARENT_HEADER = "traceparent"
 def trace_id_of(workflow: str) -> str:
     """The 32-hex-digit trace id of a workflow."""
     try:
-        return ULID.from_str(workflow).hex
+        return f"{id_value(workflow):032x}"
     except ValueError:
         return os.urandom(16).hex()
 

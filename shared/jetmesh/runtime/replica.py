@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 from nats.aio.msg import Msg
 
 from .. import events as ev
@@ -23,7 +24,7 @@ from .._exceptions import HandlerControl, Reject, RejectedMessage, Retry
 from ..bus.pull import PullFeed
 from ..bus.streams import ensure_consumer
 from ..client import MeshClient
-from ..envelope import ErrorBody, decode_body, type_name
+from ..envelope import ErrorBody, decode_body, decode_envelope, type_name
 from ..identity.keystore import Identity
 from ..identity.tokens import Caller
 from ..settings import MeshSettings
@@ -31,6 +32,14 @@ from .agent import Agent
 from .context import Context
 
 log = logging.getLogger("jetmesh.runtime")
+
+
+class _MaxDeliveries(msgspec.Struct):
+    """The JetStream advisory sent when a message reaches the consumer's max deliveries."""
+
+    stream_seq: int
+    deliveries: int = 0
+
 
 STARTED_AFTER_S = 0.05
 """A first delivery's ``started`` event is emitted once its handler has run this long."""
@@ -85,6 +94,13 @@ class Replica:
             capacity=self.concurrency,
         )
         await self._feed.start()
+        advisory = (
+            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
+            f"{self.settings.tasks_stream}.{self.agent.name}"
+        )
+        await self.mesh.nc.subscribe(
+            advisory, queue=f"{self.agent.name}-advisories", cb=self._on_max_deliveries
+        )
         self.state = ReplicaState.RUNNING
         self._heartbeat = asyncio.create_task(self._progress_loop(), name="progress")
         log.info(
@@ -195,6 +211,38 @@ class Replica:
             task.add_done_callback(self._background.discard)
 
         return asyncio.get_running_loop().call_later(STARTED_AFTER_S, fire)
+
+    async def _on_max_deliveries(self, advisory: Msg) -> None:
+        """A task ran out of deliveries without a handler failing cleanly (its replica
+        crashed or stalled past AckWait each time): dead-letter it from the stream, so
+        it is kept with its reason instead of sitting unacknowledged for ever."""
+        try:
+            info = msgspec.json.decode(advisory.data, type=_MaxDeliveries)
+            stored = await self.mesh.js.get_msg(self.settings.tasks_stream, info.stream_seq)
+        except Exception as exc:
+            log.error("max-deliveries advisory not handled: %s", exc)
+            return
+        data = stored.data or b""
+        headers = dict(stored.headers or {})
+        detail = f"delivered {info.deliveries} times without an ack (crash or AckWait)"
+        await self.mesh.dead_letter(stored.subject or "", data, headers, "max-deliveries", detail)
+        try:
+            task = decode_envelope(data)
+        except RejectedMessage:
+            return
+        event = ev.Event(
+            kind=ev.FAILED,
+            agent=self.agent.name,
+            at=time.time(),
+            instance=self.instance,
+            task=task.id,
+            parent=task.parent,
+            step=task.step,
+            attempt=info.deliveries,
+            reason="max-deliveries",
+            detail=detail,
+        )
+        await self.mesh.emit(task.workflow, event, caller=task.caller, parent=task.id)
 
     async def _refuse(self, msg: Msg, exc: RejectedMessage) -> None:
         """Dead-letter and audit a refused task, then terminate its delivery."""

@@ -16,7 +16,11 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
     for _ in range(2):  # runs again without cleanup
         done = subprocess.run(
             [sys.executable, "-m", "jetmesh.cli", "demo"],
-            env=env, capture_output=True, text=True, timeout=90, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
         )
         assert done.returncode == 0, done.stdout + done.stderr
         out = done.stdout

@@ -1,0 +1,81 @@
+"""A task whose replicas keep dying before they ack is dead-lettered, not left hanging."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+from nats.js.api import ConsumerConfig
+
+from jetmesh import Agent, KeyStore, MeshClient, MeshSettings, Replica, Subjects
+from jetmesh.bus.connection import connect
+from jetmesh.bus.streams import consumer_config
+from jetmesh.dead_letters import REASON_HEADER
+from jetmesh.event_log import read_events
+
+pytestmark = pytest.mark.integration
+
+
+class Job(msgspec.Struct, frozen=True):
+    n: int
+
+
+agent = Agent("crashy")
+
+
+@agent.handler
+async def handle(job: Job) -> Job:
+    return job
+
+
+async def test_task_out_of_deliveries_by_crash_is_dead_lettered(settings: MeshSettings) -> None:
+    s = settings.model_copy(update={"ack_wait_s": 1.5, "max_deliver": 2})
+    keys = KeyStore(s.resolved_keys_dir)
+    keys.init_root()
+    subjects = Subjects(s.subject_prefix)
+    keys.issue("crashy", subjects=subjects, ttl_s=600)
+    cli = keys.issue("cli", subjects=subjects, ttl_s=600, ingress=True)
+    async with MeshClient(s, cli, roots=keys.roots()) as mesh:
+        token = mesh.mint_token("alice")
+        config: ConsumerConfig = consumer_config(s, "crashy")
+        await mesh.js.add_consumer(s.tasks_stream, config)
+        task = mesh.envelope(
+            kind="task",
+            workflow="01JD0000000000000000000000",
+            to="crashy",
+            body=Job(1),
+            caller=token,
+            step="crashy",
+        )
+        await mesh.send_task(task)
+        # A "replica" that takes the task twice and dies each time (never acks).
+        nc = await connect(s.nats_url, "doomed")
+        try:
+            sub = await nc.jetstream().pull_subscribe_bind("crashy", stream=s.tasks_stream)
+            first = await sub.fetch(1, timeout=5)
+            assert first[0].metadata.num_delivered == 1
+            second = await sub.fetch(1, timeout=5)
+            assert second[0].metadata.num_delivered == 2
+        finally:
+            await nc.close()
+        replica = Replica(agent, s, keys.identity("crashy"), roots=keys.roots())
+        await replica.start()
+        try:
+            dlq = await mesh.js.subscribe(subjects.dlq("crashy"), stream=s.dlq_stream)
+            dead = await dlq.next_msg(timeout=10)
+            assert dead.headers is not None
+            assert dead.headers[REASON_HEADER] == "max-deliveries"
+            assert dead.data == first[0].data  # the original bytes, signature headers kept
+            assert replica.handled == 0
+            for _ in range(50):
+                events = await read_events(mesh, task.workflow)
+                if any(e.event.kind == "failed" for e in events):
+                    break
+                await asyncio.sleep(0.1)
+            failed = [e for e in events if e.event.kind == "failed"]
+            assert len(failed) == 1
+            assert failed[0].event.reason == "max-deliveries"
+            assert failed[0].verified
+        finally:
+            await replica.drain()

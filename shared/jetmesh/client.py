@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from . import events as ev
 from ._exceptions import CallFailed, ConfigError, MeshTimeout, RejectedMessage
 from .bus.connection import connect
-from .bus.event_sink import EventSink
+from .bus.publisher import StreamPublisher
 from .bus.streams import ensure_registry, ensure_streams
 from .bus.tracing import TRACEPARENT_HEADER, traceparent
 from .calls import PendingCalls
@@ -46,7 +46,7 @@ from .envelope import (
 )
 from .envelope import now as clock
 from .identity.keystore import Identity
-from .identity.signing import Signer
+from .identity.signing import BatchSigner, Signer
 from .identity.tokens import mint_token
 from .identity.trust import TrustStore
 from .identity.verifier import MSG_ID_HEADER, Verified, Verifier
@@ -78,6 +78,7 @@ class MeshClient:
         self.instance = instance or new_id().lower()[-10:]
         self.subjects = Subjects(settings.subject_prefix)
         self.signer = Signer(identity.key)
+        self.batch_signer = BatchSigner(self.signer) if settings.batch_signing else None
         self.trust = TrustStore(roots, self._lookup_certificate, leeway_s=settings.clock_skew_s)
         self.verifier = Verifier(
             self.trust,
@@ -92,7 +93,7 @@ class MeshClient:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._registry: KeyValue | None = None
-        self._events: EventSink | None = None
+        self._publisher: StreamPublisher | None = None
         self._redis: Redis | None = None
         self._closed = False
 
@@ -106,8 +107,8 @@ class MeshClient:
         await ensure_streams(self._js, self.settings)
         self._registry = await ensure_registry(self._js, self.settings)
         await self._registry.put(self.identity.key.kid, self.identity.certificate.encode())
-        self._events = EventSink(self._nc)
-        await self._events.start()
+        self._publisher = StreamPublisher(self._nc)
+        await self._publisher.start()
         await self._nc.subscribe(self.reply_subject, cb=self._on_reply)
         await self._nc.flush()
         return self
@@ -118,8 +119,8 @@ class MeshClient:
             return
         self._closed = True
         self.pending.cancel_all()
-        if self._events is not None:
-            await self._events.close(timeout=self.settings.drain_timeout_s)
+        if self._publisher is not None:
+            await self._publisher.close(timeout=self.settings.drain_timeout_s)
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await self._nc.drain()
@@ -151,6 +152,12 @@ class MeshClient:
         if self._js is None:
             raise ConfigError("MeshClient is not started")
         return self._js
+
+    @property
+    def publisher(self) -> StreamPublisher:
+        if self._publisher is None:
+            raise ConfigError("MeshClient is not started")
+        return self._publisher
 
     @property
     def redis(self) -> Redis:
@@ -209,13 +216,24 @@ class MeshClient:
         headers[TRACEPARENT_HEADER] = traceparent(envelope.workflow, span_id)
         return data, headers
 
+    async def seal_batched(self, envelope: Envelope) -> tuple[bytes, dict[str, str]]:
+        """Like :meth:`seal`, but signed together with whatever else this process seals in
+        the same turn of the event loop (one signature over a Merkle root)."""
+        if self.batch_signer is None:
+            return self.seal(envelope)
+        data = encode_envelope(envelope)
+        headers = await self.batch_signer.sign(data)
+        headers[MSG_ID_HEADER] = envelope.id
+        headers[TRACEPARENT_HEADER] = traceparent(envelope.workflow)
+        return data, headers
+
     async def send_task(self, envelope: Envelope) -> None:
         """Publish a task to its agent's subject and wait for the stream's ack."""
-        data, headers = self.seal(envelope)
-        await self.js.publish(self.subjects.task(envelope.to), data, headers=headers)
+        data, headers = await self.seal_batched(envelope)
+        await self.publisher.publish(self.subjects.task(envelope.to), data, headers)
 
     async def send_reply(self, envelope: Envelope, subject: str) -> None:
-        data, headers = self.seal(envelope)
+        data, headers = await self.seal_batched(envelope)
         await self.nc.publish(subject, data, headers=headers)
 
     async def emit(
@@ -237,16 +255,14 @@ class MeshClient:
             step=event.step,
             type_=ev.EVENT_TYPE,
         )
-        data, headers = self.seal(envelope)
-        if self._events is None:
-            raise ConfigError("MeshClient is not started")
-        await self._events.publish(
+        data, headers = await self.seal_batched(envelope)
+        await self.publisher.publish_later(
             envelope.id, self.subjects.event(workflow, event.kind), data, headers
         )
 
     async def flush_events(self, timeout: float = 10.0) -> bool:
         """Wait until every event this client emitted is stored; False on timeout."""
-        return await self._events.flush(timeout) if self._events is not None else True
+        return await self._publisher.flush(timeout) if self._publisher is not None else True
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -285,8 +301,9 @@ class MeshClient:
         )
         future = self.pending.expect(task.id)
         try:
-            await self.send_task(task)
-            reply = await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                await self.send_task(task)
+                reply = await future
         except TimeoutError:
             raise MeshTimeout(f"no reply from {agent} within {timeout:.1f}s") from None
         finally:

@@ -17,6 +17,8 @@ import time
 _RFC4648 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _TO_CROCKFORD = str.maketrans(_RFC4648, _CROCKFORD)
+_FROM_CROCKFORD = str.maketrans(_CROCKFORD + _CROCKFORD.lower(), _RFC4648 + _RFC4648)
+_ULID_CHARS = frozenset(_CROCKFORD + _CROCKFORD.lower())
 
 _last_ms = -1
 _last_prefix = ""
@@ -46,15 +48,11 @@ def id_value(ulid: str) -> int:
     Raises:
         ValueError: when ``ulid`` is not a ULID string.
     """
-    if len(ulid) != 26 or ulid[0] > "7":
+    if len(ulid) != 26 or ulid[0] > "7" or not _ULID_CHARS.issuperset(ulid):
         raise ValueError(f"not a ULID: {ulid!r}")
-    value = 0
-    for ch in ulid.upper():
-        index = _CROCKFORD.find(ch)
-        if index < 0:
-            raise ValueError(f"not a ULID: {ulid!r}")
-        value = value * 32 + index
-    return value
+    # 26 base32 digits are 130 bits; six leading zero digits make 32 digits = 20 bytes.
+    raw = base64.b32decode("AAAAAA" + ulid.translate(_FROM_CROCKFORD))
+    return int.from_bytes(raw[4:], "big")
 
 
 def id_time(ulid: str) -> float:

@@ -80,6 +80,11 @@ class MeshSettings(BaseSettings):
     max_payload_bytes: int = Field(default=256 * 1024, gt=0)
     """Largest envelope accepted, in bytes."""
 
+    batch_signing: bool = True
+    """Sign messages sealed together with one signature over a Merkle root
+    (``ed25519-merkle-sha256``); off: one ``ed25519`` signature per message, for receivers
+    that only know that scheme."""
+
     concurrency: int = Field(default=64, gt=0)
     """Tasks one replica runs at once."""
 

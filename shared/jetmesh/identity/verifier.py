@@ -29,7 +29,16 @@ from .._exceptions import (
 from ..envelope import Envelope, decode_envelope
 from ..subjects import Subjects, expected_kinds
 from .certificates import Certificate
-from .signing import KEY_HEADER, KNOWN_SCHEMES, SCHEME_HEADER, SIGNATURE_HEADER, signature_valid
+from .signing import (
+    KEY_HEADER,
+    KNOWN_SCHEMES,
+    PATH_HEADER,
+    SCHEME_ED25519,
+    SCHEME_HEADER,
+    SIGNATURE_HEADER,
+    RootCache,
+    signature_valid,
+)
 from .tokens import Caller
 from .trust import TrustStore
 
@@ -83,6 +92,7 @@ class Verifier:
         self._max_age = max_age_s
         self._skew = clock_skew_s
         self._seen = SeenSet(max_age_s + clock_skew_s)
+        self._roots = RootCache()
 
     async def verify(
         self,
@@ -124,8 +134,14 @@ class Verifier:
             raise Unsigned(f"unknown signature scheme {scheme!r}")
         at = stored_at if audit else None
         cert, public = await self.trust.certificate(kid, at=at)
-        if not signature_valid(public, data, signature):
-            raise BadSignatureError(f"signature by {kid} does not match the message")
+        if scheme == SCHEME_ED25519:
+            valid = signature_valid(public, data, signature)
+        else:
+            valid = self._roots.merkle_valid(
+                kid, public, data, signature, headers.get(PATH_HEADER, "")
+            )
+        if not valid:
+            raise BadSignatureError(f"{scheme} signature by {kid} does not match the message")
         envelope = decode_envelope(data)
         try:
             self._check_envelope(subject, envelope, cert, headers, stored_at)

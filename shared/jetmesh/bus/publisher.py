@@ -1,10 +1,14 @@
-"""Publishing events without holding up the work they describe.
+"""Publishing to JetStream with acknowledgements, awaited or in the background.
 
-Events go to JetStream asynchronously: the handler does not wait for the stream's ack,
-but the sink does. Each event is published with a reply subject under one private inbox;
-the stream's ack arrives there and settles it. An event whose ack reports an error or does
-not come in time is published again with the same ``Nats-Msg-Id``, so the stream stores it
-once. ``flush`` waits for every outstanding event; clients flush before they close.
+Every message is published with a reply subject under one private inbox of this client;
+the stream's ack arrives there. :meth:`StreamPublisher.publish` waits for it (tasks: the
+caller must know the task is stored). :meth:`StreamPublisher.publish_later` does not hold
+up the caller (events): an event whose ack reports an error or does not come in time is
+published again with the same ``Nats-Msg-Id``, so the stream stores it once, and ``flush``
+waits for every outstanding one; clients flush before they close.
+
+One inbox subscription and a small JSON decode per ack, instead of a request (inbox,
+future and timer) per message.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from .._exceptions import MeshError
 
 log = logging.getLogger("jetmesh.events")
 
@@ -48,8 +54,12 @@ class _Pending:
     failed: bool = False
 
 
-class EventSink:
-    """Asynchronous, acknowledged, retried publishing of event messages."""
+class PublishFailed(MeshError):
+    """The stream refused a message (or no stream takes its subject)."""
+
+
+class StreamPublisher:
+    """Acknowledged publishing to JetStream streams over one connection."""
 
     def __init__(self, nc: NATS, *, max_pending: int = MAX_PENDING) -> None:
         self._nc = nc
@@ -60,6 +70,7 @@ class EventSink:
         self._sweeper: asyncio.Task[None] | None = None
         self._counter = 0
         self._by_token: dict[str, str] = {}
+        self._waiters: dict[str, asyncio.Future[_PubAck]] = {}
         self.dropped = 0
 
     async def start(self) -> None:
@@ -68,10 +79,29 @@ class EventSink:
         self._sub = await self._nc.subscribe(inbox + ".*", cb=self._on_ack)
         self._sweeper = asyncio.create_task(self._sweep(), name="jetmesh-event-sweeper")
 
-    async def publish(
+    async def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        """Publish and wait until the stream has stored the message (or had it already:
+        a duplicate ``Nats-Msg-Id`` counts as stored). Bound it with ``asyncio.timeout``.
+
+        Raises:
+            PublishFailed: the stream answered with an error, or no stream takes ``subject``.
+        """
+        self._counter += 1
+        token = f"w{self._counter}"
+        future: asyncio.Future[_PubAck] = asyncio.get_running_loop().create_future()
+        self._waiters[token] = future
+        try:
+            await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+            ack = await future
+        finally:
+            self._waiters.pop(token, None)
+        if ack.error is not None or not ack.stream:
+            raise PublishFailed(f"{subject}: {ack.error or 'no stream answered'}")
+
+    async def publish_later(
         self, msg_id: str, subject: str, data: bytes, headers: dict[str, str]
     ) -> None:
-        """Send one event; returns once it is handed to the connection (not yet stored)."""
+        """Send one message without waiting for its ack (it is retried until stored)."""
         await self._room.acquire()
         entry = _Pending(subject, data, headers, time.monotonic() + ACK_TIMEOUT_S)
         self._pending[msg_id] = entry
@@ -91,21 +121,32 @@ class EventSink:
             entry.failed = True
 
     async def _on_ack(self, msg: Msg) -> None:
-        msg_id = self._by_token.pop(msg.subject[len(self._prefix) :], None)
+        token = msg.subject[len(self._prefix) :]
+        waiter = self._waiters.get(token)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(self._decode_ack(msg))
+            return
+        msg_id = self._by_token.pop(token, None)
         if msg_id is None:
             return
         entry = self._pending.get(msg_id)
         if entry is None:
             return
-        try:
-            ack = _ack_decoder.decode(msg.data) if msg.data else None
-        except msgspec.DecodeError:
-            ack = None
-        if ack is None or ack.error is not None or not ack.stream:
+        ack = self._decode_ack(msg)
+        if ack.error is not None or not ack.stream:
             entry.failed = True  # includes "no responders": no stream (yet)
             return
         del self._pending[msg_id]
         self._room.release()
+
+    @staticmethod
+    def _decode_ack(msg: Msg) -> _PubAck:
+        """The stream's ack; an empty one (a "no responders" status) has no stream."""
+        try:
+            return _ack_decoder.decode(msg.data) if msg.data else _PubAck()
+        except msgspec.DecodeError:
+            return _PubAck(error={"description": "unreadable ack"})
 
     async def _sweep(self) -> None:
         while True:

@@ -7,6 +7,8 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
+from .nats_client import MeshNatsClient
+
 log = logging.getLogger("jetmesh.bus")
 
 RECONNECT_WAIT_S = 0.5
@@ -33,7 +35,7 @@ async def connect(url: str, name: str, **options: Any) -> NATS:
     async def on_reconnect() -> None:
         log.info("nats reconnected (%s)", name)
 
-    client = NATS()
+    client = MeshNatsClient()
     settings: dict[str, Any] = {
         "servers": [u.strip() for u in url.split(",") if u.strip()],
         "name": name,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from random import getrandbits
 
 from ..ids import id_value
 
@@ -25,7 +26,7 @@ def trace_id_of(workflow: str) -> str:
 
 def traceparent(workflow: str, span_id: str | None = None) -> str:
     """A ``traceparent`` header value for a new message of ``workflow``."""
-    return f"00-{trace_id_of(workflow)}-{span_id or os.urandom(8).hex()}-01"
+    return f"00-{trace_id_of(workflow)}-{span_id or f'{getrandbits(64):016x}'}-01"
 
 
 def parse_traceparent(value: str | None) -> tuple[str, str] | None:

@@ -13,6 +13,7 @@ so any language can read it with an ordinary JWT library::
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from collections.abc import Mapping, Sequence
 
 import jwt
@@ -44,7 +45,12 @@ class Certificate(msgspec.Struct, frozen=True, kw_only=True):
     """The JWT this was read from, as published in the registry."""
 
     def may_publish(self, subject: str) -> bool:
-        return any(subject_matches(p, subject) for p in self.publish)
+        return _matches_any(self.publish, subject)
+
+
+@lru_cache(maxsize=8192)
+def _matches_any(patterns: tuple[str, ...], subject: str) -> bool:
+    return any(subject_matches(p, subject) for p in patterns)
 
 
 def default_permissions(subjects: Subjects, name: str) -> tuple[list[str], list[str]]:

@@ -26,7 +26,6 @@ class Context:
         task: the task envelope being handled.
         agent: this agent's name.
         attempt: delivery count of this task (1 on the first try).
-        log: a logger that names the agent, workflow and step.
     """
 
     def __init__(
@@ -47,10 +46,17 @@ class Context:
         self._calls = 0
         self._gather_limit = concurrency
         self._memory: WorkingMemory | None = None
-        self.log = logging.LoggerAdapter(
-            logging.getLogger(f"jetmesh.agent.{mesh.name}"),
-            {"workflow": task.workflow, "step": task.step},
-        )
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger that names the agent, workflow and step."""
+        if self._log is None:
+            self._log = logging.LoggerAdapter(
+                logging.getLogger(f"jetmesh.agent.{self.agent}"),
+                {"workflow": self.workflow, "step": self.task.step},
+            )
+        return self._log
 
     @property
     def step(self) -> str:

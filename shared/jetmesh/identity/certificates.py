@@ -13,8 +13,8 @@ so any language can read it with an ordinary JWT library::
 from __future__ import annotations
 
 import time
-from functools import lru_cache
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import jwt
 import msgspec

@@ -30,6 +30,8 @@ class KbQuery(msgspec.Struct, frozen=True):
 
 
 class Article(msgspec.Struct, frozen=True):
+    """One knowledge-base article."""
+
     id: str
     title: str
     body: str

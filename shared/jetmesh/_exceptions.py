@@ -4,8 +4,10 @@ Every error jetmesh raises derives from :class:`MeshError`::
 
     MeshError
     ├── ConfigError                   bad settings, missing keys or certificates
+    ├── ServerStartError (+ RuntimeError)  an embedded server did not come up
     ├── MeshTimeout (+ TimeoutError)  a call's deadline passed
     ├── CallFailed                    the called agent answered with an error
+    ├── PublishFailed                 the stream refused a message, or no stream takes it
     ├── RejectedMessage               a message failed verification; ``reason`` is a stable code
     │   ├── Oversized                 body over ``max_payload_bytes``
     │   ├── Unsigned                  no signature headers, or an unknown scheme
@@ -36,6 +38,10 @@ class ConfigError(MeshError):
     """Settings, keys or certificates are missing or invalid."""
 
 
+class ServerStartError(MeshError, RuntimeError):
+    """An embedded server did not come up; the message ends with the tail of its log."""
+
+
 class MeshTimeout(MeshError, TimeoutError):
     """A call did not get its reply before the deadline."""
 
@@ -53,6 +59,10 @@ class CallFailed(MeshError):
         self.agent = agent
         self.error_type = error_type
         self.message = message
+
+
+class PublishFailed(MeshError):
+    """The stream refused a message (or no stream takes its subject)."""
 
 
 class RejectedMessage(MeshError):

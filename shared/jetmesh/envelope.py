@@ -32,6 +32,8 @@ T = TypeVar("T")
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     """One message on the mesh. Unknown fields are ignored, so newer senders can add some."""
 
+    __mesh_type__ = f"mesh.Envelope/{ENVELOPE_VERSION}"
+
     id: str
     """Sortable unique id (ULID); also the ``Nats-Msg-Id`` used for de-duplication."""
     kind: Kind
@@ -61,6 +63,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
 
 class ErrorBody(msgspec.Struct, frozen=True):
     """The body of a ``kind="error"`` reply."""
+
+    __mesh_type__ = "mesh.ErrorBody/1"
 
     error_type: str
     message: str

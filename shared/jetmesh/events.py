@@ -35,6 +35,8 @@ KINDS: Final = (ACCEPTED, STARTED, CALL, REPLY, COMPLETED, RETRIED, FAILED, REJE
 class Event(msgspec.Struct, frozen=True, kw_only=True):
     """The body of an event envelope."""
 
+    __mesh_type__ = EVENT_TYPE
+
     kind: str
     agent: str
     at: float

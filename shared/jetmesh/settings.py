@@ -70,7 +70,9 @@ class MeshSettings(BaseSettings):
     max_message_age_s: float = Field(default=110.0, gt=0)
     """A message created longer ago than this is rejected as stale.
 
-    Must be shorter than ``duplicate_window_s``: inside the window JetStream drops an exact
+    ``max_message_age_s + 2 * clock_skew_s`` must not exceed ``duplicate_window_s``: a message
+    may be stored up to ``clock_skew_s`` before its ``created`` and stays fresh until
+    ``created + max_message_age_s + clock_skew_s``; inside the window JetStream drops an exact
     replay, after it the receiver rejects it as stale, so no replay gets through.
     """
 
@@ -114,9 +116,9 @@ class MeshSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_windows(self) -> MeshSettings:
-        if self.max_message_age_s + self.clock_skew_s >= self.duplicate_window_s:
+        if self.max_message_age_s + 2 * self.clock_skew_s > self.duplicate_window_s:
             raise ValueError(
-                "max_message_age_s + clock_skew_s must be shorter than duplicate_window_s, "
+                "max_message_age_s + 2 * clock_skew_s must not exceed duplicate_window_s, "
                 "or a replay could arrive after de-duplication forgot it and still look fresh"
             )
         return self

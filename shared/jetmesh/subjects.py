@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 """One subject token a user may choose: an agent name, a workflow id, an instance id."""
 
-EVENT_KIND_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)?$")
+EVENT_KIND_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)?\Z")
 
 
 def check_token(value: str, what: str = "token") -> str:

@@ -24,7 +24,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from .._exceptions import MeshError
+from .._exceptions import PublishFailed
 
 log = logging.getLogger("jetmesh.events")
 
@@ -52,10 +52,6 @@ class _Pending:
     deadline: float
     attempts: int = 1
     failed: bool = False
-
-
-class PublishFailed(MeshError):
-    """The stream refused a message (or no stream takes its subject)."""
 
 
 class StreamPublisher:

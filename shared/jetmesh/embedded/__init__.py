@@ -17,11 +17,12 @@ Example:
     (True, False)
 """
 
+from jetmesh._exceptions import ServerStartError
 from jetmesh.embedded.binaries import nats_server_binary, redis_server_binary
 from jetmesh.embedded.endpoint import Endpoint
 from jetmesh.embedded.nats import NatsServer
 from jetmesh.embedded.ports import free_port, port_open, wait_for_port
-from jetmesh.embedded.process import ServerProcess, ServerStartError
+from jetmesh.embedded.process import ServerProcess
 from jetmesh.embedded.redis import RedisServer
 from jetmesh.embedded.stack import EmbeddedStack, ServerState, ServerStatus, StackStatus
 

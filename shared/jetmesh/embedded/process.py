@@ -18,13 +18,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from jetmesh._exceptions import MeshError
+from jetmesh._exceptions import ServerStartError
 from jetmesh.embedded.pids import pid_alive, signal_group, spawn_detached, terminate_pid
 from jetmesh.embedded.ports import free_port, host_port, port_open, wait_for_port
-
-
-class ServerStartError(MeshError, RuntimeError):
-    """A server did not come up; the message ends with the tail of its log."""
 
 
 class ServerProcess(ABC):

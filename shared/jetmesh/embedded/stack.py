@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from jetmesh._exceptions import ServerStartError
 from jetmesh.embedded.endpoint import Endpoint
 from jetmesh.embedded.nats import NatsServer
 from jetmesh.embedded.pids import (
@@ -26,7 +27,7 @@ from jetmesh.embedded.pids import (
     write_pid_file,
 )
 from jetmesh.embedded.ports import port_open, wait_for_port
-from jetmesh.embedded.process import ServerProcess, ServerStartError
+from jetmesh.embedded.process import ServerProcess
 from jetmesh.embedded.redis import RedisServer
 from jetmesh.settings import MeshSettings
 

@@ -93,7 +93,12 @@ def issue_certificate(
 
 
 def verify_certificate(
-    token: str, roots: Mapping[str, bytes], *, leeway_s: float = 0.0, at: float | None = None
+    token: str,
+    roots: Mapping[str, bytes],
+    *,
+    leeway_s: float = 0.0,
+    at: float | None = None,
+    check_not_before: bool = True,
 ) -> Certificate:
     """Verify a certificate JWT against the trusted root public keys (by root kid).
 
@@ -103,6 +108,8 @@ def verify_certificate(
         leeway_s: tolerated clock skew.
         at: the time at which it must be valid (default now; audit reads pass the time
             the message was stored).
+        check_not_before: False for audit reads: a certificate renewed for the same key
+            after the message was stored still vouches for the key that signed it.
 
     Raises:
         UntrustedCertificate: not signed by a trusted root, wrong algorithm or malformed.
@@ -132,7 +139,9 @@ def verify_certificate(
         )
     except jwt.PyJWTError as exc:
         raise UntrustedCertificate(f"certificate rejected: {exc}") from None
-    check_validity("certificate", claims, at, leeway_s, ExpiredKey)
+    check_validity(
+        "certificate", claims, at, leeway_s, ExpiredKey, check_not_before=check_not_before
+    )
     try:
         return Certificate(
             name=str(claims["sub"]),

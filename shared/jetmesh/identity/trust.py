@@ -74,7 +74,9 @@ class TrustStore:
             if token is None:
                 self._missing[kid] = now + NEGATIVE_TTL_S
                 raise UnknownKey(f"no certificate for key id {kid!r}")
-            cert = verify_certificate(token, self.roots, leeway_s=self._leeway, at=at)
+            cert = verify_certificate(
+                token, self.roots, leeway_s=self._leeway, at=at, check_not_before=at is None
+            )
             if cert.kid != kid:
                 raise UnknownKey(f"registry entry {kid!r} holds a certificate for {cert.kid!r}")
             self._remember(cert)

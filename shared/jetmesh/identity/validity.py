@@ -15,8 +15,13 @@ def check_validity(
     at: float | None,
     leeway_s: float,
     error: type[RejectedMessage],
+    *,
+    check_not_before: bool = True,
 ) -> None:
-    """Raise ``error`` unless ``claims`` are valid at ``at`` (default now) within the leeway."""
+    """Raise ``error`` unless ``claims`` are valid at ``at`` (default now) within the leeway.
+
+    ``check_not_before=False`` checks expiry only.
+    """
     when = time.time() if at is None else at
     try:
         expires = float(claims["exp"])
@@ -25,5 +30,5 @@ def check_validity(
         raise error(f"{what} has no valid exp/iat") from None
     if expires + leeway_s < when:
         raise error(f"{what} expired {when - expires:.0f}s before use")
-    if not_before - leeway_s > when:
+    if check_not_before and not_before - leeway_s > when:
         raise error(f"{what} not valid for another {not_before - when:.0f}s")

@@ -27,7 +27,7 @@ from .._exceptions import (
     Unsigned,
 )
 from ..envelope import Envelope, decode_envelope
-from ..subjects import Subjects, expected_kinds
+from ..subjects import Subjects, expected_kinds, subject_matches
 from .certificates import Certificate
 from .signing import (
     KEY_HEADER,
@@ -91,8 +91,11 @@ class Verifier:
         self._max_payload = max_payload_bytes
         self._max_age = max_age_s
         self._skew = clock_skew_s
-        self._seen = SeenSet(max_age_s + clock_skew_s)
+        # An envelope stays fresh until created + max_age + skew and may arrive up to `skew`
+        # before its created time (sender clock ahead): remember its id for that whole span.
+        self._seen = SeenSet(max_age_s + 2 * clock_skew_s)
         self._roots = RootCache()
+        self._reply_pattern = f"{subjects.prefix}.agent.*.reply.*"
 
     async def verify(
         self,
@@ -169,6 +172,13 @@ class Verifier:
         addressee = self.subjects.addressee(subject)
         if addressee is not None and addressee != env.to:
             raise Misaddressed(f"envelope to {env.to!r} arrived on {subject}")
+        if env.reply_to is not None and not (
+            subject_matches(self._reply_pattern, env.reply_to)
+            and self.subjects.addressee(env.reply_to) == env.sender
+        ):
+            raise Misaddressed(
+                f"reply_to {env.reply_to!r} is not a reply subject of {env.sender!r}"
+            )
         kinds = expected_kinds(subject)
         if kinds and env.kind not in kinds:
             raise Misaddressed(f"a {env.kind!r} envelope may not travel on {subject}")

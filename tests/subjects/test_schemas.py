@@ -1,0 +1,158 @@
+"""The committed schemas and catalogue are what ``python -m subjects.generate`` writes today,
+and every catalogued type round-trips a sample through msgspec."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jwt
+import msgspec
+import pytest
+
+from jetmesh import Envelope, ErrorBody, Event
+from jetmesh.identity.certificates import issue_certificate
+from jetmesh.identity.keys import KeyPair
+from jetmesh.identity.tokens import mint_token
+from subjects import generate, helpdesk
+from subjects.catalogue import SCHEMA_TYPES, mesh_type, schema_file
+from subjects.identity import CallerTokenClaims, CertificateClaims
+
+KEY = KeyPair("gateway", bytes(range(32)))
+ROOT = KeyPair("root", bytes(range(1, 33)))
+NOW = 1_764_000_000.0
+
+
+def token_claims() -> dict[str, Any]:
+    token = mint_token(KEY, subject="alice", tenant="acme", scopes=["kb:read"], ttl_s=60, now=NOW)
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def certificate_claims() -> dict[str, Any]:
+    token = issue_certificate(
+        ROOT,
+        KEY,
+        publish=["mesh.agent.*.task"],
+        subscribe=["mesh.agent.gateway.reply.*"],
+        scopes=["kb:read"],
+        ingress=True,
+        ttl_s=60,
+        now=NOW,
+    )
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+SAMPLES: dict[type[Any], Any] = {
+    Envelope: Envelope(
+        id="01KB0Y1XR1J8ZQ3V6W9T2M5P7D",
+        kind="task",
+        workflow="01KB0Y1XR1J8ZQ3V6W9T2M5P7D",
+        sender="gateway",
+        to="triage",
+        created=NOW,
+        type="helpdesk.Ticket/1",
+        reply_to="mesh.agent.gateway.reply.i1",
+        body=msgspec.Raw(b'{"id":"T-1","customer":"alice","text":"hi"}'),
+    ),
+    ErrorBody: ErrorBody("SchemaViolation", "bad body", "schema-violation"),
+    Event: Event(kind="completed", agent="billing", at=NOW, task="01J", duration_ms=1.5),
+    helpdesk.Ticket: helpdesk.Ticket(id="T-1", customer="alice", text="charged twice"),
+    helpdesk.KbQuery: helpdesk.KbQuery(team="billing", text="refund", limit=3),
+    helpdesk.KbHits: helpdesk.KbHits(articles=[helpdesk.Article("kb-1", "Refunds", "...")]),
+    helpdesk.Answer: helpdesk.Answer("T-1", "billing", "Refunded.", ["kb-1"]),
+    CallerTokenClaims: msgspec.convert(token_claims(), CallerTokenClaims),
+    CertificateClaims: msgspec.convert(certificate_claims(), CertificateClaims),
+}
+
+TYPES = [pytest.param(tp, id=mesh_type(tp)) for tp, _ in SCHEMA_TYPES]
+
+
+def test_committed_files_are_up_to_date() -> None:
+    problems = generate.problems()
+    assert not problems, (
+        "subjects/ generated files are out of date:\n  "
+        + "\n  ".join(problems)
+        + f"\n{generate.HINT}"
+    )
+
+
+def test_render_is_deterministic() -> None:
+    assert generate.render() == generate.render()
+
+
+def test_check_reports_stale_missing_and_extra_without_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert generate.main(["--dir", str(tmp_path)]) == 0
+    assert generate.main(["--check", "--dir", str(tmp_path)]) == 0
+    schemas = tmp_path / "schemas"
+    (schemas / "helpdesk.Ticket.v1.json").write_text("{}\n")
+    (schemas / "helpdesk.Answer.v1.json").unlink()
+    (schemas / "helpdesk.Old.v1.json").write_text("{}\n")
+    capsys.readouterr()
+    assert generate.main(["--check", "--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "stale:   schemas/helpdesk.Ticket.v1.json" in err
+    assert "missing: schemas/helpdesk.Answer.v1.json" in err
+    assert "extra:   schemas/helpdesk.Old.v1.json" in err
+    assert "make schemas" in err
+    assert (schemas / "helpdesk.Ticket.v1.json").read_text() == "{}\n"
+    assert not (schemas / "helpdesk.Answer.v1.json").exists()
+
+
+def test_write_repairs_everything(tmp_path: Path) -> None:
+    generate.write(tmp_path)
+    (tmp_path / "schemas" / "helpdesk.Old.v1.json").write_text("{}\n")
+    (tmp_path / "catalogue.json").write_text("[]\n")
+    changes = generate.write(tmp_path)
+    assert sorted(changes) == ["extra:   schemas/helpdesk.Old.v1.json", "stale:   catalogue.json"]
+    assert generate.problems(tmp_path) == []
+
+
+def test_files_are_sorted_json_with_a_trailing_newline() -> None:
+    for path, content in generate.render().items():
+        assert content.endswith("}\n"), path
+        assert content == json.dumps(json.loads(content), sort_keys=True, indent=2) + "\n"
+
+
+@pytest.mark.parametrize("tp", TYPES)
+def test_schema_file_per_type(tp: type[Any]) -> None:
+    name = mesh_type(tp)
+    schema = json.loads(generate.render()[f"schemas/{schema_file(name)}"])
+    assert schema["title"] == name
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$ref"] == f"#/$defs/{tp.__name__}"
+
+
+def test_every_catalogued_type_has_a_sample() -> None:
+    assert set(SAMPLES) == {tp for tp, _ in SCHEMA_TYPES}
+
+
+@pytest.mark.parametrize("tp", TYPES)
+def test_sample_round_trips(tp: type[Any]) -> None:
+    sample = SAMPLES[tp]
+    data = msgspec.json.encode(sample)
+    back = msgspec.json.decode(data, type=tp)
+    assert back == sample
+    assert msgspec.json.encode(back) == data
+
+
+@pytest.mark.parametrize("tp", TYPES)
+def test_sample_fits_its_schema(tp: type[Any]) -> None:
+    """A structural check (no validator dependency): required fields present, no others."""
+    schema = json.loads(generate.render()[f"schemas/{schema_file(mesh_type(tp))}"])
+    definition = schema["$defs"][tp.__name__]
+    encoded = json.loads(msgspec.json.encode(SAMPLES[tp]))
+    assert set(definition.get("required", [])) <= set(encoded)
+    assert set(encoded) <= set(definition["properties"])
+
+
+@pytest.mark.parametrize(
+    ("claims", "tp"),
+    [(token_claims, CallerTokenClaims), (certificate_claims, CertificateClaims)],
+)
+def test_jwt_claims_are_mirrored_exactly(claims: Any, tp: type[msgspec.Struct]) -> None:
+    real = claims()
+    assert set(real) == set(tp.__struct_fields__)
+    assert msgspec.to_builtins(msgspec.convert(real, tp)) == real

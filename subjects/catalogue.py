@@ -23,7 +23,7 @@ from jetmesh import dead_letters as dlq
 from jetmesh.bus.tracing import TRACEPARENT_HEADER
 from jetmesh.envelope import ENVELOPE_VERSION, Envelope, ErrorBody, Kind
 from jetmesh.events import EVENT_TYPE, Event
-from jetmesh.identity.signing import KEY_HEADER, SCHEME_HEADER, SIGNATURE_HEADER
+from jetmesh.identity.signing import KEY_HEADER, PATH_HEADER, SCHEME_HEADER, SIGNATURE_HEADER
 from jetmesh.identity.verifier import MSG_ID_HEADER
 
 from . import helpdesk
@@ -218,7 +218,10 @@ HEADERS: Final = (
     HeaderSpec(
         name=SCHEME_HEADER,
         example="ed25519",
-        description="Signature scheme; receivers reject schemes they do not know.",
+        description=(
+            "Signature scheme: ed25519 (one message) or ed25519-merkle-sha256 (a batch); "
+            "receivers reject schemes they do not know."
+        ),
     ),
     HeaderSpec(
         name=KEY_HEADER,
@@ -228,7 +231,18 @@ HEADERS: Final = (
     HeaderSpec(
         name=SIGNATURE_HEADER,
         example="<86 characters>",
-        description="Ed25519 signature of the exact message bytes, base64url without padding.",
+        description=(
+            "Ed25519 signature, base64url without padding: of the exact message bytes "
+            "(ed25519), or of 'jetmesh/merkle/v1\\0' + the batch's Merkle root (merkle)."
+        ),
+    ),
+    HeaderSpec(
+        name=PATH_HEADER,
+        example="2/5/<base64url of 32-byte sibling hashes>",
+        description=(
+            "Batch scheme only: leaf index / leaf count / sibling hashes from the leaf up; "
+            "leaves are SHA-256(0x00 || bytes), nodes SHA-256(0x01 || left || right)."
+        ),
     ),
     HeaderSpec(
         name=MSG_ID_HEADER,

@@ -452,8 +452,17 @@ class MeshClient:
         )
         await self.js.publish(self.subjects.dlq(self.name), data, headers=dl_headers)
 
-    async def error_reply(self, task: Envelope, error: ErrorBody) -> None:
-        """Tell the caller of ``task`` that it failed."""
+    async def error_reply(
+        self, task: Envelope, error: ErrorBody, *, caller: str | None = None
+    ) -> None:
+        """Tell the caller of ``task`` that it failed.
+
+        Args:
+            task: the task that failed.
+            error: what went wrong.
+            caller: the caller token the reply carries: the task's by default, ``""`` when
+                the task's token was itself refused.
+        """
         if not task.reply_to:
             return
         reply = self.envelope(
@@ -461,7 +470,7 @@ class MeshClient:
             workflow=task.workflow,
             to=task.sender,
             body=error,
-            caller=task.caller,
+            caller=task.caller if caller is None else caller,
             parent=task.id,
             step=task.step,
         )

@@ -92,7 +92,15 @@ async def read_settled(
 
 
 def _open(node: TaskNode) -> bool:
-    return node.status in ("pending", "running", "retrying") or any(_open(c) for c in node.children)
+    """Still running, or it called a task whose own events are not stored yet (agents
+    publish events asynchronously, so a finished callee can lag behind its caller's)."""
+    called = {e.event.step for e in node.events if e.event.kind == ev.CALL}
+    logged = {c.step for c in node.children}
+    return (
+        node.status in ("pending", "running", "retrying")
+        or bool(called - logged)
+        or any(_open(c) for c in node.children)
+    )
 
 
 async def _verify_event(mesh: MeshClient, msg: Msg) -> LoggedEvent:

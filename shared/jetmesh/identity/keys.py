@@ -63,10 +63,7 @@ class KeyPair:
 
     def save(self, path: Path) -> None:
         """Write the seed to ``path`` readable by the owner only."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{self.owner}\n{b64e(self.seed)}\n")
+        write_atomically(path, f"{self.owner}\n{b64e(self.seed)}\n", mode=0o600)
 
     @classmethod
     def load(cls, path: Path) -> KeyPair:
@@ -85,6 +82,17 @@ class KeyPair:
         return cls(owner, raw)
 
 
+def write_atomically(path: Path, text: str, *, mode: int = 0o644) -> None:
+    """Write ``text`` to ``path`` so that a concurrent reader sees the old file or the new
+    one, never half of one (several replicas may start at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def verify_key(public_key: bytes) -> VerifyKey:
     return VerifyKey(public_key)
 
@@ -94,8 +102,7 @@ def jwt_public_key(public_key: bytes) -> Ed25519PublicKey:
 
 
 def save_public(path: Path, owner: str, public_key: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{owner}\n{b64e(public_key)}\n")
+    write_atomically(path, f"{owner}\n{b64e(public_key)}\n")
 
 
 def load_public(path: Path) -> tuple[str, bytes]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from .._exceptions import ConfigError
 from ..subjects import Subjects, check_token
 from .certificates import Certificate, default_permissions, issue_certificate, verify_certificate
-from .keys import KeyPair, load_public, save_public
+from .keys import KeyPair, load_public, save_public, write_atomically
 
 RENEW_BEFORE_S = 3600.0
 """An auto-issued development certificate is renewed when it expires within this time."""
@@ -114,7 +114,7 @@ class KeyStore:
             ingress=ingress,
             ttl_s=ttl_s,
         )
-        (self.directory / f"{name}.cert").write_text(cert + "\n")
+        write_atomically(self.directory / f"{name}.cert", cert + "\n")
         return Identity(key, cert)
 
     def identity(self, name: str) -> Identity:

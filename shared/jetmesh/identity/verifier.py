@@ -49,7 +49,8 @@ class Verified(NamedTuple):
     envelope: Envelope
     certificate: Certificate
     caller: Caller | None
-    """None only for an event that acts for no caller (the audit of a refused message)."""
+    """None only for an event or an error reply that acts for no caller (the audit of a
+    refused message, the answer to a task whose caller token was refused)."""
 
 
 class SeenSet:
@@ -148,12 +149,13 @@ class Verifier:
         envelope = decode_envelope(data)
         try:
             self._check_envelope(subject, envelope, cert, headers, stored_at)
-            if envelope.kind == "event" and not envelope.caller:
+            if envelope.kind in ("event", "error") and not envelope.caller:
                 caller = None
             else:
                 caller = await self.trust.caller(envelope.caller, at=at)
         except RejectedMessage as exc:
-            exc.envelope = envelope  # type: ignore[attr-defined]
+            if envelope.sender == cert.name:  # authentic: audit in its workflow, answer it
+                exc.envelope = envelope  # type: ignore[attr-defined]
             raise
         return Verified(envelope, cert, caller)
 

@@ -20,7 +20,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from .. import events as ev
-from .._exceptions import HandlerControl, Reject, RejectedMessage, Retry
+from .._exceptions import HandlerControl, InvalidToken, Reject, RejectedMessage, Retry
 from ..bus.pull import PullFeed
 from ..bus.streams import ensure_consumer
 from ..client import MeshClient
@@ -135,9 +135,15 @@ class Replica:
         stored_at = meta.timestamp.timestamp()
         try:
             verified = await self.mesh.verify(msg, stored_at=stored_at)
+        except RejectedMessage as exc:
+            await self._refuse(msg, exc)
+            return
+        try:
             handler = self.agent.handler_for(verified.envelope.type)
             body = decode_body(verified.envelope, handler.input_type)
         except RejectedMessage as exc:
+            # A verified envelope: audit it in its workflow and answer its caller.
+            exc.envelope = verified.envelope  # type: ignore[attr-defined]
             await self._refuse(msg, exc)
             return
         task, caller = verified.envelope, verified.caller
@@ -254,9 +260,14 @@ class Replica:
             return
         envelope = getattr(exc, "envelope", None)
         if envelope is not None and envelope.kind == "task":
+            # A refused caller token cannot vouch for the answer (the caller would refuse
+            # it too), so that error reply acts for no caller, like the audit event.
+            caller = "" if isinstance(exc, InvalidToken) else None
             with contextlib.suppress(Exception):
                 await self.mesh.error_reply(
-                    envelope, ErrorBody(type(exc).__name__, exc.detail, exc.reason)
+                    envelope,
+                    ErrorBody(type(exc).__name__, exc.detail, exc.reason),
+                    caller=caller,
                 )
         await msg.term()
 

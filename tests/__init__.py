@@ -1,0 +1,1 @@
+"""jetmesh tests; a package so that agent processes can import test agents."""

@@ -1,0 +1,105 @@
+"""The audit trail as a tree: a two-hop workflow read back verified, and the helpdesk demo
+agents running in-process."""
+
+from __future__ import annotations
+
+import pytest
+
+from jetmesh import Agent, Context
+from jetmesh.envelope import new_id
+from jetmesh.event_log import TaskNode
+from services.helpdesk import billing as billing_team
+from services.helpdesk import kb, technical, triage
+from subjects.helpdesk import Answer, Ticket
+from tests.integration.harness import Echo, Mesh, kinds
+
+pytestmark = pytest.mark.integration
+
+router = Agent("router", description="forwards every task to the worker")
+worker = Agent("worker", description="shouts")
+
+
+@router.handler
+async def forward(msg: Echo, ctx: Context) -> Echo:
+    return await ctx.call("worker", Echo(msg.text + "!"), returns=Echo)
+
+
+@worker.handler
+async def shout(msg: Echo, ctx: Context) -> Echo:
+    return Echo(msg.text.upper())
+
+
+def only_child(node: TaskNode) -> TaskNode:
+    assert len(node.children) == 1, node.children
+    return node.children[0]
+
+
+async def test_two_hop_workflow_reads_back_as_a_verified_tree(mesh: Mesh) -> None:
+    await mesh.start_replicas(router)
+    await mesh.start_replicas(worker)
+    client = await mesh.ingress()
+    workflow = new_id()
+    answer = await client.request(
+        "router", Echo("hi"), token=mesh.token("alice"), returns=Echo, workflow=workflow
+    )
+    assert answer == Echo("HI!")
+
+    roots = await mesh.tree(workflow, hops=2)
+    assert len(roots) == 1
+    accepted = roots[0]
+    assert (accepted.agent, accepted.status, accepted.caller) == ("cli", "accepted", "alice")
+    hop1 = only_child(accepted)
+    hop2 = only_child(hop1)
+    assert hop2.children == []
+    for node, agent in ((hop1, "router"), (hop2, "worker")):
+        assert node.agent == agent
+        assert node.status == "completed"
+        assert node.verified, f"{agent}: some event failed verification"
+        assert node.caller == "alice", "the caller's identity travels to the last hop"
+        assert node.type == "test.Echo/1"
+        assert node.duration_ms is not None
+        assert node.duration_ms > 0
+        assert all(e.signer == agent for e in node.events)
+    assert hop2.parent == hop1.task
+    assert hop1.duration_ms is not None
+    assert hop2.duration_ms is not None
+    assert hop1.duration_ms > hop2.duration_ms, "the router waited for the worker"
+    call = kinds(hop1.events, "call")
+    reply = kinds(hop1.events, "reply")
+    assert [e.event.target for e in call] == ["worker"]
+    assert [e.event.step for e in reply] == [hop2.step]
+    assert reply[0].event.duration_ms is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "team", "source"),
+    [
+        ("I was charged twice for my subscription, please refund", "billing", "b-2"),
+        ("The app crashes when I open settings", "technical", "t-2"),
+    ],
+    ids=["billing", "technical"],
+)
+async def test_helpdesk_agents_answer_from_the_right_team(
+    mesh: Mesh, text: str, team: str, source: str
+) -> None:
+    for agent in (triage.agent, billing_team.agent, technical.agent, kb.agent):
+        await mesh.start_replicas(agent)
+    client = await mesh.ingress()
+    token = mesh.token("alice", scopes=["kb:read"])
+    workflow = new_id()
+    ticket = Ticket("T-1", "alice", text)
+    answer = await client.request("triage", ticket, token=token, returns=Answer, workflow=workflow)
+    assert answer.ticket_id == "T-1"
+    assert answer.team == team
+    assert source in answer.sources
+    assert answer.text.startswith("Hi alice, ")
+
+    (accepted,) = await mesh.tree(workflow, hops=3)
+    hop = only_child(accepted)
+    assert (hop.agent, hop.status) == ("triage", "completed")
+    routed = kinds(hop.events, "routed")
+    assert [e.event.detail for e in routed] == [f"{team}: keyword rules"]
+    team_hop = only_child(hop)
+    assert (team_hop.agent, team_hop.status) == (team, "completed")
+    kb_hop = only_child(team_hop)
+    assert (kb_hop.agent, kb_hop.status, kb_hop.caller) == ("kb", "completed", "alice")

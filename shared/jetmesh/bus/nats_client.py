@@ -1,20 +1,68 @@
-"""The nats-py client with one change: pending commands are written to the socket as one
-buffer.
+"""The nats-py client with two changes on the publish path, the rest is the stock client.
 
-nats-py's flusher hands its list of pending commands to ``writelines``; under uvloop that
-is a write attempt per command, and under load a task's reply, ack and event are several
-commands. Joining them first makes it one system call per flush. Everything else is the
-stock client.
+- Pending commands are written to the socket as one buffer. nats-py's flusher hands its
+  list of pending commands to ``writelines``; under uvloop that is a write attempt per
+  command, and under load a task's reply, ack and event are several commands.
+- Headers are serialised with the same rules (valid token keys, CR and LF in values
+  replaced by spaces) but without a per-character ``translate`` of every value: signature
+  and path headers are long, and they are written on every message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+from typing import Any
 
 from nats.aio.client import Client
+from nats.errors import BadHeaderError, BadSubjectError
+from nats.protocol import command as prot_command
+
+_HEADER_KEY_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NATS_HDR_LINE = b"NATS/1.0\r\n"
+_valid_keys: set[str] = set()
+
+
+def _header_block(headers: dict[str, Any]) -> bytes:
+    """``NATS/1.0`` and ``key: value`` lines, as nats-py writes them."""
+    parts = [_NATS_HDR_LINE]
+    for k, v in headers.items():
+        key = k.strip()
+        if not key:
+            continue
+        if key not in _valid_keys:
+            if not _HEADER_KEY_RE.fullmatch(key):
+                raise BadHeaderError(key)
+            _valid_keys.add(key)
+        value = str(v).strip()
+        if "\r" in value or "\n" in value:
+            value = value.replace("\r", " ").replace("\n", " ")
+        parts.append(f"{key}: {value}\r\n".encode())
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 class MeshNatsClient(Client):
+    async def _send_publish(
+        self,
+        subject: str,
+        reply: str,
+        payload: bytes,
+        payload_size: int,
+        headers: dict[str, Any] | None,
+    ) -> None:
+        if subject == "":
+            raise BadSubjectError
+        if headers is None:
+            pub_cmd = prot_command.pub_cmd(subject, reply, payload)
+        else:
+            pub_cmd = prot_command.hpub_cmd(subject, reply, _header_block(headers), payload)
+        self.stats["out_msgs"] += 1
+        self.stats["out_bytes"] += payload_size
+        await self._send_command(pub_cmd)
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
+
     async def _flusher(self) -> None:
         assert self._transport, "Client.connect must be called first"
         assert self._flush_queue, "Client.connect must be called first"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import msgspec
 import pytest
@@ -167,3 +168,40 @@ def test_encode_matches_msgspec_and_ids_are_ulids() -> None:
     first, second = new_id(), new_id()
     assert len(first) == 26
     assert first != second
+
+
+def test_ids_are_sortable_ulids_and_decode_back() -> None:
+    from jetmesh.ids import id_time, id_value, new_id
+
+    crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    before = time.time()
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for ulid in ids[:50]:
+        slow = 0
+        for ch in ulid:
+            slow = slow * 32 + crockford.index(ch)
+        assert id_value(ulid) == slow == id_value(ulid.lower())
+        assert abs(id_time(ulid) - before) < 5
+    time.sleep(0.002)
+    assert new_id() > ids[0]  # later millisecond sorts after
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "8" * 26,
+        "0" * 25,
+        "0" * 25 + "U",
+        "0" * 25 + "u",
+        "0" * 25 + "!",
+        " " + "0" * 25,
+        "0" * 25 + "\u0663",
+        "0" * 25 + "_",
+    ],
+)
+def test_id_value_refuses_what_is_not_a_ulid(bad: str) -> None:
+    from jetmesh.ids import id_value
+
+    with pytest.raises(ValueError, match="ULID"):
+        id_value(bad)

@@ -3,9 +3,10 @@
 - Pending commands are written to the socket as one buffer. nats-py's flusher hands its
   list of pending commands to ``writelines``; under uvloop that is a write attempt per
   command, and under load a task's reply, ack and event are several commands.
-- Headers are serialised with the same rules (valid token keys, CR and LF in values
-  replaced by spaces) but without a per-character ``translate`` of every value: signature
-  and path headers are long, and they are written on every message.
+- Headers are serialised and parsed with the same rules (valid token keys, CR and LF in
+  values replaced by spaces; names with whitespace or non-ASCII bytes skipped) but without
+  per-character work on every value and name: signature and path headers are long, and
+  every message carries several.
 """
 
 from __future__ import annotations
@@ -42,7 +43,38 @@ def _header_block(headers: dict[str, Any]) -> bytes:
     return b"".join(parts)
 
 
+_MAX_KNOWN_NAMES = 1024
+_known_names: dict[bytes, str | None] = {}
+
+
+def _header_name(name: bytes) -> str | None:
+    """The header name as nats-py reads it, or None when nats-py would skip it."""
+    if name in _known_names:
+        return _known_names[name]
+    try:
+        key: str | None = name.strip().decode("ascii")
+    except UnicodeDecodeError:
+        key = None
+    if key is not None and any(c.isspace() for c in key):
+        key = None
+    if len(_known_names) < _MAX_KNOWN_NAMES:
+        _known_names[name] = key
+    return key
+
+
 class MeshNatsClient(Client):
+    @staticmethod
+    def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in raw.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            key = _header_name(name)
+            if key is not None:
+                out[key] = value.strip().decode("utf-8", "replace")
+        return out
+
     async def _send_publish(
         self,
         subject: str,

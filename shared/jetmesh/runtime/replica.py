@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 
 from .. import events as ev
 from .._exceptions import HandlerControl, InvalidToken, Reject, RejectedMessage, Retry
+from ..bus.delivery import delivery_of
 from ..bus.pull import PullFeed
 from ..bus.streams import ensure_consumer
 from ..client import MeshClient
@@ -72,7 +73,8 @@ class Replica:
         self.state = ReplicaState.NEW
         self.handled = 0
         self._inflight: dict[asyncio.Task[None], Msg] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._unannounced: dict[Context, float] = {}
+        self._announcer: asyncio.Task[None] | None = None
         self._feed: PullFeed
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -103,6 +105,7 @@ class Replica:
         )
         self.state = ReplicaState.RUNNING
         self._heartbeat = asyncio.create_task(self._progress_loop(), name="progress")
+        self._announcer = asyncio.create_task(self._announce_loop(), name="announce")
         log.info(
             "%s replica %s running (concurrency %d)",
             self.agent.name,
@@ -131,10 +134,9 @@ class Replica:
                     await msg.in_progress()
 
     async def _process(self, msg: Msg) -> None:
-        meta = msg.metadata
-        stored_at = meta.timestamp.timestamp()
+        delivery = delivery_of(msg.reply)
         try:
-            verified = await self.mesh.verify(msg, stored_at=stored_at)
+            verified = await self.mesh.verify(msg, stored_at=delivery.stored_at)
         except RejectedMessage as exc:
             await self._refuse(msg, exc)
             return
@@ -148,7 +150,7 @@ class Replica:
             return
         task, caller = verified.envelope, verified.caller
         assert caller is not None  # tasks always carry a verified caller
-        attempt = meta.num_delivered
+        attempt = delivery.attempt
         if task.deadline is not None and task.deadline < time.time():
             await self._finish_failed(
                 msg,
@@ -161,8 +163,9 @@ class Replica:
             return
         ctx = Context(self.mesh, task, caller, attempt=attempt, concurrency=self.concurrency)
         started = time.perf_counter()
-        announce = self._announce_later(ctx) if attempt == 1 else None
-        if announce is None:
+        if attempt == 1:
+            self._unannounced[ctx] = time.monotonic()
+        else:
             await ctx.emit_event(ev.STARTED, type=task.type)
         try:
             result = await handler(body, ctx)
@@ -189,8 +192,7 @@ class Replica:
             await self._after_failure(msg, ctx, exc, attempt)
             return
         finally:
-            if announce is not None:
-                announce.cancel()
+            self._unannounced.pop(ctx, None)
         duration_ms = (time.perf_counter() - started) * 1000
         if reply is not None and task.reply_to:
             await self.mesh.send_reply(reply, task.reply_to)
@@ -203,20 +205,18 @@ class Replica:
             detail=f"-> {type_name(type(result))}",
         )
 
-    def _announce_later(self, ctx: Context) -> asyncio.TimerHandle:
-        """Emit ``started`` only if the handler is still running after
-        ``STARTED_AFTER_S``: a short task is fully described by its ``completed`` event
-        (which carries its duration), a long or stuck one shows up while it runs.
-        Redeliveries always announce themselves."""
-
-        def fire() -> None:
-            task = asyncio.get_running_loop().create_task(
-                ctx.emit_event(ev.STARTED, type=ctx.task.type)
-            )
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-        return asyncio.get_running_loop().call_later(STARTED_AFTER_S, fire)
+    async def _announce_loop(self) -> None:
+        """Emit ``started`` for first deliveries whose handler has run ``STARTED_AFTER_S``:
+        a short task is described completely by its ``completed`` event (which carries
+        its duration), a long or stuck one shows up while it runs. Redeliveries always
+        announce themselves at once. One timer per replica, not one per task."""
+        while True:
+            await asyncio.sleep(STARTED_AFTER_S / 2)
+            due = time.monotonic() - STARTED_AFTER_S
+            for ctx, started in list(self._unannounced.items()):
+                if started <= due and self._unannounced.pop(ctx, None) is not None:
+                    with contextlib.suppress(Exception):
+                        await ctx.emit_event(ev.STARTED, type=ctx.task.type)
 
     async def _on_max_deliveries(self, advisory: Msg) -> None:
         """A task ran out of deliveries without a handler failing cleanly (its replica
@@ -341,10 +341,11 @@ class Replica:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=2.0)
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+        for loop_task in (self._heartbeat, self._announcer):
+            if loop_task is not None:
+                loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop_task
         await self.mesh.close()
         self.state = ReplicaState.STOPPED
         log.info(

@@ -28,6 +28,7 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
         assert "T-1001 -> billing" in out
         assert "T-1002 -> technical" in out
         assert "routed: billing" in out
+        assert out.count("triage/route = Route(team=") == 3  # read back from Redis
         assert "SIGNATURE BAD" not in out
         assert "stopped" in out
     leftovers = subprocess.run(

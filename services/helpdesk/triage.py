@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from jetmesh import Agent, Context, run_forever
 from services.helpdesk.knowledge import words
 from subjects.helpdesk import Answer, Ticket
@@ -9,6 +11,13 @@ from subjects.helpdesk import Answer, Ticket
 agent = Agent("triage", description="routes tickets to billing or technical")
 
 BILLING_WORDS = {"refund", "charge", "charged", "invoice", "payment", "bill", "price", "twice"}
+
+
+class Route(msgspec.Struct, frozen=True):
+    """The routing decision, kept in the workflow's working memory."""
+
+    team: str
+    rule: str
 
 
 def classify(ticket: Ticket) -> str:
@@ -19,6 +28,7 @@ def classify(ticket: Ticket) -> str:
 @agent.handler
 async def route(ticket: Ticket, ctx: Context) -> Answer:
     team = classify(ticket)
+    await ctx.memory.set("route", Route(team=team, rule="keyword rules"))
     await ctx.emit("routed", detail=f"{team}: keyword rules")
     return await ctx.call(team, ticket, returns=Answer)
 

@@ -11,12 +11,14 @@ import shutil
 import time
 from contextlib import ExitStack
 
+from services.helpdesk.triage import Route
 from subjects.helpdesk import Answer, Ticket
 
 from ..embedded import NatsServer, RedisServer
 from ..envelope import new_id
 from ..event_log import build_tree, read_settled
 from ..identity.keystore import KeyStore
+from ..memory import WorkingMemory
 from ..processes import AgentProcess
 from ..settings import MeshSettings
 from ..subjects import Subjects
@@ -90,6 +92,11 @@ async def _send(s: MeshSettings) -> None:
             )
             workflows.append(workflow)
         await mesh.flush_events()
+        for workflow in workflows:
+            route = await WorkingMemory(mesh.redis, s.subject_prefix, workflow, "triage").get(
+                "route", Route
+            )
+            console.print(f"memory   {workflow} triage/route = {route}")
         console.print()
         for workflow in workflows:
             console.print(render(workflow, build_tree(await read_settled(mesh, workflow))))

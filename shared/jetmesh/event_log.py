@@ -94,7 +94,7 @@ async def read_settled(
 def _open(node: TaskNode) -> bool:
     """Still running, or it called a task whose own events are not stored yet (agents
     publish events asynchronously, so a finished callee can lag behind its caller's)."""
-    called = {e.event.step for e in node.events if e.event.kind == ev.CALL}
+    called = {e.event.callee_step for e in node.events if e.event.kind == ev.CALL}
     logged = {c.step for c in node.children}
     return (
         node.status in ("pending", "running", "retrying")

@@ -48,8 +48,11 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     parent: str | None = None
     """Id of the task that caused that task (None for the workflow's first task)."""
     step: str = ""
+    """The step key of the task this event is about (the emitting task's own step)."""
     target: str | None = None
-    """For ``call`` and ``accepted``: the agent the task was sent to."""
+    """For ``call``, ``reply`` and ``accepted``: the agent the task was sent to."""
+    callee_step: str = ""
+    """For ``call`` and ``reply``: the step key of the task that was sent."""
     type: str = ""
     """The payload type involved."""
     duration_ms: float | None = None

@@ -95,7 +95,7 @@ class Context:
         self, agent: str, body: Any, returns: type[T], step: str, timeout: float | None
     ) -> T:
         started = time.perf_counter()
-        await self.emit_event(ev.CALL, step=step, target=agent)
+        await self.emit_event(ev.CALL, target=agent, callee_step=step)
         result = await self._mesh.call(
             agent,
             body,
@@ -108,7 +108,7 @@ class Context:
         )
         await self.emit_event(
             ev.REPLY,
-            step=step,
+            callee_step=step,
             target=agent,
             duration_ms=(time.perf_counter() - started) * 1000,
         )

@@ -1,0 +1,86 @@
+"""Shaping a workflow's events into a tree of hops, without servers."""
+
+from __future__ import annotations
+
+from jetmesh import events as ev
+from jetmesh.event_log import LoggedEvent, _open, build_tree
+
+WF = "01JD0000000000000000000000"
+
+
+def logged(
+    kind: str, agent: str, task: str | None, parent: str | None, step: str, **fields: object
+) -> LoggedEvent:
+    event = ev.Event(
+        kind=kind,
+        agent=agent,
+        at=0.0,
+        task=task,
+        parent=parent,
+        step=step,
+        caller="alice",
+        **fields,
+    )  # type: ignore[arg-type]
+    return LoggedEvent(event, WF, agent, True, caller="alice")
+
+
+def two_hops(*, with_callee: bool) -> list[LoggedEvent]:
+    out = [
+        logged(ev.ACCEPTED, "cli", None, None, "triage", target="triage"),
+        # the caller's call event comes before anything else about its own task
+        logged(
+            ev.CALL,
+            "triage",
+            "t1",
+            None,
+            "triage",
+            target="billing",
+            callee_step="triage/billing.1",
+        ),
+    ]
+    if with_callee:
+        out.append(
+            logged(
+                ev.COMPLETED,
+                "billing",
+                "t2",
+                "t1",
+                "triage/billing.1",
+                duration_ms=2.0,
+                type="Ticket",
+            )
+        )
+    out.append(logged(ev.COMPLETED, "triage", "t1", None, "triage", duration_ms=5.0, type="Ticket"))
+    return out
+
+
+def test_hops_nest_under_the_task_that_called_them() -> None:
+    (root,) = build_tree(two_hops(with_callee=True))
+    assert root.status == "accepted"
+    (triage,) = root.children
+    assert (triage.agent, triage.step, triage.status, triage.duration_ms) == (
+        "triage",
+        "triage",
+        "completed",
+        5.0,
+    )
+    (billing,) = triage.children
+    assert (billing.agent, billing.step, billing.caller) == ("billing", "triage/billing.1", "alice")
+    assert not _open(root)
+
+
+def test_a_tree_is_open_while_a_called_task_has_no_events_yet() -> None:
+    (root,) = build_tree(two_hops(with_callee=False))
+    assert _open(root)
+
+
+def test_custom_events_become_notes_and_failures_show_their_reason() -> None:
+    events = [
+        logged("routed", "triage", "t1", None, "triage", detail="billing: keyword rules"),
+        logged(ev.RETRIED, "triage", "t1", None, "triage", reason="RuntimeError", detail="x"),
+        logged(ev.FAILED, "triage", "t1", None, "triage", reason="max-deliveries", detail="y"),
+    ]
+    (node,) = build_tree(events)
+    assert node.notes == ["routed: billing: keyword rules"]
+    assert node.status == "failed"
+    assert node.detail == "max-deliveries: y"

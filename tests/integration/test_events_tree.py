@@ -67,7 +67,8 @@ async def test_two_hop_workflow_reads_back_as_a_verified_tree(mesh: Mesh) -> Non
     call = kinds(hop1.events, "call")
     reply = kinds(hop1.events, "reply")
     assert [e.event.target for e in call] == ["worker"]
-    assert [e.event.step for e in reply] == [hop2.step]
+    assert [e.event.callee_step for e in reply] == [hop2.step]
+    assert [e.event.step for e in call + reply] == [hop1.step, hop1.step]
     assert reply[0].event.duration_ms is not None
 
 

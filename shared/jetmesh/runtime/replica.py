@@ -14,7 +14,6 @@ import enum
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
@@ -25,7 +24,7 @@ from ..bus.delivery import delivery_of
 from ..bus.pull import PullFeed
 from ..bus.streams import ensure_consumer
 from ..client import MeshClient
-from ..envelope import ErrorBody, decode_body, decode_envelope, type_name
+from ..envelope import Envelope, ErrorBody, decode_body, decode_envelope, type_name
 from ..identity.keystore import Identity
 from ..identity.tokens import Caller
 from ..settings import MeshSettings
@@ -236,19 +235,7 @@ class Replica:
             task = decode_envelope(data)
         except RejectedMessage:
             return
-        event = ev.Event(
-            kind=ev.FAILED,
-            agent=self.agent.name,
-            at=time.time(),
-            instance=self.instance,
-            task=task.id,
-            parent=task.parent,
-            step=task.step,
-            attempt=info.deliveries,
-            reason="max-deliveries",
-            detail=detail,
-        )
-        await self.mesh.emit(task.workflow, event, caller=task.caller, parent=task.id)
+        await self._record_failure(task, info.deliveries, "max-deliveries", detail)
 
     async def _refuse(self, msg: Msg, exc: RejectedMessage) -> None:
         """Dead-letter and audit a refused task, then terminate its delivery."""
@@ -294,7 +281,7 @@ class Replica:
     async def _finish_failed(
         self,
         msg: Msg,
-        task: Any,
+        task: Envelope,
         caller: Caller,
         attempt: int,
         reason: str,
@@ -310,6 +297,12 @@ class Replica:
             return
         await self.mesh.error_reply(task, ErrorBody(error_type, detail, reason))
         await msg.term()
+        await self._record_failure(task, attempt, reason, detail, caller=caller.subject)
+
+    async def _record_failure(
+        self, task: Envelope, attempt: int, reason: str, detail: str, *, caller: str = ""
+    ) -> None:
+        """The ``failed`` event of a task given up on."""
         event = ev.Event(
             kind=ev.FAILED,
             agent=self.agent.name,
@@ -318,7 +311,7 @@ class Replica:
             task=task.id,
             parent=task.parent,
             step=task.step,
-            caller=caller.subject,
+            caller=caller,
             attempt=attempt,
             reason=reason,
             detail=detail[:1024],

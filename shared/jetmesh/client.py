@@ -5,7 +5,9 @@ It is the one boundary layer where signing, verification, tracing, dead-letterin
 event emission happen; handlers never see raw bytes.
 
 Example:
-    >>> async with MeshClient(settings, identity) as mesh:            # doctest: +SKIP
+    >>> store = KeyStore(settings.resolved_keys_dir)                  # doctest: +SKIP
+    >>> identity = store.ensure("gateway", subjects=Subjects(), ttl_s=86400, ingress=True)
+    >>> async with MeshClient(settings, identity, roots=store.roots()) as mesh:
     ...     token = mesh.mint_token("alice", tenant="acme", scopes=["kb:read"])
     ...     answer = await mesh.request("echo", Echo(text="hi"), token=token, returns=Echo)
 """
@@ -56,6 +58,8 @@ from .subjects import Subjects
 log = logging.getLogger("jetmesh.client")
 
 T = TypeVar("T")
+
+DEAD_LETTER_TIMEOUT_S = 5.0
 
 UNVERIFIED_WORKFLOW = "_unverified"
 """Workflow under which rejects are audited when the sender's envelope could not be read."""
@@ -319,7 +323,10 @@ class MeshClient:
                 msg.subject, msg.data, msg.headers, stored_at=None
             )
         except RejectedMessage as exc:
-            await self.reject(msg.subject, msg.data, msg.headers, exc)
+            try:
+                await self.reject(msg.subject, msg.data, msg.headers, exc)
+            except Exception as dl_exc:  # a reply is not redelivered: say so loudly
+                log.error("refused reply on %s not dead-lettered: %s", msg.subject, dl_exc)
             return
         if not self.pending.resolve(verified.envelope):
             log.debug("late or unexpected reply %s", verified.envelope.id)
@@ -450,7 +457,8 @@ class MeshClient:
         dl_headers = dead_letter_headers(
             headers, subject=subject, data=data, agent=self.name, reason=reason, detail=detail
         )
-        await self.js.publish(self.subjects.dlq(self.name), data, headers=dl_headers)
+        async with asyncio.timeout(DEAD_LETTER_TIMEOUT_S):
+            await self.publisher.publish(self.subjects.dlq(self.name), data, dl_headers)
 
     async def error_reply(
         self, task: Envelope, error: ErrorBody, *, caller: str | None = None

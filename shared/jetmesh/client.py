@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -100,13 +100,19 @@ class MeshClient:
         self._publisher: StreamPublisher | None = None
         self._redis: Redis | None = None
         self._closed = False
+        self.reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
+        """Coroutines run after the connection comes back (a replica renews its pulls)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> MeshClient:
         """Connect, declare streams and the registry, register this identity, listen for
         replies. Returns self."""
-        self._nc = await connect(self.settings.nats_url, f"{self.name}/{self.instance}")
+        self._nc = await connect(
+            self.settings.nats_url,
+            f"{self.name}/{self.instance}",
+            on_reconnect=self.reconnect_listeners,
+        )
         self._js = self._nc.jetstream()
         await ensure_streams(self._js, self.settings)
         self._registry = await ensure_registry(self._js, self.settings)

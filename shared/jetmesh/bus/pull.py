@@ -72,7 +72,9 @@ class PullFeed:
             await self._top_up()
             return
         self._owed_one()
-        if self._paused:  # draining: give it straight back for another replica
+        if self._paused or self.busy >= self.capacity:
+            # draining, or more arrived than asked for (pulls renewed after a reconnect
+            # while old ones were still served): give it straight back for another replica
             with contextlib.suppress(Exception):
                 await msg.nak()
             return
@@ -122,6 +124,12 @@ class PullFeed:
             while self._pulls and self._pulls[0][0] < now - 1.0:
                 self._pulls.popleft()  # expired without a status (lost in a reconnect)
             await self._top_up()
+
+    async def renew(self) -> None:
+        """Forget outstanding pull requests and ask again: after a reconnect the server
+        may no longer hold them (it restarted, or this client's connection changed)."""
+        self._pulls.clear()
+        await self._top_up()
 
     async def stop(self, grace_s: float = 0.2) -> None:
         """Stop asking for messages; nak those still arriving for ``grace_s``, then

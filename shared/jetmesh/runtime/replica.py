@@ -95,6 +95,7 @@ class Replica:
             capacity=self.concurrency,
         )
         await self._feed.start()
+        self.mesh.reconnect_listeners.append(self._feed.renew)
         advisory = (
             f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
             f"{self.settings.tasks_stream}.{self.agent.name}"

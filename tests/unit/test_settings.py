@@ -118,3 +118,13 @@ def test_backoff_for() -> None:
     s = MeshSettings(retry_backoff_s=(0.2, 1.0, 5.0))
     assert [s.backoff_for(n) for n in (1, 2, 3, 4, 10)] == [0.2, 1.0, 5.0, 5.0, 5.0]
     assert MeshSettings(retry_backoff_s=()).backoff_for(3) == 1.0
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    for name, field in MeshSettings.model_fields.items():
+        row = next((line for line in doc.splitlines() if f"`JETMESH_{name.upper()}`" in line), "")
+        assert row, f"JETMESH_{name.upper()} is not in docs/configuration.md"
+        assert f"`{field.default}`" in row, f"default of {name} differs in the docs"

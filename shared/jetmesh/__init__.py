@@ -17,11 +17,15 @@ from ._exceptions import (
     BadSignature,
     CallFailed,
     ConfigError,
+    EffectInDoubt,
     ExpiredKey,
     ExpiredToken,
     HandlerControl,
     InvalidToken,
     Malformed,
+    MemoryConflict,
+    MemoryRefused,
+    MemoryTooLarge,
     MeshError,
     MeshTimeout,
     Misaddressed,
@@ -43,7 +47,7 @@ from .envelope import Envelope, ErrorBody
 from .events import Event
 from .identity.keystore import Identity, KeyStore
 from .identity.tokens import Caller
-from .memory import WorkingMemory
+from .memory import Conversation, Message, Versioned, WorkingMemory
 from .runtime.agent import Agent
 from .runtime.context import Context
 from .runtime.replica import Replica
@@ -60,6 +64,8 @@ __all__ = [
     "Caller",
     "ConfigError",
     "Context",
+    "Conversation",
+    "EffectInDoubt",
     "Envelope",
     "ErrorBody",
     "Event",
@@ -70,10 +76,14 @@ __all__ = [
     "InvalidToken",
     "KeyStore",
     "Malformed",
+    "MemoryConflict",
+    "MemoryRefused",
+    "MemoryTooLarge",
     "MeshClient",
     "MeshError",
     "MeshSettings",
     "MeshTimeout",
+    "Message",
     "Misaddressed",
     "Oversized",
     "PublishFailed",
@@ -89,6 +99,7 @@ __all__ = [
     "UnknownKey",
     "Unsigned",
     "UntrustedCertificate",
+    "Versioned",
     "WorkingMemory",
     "__version__",
     "run_forever",

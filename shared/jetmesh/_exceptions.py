@@ -22,6 +22,10 @@ Every error jetmesh raises derives from :class:`MeshError`::
     │   ├── InvalidToken              caller token missing, forged or not from an ingress
     │   │   └── ExpiredToken          caller token expired
     │   └── SchemaViolation           body does not match the handler's input type
+    ├── MemoryRefused                 working memory refused a write
+    │   ├── MemoryConflict            the value changed since it was read (compare-and-set)
+    │   └── MemoryTooLarge            the value is over the size limit
+    ├── EffectInDoubt                 a side effect was started and its outcome is unknown
     └── HandlerControl                raised by handlers to steer delivery
         ├── Retry                     redeliver after ``delay`` seconds
         └── Reject                    dead-letter now with ``reason``, no retry
@@ -134,6 +138,35 @@ class ExpiredToken(InvalidToken):
 
 class SchemaViolation(RejectedMessage):
     code = "schema-violation"
+
+
+class MemoryRefused(MeshError):
+    """Working memory refused a write."""
+
+
+class MemoryConflict(MemoryRefused):
+    """A compare-and-set write found another version than the one it expected.
+
+    Attributes:
+        key: the Redis key.
+        expected: the version the writer held.
+        actual: the version stored now.
+    """
+
+    def __init__(self, key: str, expected: int, actual: int) -> None:
+        super().__init__(f"{key}: expected version {expected}, found {actual}")
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class MemoryTooLarge(MemoryRefused, ValueError):
+    """A value is over the memory's size limit."""
+
+
+class EffectInDoubt(MeshError):
+    """A side effect guarded by ``ctx.once`` was claimed by a run that did not finish:
+    it may or may not have happened, and running it again could do it twice."""
 
 
 class HandlerControl(MeshError):

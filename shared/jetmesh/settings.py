@@ -108,6 +108,12 @@ class MeshSettings(BaseSettings):
     drain_timeout_s: float = Field(default=20.0, gt=0)
     """How long a stopping replica waits for in-flight tasks."""
 
+    memory_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    """Expiry of working memory, conversations, journal entries and results, in seconds."""
+
+    memory_max_value_bytes: int = Field(default=512 * 1024, gt=0)
+    """Largest value one working-memory key may hold."""
+
     token_ttl_s: float = Field(default=3600.0, gt=0)
     """Lifetime of caller tokens minted by ``jetmesh keys token`` and the CLI."""
 

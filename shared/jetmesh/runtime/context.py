@@ -12,7 +12,7 @@ from .. import events as ev
 from ..client import MeshClient
 from ..envelope import Envelope
 from ..identity.tokens import Caller
-from ..memory import WorkingMemory
+from ..memory import Conversation, WorkingMemory
 
 T = TypeVar("T")
 
@@ -64,12 +64,30 @@ class Context:
 
     @property
     def memory(self) -> WorkingMemory:
-        """This agent's working memory for this workflow (Redis)."""
+        """This agent's working memory for this workflow (Redis, versioned)."""
         if self._memory is None:
+            s = self._mesh.settings
             self._memory = WorkingMemory(
-                self._mesh.redis, self._mesh.settings.subject_prefix, self.workflow, self.agent
+                self._mesh.redis,
+                s.subject_prefix,
+                self.workflow,
+                self.agent,
+                ttl_s=s.memory_ttl_s,
+                max_value_bytes=s.memory_max_value_bytes,
             )
         return self._memory
+
+    def conversation(self, name: str = "default") -> Conversation:
+        """A conversation of this agent in this workflow, for model calls."""
+        s = self._mesh.settings
+        return Conversation(
+            self._mesh.redis,
+            s.subject_prefix,
+            self.workflow,
+            self.agent,
+            name,
+            ttl_s=s.memory_ttl_s,
+        )
 
     def next_step(self, agent: str) -> str:
         """The deterministic step key of the next call: same code, same keys on a re-run."""

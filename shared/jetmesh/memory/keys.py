@@ -1,0 +1,49 @@
+"""Every Redis key jetmesh writes, in one place (also listed in docs/memory.md).
+
+    <prefix>:wf:<workflow>:<agent>:<key>       working memory value (hash: v, d)
+    <prefix>:conv:<workflow>:<agent>:<name>    conversation (list of JSON messages)
+    <prefix>:journal:<workflow>:<step>         reply of a call, as the caller received it
+    <prefix>:result:<workflow>:<agent>:<step>  result of a handled task, for duplicates
+    <prefix>:lease:<workflow>:<agent>:<step>   the replica running that task now
+    <prefix>:once:<workflow>:<step>:<key>      a side effect's claim and result
+
+``<prefix>`` is the subject prefix (``mesh``). Workflow ids and agent names are subject
+tokens (no ``:``); memory key names are checked the same way; steps may contain ``/`` and
+``.``, and end the key, so they cannot be confused with another key's parts.
+"""
+
+from __future__ import annotations
+
+from ..subjects import check_token
+
+
+def memory(prefix: str, workflow: str, agent: str, key: str) -> str:
+    return f"{prefix}:wf:{workflow}:{agent}:{check_token(key, 'memory key')}"
+
+
+def conversation(prefix: str, workflow: str, agent: str, name: str) -> str:
+    return f"{prefix}:conv:{workflow}:{agent}:{check_token(name, 'conversation name')}"
+
+
+def journal(prefix: str, workflow: str, step: str) -> str:
+    return f"{prefix}:journal:{workflow}:{step}"
+
+
+def result(prefix: str, workflow: str, agent: str, step: str) -> str:
+    return f"{prefix}:result:{workflow}:{agent}:{step}"
+
+
+def lease(prefix: str, workflow: str, agent: str, step: str) -> str:
+    return f"{prefix}:lease:{workflow}:{agent}:{step}"
+
+
+def once(prefix: str, workflow: str, step: str, key: str) -> str:
+    return f"{prefix}:once:{workflow}:{step}:{check_token(key, 'effect key')}"
+
+
+def workflow_pattern(prefix: str, workflow: str) -> list[str]:
+    """Patterns of every key of one workflow (for inspection and clean-up)."""
+    return [
+        f"{prefix}:{kind}:{workflow}:*"
+        for kind in ("wf", "conv", "journal", "result", "lease", "once")
+    ]

@@ -65,6 +65,19 @@ UNVERIFIED_WORKFLOW = "_unverified"
 """Workflow under which rejects are audited when the sender's envelope could not be read."""
 
 
+def decode_reply(agent: str, reply: Envelope, returns: type[T]) -> T:
+    """The body of a reply as ``returns``, or the error it carries.
+
+    Raises:
+        CallFailed: the reply is an error.
+        SchemaViolation: the body is not a ``returns``.
+    """
+    if reply.kind == "error":
+        err = decode_body(reply, ErrorBody)
+        raise CallFailed(agent, err.error_type, err.message)
+    return decode_body(reply, returns)
+
+
 class MeshClient:
     """A connection to the mesh under one identity (an agent role or an ingress)."""
 
@@ -309,19 +322,23 @@ class MeshClient:
             deadline=clock() + timeout,
             type_=type_,
         )
+        return decode_reply(agent, await self.exchange(task, timeout), returns)
+
+    async def exchange(self, task: Envelope, timeout: float) -> Envelope:
+        """Send ``task`` and return the verified reply envelope (``reply`` or ``error``).
+
+        Raises:
+            MeshTimeout: no reply before the deadline.
+        """
         future = self.pending.expect(task.id)
         try:
             async with asyncio.timeout(timeout):
                 await self.send_task(task)
-                reply = await future
+                return await future
         except TimeoutError:
-            raise MeshTimeout(f"no reply from {agent} within {timeout:.1f}s") from None
+            raise MeshTimeout(f"no reply from {task.to} within {timeout:.1f}s") from None
         finally:
             self.pending.forget(task.id)
-        if reply.kind == "error":
-            err = decode_body(reply, ErrorBody)
-            raise CallFailed(agent, err.error_type, err.message)
-        return decode_body(reply, returns)
 
     async def _on_reply(self, msg: Msg) -> None:
         try:

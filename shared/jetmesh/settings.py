@@ -108,6 +108,11 @@ class MeshSettings(BaseSettings):
     drain_timeout_s: float = Field(default=20.0, gt=0)
     """How long a stopping replica waits for in-flight tasks."""
 
+    step_ledger: bool = True
+    """Journal calls, record step results and lease running steps in Redis, so that a
+    handler survives the crash of its replica and a step never runs twice at once; off:
+    plain at-least-once delivery, no Redis on the task path."""
+
     memory_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     """Expiry of working memory, conversations, journal entries and results, in seconds."""
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from .. import events as ev
-from ..client import MeshClient
+from .._exceptions import ConfigError
+from ..client import MeshClient, decode_reply
 from ..envelope import Envelope
 from ..identity.tokens import Caller
 from ..memory import Conversation, WorkingMemory
+from .ledger import Recorded, StepLedger
 
 T = TypeVar("T")
 
@@ -36,8 +38,10 @@ class Context:
         *,
         attempt: int,
         concurrency: int,
+        ledger: StepLedger | None = None,
     ) -> None:
         self._mesh = mesh
+        self._ledger = ledger
         self.task = task
         self.caller = caller
         self.workflow = task.workflow
@@ -113,24 +117,60 @@ class Context:
         self, agent: str, body: Any, returns: type[T], step: str, timeout: float | None
     ) -> T:
         started = time.perf_counter()
+        if self._ledger is not None:
+            recorded = await self._ledger.journaled(self.workflow, step)
+            if recorded is not None:  # this handler runs again: the call already completed
+                await self.emit_event(
+                    ev.REPLY, callee_step=step, target=agent, detail="from the journal"
+                )
+                return decode_reply(agent, recorded.as_envelope(self.task), returns)
         await self.emit_event(ev.CALL, target=agent, callee_step=step)
-        result = await self._mesh.call(
-            agent,
-            body,
-            returns=returns,
+        timeout = timeout if timeout is not None else self._mesh.settings.call_timeout_s
+        task = self._mesh.envelope(
+            kind="task",
             workflow=self.workflow,
+            to=agent,
+            body=body,
             caller=self.task.caller,
             parent=self.task.id,
             step=step,
-            timeout=timeout,
+            reply_to=self._mesh.reply_subject,
+            deadline=time.time() + timeout,
         )
+        reply = await self._mesh.exchange(task, timeout)
+        if self._ledger is not None:
+            await self._ledger.journal(self.workflow, step, Recorded.of(reply))
         await self.emit_event(
             ev.REPLY,
             callee_step=step,
             target=agent,
             duration_ms=(time.perf_counter() - started) * 1000,
         )
-        return result
+        return decode_reply(agent, reply, returns)
+
+    async def once(self, key: str, effect: Callable[[], Awaitable[T]], *, returns: type[T]) -> T:
+        """Run a side effect at most once for this step of the workflow.
+
+        The first run claims ``key`` in Redis, runs ``effect`` and records its result; any
+        later run of this step (a redelivery, a late duplicate, a re-run after a crash) gets
+        the recorded result instead. If ``effect`` raises, the claim is dropped and a retry
+        may run it. If a run claimed it and never finished (its replica died mid-effect),
+        the effect may or may not have happened: :class:`EffectInDoubt` is raised rather
+        than risking it twice.
+
+        Raises:
+            EffectInDoubt: claimed by a run that did not finish.
+        """
+        if self._ledger is None:
+            raise ConfigError("ctx.once needs the step ledger (JETMESH_STEP_LEDGER)")
+        return await self._ledger.once(
+            self.workflow,
+            self.task.step or self.task.id,
+            key,
+            effect,
+            returns,
+            holder=f"{self._mesh.instance}#{self.attempt}",
+        )
 
     async def gather(self, calls: Iterable[Awaitable[T]], *, limit: int | None = None) -> list[T]:
         """Await several calls concurrently (at most ``limit`` at once); results in order.

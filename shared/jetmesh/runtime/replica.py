@@ -24,14 +24,18 @@ from ..bus.delivery import delivery_of
 from ..bus.pull import PullFeed
 from ..bus.streams import ensure_consumer
 from ..client import MeshClient
-from ..envelope import Envelope, ErrorBody, decode_body, decode_envelope, type_name
+from ..envelope import Envelope, ErrorBody, decode_body, decode_envelope, encode, type_name
 from ..identity.keystore import Identity
 from ..identity.tokens import Caller
 from ..settings import MeshSettings
 from .agent import Agent
 from .context import Context
+from .ledger import Recorded, StepLedger
 
 log = logging.getLogger("jetmesh.runtime")
+
+LEASE_POLL_S = 0.2
+"""How often a duplicate of a running step looks for its result."""
 
 
 class _MaxDeliveries(msgspec.Struct):
@@ -72,6 +76,13 @@ class Replica:
         self.state = ReplicaState.NEW
         self.handled = 0
         self._inflight: dict[asyncio.Task[None], Msg] = {}
+        self._leases: dict[asyncio.Task[None], tuple[str, str, str]] = {}
+        self.ledger = (
+            StepLedger(self.mesh.redis, settings.subject_prefix, ttl_s=settings.memory_ttl_s)
+            if settings.step_ledger
+            else None
+        )
+        self._lease_ms = int(settings.ack_wait_s * 1000)
         self._unannounced: dict[Context, float] = {}
         self._announcer: asyncio.Task[None] | None = None
         self._feed: PullFeed
@@ -120,6 +131,7 @@ class Replica:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
+        self._leases.pop(task, None)
         self._feed.release()
         if not task.cancelled() and task.exception() is not None:
             log.error("task processing crashed", exc_info=task.exception())
@@ -132,6 +144,9 @@ class Replica:
             for msg in list(self._inflight.values()):
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
+            if self.ledger is not None:
+                with contextlib.suppress(Exception):
+                    await self.ledger.renew(list(self._leases.values()), self._lease_ms)
 
     async def _process(self, msg: Msg) -> None:
         delivery = delivery_of(msg.reply)
@@ -159,9 +174,23 @@ class Replica:
                 attempt,
                 "deadline-passed",
                 "the caller's deadline passed before the task started",
+                record=False,
             )
             return
-        ctx = Context(self.mesh, task, caller, attempt=attempt, concurrency=self.concurrency)
+        step = task.step or f"id:{task.id}"
+        if self.ledger is not None:
+            recorded = await self._claim(task, step)
+            if recorded is not None:
+                await self._answer_again(msg, task, caller, attempt, recorded)
+                return
+        ctx = Context(
+            self.mesh,
+            task,
+            caller,
+            attempt=attempt,
+            concurrency=self.concurrency,
+            ledger=self.ledger,
+        )
         started = time.perf_counter()
         if attempt == 1:
             self._unannounced[ctx] = time.monotonic()
@@ -169,18 +198,11 @@ class Replica:
             await ctx.emit_event(ev.STARTED, type=task.type)
         try:
             result = await handler(body, ctx)
-            reply = None
-            if task.reply_to:
-                reply = self.mesh.envelope(
-                    kind="reply",
-                    workflow=task.workflow,
-                    to=task.sender,
-                    body=result,
-                    caller=task.caller,
-                    parent=task.id,
-                    step=task.step,
-                )
+            recorded = Recorded(
+                kind="reply", type=type_name(type(result)), body=msgspec.Raw(encode(result))
+            )
         except asyncio.CancelledError:
+            await self._release(task, step)
             await msg.nak()
             raise
         except Reject as exc:
@@ -189,21 +211,87 @@ class Replica:
             )
             return
         except Exception as exc:
+            await self._release(task, step)
             await self._after_failure(msg, ctx, exc, attempt)
             return
         finally:
             self._unannounced.pop(ctx, None)
         duration_ms = (time.perf_counter() - started) * 1000
-        if reply is not None and task.reply_to:
-            await self.mesh.send_reply(reply, task.reply_to)
+        if self.ledger is not None:  # recorded before it is answered and acked
+            await self.ledger.finish(task.workflow, self.agent.name, step, recorded)
+        await self._reply(task, recorded)
         await msg.ack()
         self.handled += 1
         await ctx.emit_event(
             ev.COMPLETED,
             duration_ms=duration_ms,
             type=task.type,
-            detail=f"-> {type_name(type(result))}",
+            detail=f"-> {recorded.type}",
         )
+
+    async def _claim(self, task: Envelope, step: str) -> Recorded | None:
+        """Take the step's lease, or wait while another replica runs it. Returns the
+        step's recorded result if it has one (then the handler must not run)."""
+        assert self.ledger is not None
+        current = asyncio.current_task()
+        while True:
+            taken, recorded = await self.ledger.claim(
+                task.workflow, self.agent.name, step, self.instance, self._lease_ms
+            )
+            if recorded is not None:
+                if taken:
+                    await self.ledger.release(task.workflow, self.agent.name, step, self.instance)
+                return recorded
+            if taken:
+                if current is not None:
+                    self._leases[current] = (task.workflow, self.agent.name, step)
+                return None
+            await asyncio.sleep(LEASE_POLL_S)  # a duplicate: wait for the running one
+
+    async def _release(self, task: Envelope, step: str) -> None:
+        current = asyncio.current_task()
+        if current is not None:
+            self._leases.pop(current, None)
+        if self.ledger is not None:
+            with contextlib.suppress(Exception):
+                await self.ledger.release(task.workflow, self.agent.name, step, self.instance)
+
+    async def _reply(self, task: Envelope, recorded: Recorded) -> None:
+        if not task.reply_to:
+            return
+        reply = self.mesh.envelope(
+            kind="error" if recorded.kind == "error" else "reply",
+            workflow=task.workflow,
+            to=task.sender,
+            body=recorded.body,
+            caller=task.caller,
+            parent=task.id,
+            step=task.step,
+            type_=recorded.type,
+        )
+        await self.mesh.send_reply(reply, task.reply_to)
+
+    async def _answer_again(
+        self, msg: Msg, task: Envelope, caller: Caller, attempt: int, recorded: Recorded
+    ) -> None:
+        """A step already done: send its recorded reply, do not run the handler again."""
+        await self._reply(task, recorded)
+        await msg.ack()
+        event = ev.Event(
+            kind=ev.COMPLETED,
+            agent=self.agent.name,
+            at=time.time(),
+            instance=self.instance,
+            task=task.id,
+            parent=task.parent,
+            step=task.step,
+            caller=caller.subject,
+            attempt=attempt,
+            type=task.type,
+            duration_ms=0.0,
+            detail=f"-> {recorded.type} (step already done: recorded result sent again)",
+        )
+        await self.mesh.emit(task.workflow, event, caller=task.caller, parent=task.id)
 
     async def _announce_loop(self) -> None:
         """Emit ``started`` for first deliveries whose handler has run ``STARTED_AFTER_S``:
@@ -289,14 +377,28 @@ class Replica:
         detail: str,
         *,
         error_type: str = "TaskFailed",
+        record: bool = True,
     ) -> None:
+        """Dead-letter, answer with the error, terminate delivery, write ``failed``.
+
+        With ``record``, the error becomes the step's result: a duplicate of the step gets
+        the same answer instead of running the handler again.
+        """
         try:
             await self.mesh.dead_letter(msg.subject, msg.data, msg.headers, reason, detail)
         except Exception as exc:
             log.error("could not dead-letter %s: %s", task.id, exc)
             await msg.nak(delay=self.settings.backoff_for(attempt))
             return
-        await self.mesh.error_reply(task, ErrorBody(error_type, detail, reason))
+        error = ErrorBody(error_type, detail, reason)
+        if record and self.ledger is not None:
+            step = task.step or f"id:{task.id}"
+            recorded = Recorded(
+                kind="error", type="mesh.ErrorBody/1", body=msgspec.Raw(encode(error))
+            )
+            with contextlib.suppress(Exception):
+                await self.ledger.finish(task.workflow, self.agent.name, step, recorded)
+        await self.mesh.error_reply(task, error)
         await msg.term()
         await self._record_failure(task, attempt, reason, detail, caller=caller.subject)
 

@@ -1,0 +1,162 @@
+"""The step ledger: what makes a handler safe to run again after a crash.
+
+Three records in Redis, keyed by the workflow and the deterministic step key
+(see :mod:`jetmesh.memory.keys`):
+
+- **journal** (caller side): the reply to each ``ctx.call``. A handler that runs again after
+  its replica died gets completed calls back from the journal instead of sending them again.
+- **result** (worker side): the outcome of a handled step. A task for a step already done
+  (a redelivery after a late ack, or the same call sent again by a re-run whose journal
+  write was lost) gets the stored reply, and the handler does not run twice.
+- **lease** (worker side): the replica running a step now. A duplicate arriving while the
+  step runs waits for its result instead of running it alongside.
+
+The records are written before the reply or ack they stand for, so a crash between the two
+leaves the record, never the effect without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import msgspec
+from redis.asyncio import Redis
+
+from .._exceptions import EffectInDoubt
+from ..envelope import Envelope, encode
+from ..memory import keys
+
+T = TypeVar("T")
+
+
+class Recorded(msgspec.Struct, frozen=True):
+    """A reply as recorded: enough to answer again, or to decode again."""
+
+    kind: str
+    """``reply`` or ``error``."""
+    type: str
+    body: msgspec.Raw
+
+    @classmethod
+    def of(cls, reply: Envelope) -> Recorded:
+        return cls(kind=reply.kind, type=reply.type, body=reply.body)
+
+    def as_envelope(self, task: Envelope) -> Envelope:
+        """The recorded reply as an envelope answering ``task`` (for decoding)."""
+        return Envelope(
+            id=task.id,
+            kind="error" if self.kind == "error" else "reply",
+            workflow=task.workflow,
+            sender=task.to,
+            to=task.sender,
+            created=task.created,
+            type=self.type,
+            parent=task.id,
+            step=task.step,
+            body=self.body,
+        )
+
+
+class _Effect(msgspec.Struct, frozen=True):
+    state: str
+    """``running`` (claimed) or ``done``."""
+    holder: str = ""
+    result: msgspec.Raw | None = None
+
+
+_recorded = msgspec.json.Decoder(Recorded)
+_effect = msgspec.json.Decoder(_Effect)
+
+
+class StepLedger:
+    """Journal, results and leases of one mesh (one subject prefix)."""
+
+    def __init__(self, redis: Redis, prefix: str, *, ttl_s: int) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl = ttl_s
+
+    # -- caller side -----------------------------------------------------------------------
+
+    async def journaled(self, workflow: str, step: str) -> Recorded | None:
+        raw = await self._redis.get(keys.journal(self._prefix, workflow, step))
+        return None if raw is None else _recorded.decode(raw)
+
+    async def journal(self, workflow: str, step: str, record: Recorded) -> None:
+        await self._redis.set(
+            keys.journal(self._prefix, workflow, step), encode(record), ex=self._ttl
+        )
+
+    # -- worker side -----------------------------------------------------------------------
+
+    async def claim(
+        self, workflow: str, agent: str, step: str, holder: str, lease_ms: int
+    ) -> tuple[bool, Recorded | None]:
+        """Take the step's lease; returns (taken, stored result). One round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.lease(self._prefix, workflow, agent, step), holder, nx=True, px=lease_ms)
+            pipe.get(keys.result(self._prefix, workflow, agent, step))
+            taken, raw = await pipe.execute()
+        return bool(taken), None if raw is None else _recorded.decode(raw)
+
+    async def finish(self, workflow: str, agent: str, step: str, record: Recorded) -> None:
+        """Store the step's result and give up its lease. One round trip."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.result(self._prefix, workflow, agent, step), encode(record), ex=self._ttl)
+            pipe.delete(keys.lease(self._prefix, workflow, agent, step))
+            await pipe.execute()
+
+    async def release(self, workflow: str, agent: str, step: str, holder: str) -> None:
+        """Give up the lease without a result (the handler failed; a retry may run)."""
+        key = keys.lease(self._prefix, workflow, agent, step)
+        if await self._redis.get(key) == holder.encode():
+            await self._redis.delete(key)
+
+    async def renew(self, leases: list[tuple[str, str, str]], lease_ms: int) -> None:
+        """Extend the leases of steps still running (workflow, agent, step)."""
+        if not leases:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for workflow, agent, step in leases:
+                pipe.pexpire(keys.lease(self._prefix, workflow, agent, step), lease_ms)
+            await pipe.execute()
+
+    async def result(self, workflow: str, agent: str, step: str) -> Recorded | None:
+        raw = await self._redis.get(keys.result(self._prefix, workflow, agent, step))
+        return None if raw is None else _recorded.decode(raw)
+
+    # -- side effects ----------------------------------------------------------------------
+
+    async def once(
+        self,
+        workflow: str,
+        step: str,
+        key: str,
+        effect: Callable[[], Awaitable[T]],
+        returns: type[T],
+        *,
+        holder: str,
+    ) -> T:
+        """See :meth:`jetmesh.Context.once`."""
+        redis_key = keys.once(self._prefix, workflow, step, key)
+        claim = encode(_Effect(state="running", holder=holder))
+        if not await self._redis.set(redis_key, claim, nx=True, ex=self._ttl):
+            raw = await self._redis.get(redis_key)
+            if raw is not None:
+                recorded = _effect.decode(raw)
+                if recorded.state == "done" and recorded.result is not None:
+                    return msgspec.json.decode(recorded.result, type=returns)
+                raise EffectInDoubt(
+                    f"{redis_key} was claimed by {recorded.holder} and never finished: "
+                    "it may or may not have happened"
+                )
+            return await self.once(workflow, step, key, effect, returns, holder=holder)
+        try:
+            result = await effect()
+        except Exception:
+            await self._redis.delete(redis_key)  # it failed: a retry may run it
+            raise  # (cancelled mid-effect keeps the claim: that is in doubt)
+        done = _Effect(state="done", holder=holder, result=msgspec.Raw(encode(result)))
+        await self._redis.set(redis_key, encode(done), ex=self._ttl)
+        return result

@@ -5,7 +5,10 @@
            process (verify, handle, events) --signed reply--> caller (verify)
 
 Same payload (256 bytes), same concurrency (64 in flight), same machine, same server.
-Prints throughput, p50 and p99 for both and the ratio hop/floor.
+Prints throughput, p50 and p99 for both and the ratio hop/floor. The hop is measured twice:
+as above (``mesh hop``), and with the step ledger on (``hop+ledger``: the lease and result
+of every step in Redis, what lets a handler resume after a crash without running a step
+twice).
 
     python -m loadtest.hop [--requests 20000] [--in-flight 64] [--runs 3]
 
@@ -31,10 +34,12 @@ from jetmesh.processes import AgentProcess
 from loadtest.driver import drive
 from loadtest.echo import Blob
 from loadtest.floor import run_floor
-from loadtest.servers import nats_server
+from loadtest.servers import nats_server, redis_server
 from loadtest.stats import RunResult, format_table
 
 LOADER = "loader"
+HOP = "mesh hop"
+HOP_LEDGER = "hop+ledger"
 
 
 def blob_payload(size: int) -> Blob:
@@ -45,6 +50,7 @@ def blob_payload(size: int) -> Blob:
 async def run_hop(
     settings: MeshSettings,
     *,
+    name: str,
     requests: int,
     in_flight: int,
     payload_size: int,
@@ -83,7 +89,7 @@ async def run_hop(
                 requests=requests,
                 warmup=warmup,
                 max_seconds=max_seconds,
-                name="mesh hop",
+                name=name,
             )
     finally:
         agent.stop()
@@ -91,7 +97,11 @@ async def run_hop(
 
 async def bench(args: argparse.Namespace) -> list[RunResult]:
     results: list[RunResult] = []
-    with nats_server() as url, tempfile.TemporaryDirectory(prefix="loadtest-hop-") as tmp:
+    with (
+        nats_server() as url,
+        redis_server() as redis_url,
+        tempfile.TemporaryDirectory(prefix="loadtest-hop-") as tmp,
+    ):
         for run in range(args.runs):
             results.append(
                 await run_floor(
@@ -103,26 +113,31 @@ async def bench(args: argparse.Namespace) -> list[RunResult]:
                     warmup=args.warmup,
                 )
             )
-            settings = MeshSettings(
-                nats_url=url,
-                state_dir=Path(tmp) / f"run{run}",
-                subject_prefix=f"bench{run}",
-                tasks_stream=f"BENCH{run}_TASKS",
-                events_stream=f"BENCH{run}_EVENTS",
-                dlq_stream=f"BENCH{run}_DLQ",
-                registry_bucket=f"BENCH{run}_KEYS",
-                concurrency=args.in_flight,
-            )
-            results.append(
-                await run_hop(
-                    settings,
-                    requests=args.requests,
-                    in_flight=args.in_flight,
-                    payload_size=args.payload_size,
-                    max_seconds=args.max_seconds,
-                    warmup=args.warmup,
+            for ledger in (False, True):
+                tag = f"{run}{'L' if ledger else ''}"
+                settings = MeshSettings(
+                    nats_url=url,
+                    redis_url=redis_url,
+                    step_ledger=ledger,
+                    state_dir=Path(tmp) / f"run{tag}",
+                    subject_prefix=f"bench{tag}",
+                    tasks_stream=f"BENCH{tag}_TASKS",
+                    events_stream=f"BENCH{tag}_EVENTS",
+                    dlq_stream=f"BENCH{tag}_DLQ",
+                    registry_bucket=f"BENCH{tag}_KEYS",
+                    concurrency=args.in_flight,
                 )
-            )
+                results.append(
+                    await run_hop(
+                        settings,
+                        name=HOP_LEDGER if ledger else HOP,
+                        requests=args.requests,
+                        in_flight=args.in_flight,
+                        payload_size=args.payload_size,
+                        max_seconds=args.max_seconds,
+                        warmup=args.warmup,
+                    )
+                )
     return results
 
 
@@ -150,11 +165,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.runs} run(s) of floor then hop"
     )
     floors = [r for r in results if r.name == "floor"]
-    hops = [r for r in results if r.name != "floor"]
     print(format_table(results))
-    ratios = [h.throughput / f.throughput for f, h in zip(floors, hops, strict=True)]
-    print("ratio hop/floor per run: " + ", ".join(f"{r:.3f}" for r in ratios))
-    print(f"median ratio hop/floor: {statistics.median(ratios):.3f}")
+    for name in (HOP, HOP_LEDGER):
+        hops = [r for r in results if r.name == name]
+        ratios = [h.throughput / f.throughput for f, h in zip(floors, hops, strict=True)]
+        print(f"ratio {name}/floor per run: " + ", ".join(f"{r:.3f}" for r in ratios))
+        print(f"median ratio {name}/floor: {statistics.median(ratios):.3f}")
 
 
 if __name__ == "__main__":

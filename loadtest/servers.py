@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from jetmesh.embedded import NatsServer
+from jetmesh.embedded import NatsServer, RedisServer
 
 
 @contextmanager
@@ -19,6 +19,22 @@ def nats_server(timeout: float = 10.0) -> Iterator[str]:
     """
     with tempfile.TemporaryDirectory(prefix="loadtest-nats-") as tmp:
         server = NatsServer(data_dir=Path(tmp))
+        server.start(timeout=timeout)
+        try:
+            yield server.url
+        finally:
+            server.stop(timeout=timeout)
+
+
+@contextmanager
+def redis_server(timeout: float = 10.0) -> Iterator[str]:
+    """A redis-server (AOF on, as embedded) in a temporary directory for the block.
+
+    Yields:
+        The server's URL, ``redis://127.0.0.1:<port>/0``.
+    """
+    with tempfile.TemporaryDirectory(prefix="loadtest-redis-") as tmp:
+        server = RedisServer(data_dir=Path(tmp))
         server.start(timeout=timeout)
         try:
             yield server.url

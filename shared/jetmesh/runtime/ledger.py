@@ -26,8 +26,25 @@ from redis.asyncio import Redis
 from .._exceptions import EffectInDoubt
 from ..envelope import Envelope, encode
 from ..memory import keys
+from ..memory.batching import CommandBatcher
 
 T = TypeVar("T")
+
+
+# KEYS: result, lease; ARGV: holder, lease ms -> {taken, result or false}
+_CLAIM = """
+local result = redis.call('GET', KEYS[1])
+if result then return {0, result} end
+local taken = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
+return {taken and 1 or 0, false}
+"""
+
+# KEYS: result, lease; ARGV: record, ttl seconds
+_FINISH = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1
+"""
 
 
 class Recorded(msgspec.Struct, frozen=True):
@@ -62,7 +79,7 @@ class _Effect(msgspec.Struct, frozen=True):
     state: str
     """``running`` (claimed) or ``done``."""
     holder: str = ""
-    result: msgspec.Raw | None = None
+    result: msgspec.Raw = msgspec.Raw(b"null")
 
 
 _recorded = msgspec.json.Decoder(Recorded)
@@ -76,6 +93,7 @@ class StepLedger:
         self._redis = redis
         self._prefix = prefix
         self._ttl = ttl_s
+        self._batch = CommandBatcher(redis)
 
     # -- caller side -----------------------------------------------------------------------
 
@@ -93,19 +111,28 @@ class StepLedger:
     async def claim(
         self, workflow: str, agent: str, step: str, holder: str, lease_ms: int
     ) -> tuple[bool, Recorded | None]:
-        """Take the step's lease; returns (taken, stored result). One round trip."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(keys.lease(self._prefix, workflow, agent, step), holder, nx=True, px=lease_ms)
-            pipe.get(keys.result(self._prefix, workflow, agent, step))
-            taken, raw = await pipe.execute()
+        """Take the step's lease unless the step has a result; returns (taken, result).
+        One script, sent in the same pipeline as other tasks' ledger commands."""
+        taken, raw = await self._batch.eval(
+            _CLAIM,
+            [
+                keys.result(self._prefix, workflow, agent, step),
+                keys.lease(self._prefix, workflow, agent, step),
+            ],
+            [holder, lease_ms],
+        )
         return bool(taken), None if raw is None else _recorded.decode(raw)
 
     async def finish(self, workflow: str, agent: str, step: str, record: Recorded) -> None:
-        """Store the step's result and give up its lease. One round trip."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.result(self._prefix, workflow, agent, step), encode(record), ex=self._ttl)
-            pipe.delete(keys.lease(self._prefix, workflow, agent, step))
-            await pipe.execute()
+        """Store the step's result and give up its lease (one script, batched)."""
+        await self._batch.eval(
+            _FINISH,
+            [
+                keys.result(self._prefix, workflow, agent, step),
+                keys.lease(self._prefix, workflow, agent, step),
+            ],
+            [encode(record), self._ttl],
+        )
 
     async def release(self, workflow: str, agent: str, step: str, holder: str) -> None:
         """Give up the lease without a result (the handler failed; a retry may run)."""
@@ -145,7 +172,7 @@ class StepLedger:
             raw = await self._redis.get(redis_key)
             if raw is not None:
                 recorded = _effect.decode(raw)
-                if recorded.state == "done" and recorded.result is not None:
+                if recorded.state == "done":
                     return msgspec.json.decode(recorded.result, type=returns)
                 raise EffectInDoubt(
                     f"{redis_key} was claimed by {recorded.holder} and never finished: "

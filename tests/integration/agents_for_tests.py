@@ -46,3 +46,36 @@ def worker_agent(by: str | None = None, *, concurrency: int = 8) -> Agent:
 
 
 agent = worker_agent()
+
+
+class Plan(msgspec.Struct, frozen=True):
+    __mesh_type__ = "test.Plan/1"
+
+    pause_s: float
+
+
+class Report(msgspec.Struct, frozen=True):
+    __mesh_type__ = "test.Report/1"
+
+    parts: list[int]
+    attempt: int
+
+
+counter = Agent("counter", description="counts how often each part really runs")
+
+
+@counter.handler
+async def count(job: Job, ctx: Context) -> Done:
+    await ctx.memory.update(f"runs_{job.id}", int, lambda n: (n or 0) + 1)
+    return Done(job.id, str(os.getpid()), ctx.attempt)
+
+
+planner = Agent("planner", description="two calls with a pause between them")
+
+
+@planner.handler
+async def plan(p: Plan, ctx: Context) -> Report:
+    first = await ctx.call("counter", Job(1), returns=Done)
+    await asyncio.sleep(p.pause_s)  # the test kills this process here
+    second = await ctx.call("counter", Job(2), returns=Done)
+    return Report([first.id, second.id], ctx.attempt)

@@ -179,7 +179,11 @@ class Replica:
             return
         step = task.step or f"id:{task.id}"
         if self.ledger is not None:
-            recorded = await self._claim(task, step)
+            try:
+                recorded = await self._claim(task, step)
+            except asyncio.CancelledError:  # drained while waiting for a duplicate
+                await msg.nak()
+                raise
             if recorded is not None:
                 await self._answer_again(msg, task, caller, attempt, recorded)
                 return
@@ -238,9 +242,7 @@ class Replica:
             taken, recorded = await self.ledger.claim(
                 task.workflow, self.agent.name, step, self.instance, self._lease_ms
             )
-            if recorded is not None:
-                if taken:
-                    await self.ledger.release(task.workflow, self.agent.name, step, self.instance)
+            if recorded is not None:  # (the script takes no lease when there is a result)
                 return recorded
             if taken:
                 if current is not None:

@@ -14,6 +14,7 @@ import enum
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
@@ -279,21 +280,15 @@ class Replica:
         """A step already done: send its recorded reply, do not run the handler again."""
         await self._reply(task, recorded)
         await msg.ack()
-        event = ev.Event(
-            kind=ev.COMPLETED,
-            agent=self.agent.name,
-            at=time.time(),
-            instance=self.instance,
-            task=task.id,
-            parent=task.parent,
-            step=task.step,
+        await self._task_event(
+            task,
+            ev.COMPLETED,
             caller=caller.subject,
             attempt=attempt,
             type=task.type,
             duration_ms=0.0,
             detail=f"-> {recorded.type} (step already done: recorded result sent again)",
         )
-        await self.mesh.emit(task.workflow, event, caller=task.caller, parent=task.id)
 
     async def _announce_loop(self) -> None:
         """Emit ``started`` for first deliveries whose handler has run ``STARTED_AFTER_S``:
@@ -408,18 +403,21 @@ class Replica:
         self, task: Envelope, attempt: int, reason: str, detail: str, *, caller: str = ""
     ) -> None:
         """The ``failed`` event of a task given up on."""
+        await self._task_event(
+            task, ev.FAILED, caller=caller, attempt=attempt, reason=reason, detail=detail[:1024]
+        )
+
+    async def _task_event(self, task: Envelope, kind: str, **fields: Any) -> None:
+        """An event about ``task`` written by this replica outside a handler's context."""
         event = ev.Event(
-            kind=ev.FAILED,
+            kind=kind,
             agent=self.agent.name,
             at=time.time(),
             instance=self.instance,
             task=task.id,
             parent=task.parent,
             step=task.step,
-            caller=caller,
-            attempt=attempt,
-            reason=reason,
-            detail=detail[:1024],
+            **fields,
         )
         await self.mesh.emit(task.workflow, event, caller=task.caller, parent=task.id)
 

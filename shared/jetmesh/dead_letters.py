@@ -10,6 +10,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from ._exceptions import ConfigError, RejectedMessage
+from .envelope import Envelope, decode_envelope
 
 REASON_HEADER = "Mesh-Dlq-Reason"
 DETAIL_HEADER = "Mesh-Dlq-Detail"
@@ -46,3 +53,69 @@ def dead_letter_headers(
         }
     )
     return headers
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A dead letter as stored: the refused bytes, their headers, and why."""
+
+    seq: int
+    agent: str
+    reason: str
+    detail: str
+    subject: str
+    """The subject the message was refused on."""
+    at: float
+    data: bytes
+    headers: dict[str, str]
+
+    def envelope(self) -> Envelope | None:
+        """The refused envelope, if its bytes are one."""
+        try:
+            return decode_envelope(self.data)
+        except RejectedMessage:
+            return None
+
+
+def _dead_letter(seq: int, data: bytes, headers: Mapping[str, str] | None) -> DeadLetter:
+    h = dict(headers or {})
+    return DeadLetter(
+        seq=seq,
+        agent=h.get(AGENT_HEADER, ""),
+        reason=h.get(REASON_HEADER, ""),
+        detail=h.get(DETAIL_HEADER, ""),
+        subject=h.get(SUBJECT_HEADER, ""),
+        at=float(h.get(TIME_HEADER, "0") or 0),
+        data=data,
+        headers=h,
+    )
+
+
+async def list_dead_letters(
+    js: JetStreamContext, stream: str, subject: str, *, limit: int = 100
+) -> list[DeadLetter]:
+    """Dead letters on ``subject`` (``<prefix>.dlq.>`` or one agent's), oldest first."""
+    out: list[DeadLetter] = []
+    seq = 1
+    while len(out) < limit:
+        try:
+            msg = await js.get_msg(stream, seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            break
+        assert msg.seq is not None
+        out.append(_dead_letter(msg.seq, msg.data or b"", msg.headers))
+        seq = msg.seq + 1
+    return out
+
+
+async def get_dead_letter(js: JetStreamContext, stream: str, seq: int) -> DeadLetter:
+    """One dead letter by its sequence number.
+
+    Raises:
+        ConfigError: there is no dead letter ``seq``.
+    """
+    try:
+        msg = await js.get_msg(stream, seq=seq)
+    except NotFoundError:
+        raise ConfigError(f"no dead letter {seq} in {stream}") from None
+    return _dead_letter(seq, msg.data or b"", msg.headers)

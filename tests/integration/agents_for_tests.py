@@ -79,3 +79,18 @@ async def plan(p: Plan, ctx: Context) -> Report:
     await asyncio.sleep(p.pause_s)  # the test kills this process here
     second = await ctx.call("counter", Job(2), returns=Done)
     return Report([first.id, second.id], ctx.attempt)
+
+
+pauser = Agent("pauser", description="pauses, then performs one side effect through ctx.once")
+
+
+@pauser.handler
+async def pause_then_effect(p: Plan, ctx: Context) -> Report:
+    await asyncio.sleep(p.pause_s)  # the test freezes this process here (SIGSTOP)
+
+    async def effect() -> int:
+        await ctx.memory.update("effects", int, lambda n: (n or 0) + 1)
+        return os.getpid()
+
+    done_by = await ctx.once("effect", effect, returns=int)
+    return Report([done_by], ctx.attempt)

@@ -35,7 +35,6 @@ from .bus.publisher import StreamPublisher
 from .bus.streams import ensure_registry, ensure_streams
 from .bus.tracing import TRACEPARENT_HEADER, traceparent
 from .calls import PendingCalls
-from .dead_letters import dead_letter_headers
 from .envelope import (
     Envelope,
     ErrorBody,
@@ -52,17 +51,13 @@ from .identity.signing import BatchSigner, Signer
 from .identity.tokens import mint_token
 from .identity.trust import TrustStore
 from .identity.verifier import MSG_ID_HEADER, Verified, Verifier
+from .refusals import reject
 from .settings import MeshSettings
 from .subjects import Subjects
 
 log = logging.getLogger("jetmesh.client")
 
 T = TypeVar("T")
-
-DEAD_LETTER_TIMEOUT_S = 5.0
-
-UNVERIFIED_WORKFLOW = "_unverified"
-"""Workflow under which rejects are audited when the sender's envelope could not be read."""
 
 
 def decode_reply(agent: str, reply: Envelope, returns: type[T]) -> T:
@@ -309,6 +304,36 @@ class MeshClient:
             CallFailed: the agent replied with an error.
             SchemaViolation: the reply's body is not a ``returns``.
         """
+        reply = await self.call_envelope(
+            agent,
+            body,
+            workflow=workflow,
+            caller=caller,
+            parent=parent,
+            step=step,
+            timeout=timeout,
+            type_=type_,
+        )
+        return decode_reply(agent, reply, returns)
+
+    async def call_envelope(
+        self,
+        agent: str,
+        body: Any,
+        *,
+        workflow: str,
+        caller: str,
+        parent: str | None = None,
+        step: str = "",
+        timeout: float | None = None,
+        type_: str | None = None,
+    ) -> Envelope:
+        """Like :meth:`call`, but return the verified reply envelope (``reply`` or
+        ``error``) undecoded, for callers that record it.
+
+        Raises:
+            MeshTimeout: no reply before the deadline.
+        """
         timeout = timeout if timeout is not None else self.settings.call_timeout_s
         task = self.envelope(
             kind="task",
@@ -322,21 +347,13 @@ class MeshClient:
             deadline=clock() + timeout,
             type_=type_,
         )
-        return decode_reply(agent, await self.exchange(task, timeout), returns)
-
-    async def exchange(self, task: Envelope, timeout: float) -> Envelope:
-        """Send ``task`` and return the verified reply envelope (``reply`` or ``error``).
-
-        Raises:
-            MeshTimeout: no reply before the deadline.
-        """
         future = self.pending.expect(task.id)
         try:
             async with asyncio.timeout(timeout):
                 await self.send_task(task)
                 return await future
         except TimeoutError:
-            raise MeshTimeout(f"no reply from {task.to} within {timeout:.1f}s") from None
+            raise MeshTimeout(f"no reply from {agent} within {timeout:.1f}s") from None
         finally:
             self.pending.forget(task.id)
 
@@ -347,7 +364,7 @@ class MeshClient:
             )
         except RejectedMessage as exc:
             try:
-                await self.reject(msg.subject, msg.data, msg.headers, exc)
+                await reject(self, msg.subject, msg.data, msg.headers, exc)
             except Exception as dl_exc:  # a reply is not redelivered: say so loudly
                 log.error("refused reply on %s not dead-lettered: %s", msg.subject, dl_exc)
             return
@@ -432,80 +449,6 @@ class MeshClient:
             timeout=timeout,
             type_=type_,
         )
-
-    # -- refusals --------------------------------------------------------------------------
-
-    async def reject(
-        self,
-        subject: str,
-        data: bytes,
-        headers: Mapping[str, str] | None,
-        exc: RejectedMessage,
-    ) -> None:
-        """Dead-letter a refused message with its reason and audit it as an event."""
-        envelope: Envelope | None = getattr(exc, "envelope", None)
-        log.warning("rejected message on %s: %s", subject, exc)
-        await self.dead_letter(subject, data, headers, exc.reason, exc.detail)
-        workflow = envelope.workflow if envelope is not None else UNVERIFIED_WORKFLOW
-        try:
-            self.subjects.event(workflow, ev.REJECTED)
-        except ValueError:
-            workflow = UNVERIFIED_WORKFLOW
-        await self.emit(
-            workflow,
-            ev.Event(
-                kind=ev.REJECTED,
-                agent=self.name,
-                at=time.time(),
-                instance=self.instance,
-                task=envelope.id if envelope else None,
-                parent=envelope.parent if envelope else None,
-                step=envelope.step if envelope else "",
-                type=envelope.type if envelope else "",
-                reason=exc.reason,
-                detail=f"{subject}: {exc.detail}"[:1024],
-            ),
-            caller="",
-        )
-
-    async def dead_letter(
-        self,
-        subject: str,
-        data: bytes,
-        headers: Mapping[str, str] | None,
-        reason: str,
-        detail: str,
-    ) -> None:
-        """Store a message on this agent's dead-letter subject with the reason."""
-        dl_headers = dead_letter_headers(
-            headers, subject=subject, data=data, agent=self.name, reason=reason, detail=detail
-        )
-        async with asyncio.timeout(DEAD_LETTER_TIMEOUT_S):
-            await self.publisher.publish(self.subjects.dlq(self.name), data, dl_headers)
-
-    async def error_reply(
-        self, task: Envelope, error: ErrorBody, *, caller: str | None = None
-    ) -> None:
-        """Tell the caller of ``task`` that it failed.
-
-        Args:
-            task: the task that failed.
-            error: what went wrong.
-            caller: the caller token the reply carries: the task's by default, ``""`` when
-                the task's token was itself refused.
-        """
-        if not task.reply_to:
-            return
-        reply = self.envelope(
-            kind="error",
-            workflow=task.workflow,
-            to=task.sender,
-            body=error,
-            caller=task.caller if caller is None else caller,
-            parent=task.id,
-            step=task.step,
-        )
-        await self.send_reply(reply, task.reply_to)
 
     async def verify(self, msg: Msg, *, stored_at: float | None, audit: bool = False) -> Verified:
         """Verify a received message (see :class:`~jetmesh.identity.verifier.Verifier`)."""

@@ -125,19 +125,15 @@ class Context:
                 )
                 return decode_reply(agent, recorded.as_envelope(self.task), returns)
         await self.emit_event(ev.CALL, target=agent, callee_step=step)
-        timeout = timeout if timeout is not None else self._mesh.settings.call_timeout_s
-        task = self._mesh.envelope(
-            kind="task",
+        reply = await self._mesh.call_envelope(
+            agent,
+            body,
             workflow=self.workflow,
-            to=agent,
-            body=body,
             caller=self.task.caller,
             parent=self.task.id,
             step=step,
-            reply_to=self._mesh.reply_subject,
-            deadline=time.time() + timeout,
+            timeout=timeout,
         )
-        reply = await self._mesh.exchange(task, timeout)
         if self._ledger is not None:
             await self._ledger.journal(self.workflow, step, Recorded.of(reply))
         await self.emit_event(

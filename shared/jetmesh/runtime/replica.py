@@ -28,6 +28,7 @@ from ..client import MeshClient
 from ..envelope import Envelope, ErrorBody, decode_body, decode_envelope, encode, type_name
 from ..identity.keystore import Identity
 from ..identity.tokens import Caller
+from ..refusals import dead_letter, error_reply, reject
 from ..settings import MeshSettings
 from .agent import Agent
 from .context import Context
@@ -316,7 +317,7 @@ class Replica:
         data = stored.data or b""
         headers = dict(stored.headers or {})
         detail = f"delivered {info.deliveries} times without an ack (crash or AckWait)"
-        await self.mesh.dead_letter(stored.subject or "", data, headers, "max-deliveries", detail)
+        await dead_letter(self.mesh, stored.subject or "", data, headers, "max-deliveries", detail)
         try:
             task = decode_envelope(data)
         except RejectedMessage:
@@ -326,7 +327,7 @@ class Replica:
     async def _refuse(self, msg: Msg, exc: RejectedMessage) -> None:
         """Dead-letter and audit a refused task, then terminate its delivery."""
         try:
-            await self.mesh.reject(msg.subject, msg.data, msg.headers, exc)
+            await reject(self.mesh, msg.subject, msg.data, msg.headers, exc)
         except Exception as dl_exc:  # nothing is lost: try again later
             log.error("could not dead-letter %s: %s", msg.subject, dl_exc)
             await msg.nak(delay=self.settings.backoff_for(1))
@@ -337,7 +338,8 @@ class Replica:
             # it too), so that error reply acts for no caller, like the audit event.
             caller = "" if isinstance(exc, InvalidToken) else None
             with contextlib.suppress(Exception):
-                await self.mesh.error_reply(
+                await error_reply(
+                    self.mesh,
                     envelope,
                     ErrorBody(type(exc).__name__, exc.detail, exc.reason),
                     caller=caller,
@@ -382,7 +384,7 @@ class Replica:
         the same answer instead of running the handler again.
         """
         try:
-            await self.mesh.dead_letter(msg.subject, msg.data, msg.headers, reason, detail)
+            await dead_letter(self.mesh, msg.subject, msg.data, msg.headers, reason, detail)
         except Exception as exc:
             log.error("could not dead-letter %s: %s", task.id, exc)
             await msg.nak(delay=self.settings.backoff_for(attempt))
@@ -395,7 +397,7 @@ class Replica:
             )
             with contextlib.suppress(Exception):
                 await self.ledger.finish(task.workflow, self.agent.name, step, recorded)
-        await self.mesh.error_reply(task, error)
+        await error_reply(self.mesh, task, error)
         await msg.term()
         await self._record_failure(task, attempt, reason, detail, caller=caller.subject)
 

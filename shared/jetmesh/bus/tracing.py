@@ -27,13 +27,3 @@ def trace_id_of(workflow: str) -> str:
 def traceparent(workflow: str, span_id: str | None = None) -> str:
     """A ``traceparent`` header value for a new message of ``workflow``."""
     return f"00-{trace_id_of(workflow)}-{span_id or f'{getrandbits(64):016x}'}-01"
-
-
-def parse_traceparent(value: str | None) -> tuple[str, str] | None:
-    """``(trace_id, span_id)`` from a header value, or None if absent or malformed."""
-    if not value:
-        return None
-    parts = value.split("-")
-    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
-        return None
-    return parts[1], parts[2]

@@ -39,11 +39,3 @@ def lease(prefix: str, workflow: str, agent: str, step: str) -> str:
 
 def once(prefix: str, workflow: str, step: str, key: str) -> str:
     return f"{prefix}:once:{workflow}:{step}:{check_token(key, 'effect key')}"
-
-
-def workflow_pattern(prefix: str, workflow: str) -> list[str]:
-    """Patterns of every key of one workflow (for inspection and clean-up)."""
-    return [
-        f"{prefix}:{kind}:{workflow}:*"
-        for kind in ("wf", "conv", "journal", "result", "lease", "once")
-    ]

@@ -149,10 +149,6 @@ class StepLedger:
                 pipe.pexpire(keys.lease(self._prefix, workflow, agent, step), lease_ms)
             await pipe.execute()
 
-    async def result(self, workflow: str, agent: str, step: str) -> Recorded | None:
-        raw = await self._redis.get(keys.result(self._prefix, workflow, agent, step))
-        return None if raw is None else _recorded.decode(raw)
-
     # -- side effects ----------------------------------------------------------------------
 
     async def once(

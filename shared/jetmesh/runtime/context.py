@@ -144,7 +144,14 @@ class Context:
         )
         return decode_reply(agent, reply, returns)
 
-    async def once(self, key: str, effect: Callable[[], Awaitable[T]], *, returns: type[T]) -> T:
+    async def once(
+        self,
+        key: str,
+        effect: Callable[[], Awaitable[T]],
+        *,
+        returns: type[T],
+        reconcile: Callable[[], Awaitable[T | None]] | None = None,
+    ) -> T:
         """Run a side effect at most once for this step of the workflow.
 
         The first run claims ``key`` in Redis, runs ``effect`` and records its result; any
@@ -154,8 +161,21 @@ class Context:
         the effect may or may not have happened: :class:`EffectInDoubt` is raised rather
         than risking it twice.
 
+        ``reconcile`` settles that doubt by asking the effect's target, typically by an
+        idempotency key the effect wrote along with its work (a payment id, a marker keyed
+        by ``ctx.workflow`` and ``ctx.step``). It returns what the effect returned if the
+        effect happened, recorded as done and returned here; or None if it did not, and
+        this run takes the claim over and runs ``effect``. It is only called for a claim in
+        doubt, and it is only right if the target can tell: write the effect and its key
+        atomically.
+
+        Example:
+            >>> receipt = await ctx.once(                                 # doctest: +SKIP
+            ...     "charge", charge, returns=Receipt, reconcile=find_charge
+            ... )
+
         Raises:
-            EffectInDoubt: claimed by a run that did not finish.
+            EffectInDoubt: claimed by a run that did not finish, and no ``reconcile``.
         """
         if self._ledger is None:
             raise ConfigError("ctx.once needs the step ledger (JETMESH_STEP_LEDGER)")
@@ -166,6 +186,7 @@ class Context:
             effect,
             returns,
             holder=f"{self._mesh.instance}#{self.attempt}",
+            reconcile=reconcile,
         )
 
     async def gather(self, calls: Iterable[Awaitable[T]], *, limit: int | None = None) -> list[T]:

@@ -46,6 +46,13 @@ redis.call('DEL', KEYS[2])
 return 1
 """
 
+# KEYS: once; ARGV: the claim found, the new claim, ttl seconds -> 1 if it was replaced
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
 
 class Recorded(msgspec.Struct, frozen=True):
     """A reply as recorded: enough to answer again, or to decode again."""
@@ -160,26 +167,37 @@ class StepLedger:
         returns: type[T],
         *,
         holder: str,
+        reconcile: Callable[[], Awaitable[T | None]] | None = None,
     ) -> T:
         """See :meth:`jetmesh.Context.once`."""
         redis_key = keys.once(self._prefix, workflow, step, key)
         claim = encode(_Effect(state="running", holder=holder))
-        if not await self._redis.set(redis_key, claim, nx=True, ex=self._ttl):
+        while not await self._redis.set(redis_key, claim, nx=True, ex=self._ttl):
             raw = await self._redis.get(redis_key)
-            if raw is not None:
-                recorded = _effect.decode(raw)
-                if recorded.state == "done":
-                    return msgspec.json.decode(recorded.result, type=returns)
+            if raw is None:  # the claim was dropped meanwhile: claim again
+                continue
+            recorded = _effect.decode(raw)
+            if recorded.state == "done":
+                return msgspec.json.decode(recorded.result, type=returns)
+            if reconcile is None:
                 raise EffectInDoubt(
                     f"{redis_key} was claimed by {recorded.holder} and never finished: "
                     "it may or may not have happened"
                 )
-            return await self.once(workflow, step, key, effect, returns, holder=holder)
+            found = await reconcile()
+            if found is not None:  # it happened: record it as done
+                await self._done(redis_key, found, holder)
+                return found
+            if await self._redis.eval(_TAKE_OVER, 1, redis_key, raw, claim, self._ttl):
+                break  # it did not happen: the claim is ours, run it
         try:
             result = await effect()
         except Exception:
             await self._redis.delete(redis_key)  # it failed: a retry may run it
             raise  # (cancelled mid-effect keeps the claim: that is in doubt)
+        await self._done(redis_key, result, holder)
+        return result
+
+    async def _done(self, redis_key: str, result: object, holder: str) -> None:
         done = _Effect(state="done", holder=holder, result=msgspec.Raw(encode(result)))
         await self._redis.set(redis_key, encode(done), ex=self._ttl)
-        return result

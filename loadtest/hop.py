@@ -11,6 +11,10 @@ of every step in Redis, what lets a handler resume after a crash without running
 twice).
 
     python -m loadtest.hop [--requests 20000] [--in-flight 64] [--runs 3]
+                           [--sync-interval always|2m]
+
+The server runs as embedded, with JetStream's ``sync_interval: always`` (an fsync per
+stored message); ``--sync-interval 2m`` measures the server's own default instead.
 
 The floor varies by +-15% from run to run on a shared 2-core machine, so the benchmark
 alternates floor and hop and reports the median of the per-run ratios.
@@ -29,6 +33,7 @@ import msgspec
 import uvloop
 
 from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects
+from jetmesh.embedded.nats import SYNC_INTERVAL
 from jetmesh.envelope import new_id
 from jetmesh.processes import AgentProcess
 from loadtest.driver import drive
@@ -98,7 +103,7 @@ async def run_hop(
 async def bench(args: argparse.Namespace) -> list[RunResult]:
     results: list[RunResult] = []
     with (
-        nats_server() as url,
+        nats_server(sync_interval=args.sync_interval) as url,
         redis_server() as redis_url,
         tempfile.TemporaryDirectory(prefix="loadtest-hop-") as tmp,
     ):
@@ -153,6 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--warmup", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3, help="repeat floor + hop (1..10)")
+    parser.add_argument(
+        "--sync-interval",
+        default=SYNC_INTERVAL,
+        help="JetStream sync_interval of the server: always (as embedded) or e.g. 2m",
+    )
     args = parser.parse_args(argv)
     args.runs = min(max(args.runs, 1), 10)
     try:
@@ -162,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130) from None
     print(
         f"{args.payload_size} B payload, {args.in_flight} in flight, {os.cpu_count()} CPUs, "
-        f"{args.runs} run(s) of floor then hop"
+        f"{args.runs} run(s) of floor then hop, JetStream sync_interval: {args.sync_interval}"
     )
     floors = [r for r in results if r.name == "floor"]
     print(format_table(results))

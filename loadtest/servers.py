@@ -8,17 +8,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from jetmesh.embedded import NatsServer, RedisServer
+from jetmesh.embedded.nats import SYNC_INTERVAL
 
 
 @contextmanager
-def nats_server(timeout: float = 10.0) -> Iterator[str]:
-    """A nats-server with JetStream in a temporary directory for the ``with`` block.
+def nats_server(timeout: float = 10.0, *, sync_interval: str = SYNC_INTERVAL) -> Iterator[str]:
+    """A nats-server with JetStream in a temporary directory for the ``with`` block,
+    configured as embedded (``sync_interval: always`` unless told otherwise).
 
     Yields:
         The server's URL, ``nats://127.0.0.1:<port>``.
     """
     with tempfile.TemporaryDirectory(prefix="loadtest-nats-") as tmp:
-        server = NatsServer(data_dir=Path(tmp))
+        server = NatsServer(data_dir=Path(tmp), sync_interval=sync_interval)
         server.start(timeout=timeout)
         try:
             yield server.url

@@ -18,6 +18,11 @@ from jetmesh.embedded.process import ServerProcess
 MAX_PAYLOAD_BYTES = 1024 * 1024
 """Largest NATS message the embedded server accepts."""
 
+SYNC_INTERVAL = "always"
+"""JetStream fsyncs every write before acknowledging it. The server's default flushes every
+two minutes, and an acknowledged message can be lost on power loss in between; see
+docs/durability.md for what this costs and what it promises."""
+
 
 class NatsServer(ServerProcess):
     """A ``nats-server`` with JetStream storing under ``<data_dir>/jetstream``.
@@ -31,6 +36,8 @@ class NatsServer(ServerProcess):
         host: Address to listen on.
         config_extra: nats-server config text appended to the generated file.
         log_file: Where output goes; defaults to ``<data_dir>/nats.log``.
+        sync_interval: JetStream's ``sync_interval``: ``always`` (the default here) or a
+            duration such as ``2m`` (the server's own default).
     """
 
     name = "nats"
@@ -43,9 +50,11 @@ class NatsServer(ServerProcess):
         host: str = "127.0.0.1",
         config_extra: str = "",
         log_file: Path | None = None,
+        sync_interval: str = SYNC_INTERVAL,
     ) -> None:
         super().__init__(port, data_dir=data_dir, host=host, log_file=log_file)
         self.config_extra = config_extra
+        self.sync_interval = sync_interval
 
     @property
     def url(self) -> str:
@@ -69,7 +78,10 @@ class NatsServer(ServerProcess):
             f"host: {json.dumps(self.host)}\n"
             f"port: {self.port}\n"
             f"max_payload: {MAX_PAYLOAD_BYTES}\n"
-            f"jetstream {{\n  store_dir: {json.dumps(str(self.store_dir))}\n}}\n"
+            "jetstream {\n"
+            f"  store_dir: {json.dumps(str(self.store_dir))}\n"
+            f"  sync_interval: {self.sync_interval}\n"
+            "}\n"
             f"{self.config_extra}\n"
         )
 

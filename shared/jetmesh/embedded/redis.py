@@ -15,18 +15,25 @@ from urllib.parse import quote
 from jetmesh.embedded.binaries import redis_server_binary
 from jetmesh.embedded.process import ServerProcess
 
+APPENDFSYNC = "always"
+"""Every acknowledged write is on disk (see :class:`RedisServer`)."""
+
 
 class RedisServer(ServerProcess):
     """A ``redis-server`` configured on its command line, data in ``data_dir``.
 
-    With ``appendonly`` (the default) every write goes to the append-only file, fsynced once a
-    second, so data survives a restart; RDB snapshots are off.
+    With ``appendonly`` (the default) every write goes to the append-only file, fsynced
+    before the server answers (``appendfsync always``: Redis groups the writes of one event
+    loop turn into one fsync), so an acknowledged write survives a crash of the server or
+    the machine; RDB snapshots are off. See docs/durability.md.
 
     Args:
         port: TCP port; None picks a free one.
         data_dir: Directory for the append-only file and the log.
         host: Address to bind.
         appendonly: Keep an append-only file so data survives restarts.
+        appendfsync: ``always`` (the default here), ``everysec`` (Redis's default: up to a
+            second of acknowledged writes lost if the server is killed) or ``no``.
         password: Require this password (``requirepass``); None leaves the server open, which
             is only sensible on loopback.
         log_file: Where output goes; defaults to ``<data_dir>/redis.log``.
@@ -41,11 +48,13 @@ class RedisServer(ServerProcess):
         data_dir: Path,
         host: str = "127.0.0.1",
         appendonly: bool = True,
+        appendfsync: str = APPENDFSYNC,
         password: str | None = None,
         log_file: Path | None = None,
     ) -> None:
         super().__init__(port, data_dir=data_dir, host=host, log_file=log_file)
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.password = password
 
     @property
@@ -71,7 +80,7 @@ class RedisServer(ServerProcess):
             "--bind", self.host,
             "--dir", str(self.data_dir),
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--save", "",
             "--daemonize", "no",
             *auth,

@@ -51,6 +51,7 @@ from .identity.signing import BatchSigner, Signer
 from .identity.tokens import mint_token
 from .identity.trust import TrustStore
 from .identity.verifier import MSG_ID_HEADER, Verified, Verifier
+from .memory.connection import connect as connect_redis
 from .refusals import reject
 from .settings import MeshSettings
 from .subjects import Subjects
@@ -181,7 +182,9 @@ class MeshClient:
     def redis(self) -> Redis:
         """The Redis connection for working memory, opened on first use."""
         if self._redis is None:
-            self._redis = Redis.from_url(self.settings.redis_url)
+            self._redis = connect_redis(
+                self.settings.redis_url, retry_s=self.settings.redis_retry_s
+            )
         return self._redis
 
     async def _lookup_certificate(self, kid: str) -> str | None:

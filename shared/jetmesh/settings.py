@@ -34,6 +34,9 @@ class MeshSettings(BaseSettings):
     redis_url: str = DEFAULT_REDIS_URL
     """Redis URL for working memory."""
 
+    redis_retry_s: float = Field(default=30.0, ge=0)
+    """How long a Redis command is retried while the server is unreachable (a restart)."""
+
     state_dir: Path = DEFAULT_STATE_DIR
     """Project-local directory for embedded server data, pid files and development keys."""
 

@@ -140,3 +140,19 @@ async def test_memory_survives_a_redis_restart(
         assert await mem.get_versioned("draft", Draft) == (Draft("kept"), version)
     finally:
         await client.aclose()
+
+
+async def test_a_write_sent_again_after_a_broken_connection_is_recognised(
+    redis: Redis, settings: MeshSettings
+) -> None:
+    """The client retries a command whose connection broke; if Redis had already run it,
+    the retry must not count as a conflict (update() would then apply its change twice)."""
+    mem = memory(redis, settings, new_id())
+    key, data = mem.key("count"), b"1"
+    first = await mem._cas(keys=[key], args=["0", data, 60, "write-1"])
+    again = await mem._cas(keys=[key], args=["0", data, 60, "write-1"])
+    assert [int(x) for x in first] == [1, 1]
+    assert [int(x) for x in again] == [1, 1], "its own write: done, not a conflict"
+    other = await mem._cas(keys=[key], args=["0", b"2", 60, "write-2"])
+    assert [int(x) for x in other] == [0, 1], "another writer with a stale version: conflict"
+    assert await mem.get("count", int) == 1

@@ -1,10 +1,11 @@
 """Working memory of a workflow, in Redis, namespaced per agent, versioned.
 
-Each value is a hash ``{v: version, d: JSON}``. Writes are compare-and-set on the version
-(one Lua script, atomic in Redis), so two replicas cannot lose each other's updates: the
-second writer gets :class:`MemoryConflict` (or :meth:`WorkingMemory.update` retries it),
-and a replica that lost its lease and still holds an old version cannot overwrite newer
-memory (fencing by version).
+Each value is a hash ``{v: version, d: JSON, w: write id}``. Writes are compare-and-set on
+the version (one Lua script, atomic in Redis), so two replicas cannot lose each other's
+updates: the second writer gets :class:`MemoryConflict` (or :meth:`WorkingMemory.update`
+retries it), and a replica that lost its lease and still holds an old version cannot
+overwrite newer memory (fencing by version). The write id makes a write sent again after
+its connection broke (see :mod:`jetmesh.memory.connection`) count once.
 
 Example:
     >>> await ctx.memory.set("draft", Draft(text="..."))              # doctest: +SKIP
@@ -22,6 +23,7 @@ from redis.asyncio import Redis
 
 from .._exceptions import MemoryConflict, MemoryTooLarge
 from ..envelope import encode
+from ..ids import new_id
 from . import keys
 
 T = TypeVar("T")
@@ -30,14 +32,19 @@ DEFAULT_TTL_S = 7 * 24 * 3600
 DEFAULT_MAX_VALUE_BYTES = 512 * 1024
 UPDATE_RETRIES = 8
 
-# KEYS[1] key; ARGV: expected version ("" = any), data, ttl seconds (0 = keep none)
+# KEYS[1] key; ARGV: expected version ("" = any), data, ttl seconds (0 = keep none), write id.
+# A write sent again after its connection broke finds its own write id: it did happen.
 _CAS = """
-local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+local state = redis.call('HMGET', KEYS[1], 'v', 'w')
+local cur = tonumber(state[1] or '0')
+if state[2] == ARGV[4] then
+  return {1, cur}
+end
 if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= cur then
   return {0, cur}
 end
 local nv = cur + 1
-redis.call('HSET', KEYS[1], 'v', nv, 'd', ARGV[2])
+redis.call('HSET', KEYS[1], 'v', nv, 'd', ARGV[2], 'w', ARGV[4])
 if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 return {1, nv}
 """
@@ -111,7 +118,8 @@ class WorkingMemory:
             )
         expected = "" if expected_version is None else str(expected_version)
         ok, version = await self._cas(
-            keys=[self.key(name)], args=[expected, data, ttl_s if ttl_s is not None else self.ttl_s]
+            keys=[self.key(name)],
+            args=[expected, data, ttl_s if ttl_s is not None else self.ttl_s, new_id()],
         )
         if not ok:
             raise MemoryConflict(self.key(name), expected_version or 0, int(version))

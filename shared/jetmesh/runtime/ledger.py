@@ -32,11 +32,15 @@ T = TypeVar("T")
 
 
 # KEYS: result, lease; ARGV: holder, lease ms -> {taken, result or false}
+# (a claim sent again after its connection broke finds its own holder: it is taken)
 _CLAIM = """
 local result = redis.call('GET', KEYS[1])
 if result then return {0, result} end
-local taken = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
-return {taken and 1 or 0, false}
+local held = redis.call('GET', KEYS[2])
+if held == ARGV[1] then return {1, false} end
+if held then return {0, false} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return {1, false}
 """
 
 # KEYS: result, lease; ARGV: record, ttl seconds
@@ -179,6 +183,8 @@ class StepLedger:
             recorded = _effect.decode(raw)
             if recorded.state == "done":
                 return msgspec.json.decode(recorded.result, type=returns)
+            if recorded.holder == holder:  # our own claim: a SET sent again after its
+                break  # connection broke, whose first try had gone through
             if reconcile is None:
                 raise EffectInDoubt(
                     f"{redis_key} was claimed by {recorded.holder} and never finished: "

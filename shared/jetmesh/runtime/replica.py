@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
+from redis.exceptions import RedisError
 
 from .. import events as ev
 from .._exceptions import HandlerControl, InvalidToken, Reject, RejectedMessage, Retry
@@ -79,6 +80,7 @@ class Replica:
         self.handled = 0
         self._inflight: dict[asyncio.Task[None], Msg] = {}
         self._leases: dict[asyncio.Task[None], tuple[str, str, str]] = {}
+        """Steps whose lease a running task holds: (workflow, agent, step)."""
         self.ledger = (
             StepLedger(self.mesh.redis, settings.subject_prefix, ttl_s=settings.memory_ttl_s)
             if settings.step_ledger
@@ -180,15 +182,11 @@ class Replica:
             )
             return
         step = task.step or f"id:{task.id}"
-        if self.ledger is not None:
-            try:
-                recorded = await self._claim(task, step)
-            except asyncio.CancelledError:  # drained while waiting for a duplicate
-                await msg.nak()
-                raise
-            if recorded is not None:
-                await self._answer_again(msg, task, caller, attempt, recorded)
-                return
+        holder = f"{self.instance}:{delivery.stream_seq}:{attempt}"
+        if self.ledger is not None and not await self._take_step(
+            msg, task, caller, attempt, step, holder
+        ):
+            return
         ctx = Context(
             self.mesh,
             task,
@@ -208,7 +206,7 @@ class Replica:
                 kind="reply", type=type_name(type(result)), body=msgspec.Raw(encode(result))
             )
         except asyncio.CancelledError:
-            await self._release(task, step)
+            await self._release(task, step, holder)
             await msg.nak()
             raise
         except Reject as exc:
@@ -217,14 +215,16 @@ class Replica:
             )
             return
         except Exception as exc:
-            await self._release(task, step)
+            await self._release(task, step, holder)
             await self._after_failure(msg, ctx, exc, attempt)
             return
         finally:
             self._unannounced.pop(ctx, None)
         duration_ms = (time.perf_counter() - started) * 1000
-        if self.ledger is not None:  # recorded before it is answered and acked
-            await self.ledger.finish(task.workflow, self.agent.name, step, recorded)
+        if self.ledger is not None and not await self._record(
+            msg, task, attempt, step, holder, recorded
+        ):
+            return
         await self._reply(task, recorded)
         await msg.ack()
         self.handled += 1
@@ -233,16 +233,51 @@ class Replica:
             duration_ms=duration_ms,
             type=task.type,
             detail=f"-> {recorded.type}",
+            body=ev.Body(type=recorded.type, value=recorded.body),
         )
 
-    async def _claim(self, task: Envelope, step: str) -> Recorded | None:
+    async def _take_step(
+        self, msg: Msg, task: Envelope, caller: Caller, attempt: int, step: str, holder: str
+    ) -> bool:
+        """Claim the step in the ledger; False when this delivery is dealt with already
+        (the step had a result, answered again; or the ledger is unreachable, sent back)."""
+        try:
+            recorded = await self._claim(task, step, holder)
+        except asyncio.CancelledError:  # drained while waiting for a duplicate
+            await msg.nak()
+            raise
+        except RedisError as exc:  # unreachable for longer than redis_retry_s
+            log.error("step ledger unavailable, task %s goes back: %s", task.id, exc)
+            await msg.nak(delay=self.settings.backoff_for(attempt))
+            return False
+        if recorded is not None:
+            await self._answer_again(msg, task, caller, attempt, recorded)
+            return False
+        return True
+
+    async def _record(
+        self, msg: Msg, task: Envelope, attempt: int, step: str, holder: str, recorded: Recorded
+    ) -> bool:
+        """Store the step's result before it is answered and acked; False (and the task
+        sent back to run again) when the ledger is unreachable."""
+        assert self.ledger is not None
+        try:
+            await self.ledger.finish(task.workflow, self.agent.name, step, recorded)
+        except RedisError as exc:
+            log.error("step result of %s not recorded, task goes back: %s", task.id, exc)
+            await self._release(task, step, holder)
+            await msg.nak(delay=self.settings.backoff_for(attempt))
+            return False
+        return True
+
+    async def _claim(self, task: Envelope, step: str, holder: str) -> Recorded | None:
         """Take the step's lease, or wait while another replica runs it. Returns the
         step's recorded result if it has one (then the handler must not run)."""
         assert self.ledger is not None
         current = asyncio.current_task()
         while True:
             taken, recorded = await self.ledger.claim(
-                task.workflow, self.agent.name, step, self.instance, self._lease_ms
+                task.workflow, self.agent.name, step, holder, self._lease_ms
             )
             if recorded is not None:  # (the script takes no lease when there is a result)
                 return recorded
@@ -252,13 +287,13 @@ class Replica:
                 return None
             await asyncio.sleep(LEASE_POLL_S)  # a duplicate: wait for the running one
 
-    async def _release(self, task: Envelope, step: str) -> None:
+    async def _release(self, task: Envelope, step: str, holder: str) -> None:
         current = asyncio.current_task()
         if current is not None:
             self._leases.pop(current, None)
         if self.ledger is not None:
             with contextlib.suppress(Exception):
-                await self.ledger.release(task.workflow, self.agent.name, step, self.instance)
+                await self.ledger.release(task.workflow, self.agent.name, step, holder)
 
     async def _reply(self, task: Envelope, recorded: Recorded) -> None:
         if not task.reply_to:
@@ -289,6 +324,7 @@ class Replica:
             type=task.type,
             duration_ms=0.0,
             detail=f"-> {recorded.type} (step already done: recorded result sent again)",
+            body=ev.Body(type=recorded.type, value=recorded.body),
         )
 
     async def _announce_loop(self) -> None:

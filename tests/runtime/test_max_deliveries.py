@@ -1,16 +1,17 @@
-"""A task whose replicas keep dying before they ack is dead-lettered, not left hanging."""
+"""A task whose replicas keep dying before they ack is dead-lettered, not left hanging,
+even when no replica of its role is running as it runs out of deliveries."""
 
 from __future__ import annotations
 
 import asyncio
 
 import msgspec
+import nats.errors
 import pytest
-from nats.js.api import ConsumerConfig
 
 from jetmesh import Agent, KeyStore, MeshClient, MeshSettings, Replica, Subjects
 from jetmesh.bus.connection import connect
-from jetmesh.bus.streams import consumer_config
+from jetmesh.bus.streams import advisories_stream, ensure_consumer
 from jetmesh.dead_letters import REASON_HEADER
 from jetmesh.event_log import read_events
 
@@ -38,8 +39,7 @@ async def test_task_out_of_deliveries_by_crash_is_dead_lettered(settings: MeshSe
     cli = keys.issue("cli", subjects=subjects, ttl_s=600, ingress=True)
     async with MeshClient(s, cli, roots=keys.roots()) as mesh:
         token = mesh.mint_token("alice")
-        config: ConsumerConfig = consumer_config(s, "crashy")
-        await mesh.js.add_consumer(s.tasks_stream, config)
+        await ensure_consumer(mesh.js, s, "crashy")
         task = mesh.envelope(
             kind="task",
             workflow="01JD0000000000000000000000",
@@ -57,8 +57,19 @@ async def test_task_out_of_deliveries_by_crash_is_dead_lettered(settings: MeshSe
             assert first[0].metadata.num_delivered == 1
             second = await sub.fetch(1, timeout=5)
             assert second[0].metadata.num_delivered == 2
+            # Asking again after AckWait makes the server give up on the task and announce
+            # it; then this "replica" dies too, before anything could act on the advisory.
+            with pytest.raises(nats.errors.TimeoutError):
+                await sub.fetch(1, timeout=s.ack_wait_s * 2)
         finally:
             await nc.close()
+        # The advisory was published while no replica listened: the advisories stream kept it.
+        advisories = advisories_stream(s)
+        for _ in range(100):
+            if (await mesh.js.stream_info(advisories)).state.messages == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert (await mesh.js.stream_info(advisories)).state.messages == 1
         replica = Replica(agent, s, keys.identity("crashy"), roots=keys.roots())
         await replica.start()
         try:

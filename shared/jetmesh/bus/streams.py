@@ -25,10 +25,25 @@ from ..settings import MeshSettings
 from ..subjects import Subjects
 
 DLQ_MAX_AGE_S = 30 * 24 * 3600.0
+ADVISORIES_MAX_AGE_S = 7 * 24 * 3600.0
+
+
+def advisories_stream(settings: MeshSettings) -> str:
+    """The stream that keeps the max-deliveries advisories of the tasks stream."""
+    return f"{settings.tasks_stream}_ADVISORIES"
+
+
+def max_deliveries_subject(settings: MeshSettings, agent: str) -> str:
+    """Where JetStream announces that a task of ``agent`` ran out of deliveries."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{settings.tasks_stream}.{agent}"
 
 
 def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
-    """The three streams of a mesh: tasks, events and dead letters."""
+    """The streams of a mesh: tasks, events, max-deliveries advisories and dead letters.
+
+    The advisories are core NATS messages: kept in a stream, a task that runs out of
+    deliveries while no replica of its role is connected is still dead-lettered later.
+    """
     subjects = Subjects(settings.subject_prefix)
     common = {
         "retention": RetentionPolicy.LIMITS,
@@ -51,6 +66,14 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
             subjects=[subjects.all_events],
             max_age=settings.events_max_age_s,
             description="jetmesh workflow events: the audit trail",
+            **common,  # type: ignore[arg-type]
+        ),
+        StreamConfig(
+            name=advisories_stream(settings),
+            subjects=[max_deliveries_subject(settings, "*")],
+            max_age=ADVISORIES_MAX_AGE_S,
+            description="JetStream's max-deliveries advisories of jetmesh tasks, kept until "
+            "a replica of the role has dead-lettered the task",
             **common,  # type: ignore[arg-type]
         ),
         StreamConfig(
@@ -92,9 +115,25 @@ def consumer_config(settings: MeshSettings, agent: str) -> ConsumerConfig:
     )
 
 
+def advisories_consumer_config(settings: MeshSettings, agent: str) -> ConsumerConfig:
+    """The durable consumer of ``agent``'s max-deliveries advisories."""
+    return ConsumerConfig(
+        durable_name=agent,
+        name=agent,
+        description=f"max-deliveries advisories of {agent}'s tasks",
+        filter_subject=max_deliveries_subject(settings, agent),
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_waiting=512,
+    )
+
+
 async def ensure_consumer(js: JetStreamContext, settings: MeshSettings, agent: str) -> None:
-    """Create ``agent``'s durable consumer, or update it to the current settings."""
+    """Create ``agent``'s durable consumers (tasks, advisories), or update them to the
+    current settings."""
     await js.add_consumer(settings.tasks_stream, consumer_config(settings, agent))
+    await js.add_consumer(advisories_stream(settings), advisories_consumer_config(settings, agent))
 
 
 async def ensure_registry(js: JetStreamContext, settings: MeshSettings) -> KeyValue:

@@ -18,13 +18,14 @@ from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 from redis.exceptions import RedisError
 
 from .. import events as ev
 from .._exceptions import HandlerControl, InvalidToken, Reject, RejectedMessage, Retry
 from ..bus.delivery import delivery_of
 from ..bus.pull import PullFeed
-from ..bus.streams import ensure_consumer
+from ..bus.streams import advisories_stream, ensure_consumer
 from ..client import MeshClient
 from ..envelope import Envelope, ErrorBody, decode_body, decode_envelope, encode, type_name
 from ..identity.keystore import Identity
@@ -39,6 +40,9 @@ log = logging.getLogger("jetmesh.runtime")
 
 LEASE_POLL_S = 0.2
 """How often a duplicate of a running step looks for its result."""
+
+ADVISORY_CAPACITY = 4
+"""Max-deliveries advisories one replica handles at once."""
 
 
 class _MaxDeliveries(msgspec.Struct):
@@ -90,6 +94,8 @@ class Replica:
         self._unannounced: dict[Context, float] = {}
         self._announcer: asyncio.Task[None] | None = None
         self._feed: PullFeed
+        self._advisories: PullFeed
+        self._advisory_tasks: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
 
     @property
@@ -111,13 +117,15 @@ class Replica:
         )
         await self._feed.start()
         self.mesh.reconnect_listeners.append(self._feed.renew)
-        advisory = (
-            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
-            f"{self.settings.tasks_stream}.{self.agent.name}"
+        self._advisories = PullFeed(
+            self.mesh.nc,
+            advisories_stream(self.settings),
+            self.agent.name,
+            self._dispatch_advisory,
+            capacity=ADVISORY_CAPACITY,
         )
-        await self.mesh.nc.subscribe(
-            advisory, queue=f"{self.agent.name}-advisories", cb=self._on_max_deliveries
-        )
+        await self._advisories.start()
+        self.mesh.reconnect_listeners.append(self._advisories.renew)
         self.state = ReplicaState.RUNNING
         self._heartbeat = asyncio.create_task(self._progress_loop(), name="progress")
         self._announcer = asyncio.create_task(self._announce_loop(), name="announce")
@@ -132,6 +140,15 @@ class Replica:
         task = asyncio.get_running_loop().create_task(self._process(msg))
         self._inflight[task] = msg
         task.add_done_callback(self._done)
+
+    def _dispatch_advisory(self, msg: Msg) -> None:
+        task = asyncio.get_running_loop().create_task(self._on_max_deliveries(msg))
+        self._advisory_tasks.add(task)
+        task.add_done_callback(self._advisory_done)
+
+    def _advisory_done(self, task: asyncio.Task[None]) -> None:
+        self._advisory_tasks.discard(task)
+        self._advisories.release()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
@@ -343,17 +360,36 @@ class Replica:
     async def _on_max_deliveries(self, advisory: Msg) -> None:
         """A task ran out of deliveries without a handler failing cleanly (its replica
         crashed or stalled past AckWait each time): dead-letter it from the stream, so
-        it is kept with its reason instead of sitting unacknowledged for ever."""
+        it is kept with its reason instead of sitting unacknowledged for ever. The
+        advisory is acked once that is done (a crash before: another replica does it;
+        the dead letter's id makes a second one a duplicate the stream drops)."""
         try:
             info = msgspec.json.decode(advisory.data, type=_MaxDeliveries)
+        except msgspec.DecodeError as exc:
+            log.error("unreadable max-deliveries advisory dropped: %s", exc)
+            await advisory.term()
+            return
+        try:
             stored = await self.mesh.js.get_msg(self.settings.tasks_stream, info.stream_seq)
+        except NotFoundError:  # the task is gone from the stream (its age limit)
+            await advisory.ack()
+            return
         except Exception as exc:
-            log.error("max-deliveries advisory not handled: %s", exc)
+            log.error("max-deliveries advisory not handled yet: %s", exc)
+            await advisory.nak(delay=self.settings.backoff_for(1))
             return
         data = stored.data or b""
         headers = dict(stored.headers or {})
         detail = f"delivered {info.deliveries} times without an ack (crash or AckWait)"
-        await dead_letter(self.mesh, stored.subject or "", data, headers, "max-deliveries", detail)
+        try:
+            await dead_letter(
+                self.mesh, stored.subject or "", data, headers, "max-deliveries", detail
+            )
+        except Exception as exc:
+            log.error("could not dead-letter task seq %d: %s", info.stream_seq, exc)
+            await advisory.nak(delay=self.settings.backoff_for(1))
+            return
+        await advisory.ack()
         try:
             task = decode_envelope(data)
         except RejectedMessage:
@@ -469,6 +505,9 @@ class Replica:
         self.state = ReplicaState.DRAINING
         timeout = timeout if timeout is not None else self.settings.drain_timeout_s
         await self._feed.stop()
+        await self._advisories.stop()
+        if self._advisory_tasks:  # dead-lettering in progress: short, let it finish
+            await asyncio.wait(list(self._advisory_tasks), timeout=timeout)
         if self._inflight:
             _, pending = await asyncio.wait(list(self._inflight), timeout=timeout)
             for task in pending:

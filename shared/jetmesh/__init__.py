@@ -44,7 +44,7 @@ from ._exceptions import (
 )
 from .client import MeshClient
 from .envelope import Envelope, ErrorBody
-from .events import Event
+from .events import Event, EventPayload
 from .identity.keystore import Identity, KeyStore
 from .identity.tokens import Caller
 from .memory import Conversation, Message, Versioned, WorkingMemory
@@ -69,6 +69,7 @@ __all__ = [
     "Envelope",
     "ErrorBody",
     "Event",
+    "EventPayload",
     "ExpiredKey",
     "ExpiredToken",
     "HandlerControl",

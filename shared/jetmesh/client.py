@@ -265,7 +265,11 @@ class MeshClient:
         caller: str,
         parent: str | None = None,
     ) -> None:
-        """Publish a signed event to the workflow's log (acknowledged in the background)."""
+        """Publish a signed event to the workflow's log (acknowledged in the background).
+
+        An event whose recorded ``body`` would take it over ``max_payload_bytes`` is
+        published without the body's value, marked ``omitted``.
+        """
         envelope = self.envelope(
             kind="event",
             workflow=workflow,
@@ -276,6 +280,11 @@ class MeshClient:
             step=event.step,
             type_=ev.EVENT_TYPE,
         )
+        if event.body is not None and _over(envelope, self.settings.max_payload_bytes):
+            event = msgspec.structs.replace(
+                event, body=ev.EventPayload(type=event.body.type, value=_NULL, omitted=True)
+            )
+            envelope = msgspec.structs.replace(envelope, body=msgspec.Raw(encode(event)))
         data, headers = await self.seal_batched(envelope)
         await self.publisher.publish_later(
             envelope.id, self.subjects.event(workflow, event.kind), data, headers
@@ -427,6 +436,7 @@ class MeshClient:
         """
         workflow = workflow or new_id()
         type_ = type_ if type_ is not None else type_name(type(body))
+        raw = body if isinstance(body, msgspec.Raw) else msgspec.Raw(encode(body))
         caller = await self.trust.caller(token)
         await self.emit(
             workflow,
@@ -439,12 +449,13 @@ class MeshClient:
                 type=type_,
                 step=agent,
                 caller=caller.subject,
+                body=ev.EventPayload(type=type_, value=raw),
             ),
             caller=token,
         )
         return await self.call(
             agent,
-            body,
+            raw,
             returns=returns,
             workflow=workflow,
             caller=token,
@@ -458,3 +469,15 @@ class MeshClient:
         return await self.verifier.verify(
             msg.subject, msg.data, msg.headers, stored_at=stored_at, audit=audit
         )
+
+
+_NULL = msgspec.Raw(b"null")
+_FIXED_FIELDS = 1024
+"""More than the envelope's fields other than body, caller, sender and step take as JSON."""
+
+
+def _over(envelope: Envelope, limit: int) -> bool:
+    """Would ``envelope`` exceed ``limit`` bytes on the wire? Encodes it only when a cheap
+    bound (the variable parts plus room for the fixed ones) says it might."""
+    variable = len(envelope.body) + len(envelope.caller) + len(envelope.sender) + len(envelope.step)
+    return variable + _FIXED_FIELDS > limit and len(encode_envelope(envelope)) > limit

@@ -16,6 +16,7 @@ from . import events as ev
 from ._exceptions import RejectedMessage
 from .client import MeshClient
 from .envelope import decode_body, decode_envelope
+from .identity.tokens import Caller
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class LoggedEvent:
     verified: bool
     problem: str = ""
     caller: str = ""
+    identity: Caller | None = None
+    """The verified caller the event's work ran for (None if it acts for no caller)."""
 
 
 @dataclass
@@ -115,7 +118,12 @@ async def _verify_event(mesh: MeshClient, msg: Msg) -> LoggedEvent:
     body = decode_body(verified.envelope, ev.Event)
     caller = verified.caller.subject if verified.caller else ""
     return LoggedEvent(
-        body, verified.envelope.workflow, verified.certificate.name, True, caller=caller
+        body,
+        verified.envelope.workflow,
+        verified.certificate.name,
+        True,
+        caller=caller,
+        identity=verified.caller,
     )
 
 

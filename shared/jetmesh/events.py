@@ -2,6 +2,10 @@
 
 Every event is a signed envelope of ``kind="event"`` on ``<prefix>.event.<workflow>.<kind>``
 in the MESH_EVENTS stream. The audit trail, ``jetmesh events`` and replay read them back.
+
+Events also record what a re-run of the workflow needs (``jetmesh replay --rerun``): the
+task's body in ``accepted`` and ``call``, the reply in ``reply``, the result in
+``completed`` and a side effect's recorded result in ``effect``.
 """
 
 from __future__ import annotations
@@ -28,8 +32,21 @@ FAILED: Final = "failed"
 """A task failed for good: out of deliveries, or rejected by its handler."""
 REJECTED: Final = "rejected"
 """A message failed verification; it was dead-lettered with the reason."""
+EFFECT: Final = "effect"
+"""A handler's side effect (``ctx.once``) ran, or its recorded result was used."""
 
-KINDS: Final = (ACCEPTED, STARTED, CALL, REPLY, COMPLETED, RETRIED, FAILED, REJECTED)
+KINDS: Final = (ACCEPTED, STARTED, CALL, REPLY, COMPLETED, RETRIED, FAILED, REJECTED, EFFECT)
+
+
+class EventPayload(msgspec.Struct, frozen=True, kw_only=True):
+    """A payload recorded in an event, for replay (``jetmesh replay``)."""
+
+    type: str
+    """The payload's type name, as in ``Envelope.type``."""
+    value: msgspec.Raw
+    """The payload's JSON, as sent (null when omitted)."""
+    omitted: bool = False
+    """Left out: with it, the event would exceed the maximum payload."""
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,5 +77,11 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     """Subject of the verified caller the work ran for."""
     attempt: int = 1
     reason: str = ""
-    """For ``rejected``, ``retried`` and ``failed``: a stable code."""
+    """For ``rejected``, ``retried`` and ``failed``: a stable code. For ``reply``: the
+    error's reason code when the call was answered with an error."""
     detail: str = ""
+    key: str = ""
+    """For ``effect``: the key given to ``ctx.once``."""
+    body: EventPayload | None = None
+    """The payload, recorded for replay: the task for ``accepted`` and ``call``, the reply
+    for ``reply``, the result for ``completed``, the effect's result for ``effect``."""

@@ -1,10 +1,10 @@
-"""``jetmesh``: run the embedded servers, agents, tasks, keys, events and the demo."""
+"""``jetmesh``: run the embedded servers, agents, tasks, keys, events, replay and the demo."""
 
 from __future__ import annotations
 
 import typer
 
-from . import demo, dlq, events, keys, publish, run, servers
+from . import demo, dlq, events, keys, publish, replay, run, servers
 
 app = typer.Typer(
     name="jetmesh",
@@ -19,6 +19,7 @@ app.command("status")(servers.status)
 app.command("run")(run.run)
 app.command("publish")(publish.publish)
 app.command("events")(events.events)
+app.command("replay")(replay.replay)
 app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
 app.command("demo")(demo.demo)

@@ -6,6 +6,7 @@
     <prefix>:result:<workflow>:<agent>:<step>  result of a handled task, for duplicates
     <prefix>:lease:<workflow>:<agent>:<step>   the replica running that task now
     <prefix>:once:<workflow>:<step>:<key>      a side effect's claim and result
+    <prefix>:replay:<run>                      scratch prefix of a re-run's memory
 
 ``<prefix>`` is the subject prefix (``mesh``). Workflow ids and agent names are subject
 tokens (no ``:``); memory key names are checked the same way; steps may contain ``/`` and
@@ -14,6 +15,7 @@ tokens (no ``:``); memory key names are checked the same way; steps may contain 
 
 from __future__ import annotations
 
+from ..ids import new_id
 from ..subjects import check_token
 
 
@@ -39,3 +41,9 @@ def lease(prefix: str, workflow: str, agent: str, step: str) -> str:
 
 def once(prefix: str, workflow: str, step: str, key: str) -> str:
     return f"{prefix}:once:{workflow}:{step}:{check_token(key, 'effect key')}"
+
+
+def replay_scratch(prefix: str) -> str:
+    """A new key prefix for the working memory of one re-run (``jetmesh replay --rerun``):
+    its keys are ``<prefix>:replay:<run>:wf:...``, apart from every workflow's own."""
+    return f"{prefix}:replay:{new_id().lower()}"

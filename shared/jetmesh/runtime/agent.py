@@ -19,7 +19,7 @@ from typing import Any, get_type_hints
 from .._exceptions import ConfigError, SchemaViolation
 from ..envelope import type_name
 from ..subjects import check_token
-from .context import Context
+from .context_base import ContextBase
 
 HandlerFn = Callable[..., Awaitable[Any]]
 
@@ -37,7 +37,7 @@ class Handler:
     def input_name(self) -> str:
         return type_name(self.input_type)
 
-    async def __call__(self, body: Any, ctx: Context) -> Any:
+    async def __call__(self, body: Any, ctx: ContextBase) -> Any:
         if self.wants_context:
             return await self.fn(body, ctx)
         return await self.fn(body)

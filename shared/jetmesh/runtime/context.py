@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+
+import msgspec
 
 from .. import events as ev
 from .._exceptions import ConfigError
 from ..client import MeshClient, decode_reply
-from ..envelope import Envelope
+from ..envelope import Envelope, ErrorBody, encode, type_name
 from ..identity.tokens import Caller
-from ..memory import Conversation, WorkingMemory
+from .context_base import ContextBase, MemorySpace
 from .ledger import Recorded, StepLedger
 
 T = TypeVar("T")
 
 
-class Context:
-    """The context of one task being handled.
+class Context(ContextBase):
+    """The context of one task being handled on the mesh: calls are sent as tasks, side
+    effects recorded in the step ledger, events published to the workflow's log.
 
     Attributes:
         caller: the verified identity the workflow runs for.
@@ -40,78 +41,15 @@ class Context:
         concurrency: int,
         ledger: StepLedger | None = None,
     ) -> None:
+        super().__init__(task, caller, agent=mesh.name, attempt=attempt, concurrency=concurrency)
         self._mesh = mesh
         self._ledger = ledger
-        self.task = task
-        self.caller = caller
-        self.workflow = task.workflow
-        self.agent = mesh.name
-        self.attempt = attempt
-        self._calls = 0
-        self._gather_limit = concurrency
-        self._memory: WorkingMemory | None = None
-        self._log: logging.LoggerAdapter[logging.Logger] | None = None
 
-    @property
-    def log(self) -> logging.LoggerAdapter[logging.Logger]:
-        """A logger that names the agent, workflow and step."""
-        if self._log is None:
-            self._log = logging.LoggerAdapter(
-                logging.getLogger(f"jetmesh.agent.{self.agent}"),
-                {"workflow": self.workflow, "step": self.task.step},
-            )
-        return self._log
-
-    @property
-    def step(self) -> str:
-        return self.task.step
-
-    @property
-    def memory(self) -> WorkingMemory:
-        """This agent's working memory for this workflow (Redis, versioned)."""
-        if self._memory is None:
-            s = self._mesh.settings
-            self._memory = WorkingMemory(
-                self._mesh.redis,
-                s.subject_prefix,
-                self.workflow,
-                self.agent,
-                ttl_s=s.memory_ttl_s,
-                max_value_bytes=s.memory_max_value_bytes,
-            )
-        return self._memory
-
-    def conversation(self, name: str = "default") -> Conversation:
-        """A conversation of this agent in this workflow, for model calls."""
+    def _memory_space(self) -> MemorySpace:
         s = self._mesh.settings
-        return Conversation(
-            self._mesh.redis,
-            s.subject_prefix,
-            self.workflow,
-            self.agent,
-            name,
-            ttl_s=s.memory_ttl_s,
+        return MemorySpace(
+            self._mesh.redis, s.subject_prefix, s.memory_ttl_s, s.memory_max_value_bytes
         )
-
-    def next_step(self, agent: str) -> str:
-        """The deterministic step key of the next call: same code, same keys on a re-run."""
-        self._calls += 1
-        return f"{self.task.step}/{agent}.{self._calls}"
-
-    def call(
-        self, agent: str, body: Any, *, returns: type[T], timeout: float | None = None
-    ) -> Awaitable[T]:
-        """Send ``body`` to ``agent`` and await its reply as ``returns``.
-
-        The step key is taken when ``call`` is invoked, not when it is awaited, so calls
-        passed to :meth:`gather` get their keys in argument order.
-
-        Raises:
-            MeshTimeout: no reply in time.
-            CallFailed: the agent answered with an error.
-        """
-        step = self.next_step(agent)
-        return self._call(agent, body, returns, step, timeout)
 
     async def _call(
         self, agent: str, body: Any, returns: type[T], step: str, timeout: float | None
@@ -121,26 +59,37 @@ class Context:
             recorded = await self._ledger.journaled(self.workflow, step)
             if recorded is not None:  # this handler runs again: the call already completed
                 await self.emit_event(
-                    ev.REPLY, callee_step=step, target=agent, detail="from the journal"
+                    ev.REPLY,
+                    callee_step=step,
+                    target=agent,
+                    detail="from the journal",
+                    **_reply_fields(recorded),
                 )
                 return decode_reply(agent, recorded.as_envelope(self.task), returns)
-        await self.emit_event(ev.CALL, target=agent, callee_step=step)
+        type_ = type_name(type(body))
+        raw = body if isinstance(body, msgspec.Raw) else msgspec.Raw(encode(body))
+        await self.emit_event(
+            ev.CALL, target=agent, callee_step=step, body=ev.EventPayload(type=type_, value=raw)
+        )
         reply = await self._mesh.call_envelope(
             agent,
-            body,
+            raw,
             workflow=self.workflow,
             caller=self.task.caller,
             parent=self.task.id,
             step=step,
             timeout=timeout,
+            type_=type_,
         )
+        record = Recorded.of(reply)
         if self._ledger is not None:
-            await self._ledger.journal(self.workflow, step, Recorded.of(reply))
+            await self._ledger.journal(self.workflow, step, record)
         await self.emit_event(
             ev.REPLY,
             callee_step=step,
             target=agent,
             duration_ms=(time.perf_counter() - started) * 1000,
+            **_reply_fields(record),
         )
         return decode_reply(agent, reply, returns)
 
@@ -179,34 +128,29 @@ class Context:
         """
         if self._ledger is None:
             raise ConfigError("ctx.once needs the step ledger (JETMESH_STEP_LEDGER)")
-        return await self._ledger.once(
+        ran = False
+
+        async def run() -> T:
+            nonlocal ran
+            ran = True
+            return await effect()
+
+        result = await self._ledger.once(
             self.workflow,
             self.task.step or self.task.id,
             key,
-            effect,
+            run,
             returns,
             holder=f"{self._mesh.instance}#{self.attempt}",
             reconcile=reconcile,
         )
-
-    async def gather(self, calls: Iterable[Awaitable[T]], *, limit: int | None = None) -> list[T]:
-        """Await several calls concurrently (at most ``limit`` at once); results in order.
-
-        The first failure is raised after the others are cancelled.
-        """
-        semaphore = asyncio.Semaphore(limit or self._gather_limit)
-
-        async def bounded(call: Awaitable[T]) -> T:
-            async with semaphore:
-                return await call
-
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(bounded(c)) for c in calls]
-        return [t.result() for t in tasks]
-
-    async def emit(self, kind: str, detail: str = "") -> None:
-        """Record a custom event (``kind`` like ``critique`` or ``note``) in the workflow."""
-        await self.emit_event(kind, detail=detail)
+        await self.emit_event(  # what a re-run returns instead of running it again
+            ev.EFFECT,
+            key=key,
+            body=ev.EventPayload(type=type_name(returns), value=msgspec.Raw(encode(result))),
+            detail="" if ran else "recorded result",
+        )
+        return result
 
     async def emit_event(self, kind: str, **fields: Any) -> None:
         fields.setdefault("step", self.task.step)
@@ -222,3 +166,16 @@ class Context:
             **fields,
         )
         await self._mesh.emit(self.workflow, event, caller=self.task.caller, parent=self.task.id)
+
+
+def _reply_fields(reply: Recorded) -> dict[str, Any]:
+    """What a ``reply`` event records of a reply: its body and type, and for an error the
+    error's reason code (what tells a re-run to raise it)."""
+    fields: dict[str, Any] = {"body": ev.EventPayload(type=reply.type, value=reply.body)}
+    if reply.kind == "error":
+        try:
+            reason = msgspec.json.decode(reply.body, type=ErrorBody).reason
+        except msgspec.MsgspecError:  # an error reply from a peer that shapes it otherwise
+            reason = ""
+        fields["reason"] = reason or "error"
+    return fields

@@ -250,7 +250,7 @@ class Replica:
             duration_ms=duration_ms,
             type=task.type,
             detail=f"-> {recorded.type}",
-            body=ev.Body(type=recorded.type, value=recorded.body),
+            body=ev.EventPayload(type=recorded.type, value=recorded.body),
         )
 
     async def _take_step(
@@ -341,7 +341,7 @@ class Replica:
             type=task.type,
             duration_ms=0.0,
             detail=f"-> {recorded.type} (step already done: recorded result sent again)",
-            body=ev.Body(type=recorded.type, value=recorded.body),
+            body=ev.EventPayload(type=recorded.type, value=recorded.body),
         )
 
     async def _announce_loop(self) -> None:

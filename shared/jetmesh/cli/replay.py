@@ -1,0 +1,200 @@
+"""``jetmesh replay <workflow> [--rerun --agent module:attr ...]``: a workflow's recorded
+history, and its tasks run again with the current code against it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import typer
+from rich.markup import escape
+from rich.tree import Tree
+
+from .._exceptions import ConfigError
+from ..replay import DIVERGED, SAME, Payload, RerunReport, TaskHistory, WorkflowHistory
+from ..replay import history as read_history
+from ..replay import rerun as rerun_tasks
+from ..runtime.agent import Agent
+from ..runtime.runner import load_agent
+from .common import console, err_console, run_async, settings
+from .events import STATUS_STYLE
+from .ingress import cli_client
+
+WIDTH = 60
+"""Characters of a body's JSON shown in the tree."""
+
+OUTCOME_STYLE = {SAME: "green", DIVERGED: "red"}
+
+
+def _payload(p: Payload | None, width: int) -> str:
+    return escape(p.preview(width) if p is not None else "(not recorded)")
+
+
+def _task_label(task: TaskHistory, width: int) -> str:
+    """The task's line (agent, step, status, time, caller), then its input, each call with
+    its reply, each side effect, and its result or failure."""
+    node = task.node
+    style = STATUS_STYLE.get(node.status, "white")
+    took = f"  {node.duration_ms:.1f} ms" if node.duration_ms is not None else ""
+    tries = f" x{node.attempts}" if node.attempts > 1 else ""
+    lines = [
+        f"[bold]{node.agent}[/bold]  {escape(node.step)}  "
+        f"[{style}]{node.status}{tries}[/{style}]{took}  caller={node.caller or '-'}"
+    ]
+    if node.task is None:  # the ingress that accepted the workflow
+        lines[0] += f"  {node.detail}"
+        return "\n".join(lines)
+    lines.append(f"  in     {_payload(task.input, width)}")
+    for call in task.calls:
+        took = f" {call.duration_ms:.1f} ms" if call.duration_ms is not None else ""
+        error = f" [red]error: {call.reply.error}[/red]" if call.reply and call.reply.error else ""
+        lines.append(
+            f"  call   {escape(call.step)} -> {call.target}: {_payload(call.sent, width)}\n"
+            f"         reply{took}:{error} {_payload(call.reply, width)}"
+        )
+    for key, result in task.effects.items():
+        lines.append(f"  effect {escape(key)}: {_payload(result, width)}")
+    if node.status in ("failed", "rejected", "retrying"):
+        lines.append(f"  [red]{escape(node.detail)}[/red]")
+    elif task.result is not None:
+        lines.append(f"  out    {_payload(task.result, width)}")
+    return "\n".join(lines)
+
+
+def render_history(recorded: WorkflowHistory, width: int = WIDTH) -> Tree:
+    """The workflow as a tree of tasks, each with its input, calls, effects and result."""
+    tree = Tree(f"workflow [bold]{recorded.workflow}[/bold]")
+
+    def add(parent: Tree, task: TaskHistory) -> None:
+        branch = parent.add(_task_label(task, width))
+        for child in task.children:
+            add(branch, child)
+
+    for root in recorded.roots:
+        add(tree, root)
+    return tree
+
+
+def render_report(report: RerunReport) -> list[str]:
+    """One line per re-run task (same, diverged or skipped, and why), then each divergence
+    with what the history expected and what the new code did."""
+    steps = max((len(t.step) for t in report.tasks), default=0)
+    agents = max((len(t.agent) for t in report.tasks), default=0)
+    lines = []
+    for task in report.tasks:
+        style = OUTCOME_STYLE.get(task.status, "yellow")
+        answered = [f"{task.calls} call(s)"] if task.calls else []
+        answered += [f"{task.effects} effect(s)"] if task.effects else []
+        notes = [" and ".join(answered) + " from the history"] if answered else []
+        lines.append(
+            f"{task.step:<{steps}}  [bold]{task.agent:<{agents}}[/bold]  "
+            f"[{style}]{task.status:<8}[/{style}]  [dim]{'; '.join(notes + task.notes)}[/dim]"
+        )
+        pad = " " * (steps + agents + 4)
+        for d in task.divergences:
+            lines.append(f"{pad}[red]{d.what}[/red] at {d.step}: {escape(d.detail)}")
+            if d.expected or d.got:
+                lines.append(f"{pad}  expected {escape(d.expected) or '-'}")
+                lines.append(f"{pad}  got      {escape(d.got) or '-'}")
+    return lines
+
+
+def _json_payload(p: Payload | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    body = msgspec.json.decode(p.body) if p.body is not None else None
+    return {"type": p.type, "body": body, "missing": p.missing, "error": p.error}
+
+
+def history_json(recorded: WorkflowHistory) -> list[dict[str, Any]]:
+    def one(task: TaskHistory) -> dict[str, Any]:
+        node = task.node
+        return {
+            "task": node.task,
+            "agent": node.agent,
+            "step": node.step,
+            "status": node.status,
+            "detail": node.detail,
+            "attempts": node.attempts,
+            "duration_ms": node.duration_ms,
+            "caller": node.caller,
+            "input": _json_payload(task.input),
+            "calls": [
+                {
+                    "step": c.step,
+                    "target": c.target,
+                    "sent": _json_payload(c.sent),
+                    "reply": _json_payload(c.reply),
+                    "duration_ms": c.duration_ms,
+                }
+                for c in task.calls
+            ],
+            "effects": {k: _json_payload(v) for k, v in task.effects.items()},
+            "result": _json_payload(task.result),
+            "children": [one(child) for child in task.children],
+        }
+
+    return [one(root) for root in recorded.roots]
+
+
+def _load(targets: list[str]) -> list[Agent]:
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        return [load_agent(t) for t in targets]
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def replay(
+    workflow: str = typer.Argument(..., help="workflow id (printed by publish and demo)"),
+    rerun: bool = typer.Option(
+        False, help="run the tasks of the --agent agents again against the history"
+    ),
+    agent: list[str] = typer.Option(
+        [], help="module:attribute of an Agent whose current code re-runs (repeatable)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+    width: int = typer.Option(WIDTH, help="characters of each body shown"),
+) -> None:
+    """Show a workflow's history: each task's input, calls and replies, side effects and
+    result. With --rerun, run the tasks again with the current code of the --agent agents,
+    answering calls and side effects from the history, and report where the new run
+    diverges (exit 1 if it does)."""
+    if rerun and not agent:
+        err_console.print("[red]error:[/red] --rerun needs --agent module:attribute")
+        raise typer.Exit(2)
+    agents = _load(agent) if rerun else []
+
+    async def go() -> tuple[WorkflowHistory, RerunReport | None]:
+        async with cli_client(settings()) as mesh:
+            recorded = await read_history(mesh, workflow)
+            if not rerun or not recorded.roots:
+                return recorded, None
+            report = await rerun_tasks(recorded, agents, redis=mesh.redis, settings=mesh.settings)
+            return recorded, report
+
+    recorded, report = run_async(go())
+    if not recorded.roots:
+        console.print(f"no events for workflow {workflow}")
+        raise typer.Exit(1)
+    if as_json:
+        out: dict[str, Any] = {"workflow": workflow, "tasks": history_json(recorded)}
+        if report is not None:
+            out["rerun"] = {"diverged": report.diverged, "tasks": msgspec.to_builtins(report.tasks)}
+        sys.stdout.write(msgspec.json.encode(out).decode() + "\n")
+    else:
+        console.print(render_history(recorded, width))
+        if report is not None:
+            console.print("\nre-run with the current code:")
+            console.print("\n".join(render_report(report)), highlight=False)
+            counts = {s: sum(t.status == s for t in report.tasks) for s in (SAME, DIVERGED)}
+            skipped = len(report.tasks) - sum(counts.values())
+            console.print(
+                f"re-run of {len(report.tasks)} task(s): {counts[SAME]} same, "
+                f"{counts[DIVERGED]} diverged, {skipped} skipped"
+            )
+    if report is not None and report.diverged:
+        raise typer.Exit(1)

@@ -1,0 +1,197 @@
+"""The context a handler gets when it runs again against a workflow's recorded history.
+
+It has the interface of the real :class:`~jetmesh.Context` (same step keys, ``gather``,
+``log``, ``memory``), but nothing leaves the process: a call is answered with the reply
+recorded for its step key, ``once`` returns the recorded result without running the
+effect, events are kept in a list, and memory lives under a scratch prefix that the re-run
+deletes when it is done.
+
+Where the new code asks for something the history does not have (a call to another agent,
+a call or an effect that was never made), the context records a :class:`Divergence` and
+stops the handler: it has no recorded answer to give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+
+from .._exceptions import MeshTimeout
+from ..client import decode_reply
+from ..envelope import Envelope
+from ..identity.tokens import Caller
+from ..runtime.context_base import ContextBase, MemorySpace
+from .history import Payload, TaskHistory
+
+T = TypeVar("T")
+
+TARGET = "target"
+"""A call went to another agent than the recorded one at the same place."""
+BODY = "body"
+"""A call sent another body than the recorded one."""
+EXTRA_CALL = "extra-call"
+"""A call the history does not have."""
+MISSING_CALL = "missing-call"
+"""A recorded call that the new code did not make."""
+EXTRA_EFFECT = "extra-effect"
+"""A side effect (``ctx.once``) the history does not have."""
+MISSING_EFFECT = "missing-effect"
+"""A recorded side effect that the new code did not ask for."""
+RESULT = "result"
+"""The handler returned another result."""
+OUTCOME = "outcome"
+"""The handler failed where it had completed, or completed where it had failed."""
+INPUT = "input"
+"""The recorded input no longer reaches a handler (no handler for its type, or it does not
+decode into the handler's input type)."""
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where a re-run differs from the recorded run."""
+
+    step: str
+    """The task's step, or the callee's step for a call."""
+    what: str
+    """One of the constants of this module (``target``, ``body``, ``result``, ...)."""
+    detail: str
+    expected: str = ""
+    got: str = ""
+
+
+class Stopped(BaseException):
+    """Ends a handler's re-run where the history has no answer for it. A BaseException, so
+    that a handler's ``except Exception`` does not swallow it."""
+
+
+class ReplayContext(ContextBase):
+    """A handler's context answered from one task's recorded history."""
+
+    def __init__(
+        self,
+        recorded: TaskHistory,
+        task: Envelope,
+        caller: Caller,
+        *,
+        space: MemorySpace,
+        concurrency: int = 8,
+    ) -> None:
+        super().__init__(
+            task,
+            caller,
+            agent=recorded.agent,
+            attempt=max(recorded.node.attempts, 1),
+            concurrency=concurrency,
+        )
+        self.recorded = recorded
+        self._space = space
+        self.divergences: list[Divergence] = []
+        self.incomplete = ""
+        """Why the re-run could not go on although nothing diverged (a reply or effect
+        result the history lacks)."""
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        """Events the handler emitted, kept here instead of being published."""
+        self.asked_calls: set[str] = set()
+        self.asked_effects: set[str] = set()
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.incomplete) or any(
+            d.what in (TARGET, EXTRA_CALL, EXTRA_EFFECT) for d in self.divergences
+        )
+
+    def _memory_space(self) -> MemorySpace:
+        return self._space
+
+    def _diverged(
+        self, step: str, what: str, detail: str, expected: str = "", got: str = ""
+    ) -> None:
+        self.divergences.append(Divergence(step, what, detail, expected, got))
+
+    def _stop(self, why: str) -> Stopped:
+        self.incomplete = self.incomplete or why
+        return Stopped(why)
+
+    async def _call(
+        self, agent: str, body: Any, returns: type[T], step: str, timeout: float | None
+    ) -> T:
+        self.asked_calls.add(step)
+        recorded = self.recorded.call(step)
+        if recorded is None:
+            number = int(step.rsplit(".", 1)[-1])
+            instead = self.recorded.call_number(number)
+            if instead is not None:
+                self.asked_calls.add(instead.step)
+                self._diverged(
+                    instead.step,
+                    TARGET,
+                    f"call {number} went to {agent} ({step}), the recorded one to {instead.target}",
+                    expected=instead.target,
+                    got=agent,
+                )
+            else:
+                self._diverged(
+                    step, EXTRA_CALL, f"call {number} to {agent} is not in the history", got=agent
+                )
+            raise Stopped(step)
+        sent = Payload.of_value(body)
+        was = recorded.sent
+        if was is not None and was.body is not None and not sent.same_as(was):
+            self._diverged(
+                step,
+                BODY,
+                f"call to {agent} sent another body",
+                expected=was.preview(),
+                got=sent.preview(),
+            )
+        reply = recorded.reply
+        if reply is None:  # the recorded call got no reply: it timed out
+            raise MeshTimeout(f"no reply from {agent} in the recorded run")
+        if reply.body is None:
+            raise self._stop(f"the reply to {step} was {reply.missing}")
+        return decode_reply(agent, reply.as_reply().as_envelope(self.task), returns)
+
+    async def once(
+        self,
+        key: str,
+        effect: Callable[[], Awaitable[T]],
+        *,
+        returns: type[T],
+        reconcile: Callable[[], Awaitable[T | None]] | None = None,
+    ) -> T:
+        """The recorded result of the effect ``key``; the effect is never run."""
+        self.asked_effects.add(key)
+        recorded = self.recorded.effects.get(key)
+        if recorded is None:
+            self._diverged(
+                self.step, EXTRA_EFFECT, f"ctx.once({key!r}) is not in the history: not run"
+            )
+            raise Stopped(key)
+        if recorded.body is None:
+            raise self._stop(f"the result of effect {key!r} was {recorded.missing}")
+        return msgspec.json.decode(recorded.body, type=returns)
+
+    async def emit_event(self, kind: str, **fields: Any) -> None:
+        self.events.append((kind, fields))
+
+    def unasked(self) -> None:
+        """Record the recorded calls and effects that the handler did not ask for."""
+        for call in self.recorded.calls:
+            if call.step not in self.asked_calls:
+                self._diverged(
+                    call.step,
+                    MISSING_CALL,
+                    f"the recorded call to {call.target} was not made",
+                    expected=call.target,
+                )
+        for key in self.recorded.effects:
+            if key not in self.asked_effects:
+                self._diverged(
+                    self.step,
+                    MISSING_EFFECT,
+                    f"the recorded effect {key!r} was not asked for",
+                    expected=key,
+                )

@@ -1,0 +1,201 @@
+"""A workflow's history, rebuilt from its verified events: per task, what went in, what it
+called and got back, which side effects it recorded, and what came out.
+
+Example:
+    >>> async with cli_client(settings) as mesh:                      # doctest: +SKIP
+    ...     recorded = await history(mesh, workflow)
+    >>> [(t.agent, t.step, t.status) for t in recorded.tasks()]      # doctest: +SKIP
+    [('triage', 'triage', 'completed'), ('billing', 'triage/billing.1', 'completed')]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import msgspec
+
+from .. import events as ev
+from ..client import MeshClient
+from ..envelope import type_name
+from ..event_log import LoggedEvent, TaskNode, build_tree, read_settled
+from ..identity.tokens import Caller
+from ..runtime.ledger import Recorded
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A body as an event recorded it."""
+
+    type: str
+    body: msgspec.Raw | None
+    """None when it was not recorded (see :attr:`missing`)."""
+    omitted: bool = False
+    """Left out: the event would have exceeded the maximum payload."""
+    error: str = ""
+    """For a reply: the error's reason code when the call was answered with an error."""
+
+    @classmethod
+    def of_event(cls, event: ev.Event) -> Payload:
+        recorded = event.body
+        if recorded is None:  # an event written before bodies were recorded
+            return cls("", None)
+        value = None if recorded.omitted else recorded.value
+        error = event.reason if event.kind == ev.REPLY else ""
+        return cls(recorded.type, value, recorded.omitted, error)
+
+    @classmethod
+    def of_value(cls, value: object) -> Payload:
+        """The payload a handler's value would be sent as."""
+        if isinstance(value, msgspec.Raw):
+            return cls(type_name(type(value)), value)
+        return cls(type_name(type(value)), msgspec.Raw(msgspec.json.encode(value)))
+
+    @property
+    def missing(self) -> str:
+        """Why the body is not there ("" when it is)."""
+        if self.body is not None:
+            return ""
+        return "omitted: over the maximum payload" if self.omitted else "not recorded"
+
+    def as_reply(self) -> Recorded:
+        """As the step ledger records a reply (to decode it the way a call does)."""
+        assert self.body is not None
+        return Recorded(kind="error" if self.error else "reply", type=self.type, body=self.body)
+
+    def same_as(self, other: Payload) -> bool:
+        """Same type and the same JSON value (key order and spacing aside)."""
+        if self.body is None or other.body is None:
+            return False
+        return self.type == other.type and _json(self.body) == _json(other.body)
+
+    def preview(self, width: int = 60) -> str:
+        """``type {json}``, cut to ``width`` characters of JSON."""
+        if self.body is None:
+            return f"{self.type or '?'} ({self.missing})"
+        text = bytes(self.body).decode("utf-8", "replace")
+        if len(text) > width:
+            text = text[: width - 3] + "..."
+        return f"{self.type} {text}" if self.type else text
+
+
+def _json(raw: msgspec.Raw) -> object:
+    return msgspec.json.decode(raw)
+
+
+@dataclass
+class RecordedCall:
+    """A call a task made (``ctx.call``): to whom, at which step, with what, and the reply."""
+
+    step: str
+    """The callee's step key (``<task step>/<agent>.<n>``)."""
+    target: str
+    sent: Payload | None = None
+    reply: Payload | None = None
+    """None when no reply was recorded (the call timed out, or never returned)."""
+    duration_ms: float | None = None
+
+    @property
+    def number(self) -> int:
+        """The ``n`` of the step key: the call's place among the task's calls (0 if none)."""
+        tail = self.step.rsplit(".", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+
+@dataclass
+class TaskHistory:
+    """One task (hop) of a workflow as recorded."""
+
+    node: TaskNode
+    """The task's node in the event tree: agent, step, status, timings, its events."""
+    input: Payload | None = None
+    calls: list[RecordedCall] = field(default_factory=list)
+    effects: dict[str, Payload] = field(default_factory=dict)
+    """Results of ``ctx.once`` by key."""
+    result: Payload | None = None
+    identity: Caller | None = None
+    children: list[TaskHistory] = field(default_factory=list)
+
+    @property
+    def agent(self) -> str:
+        return self.node.agent
+
+    @property
+    def step(self) -> str:
+        return self.node.step
+
+    @property
+    def status(self) -> str:
+        return self.node.status
+
+    def call(self, step: str) -> RecordedCall | None:
+        return next((c for c in self.calls if c.step == step), None)
+
+    def call_number(self, number: int) -> RecordedCall | None:
+        return next((c for c in self.calls if c.number == number), None)
+
+
+@dataclass
+class WorkflowHistory:
+    """A workflow's tasks as a tree; roots are the ``accepted`` entries of ingress (their
+    ``node.task`` is None) or tasks whose caller's events are missing."""
+
+    workflow: str
+    roots: list[TaskHistory]
+
+    def tasks(self) -> Iterator[TaskHistory]:
+        """Every task, callers before the tasks they called (ingress entries left out)."""
+
+        def walk(items: list[TaskHistory]) -> Iterator[TaskHistory]:
+            for item in items:
+                if item.node.task is not None:
+                    yield item
+                yield from walk(item.children)
+
+        return walk(self.roots)
+
+
+async def history(mesh: MeshClient, workflow: str, *, timeout: float = 5.0) -> WorkflowHistory:
+    """Read ``workflow``'s events (verified, waiting up to ``timeout`` for running tasks
+    to settle) and rebuild its history."""
+    return history_of(workflow, await read_settled(mesh, workflow, timeout=timeout))
+
+
+def history_of(workflow: str, logged: list[LoggedEvent]) -> WorkflowHistory:
+    """Rebuild a workflow's history from its events, in stream order."""
+    inputs: dict[str, Payload] = {}
+    for item in logged:  # a task's input is what its caller sent (or ingress accepted)
+        e = item.event
+        if e.kind == ev.CALL and e.callee_step:
+            inputs.setdefault(e.callee_step, Payload.of_event(e))
+        elif e.kind == ev.ACCEPTED:
+            inputs[e.step] = Payload.of_event(e)
+
+    def shape(node: TaskNode) -> TaskHistory:
+        task = TaskHistory(node, input=inputs.get(node.step))
+        for item in node.events:
+            _record(task, item)
+        task.children = [shape(child) for child in node.children]
+        return task
+
+    return WorkflowHistory(workflow, [shape(root) for root in build_tree(logged)])
+
+
+def _record(task: TaskHistory, item: LoggedEvent) -> None:
+    e = item.event
+    task.identity = task.identity or item.identity
+    if e.kind in (ev.CALL, ev.REPLY):
+        call = task.call(e.callee_step)
+        if call is None:
+            call = RecordedCall(e.callee_step, e.target or "")
+            task.calls.append(call)
+            task.calls.sort(key=lambda c: c.number)
+        if e.kind == ev.CALL:
+            call.sent = call.sent or Payload.of_event(e)
+        else:  # a re-run after a crash says it again, from the journal: same reply
+            call.reply = Payload.of_event(e)
+            call.duration_ms = e.duration_ms if e.duration_ms is not None else call.duration_ms
+    elif e.kind == ev.EFFECT:
+        task.effects[e.key] = Payload.of_event(e)
+    elif e.kind == ev.COMPLETED:
+        task.result = Payload.of_event(e)

@@ -1,0 +1,165 @@
+"""What every handler context offers, whoever carries out its calls.
+
+Two contexts share this base: :class:`~jetmesh.runtime.context.Context`, which sends calls
+over the mesh and records effects in the step ledger, and
+:class:`~jetmesh.replay.context.ReplayContext`, which answers them from a workflow's
+recorded history. The parts that must behave the same in both live here: step keys (so a
+re-run asks for the same steps), ``gather``, the logger, working memory and conversations.
+A subclass says how a call is carried out (``_call``), how a side effect runs (``once``),
+where events go (``emit_event``) and where memory lives (``_memory_space``).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, NamedTuple, TypeVar
+
+from redis.asyncio import Redis
+
+from ..envelope import Envelope
+from ..identity.tokens import Caller
+from ..memory import Conversation, WorkingMemory
+
+T = TypeVar("T")
+
+
+class MemorySpace(NamedTuple):
+    """Where a context's working memory and conversations live."""
+
+    redis: Redis
+    prefix: str
+    """The first part of every key (the subject prefix, or a scratch prefix in a re-run)."""
+    ttl_s: int
+    max_value_bytes: int
+
+
+class ContextBase(abc.ABC):
+    """The context of one task being handled.
+
+    Attributes:
+        caller: the verified identity the workflow runs for.
+        workflow: the workflow id.
+        task: the task envelope being handled.
+        agent: this agent's name.
+        attempt: delivery count of this task (1 on the first try).
+    """
+
+    def __init__(
+        self, task: Envelope, caller: Caller, *, agent: str, attempt: int, concurrency: int
+    ) -> None:
+        self.task = task
+        self.caller = caller
+        self.workflow = task.workflow
+        self.agent = agent
+        self.attempt = attempt
+        self._calls = 0
+        self._gather_limit = concurrency
+        self._memory: WorkingMemory | None = None
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    # -- supplied by each kind of context --------------------------------------------------
+
+    @abc.abstractmethod
+    def _memory_space(self) -> MemorySpace:
+        """Where this context's memory lives."""
+
+    @abc.abstractmethod
+    async def _call(
+        self, agent: str, body: Any, returns: type[T], step: str, timeout: float | None
+    ) -> T:
+        """Carry out the call that :meth:`call` numbered ``step``."""
+
+    @abc.abstractmethod
+    async def once(
+        self,
+        key: str,
+        effect: Callable[[], Awaitable[T]],
+        *,
+        returns: type[T],
+        reconcile: Callable[[], Awaitable[T | None]] | None = None,
+    ) -> T:
+        """Run a side effect at most once for this step of the workflow."""
+
+    @abc.abstractmethod
+    async def emit_event(self, kind: str, **fields: Any) -> None:
+        """Record an event about this task (fields of :class:`~jetmesh.events.Event`)."""
+
+    # -- the same in every context ---------------------------------------------------------
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger that names the agent, workflow and step."""
+        if self._log is None:
+            self._log = logging.LoggerAdapter(
+                logging.getLogger(f"jetmesh.agent.{self.agent}"),
+                {"workflow": self.workflow, "step": self.task.step},
+            )
+        return self._log
+
+    @property
+    def step(self) -> str:
+        return self.task.step
+
+    @property
+    def memory(self) -> WorkingMemory:
+        """This agent's working memory for this workflow (Redis, versioned)."""
+        if self._memory is None:
+            space = self._memory_space()
+            self._memory = WorkingMemory(
+                space.redis,
+                space.prefix,
+                self.workflow,
+                self.agent,
+                ttl_s=space.ttl_s,
+                max_value_bytes=space.max_value_bytes,
+            )
+        return self._memory
+
+    def conversation(self, name: str = "default") -> Conversation:
+        """A conversation of this agent in this workflow, for model calls."""
+        space = self._memory_space()
+        return Conversation(
+            space.redis, space.prefix, self.workflow, self.agent, name, ttl_s=space.ttl_s
+        )
+
+    def next_step(self, agent: str) -> str:
+        """The deterministic step key of the next call: same code, same keys on a re-run."""
+        self._calls += 1
+        return f"{self.task.step}/{agent}.{self._calls}"
+
+    def call(
+        self, agent: str, body: Any, *, returns: type[T], timeout: float | None = None
+    ) -> Awaitable[T]:
+        """Send ``body`` to ``agent`` and await its reply as ``returns``.
+
+        The step key is taken when ``call`` is invoked, not when it is awaited, so calls
+        passed to :meth:`gather` get their keys in argument order.
+
+        Raises:
+            MeshTimeout: no reply in time.
+            CallFailed: the agent answered with an error.
+        """
+        step = self.next_step(agent)
+        return self._call(agent, body, returns, step, timeout)
+
+    async def gather(self, calls: Iterable[Awaitable[T]], *, limit: int | None = None) -> list[T]:
+        """Await several calls concurrently (at most ``limit`` at once); results in order.
+
+        The first failure is raised after the others are cancelled.
+        """
+        semaphore = asyncio.Semaphore(limit or self._gather_limit)
+
+        async def bounded(call: Awaitable[T]) -> T:
+            async with semaphore:
+                return await call
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(bounded(c)) for c in calls]
+        return [t.result() for t in tasks]
+
+    async def emit(self, kind: str, detail: str = "") -> None:
+        """Record a custom event (``kind`` like ``critique`` or ``note``) in the workflow."""
+        await self.emit_event(kind, detail=detail)

@@ -37,6 +37,7 @@ from ._exceptions import (
     Retry,
     SchemaViolation,
     ServerStartError,
+    SignalTimeout,
     Stale,
     UnknownKey,
     Unsigned,
@@ -53,6 +54,7 @@ from .runtime.context import Context
 from .runtime.replica import Replica
 from .runtime.runner import run_forever
 from .settings import MeshSettings
+from .signals import Signal
 from .subjects import Subjects
 
 __version__ = "0.1.0"
@@ -95,6 +97,8 @@ __all__ = [
     "Retry",
     "SchemaViolation",
     "ServerStartError",
+    "Signal",
+    "SignalTimeout",
     "Stale",
     "Subjects",
     "UnknownKey",

@@ -169,6 +169,18 @@ class EffectInDoubt(MeshError):
     it may or may not have happened, and running it again could do it twice."""
 
 
+class SignalTimeout(MeshError, TimeoutError):
+    """A step waited for a signal (``ctx.wait_for``) longer than its timeout.
+
+    Attributes:
+        name: the signal waited for.
+    """
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 class HandlerControl(MeshError):
     """Base of exceptions that handlers raise to steer delivery."""
 

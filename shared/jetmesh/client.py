@@ -54,6 +54,7 @@ from .identity.verifier import MSG_ID_HEADER, Verified, Verifier
 from .memory.connection import connect as connect_redis
 from .refusals import reject
 from .settings import MeshSettings
+from .signals import send_signal
 from .subjects import Subjects
 
 log = logging.getLogger("jetmesh.client")
@@ -407,6 +408,16 @@ class MeshClient:
             scopes=scopes,
             ttl_s=ttl_s if ttl_s is not None else self.settings.token_ttl_s,
         )
+
+    async def signal(self, workflow: str, name: str, value: Any, *, token: str) -> None:
+        """Send signal ``name`` with ``value`` to ``workflow``, for the caller of ``token``;
+        a step waiting in ``ctx.wait_for(name)`` gets it (see :mod:`jetmesh.signals`).
+
+        Raises:
+            InvalidToken: ``token`` is not a valid caller token.
+            PublishFailed: the stream did not store it.
+        """
+        await send_signal(self, workflow, name, value, token=token)
 
     async def request(
         self,

@@ -35,7 +35,18 @@ REJECTED: Final = "rejected"
 EFFECT: Final = "effect"
 """A handler's side effect (``ctx.once``) ran, or its recorded result was used."""
 
-KINDS: Final = (ACCEPTED, STARTED, CALL, REPLY, COMPLETED, RETRIED, FAILED, REJECTED, EFFECT)
+SIGNAL: Final = "signal"
+"""A signal sent to the workflow from outside (an approval, a callback), named by ``key``,
+its payload in ``body`` (:mod:`jetmesh.signals`)."""
+WAITING: Final = "waiting"
+"""A step began waiting for the signal named by ``key`` (``ctx.wait_for``)."""
+SIGNALLED: Final = "signalled"
+"""A waiting step received its signal (``key``; the payload in ``body``, for replay)."""
+
+KINDS: Final = (
+    ACCEPTED, STARTED, CALL, REPLY, COMPLETED, RETRIED, FAILED, REJECTED, EFFECT,
+    SIGNAL, WAITING, SIGNALLED,
+)  # fmt: skip
 
 
 class EventPayload(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,7 +92,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     error's reason code when the call was answered with an error."""
     detail: str = ""
     key: str = ""
-    """For ``effect``: the key given to ``ctx.once``."""
+    """For ``effect``: the key given to ``ctx.once``; for ``signal``, ``waiting`` and
+    ``signalled``: the signal's name."""
     body: EventPayload | None = None
     """The payload, recorded for replay: the task for ``accepted`` and ``call``, the reply
     for ``reply``, the result for ``completed``, the effect's result for ``effect``."""

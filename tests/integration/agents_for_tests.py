@@ -12,7 +12,7 @@ import os
 
 import msgspec
 
-from jetmesh import Agent, Context
+from jetmesh import Agent, Context, SignalTimeout
 
 WORKER = "worker"
 
@@ -94,3 +94,34 @@ async def pause_then_effect(p: Plan, ctx: Context) -> Report:
 
     done_by = await ctx.once("effect", effect, returns=int)
     return Report([done_by], ctx.attempt)
+
+
+class Approval(msgspec.Struct, frozen=True):
+    __mesh_type__ = "test.Approval/1"
+
+    ok: bool
+
+
+class Decision(msgspec.Struct, frozen=True):
+    __mesh_type__ = "test.Decision/1"
+
+    ok: bool
+    by: str
+
+
+class Ask(msgspec.Struct, frozen=True):
+    __mesh_type__ = "test.Ask/1"
+
+    timeout_s: float
+
+
+approver = Agent("approver", description="waits for a person's approval signal")
+
+
+@approver.handler
+async def await_approval(ask: Ask, ctx: Context) -> Decision:
+    try:
+        got = await ctx.wait_for("approval", returns=Approval, timeout=ask.timeout_s)
+    except SignalTimeout:
+        return Decision(False, "timeout")
+    return Decision(got.value.ok, got.caller)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, dlq, events, keys, publish, replay, run, servers
+from . import demo, dlq, events, keys, publish, replay, run, servers, signal
 
 app = typer.Typer(
     name="jetmesh",
@@ -20,6 +20,7 @@ app.command("run")(run.run)
 app.command("publish")(publish.publish)
 app.command("events")(events.events)
 app.command("replay")(replay.replay)
+app.command("signal")(signal.signal)
 app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
 app.command("demo")(demo.demo)

@@ -43,6 +43,11 @@ def once(prefix: str, workflow: str, step: str, key: str) -> str:
     return f"{prefix}:once:{workflow}:{step}:{check_token(key, 'effect key')}"
 
 
+def wait(prefix: str, workflow: str, step: str, name: str) -> str:
+    """When a step first began waiting for signal ``name`` (its timeout counts from it)."""
+    return f"{prefix}:wait:{workflow}:{step}:{check_token(name, 'signal name')}"
+
+
 def replay_scratch(prefix: str) -> str:
     """A new key prefix for the working memory of one re-run (``jetmesh replay --rerun``):
     its keys are ``<prefix>:replay:<run>:wf:...``, apart from every workflow's own."""

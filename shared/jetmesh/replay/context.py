@@ -24,6 +24,7 @@ from ..client import decode_reply
 from ..envelope import Envelope
 from ..identity.tokens import Caller
 from ..runtime.context_base import ContextBase, MemorySpace
+from ..signals import ReceivedSignal, Signal
 from .history import Payload, TaskHistory
 
 T = TypeVar("T")
@@ -40,6 +41,8 @@ EXTRA_EFFECT = "extra-effect"
 """A side effect (``ctx.once``) the history does not have."""
 MISSING_EFFECT = "missing-effect"
 """A recorded side effect that the new code did not ask for."""
+EXTRA_SIGNAL = "extra-signal"
+"""A wait for a signal (``ctx.wait_for``) the history does not have."""
 RESULT = "result"
 """The handler returned another result."""
 OUTCOME = "outcome"
@@ -173,6 +176,16 @@ class ReplayContext(ContextBase):
         if recorded.body is None:
             raise self._stop(f"the result of effect {key!r} was {recorded.missing}")
         return msgspec.json.decode(recorded.body, type=returns)
+
+    async def wait_for(self, name: str, *, returns: type[T], timeout: float) -> Signal[T]:
+        """The recorded signal ``name``; nothing is waited for."""
+        recorded = self.recorded.signals.get(name)
+        if recorded is None:
+            self._diverged(self.step, EXTRA_SIGNAL, f"ctx.wait_for({name!r}) is not in the history")
+            raise Stopped(name)
+        if recorded.body is None:
+            raise self._stop(f"the signal {name!r} was {recorded.missing}")
+        return msgspec.json.decode(recorded.body, type=ReceivedSignal).decode(name, returns)
 
     async def emit_event(self, kind: str, **fields: Any) -> None:
         self.events.append((kind, fields))

@@ -112,6 +112,8 @@ class TaskHistory:
     calls: list[RecordedCall] = field(default_factory=list)
     effects: dict[str, Payload] = field(default_factory=dict)
     """Results of ``ctx.once`` by key."""
+    signals: dict[str, Payload] = field(default_factory=dict)
+    """Signals received by ``ctx.wait_for``, by name."""
     result: Payload | None = None
     identity: Caller | None = None
     children: list[TaskHistory] = field(default_factory=list)
@@ -197,5 +199,7 @@ def _record(task: TaskHistory, item: LoggedEvent) -> None:
             call.duration_ms = e.duration_ms if e.duration_ms is not None else call.duration_ms
     elif e.kind == ev.EFFECT:
         task.effects[e.key] = Payload.of_event(e)
+    elif e.kind == ev.SIGNALLED:
+        task.signals[e.key] = Payload.of_event(e)
     elif e.kind == ev.COMPLETED:
         task.result = Payload.of_event(e)

@@ -13,6 +13,7 @@ from .._exceptions import ConfigError
 from ..client import MeshClient, decode_reply
 from ..envelope import Envelope, ErrorBody, encode, type_name
 from ..identity.tokens import Caller
+from ..signals import ReceivedSignal, Signal, wait_signal
 from .context_base import ContextBase, MemorySpace
 from .ledger import Recorded, StepLedger
 
@@ -151,6 +152,40 @@ class Context(ContextBase):
             detail="" if ran else "recorded result",
         )
         return result
+
+    async def wait_for(self, name: str, *, returns: type[T], timeout: float) -> Signal[T]:
+        """Wait for the signal ``name`` sent to this workflow (``jetmesh signal``,
+        :meth:`MeshClient.signal`): a person's approval, an outside system's callback.
+
+        A signal sent before this call counts. The wait holds no state only in memory:
+        the task is kept alive with in-progress acks, and if this replica dies the re-run
+        finds the signal in the workflow's log and the wait's start in the step ledger,
+        so ``timeout`` (seconds) counts from the first time this step waited.
+
+        Raises:
+            SignalTimeout: no signal ``name`` within ``timeout``.
+        """
+        now = time.time()
+        started = (
+            await self._ledger.wait_started(self.workflow, self.task.step, name, now)
+            if self._ledger is not None
+            else now
+        )
+        await self.emit_event(ev.WAITING, key=name, detail=f"up to {timeout:g} s")
+        signal = await wait_signal(
+            self._mesh, self.workflow, name, returns, deadline=started + timeout
+        )
+        received = ReceivedSignal.of(signal)
+        await self.emit_event(
+            ev.SIGNALLED,
+            key=name,
+            body=ev.EventPayload(
+                type=type_name(ReceivedSignal), value=msgspec.Raw(encode(received))
+            ),
+            detail=f"from {signal.caller or signal.sender}",
+            duration_ms=(time.time() - started) * 1000,
+        )
+        return signal
 
     async def emit_event(self, kind: str, **fields: Any) -> None:
         fields.setdefault("step", self.task.step)

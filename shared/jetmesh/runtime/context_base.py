@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from ..envelope import Envelope
 from ..identity.tokens import Caller
 from ..memory import Conversation, WorkingMemory
+from ..signals import Signal
 
 T = TypeVar("T")
 
@@ -82,6 +83,10 @@ class ContextBase(abc.ABC):
         reconcile: Callable[[], Awaitable[T | None]] | None = None,
     ) -> T:
         """Run a side effect at most once for this step of the workflow."""
+
+    @abc.abstractmethod
+    async def wait_for(self, name: str, *, returns: type[T], timeout: float) -> Signal[T]:
+        """Wait for the signal ``name`` sent to this workflow."""
 
     @abc.abstractmethod
     async def emit_event(self, kind: str, **fields: Any) -> None:

@@ -160,6 +160,14 @@ class StepLedger:
                 pipe.pexpire(keys.lease(self._prefix, workflow, agent, step), lease_ms)
             await pipe.execute()
 
+    async def wait_started(self, workflow: str, step: str, name: str, now: float) -> float:
+        """When this step first began waiting for signal ``name``: ``now`` on the first
+        wait, the recorded time on a re-run (so a crash does not restart its timeout)."""
+        key = keys.wait(self._prefix, workflow, step, name)
+        await self._redis.set(key, repr(now), nx=True, ex=self._ttl)
+        recorded = await self._redis.get(key)
+        return float(recorded) if recorded is not None else now
+
     # -- side effects ----------------------------------------------------------------------
 
     async def once(

@@ -1,0 +1,158 @@
+"""Signals: a message from outside a running workflow to a step that waits for it (a
+person's approval, an outside system's callback).
+
+A signal is a signed event of kind ``signal`` in the workflow's log (MESH_EVENTS), named by
+its ``key``, carrying its payload in ``body``, and sent for a caller (the token of whoever
+sends it: the handler can see who approved). Waiting for one holds no state only in memory:
+the waiting step reads the workflow's log from the start, so a signal sent before the step
+began waiting (or while its replica was dead) counts; the task stays alive with the
+replica's in-progress acks; and a re-run after a crash finds the signal in the log and the
+wait's start in the step ledger, so its timeout is not restarted.
+
+Example:
+    >>> await client.signal(workflow, "approval", Approval(ok=True), token=token)  # doctest: +SKIP
+    >>> got = await ctx.wait_for("approval", returns=Approval, timeout=3600)     # doctest: +SKIP
+    >>> got.value.ok, got.caller                                                   # doctest: +SKIP
+    (True, 'bob')
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import msgspec
+from nats.js.api import DeliverPolicy
+
+from . import events as ev
+from ._exceptions import RejectedMessage, SignalTimeout
+from .envelope import decode_body, type_name
+
+if TYPE_CHECKING:
+    from .client import MeshClient
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Signal(Generic[T]):
+    """A signal as received: its payload and who sent it, verified."""
+
+    name: str
+    value: T
+    sender: str
+    """The agent or ingress whose certificate signed it (e.g. ``cli``)."""
+    caller: str
+    """The caller it was sent for (the person who approved, say)."""
+    at: float
+    """When it was sent (Unix time)."""
+
+
+class ReceivedSignal(msgspec.Struct, frozen=True):
+    """A signal as a waiting step received it: recorded in its ``signalled`` event, so
+    that a re-run (``jetmesh replay --rerun``) gets the same signal back."""
+
+    __mesh_type__ = "mesh.ReceivedSignal/1"
+
+    value: msgspec.Raw
+    sender: str
+    caller: str
+    at: float
+
+    @classmethod
+    def of(cls, signal: Signal[Any]) -> ReceivedSignal:
+        return cls(
+            value=msgspec.Raw(msgspec.json.encode(signal.value)),
+            sender=signal.sender,
+            caller=signal.caller,
+            at=signal.at,
+        )
+
+    def decode(self, name: str, returns: type[T]) -> Signal[T]:
+        value = msgspec.json.decode(self.value, type=returns)
+        return Signal(name=name, value=value, sender=self.sender, caller=self.caller, at=self.at)
+
+
+async def send_signal(
+    mesh: MeshClient, workflow: str, name: str, value: Any, *, token: str
+) -> None:
+    """Store signal ``name`` with ``value`` in ``workflow``'s log; returns once stored.
+
+    Raises:
+        InvalidToken: ``token`` is not a valid caller token.
+        PublishFailed: the stream did not store it.
+    """
+    caller = await mesh.trust.caller(token)
+    raw = value if isinstance(value, msgspec.Raw) else msgspec.Raw(msgspec.json.encode(value))
+    event = ev.Event(
+        kind=ev.SIGNAL,
+        agent=mesh.name,
+        at=time.time(),
+        instance=mesh.instance,
+        key=name,
+        caller=caller.subject,
+        body=ev.EventPayload(
+            type="" if isinstance(value, msgspec.Raw) else type_name(type(value)), value=raw
+        ),
+    )
+    envelope = mesh.envelope(
+        kind="event",
+        workflow=workflow,
+        to="events",
+        body=event,
+        caller=token,
+        type_=ev.EVENT_TYPE,
+    )
+    data, headers = mesh.seal(envelope)
+    async with asyncio.timeout(mesh.settings.call_timeout_s):
+        await mesh.publisher.publish(mesh.subjects.event(workflow, ev.SIGNAL), data, headers)
+
+
+async def wait_signal(
+    mesh: MeshClient, workflow: str, name: str, returns: type[T], *, deadline: float
+) -> Signal[T]:
+    """The first verified signal ``name`` of ``workflow``, sent before or after this call,
+    waiting until ``deadline`` (Unix time).
+
+    Signals that fail verification are skipped (they were audited when refused elsewhere;
+    here they simply do not count).
+
+    Raises:
+        SignalTimeout: none came before ``deadline``.
+    """
+    sub = await mesh.js.subscribe(
+        mesh.subjects.event(workflow, ev.SIGNAL),
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+        stream=mesh.settings.events_stream,
+    )
+    try:
+        while True:
+            left = deadline - time.time()
+            if left <= 0:
+                raise SignalTimeout(name, f"no signal {name!r} for workflow {workflow}")
+            try:
+                msg = await sub.next_msg(timeout=min(left, 5.0))
+            except TimeoutError:
+                continue
+            try:
+                verified = await mesh.verify(
+                    msg, stored_at=msg.metadata.timestamp.timestamp(), audit=True
+                )
+                event = decode_body(verified.envelope, ev.Event)
+                if event.kind != ev.SIGNAL or event.key != name or event.body is None:
+                    continue
+                value = msgspec.json.decode(event.body.value, type=returns)
+            except (RejectedMessage, msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            return Signal(
+                name=name,
+                value=value,
+                sender=verified.certificate.name,
+                caller=verified.caller.subject if verified.caller else "",
+                at=event.at,
+            )
+    finally:
+        await sub.unsubscribe()

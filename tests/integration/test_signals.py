@@ -1,0 +1,145 @@
+"""A step that waits for a signal (a person's approval): sent before or after it starts
+waiting, verified, timed out, and durable across the death of its replica."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from jetmesh import Event, EventPayload
+from jetmesh.envelope import new_id
+from jetmesh.identity.keys import KeyPair
+from jetmesh.memory import keys
+from jetmesh.replay import SAME, history, rerun
+from tests.integration.agents_for_tests import Approval, Ask, Decision, approver
+from tests.integration.harness import Mesh, Sealed, kinds, signed_by
+from tests.integration.test_cli import jetmesh
+
+pytestmark = pytest.mark.integration
+
+
+def ask(mesh: Mesh, client, workflow: str, timeout_s: float = 30.0) -> asyncio.Task[Decision]:
+    return asyncio.create_task(
+        client.request(
+            "approver",
+            Ask(timeout_s),
+            token=mesh.token("alice"),
+            returns=Decision,
+            workflow=workflow,
+            timeout=60.0,
+        )
+    )
+
+
+async def test_a_waiting_step_goes_on_when_its_signal_comes(mesh: Mesh) -> None:
+    await mesh.start_replicas(approver)
+    client = await mesh.ingress()
+    workflow = new_id()
+    decision = ask(mesh, client, workflow)
+    await mesh.wait_events(workflow, lambda got: bool(kinds(got, "waiting")))
+    assert not decision.done()
+    await client.signal(workflow, "other", Approval(False), token=mesh.token("eve"))
+    await client.signal(workflow, "approval", Approval(True), token=mesh.token("bob"))
+    assert await decision == Decision(True, "bob"), "the signal named approval, from bob"
+    logged = await mesh.wait_events(workflow, lambda got: bool(kinds(got, "signalled")))
+    (signalled,) = kinds(logged, "signalled")
+    assert signalled.event.key == "approval"
+    assert signalled.event.detail == "from bob"
+    assert [e.event.key for e in kinds(logged, "signal")] == ["other", "approval"]
+
+    # A re-run of the step gets the recorded signal instead of waiting for one.
+    recorded = await history(client, workflow)
+    report = await rerun(recorded, [approver], redis=client.redis, settings=mesh.settings)
+    assert [(t.step, t.status, t.divergences) for t in report.tasks] == [("approver", SAME, [])]
+
+
+async def test_a_signal_sent_before_the_wait_counts(mesh: Mesh) -> None:
+    await mesh.start_replicas(approver)
+    client = await mesh.ingress()
+    workflow = new_id()
+    await client.signal(workflow, "approval", Approval(False), token=mesh.token("bob"))
+    assert await ask(mesh, client, workflow) == Decision(False, "bob")
+
+
+async def test_a_wait_times_out(mesh: Mesh) -> None:
+    await mesh.start_replicas(approver)
+    client = await mesh.ingress()
+    assert await ask(mesh, client, new_id(), timeout_s=0.5) == Decision(False, "timeout")
+
+
+async def test_a_forged_signal_does_not_count(mesh: Mesh) -> None:
+    """A signal event signed by a key the mesh does not trust is not an approval."""
+    await mesh.start_replicas(approver)
+    client = await mesh.ingress()
+    workflow = new_id()
+    event = Event(
+        kind="signal",
+        agent="cli",
+        at=time.time(),
+        key="approval",
+        caller="mallory",
+        body=EventPayload(type="test.Approval/1", value=msgspec.Raw(b'{"ok":true}')),
+    )
+    envelope = client.envelope(
+        kind="event", workflow=workflow, to="events", body=event, caller=mesh.token("mallory")
+    )
+    data, headers = client.seal(envelope)
+    rogue = signed_by(KeyPair.generate("cli"), Sealed(envelope, data, headers))
+    attacker = await mesh.attacker()
+    await attacker.publish(mesh.subjects.event(workflow, "signal"), data, rogue)
+    assert await ask(mesh, client, workflow, timeout_s=1.0) == Decision(False, "timeout")
+
+
+@pytest.mark.fault
+async def test_a_wait_survives_the_death_of_its_replica(mesh: Mesh, agent_processes) -> None:
+    """SIGKILL while waiting: the task goes to a new process, which waits again with the
+    clock of the first wait, and goes on when the signal comes."""
+    mesh.configure(ack_wait_s=1.5)
+    mesh.identity("approver")
+    (doomed,) = await agent_processes("tests.integration.agents_for_tests:approver", 1)
+    client = await mesh.ingress()
+    workflow = new_id()
+    decision = ask(mesh, client, workflow, timeout_s=120.0)
+    logged = await mesh.wait_events(workflow, lambda got: bool(kinds(got, "waiting")))
+    first_wait = kinds(logged, "waiting")[0]
+    redis = Redis.from_url(mesh.settings.redis_url)
+    try:
+        started_key = keys.wait(mesh.settings.subject_prefix, workflow, "approver", "approval")
+        started = float(await redis.get(started_key))
+        assert started == pytest.approx(first_wait.event.at, abs=1.0)
+        assert doomed.proc is not None
+        doomed.proc.send_signal(signal.SIGKILL)
+        doomed.proc.wait(5)
+        await agent_processes("tests.integration.agents_for_tests:approver", 1)
+        logged = await mesh.wait_events(
+            workflow, lambda got: len(kinds(got, "waiting")) == 2, timeout=20.0
+        )
+        assert not decision.done()
+        waits = kinds(logged, "waiting")
+        assert waits[0].event.instance != waits[1].event.instance, "waited again elsewhere"
+        assert float(await redis.get(started_key)) == started, "the clock was not restarted"
+        await client.signal(workflow, "approval", Approval(True), token=mesh.token("bob"))
+        assert await decision == Decision(True, "bob")
+    finally:
+        await redis.aclose()
+
+
+async def test_jetmesh_signal_approves_from_the_command_line(mesh: Mesh) -> None:
+    await mesh.start_replicas(approver)
+    client = await mesh.ingress()
+    workflow = new_id()
+    decision = ask(mesh, client, workflow)
+    code, out, err = await jetmesh(
+        mesh, "signal", workflow, "approval", '{"ok": true}', "--as", "bob"
+    )
+    assert code == 0, err
+    assert f"signal approval sent to workflow {workflow}" in out
+    assert await decision == Decision(True, "bob")
+    code, _, err = await jetmesh(mesh, "signal", workflow, "approval", "{not json")
+    assert code != 0
+    assert "body is not JSON" in err

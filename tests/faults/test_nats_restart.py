@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from jetmesh import Agent, KeyStore, MeshClient, MeshSettings, Replica, Subjects
 from jetmesh.embedded import NatsServer
-from tests.faults.mid_load import TALLY, send_load, tally_agent, wait_all_ran
+from loadtest.tally import TALLY, send_load, tally_agent, wait_all_ran
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

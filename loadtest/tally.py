@@ -1,4 +1,5 @@
-"""A steady load of tasks for tests that break a server while it runs.
+"""A steady load of tasks for runs that break a server while it goes on (the restart
+fault tests, ``loadtest.restarts``).
 
 Each task starts its own workflow at the ``tally`` agent, whose handler counts its own runs
 in the workflow's memory (``runs``). The sender publishes every task until the stream has
@@ -43,6 +44,10 @@ def tally_agent(*, pause_s: float = 0.01, concurrency: int = 16) -> Agent:
         return msg
 
     return agent
+
+
+agent = tally_agent(concurrency=32)
+"""For agent processes: ``jetmesh run loadtest.tally:agent``."""
 
 
 async def send_until_stored(client: MeshClient, token: str, n: int) -> tuple[str, int]:

@@ -37,6 +37,7 @@ import uvloop
 from nats.js import JetStreamContext
 
 from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects
+from jetmesh.dead_letters import list_dead_letters
 from jetmesh.envelope import new_id
 from jetmesh.processes import AgentProcess
 from loadtest.research_shape import (
@@ -117,6 +118,8 @@ class ChaosReport:
     tasks_sent: int = 0
     redelivered: int = 0
     dead_letters: int = 0
+    dead_letter_reasons: Counter[str] = field(default_factory=Counter)
+    """Dead letters by ``<agent> <reason>``."""
     effects_expected: int = 0
     effects_ran: int = 0
     duplicated: int = 0
@@ -165,6 +168,7 @@ class ChaosReport:
                 f"not found {self.reconciled.get('missing', 0)}",
                 f"time       {self.seconds:.1f} s, {rate:.1f} workflows/s",
                 f"result     {'OK' if self.ok else 'FAILED'}",
+                *(f"dead letters: {n} {why}" for why, n in self.dead_letter_reasons.items()),
             ]
         )
 
@@ -177,6 +181,8 @@ class Fleet:
         self.log_dir = log_dir
         self.live: list[tuple[str, AgentProcess]] = []
         self.started: list[AgentProcess] = []
+        self.killed: list[tuple[float, AgentProcess]] = []
+        """When each killed process was killed (its ``ready_line`` names its instance)."""
 
     async def start(self, role: str, count: int = 1) -> None:
         procs = [
@@ -195,6 +201,7 @@ class Fleet:
         """SIGKILL a random live process; returns its role."""
         role, proc = self.live.pop(rng.randrange(len(self.live)))
         await asyncio.to_thread(proc.kill)
+        self.killed.append((time.time(), proc))
         proc.stop()  # (already dead: closes its pipe)
         return role
 
@@ -295,6 +302,9 @@ async def _count_streams(js: JetStreamContext, settings: MeshSettings, report: C
         delivered = consumer.delivered.consumer_seq if consumer.delivered else 0
         report.redelivered += max(delivered - per_subject.get(subjects.task(role), 0), 0)
     report.dead_letters = (await js.stream_info(settings.dlq_stream)).state.messages
+    if report.dead_letters:
+        for letter in await list_dead_letters(js, settings.dlq_stream, subjects.all_dlq):
+            report.dead_letter_reasons[f"{letter.agent} {letter.reason}"] += 1
 
 
 async def _count_effects(
@@ -392,6 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ack-wait", type=float, default=2.0, help="AckWait in seconds")
     parser.add_argument("--max-seconds", type=float, default=900.0, help="deadline of the run")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--log-dir", type=Path, default=None, help="keep the agents' logs here")
     args = parser.parse_args(argv)
     config = ChaosConfig(
         workflows=args.workflows,
@@ -405,6 +416,7 @@ def main(argv: list[str] | None = None) -> None:
         max_seconds=args.max_seconds,
         seed=args.seed,
     )
+    kept_logs = args.log_dir.resolve() if args.log_dir else None
     os.chdir(REPO_ROOT)
     with (
         nats_server() as url,
@@ -422,7 +434,8 @@ def main(argv: list[str] | None = None) -> None:
             registry_bucket="CHAOS_KEYS",
         )
         try:
-            report = uvloop.run(run_chaos(settings, config, log_dir=Path(tmp) / "logs"))
+            log_dir = kept_logs or Path(tmp) / "logs"
+            report = uvloop.run(run_chaos(settings, config, log_dir=log_dir))
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint types bench chaos schemas clean down
+.PHONY: demo test check lint types bench chaos restarts poison schemas clean down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ bench: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m loadtest.chaos
+
+restarts: $(STAMP)
+	$(BIN)/python -m loadtest.restarts
+
+poison: $(STAMP)
+	$(BIN)/python -m loadtest.poison
 
 schemas: $(STAMP)
 	$(BIN)/python -m subjects.generate

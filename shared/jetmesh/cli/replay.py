@@ -56,6 +56,10 @@ def _task_label(task: TaskHistory, width: int) -> str:
         )
     for key, result in task.effects.items():
         lines.append(f"  effect {escape(key)}: {_payload(result, width)}")
+    for name, signal in task.signals.items():
+        lines.append(f"  signal {escape(name)}: {_payload(signal, width)}")
+    for note in node.notes:
+        lines.append(f"  [dim]event  {escape(note)}[/dim]")
     if node.status in ("failed", "rejected", "retrying"):
         lines.append(f"  [red]{escape(node.detail)}[/red]")
     elif task.result is not None:
@@ -132,6 +136,7 @@ def history_json(recorded: WorkflowHistory) -> list[dict[str, Any]]:
                 for c in task.calls
             ],
             "effects": {k: _json_payload(v) for k, v in task.effects.items()},
+            "signals": {k: _json_payload(v) for k, v in task.signals.items()},
             "result": _json_payload(task.result),
             "children": [one(child) for child in task.children],
         }
@@ -156,13 +161,13 @@ def replay(
     agent: list[str] = typer.Option(
         [], help="module:attribute of an Agent whose current code re-runs (repeatable)"
     ),
-    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON (history, and report)"),
     width: int = typer.Option(WIDTH, help="characters of each body shown"),
 ) -> None:
     """Show a workflow's history: each task's input, calls and replies, side effects and
-    result. With --rerun, run the tasks again with the current code of the --agent agents,
-    answering calls and side effects from the history, and report where the new run
-    diverges (exit 1 if it does)."""
+    result. With --rerun, run its tasks again with the current code of the --agent agents
+    instead, answering calls and side effects from the history, and report where the new
+    run diverges (exit 1 if it does)."""
     if rerun and not agent:
         err_console.print("[red]error:[/red] --rerun needs --agent module:attribute")
         raise typer.Exit(2)
@@ -185,16 +190,16 @@ def replay(
         if report is not None:
             out["rerun"] = {"diverged": report.diverged, "tasks": msgspec.to_builtins(report.tasks)}
         sys.stdout.write(msgspec.json.encode(out).decode() + "\n")
-    else:
+    elif report is None:
         console.print(render_history(recorded, width))
-        if report is not None:
-            console.print("\nre-run with the current code:")
-            console.print("\n".join(render_report(report)), highlight=False)
-            counts = {s: sum(t.status == s for t in report.tasks) for s in (SAME, DIVERGED)}
-            skipped = len(report.tasks) - sum(counts.values())
-            console.print(
-                f"re-run of {len(report.tasks)} task(s): {counts[SAME]} same, "
-                f"{counts[DIVERGED]} diverged, {skipped} skipped"
-            )
+    else:
+        console.print(f"workflow [bold]{workflow}[/bold] re-run with the current code")
+        console.print("\n".join(render_report(report)), highlight=False)
+        counts = {s: sum(t.status == s for t in report.tasks) for s in (SAME, DIVERGED)}
+        skipped = len(report.tasks) - sum(counts.values())
+        console.print(
+            f"re-run of {len(report.tasks)} task(s): {counts[SAME]} same, "
+            f"{counts[DIVERGED]} diverged, {skipped} skipped"
+        )
     if report is not None and report.diverged:
         raise typer.Exit(1)

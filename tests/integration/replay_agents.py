@@ -127,3 +127,12 @@ async def buy_with_tip(order: Order, ctx: Context) -> Receipt:
     price = await ctx.call("pricer", order, returns=Count)
     tip = await ctx.once("tip", lambda: charge(1), returns=int)
     return Receipt(order.item, in_stock, price.n * order.qty, tip)
+
+
+shop_waits = Agent("shop", description="waits for an approval first")
+
+
+@shop_waits.handler
+async def buy_when_approved(order: Order, ctx: Context) -> Receipt:
+    await ctx.wait_for("approval", returns=bool, timeout=60)
+    return await buy(order, ctx)

@@ -132,8 +132,9 @@ async def test_rerun_with_the_same_code_is_the_same_and_touches_nothing(
         (shop_code.shop_other_body, PRICER, "body", '"qty":2', '"qty":3'),
         (shop_code.shop_other_result, SHOP, "result", '"total":6', '"total":7'),
         (shop_code.shop_no_charge, SHOP, "extra-effect", "", ""),
+        (shop_code.shop_waits, SHOP, "extra-signal", "", ""),
     ],
-    ids=["other-target", "other-body", "other-result", "other-effect"],
+    ids=["other-target", "other-body", "other-result", "other-effect", "a-wait"],
 )
 async def test_changed_code_diverges_at_its_step(
     mesh: Mesh, shop: Run, changed: Agent, step: str, what: str, expected: str, got: str

@@ -99,12 +99,8 @@ class ReplayContext(ContextBase):
         """Events the handler emitted, kept here instead of being published."""
         self.asked_calls: set[str] = set()
         self.asked_effects: set[str] = set()
-
-    @property
-    def stopped(self) -> bool:
-        return bool(self.incomplete) or any(
-            d.what in (TARGET, EXTRA_CALL, EXTRA_EFFECT) for d in self.divergences
-        )
+        self.stopped = False
+        """The handler was stopped where the history has no answer for it."""
 
     def _memory_space(self) -> MemorySpace:
         return self._space
@@ -114,8 +110,12 @@ class ReplayContext(ContextBase):
     ) -> None:
         self.divergences.append(Divergence(step, what, detail, expected, got))
 
-    def _stop(self, why: str) -> Stopped:
-        self.incomplete = self.incomplete or why
+    def _stop(self, why: str, *, incomplete: bool = False) -> Stopped:
+        """Stop the handler here: it diverged (already recorded), or, when ``incomplete``,
+        the history lacks what it needs (``why``)."""
+        self.stopped = True
+        if incomplete:
+            self.incomplete = self.incomplete or why
         return Stopped(why)
 
     async def _call(
@@ -138,7 +138,7 @@ class ReplayContext(ContextBase):
                 self._diverged(
                     step, EXTRA_CALL, f"call {number} to {agent} is not in the history", got=agent
                 )
-            raise Stopped(step)
+            raise self._stop(step)
         sent = Payload.of_value(body)
         was = recorded.sent
         if was is not None and was.body is not None and not sent.same_as(was):
@@ -153,7 +153,7 @@ class ReplayContext(ContextBase):
         if reply is None:  # the recorded call got no reply: it timed out
             raise MeshTimeout(f"no reply from {agent} in the recorded run")
         if reply.body is None:
-            raise self._stop(f"the reply to {step} was {reply.missing}")
+            raise self._stop(f"the reply to {step} was {reply.missing}", incomplete=True)
         return decode_reply(agent, reply.as_reply().as_envelope(self.task), returns)
 
     async def once(
@@ -171,9 +171,11 @@ class ReplayContext(ContextBase):
             self._diverged(
                 self.step, EXTRA_EFFECT, f"ctx.once({key!r}) is not in the history: not run"
             )
-            raise Stopped(key)
+            raise self._stop(key)
         if recorded.body is None:
-            raise self._stop(f"the result of effect {key!r} was {recorded.missing}")
+            raise self._stop(
+                f"the result of effect {key!r} was {recorded.missing}", incomplete=True
+            )
         return msgspec.json.decode(recorded.body, type=returns)
 
     async def wait_for(self, name: str, *, returns: type[T], timeout: float) -> Signal[T]:
@@ -181,9 +183,9 @@ class ReplayContext(ContextBase):
         recorded = self.recorded.signals.get(name)
         if recorded is None:
             self._diverged(self.step, EXTRA_SIGNAL, f"ctx.wait_for({name!r}) is not in the history")
-            raise Stopped(name)
+            raise self._stop(name)
         if recorded.body is None:
-            raise self._stop(f"the signal {name!r} was {recorded.missing}")
+            raise self._stop(f"the signal {name!r} was {recorded.missing}", incomplete=True)
         return msgspec.json.decode(recorded.body, type=ReceivedSignal).decode(name, returns)
 
     async def emit_event(self, kind: str, **fields: Any) -> None:

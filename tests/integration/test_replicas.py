@@ -90,9 +90,12 @@ async def test_sigterm_drains_a_replica_process_without_losing_tasks(
     victim = procs[0]
     client = await mesh.ingress()
     # 3 replicas x 8 slots = 24 tasks in flight at once; the other 16 wait in the stream.
-    jobs = [Job(i, sleep_s=1.0) for i in range(40)]
+    jobs = [Job(i, sleep_s=1.5) for i in range(40)]
     sending = asyncio.ensure_future(run_jobs(client, mesh.token(), jobs, len(jobs)))
     await wait_in_flight(mesh, client, 24)
+    # Delivered is not yet started: give the replicas a moment to take what the server
+    # sent them (a replica told to stop first gives back what it has not started).
+    await asyncio.sleep(0.5)
     terminated_at = time.monotonic()
     exit_code = await asyncio.to_thread(victim.stop, 15.0)
     results = await sending

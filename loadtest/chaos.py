@@ -181,8 +181,6 @@ class Fleet:
         self.log_dir = log_dir
         self.live: list[tuple[str, AgentProcess]] = []
         self.started: list[AgentProcess] = []
-        self.killed: list[tuple[float, AgentProcess]] = []
-        """When each killed process was killed (its ``ready_line`` names its instance)."""
 
     async def start(self, role: str, count: int = 1) -> None:
         procs = [
@@ -201,7 +199,6 @@ class Fleet:
         """SIGKILL a random live process; returns its role."""
         role, proc = self.live.pop(rng.randrange(len(self.live)))
         await asyncio.to_thread(proc.kill)
-        self.killed.append((time.time(), proc))
         proc.stop()  # (already dead: closes its pipe)
         return role
 

@@ -12,6 +12,10 @@ Modules:
         count and time.
     servers: ``nats_server``, a throwaway loopback nats-server with JetStream.
     floor: the floor benchmark (responder subprocess and requester).
+    research_shape: research-shaped agents (fan-out, critic loop) whose side effects are
+        counted in Redis by workflow and step.
+    chaos: those agents as processes under random SIGKILLs, with a report of workflows
+        and tasks lost or duplicated (``make chaos``).
 
 Run the floor alone against a throwaway server::
 

@@ -29,6 +29,8 @@ from ._exceptions import (
     MeshError,
     MeshTimeout,
     Misaddressed,
+    ModelError,
+    ModelUnavailable,
     Oversized,
     PublishFailed,
     Reject,
@@ -49,6 +51,7 @@ from .events import Event, EventPayload
 from .identity.keystore import Identity, KeyStore
 from .identity.tokens import Caller
 from .memory import Conversation, Message, Versioned, WorkingMemory
+from .models import ModelMessage, ModelReply
 from .runtime.agent import Agent
 from .runtime.context import Context
 from .runtime.replica import Replica
@@ -88,6 +91,10 @@ __all__ = [
     "MeshTimeout",
     "Message",
     "Misaddressed",
+    "ModelError",
+    "ModelMessage",
+    "ModelReply",
+    "ModelUnavailable",
     "Oversized",
     "PublishFailed",
     "Reject",

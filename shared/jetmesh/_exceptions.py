@@ -26,6 +26,9 @@ Every error jetmesh raises derives from :class:`MeshError`::
     │   ├── MemoryConflict            the value changed since it was read (compare-and-set)
     │   └── MemoryTooLarge            the value is over the size limit
     ├── EffectInDoubt                 a side effect was started and its outcome is unknown
+    ├── SignalTimeout (+ TimeoutError)  no signal within a wait's timeout
+    ├── ModelError                    a model provider refused a request, or answered nonsense
+    │   └── ModelUnavailable          unreachable, timed out, overloaded or rate limited
     └── HandlerControl                raised by handlers to steer delivery
         ├── Retry                     redeliver after ``delay`` seconds
         └── Reject                    dead-letter now with ``reason``, no retry
@@ -179,6 +182,32 @@ class SignalTimeout(MeshError, TimeoutError):
     def __init__(self, name: str, message: str) -> None:
         super().__init__(message)
         self.name = name
+
+
+class ModelError(MeshError):
+    """A model provider refused a request (bad key, bad request), or its answer could not
+    be read.
+
+    Attributes:
+        provider: the provider's name (``openai``, ``anthropic``, ``offline-deterministic``).
+        status: the HTTP status of the answer (0 when there was none).
+        code: a stable code for events: ``model-error`` or ``model-unavailable``.
+    """
+
+    code = "model-error"
+
+    def __init__(self, provider: str, message: str, *, status: int = 0) -> None:
+        super().__init__(f"{provider}: {message}" + (f" (HTTP {status})" if status else ""))
+        self.provider = provider
+        self.status = status
+        self.message = message
+
+
+class ModelUnavailable(ModelError):
+    """The provider could not be reached, timed out, was overloaded (5xx) or rate limited
+    (429) on every try; the request itself may be fine, and a later retry may succeed."""
+
+    code = "model-unavailable"
 
 
 class HandlerControl(MeshError):

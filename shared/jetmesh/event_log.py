@@ -34,6 +34,47 @@ class LoggedEvent:
 
 
 @dataclass
+class ModelUsage:
+    """What a task's model calls (``ctx.model``) took: each call counted once, although a
+    re-run after a crash records it again (from the journal)."""
+
+    calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    unpriced: int = 0
+    """Calls of a model the price table lacks (their cost is not in ``cost_usd``)."""
+    steps: set[str] = field(default_factory=set)
+
+    def add(self, event: ev.Event) -> None:
+        if event.body is None or event.callee_step in self.steps:
+            return  # a failed try, or a call already counted
+        self.steps.add(event.callee_step)
+        self.calls += 1
+        self.tokens_in += event.tokens_in or 0
+        self.tokens_out += event.tokens_out or 0
+        if event.cost_usd is None:
+            self.unpriced += 1
+        else:
+            self.cost_usd += event.cost_usd
+
+    def merge(self, other: ModelUsage) -> None:
+        self.calls += other.calls
+        self.tokens_in += other.tokens_in
+        self.tokens_out += other.tokens_out
+        self.cost_usd += other.cost_usd
+        self.unpriced += other.unpriced
+
+    def __str__(self) -> str:
+        cost = f"${self.cost_usd:.6f}".rstrip("0").rstrip(".") if self.cost_usd else "$0"
+        unknown = f" (+{self.unpriced} unpriced)" if self.unpriced else ""
+        return (
+            f"{self.calls} model call{'s' if self.calls != 1 else ''} "
+            f"{self.tokens_in}+{self.tokens_out} tokens {cost}{unknown}"
+        )
+
+
+@dataclass
 class TaskNode:
     """One hop of a workflow: a task and what happened to it."""
 
@@ -50,6 +91,8 @@ class TaskNode:
     detail: str = ""
     notes: list[str] = field(default_factory=list)
     """Custom events the handler emitted (``ctx.emit``), as ``kind: detail``."""
+    usage: ModelUsage = field(default_factory=ModelUsage)
+    """Its model calls' tokens and cost."""
     children: list[TaskNode] = field(default_factory=list)
     events: list[LoggedEvent] = field(default_factory=list)
 
@@ -162,6 +205,17 @@ def build_tree(events: list[LoggedEvent]) -> list[TaskNode]:
     return roots
 
 
+def total_usage(roots: list[TaskNode]) -> ModelUsage:
+    """The model calls of every task in the tree, added up."""
+    total = ModelUsage()
+    pending = list(roots)
+    while pending:
+        node = pending.pop()
+        total.merge(node.usage)
+        pending.extend(node.children)
+    return total
+
+
 def _apply(node: TaskNode, logged: LoggedEvent) -> None:
     e = logged.event
     node.events.append(logged)
@@ -179,6 +233,8 @@ def _apply(node: TaskNode, logged: LoggedEvent) -> None:
     elif e.kind in (ev.FAILED, ev.REJECTED):
         node.status = e.kind
         node.detail = f"{e.reason}: {e.detail}"
+    elif e.kind == ev.MODEL:
+        node.usage.add(e)
     elif e.kind == ev.RETRIED and node.status != "completed":
         node.status = "retrying"
         node.detail = f"{e.reason}: {e.detail}"

@@ -5,7 +5,8 @@ in the MESH_EVENTS stream. The audit trail, ``jetmesh events`` and replay read t
 
 Events also record what a re-run of the workflow needs (``jetmesh replay --rerun``): the
 task's body in ``accepted`` and ``call``, the reply in ``reply``, the result in
-``completed`` and a side effect's recorded result in ``effect``.
+``completed``, a side effect's recorded result in ``effect`` and a model's reply in
+``model``.
 """
 
 from __future__ import annotations
@@ -42,10 +43,14 @@ WAITING: Final = "waiting"
 """A step began waiting for the signal named by ``key`` (``ctx.wait_for``)."""
 SIGNALLED: Final = "signalled"
 """A waiting step received its signal (``key``; the payload in ``body``, for replay)."""
+MODEL: Final = "model"
+"""A handler's model call (``ctx.model``): provider in ``target``, ``model``, tokens,
+``cost_usd``, latency in ``duration_ms``, the reply in ``body`` and the request's
+``digest``; a failed call has ``reason`` and no body."""
 
 KINDS: Final = (
     ACCEPTED, STARTED, CALL, REPLY, COMPLETED, RETRIED, FAILED, REJECTED, EFFECT,
-    SIGNAL, WAITING, SIGNALLED,
+    SIGNAL, WAITING, SIGNALLED, MODEL,
 )  # fmt: skip
 
 
@@ -78,9 +83,11 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     step: str = ""
     """The step key of the task this event is about (the emitting task's own step)."""
     target: str | None = None
-    """For ``call``, ``reply`` and ``accepted``: the agent the task was sent to."""
+    """For ``call``, ``reply`` and ``accepted``: the agent the task was sent to; for
+    ``model``: the provider."""
     callee_step: str = ""
-    """For ``call`` and ``reply``: the step key of the task that was sent."""
+    """For ``call`` and ``reply``: the step key of the task that was sent; for ``model``:
+    the model call's step key (``<step>/model.<n>``)."""
     type: str = ""
     """The payload type involved."""
     duration_ms: float | None = None
@@ -96,4 +103,15 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     ``signalled``: the signal's name."""
     body: EventPayload | None = None
     """The payload, recorded for replay: the task for ``accepted`` and ``call``, the reply
-    for ``reply``, the result for ``completed``, the effect's result for ``effect``."""
+    for ``reply``, the result for ``completed``, the effect's result for ``effect``, the
+    model's reply for ``model``."""
+    model: str = ""
+    """For ``model``: the model that answered."""
+    tokens_in: int | None = None
+    """For ``model``: input (prompt) tokens, as the provider counted them."""
+    tokens_out: int | None = None
+    """For ``model``: output tokens."""
+    cost_usd: float | None = None
+    """For ``model``: the call's cost by the price table (None: the table lacks the model)."""
+    digest: str = ""
+    """For ``model``: a hash of the request, so a re-run can tell a changed prompt."""

@@ -14,8 +14,9 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -127,6 +128,30 @@ class MeshSettings(BaseSettings):
 
     cert_ttl_s: float = Field(default=30 * 24 * 3600.0, gt=0)
     """Lifetime of agent certificates issued by ``jetmesh keys issue``."""
+
+    model_provider: Literal["offline", "openai", "anthropic"] = "offline"
+    """Where ``ctx.model`` goes: ``offline`` (deterministic rules and templates, no network),
+    ``openai`` (any OpenAI-compatible Chat Completions server) or ``anthropic``."""
+
+    model_base_url: str = ""
+    """The provider's URL; "" for its public API (``https://api.openai.com/v1``,
+    ``https://api.anthropic.com``). Ollama: ``http://127.0.0.1:11434/v1``."""
+
+    model_api_key: SecretStr | None = None
+    """The provider's API key (never logged)."""
+
+    model_name: str = ""
+    """The model asked (``gpt-4o-mini``, ``claude-3-5-haiku-latest``); required for
+    ``openai`` and ``anthropic``."""
+
+    model_timeout_s: float = Field(default=60.0, gt=0)
+    """Deadline of one try of a model call."""
+
+    model_max_retries: int = Field(default=2, ge=0)
+    """Tries after the first on connection errors, timeouts, 429 and 5xx."""
+
+    model_prices_file: Path | None = None
+    """A TOML price table added over the shipped one (see docs/models.md)."""
 
     @model_validator(mode="after")
     def _check_windows(self) -> MeshSettings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.tree import Tree
 
-from ..event_log import TaskNode, build_tree, read_events
+from ..event_log import TaskNode, build_tree, read_events, total_usage
 from .common import console, run_async, settings
 from .ingress import cli_client
 
@@ -26,6 +26,8 @@ def node_label(node: TaskNode) -> str:
     signed = "[green]signed ok[/green]" if node.verified else "[red]SIGNATURE BAD[/red]"
     tries = f" x{node.attempts}" if node.attempts > 1 else ""
     notes = "; ".join([*node.notes, node.detail] if node.detail else node.notes)
+    if node.usage.calls:
+        notes = f"{node.usage}; {notes}" if notes else str(node.usage)
     extra = f"  [dim]{notes}[/dim]" if notes else ""
     what = node.type or "-"
     return (
@@ -64,8 +66,17 @@ def events(
             for item in logged:
                 e = item.event
                 ok = "ok" if item.verified else f"BAD ({item.problem})"
-                console.print(f"{e.at:.6f} {e.kind:<10} {e.agent:<10} {e.step:<28} sig={ok}")
+                used = (
+                    f" {e.model} {e.tokens_in}+{e.tokens_out} tokens ${e.cost_usd}"
+                    if e.kind == "model" and e.body is not None
+                    else ""
+                )
+                console.print(f"{e.at:.6f} {e.kind:<10} {e.agent:<10} {e.step:<28} sig={ok}{used}")
         else:
-            console.print(render(workflow, build_tree(logged)))
+            roots = build_tree(logged)
+            console.print(render(workflow, roots))
+            usage = total_usage(roots)
+            if usage.calls:
+                console.print(f"models   {usage}")
 
     run_async(go())

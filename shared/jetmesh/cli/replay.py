@@ -54,6 +54,18 @@ def _task_label(task: TaskHistory, width: int) -> str:
             f"  call   {escape(call.step)} -> {call.target}: {_payload(call.sent, width)}\n"
             f"         reply{took}:{error} {_payload(call.reply, width)}"
         )
+    for model in task.models:
+        took = f" {model.duration_ms:.1f} ms" if model.duration_ms is not None else ""
+        if model.reply is None:
+            answer = f"[red]{escape(model.error)}[/red]"
+        else:
+            cost = "$?" if model.cost_usd is None else f"${model.cost_usd:g}"
+            answer = f"{model.tokens_in}+{model.tokens_out} tokens {cost}{took}"
+        lines.append(
+            f"  model  {escape(model.step)} -> {escape(model.model or model.provider)}: {answer}"
+        )
+        if model.reply is not None:
+            lines.append(f"         reply: {_payload(model.reply, width)}")
     for key, result in task.effects.items():
         lines.append(f"  effect {escape(key)}: {_payload(result, width)}")
     for name, signal in task.signals.items():
@@ -91,6 +103,7 @@ def render_report(report: RerunReport) -> list[str]:
         style = OUTCOME_STYLE.get(task.status, "yellow")
         answered = [f"{task.calls} call(s)"] if task.calls else []
         answered += [f"{task.effects} effect(s)"] if task.effects else []
+        answered += [f"{task.models} model call(s)"] if task.models else []
         notes = [" and ".join(answered) + " from the history"] if answered else []
         lines.append(
             f"{task.step:<{steps}}  [bold]{task.agent:<{agents}}[/bold]  "
@@ -134,6 +147,21 @@ def history_json(recorded: WorkflowHistory) -> list[dict[str, Any]]:
                     "duration_ms": c.duration_ms,
                 }
                 for c in task.calls
+            ],
+            "models": [
+                {
+                    "step": m.step,
+                    "provider": m.provider,
+                    "model": m.model,
+                    "digest": m.digest,
+                    "reply": _json_payload(m.reply),
+                    "error": m.error,
+                    "tokens_in": m.tokens_in,
+                    "tokens_out": m.tokens_out,
+                    "cost_usd": m.cost_usd,
+                    "duration_ms": m.duration_ms,
+                }
+                for m in task.models
             ],
             "effects": {k: _json_payload(v) for k, v in task.effects.items()},
             "signals": {k: _json_payload(v) for k, v in task.signals.items()},

@@ -10,7 +10,15 @@ Example:
 """
 
 from .context import Divergence, ReplayContext
-from .history import Payload, RecordedCall, TaskHistory, WorkflowHistory, history, history_of
+from .history import (
+    Payload,
+    RecordedCall,
+    RecordedModel,
+    TaskHistory,
+    WorkflowHistory,
+    history,
+    history_of,
+)
 from .rerun import DIVERGED, SAME, SKIPPED, RerunReport, TaskReplay, rerun
 
 __all__ = [
@@ -20,6 +28,7 @@ __all__ = [
     "Divergence",
     "Payload",
     "RecordedCall",
+    "RecordedModel",
     "ReplayContext",
     "RerunReport",
     "TaskHistory",

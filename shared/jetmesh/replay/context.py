@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .._exceptions import MeshTimeout
+from .._exceptions import MeshTimeout, ModelError, ModelUnavailable
 from ..client import decode_reply
 from ..envelope import Envelope
 from ..identity.tokens import Caller
+from ..models import ModelReply, ModelRequest, request_digest
 from ..runtime.context_base import ContextBase, MemorySpace
 from ..signals import ReceivedSignal, Signal
 from .history import Payload, TaskHistory
@@ -43,6 +44,12 @@ MISSING_EFFECT = "missing-effect"
 """A recorded side effect that the new code did not ask for."""
 EXTRA_SIGNAL = "extra-signal"
 """A wait for a signal (``ctx.wait_for``) the history does not have."""
+EXTRA_MODEL = "extra-model"
+"""A model call (``ctx.model``) the history does not have."""
+MISSING_MODEL = "missing-model"
+"""A recorded model call that the new code did not make."""
+PROMPT = "prompt"
+"""A model call asked another request (prompt, system, limits) than the recorded one."""
 RESULT = "result"
 """The handler returned another result."""
 OUTCOME = "outcome"
@@ -99,6 +106,7 @@ class ReplayContext(ContextBase):
         """Events the handler emitted, kept here instead of being published."""
         self.asked_calls: set[str] = set()
         self.asked_effects: set[str] = set()
+        self.asked_models: set[str] = set()
         self.stopped = False
         """The handler was stopped where the history has no answer for it."""
 
@@ -156,6 +164,32 @@ class ReplayContext(ContextBase):
             raise self._stop(f"the reply to {step} was {reply.missing}", incomplete=True)
         return decode_reply(agent, reply.as_reply().as_envelope(self.task), returns)
 
+    async def _complete(self, request: ModelRequest, step: str) -> ModelReply:
+        """The recorded reply of the model call ``step``; no model is asked."""
+        self.asked_models.add(step)
+        recorded = self.recorded.model(step)
+        if recorded is None:
+            number = step.rsplit(".", 1)[-1]
+            self._diverged(step, EXTRA_MODEL, f"model call {number} is not in the history")
+            raise self._stop(step)
+        digest = request_digest(request)
+        if recorded.digest and recorded.digest != digest:
+            asked = request.messages[-1].content.replace("\n", " ")
+            asked = asked if len(asked) <= 60 else asked[:57] + "..."
+            self._diverged(
+                step,
+                PROMPT,
+                "the model was asked another request (the recorded reply is used)",
+                expected=f"request {recorded.digest}",
+                got=f"request {digest}, last turn {asked!r}",
+            )
+        if recorded.reply is None:  # every recorded try failed: fail the same way
+            error = ModelUnavailable if recorded.reason == ModelUnavailable.code else ModelError
+            raise error(recorded.provider, f"as recorded: {recorded.error}")
+        if recorded.reply.body is None:
+            raise self._stop(f"the reply to {step} was {recorded.reply.missing}", incomplete=True)
+        return msgspec.json.decode(recorded.reply.body, type=ModelReply)
+
     async def once(
         self,
         key: str,
@@ -200,6 +234,14 @@ class ReplayContext(ContextBase):
                     MISSING_CALL,
                     f"the recorded call to {call.target} was not made",
                     expected=call.target,
+                )
+        for model in self.recorded.models:
+            if model.step not in self.asked_models:
+                self._diverged(
+                    model.step,
+                    MISSING_MODEL,
+                    f"the recorded model call to {model.model or model.provider} was not made",
+                    expected=model.model,
                 )
         for key in self.recorded.effects:
             if key not in self.asked_effects:

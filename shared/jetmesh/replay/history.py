@@ -103,6 +103,27 @@ class RecordedCall:
 
 
 @dataclass
+class RecordedModel:
+    """A model call a task made (``ctx.model``), from its ``model`` events."""
+
+    step: str
+    """The call's step key (``<task step>/model.<n>``)."""
+    provider: str = ""
+    model: str = ""
+    digest: str = ""
+    """The request's digest (a re-run compares its own)."""
+    reply: Payload | None = None
+    """The model's reply (a ``mesh.ModelReply/1``); None when every try failed."""
+    error: str = ""
+    """``reason: detail`` of the failure when no try succeeded."""
+    reason: str = ""
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    duration_ms: float | None = None
+
+
+@dataclass
 class TaskHistory:
     """One task (hop) of a workflow as recorded."""
 
@@ -114,6 +135,8 @@ class TaskHistory:
     """Results of ``ctx.once`` by key."""
     signals: dict[str, Payload] = field(default_factory=dict)
     """Signals received by ``ctx.wait_for``, by name."""
+    models: list[RecordedModel] = field(default_factory=list)
+    """Model calls (``ctx.model``), in order."""
     result: Payload | None = None
     identity: Caller | None = None
     children: list[TaskHistory] = field(default_factory=list)
@@ -135,6 +158,9 @@ class TaskHistory:
 
     def call_number(self, number: int) -> RecordedCall | None:
         return next((c for c in self.calls if c.number == number), None)
+
+    def model(self, step: str) -> RecordedModel | None:
+        return next((m for m in self.models if m.step == step), None)
 
 
 @dataclass
@@ -197,9 +223,31 @@ def _record(task: TaskHistory, item: LoggedEvent) -> None:
         else:  # a re-run after a crash says it again, from the journal: same reply
             call.reply = Payload.of_event(e)
             call.duration_ms = e.duration_ms if e.duration_ms is not None else call.duration_ms
+    elif e.kind == ev.MODEL:
+        _record_model(task, e)
     elif e.kind == ev.EFFECT:
         task.effects[e.key] = Payload.of_event(e)
     elif e.kind == ev.SIGNALLED:
         task.signals[e.key] = Payload.of_event(e)
     elif e.kind == ev.COMPLETED:
         task.result = Payload.of_event(e)
+
+
+def _record_model(task: TaskHistory, e: ev.Event) -> None:
+    """A model call's event: an answer (first asked, or from the journal on a re-run: the
+    same reply) wins over the failures of earlier tries."""
+    call = task.model(e.callee_step)
+    if call is None:
+        call = RecordedModel(e.callee_step)
+        task.models.append(call)
+    if e.body is None:  # a failed try
+        if call.reply is None:
+            call.provider, call.model, call.digest = e.target or "", e.model, e.digest
+            call.reason, call.error = e.reason, f"{e.reason}: {e.detail}"
+        return
+    if call.reply is not None:  # the journal's answer, told again by a re-run
+        return
+    call.provider, call.model, call.digest = e.target or "", e.model, e.digest
+    call.reply, call.error, call.reason = Payload.of_event(e), "", ""
+    call.tokens_in, call.tokens_out, call.cost_usd = e.tokens_in, e.tokens_out, e.cost_usd
+    call.duration_ms = e.duration_ms

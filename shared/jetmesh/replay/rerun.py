@@ -56,6 +56,8 @@ class TaskReplay:
     """Calls answered from the history."""
     effects: int = 0
     """Side effects answered from the history (none was run)."""
+    models: int = 0
+    """Model calls answered from the history (no model was asked)."""
     events: list[str] = field(default_factory=list)
     """Kinds of the events the handler emitted (kept, not published)."""
 
@@ -167,6 +169,7 @@ async def _rerun_task(
     outcome = await _run(handler, body, ctx, timeout)
     out.calls = len(ctx.asked_calls & {c.step for c in task.calls})
     out.effects = len(ctx.asked_effects & set(task.effects))
+    out.models = len(ctx.asked_models & {m.step for m in task.models})
     out.events = [kind for kind, _ in ctx.events]
     if not ctx.stopped:
         ctx.unasked()

@@ -13,9 +13,11 @@ from .._exceptions import ConfigError
 from ..client import MeshClient, decode_reply
 from ..envelope import Envelope, ErrorBody, encode, type_name
 from ..identity.tokens import Caller
+from ..models import ModelReply, ModelRequest
 from ..signals import ReceivedSignal, Signal, wait_signal
 from .context_base import ContextBase, MemorySpace
 from .ledger import Recorded, StepLedger
+from .model_steps import Models, complete_step
 
 T = TypeVar("T")
 
@@ -41,10 +43,12 @@ class Context(ContextBase):
         attempt: int,
         concurrency: int,
         ledger: StepLedger | None = None,
+        models: Models | None = None,
     ) -> None:
         super().__init__(task, caller, agent=mesh.name, attempt=attempt, concurrency=concurrency)
         self._mesh = mesh
         self._ledger = ledger
+        self._models = models
 
     def _memory_space(self) -> MemorySpace:
         s = self._mesh.settings
@@ -93,6 +97,9 @@ class Context(ContextBase):
             **_reply_fields(record),
         )
         return decode_reply(agent, reply, returns)
+
+    async def _complete(self, request: ModelRequest, step: str) -> ModelReply:
+        return await complete_step(self, self._models, self._ledger, request, step)
 
     async def once(
         self,

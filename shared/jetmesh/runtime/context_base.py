@@ -5,8 +5,9 @@ over the mesh and records effects in the step ledger, and
 :class:`~jetmesh.replay.context.ReplayContext`, which answers them from a workflow's
 recorded history. The parts that must behave the same in both live here: step keys (so a
 re-run asks for the same steps), ``gather``, the logger, working memory and conversations.
-A subclass says how a call is carried out (``_call``), how a side effect runs (``once``),
-where events go (``emit_event``) and where memory lives (``_memory_space``).
+A subclass says how a call is carried out (``_call``), where a model's reply comes from
+(``_complete``), how a side effect runs (``once``), where events go (``emit_event``) and
+where memory lives (``_memory_space``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from redis.asyncio import Redis
 from ..envelope import Envelope
 from ..identity.tokens import Caller
 from ..memory import Conversation, WorkingMemory
+from ..models import ModelReply, ModelRequest
 from ..signals import Signal
+from .model_steps import StepModel
 
 T = TypeVar("T")
 
@@ -74,6 +77,10 @@ class ContextBase(abc.ABC):
         """Carry out the call that :meth:`call` numbered ``step``."""
 
     @abc.abstractmethod
+    async def _complete(self, request: ModelRequest, step: str) -> ModelReply:
+        """Answer the model call that ``ctx.model`` numbered ``step``."""
+
+    @abc.abstractmethod
     async def once(
         self,
         key: str,
@@ -122,6 +129,13 @@ class ContextBase(abc.ABC):
                 max_value_bytes=space.max_value_bytes,
             )
         return self._memory
+
+    @property
+    def model(self) -> StepModel:
+        """The configured model (``JETMESH_MODEL_*``): ``await ctx.model.complete(prompt)``.
+        Each call is a step: journaled, recorded in a ``model`` event with its tokens and
+        cost, and answered from the history in a re-run."""
+        return StepModel(self)
 
     def conversation(self, name: str = "default") -> Conversation:
         """A conversation of this agent in this workflow, for model calls."""

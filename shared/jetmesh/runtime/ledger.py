@@ -3,8 +3,9 @@
 Three records in Redis, keyed by the workflow and the deterministic step key
 (see :mod:`jetmesh.memory.keys`):
 
-- **journal** (caller side): the reply to each ``ctx.call``. A handler that runs again after
-  its replica died gets completed calls back from the journal instead of sending them again.
+- **journal** (caller side): the reply to each ``ctx.call`` and each ``ctx.model`` call. A
+  handler that runs again after its replica died gets completed calls back from the
+  journal instead of sending them again (or paying for the model call again).
 - **result** (worker side): the outcome of a handled step. A task for a step already done
   (a redelivery after a late ack, or the same call sent again by a re-run whose journal
   write was lost) gets the stored reply, and the handler does not run twice.
@@ -58,13 +59,16 @@ return 1
 """
 
 
-class Recorded(msgspec.Struct, frozen=True):
+class Recorded(msgspec.Struct, frozen=True, omit_defaults=True):
     """A reply as recorded: enough to answer again, or to decode again."""
 
     kind: str
     """``reply`` or ``error``."""
     type: str
     body: msgspec.Raw
+    digest: str = ""
+    """For a model call: the request's digest (a re-run asking another request is not
+    answered from the journal)."""
 
     @classmethod
     def of(cls, reply: Envelope) -> Recorded:

@@ -30,11 +30,13 @@ from ..client import MeshClient
 from ..envelope import Envelope, ErrorBody, decode_body, decode_envelope, encode, type_name
 from ..identity.keystore import Identity
 from ..identity.tokens import Caller
+from ..models import prices_from, provider_from
 from ..refusals import dead_letter, error_reply, reject
 from ..settings import MeshSettings
 from .agent import Agent
 from .context import Context
 from .ledger import Recorded, StepLedger
+from .model_steps import Models
 
 log = logging.getLogger("jetmesh.runtime")
 
@@ -73,7 +75,13 @@ class Replica:
         identity: Identity,
         *,
         roots: Mapping[str, bytes],
+        models: Models | None = None,
     ) -> None:
+        """
+        Args:
+            models: the process's model provider and prices, shared by its replicas; by
+                default the replica builds its own from ``settings`` and closes it on drain.
+        """
         if identity.name != agent.name:
             raise ValueError(f"identity {identity.name!r} is not agent {agent.name!r}")
         self.agent = agent
@@ -82,6 +90,8 @@ class Replica:
         self.concurrency = agent.concurrency or settings.concurrency
         self.state = ReplicaState.NEW
         self.handled = 0
+        self._owns_models = models is None
+        self.models = models or Models(provider_from(settings), prices_from(settings))
         self._inflight: dict[asyncio.Task[None], Msg] = {}
         self._leases: dict[asyncio.Task[None], tuple[str, str, str]] = {}
         """Steps whose lease a running task holds: (workflow, agent, step)."""
@@ -211,6 +221,7 @@ class Replica:
             attempt=attempt,
             concurrency=self.concurrency,
             ledger=self.ledger,
+            models=self.models,
         )
         started = time.perf_counter()
         if attempt == 1:
@@ -520,6 +531,8 @@ class Replica:
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop_task
         await self.mesh.close()
+        if self._owns_models:
+            await self.models.provider.aclose()
         self.state = ReplicaState.STOPPED
         log.info(
             "%s replica %s stopped after %d tasks", self.agent.name, self.instance, self.handled

@@ -11,9 +11,11 @@ from collections.abc import Sequence
 
 from .._exceptions import ConfigError
 from ..identity.keystore import KeyStore
+from ..models import prices_from, provider_from
 from ..settings import MeshSettings
 from ..subjects import Subjects
 from .agent import Agent
+from .model_steps import Models
 from .replica import Replica
 
 log = logging.getLogger("jetmesh.runner")
@@ -37,9 +39,10 @@ def load_agent(target: str) -> Agent:
     return obj
 
 
-def make_replica(agent: Agent, settings: MeshSettings) -> Replica:
+def make_replica(agent: Agent, settings: MeshSettings, models: Models | None = None) -> Replica:
     """A replica of ``agent`` with its identity from the keys directory (issued on the spot
-    in development, when the root key is present)."""
+    in development, when the root key is present), and the process's model provider (its
+    own if ``models`` is None)."""
     store = KeyStore(settings.resolved_keys_dir)
     identity = store.ensure(
         agent.name,
@@ -47,7 +50,7 @@ def make_replica(agent: Agent, settings: MeshSettings) -> Replica:
         ttl_s=settings.cert_ttl_s,
         scopes=agent.scopes,
     )
-    return Replica(agent, settings, identity, roots=store.roots())
+    return Replica(agent, settings, identity, roots=store.roots(), models=models)
 
 
 async def serve(agents: Sequence[Agent], settings: MeshSettings) -> None:
@@ -56,7 +59,8 @@ async def serve(agents: Sequence[Agent], settings: MeshSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    replicas = [make_replica(a, settings) for a in agents]
+    models = Models(provider_from(settings), prices_from(settings))  # one per process
+    replicas = [make_replica(a, settings, models) for a in agents]
     for replica in replicas:
         await replica.start()
     print("ready: " + ", ".join(f"{r.agent.name}/{r.instance}" for r in replicas), flush=True)
@@ -64,6 +68,7 @@ async def serve(agents: Sequence[Agent], settings: MeshSettings) -> None:
         await stop.wait()
     finally:
         await asyncio.gather(*(r.drain() for r in replicas))
+        await models.provider.aclose()
 
 
 def run_forever(agents: Sequence[Agent], settings: MeshSettings | None = None) -> None:

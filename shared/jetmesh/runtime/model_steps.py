@@ -1,0 +1,169 @@
+"""``ctx.model``: model calls as steps of a handler, numbered, journaled and accounted.
+
+Each call takes the next step key of its task (``<step>/model.<n>``, counted with the
+task's ``ctx.call``s, so keys never collide and a re-run asks for the same ones). On the
+mesh, a call's reply is journaled in the step ledger under that key before the handler
+sees it: a handler that runs again after a crash gets it back from the journal and the
+provider is not asked (or paid) twice, as long as it asks the same request (same
+digest). Every call, journaled or not, writes a ``model`` event with the provider, the
+model, tokens, latency, cost and the reply, which ``jetmesh replay --rerun`` answers from.
+
+Example:
+    >>> reply = await ctx.model.complete(                                # doctest: +SKIP
+    ...     ticket.text, system="task: classify\\nlabels: billing, technical, product"
+    ... )
+    >>> reply.text.splitlines()[0]                                      # doctest: +SKIP
+    'billing'
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .. import events as ev
+from .._exceptions import ConfigError, ModelError
+from ..envelope import encode
+from ..models import ModelProvider, ModelReply, ModelRequest, PriceTable, request_digest
+from ..models.base import MODEL_REPLY_TYPE, Turn, build_request
+from .ledger import Recorded, StepLedger
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .context_base import ContextBase
+
+FROM_JOURNAL = "from the journal: not asked again"
+"""The ``detail`` of a ``model`` event whose reply came from the journal."""
+
+_reply = msgspec.json.Decoder(ModelReply)
+
+
+@dataclass(frozen=True)
+class Models:
+    """A process's model provider and the prices its calls are accounted with."""
+
+    provider: ModelProvider
+    prices: PriceTable
+
+
+class StepModel:
+    """``ctx.model``: the configured model, called as a step of the handler."""
+
+    def __init__(self, ctx: ContextBase) -> None:
+        self._ctx = ctx
+
+    def complete(
+        self,
+        prompt: str | Sequence[Turn],
+        *,
+        system: str = "",
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        stop: Sequence[str] = (),
+        model: str = "",
+    ) -> Awaitable[ModelReply]:
+        """Ask the model; returns its reply (text, model, tokens, stop reason).
+
+        The step key is taken when ``complete`` is invoked, not when it is awaited, so
+        calls passed to ``ctx.gather`` get their keys in argument order.
+
+        Args:
+            prompt: one user turn, or the turns of a conversation (``ModelMessage``, or
+                ``Message`` from ``ctx.conversation``); ``system`` turns join ``system``.
+            system: the system prompt.
+            max_tokens: the output limit (default 1024).
+            temperature: None for the provider's default.
+            stop: strings that end the output.
+            model: another model than the configured one (``JETMESH_MODEL_NAME``).
+
+        Raises:
+            ModelError: the provider refused the request.
+            ModelUnavailable: the provider could not answer after its retries.
+        """
+        request = build_request(
+            prompt,
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stop=stop,
+            model=model,
+        )
+        step = self._ctx.next_step("model")
+        return self._ctx._complete(request, step)
+
+
+def model_fields(
+    step: str,
+    digest: str,
+    reply: ModelReply,
+    cost: float | None,
+    duration_ms: float | None,
+    detail: str = "",
+) -> dict[str, Any]:
+    """The fields of the ``model`` event of an answered call."""
+    return {
+        "target": reply.provider,
+        "callee_step": step,
+        "type": MODEL_REPLY_TYPE,
+        "model": reply.model,
+        "tokens_in": reply.input_tokens,
+        "tokens_out": reply.output_tokens,
+        "cost_usd": cost,
+        "duration_ms": duration_ms,
+        "digest": digest,
+        "detail": detail,
+        "body": ev.EventPayload(type=MODEL_REPLY_TYPE, value=msgspec.Raw(encode(reply))),
+    }
+
+
+async def complete_step(
+    ctx: Context,
+    models: Models | None,
+    ledger: StepLedger | None,
+    request: ModelRequest,
+    step: str,
+) -> ModelReply:
+    """A model call of a handler on the mesh: from the journal if this step already asked
+    the same request, else from the provider, journaled, and recorded in an event."""
+    if models is None:
+        raise ConfigError("this context has no model provider")
+    digest = request_digest(request)
+    if ledger is not None:
+        recorded = await ledger.journaled(ctx.workflow, step)
+        if recorded is not None and recorded.digest == digest:
+            reply = _reply.decode(recorded.body)
+            cost = models.prices.cost(reply.model, reply.input_tokens, reply.output_tokens)
+            await ctx.emit_event(
+                ev.MODEL, **model_fields(step, digest, reply, cost, None, FROM_JOURNAL)
+            )
+            return reply
+        if recorded is not None:
+            ctx.log.warning("model call %s asks another request than its journal entry", step)
+    provider = models.provider
+    started = time.perf_counter()
+    try:
+        reply = await provider.complete(request)
+    except ModelError as exc:
+        await ctx.emit_event(
+            ev.MODEL,
+            target=provider.name,
+            callee_step=step,
+            model=request.model or provider.model,
+            digest=digest,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            reason=exc.code,
+            detail=str(exc)[:1024],
+        )
+        raise
+    duration_ms = (time.perf_counter() - started) * 1000
+    body = msgspec.Raw(encode(reply))
+    if ledger is not None:
+        record = Recorded(kind="reply", type=MODEL_REPLY_TYPE, body=body, digest=digest)
+        await ledger.journal(ctx.workflow, step, record)
+    cost = models.prices.cost(reply.model, reply.input_tokens, reply.output_tokens)
+    await ctx.emit_event(ev.MODEL, **model_fields(step, digest, reply, cost, duration_ms))
+    return reply

@@ -33,6 +33,13 @@ class LoggedEvent:
     """The verified caller the event's work ran for (None if it acts for no caller)."""
 
 
+def usd(amount: float | None) -> str:
+    """``$0.00000675``: US dollars to the hundredth of a micro-dollar ("$?" when unknown)."""
+    if amount is None:
+        return "$?"
+    return "$" + (f"{amount:.8f}".rstrip("0").rstrip(".") or "0")
+
+
 @dataclass
 class ModelUsage:
     """What a task's model calls (``ctx.model``) took: each call counted once, although a
@@ -66,12 +73,10 @@ class ModelUsage:
         self.unpriced += other.unpriced
 
     def __str__(self) -> str:
-        cost = f"${self.cost_usd:.6f}".rstrip("0").rstrip(".") if self.cost_usd else "$0"
+        cost = usd(self.cost_usd)
         unknown = f" (+{self.unpriced} unpriced)" if self.unpriced else ""
-        return (
-            f"{self.calls} model call{'s' if self.calls != 1 else ''} "
-            f"{self.tokens_in}+{self.tokens_out} tokens {cost}{unknown}"
-        )
+        calls = f"{self.calls} model call{'s' if self.calls != 1 else ''}"
+        return f"{calls}: {self.tokens_in} tokens in, {self.tokens_out} out, {cost}{unknown}"
 
 
 @dataclass

@@ -195,8 +195,14 @@ async def test_replay_answers_model_calls_from_the_history(
     assert (same.status, same.models) == (SAME, 1)
     assert model_server.count() == 1, "the re-run asked no model"
 
-    status, what = await again(classifier(system=LABELS + "\nlabels: a, b"))
-    assert (status, what) == (DIVERGED, [PROMPT]), "another prompt, the recorded reply used"
+    changed = classifier(system=LABELS + "\ndefault: product")
+    report = await rerun(recorded, [changed], redis=client.redis, settings=mesh.settings)
+    (replayed,) = report.tasks
+    assert replayed.status == DIVERGED
+    (divergence,) = replayed.divergences
+    assert divergence.what == PROMPT
+    assert divergence.step == "classify/model.1"
+    assert divergence.detail == "the request's system prompt changed (the recorded reply is used)"
     assert await again(classifier(calls=2)) == (DIVERGED, [EXTRA_MODEL])
     assert await again(classifier(calls=0)) == (DIVERGED, [MISSING_MODEL, "result"])
     assert model_server.count() == 1

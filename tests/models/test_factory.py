@@ -14,6 +14,7 @@ from jetmesh.models import (
     provider_from,
     request_digest,
 )
+from jetmesh.models.base import changed_parts
 
 
 async def test_offline_is_the_default() -> None:
@@ -72,3 +73,14 @@ def test_the_digest_follows_every_part_of_the_request() -> None:
     assert base != request_digest(build_request("hi", system="s"))
     assert base != request_digest(build_request("hi", max_tokens=5))
     assert base != request_digest(build_request("hi", model="other"))
+
+
+def test_the_digest_tells_which_part_changed() -> None:
+    base = request_digest(build_request("hi", system="s"))
+    assert changed_parts(base, base) == []
+    assert changed_parts(base, request_digest(build_request("hi", system="t"))) == ["system prompt"]
+    assert changed_parts(base, request_digest(build_request("ho", system="s"))) == ["messages"]
+    assert changed_parts(base, request_digest(build_request("hi", system="s", stop=["x"]))) == [
+        "options"
+    ]
+    assert changed_parts("old-style", base) == ["system prompt", "messages", "options"]

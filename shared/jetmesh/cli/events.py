@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.tree import Tree
 
-from ..event_log import TaskNode, build_tree, read_events, total_usage
+from ..event_log import TaskNode, build_tree, read_events, total_usage, usd
 from .common import console, run_async, settings
 from .ingress import cli_client
 
@@ -67,7 +67,7 @@ def events(
                 e = item.event
                 ok = "ok" if item.verified else f"BAD ({item.problem})"
                 used = (
-                    f" {e.model} {e.tokens_in}+{e.tokens_out} tokens ${e.cost_usd}"
+                    f" {e.model} {e.tokens_in}+{e.tokens_out} tokens {usd(e.cost_usd)}"
                     if e.kind == "model" and e.body is not None
                     else ""
                 )

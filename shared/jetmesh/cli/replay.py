@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from .._exceptions import ConfigError
+from ..event_log import usd
 from ..replay import DIVERGED, SAME, Payload, RerunReport, TaskHistory, WorkflowHistory
 from ..replay import history as read_history
 from ..replay import rerun as rerun_tasks
@@ -55,12 +56,13 @@ def _task_label(task: TaskHistory, width: int) -> str:
             f"         reply{took}:{error} {_payload(call.reply, width)}"
         )
     for model in task.models:
-        took = f" {model.duration_ms:.1f} ms" if model.duration_ms is not None else ""
         if model.reply is None:
             answer = f"[red]{escape(model.error)}[/red]"
         else:
-            cost = "$?" if model.cost_usd is None else f"${model.cost_usd:g}"
-            answer = f"{model.tokens_in}+{model.tokens_out} tokens {cost}{took}"
+            took = f", {model.duration_ms:.1f} ms" if model.duration_ms is not None else ""
+            answer = (
+                f"{model.tokens_in} tokens in, {model.tokens_out} out, {usd(model.cost_usd)}{took}"
+            )
         lines.append(
             f"  model  {escape(model.step)} -> {escape(model.model or model.provider)}: {answer}"
         )

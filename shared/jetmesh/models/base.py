@@ -148,7 +148,24 @@ def build_request(
     )
 
 
+DIGEST_PARTS: Final = ("system prompt", "messages", "options")
+"""What each part of a request digest covers (options: max_tokens, temperature, stop,
+model)."""
+
+
 def request_digest(request: ModelRequest) -> str:
-    """A short SHA-256 of the request (messages, system, limits, model): recorded with
-    each call, so a re-run can tell when the code asked something else."""
-    return hashlib.sha256(msgspec.json.encode(request)).hexdigest()[:32]
+    """A short hash of the request, recorded with each call so that a re-run can tell when
+    the code asked something else: three parts of 10 hex digits (SHA-256) joined by ``-``,
+    one per :data:`DIGEST_PARTS`, so it can also tell which part changed."""
+    options = (request.max_tokens, request.temperature, request.stop, request.model)
+    parts = (request.system, request.messages, options)
+    return "-".join(hashlib.sha256(msgspec.json.encode(p)).hexdigest()[:10] for p in parts)
+
+
+def changed_parts(recorded: str, now: str) -> list[str]:
+    """The parts of a request (:data:`DIGEST_PARTS`) whose digests differ; every part
+    when either digest is not in the three-part form."""
+    old, new = recorded.split("-"), now.split("-")
+    if len(old) != len(DIGEST_PARTS) or len(new) != len(DIGEST_PARTS):
+        return list(DIGEST_PARTS) if recorded != now else []
+    return [name for name, a, b in zip(DIGEST_PARTS, old, new, strict=True) if a != b]

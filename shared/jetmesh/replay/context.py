@@ -24,6 +24,7 @@ from ..client import decode_reply
 from ..envelope import Envelope
 from ..identity.tokens import Caller
 from ..models import ModelReply, ModelRequest, request_digest
+from ..models.base import changed_parts
 from ..runtime.context_base import ContextBase, MemorySpace
 from ..signals import ReceivedSignal, Signal
 from .history import Payload, TaskHistory
@@ -174,14 +175,16 @@ class ReplayContext(ContextBase):
             raise self._stop(step)
         digest = request_digest(request)
         if recorded.digest and recorded.digest != digest:
+            parts = changed_parts(recorded.digest, digest)
             asked = request.messages[-1].content.replace("\n", " ")
             asked = asked if len(asked) <= 60 else asked[:57] + "..."
+            shown = f", last turn {asked!r}" if "messages" in parts else ""
             self._diverged(
                 step,
                 PROMPT,
-                "the model was asked another request (the recorded reply is used)",
+                f"the request's {' and '.join(parts)} changed (the recorded reply is used)",
                 expected=f"request {recorded.digest}",
-                got=f"request {digest}, last turn {asked!r}",
+                got=f"request {digest}{shown}",
             )
         if recorded.reply is None:  # every recorded try failed: fail the same way
             error = ModelUnavailable if recorded.reason == ModelUnavailable.code else ModelError

@@ -143,11 +143,19 @@ def test_plan_splits_a_question_into_sub_questions() -> None:
     )
     items = reply.text.splitlines()[:-1]
     assert items == [
-        "1. Background: what is known about trade-offs of NATS JetStream?",
+        "1. Background: what is known about NATS JetStream for agent messaging?",
         "2. Background: what is known about Kafka for agent messaging?",
-        "3. Comparison: how do trade-offs of NATS JetStream and Kafka for agent messaging differ?",
-        "4. Evidence: which sources or measurements bear on trade-offs of NATS JetStream and "
-        "Kafka for agent messaging?",
+        "3. Comparison: how do NATS JetStream and Kafka differ for agent messaging?",
+        "4. Evidence: which sources or measurements bear on NATS JetStream and Kafka for agent "
+        "messaging?",
+    ]
+
+
+def test_plan_of_a_single_subject() -> None:
+    reply = ask("How does JetStream store messages?", "task: plan\nmax_items: 2")
+    assert reply.text.splitlines()[:-1] == [
+        "1. Background: what is known about JetStream store messages?",
+        "2. Mechanism: how does JetStream store messages work in practice?",
     ]
 
 

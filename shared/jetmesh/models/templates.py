@@ -47,6 +47,13 @@ _QUESTION_LEAD = re.compile(
     r"(?:\s+(?:is|are|does|do|the|a|an|of|about|to))*\s*",
     re.IGNORECASE,
 )
+_ASPECT = re.compile(
+    r"^(?:the\s+)?(?:trade-?offs|differences|pros and cons|benefits|advantages|drawbacks|"
+    r"risks)\s+(?:of|between)\s+",
+    re.IGNORECASE,
+)
+_COMPARE = re.compile(r"\b(?:compare|differ|stack up)\b", re.IGNORECASE)
+_SCOPE = re.compile(r"\s(?:for|in|on|when|within|under)\s.+$", re.IGNORECASE)
 _SPLIT = re.compile(
     r"\s*(?:,|;|\band\b|\bor\b|\bvs\.?|\bversus\b|\bcompared (?:to|with)\b|\bthen\b)\s*",
     re.IGNORECASE,
@@ -211,16 +218,21 @@ def _topic(question: str) -> str:
 
 def plan(prompt: Prompt) -> tuple[str, str]:
     """Sub-questions from templates: background on each part of the question (split at
-    commas, "and", "or", "vs", "compared to"), a comparison of the first two parts,
-    evidence and risks of the whole."""
-    question = prompt.text
-    topic = _topic(question)
+    commas, "and", "or", "vs", "compared to"; a closing "for ..."/"in ..." applies to each
+    part), a comparison of the first two parts, evidence and risks of the whole."""
+    topic = _ASPECT.sub("", _topic(_COMPARE.sub(" ", prompt.text)))
+    topic = re.sub(r"\s+", " ", topic).strip()
     parts = [p for p in (_topic(x) for x in _SPLIT.split(topic)) if content_stems(p)]
-    items = [f"Background: what is known about {p}?" for p in parts[:3]] or [
+    scope = ""
+    if len(parts) >= 2:
+        found = _SCOPE.search(parts[-1])
+        if found is not None:
+            scope, parts[-1] = " " + found.group(0).strip(), parts[-1][: found.start()].strip()
+    items = [f"Background: what is known about {p}{scope}?" for p in parts[:3]] or [
         f"Background: what is known about {topic}?"
     ]
     if len(parts) >= 2:
-        items.append(f"Comparison: how do {parts[0]} and {parts[1]} differ?")
+        items.append(f"Comparison: how do {parts[0]} and {parts[1]} differ{scope}?")
     else:
         items.append(f"Mechanism: how does {topic} work in practice?")
     items += [

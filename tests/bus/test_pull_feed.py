@@ -36,7 +36,7 @@ async def nc(nats_server: NatsServer, settings: MeshSettings) -> AsyncIterator[N
         ConsumerConfig(
             durable_name=CONSUMER,
             ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=1.0,
+            ack_wait=2.0,
             max_deliver=5,
             filter_subject=f"{tag}.{SUBJECT}",
         ),
@@ -74,7 +74,7 @@ async def test_a_message_beyond_capacity_waits_for_a_slot_and_keeps_its_deliveri
         await js.publish(f"{tag}.{SUBJECT}", b"2")
         await wait_until(lambda: len(got) == 1)
         await got[0].ack()  # done with, but its slot not yet released
-        await asyncio.sleep(1.5)  # the second has arrived; past AckWait, it is kept alive
+        await asyncio.sleep(2.5)  # the second has arrived; past AckWait, it is kept alive
         info = await js.consumer_info(stream, CONSUMER)
         assert info.delivered.consumer_seq == 2, "each message delivered once, none bounced"
         assert [m.data for m in got] == [b"1"], "never more than capacity handed out"
@@ -114,7 +114,10 @@ async def test_what_is_owed_is_counted_in_total_across_round_robin_requests(
             await msg.ack()
             feed.release()  # half the credit free: a second request, for 2
         await wait_until(lambda: feed.requested == 4)
-        await asyncio.sleep(0.1)  # (the server has the second request)
+        for _ in range(1000):  # until the server holds the second request
+            if (await js.consumer_info(stream, CONSUMER)).num_waiting == 2:
+                break
+            await asyncio.sleep(0.01)
         for n in (3, 4):  # served one to each request, round robin
             await js.publish(f"{tag}.{SUBJECT}", str(n).encode())
         await wait_until(lambda: len(got) == 4)

@@ -68,8 +68,8 @@ class RestartReport:
                 f"({self.resent} sends repeated while a server was away)",
                 f"handlers ran: {self.ran}, lost: {self.lost}, ran twice or more: "
                 f"{self.duplicated}",
-                f"deliveries beyond the first: {self.redelivered}, dead letters: "
-                f"{self.dead_letters}",
+                f"redelivered (the server's count since its last start): {self.redelivered}, "
+                f"dead letters: {self.dead_letters}",
                 f"wall time: {self.seconds:.1f} s, {self.tasks / self.seconds:,.0f} tasks/s",
                 "OK" if self.ok else "FAIL",
             ]

@@ -14,12 +14,14 @@ Run it with ``jetmesh run my_module:agent``.
 """
 
 from ._exceptions import (
+    ApprovalTimeout,
     BadSignature,
     CallFailed,
     ConfigError,
     EffectInDoubt,
     ExpiredKey,
     ExpiredToken,
+    FanOutExceeded,
     HandlerControl,
     InvalidToken,
     Malformed,
@@ -32,6 +34,8 @@ from ._exceptions import (
     ModelError,
     ModelUnavailable,
     Oversized,
+    PlanLimitExceeded,
+    PlanTooDeep,
     PublishFailed,
     Reject,
     RejectedMessage,
@@ -54,6 +58,7 @@ from .memory import Conversation, Message, Versioned, WorkingMemory
 from .models import ModelMessage, ModelReply
 from .runtime.agent import Agent
 from .runtime.context import Context
+from .runtime.gathering import Failed, Ok, Outcome, PendingCall
 from .runtime.replica import Replica
 from .runtime.runner import run_forever
 from .settings import MeshSettings
@@ -64,6 +69,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "ApprovalTimeout",
     "BadSignature",
     "CallFailed",
     "Caller",
@@ -77,6 +83,8 @@ __all__ = [
     "EventPayload",
     "ExpiredKey",
     "ExpiredToken",
+    "Failed",
+    "FanOutExceeded",
     "HandlerControl",
     "Identity",
     "InvalidToken",
@@ -95,7 +103,12 @@ __all__ = [
     "ModelMessage",
     "ModelReply",
     "ModelUnavailable",
+    "Ok",
+    "Outcome",
     "Oversized",
+    "PendingCall",
+    "PlanLimitExceeded",
+    "PlanTooDeep",
     "PublishFailed",
     "Reject",
     "RejectedMessage",

@@ -21,12 +21,16 @@ Every error jetmesh raises derives from :class:`MeshError`::
     │   ├── Replayed                  an envelope id seen before
     │   ├── InvalidToken              caller token missing, forged or not from an ingress
     │   │   └── ExpiredToken          caller token expired
-    │   └── SchemaViolation           body does not match the handler's input type
+    │   ├── SchemaViolation           body does not match the handler's input type
+    │   └── PlanLimitExceeded         a call beyond the plan's limits, refused before it is sent
+    │       ├── PlanTooDeep           its step would nest deeper than ``max_call_depth``
+    │       └── FanOutExceeded        one task would make more than ``max_fan_out`` calls
     ├── MemoryRefused                 working memory refused a write
     │   ├── MemoryConflict            the value changed since it was read (compare-and-set)
     │   └── MemoryTooLarge            the value is over the size limit
     ├── EffectInDoubt                 a side effect was started and its outcome is unknown
     ├── SignalTimeout (+ TimeoutError)  no signal within a wait's timeout
+    │   └── ApprovalTimeout           nobody approved or denied in time, and no escalation
     ├── ModelError                    a model provider refused a request, or answered nonsense
     │   └── ModelUnavailable          unreachable, timed out, overloaded or rate limited
     └── HandlerControl                raised by handlers to steer delivery
@@ -59,13 +63,16 @@ class CallFailed(MeshError):
     Attributes:
         agent: the agent that failed.
         error_type: the class name of the error on the remote side.
+        reason: the error's stable code (``max-deliveries``, ``plan-too-deep``, ...; ""
+            when the reply named none).
     """
 
-    def __init__(self, agent: str, error_type: str, message: str) -> None:
+    def __init__(self, agent: str, error_type: str, message: str, reason: str = "") -> None:
         super().__init__(f"{agent} failed: {error_type}: {message}")
         self.agent = agent
         self.error_type = error_type
         self.message = message
+        self.reason = reason
 
 
 class PublishFailed(MeshError):
@@ -143,6 +150,39 @@ class SchemaViolation(RejectedMessage):
     code = "schema-violation"
 
 
+class PlanLimitExceeded(RejectedMessage):
+    """A call that would break the limits that keep a runaway plan off the bus.
+
+    Raised by ``ctx.call`` (when awaited) and ``ctx.gather`` before anything is sent, and
+    used by a replica to refuse a task that arrives nested too deep. A handler that lets
+    it escape fails at once with its ``reason`` (no retry: the same plan would break the
+    same limit), and so does a caller that lets the resulting ``CallFailed`` escape.
+
+    Attributes:
+        step: the step key the refused call would have had.
+        limit: the limit it would break.
+    """
+
+    code = "plan-limit-exceeded"
+
+    def __init__(self, detail: str, *, step: str, limit: int) -> None:
+        super().__init__(detail)
+        self.step = step
+        self.limit = limit
+
+
+class PlanTooDeep(PlanLimitExceeded):
+    """The call's step would nest deeper than ``max_call_depth`` calls."""
+
+    code = "plan-too-deep"
+
+
+class FanOutExceeded(PlanLimitExceeded):
+    """The task would make more than ``max_fan_out`` calls."""
+
+    code = "fan-out-exceeded"
+
+
 class MemoryRefused(MeshError):
     """Working memory refused a write."""
 
@@ -182,6 +222,23 @@ class SignalTimeout(MeshError, TimeoutError):
     def __init__(self, name: str, message: str) -> None:
         super().__init__(message)
         self.name = name
+
+
+class ApprovalTimeout(SignalTimeout):
+    """Nobody approved or denied a step within its timeout, and it names no role to
+    escalate to (:func:`jetmesh.patterns.require_approval`).
+
+    Attributes:
+        step: the approval's step key (what ``jetmesh approve WORKFLOW STEP`` names).
+        action: what was asked.
+        timeout: the seconds it waited, counted from its first wait.
+    """
+
+    def __init__(self, name: str, *, step: str, action: str, timeout: float) -> None:
+        super().__init__(name, f"no decision on {action!r} (step {step}) within {timeout:g} s")
+        self.step = step
+        self.action = action
+        self.timeout = timeout
 
 
 class ModelError(MeshError):

@@ -71,7 +71,7 @@ def decode_reply(agent: str, reply: Envelope, returns: type[T]) -> T:
     """
     if reply.kind == "error":
         err = decode_body(reply, ErrorBody)
-        raise CallFailed(agent, err.error_type, err.message)
+        raise CallFailed(agent, err.error_type, err.message, err.reason)
     return decode_body(reply, returns)
 
 

@@ -181,6 +181,8 @@ def build_tree(events: list[LoggedEvent]) -> list[TaskNode]:
     roots: list[TaskNode] = []
     for logged in events:
         e = logged.event
+        if e.kind == ev.SIGNAL:  # not a task: the waiting task's ``signalled`` shows it
+            continue
         key = e.task if e.kind != ev.ACCEPTED else None
         if key is None:
             node = TaskNode(
@@ -240,6 +242,8 @@ def _apply(node: TaskNode, logged: LoggedEvent) -> None:
         node.detail = f"{e.reason}: {e.detail}"
     elif e.kind == ev.MODEL:
         node.usage.add(e)
+    elif e.kind == ev.SIGNALLED:
+        node.notes.append(f"signalled: {e.key} {e.detail}".strip())
     elif e.kind == ev.RETRIED and node.status != "completed":
         node.status = "retrying"
         node.detail = f"{e.reason}: {e.detail}"

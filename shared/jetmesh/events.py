@@ -48,6 +48,11 @@ MODEL: Final = "model"
 ``cost_usd``, latency in ``duration_ms``, the reply in ``body`` and the request's
 ``digest``; a failed call has ``reason`` and no body."""
 
+CALL_REFUSED: Final = "call-refused"
+"""A call broke the plan's limits and was not sent: the agent in ``target``, the step it
+would have had in ``callee_step``, ``plan-too-deep`` or ``fan-out-exceeded`` in
+``reason``. (Not in :data:`KINDS`: trees show it as a note, like a handler's own events.)"""
+
 KINDS: Final = (
     ACCEPTED, STARTED, CALL, REPLY, COMPLETED, RETRIED, FAILED, REJECTED, EFFECT,
     SIGNAL, WAITING, SIGNALLED, MODEL,

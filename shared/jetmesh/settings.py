@@ -109,6 +109,15 @@ class MeshSettings(BaseSettings):
     call_timeout_s: float = Field(default=30.0, gt=0)
     """Default deadline of ``ctx.call``."""
 
+    max_call_depth: int = Field(default=8, gt=0)
+    """How deep calls may nest: the depth of a step key is its number of nested calls
+    (``triage/billing.1/kb.1`` is 2). A call deeper is refused before it is sent
+    (``PlanTooDeep``), and a task that arrives deeper is dead-lettered as ``plan-too-deep``."""
+
+    max_fan_out: int = Field(default=64, gt=0)
+    """Calls one task may make (``ctx.call``, ``ctx.gather``); one more is refused before it
+    is sent (``FanOutExceeded``)."""
+
     drain_timeout_s: float = Field(default=20.0, gt=0)
     """How long a stopping replica waits for in-flight tasks."""
 

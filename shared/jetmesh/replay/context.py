@@ -19,13 +19,14 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .._exceptions import MeshTimeout, ModelError, ModelUnavailable
+from .._exceptions import MeshTimeout, ModelError, ModelUnavailable, SignalTimeout
 from ..client import decode_reply
 from ..envelope import Envelope
 from ..identity.tokens import Caller
 from ..models import ModelReply, ModelRequest, request_digest
 from ..models.base import changed_parts
 from ..runtime.context_base import ContextBase, MemorySpace
+from ..runtime.limits import PlanLimits
 from ..signals import ReceivedSignal, Signal
 from .history import Payload, TaskHistory
 
@@ -89,6 +90,7 @@ class ReplayContext(ContextBase):
         *,
         space: MemorySpace,
         concurrency: int = 8,
+        limits: PlanLimits | None = None,
     ) -> None:
         super().__init__(
             task,
@@ -96,6 +98,7 @@ class ReplayContext(ContextBase):
             agent=recorded.agent,
             attempt=max(recorded.node.attempts, 1),
             concurrency=concurrency,
+            limits=limits,
         )
         self.recorded = recorded
         self._space = space
@@ -216,8 +219,11 @@ class ReplayContext(ContextBase):
         return msgspec.json.decode(recorded.body, type=returns)
 
     async def wait_for(self, name: str, *, returns: type[T], timeout: float) -> Signal[T]:
-        """The recorded signal ``name``; nothing is waited for."""
+        """The recorded signal ``name``; nothing is waited for. A wait the recorded run
+        began and never got its signal for raises ``SignalTimeout``, as it did then."""
         recorded = self.recorded.signals.get(name)
+        if recorded is None and name in self.recorded.waits:
+            raise SignalTimeout(name, f"no signal {name!r} in the recorded run")
         if recorded is None:
             self._diverged(self.step, EXTRA_SIGNAL, f"ctx.wait_for({name!r}) is not in the history")
             raise self._stop(name)

@@ -135,6 +135,8 @@ class TaskHistory:
     """Results of ``ctx.once`` by key."""
     signals: dict[str, Payload] = field(default_factory=dict)
     """Signals received by ``ctx.wait_for``, by name."""
+    waits: set[str] = field(default_factory=set)
+    """Names of the signals ``ctx.wait_for`` waited for (received or not)."""
     models: list[RecordedModel] = field(default_factory=list)
     """Model calls (``ctx.model``), in order."""
     result: Payload | None = None
@@ -229,6 +231,8 @@ def _record(task: TaskHistory, item: LoggedEvent) -> None:
         task.effects[e.key] = Payload.of_event(e)
     elif e.kind == ev.SIGNALLED:
         task.signals[e.key] = Payload.of_event(e)
+    elif e.kind == ev.WAITING:
+        task.waits.add(e.key)
     elif e.kind == ev.COMPLETED:
         task.result = Payload.of_event(e)
 

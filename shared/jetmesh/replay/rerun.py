@@ -29,6 +29,7 @@ from ..identity.tokens import Caller
 from ..memory import keys
 from ..runtime.agent import Agent, Handler
 from ..runtime.context_base import MemorySpace
+from ..runtime.limits import PlanLimits
 from ..settings import MeshSettings
 from .context import INPUT, OUTCOME, RESULT, Divergence, ReplayContext
 from .history import Payload, TaskHistory, WorkflowHistory
@@ -113,7 +114,9 @@ async def rerun(
                 )
                 continue
             envelope = _task_envelope(recorded.workflow, task, sender)
-            report.tasks.append(await _rerun_task(task, envelope, agent, space, timeout))
+            report.tasks.append(
+                await _rerun_task(task, envelope, agent, space, PlanLimits.of(settings), timeout)
+            )
     finally:
         await _delete(redis, f"{scratch}:*")
     return report
@@ -151,7 +154,12 @@ def _caller(task: TaskHistory) -> Caller:
 
 
 async def _rerun_task(
-    task: TaskHistory, envelope: Envelope, agent: Agent, space: MemorySpace, timeout: float
+    task: TaskHistory,
+    envelope: Envelope,
+    agent: Agent,
+    space: MemorySpace,
+    limits: PlanLimits,
+    timeout: float,
 ) -> TaskReplay:
     out = TaskReplay(task.step, task.agent)
     if task.input is None or task.input.body is None:
@@ -165,7 +173,7 @@ async def _rerun_task(
         out.status = DIVERGED
         out.divergences.append(Divergence(task.step, INPUT, str(exc), expected=task.input.type))
         return out
-    ctx = ReplayContext(task, envelope, _caller(task), space=space)
+    ctx = ReplayContext(task, envelope, _caller(task), space=space, limits=limits)
     outcome = await _run(handler, body, ctx, timeout)
     out.calls = len(ctx.asked_calls & {c.step for c in task.calls})
     out.effects = len(ctx.asked_effects & set(task.effects))

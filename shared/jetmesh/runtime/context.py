@@ -17,6 +17,7 @@ from ..models import ModelReply, ModelRequest
 from ..signals import ReceivedSignal, Signal, wait_signal
 from .context_base import ContextBase, MemorySpace
 from .ledger import Recorded, StepLedger
+from .limits import PlanLimits
 from .model_steps import Models, complete_step
 
 T = TypeVar("T")
@@ -45,7 +46,14 @@ class Context(ContextBase):
         ledger: StepLedger | None = None,
         models: Models | None = None,
     ) -> None:
-        super().__init__(task, caller, agent=mesh.name, attempt=attempt, concurrency=concurrency)
+        super().__init__(
+            task,
+            caller,
+            agent=mesh.name,
+            attempt=attempt,
+            concurrency=concurrency,
+            limits=PlanLimits.of(mesh.settings),
+        )
         self._mesh = mesh
         self._ledger = ledger
         self._models = models

@@ -4,7 +4,8 @@ Two contexts share this base: :class:`~jetmesh.runtime.context.Context`, which s
 over the mesh and records effects in the step ledger, and
 :class:`~jetmesh.replay.context.ReplayContext`, which answers them from a workflow's
 recorded history. The parts that must behave the same in both live here: step keys (so a
-re-run asks for the same steps), ``gather``, the logger, working memory and conversations.
+re-run asks for the same steps), the plan's limits, ``gather``, the logger, working memory
+and conversations.
 A subclass says how a call is carried out (``_call``), where a model's reply comes from
 (``_complete``), how a side effect runs (``once``), where events go (``emit_event``) and
 where memory lives (``_memory_space``).
@@ -13,18 +14,21 @@ where memory lives (``_memory_space``).
 from __future__ import annotations
 
 import abc
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar, overload
 
 from redis.asyncio import Redis
 
+from .. import events as ev
+from .._exceptions import PlanLimitExceeded
 from ..envelope import Envelope
 from ..identity.tokens import Caller
 from ..memory import Conversation, WorkingMemory
 from ..models import ModelReply, ModelRequest
 from ..signals import Signal
+from .gathering import Outcome, PendingCall, Policy, gather
+from .limits import PlanLimits
 from .model_steps import StepModel
 
 T = TypeVar("T")
@@ -52,14 +56,25 @@ class ContextBase(abc.ABC):
     """
 
     def __init__(
-        self, task: Envelope, caller: Caller, *, agent: str, attempt: int, concurrency: int
+        self,
+        task: Envelope,
+        caller: Caller,
+        *,
+        agent: str,
+        attempt: int,
+        concurrency: int,
+        limits: PlanLimits | None = None,
     ) -> None:
         self.task = task
         self.caller = caller
         self.workflow = task.workflow
         self.agent = agent
         self.attempt = attempt
+        self.limits = limits or PlanLimits()
+        """How deep calls may nest and how many this task may make."""
         self._calls = 0
+        self._sent = 0
+        """Calls to agents made so far (``_calls`` also counts model calls)."""
         self._gather_limit = concurrency
         self._memory: WorkingMemory | None = None
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
@@ -151,33 +166,94 @@ class ContextBase(abc.ABC):
 
     def call(
         self, agent: str, body: Any, *, returns: type[T], timeout: float | None = None
-    ) -> Awaitable[T]:
+    ) -> PendingCall[T]:
         """Send ``body`` to ``agent`` and await its reply as ``returns``.
 
         The step key is taken when ``call`` is invoked, not when it is awaited, so calls
-        passed to :meth:`gather` get their keys in argument order.
+        passed to :meth:`gather` get their keys in argument order. The call is sent when
+        it is awaited.
 
         Raises:
-            MeshTimeout: no reply in time.
+            MeshTimeout: no reply within ``timeout`` seconds (default ``call_timeout_s``).
             CallFailed: the agent answered with an error.
+            PlanTooDeep, FanOutExceeded: the call would break ``max_call_depth`` or
+                ``max_fan_out``; it is not sent, and a ``call-refused`` event says so.
         """
+        refused = self.limits.check(
+            f"{self.task.step}/{agent}.{self._calls + 1}", agent, self._sent + 1
+        )
+        if refused is not None:
+            return PendingCall(
+                agent, refused.step, lambda _: self._refuse(agent, refused), refused=refused
+            )
+        self._sent += 1
         step = self.next_step(agent)
-        return self._call(agent, body, returns, step, timeout)
 
-    async def gather(self, calls: Iterable[Awaitable[T]], *, limit: int | None = None) -> list[T]:
-        """Await several calls concurrently (at most ``limit`` at once); results in order.
+        def start(timeout_s: float | None) -> Awaitable[T]:
+            return self._call(agent, body, returns, step, timeout_s)
 
-        The first failure is raised after the others are cancelled.
+        return PendingCall(agent, step, start, timeout=timeout)
+
+    async def _refuse(self, agent: str, refused: PlanLimitExceeded) -> Any:
+        """Record a call that breaks the plan's limits, and raise its refusal."""
+        await self.emit_event(
+            ev.CALL_REFUSED,
+            target=agent,
+            callee_step=refused.step,
+            reason=refused.reason,
+            detail=refused.detail,
+        )
+        raise refused
+
+    @overload
+    async def gather(
+        self,
+        calls: Iterable[Awaitable[T]],
+        *,
+        limit: int | None = None,
+        timeout: float | None = None,
+        policy: Literal["fail-fast"] = "fail-fast",
+    ) -> list[T]: ...
+
+    @overload
+    async def gather(
+        self,
+        calls: Iterable[Awaitable[T]],
+        *,
+        limit: int | None = None,
+        timeout: float | None = None,
+        policy: Literal["partial"],
+    ) -> list[Outcome[T]]: ...
+
+    async def gather(
+        self,
+        calls: Iterable[Awaitable[T]],
+        *,
+        limit: int | None = None,
+        timeout: float | None = None,
+        policy: Policy = "fail-fast",
+    ) -> list[T] | list[Outcome[T]]:
+        """Await several calls concurrently; results in the order of ``calls``.
+
+        Args:
+            calls: ``ctx.call(...)``s (or other awaitables, e.g. ``ctx.model.complete``).
+            limit: at most this many at once (default: the replica's ``concurrency``).
+            timeout: the deadline of each call, in seconds, counted from when it is sent;
+                a call made with its own ``timeout`` keeps it. An awaitable that is not a
+                call is cut off after it, with ``MeshTimeout``.
+            policy: ``"fail-fast"``: the first failure cancels the calls still running
+                and is raised. ``"partial"``: every call runs to its end, and each slot
+                is :class:`~jetmesh.Ok` (its value) or :class:`~jetmesh.Failed` (its typed
+                error: ``CallFailed``, ``MeshTimeout``, ...).
+
+        Raises:
+            PlanTooDeep, FanOutExceeded: a call would break the plan's limits; none of
+                the calls is sent, whatever the policy.
+            MeshError: with ``fail-fast``, the first call's failure.
         """
-        semaphore = asyncio.Semaphore(limit or self._gather_limit)
-
-        async def bounded(call: Awaitable[T]) -> T:
-            async with semaphore:
-                return await call
-
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(bounded(c)) for c in calls]
-        return [t.result() for t in tasks]
+        return await gather(
+            calls, limit=limit or self._gather_limit, timeout=timeout, policy=policy
+        )
 
     async def emit(self, kind: str, detail: str = "") -> None:
         """Record a custom event (``kind`` like ``critique`` or ``note``) in the workflow."""

@@ -36,6 +36,7 @@ from ..settings import MeshSettings
 from .agent import Agent
 from .context import Context
 from .ledger import Recorded, StepLedger
+from .limits import PlanLimits, plan_refusal
 from .model_steps import Models
 
 log = logging.getLogger("jetmesh.runtime")
@@ -88,6 +89,7 @@ class Replica:
         self.settings = settings
         self.mesh = MeshClient(settings, identity, roots=roots)
         self.concurrency = agent.concurrency or settings.concurrency
+        self.limits = PlanLimits.of(settings)
         self.state = ReplicaState.NEW
         self.handled = 0
         self._owns_models = models is None
@@ -189,6 +191,8 @@ class Replica:
         try:
             handler = self.agent.handler_for(verified.envelope.type)
             body = decode_body(verified.envelope, handler.input_type)
+            if (too_deep := self.limits.check_arrival(verified.envelope.step)) is not None:
+                raise too_deep
         except RejectedMessage as exc:
             # A verified envelope: audit it in its workflow and answer its caller.
             exc.envelope = verified.envelope  # type: ignore[attr-defined]
@@ -243,6 +247,12 @@ class Replica:
             )
             return
         except Exception as exc:
+            if (refusal := plan_refusal(exc)) is not None:  # no retry: the plan is refused
+                reason, error_type, detail = refusal
+                await self._finish_failed(
+                    msg, task, caller, attempt, reason, detail, error_type=error_type
+                )
+                return
             await self._release(task, step, holder)
             await self._after_failure(msg, ctx, exc, attempt)
             return

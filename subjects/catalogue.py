@@ -25,6 +25,14 @@ from jetmesh.envelope import ENVELOPE_VERSION, Envelope, ErrorBody, Kind
 from jetmesh.events import EVENT_TYPE, Event
 from jetmesh.identity.signing import KEY_HEADER, PATH_HEADER, SCHEME_HEADER, SIGNATURE_HEADER
 from jetmesh.identity.verifier import MSG_ID_HEADER
+from jetmesh.patterns import (
+    ApprovalRequest,
+    Draft,
+    DraftRequest,
+    Review,
+    ReviewRequest,
+    Verdict,
+)
 
 from . import helpdesk
 from .identity import (
@@ -105,7 +113,8 @@ class SubjectSpec(msgspec.Struct, frozen=True, kw_only=True):
     kinds: tuple[Kind, ...]
     """Envelope kinds a receiver accepts on it."""
     payloads: tuple[str, ...]
-    """Mesh type names of the bodies that travel on it (for tasks and replies: the demo's)."""
+    """Mesh type names of the bodies that travel on it (for tasks and replies: the demo's,
+    and the roles of the patterns: docs/patterns.md)."""
     headers: tuple[str, ...]
     """Headers every message on it must carry."""
     description: str
@@ -153,6 +162,12 @@ SCHEMA_TYPES: Final[tuple[tuple[type[Any], TypeRole], ...]] = (
     (helpdesk.KbQuery, "payload"),
     (helpdesk.KbHits, "payload"),
     (helpdesk.Answer, "payload"),
+    (DraftRequest, "payload"),
+    (Draft, "payload"),
+    (ReviewRequest, "payload"),
+    (Review, "payload"),
+    (ApprovalRequest, "payload"),
+    (Verdict, "payload"),
     (CallerTokenClaims, "jwt-claims"),
     (CertificateClaims, "jwt-claims"),
 )
@@ -162,6 +177,8 @@ _SIGNED = (SCHEME_HEADER, KEY_HEADER, SIGNATURE_HEADER)
 _ERROR, _EVENT = mesh_type(ErrorBody), mesh_type(Event)
 _TICKET, _KB_QUERY = mesh_type(helpdesk.Ticket), mesh_type(helpdesk.KbQuery)
 _ANSWER, _KB_HITS = mesh_type(helpdesk.Answer), mesh_type(helpdesk.KbHits)
+_PATTERN_TASKS = tuple(mesh_type(tp) for tp in (DraftRequest, ReviewRequest, ApprovalRequest))
+_PATTERN_REPLIES = tuple(mesh_type(tp) for tp in (Draft, Review, Verdict))
 
 SUBJECTS: Final = (
     SubjectSpec(
@@ -170,7 +187,7 @@ SUBJECTS: Final = (
         transport="jetstream",
         stream="MESH_TASKS",
         kinds=("task",),
-        payloads=(_TICKET, _KB_QUERY),
+        payloads=(_TICKET, _KB_QUERY, *_PATTERN_TASKS),
         headers=(*_SIGNED, MSG_ID_HEADER, TRACEPARENT_HEADER),
         description="Work for an agent role; its replicas share one durable pull consumer.",
     ),
@@ -180,7 +197,7 @@ SUBJECTS: Final = (
         transport="core",
         stream=None,
         kinds=("reply", "error"),
-        payloads=(_ANSWER, _KB_HITS, _ERROR),
+        payloads=(_ANSWER, _KB_HITS, *_PATTERN_REPLIES, _ERROR),
         headers=(*_SIGNED, TRACEPARENT_HEADER),
         description="Replies to one process of the role that sent a task (the task's reply_to).",
     ),

@@ -15,6 +15,7 @@ from jetmesh import Envelope, ErrorBody, Event
 from jetmesh.identity.certificates import issue_certificate
 from jetmesh.identity.keys import KeyPair
 from jetmesh.identity.tokens import mint_token
+from jetmesh.patterns import ApprovalRequest, Draft, DraftRequest, Review, ReviewRequest, Verdict
 from subjects import generate, helpdesk
 from subjects.catalogue import SCHEMA_TYPES, mesh_type, schema_file
 from subjects.identity import CallerTokenClaims, CertificateClaims
@@ -61,6 +62,19 @@ SAMPLES: dict[type[Any], Any] = {
     helpdesk.KbQuery: helpdesk.KbQuery(team="billing", text="refund", limit=3),
     helpdesk.KbHits: helpdesk.KbHits(articles=[helpdesk.Article("kb-1", "Refunds", "...")]),
     helpdesk.Answer: helpdesk.Answer("T-1", "billing", "Refunded.", ["kb-1"]),
+    DraftRequest: DraftRequest(brief="refunds", round=2, previous="v1", critique="cite"),
+    Draft: Draft("v2"),
+    ReviewRequest: ReviewRequest(brief="refunds", draft="v2", round=2, threshold=0.8),
+    Review: Review(0.9, ""),
+    ApprovalRequest: ApprovalRequest(
+        workflow="01KB0Y1XR1J8ZQ3V6W9T2M5P7D",
+        step="refund/approval.1",
+        agent="refund",
+        action="refund 120 EUR to alice",
+        caller="alice",
+        waited_s=3600.0,
+    ),
+    Verdict: Verdict(approved=False, note="needs a ticket"),
     CallerTokenClaims: msgspec.convert(token_claims(), CallerTokenClaims),
     CertificateClaims: msgspec.convert(certificate_claims(), CertificateClaims),
 }

@@ -1,10 +1,11 @@
-"""``jetmesh``: run the embedded servers, agents, tasks, keys, events, replay and the demo."""
+"""``jetmesh``: run the embedded servers, agents, tasks, keys, events, replay, signals and
+approvals, and the demo."""
 
 from __future__ import annotations
 
 import typer
 
-from . import demo, dlq, events, keys, publish, replay, run, servers, signal
+from . import approve, demo, dlq, events, keys, publish, replay, run, servers, signal
 
 app = typer.Typer(
     name="jetmesh",
@@ -21,6 +22,8 @@ app.command("publish")(publish.publish)
 app.command("events")(events.events)
 app.command("replay")(replay.replay)
 app.command("signal")(signal.signal)
+app.command("approve")(approve.approve)
+app.command("deny")(approve.deny)
 app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
 app.command("demo")(demo.demo)

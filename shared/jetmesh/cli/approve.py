@@ -1,0 +1,96 @@
+"""``jetmesh approve`` and ``jetmesh deny``: decide a step that waits for a person's
+approval (:func:`jetmesh.patterns.require_approval`)."""
+
+from __future__ import annotations
+
+import typer
+
+from ..event_log import read_events
+from ..patterns.approval import (
+    APPROVAL_DENIED,
+    APPROVAL_ESCALATED,
+    APPROVAL_GRANTED,
+    APPROVAL_REQUESTED,
+    APPROVAL_TIMED_OUT,
+    Verdict,
+    approval_signal,
+)
+from .common import console, err_console, run_async, settings
+from .ingress import cli_client
+
+_DECIDED = {
+    APPROVAL_GRANTED: "approved",
+    APPROVAL_DENIED: "denied",
+    APPROVAL_ESCALATED: "escalated",
+    APPROVAL_TIMED_OUT: "timed out",
+}
+
+
+def _decide(
+    workflow: str,
+    step: str,
+    verdict: Verdict,
+    caller: str,
+    tenant: str,
+    scope: list[str],
+    token: str,
+) -> None:
+    """Send ``verdict`` for the approval at ``step``, if the workflow asked for one there
+    and it is still open."""
+
+    async def go() -> str:
+        async with cli_client(settings()) as mesh:
+            logged = await read_events(mesh, workflow)
+            asked = [e.event for e in logged if e.event.kind == APPROVAL_REQUESTED]
+            if not any(e.callee_step == step for e in asked):
+                pending = ", ".join(sorted({e.callee_step for e in asked})) or "none"
+                return (
+                    f"no approval was requested at step {step} of workflow {workflow} "
+                    f"(asked at: {pending})"
+                )
+            done = [e for e in logged if e.event.kind in _DECIDED and e.event.callee_step == step]
+            if done:
+                last = done[-1].event
+                return f"step {step} is {_DECIDED[last.kind]} already ({last.detail})"
+            tok = token or mesh.mint_token(caller, tenant=tenant, scopes=scope)
+            await mesh.signal(workflow, approval_signal(step), verdict, token=tok)
+            return ""
+
+    problem = run_async(go())
+    if problem:
+        err_console.print(f"[red]error:[/red] {problem}", soft_wrap=True)
+        raise typer.Exit(1)
+    word = "approved" if verdict.approved else "denied"
+    who = "the token's caller" if token else caller
+    console.print(f"{word} step {step} of workflow {workflow} as {who}")
+
+
+def approve(
+    workflow: str = typer.Argument(..., help="the workflow id"),
+    step: str = typer.Argument(
+        ..., help="the approval's step, as its approval-requested event names it"
+    ),
+    note: str = typer.Option("", help="a remark kept with the decision"),
+    caller: str = typer.Option("cli-user", "--as", help="who approves (caller subject)"),
+    tenant: str = typer.Option("default", help="caller tenant"),
+    scope: list[str] = typer.Option([], help="caller scope (repeatable)"),
+    token: str = typer.Option("", help="use this caller token instead of minting one"),
+) -> None:
+    """Approve the step STEP of WORKFLOW that waits for a person (see the
+    approval-requested event in `jetmesh events WORKFLOW`)."""
+    _decide(workflow, step, Verdict(approved=True, note=note), caller, tenant, scope, token)
+
+
+def deny(
+    workflow: str = typer.Argument(..., help="the workflow id"),
+    step: str = typer.Argument(
+        ..., help="the approval's step, as its approval-requested event names it"
+    ),
+    reason: str = typer.Option("", help="why (the waiting step gets it)"),
+    caller: str = typer.Option("cli-user", "--as", help="who denies (caller subject)"),
+    tenant: str = typer.Option("default", help="caller tenant"),
+    scope: list[str] = typer.Option([], help="caller scope (repeatable)"),
+    token: str = typer.Option("", help="use this caller token instead of minting one"),
+) -> None:
+    """Deny the step STEP of WORKFLOW that waits for a person's approval."""
+    _decide(workflow, step, Verdict(approved=False, note=reason), caller, tenant, scope, token)

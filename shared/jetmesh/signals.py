@@ -110,17 +110,23 @@ async def send_signal(
         await mesh.publisher.publish(mesh.subjects.event(workflow, ev.SIGNAL), data, headers)
 
 
+LATE_READ_S = 0.5
+"""Once the deadline has passed, how long a wait still reads the signals stored before it:
+a re-run that begins after the deadline (its replica died near the end of the wait) must
+not miss a decision that was sent in time."""
+
+
 async def wait_signal(
     mesh: MeshClient, workflow: str, name: str, returns: type[T], *, deadline: float
 ) -> Signal[T]:
-    """The first verified signal ``name`` of ``workflow``, sent before or after this call,
-    waiting until ``deadline`` (Unix time).
+    """The first verified signal ``name`` of ``workflow`` stored before ``deadline`` (Unix
+    time), sent before or after this call, waiting until ``deadline``.
 
     Signals that fail verification are skipped (they were audited when refused elsewhere;
     here they simply do not count).
 
     Raises:
-        SignalTimeout: none came before ``deadline``.
+        SignalTimeout: none was stored before ``deadline``.
     """
     sub = await mesh.js.subscribe(
         mesh.subjects.event(workflow, ev.SIGNAL),
@@ -129,18 +135,20 @@ async def wait_signal(
         stream=mesh.settings.events_stream,
     )
     try:
+        timed_out = SignalTimeout(name, f"no signal {name!r} for workflow {workflow}")
         while True:
             left = deadline - time.time()
-            if left <= 0:
-                raise SignalTimeout(name, f"no signal {name!r} for workflow {workflow}")
             try:
-                msg = await sub.next_msg(timeout=min(left, 5.0))
+                msg = await sub.next_msg(timeout=min(left, 5.0) if left > 0 else LATE_READ_S)
             except TimeoutError:
+                if left <= 0:
+                    raise timed_out from None
                 continue
+            stored_at = msg.metadata.timestamp.timestamp()
+            if stored_at > deadline:  # the log is in order: nothing after this counts
+                raise timed_out
             try:
-                verified = await mesh.verify(
-                    msg, stored_at=msg.metadata.timestamp.timestamp(), audit=True
-                )
+                verified = await mesh.verify(msg, stored_at=stored_at, audit=True)
                 event = decode_body(verified.envelope, ev.Event)
                 if event.kind != ev.SIGNAL or event.key != name or event.body is None:
                     continue

@@ -11,11 +11,12 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from jetmesh import Event, EventPayload
+from jetmesh import Event, EventPayload, SignalTimeout
 from jetmesh.envelope import new_id
 from jetmesh.identity.keys import KeyPair
 from jetmesh.memory import keys
 from jetmesh.replay import SAME, history, rerun
+from jetmesh.signals import wait_signal
 from tests.integration.agents_for_tests import Approval, Ask, Decision, approver
 from tests.integration.harness import Mesh, Sealed, kinds, signed_by
 from tests.integration.test_cli import jetmesh
@@ -70,6 +71,20 @@ async def test_a_wait_times_out(mesh: Mesh) -> None:
     await mesh.start_replicas(approver)
     client = await mesh.ingress()
     assert await ask(mesh, client, new_id(), timeout_s=0.5) == Decision(False, "timeout")
+
+
+async def test_a_signal_stored_in_time_counts_when_read_after_the_deadline(mesh: Mesh) -> None:
+    """A re-run that begins waiting after the deadline (its replica died near the end of
+    the wait) still gets a decision stored before the deadline; one stored after does not."""
+    client = await mesh.ingress()
+    workflow = new_id()
+    before = time.time() - 1.0
+    await client.signal(workflow, "approval", Approval(True), token=mesh.token("bob"))
+    in_time = time.time()
+    got = await wait_signal(client, workflow, "approval", Approval, deadline=in_time)
+    assert (got.value, got.caller) == (Approval(True), "bob")
+    with pytest.raises(SignalTimeout):
+        await wait_signal(client, workflow, "approval", Approval, deadline=before)
 
 
 async def test_a_forged_signal_does_not_count(mesh: Mesh) -> None:

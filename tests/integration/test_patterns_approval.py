@@ -4,6 +4,7 @@ on timeout it escalates to a role, or raises ``ApprovalTimeout`` when it has non
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import msgspec
 import pytest
@@ -187,3 +188,31 @@ async def test_a_timeout_without_escalation_is_an_approval_timeout(mesh: Mesh) -
     logged = await mesh.wait_events(workflow, lambda got: bool(kinds(got, "approval-timed-out")))
     assert [e.event.callee_step for e in kinds(logged, "approval-timed-out")] == [STEP]
     assert escalations == []
+
+
+@pytest.mark.fault
+async def test_an_approval_survives_the_death_of_its_replica(mesh: Mesh, agent_processes) -> None:
+    """SIGKILL while the step waits: another process asks for the same approval step, and
+    the decision sent to it goes through, once."""
+    mesh.configure(ack_wait_s=1.5)
+    mesh.identity("refunder")
+    target = "tests.integration.test_patterns_approval:refunder"
+    (doomed,) = await agent_processes(target, 1)
+    client = await mesh.ingress()
+    workflow = new_id()
+    outcome = ask(mesh, client, Refund(120, "alice", timeout_s=120), workflow)
+    assert await requested(mesh, workflow) == STEP
+    assert doomed.proc is not None
+    doomed.proc.send_signal(signal.SIGKILL)
+    doomed.proc.wait(5)
+    await agent_processes(target, 1)
+    logged = await mesh.wait_events(
+        workflow, lambda got: len(kinds(got, "waiting")) == 2, timeout=20.0
+    )
+    asked = kinds(logged, "approval-requested")
+    assert [e.event.callee_step for e in asked] == [STEP, STEP], "the same step, asked again"
+    assert asked[0].event.instance != asked[1].event.instance
+    await client.signal(
+        workflow, approval_signal(STEP), Verdict(approved=True), token=mesh.token("bob")
+    )
+    assert await outcome == Outcome("refunded", "bob", refunds=1)

@@ -83,12 +83,15 @@ async def fan_out(
             :attr:`FanIn.failed` with its typed error (``CallFailed``, ``MeshTimeout``).
 
     Raises:
+        ValueError: an unknown ``policy``.
         FanOutExceeded: the items would take the task past ``max_fan_out`` calls; none is
             sent.
         PlanTooDeep: the workers would be nested deeper than ``max_call_depth``; none is
             sent.
         MeshError: with ``"fail-fast"``, the first call's failure.
     """
+    if policy not in ("fail-fast", "partial"):
+        raise ValueError(f"unknown policy {policy!r}: 'fail-fast' or 'partial'")
     calls = [ctx.call(worker, item, returns=returns) for item in items]
     if not any(c.refused for c in calls):  # (a refused plan is recorded by gather)
         shape = [

@@ -14,27 +14,25 @@ import enum
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
 from redis.exceptions import RedisError
 
 from .. import events as ev
-from .._exceptions import HandlerControl, InvalidToken, Reject, RejectedMessage, Retry
+from .._exceptions import Reject, RejectedMessage
 from ..bus.delivery import delivery_of
 from ..bus.pull import PullFeed
 from ..bus.streams import advisories_stream, ensure_consumer
 from ..client import MeshClient
-from ..envelope import Envelope, ErrorBody, decode_body, decode_envelope, encode, type_name
+from ..envelope import Envelope, decode_body, encode, type_name
 from ..identity.keystore import Identity
 from ..identity.tokens import Caller
 from ..models import prices_from, provider_from
-from ..refusals import dead_letter, error_reply, reject
 from ..settings import MeshSettings
 from .agent import Agent
 from .context import Context
+from .failures import Failures
 from .ledger import Recorded, StepLedger
 from .limits import PlanLimits, plan_refusal
 from .model_steps import Models
@@ -46,13 +44,6 @@ LEASE_POLL_S = 0.2
 
 ADVISORY_CAPACITY = 4
 """Max-deliveries advisories one replica handles at once."""
-
-
-class _MaxDeliveries(msgspec.Struct):
-    """The JetStream advisory sent when a message reaches the consumer's max deliveries."""
-
-    stream_seq: int
-    deliveries: int = 0
 
 
 STARTED_AFTER_S = 0.05
@@ -102,6 +93,7 @@ class Replica:
             if settings.step_ledger
             else None
         )
+        self.failures = Failures(self.mesh, settings, agent.name, self.ledger)
         self._lease_ms = int(settings.ack_wait_s * 1000)
         self._unannounced: dict[Context, float] = {}
         self._announcer: asyncio.Task[None] | None = None
@@ -154,7 +146,7 @@ class Replica:
         task.add_done_callback(self._done)
 
     def _dispatch_advisory(self, msg: Msg) -> None:
-        task = asyncio.get_running_loop().create_task(self._on_max_deliveries(msg))
+        task = asyncio.get_running_loop().create_task(self.failures.on_max_deliveries(msg))
         self._advisory_tasks.add(task)
         task.add_done_callback(self._advisory_done)
 
@@ -186,7 +178,7 @@ class Replica:
         try:
             verified = await self.mesh.verify(msg, stored_at=delivery.stored_at)
         except RejectedMessage as exc:
-            await self._refuse(msg, exc)
+            await self.failures.refuse(msg, exc)
             return
         try:
             handler = self.agent.handler_for(verified.envelope.type)
@@ -196,13 +188,13 @@ class Replica:
         except RejectedMessage as exc:
             # A verified envelope: audit it in its workflow and answer its caller.
             exc.envelope = verified.envelope  # type: ignore[attr-defined]
-            await self._refuse(msg, exc)
+            await self.failures.refuse(msg, exc)
             return
         task, caller = verified.envelope, verified.caller
         assert caller is not None  # tasks always carry a verified caller
         attempt = delivery.attempt
         if task.deadline is not None and task.deadline < time.time():
-            await self._finish_failed(
+            await self.failures.finish_failed(
                 msg,
                 task,
                 caller,
@@ -242,19 +234,19 @@ class Replica:
             await msg.nak()
             raise
         except Reject as exc:
-            await self._finish_failed(
+            await self.failures.finish_failed(
                 msg, task, caller, attempt, "rejected-by-handler", exc.reason, error_type="Reject"
             )
             return
         except Exception as exc:
             if (refusal := plan_refusal(exc)) is not None:  # no retry: the plan is refused
                 reason, error_type, detail = refusal
-                await self._finish_failed(
+                await self.failures.finish_failed(
                     msg, task, caller, attempt, reason, detail, error_type=error_type
                 )
                 return
             await self._release(task, step, holder)
-            await self._after_failure(msg, ctx, exc, attempt)
+            await self.failures.after_failure(msg, ctx, exc, attempt)
             return
         finally:
             self._unannounced.pop(ctx, None)
@@ -354,7 +346,7 @@ class Replica:
         """A step already done: send its recorded reply, do not run the handler again."""
         await self._reply(task, recorded)
         await msg.ack()
-        await self._task_event(
+        await self.failures.task_event(
             task,
             ev.COMPLETED,
             caller=caller.subject,
@@ -377,144 +369,6 @@ class Replica:
                 if started <= due and self._unannounced.pop(ctx, None) is not None:
                     with contextlib.suppress(Exception):
                         await ctx.emit_event(ev.STARTED, type=ctx.task.type)
-
-    async def _on_max_deliveries(self, advisory: Msg) -> None:
-        """A task ran out of deliveries without a handler failing cleanly (its replica
-        crashed or stalled past AckWait each time): dead-letter it from the stream, so
-        it is kept with its reason instead of sitting unacknowledged for ever. The
-        advisory is acked once that is done (a crash before: another replica does it;
-        the dead letter's id makes a second one a duplicate the stream drops)."""
-        try:
-            info = msgspec.json.decode(advisory.data, type=_MaxDeliveries)
-        except msgspec.DecodeError as exc:
-            log.error("unreadable max-deliveries advisory dropped: %s", exc)
-            await advisory.term()
-            return
-        try:
-            stored = await self.mesh.js.get_msg(self.settings.tasks_stream, info.stream_seq)
-        except NotFoundError:  # the task is gone from the stream (its age limit)
-            await advisory.ack()
-            return
-        except Exception as exc:
-            log.error("max-deliveries advisory not handled yet: %s", exc)
-            await advisory.nak(delay=self.settings.backoff_for(1))
-            return
-        data = stored.data or b""
-        headers = dict(stored.headers or {})
-        detail = f"delivered {info.deliveries} times without an ack (crash or AckWait)"
-        try:
-            await dead_letter(
-                self.mesh, stored.subject or "", data, headers, "max-deliveries", detail
-            )
-        except Exception as exc:
-            log.error("could not dead-letter task seq %d: %s", info.stream_seq, exc)
-            await advisory.nak(delay=self.settings.backoff_for(1))
-            return
-        await advisory.ack()
-        try:
-            task = decode_envelope(data)
-        except RejectedMessage:
-            return
-        await self._record_failure(task, info.deliveries, "max-deliveries", detail)
-
-    async def _refuse(self, msg: Msg, exc: RejectedMessage) -> None:
-        """Dead-letter and audit a refused task, then terminate its delivery."""
-        try:
-            await reject(self.mesh, msg.subject, msg.data, msg.headers, exc)
-        except Exception as dl_exc:  # nothing is lost: try again later
-            log.error("could not dead-letter %s: %s", msg.subject, dl_exc)
-            await msg.nak(delay=self.settings.backoff_for(1))
-            return
-        envelope = getattr(exc, "envelope", None)
-        if envelope is not None and envelope.kind == "task":
-            # A refused caller token cannot vouch for the answer (the caller would refuse
-            # it too), so that error reply acts for no caller, like the audit event.
-            caller = "" if isinstance(exc, InvalidToken) else None
-            with contextlib.suppress(Exception):
-                await error_reply(
-                    self.mesh,
-                    envelope,
-                    ErrorBody(type(exc).__name__, exc.detail, exc.reason),
-                    caller=caller,
-                )
-        await msg.term()
-
-    async def _after_failure(self, msg: Msg, ctx: Context, exc: Exception, attempt: int) -> None:
-        task = ctx.task
-        reason = exc.reason if isinstance(exc, Retry) else type(exc).__name__
-        if attempt >= self.settings.max_deliver:
-            await self._finish_failed(
-                msg,
-                task,
-                ctx.caller,
-                attempt,
-                "max-deliveries",
-                f"{reason}: {exc}",
-                error_type=type(exc).__name__,
-            )
-            return
-        delay = exc.delay if isinstance(exc, Retry) else self.settings.backoff_for(attempt)
-        if not isinstance(exc, HandlerControl):
-            ctx.log.warning("handler failed (attempt %d): %r", attempt, exc)
-        await msg.nak(delay=delay)
-        await ctx.emit_event(ev.RETRIED, reason=reason, detail=str(exc)[:1024])
-
-    async def _finish_failed(
-        self,
-        msg: Msg,
-        task: Envelope,
-        caller: Caller,
-        attempt: int,
-        reason: str,
-        detail: str,
-        *,
-        error_type: str = "TaskFailed",
-        record: bool = True,
-    ) -> None:
-        """Dead-letter, answer with the error, terminate delivery, write ``failed``.
-
-        With ``record``, the error becomes the step's result: a duplicate of the step gets
-        the same answer instead of running the handler again.
-        """
-        try:
-            await dead_letter(self.mesh, msg.subject, msg.data, msg.headers, reason, detail)
-        except Exception as exc:
-            log.error("could not dead-letter %s: %s", task.id, exc)
-            await msg.nak(delay=self.settings.backoff_for(attempt))
-            return
-        error = ErrorBody(error_type, detail, reason)
-        if record and self.ledger is not None:
-            step = task.step or f"id:{task.id}"
-            recorded = Recorded(
-                kind="error", type="mesh.ErrorBody/1", body=msgspec.Raw(encode(error))
-            )
-            with contextlib.suppress(Exception):
-                await self.ledger.finish(task.workflow, self.agent.name, step, recorded)
-        await error_reply(self.mesh, task, error)
-        await msg.term()
-        await self._record_failure(task, attempt, reason, detail, caller=caller.subject)
-
-    async def _record_failure(
-        self, task: Envelope, attempt: int, reason: str, detail: str, *, caller: str = ""
-    ) -> None:
-        """The ``failed`` event of a task given up on."""
-        await self._task_event(
-            task, ev.FAILED, caller=caller, attempt=attempt, reason=reason, detail=detail[:1024]
-        )
-
-    async def _task_event(self, task: Envelope, kind: str, **fields: Any) -> None:
-        """An event about ``task`` written by this replica outside a handler's context."""
-        event = ev.Event(
-            kind=kind,
-            agent=self.agent.name,
-            at=time.time(),
-            instance=self.instance,
-            task=task.id,
-            parent=task.parent,
-            step=task.step,
-            **fields,
-        )
-        await self.mesh.emit(task.workflow, event, caller=task.caller, parent=task.id)
 
     async def drain(self, timeout: float | None = None) -> None:
         """Stop fetching, finish or nak in-flight tasks, flush events, close. Idempotent."""

@@ -8,8 +8,8 @@ Example:
     >>> [s.pattern for s in SUBJECTS]  # doctest: +NORMALIZE_WHITESPACE
     ['mesh.agent.<agent>.task', 'mesh.agent.<agent>.reply.<instance>',
      'mesh.event.<workflow>.<kind>', 'mesh.dlq.<agent>']
-    >>> schema_file(mesh_type(helpdesk.Ticket))
-    'helpdesk.Ticket.v1.json'
+    >>> schema_file(mesh_type(support.Ticket))
+    'support.Ticket.v1.json'
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from jetmesh.patterns import (
     Verdict,
 )
 
-from . import helpdesk
+from . import research, support
 from .identity import (
     CALLER_TOKEN_HEADER,
     CERTIFICATE_HEADER,
@@ -59,7 +59,7 @@ _LIBRARY_TYPE_NAMES: Final[dict[type[Any], str]] = {
 
 
 def mesh_type(tp: type[Any]) -> str:
-    """The catalogued name of ``tp``: its ``__mesh_type__``, e.g. ``helpdesk.Ticket/1``.
+    """The catalogued name of ``tp``: its ``__mesh_type__``, e.g. ``support.Ticket/1``.
 
     Raises:
         KeyError: ``tp`` has no ``__mesh_type__`` and is not a known library type.
@@ -69,7 +69,7 @@ def mesh_type(tp: type[Any]) -> str:
 
 
 def schema_file(name: str) -> str:
-    """The schema file of a mesh type: ``helpdesk.Ticket/1`` -> ``helpdesk.Ticket.v1.json``.
+    """The schema file of a mesh type: ``support.Ticket/1`` -> ``support.Ticket.v1.json``.
 
     Raises:
         ValueError: ``name`` is not ``<dotted name>/<version>``.
@@ -113,16 +113,18 @@ class SubjectSpec(msgspec.Struct, frozen=True, kw_only=True):
     kinds: tuple[Kind, ...]
     """Envelope kinds a receiver accepts on it."""
     payloads: tuple[str, ...]
-    """Mesh type names of the bodies that travel on it (for tasks and replies: the demo's,
-    and the roles of the patterns: docs/patterns.md)."""
+    """Mesh type names of the bodies that travel on it (for tasks and replies: the reference
+    meshes', and the roles of the patterns: docs/patterns.md)."""
     headers: tuple[str, ...]
     """Headers every message on it must carry."""
     description: str
 
 
 class RoleSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """An agent role of the helpdesk demo mesh: what it takes and what it answers."""
+    """An agent role of a reference mesh (services/): what it takes and what it answers."""
 
+    mesh: str
+    """The mesh it belongs to: ``support`` or ``research`` (docs/services.md)."""
     agent: str
     subject: str
     accepts: str
@@ -158,10 +160,18 @@ SCHEMA_TYPES: Final[tuple[tuple[type[Any], TypeRole], ...]] = (
     (Envelope, "envelope"),
     (ErrorBody, "payload"),
     (Event, "payload"),
-    (helpdesk.Ticket, "payload"),
-    (helpdesk.KbQuery, "payload"),
-    (helpdesk.KbHits, "payload"),
-    (helpdesk.Answer, "payload"),
+    (support.Ticket, "payload"),
+    (support.Case, "payload"),
+    (support.KbQuery, "payload"),
+    (support.KbHits, "payload"),
+    (support.Resolution, "payload"),
+    (research.Question, "payload"),
+    (research.SubQuestion, "payload"),
+    (research.Finding, "payload"),
+    (research.WriteRequest, "payload"),
+    (research.ReportDraft, "payload"),
+    (research.CritiqueRequest, "payload"),
+    (research.Report, "payload"),
     (DraftRequest, "payload"),
     (Draft, "payload"),
     (ReviewRequest, "payload"),
@@ -175,8 +185,28 @@ SCHEMA_TYPES: Final[tuple[tuple[type[Any], TypeRole], ...]] = (
 
 _SIGNED = (SCHEME_HEADER, KEY_HEADER, SIGNATURE_HEADER)
 _ERROR, _EVENT = mesh_type(ErrorBody), mesh_type(Event)
-_TICKET, _KB_QUERY = mesh_type(helpdesk.Ticket), mesh_type(helpdesk.KbQuery)
-_ANSWER, _KB_HITS = mesh_type(helpdesk.Answer), mesh_type(helpdesk.KbHits)
+_MESH_TASKS = tuple(
+    mesh_type(tp)
+    for tp in (
+        support.Ticket,
+        support.Case,
+        support.KbQuery,
+        research.Question,
+        research.SubQuestion,
+        research.WriteRequest,
+        research.CritiqueRequest,
+    )
+)
+_MESH_REPLIES = tuple(
+    mesh_type(tp)
+    for tp in (
+        support.Resolution,
+        support.KbHits,
+        research.Report,
+        research.Finding,
+        research.ReportDraft,
+    )
+)
 _PATTERN_TASKS = tuple(mesh_type(tp) for tp in (DraftRequest, ReviewRequest, ApprovalRequest))
 _PATTERN_REPLIES = tuple(mesh_type(tp) for tp in (Draft, Review, Verdict))
 
@@ -187,7 +217,7 @@ SUBJECTS: Final = (
         transport="jetstream",
         stream="MESH_TASKS",
         kinds=("task",),
-        payloads=(_TICKET, _KB_QUERY, *_PATTERN_TASKS),
+        payloads=(*_MESH_TASKS, *_PATTERN_TASKS),
         headers=(*_SIGNED, MSG_ID_HEADER, TRACEPARENT_HEADER),
         description="Work for an agent role; its replicas share one durable pull consumer.",
     ),
@@ -197,7 +227,7 @@ SUBJECTS: Final = (
         transport="core",
         stream=None,
         kinds=("reply", "error"),
-        payloads=(_ANSWER, _KB_HITS, *_PATTERN_REPLIES, _ERROR),
+        payloads=(*_MESH_REPLIES, *_PATTERN_REPLIES, _ERROR),
         headers=(*_SIGNED, TRACEPARENT_HEADER),
         description="Replies to one process of the role that sent a task (the task's reply_to).",
     ),
@@ -317,17 +347,91 @@ TOKENS: Final = (
 
 ROLES: Final = tuple(
     RoleSpec(
+        mesh=mesh,
         agent=agent,
         subject=f"{DEFAULT_PREFIX}.agent.{agent}.task",
         accepts=mesh_type(accepts),
         returns=mesh_type(returns),
         description=description,
     )
-    for agent, accepts, returns, description in (
-        ("triage", helpdesk.Ticket, helpdesk.Answer, "routes a ticket to billing or technical"),
-        ("billing", helpdesk.Ticket, helpdesk.Answer, "drafts a billing answer"),
-        ("technical", helpdesk.Ticket, helpdesk.Answer, "drafts a technical answer"),
-        ("kb", helpdesk.KbQuery, helpdesk.KbHits, "looks up knowledge-base articles"),
+    for mesh, agent, accepts, returns, description in (
+        (
+            "support",
+            "triage",
+            support.Ticket,
+            support.Resolution,
+            "classifies a ticket (ctx.model) and routes it to a team, or to escalation",
+        ),
+        (
+            "support",
+            "billing",
+            support.Case,
+            support.Resolution,
+            "drafts a billing answer in a critic loop; refunds (approval above the limit)",
+        ),
+        (
+            "support",
+            "technical",
+            support.Case,
+            support.Resolution,
+            "drafts a technical answer in a critic loop",
+        ),
+        (
+            "support",
+            "product",
+            support.Case,
+            support.Resolution,
+            "drafts a product answer in a critic loop",
+        ),
+        (
+            "support",
+            "kb",
+            support.KbQuery,
+            support.KbHits,
+            "ranks knowledge-base articles (scope kb:read)",
+        ),
+        (
+            "support",
+            "critic",
+            ReviewRequest,
+            Review,
+            "scores a draft answer against the ticket's questions",
+        ),
+        (
+            "support",
+            "escalation",
+            support.Case,
+            support.Resolution,
+            "hands an unresolved case to a person with its full context",
+        ),
+        (
+            "research",
+            "orchestrator",
+            research.Question,
+            research.Report,
+            "plans sub-questions, fans out, refines the report with the reviewer",
+        ),
+        (
+            "research",
+            "researcher",
+            research.SubQuestion,
+            research.Finding,
+            "answers a sub-question from the corpus",
+        ),
+        (
+            "research",
+            "writer",
+            research.WriteRequest,
+            research.ReportDraft,
+            "drafts and revises the report",
+        ),
+        (
+            "research",
+            "reviewer",
+            research.CritiqueRequest,
+            Review,
+            "scores a report draft against the findings",
+        ),
     )
 )
 

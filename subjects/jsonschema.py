@@ -7,9 +7,9 @@ msgspec writes the schema; two things are added for readers in other languages:
   describe a ``Raw`` default, and on the wire a body is simply the payload's JSON.
 
 Example:
-    >>> from subjects.helpdesk import Ticket
-    >>> schema_of(Ticket, "helpdesk.Ticket/1")["title"]
-    'helpdesk.Ticket/1'
+    >>> from subjects.support import Ticket
+    >>> schema_of(Ticket, "support.Ticket/1")["title"]
+    'support.Ticket/1'
 """
 
 from __future__ import annotations

@@ -1,13 +1,18 @@
-"""`jetmesh demo` end to end: servers, four agent processes, three workflows, trees."""
+"""`jetmesh demo` end to end: servers, a process per role of both reference meshes, the
+support tickets and the research question, their trees, and nothing left running."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from jetmesh.cli.demo import ROLES
+from jetmesh.cli.demo_flows import APPROVALS, TICKETS
 
 
 @pytest.mark.integration
@@ -19,18 +24,38 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
             env=env,
             capture_output=True,
             text=True,
-            timeout=90,
+            timeout=110,
             check=False,
         )
         assert done.returncode == 0, done.stdout + done.stderr
         out = done.stdout
-        assert out.count("signed ok") == 12  # 3 workflows x (accepted + 3 hops)
-        assert "T-1001 -> billing" in out
-        assert "T-1002 -> technical" in out
-        assert "routed: billing" in out
-        assert out.count("triage/route = Route(team=") == 3  # read back from Redis
+        assert out.count("pid") == 0
+        assert len(re.findall(r"\b\d+\b", out.split("agents", 1)[1].splitlines()[0])) == len(ROLES)
+        for line in (
+            "T-1001 billing    answered",
+            "T-1002 technical  answered",
+            "T-1003 product    answered",
+            "T-1004 escalation escalated",
+            "T-1005 billing    escalated",
+            "T-1006 billing    refunded",
+            "T-1007 billing    refunded",
+            "T-1008 billing    refund-denied",
+            "person   bob: jetmesh approve",
+            "person   carol: jetmesh deny",
+            "stopped: threshold",
+        ):
+            assert line in out, line
+        assert out.count("queue    H-") == 2  # the unknown class and the unapproved drafts
+        assert out.count("\nworkflow ") == len(TICKETS) + len(APPROVALS) + 1
+        flat = " ".join(out.replace("│", " ").split())  # tree notes wrap
+        assert "routed: billing -> billing" in flat
+        assert "approval-granted: by bob" in flat
+        assert "approval-denied: by carol" in flat
+        assert "fan-in: 4 of 4 ok" in flat
+        assert re.search(r"total    \d+ model calls: \d+ tokens in, \d+ out, \$0", out)
+        assert "offline-deterministic/templates-v1: deterministic rules and templates" in out
         assert "SIGNATURE BAD" not in out
-        assert "stopped" in out
+        assert "stopped  agents drained" in out
     leftovers = subprocess.run(
         ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False
     )

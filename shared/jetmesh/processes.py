@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ._exceptions import ConfigError
@@ -93,3 +94,31 @@ class AgentProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+
+def start_all(
+    targets: dict[str, list[str]], settings: MeshSettings, *, log_dir: Path, timeout: float = 30.0
+) -> dict[str, AgentProcess]:
+    """Start one ``jetmesh run`` process per entry of ``targets`` (name -> agent targets),
+    all at once, and wait until each is ready.
+
+    Raises:
+        ConfigError: one did not start; those that did are stopped again.
+    """
+    procs = {
+        name: AgentProcess(agents, settings, log_file=log_dir / f"{name}.log")
+        for name, agents in targets.items()
+    }
+    with ThreadPoolExecutor(max_workers=max(len(procs), 1)) as pool:
+        futures = {name: pool.submit(p.start, timeout) for name, p in procs.items()}
+        problems = []
+        for name, future in futures.items():
+            try:
+                future.result()
+            except ConfigError as exc:
+                problems.append(f"{name}: {exc}")
+    if problems:
+        for proc in procs.values():
+            proc.stop()
+        raise ConfigError("\n".join(problems))
+    return procs

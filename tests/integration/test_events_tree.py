@@ -1,5 +1,5 @@
-"""The audit trail as a tree: a two-hop workflow read back verified, and the helpdesk demo
-agents running in-process."""
+"""The audit trail as a tree: a two-hop workflow read back verified (the reference meshes'
+trees: tests/integration/test_support.py and test_research.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ import pytest
 from jetmesh import Agent, Context
 from jetmesh.envelope import new_id
 from jetmesh.event_log import TaskNode
-from services.helpdesk import billing as billing_team
-from services.helpdesk import kb, technical, triage
-from subjects.helpdesk import Answer, Ticket
 from tests.integration.harness import Echo, Mesh, kinds
 
 pytestmark = pytest.mark.integration
@@ -70,37 +67,3 @@ async def test_two_hop_workflow_reads_back_as_a_verified_tree(mesh: Mesh) -> Non
     assert [e.event.callee_step for e in reply] == [hop2.step]
     assert [e.event.step for e in call + reply] == [hop1.step, hop1.step]
     assert reply[0].event.duration_ms is not None
-
-
-@pytest.mark.parametrize(
-    ("text", "team", "source"),
-    [
-        ("I was charged twice for my subscription, please refund", "billing", "b-2"),
-        ("The app crashes when I open settings", "technical", "t-2"),
-    ],
-    ids=["billing", "technical"],
-)
-async def test_helpdesk_agents_answer_from_the_right_team(
-    mesh: Mesh, text: str, team: str, source: str
-) -> None:
-    for agent in (triage.agent, billing_team.agent, technical.agent, kb.agent):
-        await mesh.start_replicas(agent)
-    client = await mesh.ingress()
-    token = mesh.token("alice", scopes=["kb:read"])
-    workflow = new_id()
-    ticket = Ticket("T-1", "alice", text)
-    answer = await client.request("triage", ticket, token=token, returns=Answer, workflow=workflow)
-    assert answer.ticket_id == "T-1"
-    assert answer.team == team
-    assert source in answer.sources
-    assert answer.text.startswith("Hi alice, ")
-
-    (accepted,) = await mesh.tree(workflow, hops=3)
-    hop = only_child(accepted)
-    assert (hop.agent, hop.status) == ("triage", "completed")
-    routed = kinds(hop.events, "routed")
-    assert [e.event.detail for e in routed] == [f"{team}: keyword rules"]
-    team_hop = only_child(hop)
-    assert (team_hop.agent, team_hop.status) == (team, "completed")
-    kb_hop = only_child(team_hop)
-    assert (kb_hop.agent, kb_hop.status, kb_hop.caller) == ("kb", "completed", "alice")

@@ -15,8 +15,8 @@ from jetmesh.identity.certificates import CERT_TYP, issue_certificate
 from jetmesh.identity.keys import KeyPair
 from jetmesh.identity.signing import KEY_HEADER, SCHEME_HEADER, SIGNATURE_HEADER
 from jetmesh.identity.tokens import mint_token
+from jetmesh.runtime.runner import load_agent
 from jetmesh.subjects import expected_kinds, subject_matches
-from services.helpdesk import kb, teams, triage
 from subjects.catalogue import (
     CATALOGUE,
     HEADERS,
@@ -104,7 +104,7 @@ def test_names_and_files_are_unique() -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("helpdesk.Ticket/1", "helpdesk.Ticket.v1.json"), ("mesh.Event/12", "mesh.Event.v12.json")],
+    [("support.Ticket/1", "support.Ticket.v1.json"), ("mesh.Event/12", "mesh.Event.v12.json")],
 )
 def test_schema_file(name: str, expected: str) -> None:
     assert schema_file(name) == expected
@@ -124,13 +124,12 @@ def test_catalogued_name_is_what_the_library_writes(tp: type[Any]) -> None:
     assert type_name(tp) == mesh_type(tp)
 
 
-def test_roles_agree_with_the_demo_services() -> None:
-    agents = {a.name: a for a in (triage.agent, kb.agent, teams.team_agent("billing"))}
-    agents["technical"] = teams.team_agent("technical")
-    assert {r.agent for r in ROLES} == set(agents)
+def test_roles_agree_with_the_reference_services() -> None:
     for role in ROLES:
+        agent = load_agent(f"services.{role.mesh}.{role.agent}:agent")
+        assert agent.name == role.agent
         assert role.subject == S.task(role.agent)
-        (handler,) = agents[role.agent].handlers.values()
+        (handler,) = agent.handlers.values()
         assert role.accepts == handler.input_name
         assert role.returns == type_name(handler.output_type)
 

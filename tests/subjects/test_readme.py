@@ -16,8 +16,8 @@ from jetmesh.identity.signing import Signer
 from jetmesh.identity.tokens import token_key_id, verify_token
 from jetmesh.subjects import Subjects
 from subjects.catalogue import mesh_type
-from subjects.helpdesk import Ticket
 from subjects.identity import CallerTokenClaims
+from subjects.support import Ticket
 
 README = Path(__file__).resolve().parents[2] / "subjects" / "README.md"
 

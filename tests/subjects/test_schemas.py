@@ -16,7 +16,7 @@ from jetmesh.identity.certificates import issue_certificate
 from jetmesh.identity.keys import KeyPair
 from jetmesh.identity.tokens import mint_token
 from jetmesh.patterns import ApprovalRequest, Draft, DraftRequest, Review, ReviewRequest, Verdict
-from subjects import generate, helpdesk
+from subjects import generate, research, support
 from subjects.catalogue import SCHEMA_TYPES, mesh_type, schema_file
 from subjects.identity import CallerTokenClaims, CertificateClaims
 
@@ -44,6 +44,19 @@ def certificate_claims() -> dict[str, Any]:
     return jwt.decode(token, options={"verify_signature": False})
 
 
+TICKET = support.Ticket(
+    id="T-1",
+    customer="alice",
+    text="charged twice",
+    refund=support.RefundAsk(order="A-1", amount_eur=240.0),
+)
+FINDING = research.Finding(
+    index=1,
+    subquestion="Background?",
+    text="Kafka keeps logs.",
+    sources=[research.Source(id="kafka", title="Apache Kafka")],
+)
+
 SAMPLES: dict[type[Any], Any] = {
     Envelope: Envelope(
         id="01KB0Y1XR1J8ZQ3V6W9T2M5P7D",
@@ -52,16 +65,56 @@ SAMPLES: dict[type[Any], Any] = {
         sender="gateway",
         to="triage",
         created=NOW,
-        type="helpdesk.Ticket/1",
+        type="support.Ticket/1",
         reply_to="mesh.agent.gateway.reply.i1",
         body=msgspec.Raw(b'{"id":"T-1","customer":"alice","text":"hi"}'),
     ),
     ErrorBody: ErrorBody("SchemaViolation", "bad body", "schema-violation"),
     Event: Event(kind="completed", agent="billing", at=NOW, task="01J", duration_ms=1.5),
-    helpdesk.Ticket: helpdesk.Ticket(id="T-1", customer="alice", text="charged twice"),
-    helpdesk.KbQuery: helpdesk.KbQuery(team="billing", text="refund", limit=3),
-    helpdesk.KbHits: helpdesk.KbHits(articles=[helpdesk.Article("kb-1", "Refunds", "...")]),
-    helpdesk.Answer: helpdesk.Answer("T-1", "billing", "Refunded.", ["kb-1"]),
+    support.Ticket: TICKET,
+    support.Case: support.Case(
+        ticket=TICKET,
+        route=support.RouteDecision(label="billing", target="billing", reason="keywords"),
+        rounds=[support.CaseRound(round=1, draft="Hi", score=0.2, critique="missing: x")],
+        reason="the critic approved none",
+        team="billing",
+    ),
+    support.KbQuery: support.KbQuery(team="billing", text="refund", limit=3),
+    support.KbHits: support.KbHits(
+        articles=[support.Article(id="B-1", title="Refunds", body="...", score=0.5)]
+    ),
+    support.Resolution: support.Resolution(
+        ticket_id="T-1",
+        status="refunded",
+        team="billing",
+        text="Refunded.",
+        sources=["B-1"],
+        rounds=2,
+        score=0.8,
+        refund=support.RefundReceipt(id="R-1", order="A-1", amount_eur=240.0, approved_by="bob"),
+        handoff=support.Handoff(id="H-1", queue="people"),
+    ),
+    research.Question: research.Question(text="How do queues compare?", max_subquestions=3),
+    research.SubQuestion: research.SubQuestion(question="q", index=1, text="Background?"),
+    research.Finding: FINDING,
+    research.WriteRequest: research.WriteRequest(
+        question="q", findings=[FINDING], gaps=["Risks?"], round=2, previous="v1", critique="c"
+    ),
+    research.ReportDraft: research.ReportDraft(text="# Report"),
+    research.CritiqueRequest: research.CritiqueRequest(
+        question="q", findings=[FINDING], draft="# Report", round=1, threshold=0.6
+    ),
+    research.Report: research.Report(
+        question="q",
+        text="# Report",
+        sources=[research.Source(id="kafka", title="Apache Kafka")],
+        subquestions=["Background?"],
+        gaps=["Risks? (not researched: timeout)"],
+        partial=True,
+        rounds=2,
+        score=0.8,
+        stopped="threshold",
+    ),
     DraftRequest: DraftRequest(brief="refunds", round=2, previous="v1", critique="cite"),
     Draft: Draft("v2"),
     ReviewRequest: ReviewRequest(brief="refunds", draft="v2", round=2, threshold=0.8),
@@ -101,26 +154,26 @@ def test_check_reports_stale_missing_and_extra_without_writing(
     assert generate.main(["--dir", str(tmp_path)]) == 0
     assert generate.main(["--check", "--dir", str(tmp_path)]) == 0
     schemas = tmp_path / "schemas"
-    (schemas / "helpdesk.Ticket.v1.json").write_text("{}\n")
-    (schemas / "helpdesk.Answer.v1.json").unlink()
-    (schemas / "helpdesk.Old.v1.json").write_text("{}\n")
+    (schemas / "support.Ticket.v1.json").write_text("{}\n")
+    (schemas / "support.Resolution.v1.json").unlink()
+    (schemas / "support.Old.v1.json").write_text("{}\n")
     capsys.readouterr()
     assert generate.main(["--check", "--dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "stale:   schemas/helpdesk.Ticket.v1.json" in err
-    assert "missing: schemas/helpdesk.Answer.v1.json" in err
-    assert "extra:   schemas/helpdesk.Old.v1.json" in err
+    assert "stale:   schemas/support.Ticket.v1.json" in err
+    assert "missing: schemas/support.Resolution.v1.json" in err
+    assert "extra:   schemas/support.Old.v1.json" in err
     assert "make schemas" in err
-    assert (schemas / "helpdesk.Ticket.v1.json").read_text() == "{}\n"
-    assert not (schemas / "helpdesk.Answer.v1.json").exists()
+    assert (schemas / "support.Ticket.v1.json").read_text() == "{}\n"
+    assert not (schemas / "support.Resolution.v1.json").exists()
 
 
 def test_write_repairs_everything(tmp_path: Path) -> None:
     generate.write(tmp_path)
-    (tmp_path / "schemas" / "helpdesk.Old.v1.json").write_text("{}\n")
+    (tmp_path / "schemas" / "support.Old.v1.json").write_text("{}\n")
     (tmp_path / "catalogue.json").write_text("[]\n")
     changes = generate.write(tmp_path)
-    assert sorted(changes) == ["extra:   schemas/helpdesk.Old.v1.json", "stale:   catalogue.json"]
+    assert sorted(changes) == ["extra:   schemas/support.Old.v1.json", "stale:   catalogue.json"]
     assert generate.problems(tmp_path) == []
 
 

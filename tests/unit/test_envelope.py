@@ -19,7 +19,7 @@ from jetmesh.envelope import (
     new_id,
     type_name,
 )
-from subjects.helpdesk import Ticket
+from subjects.support import Ticket
 
 BODY = b'{"id":"T-1","customer":"alice","text":"charged twice"}'
 
@@ -32,7 +32,7 @@ def full_envelope() -> Envelope:
         sender="gateway",
         to="triage",
         created=1764000000.25,
-        type="helpdesk.Ticket/1",
+        type="support.Ticket/1",
         parent=new_id(),
         step="triage",
         reply_to="mesh.agent.gateway.reply.i1",
@@ -135,7 +135,7 @@ def test_decode_body_schema_violation_names_type_and_path() -> None:
     with pytest.raises(SchemaViolation) as info:
         decode_body(env, Ticket)
     assert info.value.reason == "schema-violation"
-    assert info.value.detail.startswith("helpdesk.Ticket/1: ")
+    assert info.value.detail.startswith("support.Ticket/1: ")
     assert "$.text" in info.value.detail
 
 
@@ -158,13 +158,15 @@ def test_type_name_prefers_mesh_type() -> None:
     class Plain(msgspec.Struct):
         x: int
 
-    assert type_name(Ticket) == "helpdesk.Ticket/1"
+    assert type_name(Ticket) == "support.Ticket/1"
     assert type_name(Plain) == "Plain"
     assert type_name(int) == "int"
 
 
 def test_encode_matches_msgspec_and_ids_are_ulids() -> None:
-    assert encode(Ticket("T-1", "alice", "hi")) == b'{"id":"T-1","customer":"alice","text":"hi"}'
+    assert encode(Ticket(id="T-1", customer="alice", text="hi")) == (
+        b'{"id":"T-1","customer":"alice","text":"hi","refund":null}'
+    )
     first, second = new_id(), new_id()
     assert len(first) == 26
     assert first != second

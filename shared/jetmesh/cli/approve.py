@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from ..client import MeshClient
 from ..event_log import read_events
 from ..patterns.approval import (
     APPROVAL_DENIED,
@@ -26,6 +27,25 @@ _DECIDED = {
 }
 
 
+async def decide(mesh: MeshClient, workflow: str, step: str, verdict: Verdict, token: str) -> str:
+    """Send ``verdict`` for the approval at ``step``, signed for the caller of ``token``, if
+    the workflow asked for one there and it is still open; returns why not ("" when sent).
+    ``jetmesh approve``, ``jetmesh deny`` and ``jetmesh demo`` decide through it."""
+    logged = await read_events(mesh, workflow)
+    asked = [e.event for e in logged if e.event.kind == APPROVAL_REQUESTED]
+    if not any(e.callee_step == step for e in asked):
+        pending = ", ".join(sorted({e.callee_step for e in asked})) or "none"
+        return (
+            f"no approval was requested at step {step} of workflow {workflow} (asked at: {pending})"
+        )
+    done = [e for e in logged if e.event.kind in _DECIDED and e.event.callee_step == step]
+    if done:
+        last = done[-1].event
+        return f"step {step} is {_DECIDED[last.kind]} already ({last.detail})"
+    await mesh.signal(workflow, approval_signal(step), verdict, token=token)
+    return ""
+
+
 def _decide(
     workflow: str,
     step: str,
@@ -35,26 +55,12 @@ def _decide(
     scope: list[str],
     token: str,
 ) -> None:
-    """Send ``verdict`` for the approval at ``step``, if the workflow asked for one there
-    and it is still open."""
+    """Send ``verdict`` for the approval at ``step`` (see :func:`decide`)."""
 
     async def go() -> str:
         async with cli_client(settings()) as mesh:
-            logged = await read_events(mesh, workflow)
-            asked = [e.event for e in logged if e.event.kind == APPROVAL_REQUESTED]
-            if not any(e.callee_step == step for e in asked):
-                pending = ", ".join(sorted({e.callee_step for e in asked})) or "none"
-                return (
-                    f"no approval was requested at step {step} of workflow {workflow} "
-                    f"(asked at: {pending})"
-                )
-            done = [e for e in logged if e.event.kind in _DECIDED and e.event.callee_step == step]
-            if done:
-                last = done[-1].event
-                return f"step {step} is {_DECIDED[last.kind]} already ({last.detail})"
             tok = token or mesh.mint_token(caller, tenant=tenant, scopes=scope)
-            await mesh.signal(workflow, approval_signal(step), verdict, token=tok)
-            return ""
+            return await decide(mesh, workflow, step, verdict, tok)
 
     problem = run_async(go())
     if problem:

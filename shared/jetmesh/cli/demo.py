@@ -1,8 +1,11 @@
-"""``jetmesh demo``: the helpdesk mesh end to end on embedded servers, then its event trees.
+"""``jetmesh demo``: the two reference meshes end to end on embedded servers, then their
+event trees.
 
 Starts nats-server and redis-server on free loopback ports under ``<state_dir>/demo``,
-the four helpdesk agents as separate processes, sends tickets as caller ``alice``, prints
-each workflow's events as a tree, and stops everything it started.
+every role of the support and research meshes as its own process (certificates with each
+role's scopes), sends support tickets and a research question, plays the people who
+approve or deny refunds over the limit, prints each workflow's events as a tree with
+per-step latency, tokens and cost, and stops everything it started.
 """
 
 from __future__ import annotations
@@ -11,41 +14,37 @@ import shutil
 import time
 from contextlib import ExitStack
 
-from services.helpdesk.triage import Route
-from subjects.helpdesk import Answer, Ticket
+from services import research as research_mesh
+from services import support as support_mesh
+from services.support.systems import Desk
 
 from ..embedded import NatsServer, RedisServer
-from ..envelope import new_id
-from ..event_log import build_tree, read_settled
+from ..event_log import build_tree, read_settled, total_usage
 from ..identity.keystore import KeyStore
-from ..memory import WorkingMemory
-from ..processes import AgentProcess
+from ..models.offline import MODEL
+from ..processes import start_all
+from ..runtime.runner import load_agent
 from ..settings import MeshSettings
 from ..subjects import Subjects
 from .common import console, run_async, settings
+from .demo_flows import Ran, handoffs, research, support
 from .events import render
 from .ingress import cli_client
 
-AGENTS = {
-    "triage": ([], "services.helpdesk.triage:agent"),
-    "billing": ([], "services.helpdesk.billing:agent"),
-    "technical": ([], "services.helpdesk.technical:agent"),
-    "kb": (["kb:read"], "services.helpdesk.kb:agent"),
+ROLES = {
+    **{role: f"services.support.{role}:agent" for role in support_mesh.ROLES},
+    **{role: f"services.research.{role}:agent" for role in research_mesh.ROLES},
 }
-
-TICKETS = [
-    Ticket("T-1001", "alice", "I was charged twice for my subscription, please refund"),
-    Ticket("T-1002", "alice", "The app crashes when I open settings"),
-    Ticket("T-1003", "alice", "Where can I download my invoice?"),
-]
+"""Every role of both meshes, one process each."""
 
 
 def demo() -> None:
-    """Run the helpdesk demo mesh on embedded servers and print its event trees."""
+    """Run both reference meshes on embedded servers and print their event trees."""
     base = settings()
     home = base.state_dir / "demo"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
+    began = time.perf_counter()
     with ExitStack() as stack:
         nats = stack.enter_context(NatsServer(data_dir=home / "nats"))
         redis = stack.enter_context(RedisServer(data_dir=home / "redis"))
@@ -55,6 +54,7 @@ def demo() -> None:
                 "redis_url": redis.url,
                 "state_dir": home,
                 "keys_dir": home / "keys",
+                "model_provider": "offline",
             }
         )
         console.print(
@@ -62,41 +62,49 @@ def demo() -> None:
         )
         keys = KeyStore(s.resolved_keys_dir)
         root = keys.init_root()
-        for name, (scopes, _) in AGENTS.items():
+        scoped = []
+        for name, target in ROLES.items():
+            scopes = load_agent(target).scopes
             keys.issue(name, subjects=Subjects(s.subject_prefix), ttl_s=s.cert_ttl_s, scopes=scopes)
-        console.print(
-            f"[bold]keys[/bold]     root {root.kid}, certificates for {', '.join(AGENTS)}"
-        )
-        for name, (_, target) in AGENTS.items():
-            proc = AgentProcess([target], s, log_file=home / "logs" / f"{name}.log").start()
+            scoped.append(f"{name} ({', '.join(scopes)})" if scopes else name)
+        console.print(f"[bold]keys[/bold]     root {root.kid}; certificates: {', '.join(scoped)}")
+        procs = start_all({n: [t] for n, t in ROLES.items()}, s, log_dir=home / "logs")
+        for proc in procs.values():
             stack.callback(proc.stop)
-            console.print(f"[bold]agent[/bold]    {name:<10} pid {proc.pid}")
-        run_async(_send(s))
-    console.print("[bold]stopped[/bold]  agents drained, servers stopped")
+        console.print(
+            "[bold]agents[/bold]   "
+            + ", ".join(f"{name} {proc.pid}" for name, proc in procs.items()),
+            soft_wrap=True,
+        )
+        console.print(
+            f"[bold]model[/bold]    {MODEL}: deterministic rules and templates, "
+            "not a language model; $0"
+        )
+        run_async(_run(s))
+    took = time.perf_counter() - began
+    console.print(f"[bold]stopped[/bold]  agents drained, servers stopped ({took:.1f} s in all)")
 
 
-async def _send(s: MeshSettings) -> None:
-    async with cli_client(s) as mesh:
-        token = mesh.mint_token("alice", tenant="acme", scopes=["kb:read"])
-        console.print("[bold]caller[/bold]   alice@acme, token minted by the cli ingress\n")
-        workflows: list[str] = []
-        for ticket in TICKETS:
-            started = time.perf_counter()
-            workflow = new_id()
-            answer = await mesh.request(
-                "triage", ticket, token=token, returns=Answer, workflow=workflow
-            )
-            took = (time.perf_counter() - started) * 1000
+async def _run(s: MeshSettings) -> None:
+    ran = Ran()
+    desk = Desk(s.redis_url)
+    try:
+        async with cli_client(s) as mesh:
             console.print(
-                f"{ticket.id} -> [bold]{answer.team}[/bold] in {took:.1f} ms: {answer.text[:90]}"
+                "\n[bold]support[/bold]  triage -> billing | technical | product | escalation"
             )
-            workflows.append(workflow)
-        await mesh.flush_events()
-        for workflow in workflows:
-            route = await WorkingMemory(mesh.redis, s.subject_prefix, workflow, "triage").get(
-                "route", Route
+            await support(mesh, console, ran)
+            await handoffs(desk, console)
+            console.print(
+                "\n[bold]research[/bold] orchestrator -> researcher x N, writer <-> reviewer"
             )
-            console.print(f"memory   {workflow} triage/route = {route}")
-        console.print()
-        for workflow in workflows:
-            console.print(render(workflow, build_tree(await read_settled(mesh, workflow))))
+            await research(mesh, console, ran)
+            await mesh.flush_events()
+            console.print()
+            for workflow, label in ran.workflows:
+                roots = build_tree(await read_settled(mesh, workflow))
+                console.print(f"[bold]{label}[/bold]")
+                console.print(render(workflow, roots))
+                console.print(f"total    {total_usage(roots)}\n")
+    finally:
+        await desk.aclose()

@@ -1,0 +1,37 @@
+"""Run every role of a mesh as its own process (``python -m services.support``): one
+``jetmesh run <package>.<role>:agent`` child per role, on this process's ``JETMESH_*``
+settings, until SIGINT or SIGTERM; then each child drains and stops."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Sequence
+
+from jetmesh import MeshSettings
+from jetmesh.processes import AgentProcess
+
+
+def launch(package: str, roles: Sequence[str]) -> None:
+    """Start a process per role of ``package``, wait for a stop signal, stop them all."""
+    settings = MeshSettings()
+    started: list[AgentProcess] = []
+    stop = {"now": False}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["now"] = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for role in roles:
+            log = settings.state_dir / "logs" / f"{role}.log"
+            proc = AgentProcess([f"{package}.{role}:agent"], settings, log_file=log).start()
+            started.append(proc)
+            print(f"{role:<13} pid {proc.pid}  log {log}", flush=True)
+        print(f"{package}: {len(started)} roles running; Ctrl-C stops them", flush=True)
+        while not stop["now"]:
+            signal.pause()
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

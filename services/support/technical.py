@@ -1,0 +1,10 @@
+"""technical: answers technical tickets from the knowledge base, in a critic loop."""
+
+from jetmesh import run_forever
+from services.support.settings import SupportSettings
+from services.support.teams import team_agent
+
+agent = team_agent("technical", SupportSettings())
+
+if __name__ == "__main__":
+    run_forever([agent])

@@ -43,7 +43,7 @@ ROLES = (ORCHESTRATOR, "researcher", "writer", "critic")
 class Question(msgspec.Struct, frozen=True):
     """A workflow's input: what to research, and how the run is shaped."""
 
-    __mesh_type__ = "research.Question/1"
+    __mesh_type__ = "chaos.Question/1"
 
     run: str
     """Names the run's effect counters in Redis (a token: no ``:``)."""
@@ -56,7 +56,7 @@ class Question(msgspec.Struct, frozen=True):
 
 
 class Topic(msgspec.Struct, frozen=True):
-    __mesh_type__ = "research.Topic/1"
+    __mesh_type__ = "chaos.Topic/1"
 
     run: str
     topic: str
@@ -65,14 +65,14 @@ class Topic(msgspec.Struct, frozen=True):
 
 
 class Finding(msgspec.Struct, frozen=True):
-    __mesh_type__ = "research.Finding/1"
+    __mesh_type__ = "chaos.Finding/1"
 
     part: int
     text: str
 
 
 class DraftRequest(msgspec.Struct, frozen=True):
-    __mesh_type__ = "research.DraftRequest/1"
+    __mesh_type__ = "chaos.DraftRequest/1"
 
     run: str
     topic: str
@@ -83,14 +83,14 @@ class DraftRequest(msgspec.Struct, frozen=True):
 
 
 class Draft(msgspec.Struct, frozen=True):
-    __mesh_type__ = "research.Draft/1"
+    __mesh_type__ = "chaos.Draft/1"
 
     round: int
     text: str
 
 
 class Review(msgspec.Struct, frozen=True):
-    __mesh_type__ = "research.Review/1"
+    __mesh_type__ = "chaos.Review/1"
 
     run: str
     draft: Draft
@@ -99,7 +99,7 @@ class Review(msgspec.Struct, frozen=True):
 
 
 class Critique(msgspec.Struct, frozen=True):
-    __mesh_type__ = "research.Critique/1"
+    __mesh_type__ = "chaos.Critique/1"
 
     round: int
     score: float
@@ -107,7 +107,7 @@ class Critique(msgspec.Struct, frozen=True):
 
 
 class Report(msgspec.Struct, frozen=True):
-    __mesh_type__ = "research.Report/1"
+    __mesh_type__ = "chaos.Report/1"
 
     topic: str
     findings: list[str]

@@ -4,6 +4,7 @@ Every error jetmesh raises derives from :class:`MeshError`::
 
     MeshError
     ├── ConfigError                   bad settings, missing keys or certificates
+    │   └── PolicyError               a policy file that cannot be read or does not validate
     ├── ServerStartError (+ RuntimeError)  an embedded server did not come up
     ├── MeshTimeout (+ TimeoutError)  a call's deadline passed
     ├── CallFailed                    the called agent answered with an error
@@ -40,6 +41,8 @@ Every error jetmesh raises derives from :class:`MeshError`::
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class MeshError(Exception):
     """Root of every jetmesh error."""
@@ -47,6 +50,18 @@ class MeshError(Exception):
 
 class ConfigError(MeshError):
     """Settings, keys or certificates are missing or invalid."""
+
+
+class PolicyError(ConfigError):
+    """A policy file that cannot be read or does not validate.
+
+    ``problems`` lists each as ``<file>: <where>: <what is wrong>``.
+    """
+
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
+        self.path = Path(path)
+        self.problems = problems
+        super().__init__(f"invalid policy {path}:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 class ServerStartError(MeshError, RuntimeError):

@@ -44,6 +44,10 @@ class MeshSettings(BaseSettings):
     keys_dir: Path | None = None
     """Where keys and certificates live; defaults to ``<state_dir>/keys``."""
 
+    policy_file: Path | None = None
+    """The policy (TOML) of agent roles: calls, scopes, tools (docs/security.md); read by
+    ``jetmesh policy`` when no file is given."""
+
     subject_prefix: str = Field(default="mesh", pattern=r"^[A-Za-z0-9_-]+$")
     """First token of every jetmesh subject."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from . import approve, demo, dlq, events, keys, publish, replay, run, servers, signal
+from . import approve, demo, dlq, events, keys, policy, publish, replay, run, servers, signal
 
 app = typer.Typer(
     name="jetmesh",
@@ -26,6 +26,7 @@ app.command("approve")(approve.approve)
 app.command("deny")(approve.deny)
 app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(policy.app, name="policy")
 app.command("demo")(demo.demo)
 
 

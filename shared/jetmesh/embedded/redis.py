@@ -35,7 +35,10 @@ class RedisServer(ServerProcess):
         appendfsync: ``always`` (the default here), ``everysec`` (Redis's default: up to a
             second of acknowledged writes lost if the server is killed) or ``no``.
         password: Require this password (``requirepass``); None leaves the server open, which
-            is only sensible on loopback.
+            is only sensible on loopback. With ``aclfile``, the ``default`` user's password
+            (set in that file), used in :attr:`url`.
+        aclfile: An ACL file of users (``user <name> ... ~<keys> +<commands>``), for example
+            generated from the policy (:mod:`jetmesh.policy.servers`).
         log_file: Where output goes; defaults to ``<data_dir>/redis.log``.
     """
 
@@ -51,11 +54,13 @@ class RedisServer(ServerProcess):
         appendfsync: str = APPENDFSYNC,
         password: str | None = None,
         log_file: Path | None = None,
+        aclfile: Path | None = None,
     ) -> None:
         super().__init__(port, data_dir=data_dir, host=host, log_file=log_file)
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.password = password
+        self.aclfile = aclfile
 
     @property
     def url(self) -> str:
@@ -69,11 +74,12 @@ class RedisServer(ServerProcess):
         Raises:
             FileNotFoundError: If redis-server is not installed.
         """
-        auth = (
-            ["--protected-mode", "no"]
-            if self.password is None
-            else ["--requirepass", self.password]
-        )
+        if self.aclfile is not None:
+            auth = ["--aclfile", str(self.aclfile)]
+        elif self.password is None:
+            auth = ["--protected-mode", "no"]
+        else:
+            auth = ["--requirepass", self.password]
         return [
             redis_server_binary(),
             "--port", str(self.port),

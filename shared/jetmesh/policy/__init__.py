@@ -1,0 +1,31 @@
+"""The policy: one file that says what each agent role may do, and what follows from it.
+
+- :mod:`~jetmesh.policy.model`: the TOML file, validated (roles, calls, scopes, tools).
+- :mod:`~jetmesh.policy.scopes`: the scopes of a hop (caller ∩ grant ∩ narrowings).
+- :mod:`~jetmesh.policy.derive`: a role's NATS subjects and Redis key patterns.
+- :mod:`~jetmesh.policy.servers`: nats-server users (nkeys) and Redis ACL users from it.
+
+Example:
+    >>> policy = load_policy(Path("deploy/policy/support.toml"))  # doctest: +SKIP
+    >>> role_permissions(policy, "kb", MeshSettings()).consume  # doctest: +SKIP
+    'mesh.agent.kb.task'
+"""
+
+from .._exceptions import PolicyError
+from .derive import RolePermissions, all_permissions, inbox_prefix, role_permissions
+from .model import Policy, RoleGrant, ToolGrant, load_policy, parse_policy
+from .scopes import effective_scopes
+
+__all__ = [
+    "Policy",
+    "PolicyError",
+    "RoleGrant",
+    "RolePermissions",
+    "ToolGrant",
+    "all_permissions",
+    "effective_scopes",
+    "inbox_prefix",
+    "load_policy",
+    "parse_policy",
+    "role_permissions",
+]

@@ -1,0 +1,138 @@
+"""From a role's declaration to the NATS subjects and Redis keys it needs, and no more.
+
+For an agent role ``R`` of a mesh with prefix ``p`` (tasks stream ``T``, registry ``B``):
+
+publish
+    ``p.agent.<callee>.task`` for each role ``R`` may call; ``p.agent.<caller>.reply.*``
+    for each role that may call ``R`` (its replies); ``p.event.>`` (events of the
+    workflows it takes part in); ``p.dlq.R`` (its own dead letters); and the JetStream API
+    calls of its own consumers only: ``$JS.API.CONSUMER.MSG.NEXT.<stream>.R``,
+    ``$JS.API.CONSUMER.INFO.<stream>.R`` and acks on ``$JS.ACK.<stream>.R.>`` for the tasks
+    stream and the advisories stream; ``$JS.API.STREAM.MSG.GET.T`` (a task that ran out
+    of deliveries is read back by sequence to be dead-lettered); reads of the registry
+    (``$JS.API.STREAM.INFO.KV_B``, ``$JS.API.DIRECT.GET.KV_B[.>]``,
+    ``$JS.API.STREAM.MSG.GET.KV_B``); the policy's extra ``publish`` subjects.
+subscribe
+    ``p.agent.R.reply.*`` (replies to its calls) and ``_INBOX.R.>`` (the role's own inbox
+    prefix: JetStream acks, pull deliveries and API responses); extra ``consume`` subjects.
+    Tasks are not read by subscription: they come through the role's consumer, which an
+    admin creates with the filter subject ``p.agent.R.task``.
+Redis keys (``memory/keys.py``)
+    its own namespaces, with the role's name in the key: ``p:wf:*:R:*`` (working memory),
+    ``p:conv:*:R:*`` (conversations), ``p:result:*:R:*`` and ``p:lease:*:R:*`` (its step
+    results and leases); and the keys that are keyed by workflow and step only, so every
+    agent role shares them: ``p:journal:*`` (replies its calls received), ``p:once:*``
+    (side-effect claims) and ``p:wait:*`` (when a wait began).
+
+An ingress has no consumer: it publishes tasks to the roles it calls and events, and
+subscribes to its replies and inbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..bus.streams import advisories_stream
+from ..settings import MeshSettings
+from ..subjects import Subjects
+from .model import Policy
+
+SHARED_KEY_KINDS = ("journal", "once", "wait")
+"""Redis key kinds keyed by workflow and step, with no agent in the key: every role's
+replicas read and write them (a role cannot be told apart by the key alone)."""
+
+OWN_KEY_KINDS = ("wf", "conv", "result", "lease")
+"""Redis key kinds with the agent's name as the token after the workflow."""
+
+
+def inbox_prefix(role: str) -> str:
+    """The inbox prefix a role's connections use (``nats.connect(inbox_prefix=...)``)."""
+    return f"_INBOX.{role}"
+
+
+@dataclass(frozen=True)
+class RolePermissions:
+    """What the servers let one role do."""
+
+    name: str
+    ingress: bool
+    scopes: frozenset[str]
+    consume: str | None
+    """The filter subject of the role's consumer (its task subject); None for an ingress."""
+    consumers: tuple[tuple[str, str], ...]
+    """(stream, consumer) pairs the role fetches from."""
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    redis_keys: tuple[str, ...]
+    """Redis key patterns (glob), own namespaces first, then the shared ones."""
+    inbox_prefix: str
+
+
+def _dedupe(items: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def redis_key_patterns(prefix: str, role: str) -> tuple[str, ...]:
+    """The Redis key patterns an agent role's replicas read and write."""
+    own = [f"{prefix}:{kind}:*:{role}:*" for kind in OWN_KEY_KINDS]
+    shared = [f"{prefix}:{kind}:*" for kind in SHARED_KEY_KINDS]
+    return (*own, *shared)
+
+
+def registry_reads(bucket: str) -> list[str]:
+    """JetStream API subjects that read the key registry bucket ``bucket``."""
+    stream = f"KV_{bucket}"
+    return [
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+    ]
+
+
+def role_permissions(policy: Policy, role: str, settings: MeshSettings) -> RolePermissions:
+    """Derive what ``role`` may do on the servers from its declaration.
+
+    Raises:
+        ConfigError: ``role`` is not in the policy.
+    """
+    grant = policy.role(role)
+    subjects = Subjects(settings.subject_prefix)
+    p = subjects.prefix
+    publish = [subjects.task(callee) for callee in sorted(grant.calls)]
+    publish.append(f"{p}.event.>")
+    consumers: tuple[tuple[str, str], ...] = ()
+    consume = None
+    redis: tuple[str, ...] = ()
+    if not grant.ingress:
+        consume = subjects.task(role)
+        consumers = ((settings.tasks_stream, role), (advisories_stream(settings), role))
+        publish += [f"{p}.agent.{caller}.reply.*" for caller in sorted(policy.callers(role))]
+        publish.append(subjects.dlq(role))
+        for stream, consumer in consumers:
+            publish += [
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+                f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
+                f"$JS.ACK.{stream}.{consumer}.>",
+            ]
+        publish.append(f"$JS.API.STREAM.MSG.GET.{settings.tasks_stream}")
+        redis = redis_key_patterns(p, role)
+    publish += registry_reads(settings.registry_bucket)
+    publish += grant.publish
+    subscribe = [f"{p}.agent.{role}.reply.*", f"{inbox_prefix(role)}.>", *grant.consume]
+    return RolePermissions(
+        name=role,
+        ingress=grant.ingress,
+        scopes=grant.scopes,
+        consume=consume,
+        consumers=consumers,
+        publish=_dedupe(publish),
+        subscribe=_dedupe(subscribe),
+        redis_keys=redis,
+        inbox_prefix=inbox_prefix(role),
+    )
+
+
+def all_permissions(policy: Policy, settings: MeshSettings) -> list[RolePermissions]:
+    """Every role's permissions, sorted by name."""
+    return [role_permissions(policy, name, settings) for name in sorted(policy.roles)]

@@ -1,0 +1,225 @@
+"""The policy file: each agent role's calls, scopes, tools and extra subjects, validated.
+
+A policy is TOML, read with ``tomllib`` and checked by pydantic models; every problem is
+reported with the file, the role, the field and what is wrong::
+
+    max_delegation_depth = 4
+
+    [roles.triage]
+    calls = ["billing", "technical"]
+    scopes = ["ticket:read"]
+
+    [roles.billing]
+    calls = ["kb"]
+    scopes = ["kb:read", "refund:write"]
+    tools.refund = { scope = "refund:write", irreversible = true }
+
+Example:
+    >>> policy = load_policy(Path("policy.toml"))  # doctest: +SKIP
+    >>> policy.roles["billing"].scopes
+    frozenset({'kb:read', 'refund:write'})
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .._exceptions import ConfigError, PolicyError
+from ..subjects import TOKEN_RE
+
+SCOPE_RE = re.compile(r"^[a-z][a-z0-9_-]*(:[a-z][a-z0-9_*-]*)+\Z")
+"""A scope: lower-case words joined by ``:`` (``kb:read``, ``refund:write``)."""
+
+SUBJECT_RE = re.compile(r"^[A-Za-z0-9_$-]+(\.([A-Za-z0-9_$-]+|\*))*(\.>)?\Z|^>\Z")
+"""A NATS subject or pattern: tokens, ``*`` for one token, ``>`` for the rest."""
+
+MAX_DEPTH = 32
+
+
+def _name(value: str) -> str:
+    if not TOKEN_RE.match(value):
+        raise ValueError(f"{value!r} is not a name (1-64 of A-Z a-z 0-9 _ -)")
+    return value
+
+
+def _scope(value: str) -> str:
+    if not SCOPE_RE.match(value):
+        raise ValueError(f"{value!r} is not a scope (lower-case words joined by ':', kb:read)")
+    return value
+
+
+def _subject(value: str) -> str:
+    if not SUBJECT_RE.match(value):
+        raise ValueError(f"{value!r} is not a NATS subject ('*' one token, '>' at the end)")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_name)]
+Scope = Annotated[str, AfterValidator(_scope)]
+SubjectPattern = Annotated[str, AfterValidator(_subject)]
+
+
+class ToolGrant(BaseModel):
+    """A tool a role may use."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scope: Scope | None = None
+    """The scope a call of the tool needs (the caller's and the role's); None: no scope."""
+
+    irreversible: bool = False
+    """Its effect cannot be undone (a refund, an email): it runs once per step, and the
+    wiring step will ask for approval where the policy says so."""
+
+    description: str = ""
+
+
+class RoleGrant(BaseModel):
+    """What one agent role may do."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    calls: frozenset[Name] = frozenset()
+    """Roles this role may send tasks to."""
+
+    scopes: frozenset[Scope] = frozenset()
+    """The role's grant: the most a caller's scopes can give it on a hop."""
+
+    tools: dict[Name, ToolGrant] = Field(default_factory=dict)
+    """Tools by name (names are tokens, like role names)."""
+
+    publish: tuple[SubjectPattern, ...] = ()
+    """Extra subjects the role may publish to, beyond the derived ones."""
+
+    consume: tuple[SubjectPattern, ...] = ()
+    """Extra core NATS subjects the role may subscribe to, beyond the derived ones."""
+
+    ingress: bool = False
+    """An ingress (gateway, CLI): it mints caller tokens and calls roles, and has no task
+    subject or consumer of its own."""
+
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _tool_scopes(self) -> RoleGrant:
+        for name, tool in sorted(self.tools.items()):
+            if tool.scope is not None and tool.scope not in self.scopes:
+                raise ValueError(
+                    f"tool {name!r} needs scope {tool.scope!r}, which the role is not granted"
+                )
+        return self
+
+    @property
+    def irreversible_tools(self) -> frozenset[str]:
+        return frozenset(name for name, tool in self.tools.items() if tool.irreversible)
+
+
+class Policy(BaseModel):
+    """Every role of a mesh and the mesh-wide limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_delegation_depth: int = Field(default=8, ge=1, le=MAX_DEPTH)
+    """How deep calls may nest along one chain (a step key's number of nested calls)."""
+
+    roles: dict[Name, RoleGrant]
+    """Roles by name."""
+
+    @field_validator("roles")
+    @classmethod
+    def _some_roles(cls, roles: dict[str, RoleGrant]) -> dict[str, RoleGrant]:
+        if not roles:
+            raise ValueError("declare at least one role ([roles.<name>])")
+        return roles
+
+    @model_validator(mode="after")
+    def _calls_known(self) -> Policy:
+        problems = []
+        for name, role in sorted(self.roles.items()):
+            for callee in sorted(role.calls):
+                if callee not in self.roles:
+                    problems.append(f"roles.{name}.calls: {callee!r} is not a declared role")
+                elif self.roles[callee].ingress:
+                    problems.append(f"roles.{name}.calls: {callee!r} is an ingress, not an agent")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def role(self, name: str) -> RoleGrant:
+        """The grant of ``name``.
+
+        Raises:
+            ConfigError: no such role.
+        """
+        try:
+            return self.roles[name]
+        except KeyError:
+            raise ConfigError(f"role {name!r} is not in the policy") from None
+
+    def callers(self, name: str) -> frozenset[str]:
+        """Roles that may call ``name`` (and so send it tasks and wait for its replies)."""
+        return frozenset(r for r, grant in self.roles.items() if name in grant.calls)
+
+    @property
+    def agents(self) -> list[str]:
+        """The roles that consume tasks (not ingresses), sorted."""
+        return sorted(name for name, grant in self.roles.items() if not grant.ingress)
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if str(p) != "[key]" and not str(p).startswith("function-")]
+    return ".".join(p if TOKEN_RE.match(p) else json.dumps(p) for p in parts)
+
+
+def _problems(exc: ValidationError, path: Path | str) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field (a typo?)"
+        where = _where(err["loc"])
+        problems.append(f"{path}: {where}: {message}" if where else f"{path}: {message}")
+    return problems
+
+
+def parse_policy(data: dict[str, Any], path: Path | str = "<policy>") -> Policy:
+    """Validate already-parsed policy data.
+
+    Raises:
+        PolicyError: with every problem found.
+    """
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(path, _problems(exc, path)) from None
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and validate a TOML policy file.
+
+    Raises:
+        PolicyError: the file is missing, not TOML, or does not validate.
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PolicyError(path, [f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(path, [f"{path}: not valid TOML: {exc}"]) from None
+    return parse_policy(data, path)

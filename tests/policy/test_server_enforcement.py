@@ -1,0 +1,200 @@
+"""The servers enforce the policy: each role's NATS user and Redis user, generated from it,
+can do its own work and nothing else. Real nats-server and redis-server of this test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import pytest
+import redis.asyncio as aioredis
+from nats.aio.client import Client as NATS
+from nats.js.api import ConsumerConfig, StreamConfig
+from redis.exceptions import NoPermissionError, ResponseError
+
+from jetmesh.bus.streams import ensure_consumer, ensure_registry, ensure_streams
+from jetmesh.embedded import NatsServer, RedisServer
+from jetmesh.memory import keys
+from jetmesh.policy import inbox_prefix, load_policy
+from jetmesh.policy.servers import ServerAuth
+from jetmesh.settings import MeshSettings
+
+SUPPORT = Path(__file__).parents[2] / "deploy" / "policy" / "support.toml"
+AGENTS = ("triage", "billing", "kb")
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Mesh:
+    settings: MeshSettings
+    auth: ServerAuth
+    nats: NatsServer
+    redis: RedisServer
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> Iterator[Mesh]:
+    settings = MeshSettings(state_dir=tmp_path)
+    auth = ServerAuth.generate(load_policy(SUPPORT), settings)
+    acl = auth.write_redis_acl_file(tmp_path / "redis-users.acl")
+    admin_password = auth.redis_user("default").password
+    with (
+        NatsServer(data_dir=tmp_path / "nats", config_extra=auth.nats_config()) as nats_server,
+        RedisServer(data_dir=tmp_path / "redis", aclfile=acl, password=admin_password) as redis,
+    ):
+        yield Mesh(settings, auth, nats_server, redis)
+
+
+async def connect(mesh: Mesh, user: str) -> tuple[NATS, list[Exception]]:
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    nc = await nats.connect(
+        mesh.nats.url,
+        nkeys_seed_str=mesh.auth.nats_user(user).seed,
+        error_cb=on_error,
+        allow_reconnect=False,
+        inbox_prefix="_INBOX" if user == "admin" else inbox_prefix(user),
+    )
+    return nc, errors
+
+
+@pytest.fixture
+async def declared(mesh: Mesh) -> AsyncIterator[Mesh]:
+    """The admin step: streams, each agent's consumers, the registry."""
+    nc, _ = await connect(mesh, "admin")
+    js = nc.jetstream()
+    await ensure_streams(js, mesh.settings)
+    for agent in AGENTS:
+        await ensure_consumer(js, mesh.settings, agent)
+    await ensure_registry(js, mesh.settings)
+    yield mesh
+    await nc.close()
+
+
+async def violation(errors: list[Exception], subject: str) -> None:
+    for _ in range(50):
+        if any("permissions violation" in str(e) and subject.lower() in str(e) for e in errors):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no permissions violation for {subject}: {errors}")
+
+
+def test_secrets_are_private(mesh: Mesh) -> None:
+    users = [*(u.seed_file for u in mesh.auth.nats_users)]
+    users += [u.password_file for u in mesh.auth.redis_users]
+    assert len(users) == 1 + 8 + 1 + 7  # admin, 8 roles; default, 7 agents (no ingress)
+    for path in users:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    again = ServerAuth.generate(load_policy(SUPPORT), mesh.settings)
+    assert again.nats_user("kb").public_key == mesh.auth.nats_user("kb").public_key
+
+
+async def test_role_consumes_its_tasks_and_calls_only_its_callees(declared: Mesh) -> None:
+    triage, triage_errors = await connect(declared, "triage")
+    billing, billing_errors = await connect(declared, "billing")
+    try:
+        js = triage.jetstream()
+        ack = await js.publish("mesh.agent.billing.task", b"refund please", timeout=2)
+        assert ack.stream == declared.settings.tasks_stream
+
+        sub = await billing.jetstream().pull_subscribe_bind(
+            "billing", stream=declared.settings.tasks_stream, inbox_prefix=b"_INBOX.billing."
+        )
+        (msg,) = await sub.fetch(1, timeout=2)
+        assert msg.data == b"refund please"
+        await msg.ack()
+
+        # triage may not call kb: the server refuses the publish
+        await triage.publish("mesh.agent.kb.task", b"x")
+        await violation(triage_errors, "mesh.agent.kb.task")
+        # nor fetch from billing's consumer
+        await triage.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{declared.settings.tasks_stream}.billing", b"{}"
+        )
+        await violation(triage_errors, ".billing")
+        # billing may not reply to kb's instances, only to its callers (triage)
+        await billing.publish("mesh.agent.kb.reply.i1", b"x")
+        await violation(billing_errors, "mesh.agent.kb.reply.i1")
+        # nor read another role's replies
+        await billing.subscribe("mesh.agent.triage.reply.*")
+        await violation(billing_errors, "mesh.agent.triage.reply.*")
+        # but reads certificates from the registry
+        kv = await billing.jetstream().key_value(declared.settings.registry_bucket)
+        with pytest.raises(nats.js.errors.KeyNotFoundError):
+            await kv.get("nobody")
+    finally:
+        await triage.close()
+        await billing.close()
+
+
+async def test_role_cannot_create_streams_or_consumers(declared: Mesh) -> None:
+    kb, errors = await connect(declared, "kb")
+    try:
+        js = kb.jetstream(timeout=0.5)
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.add_consumer(
+                declared.settings.tasks_stream,
+                ConsumerConfig(durable_name="sneaky", filter_subject="mesh.agent.billing.task"),
+            )
+        await violation(errors, "$js.api.consumer.")
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.add_stream(StreamConfig(name="MINE", subjects=["mine.>"]))
+        await violation(errors, "$js.api.stream.create.mine")
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.delete_consumer(declared.settings.tasks_stream, "billing")
+        await violation(errors, "$js.api.consumer.delete")
+    finally:
+        await kb.close()
+
+    admin, _ = await connect(declared, "admin")
+    try:
+        js = admin.jetstream()
+        await js.add_stream(StreamConfig(name="MINE", subjects=["mine.>"]))
+        info = await js.add_consumer("MINE", ConsumerConfig(durable_name="c"))
+        assert info.name == "c"
+    finally:
+        await admin.close()
+
+
+async def test_redis_user_keeps_to_its_keys(mesh: Mesh) -> None:
+    prefix = mesh.settings.subject_prefix
+    user = mesh.auth.redis_user("billing")
+    billing = aioredis.Redis(
+        host=mesh.redis.host, port=mesh.redis.port, username="billing", password=user.password
+    )
+    try:
+        own = keys.memory(prefix, "wf1", "billing", "draft")
+        await billing.hset(own, mapping={"v": "1", "d": "x"})
+        assert await billing.hget(own, "v") == b"1"
+        await billing.set(keys.result(prefix, "wf1", "billing", "triage/billing.1"), "r", ex=60)
+        await billing.set(keys.journal(prefix, "wf1", "triage/billing.1/kb.1"), "j", ex=60)
+        await billing.set(keys.once(prefix, "wf1", "triage/billing.1", "refund"), "o", ex=60)
+        # a script touching its own key works (the working-memory compare-and-set is one)
+        assert await billing.eval("return redis.call('HGET', KEYS[1], 'v')", 1, own) == b"1"
+
+        others = keys.memory(prefix, "wf1", "kb", "draft")
+        with pytest.raises(NoPermissionError):
+            await billing.get(others)
+        with pytest.raises(NoPermissionError):
+            await billing.set(keys.result(prefix, "wf1", "kb", "x"), "forged")
+        with pytest.raises(ResponseError, match="No permissions to access a key"):
+            await billing.eval("return redis.call('GET', KEYS[1])", 1, others)
+        for command in (("CONFIG", "GET", "dir"), ("FLUSHALL",), ("KEYS", "*"), ("SCAN", "0")):
+            with pytest.raises(NoPermissionError):
+                await billing.execute_command(*command)
+    finally:
+        await billing.aclose()
+
+    admin = aioredis.Redis.from_url(mesh.redis.url)
+    try:
+        assert await admin.config_get("appendonly") == {"appendonly": "yes"}
+    finally:
+        await admin.aclose()

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint types bench chaos restarts poison schemas clean down
+.PHONY: demo test check lint types bench bench-flows chaos restarts poison schemas clean down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ check: lint types test
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtest.hop
+
+bench-flows: $(STAMP)
+	$(BIN)/python -m loadtest.flows
 
 chaos: $(STAMP)
 	$(BIN)/python -m loadtest.chaos

@@ -26,7 +26,7 @@ def _load(file: Path | None) -> Policy:
         return load_policy(path)
     except PolicyError as exc:
         for problem in exc.problems:
-            err_console.print(f"[red]error:[/red] {problem}", highlight=False)
+            err_console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 

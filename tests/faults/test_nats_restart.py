@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 
 from jetmesh import Agent, KeyStore, MeshClient, MeshSettings, Replica, Subjects
 from jetmesh.embedded import NatsServer
-from loadtest.tally import TALLY, send_load, tally_agent, wait_all_ran
+from loadtest.tally import wait_all_ran
+from tests.faults.tally_mesh import tally_mesh
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -91,26 +92,10 @@ async def test_nothing_acknowledged_is_lost_when_nats_server_restarts_mid_load(
     delivery whose ack the server lost is answered from the step's recorded result), and
     the replicas and the sender reconnect by themselves."""
     settings = MeshSettings(**{**fresh_settings.model_dump(), "ack_wait_s": 3.0})
-    keys = KeyStore(settings.resolved_keys_dir)
-    keys.init_root()
-    subjects = Subjects(settings.subject_prefix)
-    keys.issue(TALLY, subjects=subjects, ttl_s=600)
-    cli = keys.issue("cli", subjects=subjects, ttl_s=600, ingress=True)
-    replicas = [
-        Replica(tally_agent(), settings, keys.identity(TALLY), roots=keys.roots()) for _ in range(2)
-    ]
-    for replica in replicas:
-        await replica.start()
     redis = Redis.from_url(settings.redis_url)
     try:
-        async with MeshClient(settings, cli, roots=keys.roots()) as client:
-            load = asyncio.create_task(send_load(client, client.mint_token("alice"), LOAD))
-            for _ in range(1000):  # under way: a quarter handled
-                if sum(r.handled for r in replicas) >= LOAD // 4:
-                    break
-                await asyncio.sleep(0.01)
-            handled_before = sum(r.handled for r in replicas)
-            assert LOAD // 4 <= handled_before < LOAD, "the restart falls in the middle"
+        async with tally_mesh(settings) as mesh:
+            load = await mesh.load_under_way(LOAD)
             if how == "kill":
                 fresh_nats_server.kill()
             else:
@@ -122,10 +107,8 @@ async def test_nothing_acknowledged_is_lost_when_nats_server_restarts_mid_load(
             runs = await wait_all_ran(redis, settings, [workflow for workflow, _ in sent])
             assert runs.count(0) == 0, f"{runs.count(0)} acknowledged tasks never ran"
             assert [r for r in runs if r != 1] == [], "a handler ran twice"
-            assert all(r.mesh.nc.is_connected for r in replicas)
-            dlq = await client.js.stream_info(settings.dlq_stream)
+            assert all(r.mesh.nc.is_connected for r in mesh.replicas)
+            dlq = await mesh.client.js.stream_info(settings.dlq_stream)
             assert dlq.state.messages == 0
     finally:
         await redis.aclose()
-        for replica in replicas:
-            await replica.drain()

@@ -168,3 +168,26 @@ def test_corrupt_key_file(store: KeyStore) -> None:
         store.identity("billing")
     with pytest.raises(ConfigError):
         KeyPair.load(store.directory / "missing.key")
+
+
+def test_ensure_without_root_warns_of_a_certificate_about_to_expire(
+    store: KeyStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ident = store.issue("billing", subjects=SUBJECTS, ttl_s=keystore_module.RENEW_BEFORE_S / 2)
+    agent_store = copy_without_root(store, tmp_path / "agent", "billing")
+    with caplog.at_level("WARNING", logger="jetmesh.keys"):
+        assert agent_store.ensure("billing", subjects=SUBJECTS, ttl_s=DAY) == ident
+    (record,) = caplog.records
+    assert "certificate of 'billing' expires at" in record.getMessage()
+    assert "jetmesh keys issue billing" in record.getMessage()
+
+
+def test_ensure_without_root_names_an_expired_certificate(store: KeyStore, tmp_path: Path) -> None:
+    key = store.issue("billing", subjects=SUBJECTS, ttl_s=DAY).key
+    expired = issue_certificate(
+        store.root(), key, publish=[], subscribe=[], ttl_s=DAY, now=time.time() - 2 * DAY
+    )
+    (store.directory / "billing.cert").write_text(expired + "\n")
+    agent_store = copy_without_root(store, tmp_path / "agent", "billing")
+    with pytest.raises(ConfigError, match=r"has expired .*jetmesh keys issue billing"):
+        agent_store.ensure("billing", subjects=SUBJECTS, ttl_s=DAY)

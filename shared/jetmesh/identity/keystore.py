@@ -15,18 +15,26 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, ExpiredKey
 from ..subjects import Subjects, check_token
 from .certificates import Certificate, default_permissions, issue_certificate, verify_certificate
 from .keys import KeyPair, load_public, save_public, write_atomically
 
 RENEW_BEFORE_S = 3600.0
-"""An auto-issued development certificate is renewed when it expires within this time."""
+"""An auto-issued development certificate is renewed when it expires within this time; one
+that cannot be renewed here (no root key) is warned about."""
+
+log = logging.getLogger("jetmesh.keys")
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 @dataclass(frozen=True)
@@ -150,11 +158,28 @@ class KeyStore:
         try:
             ident = self.identity(name)
             cert = verify_certificate(ident.certificate, self.roots())
-            if cert.expires - time.time() > RENEW_BEFORE_S and cert.ingress == ingress:
+            left = cert.expires - time.time()
+            if left > RENEW_BEFORE_S and cert.ingress == ingress:
+                return ident
+            if cert.ingress == ingress and not self.has_root():  # cannot renew it here
+                log.warning(
+                    "certificate of %r expires at %s (in %.0f s): issue a new one with "
+                    "`jetmesh keys issue %s` and restart",
+                    name,
+                    _utc(cert.expires),
+                    left,
+                    name,
+                )
                 return ident
         except ConfigError:
             if not self.has_root():
                 raise
+        except ExpiredKey as exc:
+            if not self.has_root():
+                raise ConfigError(
+                    f"certificate of {name!r} has expired or is not yet valid ({exc.detail}): "
+                    f"issue a new one with `jetmesh keys issue {name}`"
+                ) from None
         except Exception:
             if not self.has_root():
                 raise ConfigError(f"certificate of {name!r} is not valid; reissue it") from None

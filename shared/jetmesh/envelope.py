@@ -91,6 +91,11 @@ def encode_envelope(envelope: Envelope) -> bytes:
     return _encoder.encode(envelope)
 
 
+_UNDECODABLE = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
+"""What decoding untrusted JSON raises: besides msgspec's own errors, invalid UTF-8 inside a
+string and nesting deeper than the decoder's recursion limit."""
+
+
 def decode_envelope(data: bytes) -> Envelope:
     """Decode an envelope, leaving the body raw.
 
@@ -99,7 +104,7 @@ def decode_envelope(data: bytes) -> Envelope:
     """
     try:
         return _envelope_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _UNDECODABLE as exc:
         raise Malformed(str(exc)) from None
 
 
@@ -117,7 +122,7 @@ def decode_body(envelope: Envelope, tp: type[T]) -> T:
     try:
         decoder: msgspec.json.Decoder[T] = _decoder_for(tp)  # type: ignore[arg-type]
         return decoder.decode(envelope.body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _UNDECODABLE as exc:
         raise SchemaViolation(f"{type_name(tp)}: {exc}") from None
 
 

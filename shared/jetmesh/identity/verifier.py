@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from .._exceptions import BadSignature as BadSignatureError
 from .._exceptions import (
+    Malformed,
     Misaddressed,
     Oversized,
     RejectedMessage,
@@ -27,7 +28,7 @@ from .._exceptions import (
     Unsigned,
 )
 from ..envelope import Envelope, decode_envelope
-from ..subjects import Subjects, expected_kinds, subject_matches
+from ..subjects import TOKEN_RE, Subjects, expected_kinds, subject_matches
 from .certificates import Certificate
 from .signing import (
     KEY_HEADER,
@@ -43,6 +44,10 @@ from .tokens import Caller
 from .trust import TrustStore
 
 MSG_ID_HEADER = "Nats-Msg-Id"
+
+MAX_HEADER_BYTES = 8192
+"""Largest total of header names and values accepted. A sender's own headers (message id,
+signature, Merkle path, trace context) take a few hundred bytes."""
 
 
 class Verified(NamedTuple):
@@ -129,6 +134,9 @@ class Verifier:
         if len(data) > self._max_payload:
             raise Oversized(f"{len(data)} bytes > limit {self._max_payload}")
         headers = headers or {}
+        header_bytes = sum(len(k) + len(v) for k, v in headers.items())
+        if header_bytes > MAX_HEADER_BYTES:
+            raise Oversized(f"{header_bytes} bytes of headers > limit {MAX_HEADER_BYTES}")
         scheme = headers.get(SCHEME_HEADER)
         kid = headers.get(KEY_HEADER)
         signature = headers.get(SIGNATURE_HEADER)
@@ -167,6 +175,8 @@ class Verifier:
         headers: Mapping[str, str],
         stored_at: float | None,
     ) -> None:
+        if not TOKEN_RE.match(env.workflow):  # it becomes a subject token of the events
+            raise Malformed(f"workflow id {env.workflow!r} is not a subject token")
         if env.sender != cert.name:
             raise Misaddressed(f"sender {env.sender!r} signed with {cert.name!r}'s key")
         if not cert.may_publish(subject):

@@ -15,6 +15,7 @@ Every error jetmesh raises derives from :class:`MeshError`::
     │   ├── UnknownKey                key id not in the registry
     │   ├── UntrustedCertificate      certificate not signed by the mesh root, or malformed
     │   ├── ExpiredKey                certificate expired (or not yet valid)
+    │   ├── RevokedKey                key id revoked in the registry
     │   ├── BadSignature              signature does not match the published bytes
     │   ├── Malformed                 not a JSON envelope
     │   ├── Misaddressed              subject does not match ``to``, or sender not allowed there
@@ -131,6 +132,12 @@ class UntrustedCertificate(RejectedMessage):
 
 class ExpiredKey(RejectedMessage):
     code = "expired-key"
+
+
+class RevokedKey(RejectedMessage):
+    """The key id was revoked (``jetmesh keys revoke``): its certificate no longer counts."""
+
+    code = "revoked-key"
 
 
 class BadSignature(RejectedMessage):

@@ -47,6 +47,7 @@ from .envelope import (
 )
 from .envelope import now as clock
 from .identity.keystore import Identity
+from .identity.revocation import Revocation, lookup_revocation
 from .identity.signing import BatchSigner, Signer
 from .identity.tokens import mint_token
 from .identity.trust import TrustStore
@@ -93,7 +94,12 @@ class MeshClient:
         self.subjects = Subjects(settings.subject_prefix)
         self.signer = Signer(identity.key)
         self.batch_signer = BatchSigner(self.signer) if settings.batch_signing else None
-        self.trust = TrustStore(roots, self._lookup_certificate, leeway_s=settings.clock_skew_s)
+        self.trust = TrustStore(
+            roots,
+            self._lookup_certificate,
+            leeway_s=settings.clock_skew_s,
+            revocations=self._lookup_revocation,
+        )
         self.verifier = Verifier(
             self.trust,
             self.subjects,
@@ -126,6 +132,14 @@ class MeshClient:
         self._js = self._nc.jetstream()
         await ensure_streams(self._js, self.settings)
         self._registry = await ensure_registry(self._js, self.settings)
+        revoked = await lookup_revocation(self._registry, self.identity.key.kid)
+        if revoked is not None:
+            await self._nc.close()
+            raise ConfigError(
+                f"the key of {self.name!r} ({revoked.kid}) was revoked by {revoked.by}"
+                f"{': ' + revoked.reason if revoked.reason else ''}; issue a new one with "
+                f"`jetmesh keys rotate {self.name}`"
+            )
         await self._registry.put(self.identity.key.kid, self.identity.certificate.encode())
         self._publisher = StreamPublisher(self._nc)
         await self._publisher.start()
@@ -187,6 +201,18 @@ class MeshClient:
                 self.settings.redis_url, retry_s=self.settings.redis_retry_s
             )
         return self._redis
+
+    @property
+    def registry(self) -> KeyValue:
+        """The registry bucket: certificates by key id, and revocations."""
+        if self._registry is None:
+            raise ConfigError("MeshClient is not started")
+        return self._registry
+
+    async def _lookup_revocation(self, kid: str) -> Revocation | None:
+        if self._registry is None:
+            return None
+        return await lookup_revocation(self._registry, kid)
 
     async def _lookup_certificate(self, kid: str) -> str | None:
         if self._registry is None:

@@ -24,7 +24,6 @@ violations are in the same module.
 
 Not yet covered (the checks do not exist, so no real attack can be written against them):
 
-- a revoked key id: there is no revocation list or revocation API;
 - delegated calls with wider scopes or later expiry, a chain with a hop removed, reordered
   or spliced: there are no delegation tokens or chains, only the ingress caller token;
 - a token reused in another tenant: envelopes carry no tenant to compare with the token's;
@@ -49,8 +48,10 @@ from jetmesh import MeshSettings
 from jetmesh.envelope import decode_body, encode_envelope
 from jetmesh.identity.certificates import default_permissions, issue_certificate
 from jetmesh.identity.keys import KeyPair, b64d, b64e
+from jetmesh.identity.revocation import revoke_key
 from jetmesh.identity.signing import KEY_HEADER, SIGNATURE_HEADER, Signer
 from jetmesh.identity.tokens import mint_token
+from jetmesh.identity.trust import REVOCATION_TTL_S
 from jetmesh.identity.verifier import MSG_ID_HEADER
 from tests.conftest import isolated_settings
 from tests.integration.harness import WAIT_S, Echo, EchoAgent, Mesh, Sealed, rejected, signed_by
@@ -90,7 +91,9 @@ class Arena:
         assert client is not None
         return client.identity.key
 
-    async def agent_key(self, name: str, publish: list[str] | None = None) -> KeyPair:
+    async def agent_key(
+        self, name: str, publish: list[str] | None = None, *, ingress: bool = False
+    ) -> KeyPair:
         """A registered agent ``name`` (a certificate from the mesh's root)."""
         key = KeyPair.generate(name)
         default_publish, subscribe = default_permissions(self.mesh.subjects, name)
@@ -99,6 +102,7 @@ class Arena:
             key,
             publish=default_publish if publish is None else publish,
             subscribe=subscribe,
+            ingress=ingress,
             ttl_s=3600,
         )
         await self.mesh.register_certificate(key.kid, certificate)
@@ -215,6 +219,46 @@ async def expired_certificate(a: Arena, text: str) -> Attack:
     await a.mesh.register_certificate(relic.kid, certificate)
     sealed = a.seal(text, sender="relic")
     return Attack(sealed.data, signed_by(relic, sealed))
+
+
+async def revoke(a: Arena, kid: str) -> None:
+    """Revoke ``kid`` and wait until every process must have learnt it."""
+    await revoke_key((await a.mesh.ingress()).registry, kid, reason="test", by="adversarial")
+    await asyncio.sleep(REVOCATION_TTL_S + 0.2)
+
+
+async def revoked_key_id(a: Arena, text: str) -> Attack:
+    outcast = await a.agent_key("outcast")
+    await revoke(a, outcast.kid)
+    sealed = a.seal(text, sender="outcast")
+    return Attack(sealed.data, signed_by(outcast, sealed))
+
+
+async def revoked_key_id_cached(a: Arena, text: str) -> Attack:
+    """The replica verified (and cached) the certificate before the revocation."""
+    exile = await a.agent_key("exile")
+    reply_to = a.mesh.subjects.reply("exile", "x1")
+    first = a.seal("first-" + text, sender="exile", reply_to=reply_to)
+    attacker = await a.mesh.attacker()
+    await attacker.publish(a.subject, first.data, signed_by(exile, first))
+    deadline = time.monotonic() + WAIT_S
+    while "first-" + text not in a.echo.seen:  # served: the certificate is cached
+        assert time.monotonic() < deadline, "the valid message was not served"
+        await asyncio.sleep(0.02)
+    await revoke(a, exile.kid)
+    sealed = a.seal(text, sender="exile", reply_to=reply_to)
+    return Attack(sealed.data, signed_by(exile, sealed))
+
+
+async def token_of_revoked_ingress(a: Arena, text: str) -> Attack:
+    """A token minted by another ingress, used once (verified and cached), then its key
+    is revoked; the message itself is signed by a valid ingress."""
+    gate = await a.agent_key("gate", ingress=True)
+    token = mint_token(gate, subject="alice", tenant="acme", scopes=(), ttl_s=600)
+    await answered(a, a.mesh.seal(Echo("first-" + text), token=token))
+    await revoke(a, gate.kid)
+    sealed = a.seal(text, caller=token)
+    return Attack(sealed.data, sealed.headers, sealed)
 
 
 async def token_alg_none(a: Arena, text: str) -> Attack:
@@ -378,6 +422,9 @@ CASES = [
     pytest.param(flipped_bit_in_msg_id, "replayed", id="flipped-bit-msg-id-header"),
     pytest.param(unknown_key_id, "unknown-key", id="unknown-key-id"),
     pytest.param(expired_certificate, "expired-key", id="expired-certificate"),
+    pytest.param(revoked_key_id, "revoked-key", id="revoked-key-id"),
+    pytest.param(revoked_key_id_cached, "revoked-key", id="revoked-key-id-cached-certificate"),
+    pytest.param(token_of_revoked_ingress, "revoked-key", id="token-of-revoked-ingress"),
     pytest.param(token_alg_none, "invalid-token", id="token-alg-none"),
     pytest.param(token_hs256_with_public_key, "invalid-token", id="token-hs256-public-key"),
     pytest.param(body_swapped, "bad-signature", id="body-swapped-under-signature"),

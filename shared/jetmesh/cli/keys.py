@@ -7,13 +7,20 @@ import time
 import typer
 
 from ..identity.keystore import KeyStore
+from ..identity.revocation import Revocation, revoke_key
 from ..identity.tokens import mint_token
 from ..subjects import Subjects
-from .common import console, settings
+from .common import console, run_async, settings
+from .ingress import cli_client
 
 app = typer.Typer(
-    help="Create the root key, issue agent certificates, mint caller tokens.", no_args_is_help=True
+    help="Create the root key, issue, rotate and revoke agent certificates, mint caller tokens.",
+    no_args_is_help=True,
 )
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 def _store() -> KeyStore:
@@ -46,7 +53,38 @@ def issue(
     console.print(f"issued {ident.key.kid} (valid {ttl_days:g} days)")
 
 
-@app.command("show")
+@app.command("rotate")
+def rotate(
+    name: str = typer.Argument(..., help="agent or ingress name"),
+    ttl_days: float = typer.Option(30.0, help="lifetime of the new certificate in days"),
+) -> None:
+    """Give NAME a new key and certificate (same permissions); the old key id stays valid
+    until its certificate expires or it is revoked, so replicas restart one at a time."""
+    ident, old = _store().rotate(name, ttl_s=ttl_days * 86400)
+    console.print(f"issued {ident.key.kid} (valid {ttl_days:g} days)")
+    console.print(
+        f"previous {old.kid} stays valid until {_utc(old.expires)}; once every replica runs "
+        f"on the new key: jetmesh keys revoke {old.kid}"
+    )
+
+
+@app.command("revoke")
+def revoke(
+    kid: str = typer.Argument(..., help="the key id to revoke (jetmesh keys show NAME)"),
+    reason: str = typer.Option("", help="why, kept with the revocation"),
+) -> None:
+    """Revoke a key id for good: every process refuses its messages and caller tokens
+    within a second."""
+
+    async def go() -> Revocation:
+        async with cli_client(settings()) as mesh:
+            return await revoke_key(mesh.registry, kid, reason=reason)
+
+    record = run_async(go())
+    why = f" ({record.reason})" if record.reason else ""
+    console.print(f"revoked {record.kid} by {record.by} at {_utc(record.at)}{why}")
+
+
 def show(name: str = typer.Argument(..., help="agent or ingress name")) -> None:
     """Print NAME's verified certificate."""
     cert = _store().certificate(name)

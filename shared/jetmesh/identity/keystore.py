@@ -6,6 +6,8 @@ Layout of a keys directory (default ``.jetmesh/keys``)::
     roots/<kid>.pub      trusted root public keys (several during a rotation)
     <name>.key           an agent's private seed
     <name>.cert          its certificate (JWT), signed by the root
+    retired/<kid>.cert   certificates replaced by ``rotate`` (their private keys are not
+                         kept: replicas still running on them hold them in memory)
 
 Example:
     >>> store = KeyStore(Path(".jetmesh/keys"))       # doctest: +SKIP
@@ -124,6 +126,40 @@ class KeyStore:
         )
         write_atomically(self.directory / f"{name}.cert", cert + "\n")
         return Identity(key, cert)
+
+    def rotate(self, name: str, *, ttl_s: float) -> tuple[Identity, Certificate]:
+        """Give ``name`` a new key (a new key id) and a certificate with the same
+        permissions, scopes and ingress flag as its current one; returns the new identity
+        and the replaced certificate.
+
+        The old certificate stays valid in the registry until it expires or is revoked, so
+        replicas still running on the old key and replicas started on the new one serve
+        side by side. The old certificate is kept as ``retired/<kid>.cert``; the old
+        private key is removed from this directory.
+
+        Raises:
+            ConfigError: no current certificate for ``name``, or no root key here.
+        """
+        old = self.identity(name)
+        # Read the old certificate whatever its age (at=0, expiry and not-before unchecked):
+        # an expired one is rotated like any other.
+        previous = verify_certificate(old.certificate, self.roots(), at=0.0, check_not_before=False)
+        key = KeyPair.generate(name)
+        cert = issue_certificate(
+            self.root(),
+            key,
+            publish=previous.publish,
+            subscribe=previous.subscribe,
+            scopes=sorted(previous.scopes),
+            ingress=previous.ingress,
+            ttl_s=ttl_s,
+        )
+        write_atomically(
+            self.directory / "retired" / f"{previous.kid}.cert", old.certificate + "\n"
+        )
+        key.save(self.directory / f"{name}.key")
+        write_atomically(self.directory / f"{name}.cert", cert + "\n")
+        return Identity(key, cert), previous
 
     def identity(self, name: str) -> Identity:
         """Load ``name``'s key and certificate.

@@ -3,25 +3,45 @@
 Certificates are looked up by key id in the registry (a JetStream key-value bucket),
 verified once against the mesh root, and cached; expiry is re-checked on every use.
 Caller tokens are verified once per distinct token string and cached the same way.
+
+Revocation (``revoked.<kid>`` in the registry) is checked on every use of a key id, of a
+message's signer and of a caller token's issuer alike, against an answer at most
+``revocation_ttl_s`` old: a "not revoked" answer is asked again after that time, so a
+revocation takes effect in every process within ``revocation_ttl_s`` (plus one registry
+read) even for a certificate cached long before. A "revoked" answer is kept for good. When
+the registry cannot be read, the last answer is kept and asked again on the next use.
+The look-up is a direct get (no consumer), so it needs only the registry's read
+permissions that every role has.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 
 from nacl.signing import VerifyKey
 
-from .._exceptions import ExpiredKey, ExpiredToken, UnknownKey
+from .._exceptions import ExpiredKey, ExpiredToken, RevokedKey, UnknownKey
 from .certificates import Certificate, verify_certificate
+from .revocation import Revocation
 from .tokens import Caller, token_key_id, verify_token
+
+log = logging.getLogger("jetmesh.trust")
 
 CertificateLookup = Callable[[str], Awaitable[str | None]]
 """Returns the certificate JWT registered under a key id, or None."""
 
+RevocationLookup = Callable[[str], Awaitable[Revocation | None]]
+"""Returns the revocation record of a key id, None when it is not revoked; raises when the
+registry cannot be read."""
+
 DEFAULT_CACHE_SIZE = 4096
 NEGATIVE_TTL_S = 1.0
+REVOCATION_TTL_S = 1.0
+"""How long a "not revoked" answer is trusted: the longest a revocation takes to reach a
+process that already verified the key."""
 
 
 class TrustStore:
@@ -34,14 +54,20 @@ class TrustStore:
         *,
         leeway_s: float = 5.0,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        revocations: RevocationLookup | None = None,
+        revocation_ttl_s: float = REVOCATION_TTL_S,
     ) -> None:
         self.roots = dict(roots)
         self._lookup = lookup
+        self._revocations = revocations
+        self._revocation_ttl = revocation_ttl_s
+        self._not_revoked_until: OrderedDict[str, float] = OrderedDict()
+        self._revoked: dict[str, Revocation] = {}
         self._leeway = leeway_s
         self._cache_size = cache_size
         self._certs: OrderedDict[str, tuple[Certificate, VerifyKey]] = OrderedDict()
         self._missing: dict[str, float] = {}
-        self._callers: OrderedDict[str, Caller] = OrderedDict()
+        self._callers: OrderedDict[str, tuple[Caller, str]] = OrderedDict()
 
     def add(self, certificate_jwt: str) -> Certificate:
         """Verify a certificate and put it in the cache (used for a process's own cert)."""
@@ -64,9 +90,12 @@ class TrustStore:
             UnknownKey: no certificate is registered under ``kid``.
             UntrustedCertificate: the registered certificate is not from a trusted root.
             ExpiredKey: the certificate has expired.
+            RevokedKey: ``kid`` has been revoked (for ``at`` in the past: revoked before
+                ``at``).
         """
-        entry = self._certs.get(kid)
         now = time.time()
+        await self.check_revoked(kid, at=at, now=now)
+        entry = self._certs.get(kid)
         if entry is None:
             if self._missing.get(kid, 0.0) > now:
                 raise UnknownKey(f"no certificate for key id {kid!r}")
@@ -86,20 +115,59 @@ class TrustStore:
             raise ExpiredKey(f"certificate {kid} expired at {entry[0].expires:.0f}")
         return entry
 
+    def revoked(self, revocation: Revocation) -> None:
+        """Record a revocation learnt otherwise (the process's own ``jetmesh keys revoke``)."""
+        self._revoked[revocation.kid] = revocation
+        self._not_revoked_until.pop(revocation.kid, None)
+
+    async def check_revoked(
+        self, kid: str, *, at: float | None = None, now: float | None = None
+    ) -> None:
+        """Raise RevokedKey when ``kid`` is revoked (before ``at``, when given).
+
+        Raises:
+            RevokedKey: ``kid`` is revoked.
+        """
+        revocation = self._revoked.get(kid)
+        if revocation is None and self._revocations is not None:
+            now = time.time() if now is None else now
+            if self._not_revoked_until.get(kid, 0.0) <= now:
+                try:
+                    revocation = await self._revocations(kid)
+                except Exception as exc:  # keep the last answer; ask again next time
+                    log.warning("cannot read the revocation of %s: %s", kid, exc)
+                else:
+                    if revocation is None:
+                        self._not_revoked_until[kid] = now + self._revocation_ttl
+                        self._not_revoked_until.move_to_end(kid)
+                        if len(self._not_revoked_until) > self._cache_size:
+                            self._not_revoked_until.popitem(last=False)
+                    else:
+                        self.revoked(revocation)
+        if revocation is None or (at is not None and at < revocation.at):
+            return
+        why = f": {revocation.reason}" if revocation.reason else ""
+        raise RevokedKey(f"key {kid} was revoked by {revocation.by} at {revocation.at:.0f}{why}")
+
     async def caller(self, token: str, *, at: float | None = None) -> Caller:
         """The verified caller of a token, valid at ``at`` (default now).
 
         Raises:
             InvalidToken: forged, malformed, or minted by a key that is not an ingress.
             ExpiredToken: the token has expired.
+            RevokedKey: the key that minted the token has been revoked.
         """
-        caller = self._callers.get(token)
-        if caller is None:
-            issuer, _ = await self.certificate(token_key_id(token), at=at)
+        cached = self._callers.get(token)
+        if cached is None:
+            kid = token_key_id(token)
+            issuer, _ = await self.certificate(kid, at=at)
             caller = verify_token(token, issuer, leeway_s=self._leeway, at=at)
-            self._callers[token] = caller
+            self._callers[token] = (caller, kid)
             if len(self._callers) > self._cache_size:
                 self._callers.popitem(last=False)
+        else:
+            caller, kid = cached
+            await self.check_revoked(kid, at=at)
         if caller.expires + self._leeway < (time.time() if at is None else at):
             raise ExpiredToken(f"caller token {caller.token_id} expired at {caller.expires:.0f}")
         return caller

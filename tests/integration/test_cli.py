@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from jetmesh import KeyStore
 from jetmesh.cli import app
+from jetmesh.identity.revocation import lookup_revocation
 from jetmesh.identity.tokens import verify_token
 from jetmesh.processes import settings_env
 from tests.integration.harness import EchoAgent, Mesh
@@ -129,3 +130,30 @@ async def test_events_of_an_unknown_workflow(mesh: Mesh) -> None:
     code, out, _ = await jetmesh(mesh, "events", "01JD0000000000000000000000")
     assert code == 1
     assert "no events for workflow 01JD0000000000000000000000" in out
+
+
+def test_keys_rotate_keeps_permissions_and_retires_the_old_certificate(tmp_path: Path) -> None:
+    keys_cli(tmp_path, "init")
+    out = keys_cli(tmp_path, "issue", "billing", "--scope", "refund:write")
+    old_kid = re.search(r"issued (billing-[0-9a-f]{16})", out)
+    assert old_kid is not None, out
+    out = keys_cli(tmp_path, "rotate", "billing", "--ttl-days", "3")
+    new_kid = re.search(r"issued (billing-[0-9a-f]{16}) \(valid 3 days\)", out)
+    assert new_kid is not None and new_kid.group(1) != old_kid.group(1), out
+    assert f"jetmesh keys revoke {old_kid.group(1)}" in out
+    store = KeyStore(tmp_path / "keys")
+    cert = store.certificate("billing")
+    assert (cert.kid, cert.scopes) == (new_kid.group(1), {"refund:write"})
+    assert store.identity("billing").key.kid == new_kid.group(1)
+    assert (tmp_path / "keys" / "retired" / f"{old_kid.group(1)}.cert").exists()
+
+
+async def test_keys_revoke(mesh: Mesh) -> None:
+    kid = mesh.identity("billing").key.kid
+    code, out, err = await jetmesh(mesh, "keys", "revoke", kid, "--reason", "laptop stolen")
+    assert code == 0, err
+    assert re.search(rf"revoked {kid} by \S+ at .*\(laptop stolen\)", out), out
+    revocation = await lookup_revocation((await mesh.ingress()).registry, kid)
+    assert revocation is not None and revocation.reason == "laptop stolen"
+    code, out, err = await jetmesh(mesh, "keys", "revoke", "not.a.kid")
+    assert code == 1 and "is not a key id" in err, (out, err)

@@ -62,10 +62,9 @@ def rotate(
     until its certificate expires or it is revoked, so replicas restart one at a time."""
     ident, old = _store().rotate(name, ttl_s=ttl_days * 86400)
     console.print(f"issued {ident.key.kid} (valid {ttl_days:g} days)")
-    console.print(
-        f"previous {old.kid} stays valid until {_utc(old.expires)}; once every replica runs "
-        f"on the new key: jetmesh keys revoke {old.kid}"
-    )
+    console.print(f"previous {old.kid} stays valid until {_utc(old.expires)}")
+    console.print("when every replica runs on the new key, revoke it:")
+    console.print(f"  jetmesh keys revoke {old.kid}")
 
 
 @app.command("revoke")

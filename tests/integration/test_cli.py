@@ -139,7 +139,8 @@ def test_keys_rotate_keeps_permissions_and_retires_the_old_certificate(tmp_path:
     assert old_kid is not None, out
     out = keys_cli(tmp_path, "rotate", "billing", "--ttl-days", "3")
     new_kid = re.search(r"issued (billing-[0-9a-f]{16}) \(valid 3 days\)", out)
-    assert new_kid is not None and new_kid.group(1) != old_kid.group(1), out
+    assert new_kid is not None, out
+    assert new_kid.group(1) != old_kid.group(1)
     assert f"jetmesh keys revoke {old_kid.group(1)}" in out
     store = KeyStore(tmp_path / "keys")
     cert = store.certificate("billing")
@@ -154,6 +155,8 @@ async def test_keys_revoke(mesh: Mesh) -> None:
     assert code == 0, err
     assert re.search(rf"revoked {kid} by \S+ at .*\(laptop stolen\)", out), out
     revocation = await lookup_revocation((await mesh.ingress()).registry, kid)
-    assert revocation is not None and revocation.reason == "laptop stolen"
+    assert revocation is not None
+    assert revocation.reason == "laptop stolen"
     code, out, err = await jetmesh(mesh, "keys", "revoke", "not.a.kid")
-    assert code == 1 and "is not a key id" in err, (out, err)
+    assert code == 1, (out, err)
+    assert "is not a key id" in err

@@ -36,7 +36,8 @@ async def test_old_and_new_key_serve_side_by_side_then_old_is_revoked(
         *(client.request("echo", Echo(t), token=token, returns=Echo) for t in texts)
     )
     assert replies == [Echo(t.upper()) for t in texts]
-    assert old.handled > 1 and new.handled > 0, (old.handled, new.handled)
+    assert old.handled > 1, (old.handled, new.handled)
+    assert new.handled > 0, (old.handled, new.handled)
 
     # Each alone: replies signed by the old key, then by the new one, are accepted.
     await new.drain(timeout=5.0)
@@ -69,4 +70,5 @@ async def test_old_and_new_key_serve_side_by_side_then_old_is_revoked(
     with pytest.raises(ConfigError, match="revoked"):
         await stale.start()
     revocation = await lookup_revocation(client.registry, old_kid)
-    assert revocation is not None and revocation.reason == "rotated"
+    assert revocation is not None
+    assert revocation.reason == "rotated"

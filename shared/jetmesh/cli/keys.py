@@ -84,6 +84,7 @@ def revoke(
     console.print(f"revoked {record.kid} by {record.by} at {_utc(record.at)}{why}")
 
 
+@app.command("show")
 def show(name: str = typer.Argument(..., help="agent or ingress name")) -> None:
     """Print NAME's verified certificate."""
     cert = _store().certificate(name)

@@ -17,8 +17,9 @@ HANDOFF_WRITE = "handoff:write"
 
 
 def permitted(ctx: Context, agent: Agent, scope: str) -> bool:
-    """Both the caller and ``agent`` hold ``scope``."""
-    return ctx.caller.has_scope(scope) and scope in agent.scopes
+    """Both the caller and ``agent`` hold ``scope`` (``ctx.scopes``: the caller's scopes ∩
+    the role's grant, as far as its certificate grants)."""
+    return ctx.permits(scope) and scope in agent.scopes
 
 
 def refusal(ctx: Context, agent: Agent, scope: str) -> str:

@@ -31,6 +31,7 @@ Every error jetmesh raises derives from :class:`MeshError`::
     │   ├── MemoryConflict            the value changed since it was read (compare-and-set)
     │   └── MemoryTooLarge            the value is over the size limit
     ├── EffectInDoubt                 a side effect was started and its outcome is unknown
+    ├── ScopeDenied                   a hop asked for a scope outside caller ∩ agent grant
     ├── SignalTimeout (+ TimeoutError)  no signal within a wait's timeout
     │   └── ApprovalTimeout           nobody approved or denied in time, and no escalation
     ├── ModelError                    a model provider refused a request, or answered nonsense
@@ -232,6 +233,23 @@ class MemoryTooLarge(MemoryRefused, ValueError):
 class EffectInDoubt(MeshError):
     """A side effect guarded by ``ctx.once`` was claimed by a run that did not finish:
     it may or may not have happened, and running it again could do it twice."""
+
+
+class ScopeDenied(MeshError):
+    """A hop asked for a scope it does not have: the caller's scopes ∩ the agent's grant.
+
+    Attributes:
+        scope: the scope asked for.
+        reason: ``scope-denied``.
+        detail: who lacks it (the caller, the agent, or both).
+    """
+
+    reason = "scope-denied"
+
+    def __init__(self, scope: str, detail: str) -> None:
+        super().__init__(f"{self.reason}: {detail}")
+        self.scope = scope
+        self.detail = detail
 
 
 class SignalTimeout(MeshError, TimeoutError):

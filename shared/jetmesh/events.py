@@ -53,9 +53,14 @@ CALL_REFUSED: Final = "call-refused"
 would have had in ``callee_step``, ``plan-too-deep`` or ``fan-out-exceeded`` in
 ``reason``. (Not in :data:`KINDS`: trees show it as a note, like a handler's own events.)"""
 
+DENIED: Final = "denied"
+"""A hop asked for a scope outside the caller's scopes ∩ its agent's grant
+(``ctx.require_scope``): ``reason`` ``scope-denied``, ``key`` the scope, ``detail`` who
+lacks it, ``target`` what it was for."""
+
 KINDS: Final = (
     ACCEPTED, STARTED, CALL, REPLY, COMPLETED, RETRIED, FAILED, REJECTED, EFFECT,
-    SIGNAL, WAITING, SIGNALLED, MODEL,
+    SIGNAL, WAITING, SIGNALLED, MODEL, DENIED,
 )  # fmt: skip
 
 

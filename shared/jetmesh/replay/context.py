@@ -13,7 +13,7 @@ stops the handler: it has no recorded answer to give.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -91,6 +91,7 @@ class ReplayContext(ContextBase):
         space: MemorySpace,
         concurrency: int = 8,
         limits: PlanLimits | None = None,
+        grant: Iterable[str] = (),
     ) -> None:
         super().__init__(
             task,
@@ -99,6 +100,7 @@ class ReplayContext(ContextBase):
             attempt=max(recorded.node.attempts, 1),
             concurrency=concurrency,
             limits=limits,
+            grant=grant,
         )
         self.recorded = recorded
         self._space = space

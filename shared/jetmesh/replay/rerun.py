@@ -173,7 +173,9 @@ async def _rerun_task(
         out.status = DIVERGED
         out.divergences.append(Divergence(task.step, INPUT, str(exc), expected=task.input.type))
         return out
-    ctx = ReplayContext(task, envelope, _caller(task), space=space, limits=limits)
+    ctx = ReplayContext(
+        task, envelope, _caller(task), space=space, limits=limits, grant=agent.scopes
+    )
     outcome = await _run(handler, body, ctx, timeout)
     out.calls = len(ctx.asked_calls & {c.step for c in task.calls})
     out.effects = len(ctx.asked_effects & set(task.effects))

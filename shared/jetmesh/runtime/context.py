@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import msgspec
@@ -45,6 +45,7 @@ class Context(ContextBase):
         concurrency: int,
         ledger: StepLedger | None = None,
         models: Models | None = None,
+        grant: Iterable[str] = (),
     ) -> None:
         super().__init__(
             task,
@@ -53,6 +54,7 @@ class Context(ContextBase):
             attempt=attempt,
             concurrency=concurrency,
             limits=PlanLimits.of(mesh.settings),
+            grant=grant,
         )
         self._mesh = mesh
         self._ledger = ledger

@@ -21,11 +21,12 @@ from typing import Any, Literal, NamedTuple, TypeVar, overload
 from redis.asyncio import Redis
 
 from .. import events as ev
-from .._exceptions import PlanLimitExceeded
+from .._exceptions import PlanLimitExceeded, ScopeDenied
 from ..envelope import Envelope
 from ..identity.tokens import Caller
 from ..memory import Conversation, WorkingMemory
 from ..models import ModelReply, ModelRequest
+from ..policy.scopes import effective_scopes
 from ..signals import Signal
 from .gathering import Outcome, PendingCall, Policy, gather
 from .limits import PlanLimits
@@ -64,9 +65,12 @@ class ContextBase(abc.ABC):
         attempt: int,
         concurrency: int,
         limits: PlanLimits | None = None,
+        grant: Iterable[str] = (),
     ) -> None:
         self.task = task
         self.caller = caller
+        self.grant = frozenset(grant)
+        """The scopes this agent role was granted (``Agent(scopes=...)``, its certificate)."""
         self.workflow = task.workflow
         self.agent = agent
         self.attempt = attempt
@@ -254,6 +258,34 @@ class ContextBase(abc.ABC):
         return await gather(
             calls, limit=limit or self._gather_limit, timeout=timeout, policy=policy
         )
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """What this hop may do: the caller's scopes ∩ this agent's grant."""
+        return effective_scopes(self.caller.scopes, self.grant)
+
+    def permits(self, scope: str) -> bool:
+        """Whether ``scope`` is in :attr:`scopes`."""
+        return scope in self.scopes
+
+    async def require_scope(self, scope: str, *, what: str = "") -> None:
+        """Go on only if this hop may use ``scope``; otherwise record a ``denied`` event
+        (who, on whose behalf, what for, why) and raise :class:`ScopeDenied`.
+
+        Raises:
+            ScopeDenied: ``scope`` is not granted to the caller, the agent, or both.
+        """
+        if self.permits(scope):
+            return
+        lacking = [
+            *([] if self.caller.has_scope(scope) else [f"the caller {self.caller.subject}"]),
+            *([] if scope in self.grant else [f"the agent {self.agent}"]),
+        ]
+        detail = f"{scope} is not granted to {' and '.join(lacking)}"
+        await self.emit_event(
+            ev.DENIED, reason=ScopeDenied.reason, key=scope, target=what or None, detail=detail
+        )
+        raise ScopeDenied(scope, detail)
 
     async def emit(self, kind: str, detail: str = "") -> None:
         """Record a custom event (``kind`` like ``critique`` or ``note``) in the workflow."""

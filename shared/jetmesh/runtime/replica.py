@@ -20,12 +20,13 @@ from nats.aio.msg import Msg
 from redis.exceptions import RedisError
 
 from .. import events as ev
-from .._exceptions import Reject, RejectedMessage
+from .._exceptions import Reject, RejectedMessage, ScopeDenied
 from ..bus.delivery import delivery_of
 from ..bus.pull import PullFeed
 from ..bus.streams import advisories_stream, ensure_consumer
 from ..client import MeshClient
 from ..envelope import Envelope, decode_body, encode, type_name
+from ..identity.certificates import verify_certificate
 from ..identity.keystore import Identity
 from ..identity.tokens import Caller
 from ..models import prices_from, provider_from
@@ -48,6 +49,15 @@ ADVISORY_CAPACITY = 4
 
 STARTED_AFTER_S = 0.05
 """A first delivery's ``started`` event is emitted once its handler has run this long."""
+
+
+def _certified_scopes(identity: Identity, roots: Mapping[str, bytes]) -> frozenset[str]:
+    """The scopes ``identity``'s certificate grants (none if it does not verify: the
+    replica will not get far, and meanwhile it may do nothing)."""
+    try:
+        return verify_certificate(identity.certificate, roots).scopes
+    except RejectedMessage:
+        return frozenset()
 
 
 class ReplicaState(enum.Enum):
@@ -94,6 +104,8 @@ class Replica:
             else None
         )
         self.failures = Failures(self.mesh, settings, agent.name, self.ledger)
+        self.grant = frozenset(agent.scopes) & _certified_scopes(identity, roots)
+        """What this role may do: its declared scopes, as far as its certificate grants."""
         self._lease_ms = int(settings.ack_wait_s * 1000)
         self._unannounced: dict[Context, float] = {}
         self._announcer: asyncio.Task[None] | None = None
@@ -218,6 +230,7 @@ class Replica:
             concurrency=self.concurrency,
             ledger=self.ledger,
             models=self.models,
+            grant=self.grant,
         )
         started = time.perf_counter()
         if attempt == 1:
@@ -236,6 +249,11 @@ class Replica:
         except Reject as exc:
             await self.failures.finish_failed(
                 msg, task, caller, attempt, "rejected-by-handler", exc.reason, error_type="Reject"
+            )
+            return
+        except ScopeDenied as exc:  # no retry: the caller's and the role's scopes stay
+            await self.failures.finish_failed(
+                msg, task, caller, attempt, exc.reason, exc.detail, error_type="ScopeDenied"
             )
             return
         except Exception as exc:

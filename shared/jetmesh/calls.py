@@ -1,10 +1,28 @@
-"""Calls awaiting their replies, keyed by the id of the task that was sent."""
+"""Calls awaiting their replies, keyed by the id of the task that was sent, and what a
+reply decodes to."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import TypeVar
 
-from .envelope import Envelope
+from ._exceptions import CallFailed
+from .envelope import Envelope, ErrorBody, decode_body
+
+T = TypeVar("T")
+
+
+def decode_reply(agent: str, reply: Envelope, returns: type[T]) -> T:
+    """The body of a reply as ``returns``, or the error it carries.
+
+    Raises:
+        CallFailed: the reply is an error.
+        SchemaViolation: the body is not a ``returns``.
+    """
+    if reply.kind == "error":
+        err = decode_body(reply, ErrorBody)
+        raise CallFailed(agent, err.error_type, err.message, err.reason)
+    return decode_body(reply, returns)
 
 
 class PendingCalls:

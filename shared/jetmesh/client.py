@@ -29,25 +29,24 @@ from nats.js.kv import KeyValue
 from redis.asyncio import Redis
 
 from . import events as ev
-from ._exceptions import CallFailed, ConfigError, MeshTimeout, RejectedMessage
+from ._exceptions import ConfigError, MeshTimeout, RejectedMessage
 from .bus.connection import connect
 from .bus.publisher import StreamPublisher
 from .bus.streams import ensure_registry, ensure_streams
 from .bus.tracing import TRACEPARENT_HEADER, traceparent
-from .calls import PendingCalls
+from .calls import PendingCalls, decode_reply
 from .envelope import (
     Envelope,
-    ErrorBody,
     Kind,
-    decode_body,
     encode,
     encode_envelope,
+    exceeds,
     new_id,
     type_name,
 )
 from .envelope import now as clock
 from .identity.keystore import Identity
-from .identity.revocation import Revocation, lookup_revocation
+from .identity.revocation import Revocation, lookup_revocation, refuse_if_revoked
 from .identity.signing import BatchSigner, Signer
 from .identity.tokens import mint_token
 from .identity.trust import TrustStore
@@ -63,17 +62,7 @@ log = logging.getLogger("jetmesh.client")
 T = TypeVar("T")
 
 
-def decode_reply(agent: str, reply: Envelope, returns: type[T]) -> T:
-    """The body of a reply as ``returns``, or the error it carries.
-
-    Raises:
-        CallFailed: the reply is an error.
-        SchemaViolation: the body is not a ``returns``.
-    """
-    if reply.kind == "error":
-        err = decode_body(reply, ErrorBody)
-        raise CallFailed(agent, err.error_type, err.message, err.reason)
-    return decode_body(reply, returns)
+_NULL = msgspec.Raw(b"null")
 
 
 class MeshClient:
@@ -132,14 +121,11 @@ class MeshClient:
         self._js = self._nc.jetstream()
         await ensure_streams(self._js, self.settings)
         self._registry = await ensure_registry(self._js, self.settings)
-        revoked = await lookup_revocation(self._registry, self.identity.key.kid)
-        if revoked is not None:
+        try:
+            await refuse_if_revoked(self._registry, self.name, self.identity.key.kid)
+        except ConfigError:
             await self._nc.close()
-            raise ConfigError(
-                f"the key of {self.name!r} ({revoked.kid}) was revoked by {revoked.by}"
-                f"{': ' + revoked.reason if revoked.reason else ''}; issue a new one with "
-                f"`jetmesh keys rotate {self.name}`"
-            )
+            raise
         await self._registry.put(self.identity.key.kid, self.identity.certificate.encode())
         self._publisher = StreamPublisher(self._nc)
         await self._publisher.start()
@@ -284,19 +270,12 @@ class MeshClient:
         data, headers = await self.seal_batched(envelope)
         await self.nc.publish(subject, data, headers=headers)
 
-    async def emit(
-        self,
-        workflow: str,
-        event: ev.Event,
-        *,
-        caller: str,
-        parent: str | None = None,
-    ) -> None:
-        """Publish a signed event to the workflow's log (acknowledged in the background).
-
-        An event whose recorded ``body`` would take it over ``max_payload_bytes`` is
-        published without the body's value, marked ``omitted``.
-        """
+    def event_envelope(
+        self, workflow: str, event: ev.Event, *, caller: str, parent: str | None = None
+    ) -> Envelope:
+        """The envelope of an event of ``workflow``. An event whose recorded ``body`` would
+        take it over ``max_payload_bytes`` goes without the body's value, marked
+        ``omitted``."""
         envelope = self.envelope(
             kind="event",
             workflow=workflow,
@@ -307,11 +286,24 @@ class MeshClient:
             step=event.step,
             type_=ev.EVENT_TYPE,
         )
-        if event.body is not None and _over(envelope, self.settings.max_payload_bytes):
+        if event.body is not None and exceeds(envelope, self.settings.max_payload_bytes):
             event = msgspec.structs.replace(
                 event, body=ev.EventPayload(type=event.body.type, value=_NULL, omitted=True)
             )
             envelope = msgspec.structs.replace(envelope, body=msgspec.Raw(encode(event)))
+        return envelope
+
+    async def emit(
+        self,
+        workflow: str,
+        event: ev.Event,
+        *,
+        caller: str,
+        parent: str | None = None,
+    ) -> None:
+        """Publish a signed event to the workflow's log (acknowledged in the background);
+        see :meth:`event_envelope`."""
+        envelope = self.event_envelope(workflow, event, caller=caller, parent=parent)
         data, headers = await self.seal_batched(envelope)
         await self.publisher.publish_later(
             envelope.id, self.subjects.event(workflow, event.kind), data, headers
@@ -506,15 +498,3 @@ class MeshClient:
         return await self.verifier.verify(
             msg.subject, msg.data, msg.headers, stored_at=stored_at, audit=audit
         )
-
-
-_NULL = msgspec.Raw(b"null")
-_FIXED_FIELDS = 1024
-"""More than the envelope's fields other than body, caller, sender and step take as JSON."""
-
-
-def _over(envelope: Envelope, limit: int) -> bool:
-    """Would ``envelope`` exceed ``limit`` bytes on the wire? Encodes it only when a cheap
-    bound (the variable parts plus room for the fixed ones) says it might."""
-    variable = len(envelope.body) + len(envelope.caller) + len(envelope.sender) + len(envelope.step)
-    return variable + _FIXED_FIELDS > limit and len(encode_envelope(envelope)) > limit

@@ -132,3 +132,14 @@ def type_name(tp: Any) -> str:
     if isinstance(explicit, str):
         return explicit
     return getattr(tp, "__name__", repr(tp))
+
+
+_FIXED_FIELDS = 1024
+"""More than the envelope's fields other than body, caller, sender and step take as JSON."""
+
+
+def exceeds(envelope: Envelope, limit: int) -> bool:
+    """Would ``envelope`` exceed ``limit`` bytes on the wire? Encodes it only when a cheap
+    bound (the variable parts plus room for the fixed ones) says it might."""
+    variable = len(envelope.body) + len(envelope.caller) + len(envelope.sender) + len(envelope.step)
+    return variable + _FIXED_FIELDS > limit and len(encode_envelope(envelope)) > limit

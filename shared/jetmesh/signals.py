@@ -97,14 +97,7 @@ async def send_signal(
             type="" if isinstance(value, msgspec.Raw) else type_name(type(value)), value=raw
         ),
     )
-    envelope = mesh.envelope(
-        kind="event",
-        workflow=workflow,
-        to="events",
-        body=event,
-        caller=token,
-        type_=ev.EVENT_TYPE,
-    )
+    envelope = mesh.event_envelope(workflow, event, caller=token)
     data, headers = mesh.seal(envelope)
     async with asyncio.timeout(mesh.settings.call_timeout_s):
         await mesh.publisher.publish(mesh.subjects.event(workflow, ev.SIGNAL), data, headers)

@@ -85,6 +85,21 @@ async def lookup_revocation(registry: KeyValue, kid: str) -> Revocation | None:
     return decode_revocation(kid, entry.value)
 
 
+async def refuse_if_revoked(registry: KeyValue, name: str, kid: str) -> None:
+    """Refuse to start as ``name`` with a revoked key.
+
+    Raises:
+        ConfigError: ``kid`` was revoked; the message says how to get a new key.
+    """
+    revoked = await lookup_revocation(registry, kid)
+    if revoked is not None:
+        raise ConfigError(
+            f"the key of {name!r} ({revoked.kid}) was revoked by {revoked.by}"
+            f"{': ' + revoked.reason if revoked.reason else ''}; issue a new one with "
+            f"`jetmesh keys rotate {name}`"
+        )
+
+
 def _operator() -> str:
     try:
         return getpass.getuser()

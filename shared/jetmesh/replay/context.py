@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from .._exceptions import MeshTimeout, ModelError, ModelUnavailable, SignalTimeout
-from ..client import decode_reply
+from ..calls import decode_reply
 from ..envelope import Envelope
 from ..identity.tokens import Caller
 from ..models import ModelReply, ModelRequest, request_digest

@@ -10,7 +10,8 @@ import msgspec
 
 from .. import events as ev
 from .._exceptions import ConfigError
-from ..client import MeshClient, decode_reply
+from ..calls import decode_reply
+from ..client import MeshClient
 from ..envelope import Envelope, ErrorBody, encode, type_name
 from ..identity.tokens import Caller
 from ..models import ModelReply, ModelRequest

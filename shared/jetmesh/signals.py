@@ -27,7 +27,7 @@ import msgspec
 from nats.js.api import DeliverPolicy
 
 from . import events as ev
-from ._exceptions import RejectedMessage, SignalTimeout
+from ._exceptions import PublishFailed, RejectedMessage, SignalTimeout
 from .envelope import decode_body, type_name
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ async def send_signal(
 
     Raises:
         InvalidToken: ``token`` is not a valid caller token.
-        PublishFailed: the stream did not store it.
+        PublishFailed: the stream did not store it, or ``value`` is too large for it.
     """
     caller = await mesh.trust.caller(token)
     raw = value if isinstance(value, msgspec.Raw) else msgspec.Raw(msgspec.json.encode(value))
@@ -98,6 +98,8 @@ async def send_signal(
         ),
     )
     envelope = mesh.event_envelope(workflow, event, caller=token)
+    if decode_body(envelope, ev.Event).body != event.body:  # the payload would not fit
+        raise PublishFailed(f"signal {name!r}: payload over {mesh.settings.max_payload_bytes} B")
     data, headers = mesh.seal(envelope)
     async with asyncio.timeout(mesh.settings.call_timeout_s):
         await mesh.publisher.publish(mesh.subjects.event(workflow, ev.SIGNAL), data, headers)

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from jetmesh import Event, EventPayload, SignalTimeout
+from jetmesh import Event, EventPayload, PublishFailed, SignalTimeout
 from jetmesh.envelope import new_id
 from jetmesh.identity.keys import KeyPair
 from jetmesh.memory import keys
@@ -158,3 +158,10 @@ async def test_jetmesh_signal_approves_from_the_command_line(mesh: Mesh) -> None
     code, _, err = await jetmesh(mesh, "signal", workflow, "approval", "{not json")
     assert code != 0
     assert "body is not JSON" in err
+
+
+async def test_a_signal_too_large_to_store_is_refused_to_its_sender(mesh: Mesh) -> None:
+    client = await mesh.ingress()
+    huge = "x" * (mesh.settings.max_payload_bytes + 1)
+    with pytest.raises(PublishFailed, match="payload over"):
+        await client.signal(new_id(), "approval", huge, token=mesh.token("bob"))

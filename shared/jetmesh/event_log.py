@@ -209,7 +209,15 @@ def build_tree(events: list[LoggedEvent]) -> list[TaskNode]:
             roots[-1].children.append(node)
         else:
             roots.append(node)
+    for node in nodes.values():  # calls made together log in any order: show the code's
+        node.children.sort(key=_call_number)
     return roots
+
+
+def _call_number(node: TaskNode) -> int:
+    """The ``n`` of a step key ``caller/role.n`` (the call's place among its caller's calls)."""
+    tail = node.step.rsplit(".", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 def total_usage(roots: list[TaskNode]) -> ModelUsage:

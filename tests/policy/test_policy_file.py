@@ -10,8 +10,10 @@ from typer.testing import CliRunner
 from jetmesh.cli.app import app
 from jetmesh.policy import (
     PolicyError,
+    default_policy,
     effective_scopes,
     load_policy,
+    mesh_policy,
     parse_policy,
     role_permissions,
 )
@@ -35,7 +37,7 @@ def problems(path: Path) -> list[str]:
 def test_support_policy_loads() -> None:
     policy = load_policy(SUPPORT)
     assert policy.agents == [
-        "billing", "critic", "escalation", "kb", "product", "technical", "triage",
+        "billing", "critic", "escalation", "kb", "product", "technical", "toolgate", "triage",
     ]  # fmt: skip
     assert policy.roles["billing"].scopes == {"refund:write"}
     assert policy.roles["kb"].scopes == {"kb:read"}
@@ -100,7 +102,7 @@ def test_derived_subjects_and_keys() -> None:
     kb = role_permissions(policy, "kb", s)
     assert kb.consume == "acme.agent.kb.task"
     assert kb.consumers == (("T", "kb"), ("T_ADVISORIES", "kb"))
-    assert not any(p.endswith(".task") for p in kb.publish)  # kb calls nobody
+    assert [p for p in kb.publish if p.endswith(".task")] == ["acme.agent.toolgate.task"]
     assert {f"acme.agent.{r}.reply.*" for r in ("billing", "technical", "product")} <= set(
         kb.publish
     )
@@ -141,7 +143,7 @@ def test_cli_check() -> None:
     assert result.exit_code == 0, result.output
     assert "billing (agent)" in result.output
     assert "consumes   mesh.agent.kb.task" in result.output
-    assert "ok: 8 roles" in result.output
+    assert "ok: 9 roles" in result.output
 
 
 def test_cli_check_reports_errors(tmp_path: Path) -> None:
@@ -149,3 +151,42 @@ def test_cli_check_reports_errors(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["policy", "check", str(path)])
     assert result.exit_code == 1
     assert "roles.triage.calls: 'nobody' is not a declared role" in result.output
+
+
+def test_default_policy_covers_the_demo_roles() -> None:
+    from jetmesh.cli.demo import ROLES
+
+    policy = default_policy()
+    assert set(policy.agents) == {*ROLES, "toolgate"}
+    assert policy.roles["cli"].ingress
+    assert policy.roles["cli"].calls == {"triage", "orchestrator"}
+    with_tools = {name for name, grant in policy.roles.items() if grant.tools}
+    assert with_tools == {"billing", "kb", "escalation", "researcher"}
+    assert policy.callers("toolgate") == with_tools
+    assert not policy.roles["toolgate"].tools
+    assert mesh_policy(None) == policy
+
+
+def test_support_policy_is_the_defaults_support_roles() -> None:
+    support, default = load_policy(SUPPORT), default_policy()
+    for name, grant in support.roles.items():
+        if name == "cli":
+            assert grant.calls <= default.roles["cli"].calls
+            continue
+        assert grant.calls == default.roles[name].calls, name
+        assert grant.scopes <= default.roles[name].scopes, name
+        assert grant.tools == default.roles[name].tools, name
+        assert grant.redis_keys == default.roles[name].redis_keys, name
+
+
+def test_extra_redis_keys_are_granted(tmp_path: Path) -> None:
+    billing = role_permissions(default_policy(), "billing", MeshSettings())
+    assert billing.redis_keys[-3:] == (
+        "support-desk:refund:*",
+        "support-desk:refund-runs",
+        "support-desk:payouts",
+    )
+    bad = write(tmp_path, '[roles.a]\nredis_keys = ["has space", "~x"]\n')
+    found = problems(bad)
+    assert len(found) == 2
+    assert all("is not a Redis key pattern" in p for p in found)

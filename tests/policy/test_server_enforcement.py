@@ -90,7 +90,7 @@ async def violation(errors: list[Exception], subject: str) -> None:
 def test_secrets_are_private(mesh: Mesh) -> None:
     users = [*(u.seed_file for u in mesh.auth.nats_users)]
     users += [u.password_file for u in mesh.auth.redis_users]
-    assert len(users) == 1 + 8 + 1 + 7  # admin, 8 roles; default, 7 agents (no ingress)
+    assert len(users) == 1 + 9 + 1 + 8  # admin, 9 roles; default, 8 agents (no ingress)
     for path in users:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     again = ServerAuth.generate(load_policy(SUPPORT), mesh.settings)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..policy import PolicyError, all_permissions, load_policy
+from ..policy import PolicyError, all_permissions, mesh_policy
 from ..policy.model import Policy
 from ..policy.servers import ServerAuth
 from .common import console, err_console, settings
@@ -18,12 +18,8 @@ app = typer.Typer(
 
 
 def _load(file: Path | None) -> Policy:
-    path = file if file is not None else settings().policy_file
-    if path is None:
-        err_console.print("[red]error:[/red] give a policy file or set JETMESH_POLICY_FILE")
-        raise typer.Exit(2)
     try:
-        return load_policy(path)
+        return mesh_policy(file if file is not None else settings().policy_file)
     except PolicyError as exc:
         for problem in exc.problems:
             err_console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
@@ -36,7 +32,9 @@ def _items(values: frozenset[str]) -> str:
 
 @app.command("check")
 def check(
-    file: Path | None = typer.Argument(None, help="the policy (TOML); default JETMESH_POLICY_FILE"),
+    file: Path | None = typer.Argument(
+        None, help="the policy (TOML); default JETMESH_POLICY_FILE, else the shipped one"
+    ),
 ) -> None:
     """Validate FILE and print each role with its scopes, tools and derived permissions."""
     policy = _load(file)
@@ -67,7 +65,9 @@ def check(
 
 @app.command("servers")
 def servers(
-    file: Path | None = typer.Argument(None, help="the policy (TOML); default JETMESH_POLICY_FILE"),
+    file: Path | None = typer.Argument(
+        None, help="the policy (TOML); default JETMESH_POLICY_FILE, else the shipped one"
+    ),
     out: Path = typer.Option(..., help="directory for nats-users.conf and redis-users.acl"),
 ) -> None:
     """Write the nats-server users (``include`` it in the server's config) and the Redis

@@ -13,7 +13,15 @@ Example:
 
 from .._exceptions import PolicyError
 from .derive import RolePermissions, all_permissions, inbox_prefix, role_permissions
-from .model import Policy, RoleGrant, ToolGrant, load_policy, parse_policy
+from .model import (
+    Policy,
+    RoleGrant,
+    ToolGrant,
+    default_policy,
+    load_policy,
+    mesh_policy,
+    parse_policy,
+)
 from .scopes import effective_scopes
 
 __all__ = [
@@ -23,9 +31,11 @@ __all__ = [
     "RolePermissions",
     "ToolGrant",
     "all_permissions",
+    "default_policy",
     "effective_scopes",
     "inbox_prefix",
     "load_policy",
+    "mesh_policy",
     "parse_policy",
     "role_permissions",
 ]

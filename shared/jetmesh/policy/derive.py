@@ -22,7 +22,8 @@ Redis keys (``memory/keys.py``)
     ``p:conv:*:R:*`` (conversations), ``p:result:*:R:*`` and ``p:lease:*:R:*`` (its step
     results and leases); and the keys that are keyed by workflow and step only, so every
     agent role shares them: ``p:journal:*`` (replies its calls received), ``p:once:*``
-    (side-effect claims) and ``p:wait:*`` (when a wait began).
+    (side-effect claims) and ``p:wait:*`` (when a wait began); then the policy's extra
+    ``redis_keys`` (an outside system the role reaches through Redis).
 
 An ingress has no consumer: it publishes tasks to the roles it calls and events, and
 subscribes to its replies and inbox.
@@ -116,7 +117,7 @@ def role_permissions(policy: Policy, role: str, settings: MeshSettings) -> RoleP
                 f"$JS.ACK.{stream}.{consumer}.>",
             ]
         publish.append(f"$JS.API.STREAM.MSG.GET.{settings.tasks_stream}")
-        redis = redis_key_patterns(p, role)
+        redis = (*redis_key_patterns(p, role), *grant.redis_keys)
     publish += registry_reads(settings.registry_bucket)
     publish += grant.publish
     subscribe = [f"{p}.agent.{role}.reply.*", f"{inbox_prefix(role)}.>", *grant.consume]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,7 +48,14 @@ SCOPE_RE = re.compile(r"^[a-z][a-z0-9_-]*(:[a-z][a-z0-9_*-]*)+\Z")
 SUBJECT_RE = re.compile(r"^[A-Za-z0-9_$-]+(\.([A-Za-z0-9_$-]+|\*))*(\.>)?\Z|^>\Z")
 """A NATS subject or pattern: tokens, ``*`` for one token, ``>`` for the rest."""
 
+REDIS_PATTERN_RE = re.compile(r"^[!-~]+\Z")
+"""A Redis key pattern (glob): printable ASCII, no spaces."""
+
 MAX_DEPTH = 32
+
+DEFAULT_POLICY = "default.toml"
+"""The shipped default policy (in this package): every role of the reference meshes, the
+``cli`` ingress and the ``toolgate`` tool gateway."""
 
 
 def _name(value: str) -> str:
@@ -68,9 +76,16 @@ def _subject(value: str) -> str:
     return value
 
 
+def _redis_pattern(value: str) -> str:
+    if not REDIS_PATTERN_RE.match(value) or value[0] in "~%&":
+        raise ValueError(f"{value!r} is not a Redis key pattern (printable ASCII, no spaces)")
+    return value
+
+
 Name = Annotated[str, AfterValidator(_name)]
 Scope = Annotated[str, AfterValidator(_scope)]
 SubjectPattern = Annotated[str, AfterValidator(_subject)]
+RedisPattern = Annotated[str, AfterValidator(_redis_pattern)]
 
 
 class ToolGrant(BaseModel):
@@ -107,6 +122,10 @@ class RoleGrant(BaseModel):
 
     consume: tuple[SubjectPattern, ...] = ()
     """Extra core NATS subjects the role may subscribe to, beyond the derived ones."""
+
+    redis_keys: tuple[RedisPattern, ...] = ()
+    """Extra Redis key patterns (globs) the role may read and write, beyond the derived
+    ones: an outside system it reaches through Redis."""
 
     ingress: bool = False
     """An ingress (gateway, CLI): it mints caller tokens and calls roles, and has no task
@@ -223,3 +242,22 @@ def load_policy(path: Path) -> Policy:
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(path, [f"{path}: not valid TOML: {exc}"]) from None
     return parse_policy(data, path)
+
+
+def default_policy() -> Policy:
+    """The shipped default policy (``jetmesh/policy/default.toml``).
+
+    Raises:
+        PolicyError: the shipped file does not validate (a packaging mistake).
+    """
+    text = resources.files(__package__).joinpath(DEFAULT_POLICY).read_text()
+    return parse_policy(tomllib.loads(text), f"jetmesh/policy/{DEFAULT_POLICY}")
+
+
+def mesh_policy(policy_file: Path | None) -> Policy:
+    """The policy in ``policy_file`` (``settings.policy_file``), or the shipped default.
+
+    Raises:
+        PolicyError: the file is missing, not TOML, or does not validate.
+    """
+    return load_policy(policy_file) if policy_file is not None else default_policy()

@@ -4,7 +4,9 @@ Every error jetmesh raises derives from :class:`MeshError`::
 
     MeshError
     ├── ConfigError                   bad settings, missing keys or certificates
-    │   └── PolicyError               a policy file that cannot be read or does not validate
+    │   ├── PolicyError               a policy file that cannot be read or does not validate
+    │   └── NotProvisioned            a stream, consumer, registry or certificate the admin
+    │                                 step makes is missing (``jetmesh up``)
     ├── ServerStartError (+ RuntimeError)  an embedded server did not come up
     ├── MeshTimeout (+ TimeoutError)  a call's deadline passed
     ├── CallFailed                    the called agent answered with an error
@@ -64,6 +66,12 @@ class PolicyError(ConfigError):
         self.path = Path(path)
         self.problems = problems
         super().__init__(f"invalid policy {path}:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class NotProvisioned(ConfigError):
+    """Something a role uses but may not make is missing on the servers: a stream, its
+    consumer, the registry or its certificate there. The admin step makes them: ``jetmesh
+    up``, or ``jetmesh admin provision`` for servers started otherwise."""
 
 
 class ServerStartError(MeshError, RuntimeError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,15 +16,16 @@ from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, StreamConfig
 from redis.exceptions import NoPermissionError, ResponseError
 
-from jetmesh.bus.streams import ensure_consumer, ensure_registry, ensure_streams
 from jetmesh.embedded import NatsServer, RedisServer
+from jetmesh.identity.certificates import verify_certificate
+from jetmesh.identity.keystore import KeyStore
 from jetmesh.memory import keys
 from jetmesh.policy import inbox_prefix, load_policy
 from jetmesh.policy.servers import ServerAuth
+from jetmesh.provision import provision
 from jetmesh.settings import MeshSettings
 
 SUPPORT = Path(__file__).parents[2] / "deploy" / "policy" / "support.toml"
-AGENTS = ("triage", "billing", "kb")
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +40,16 @@ class Mesh:
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[Mesh]:
-    settings = MeshSettings(state_dir=tmp_path)
-    auth = ServerAuth.generate(load_policy(SUPPORT), settings)
+    auth = ServerAuth.generate(load_policy(SUPPORT), MeshSettings(state_dir=tmp_path))
     acl = auth.write_redis_acl_file(tmp_path / "redis-users.acl")
     admin_password = auth.redis_user("default").password
     with (
         NatsServer(data_dir=tmp_path / "nats", config_extra=auth.nats_config()) as nats_server,
         RedisServer(data_dir=tmp_path / "redis", aclfile=acl, password=admin_password) as redis,
     ):
+        settings = MeshSettings(
+            state_dir=tmp_path, nats_url=nats_server.url, redis_url=f"redis://{redis.address}/0"
+        )
         yield Mesh(settings, auth, nats_server, redis)
 
 
@@ -67,16 +70,10 @@ async def connect(mesh: Mesh, user: str) -> tuple[NATS, list[Exception]]:
 
 
 @pytest.fixture
-async def declared(mesh: Mesh) -> AsyncIterator[Mesh]:
-    """The admin step: streams, each agent's consumers, the registry."""
-    nc, _ = await connect(mesh, "admin")
-    js = nc.jetstream()
-    await ensure_streams(js, mesh.settings)
-    for agent in AGENTS:
-        await ensure_consumer(js, mesh.settings, agent)
-    await ensure_registry(js, mesh.settings)
-    yield mesh
-    await nc.close()
+async def declared(mesh: Mesh) -> Mesh:
+    """The admin step: streams, each agent's consumers, the registry, the certificates."""
+    await provision(mesh.settings, load_policy(SUPPORT))
+    return mesh
 
 
 async def violation(errors: list[Exception], subject: str) -> None:
@@ -198,3 +195,36 @@ async def test_redis_user_keeps_to_its_keys(mesh: Mesh) -> None:
         assert await admin.config_get("appendonly") == {"appendonly": "yes"}
     finally:
         await admin.aclose()
+
+
+async def test_provision_is_idempotent_and_registers_policy_certificates(
+    declared: Mesh,
+) -> None:
+    s = declared.settings
+    again = await provision(s, load_policy(SUPPORT))  # a second run keeps what the first made
+    store = KeyStore(s.resolved_keys_dir)
+    assert dict(again.certificates)["billing"] == store.identity("billing").key.kid
+    assert len(again.consumers) == 2 * 8  # tasks and advisories of every agent role
+
+    admin, _ = await connect(declared, "admin")
+    try:
+        js = admin.jetstream()
+        info = await js.consumer_info(s.tasks_stream, "kb")
+        assert info.config.filter_subject == "mesh.agent.kb.task"
+        assert info.config.max_deliver == s.max_deliver
+        assert (await js.stream_info(s.events_stream)).config.allow_direct
+        kv = await js.key_value(s.registry_bucket)
+        for role, kid in again.certificates:
+            stored = (await kv.get(kid)).value or b""
+            cert = verify_certificate(stored.decode(), store.roots())
+            assert cert.name == role
+    finally:
+        await admin.close()
+    billing = store.certificate("billing")
+    assert billing.scopes == {"refund:write"}
+    assert "mesh.agent.toolgate.task" in billing.publish
+    assert "mesh.agent.triage.task" not in billing.publish
+    assert billing.subscribe == ("mesh.agent.billing.task", "mesh.agent.billing.reply.*")
+    cli = store.certificate("cli")
+    assert cli.ingress
+    assert "mesh.agent.triage.task" in cli.publish

@@ -1,8 +1,11 @@
-"""Declaring streams, consumers and the key registry, idempotently.
+"""Declaring streams, consumers and the key registry, idempotently, or binding to them.
 
-Every start declares what it needs: a declaration that matches what exists is a no-op, one
-that differs updates the stream in place. Consumers are durable pull consumers named after
-the agent role, filtered to the role's task subject, shared by all replicas.
+A declaration that matches what exists is a no-op, one that differs updates the stream in
+place. Consumers are durable pull consumers named after the agent role, filtered to the
+role's task subject, shared by all replicas. On servers that enforce the policy only the
+admin declares (:mod:`jetmesh.provision`); a role binds to what is there
+(:func:`bind_registry`, :func:`bind_consumers`) and is told to run the admin step when
+something is missing.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
+from .._exceptions import NotProvisioned
 from ..settings import MeshSettings
 from ..subjects import Subjects
 
 DLQ_MAX_AGE_S = 30 * 24 * 3600.0
 ADVISORIES_MAX_AGE_S = 7 * 24 * 3600.0
+
+PROVISION_HINT = "run `jetmesh up` (or `jetmesh admin provision` as the admin)"
 
 
 def advisories_stream(settings: MeshSettings) -> str:
@@ -66,6 +72,7 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
             subjects=[subjects.all_events],
             max_age=settings.events_max_age_s,
             description="jetmesh workflow events: the audit trail",
+            allow_direct=True,  # read by direct gets: a role may not create consumers
             **common,  # type: ignore[arg-type]
         ),
         StreamConfig(
@@ -150,3 +157,32 @@ async def ensure_registry(js: JetStreamContext, settings: MeshSettings) -> KeyVa
                 replicas=settings.stream_replicas,
             )
         )
+
+
+async def bind_registry(js: JetStreamContext, settings: MeshSettings) -> KeyValue:
+    """The registry bucket as the admin made it (no declaration).
+
+    Raises:
+        NotProvisioned: there is no such bucket.
+    """
+    try:
+        return await js.key_value(settings.registry_bucket)
+    except (NotFoundError, BadRequestError):
+        raise NotProvisioned(
+            f"no registry bucket {settings.registry_bucket!r} on the server; {PROVISION_HINT}"
+        ) from None
+
+
+async def bind_consumers(js: JetStreamContext, settings: MeshSettings, agent: str) -> None:
+    """Check that ``agent``'s consumers (tasks, advisories) exist (no declaration).
+
+    Raises:
+        NotProvisioned: a stream or consumer is missing.
+    """
+    for stream in (settings.tasks_stream, advisories_stream(settings)):
+        try:
+            await js.consumer_info(stream, agent)
+        except NotFoundError:
+            raise NotProvisioned(
+                f"no consumer {agent!r} on stream {stream!r} (or no such stream); {PROVISION_HINT}"
+            ) from None

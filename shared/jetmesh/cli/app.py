@@ -5,7 +5,20 @@ from __future__ import annotations
 
 import typer
 
-from . import approve, demo, dlq, events, keys, policy, publish, replay, run, servers, signal
+from . import (
+    admin,
+    approve,
+    demo,
+    dlq,
+    events,
+    keys,
+    policy,
+    publish,
+    replay,
+    run,
+    servers,
+    signal,
+)
 
 app = typer.Typer(
     name="jetmesh",
@@ -27,6 +40,7 @@ app.command("deny")(approve.deny)
 app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(policy.app, name="policy")
+app.add_typer(admin.app, name="admin")
 app.command("demo")(demo.demo)
 
 

@@ -1,0 +1,161 @@
+"""The admin step: everything a role uses on the servers but may not make.
+
+On servers that enforce the policy (``jetmesh up``), a role's NATS user cannot create a
+stream or a consumer, nor write the registry: subscribe permissions do not limit what a
+JetStream consumer delivers, so consumers are made here, each with its role's filter
+subject. Connected as the ``admin`` user, :func:`provision`
+
+1. declares the streams (tasks, events, dead letters, max-deliveries advisories);
+2. creates every agent role's durable consumers (tasks and advisories) with the same
+   configuration a replica on open servers declares for itself;
+3. declares the registry bucket;
+4. issues each role's certificate from the policy (its subjects, scopes and ingress flag;
+   a valid certificate that already says so is kept) and puts it in the registry.
+
+Every part is idempotent: running it twice changes nothing the first run made, except
+certificates close to expiry, which are renewed.
+
+Example:
+    >>> done = await provision(settings, default_policy())             # doctest: +SKIP
+    >>> done.consumers[0]                                              # doctest: +SKIP
+    ('MESH_TASKS', 'billing')
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ._exceptions import ConfigError, RejectedMessage
+from .bus.connection import connect
+from .bus.streams import (
+    advisories_stream,
+    ensure_consumer,
+    ensure_registry,
+    ensure_streams,
+    stream_configs,
+)
+from .credentials import admin_credentials
+from .identity.certificates import verify_certificate
+from .identity.keystore import RENEW_BEFORE_S, Identity, KeyStore
+from .policy.derive import RolePermissions, role_permissions
+from .policy.model import Policy
+from .settings import MeshSettings
+from .subjects import Subjects
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """What :func:`provision` made sure of."""
+
+    streams: tuple[str, ...]
+    consumers: tuple[tuple[str, str], ...]
+    """(stream, consumer) pairs."""
+    registry: str
+    certificates: tuple[tuple[str, str], ...]
+    """(role, key id) of every role's certificate in the registry."""
+
+
+def certificate_subjects(perms: RolePermissions, subjects: Subjects) -> tuple[list[str], list[str]]:
+    """The subjects a role's certificate names: what receivers let it publish (tasks to its
+    callees, replies to its callers, events, its dead letters, the policy's extras) and what
+    it subscribes to (its tasks and its replies). The JetStream API subjects of its server
+    user are the servers' business, not the receivers'."""
+    publish = [s for s in perms.publish if not s.startswith("$")]
+    subscribe = [s for s in perms.subscribe if not s.startswith("_INBOX.")]
+    if perms.consume is not None:
+        subscribe.insert(0, perms.consume)
+    return publish, subscribe
+
+
+def _current(
+    store: KeyStore, role: str, publish: list[str], subscribe: list[str], perms: RolePermissions
+) -> Identity | None:
+    """``role``'s identity if its certificate already says what the policy says and is
+    not about to expire."""
+    try:
+        identity = store.identity(role)
+        cert = verify_certificate(identity.certificate, store.roots())
+    except (ConfigError, RejectedMessage, OSError):
+        return None
+    same = (
+        list(cert.publish) == publish
+        and list(cert.subscribe) == subscribe
+        and cert.scopes == perms.scopes
+        and cert.ingress == perms.ingress
+    )
+    return identity if same and cert.expires - time.time() > RENEW_BEFORE_S else None
+
+
+def issue_from_policy(
+    store: KeyStore, policy: Policy, role: str, settings: MeshSettings
+) -> Identity:
+    """``role``'s key and a certificate with the policy's subjects, scopes and ingress
+    flag, kept when a valid one says so already, else issued by the root in ``store``.
+
+    Raises:
+        ConfigError: ``role`` is not in the policy, or ``store`` has no root key.
+    """
+    perms = role_permissions(policy, role, settings)
+    publish, subscribe = certificate_subjects(perms, Subjects(settings.subject_prefix))
+    kept = _current(store, role, publish, subscribe, perms)
+    if kept is not None:
+        return kept
+    return store.issue(
+        role,
+        subjects=Subjects(settings.subject_prefix),
+        ttl_s=settings.cert_ttl_s,
+        scopes=sorted(perms.scopes),
+        ingress=perms.ingress,
+        publish=publish,
+        subscribe=subscribe,
+    )
+
+
+async def provision(
+    settings: MeshSettings, policy: Policy, *, store: KeyStore | None = None
+) -> Provisioned:
+    """Connect as ``admin`` and make the streams, every role's consumers, the registry and
+    the certificates (see the module's docstring). Idempotent.
+
+    Args:
+        settings: the servers, stream and bucket names, consumer limits.
+        policy: the roles.
+        store: where the root key and the roles' keys are (default: the keys directory).
+
+    Raises:
+        ConfigError: no root key to issue certificates with.
+        nats.errors.NoServersError: nats-server does not answer.
+    """
+    store = store if store is not None else KeyStore(settings.resolved_keys_dir)
+    store.init_root()
+    nc = await connect(
+        settings.nats_url,
+        "admin/provision",
+        allow_reconnect=False,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        **admin_credentials(settings).nats_options(),
+    )
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, settings)
+        consumers: list[tuple[str, str]] = []
+        for agent in policy.agents:
+            await ensure_consumer(js, settings, agent)
+            consumers += [(settings.tasks_stream, agent), (advisories_stream(settings), agent)]
+        registry = await ensure_registry(js, settings)
+        issued: list[tuple[str, str]] = []
+        for role in sorted(policy.roles):
+            identity = issue_from_policy(store, policy, role, settings)
+            await registry.put(identity.key.kid, identity.certificate.encode())
+            issued.append((role, identity.key.kid))
+    finally:
+        await nc.close()
+    return Provisioned(
+        streams=tuple(c.name for c in stream_configs(settings) if c.name),
+        consumers=tuple(consumers),
+        registry=settings.registry_bucket,
+        certificates=tuple(issued),
+    )

@@ -13,7 +13,8 @@ subject. Connected as the ``admin`` user, :func:`provision`
    a valid certificate that already says so is kept) and puts it in the registry.
 
 Every part is idempotent: running it twice changes nothing the first run made, except
-certificates close to expiry, which are renewed.
+certificates close to expiry, which are renewed. :func:`up_servers` is ``jetmesh up``:
+the users generated from the policy, the embedded servers started with them, then this.
 
 Example:
     >>> done = await provision(settings, default_policy())             # doctest: +SKIP
@@ -23,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -36,10 +38,12 @@ from .bus.streams import (
     stream_configs,
 )
 from .credentials import admin_credentials
+from .embedded import EmbeddedStack, StackStatus
 from .identity.certificates import verify_certificate
 from .identity.keystore import RENEW_BEFORE_S, Identity, KeyStore
 from .policy.derive import RolePermissions, role_permissions
 from .policy.model import Policy
+from .policy.servers import ServerAuth
 from .settings import MeshSettings
 from .subjects import Subjects
 
@@ -159,3 +163,33 @@ async def provision(
         registry=settings.registry_bucket,
         certificates=tuple(issued),
     )
+
+
+@dataclass(frozen=True)
+class Up:
+    """What :func:`up_servers` did."""
+
+    status: StackStatus
+    provisioned: Provisioned | None
+    """None on open servers (nothing to provision: every process declares for itself)."""
+
+
+def up_servers(settings: MeshSettings, policy: Policy | None) -> Up:
+    """``jetmesh up``: the root key; with ``policy``, every role's users generated into the
+    keys directory (:class:`~jetmesh.policy.servers.ServerAuth`), nats-server and
+    redis-server started with them, then :func:`provision`. With None, open servers
+    (development only: every client is the servers' default user).
+
+    Servers that already answer at the configured URLs are reused as they run.
+
+    Raises:
+        ServerStartError: a server did not come up.
+        ConfigError: provisioning failed (the servers stay up: run it again with
+            ``jetmesh admin provision``).
+    """
+    KeyStore(settings.resolved_keys_dir).init_root()
+    if policy is None:
+        return Up(EmbeddedStack(settings).up(), None)
+    auth = ServerAuth.generate(policy, settings)
+    status = EmbeddedStack(settings, auth=auth).up()
+    return Up(status, asyncio.run(provision(settings, policy)))

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import typer
+
 from ..embedded import EmbeddedStack, StackStatus
 from ..identity.keystore import KeyStore
-from .common import console, settings
+from ..policy import PolicyError, mesh_policy
+from ..provision import up_servers
+from .admin import print_provisioned
+from .common import console, err_console, settings
 
 
 def _print(status: StackStatus) -> None:
@@ -13,13 +18,49 @@ def _print(status: StackStatus) -> None:
         console.print(f"{server.name:<6} {server.state.value:<8} {server.url}{pid}")
 
 
-def up() -> None:
-    """Start nats-server (JetStream) and redis-server in the state directory, or reuse
-    servers already answering at the configured URLs; create the root key if missing."""
+def up(
+    open_: bool = typer.Option(
+        False,
+        "--open",
+        help="start servers without users (any client may do anything): development only",
+    ),
+) -> None:
+    """Start nats-server (JetStream) and redis-server in the state directory, enforcing
+    the policy (JETMESH_POLICY_FILE, else the shipped one): a NATS user and a Redis user
+    per role, then the admin step (streams, consumers, registry, certificates). Servers
+    already answering at the configured URLs are reused."""
     s = settings()
-    _print(EmbeddedStack(s).up())
-    root = KeyStore(s.resolved_keys_dir).init_root()
+    policy = None
+    if not open_:
+        try:
+            policy = mesh_policy(s.policy_file)
+        except PolicyError as exc:
+            for problem in exc.problems:
+                err_console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+    done = up_servers(s, policy)
+    _print(done.status)
+    root = KeyStore(s.resolved_keys_dir).root()
     console.print(f"root   key      {root.kid} ({s.resolved_keys_dir})")
+    if done.provisioned is None:
+        console.print("open   servers without users: every client may do anything")
+        return
+    source = s.policy_file or "the shipped default"
+    assert policy is not None
+    console.print(
+        f"policy {source}: {len(policy.roles)} roles, each a NATS user "
+        f"({s.resolved_keys_dir / 'nats'}) and, for agents, a Redis user "
+        f"({s.resolved_keys_dir / 'redis'})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if done.status.nats.state.value == "reused" or done.status.redis.state.value == "reused":
+        console.print(
+            "note   a reused server keeps the users it was started with; "
+            "`jetmesh down` then `jetmesh up` to start it with these",
+            highlight=False,
+        )
+    print_provisioned(done.provisioned)
 
 
 def down() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jetmesh._exceptions import ServerStartError
 from jetmesh.embedded.endpoint import Endpoint
@@ -30,6 +31,9 @@ from jetmesh.embedded.ports import port_open, wait_for_port
 from jetmesh.embedded.process import ServerProcess
 from jetmesh.embedded.redis import RedisServer
 from jetmesh.settings import MeshSettings
+
+if TYPE_CHECKING:
+    from jetmesh.policy.servers import ServerAuth
 
 _BINARIES = {"nats": "nats-server", "redis": "redis-server"}
 
@@ -97,14 +101,22 @@ class EmbeddedStack:
     Args:
         settings: Supplies the URLs and ``state_dir``.
         timeout: Seconds to wait for a server to start or stop.
+        auth: The users generated from the policy: nats-server starts with them (its
+            ``accounts`` block) and redis-server with their ACL file
+            (``<state_dir>/redis-users.acl``, the admin's password for ``default``), so
+            the servers enforce each role's permissions. None: open servers, for
+            development only. Servers reused as they run keep whatever they run with.
 
     Raises:
         ValueError: If a URL has no host or a malformed port.
     """
 
-    def __init__(self, settings: MeshSettings, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, settings: MeshSettings, *, timeout: float = 10.0, auth: ServerAuth | None = None
+    ) -> None:
         self.state_dir = Path(settings.state_dir)
         self.timeout = timeout
+        self.auth = auth
         self._endpoints = {
             "nats": Endpoint.parse(settings.nats_url, default_port=4222),
             "redis": Endpoint.parse(settings.redis_url, default_port=6379),
@@ -189,5 +201,12 @@ class EmbeddedStack:
         data_dir = self.state_dir / name
         host = "127.0.0.1" if endpoint.host.lower() == "localhost" else endpoint.host
         if name == "nats":
-            return NatsServer(endpoint.port, data_dir=data_dir, host=host)
-        return RedisServer(endpoint.port, data_dir=data_dir, host=host, password=endpoint.password)
+            extra = self.auth.nats_config() if self.auth is not None else ""
+            return NatsServer(endpoint.port, data_dir=data_dir, host=host, config_extra=extra)
+        if self.auth is None:
+            return RedisServer(
+                endpoint.port, data_dir=data_dir, host=host, password=endpoint.password
+            )
+        acl = self.auth.write_redis_acl_file(self.state_dir / "redis-users.acl")
+        admin = self.auth.redis_user("default").password
+        return RedisServer(endpoint.port, data_dir=data_dir, host=host, password=admin, aclfile=acl)

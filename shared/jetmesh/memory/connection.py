@@ -10,6 +10,8 @@ carry a write id, ledger claims and effect claims a holder that recognises itsel
 from __future__ import annotations
 
 import math
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -31,11 +33,26 @@ def retry_policy(retry_s: float) -> Retry:
     )
 
 
-def connect(url: str, *, retry_s: float) -> Redis:
-    """A client for ``url`` that retries commands through outages of up to ``retry_s``."""
+def without_userinfo(url: str) -> str:
+    """``url`` without a user or password (redis-py lets the URL's win over arguments)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host))
+
+
+def connect(
+    url: str, *, retry_s: float, username: str | None = None, password: str | None = None
+) -> Redis:
+    """A client for ``url`` that retries commands through outages of up to ``retry_s``;
+    as ``username`` with ``password`` when given (an ACL user: a role, or the admin)."""
+    auth: dict[str, Any] = {}
+    if password is not None:
+        url = without_userinfo(url)
+        auth = {"username": username, "password": password}
     return Redis.from_url(
         url,
         retry=retry_policy(retry_s),
         retry_on_error=[ConnectionError, TimeoutError],
         socket_connect_timeout=2.0,
+        **auth,
     )

@@ -15,6 +15,7 @@ Run it with ``jetmesh run my_module:agent``.
 
 from ._exceptions import (
     ApprovalTimeout,
+    BadDelegation,
     BadSignature,
     CallFailed,
     ConfigError,
@@ -51,6 +52,7 @@ from ._exceptions import (
     UnknownKey,
     Unsigned,
     UntrustedCertificate,
+    WidenedDelegation,
 )
 from .client import MeshClient
 from .envelope import Envelope, ErrorBody
@@ -73,6 +75,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Agent",
     "ApprovalTimeout",
+    "BadDelegation",
     "BadSignature",
     "CallFailed",
     "Caller",
@@ -131,6 +134,7 @@ __all__ = [
     "Unsigned",
     "UntrustedCertificate",
     "Versioned",
+    "WidenedDelegation",
     "WorkingMemory",
     "__version__",
     "run_forever",

@@ -24,7 +24,9 @@ Every error jetmesh raises derives from :class:`MeshError`::
     │   ├── Stale                     ``created`` too old or in the future
     │   ├── Replayed                  an envelope id seen before
     │   ├── InvalidToken              caller token missing, forged or not from an ingress
-    │   │   └── ExpiredToken          caller token expired
+    │   │   └── ExpiredToken          caller token (or a delegation link) expired
+    │   ├── BadDelegation             chain missing, broken, spliced, or not from an ingress
+    │   │   └── WidenedDelegation     a hop handed on more scopes, or longer, than it got
     │   ├── SchemaViolation           body does not match the handler's input type
     │   └── PlanLimitExceeded         a call beyond the plan's limits, refused before it is sent
     │       ├── PlanTooDeep           its step would nest deeper than ``max_call_depth``
@@ -175,6 +177,19 @@ class InvalidToken(RejectedMessage):
 
 class ExpiredToken(InvalidToken):
     code = "expired-token"
+
+
+class BadDelegation(RejectedMessage):
+    """A task's delegation chain is missing, does not verify, or does not lead from an
+    ingress to this task (a hop removed, reordered, spliced from another chain)."""
+
+    code = "bad-delegation"
+
+
+class WidenedDelegation(BadDelegation):
+    """A hop of the chain handed on a scope it was not given, or a later expiry."""
+
+    code = "delegation-widened"
 
 
 class SchemaViolation(RejectedMessage):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -45,6 +45,7 @@ from .envelope import (
     type_name,
 )
 from .envelope import now as clock
+from .identity.delegation import digest, mint_link
 from .identity.keystore import Identity
 from .identity.revocation import Revocation, lookup_revocation, refuse_if_revoked
 from .identity.signing import BatchSigner, Signer
@@ -95,7 +96,9 @@ class MeshClient:
             max_payload_bytes=settings.max_payload_bytes,
             max_age_s=settings.max_message_age_s,
             clock_skew_s=settings.clock_skew_s,
+            max_call_depth=settings.max_call_depth,
         )
+        self._link_key = (identity.name, identity.key.kid, identity.key.jwt_key())
         self.certificate = self.trust.add(identity.certificate)
         self.reply_subject = self.subjects.reply(self.name, self.instance)
         self.pending = PendingCalls()
@@ -224,6 +227,7 @@ class MeshClient:
         reply_to: str | None = None,
         deadline: float | None = None,
         type_: str | None = None,
+        chain: tuple[str, ...] = (),
     ) -> Envelope:
         raw = body if isinstance(body, msgspec.Raw) else msgspec.Raw(encode(body))
         return Envelope(
@@ -238,8 +242,32 @@ class MeshClient:
             step=step,
             reply_to=reply_to,
             caller=caller,
+            chain=chain,
             deadline=deadline,
             body=raw,
+        )
+
+    def delegate(
+        self,
+        after: str,
+        *,
+        to: str,
+        workflow: str,
+        step: str,
+        scopes: Iterable[str],
+        expires: float,
+    ) -> str:
+        """Sign the delegation link that hands ``to`` the authority this process holds:
+        ``after`` is the last link of the task being handled, or the caller token when an
+        ingress starts a workflow (see :mod:`jetmesh.identity.delegation`)."""
+        return mint_link(
+            self._link_key,
+            to=to,
+            workflow=workflow,
+            step=step,
+            scopes=scopes,
+            expires=expires,
+            prev=digest(after),
         )
 
     def seal(self, envelope: Envelope, span_id: str | None = None) -> tuple[bytes, dict[str, str]]:
@@ -358,14 +386,30 @@ class MeshClient:
         step: str = "",
         timeout: float | None = None,
         type_: str | None = None,
+        chain: tuple[str, ...] | None = None,
     ) -> Envelope:
         """Like :meth:`call`, but return the verified reply envelope (``reply`` or
         ``error``) undecoded, for callers that record it.
+
+        ``chain`` is the task's delegation chain; None starts one here, which only an
+        ingress may (see :meth:`delegate`).
 
         Raises:
             MeshTimeout: no reply before the deadline.
         """
         timeout = timeout if timeout is not None else self.settings.call_timeout_s
+        if chain is None:  # a workflow starts here: bind the caller token to it
+            token = await self.trust.caller(caller)
+            chain = (
+                self.delegate(
+                    caller,
+                    to=agent,
+                    workflow=workflow,
+                    step=step,
+                    scopes=token.scopes,
+                    expires=token.expires,
+                ),
+            )
         task = self.envelope(
             kind="task",
             workflow=workflow,
@@ -377,6 +421,7 @@ class MeshClient:
             reply_to=self.reply_subject,
             deadline=clock() + timeout,
             type_=type_,
+            chain=chain,
         )
         future = self.pending.expect(task.id)
         try:

@@ -55,6 +55,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     """Where the reply goes (tasks only)."""
     caller: str = ""
     """The caller token (an EdDSA JWT), carried unchanged from ingress."""
+    chain: tuple[str, ...] = ()
+    """Tasks: the delegation chain from ingress to this task, one link signed per hop
+    (see :mod:`jetmesh.identity.delegation`)."""
     deadline: float | None = None
     """Unix time after which the result is no longer wanted."""
     v: int = ENVELOPE_VERSION
@@ -135,11 +138,13 @@ def type_name(tp: Any) -> str:
 
 
 _FIXED_FIELDS = 1024
-"""More than the envelope's fields other than body, caller, sender and step take as JSON."""
+"""More than the envelope's fields other than body, caller, chain, sender and step take as
+JSON."""
 
 
 def exceeds(envelope: Envelope, limit: int) -> bool:
     """Would ``envelope`` exceed ``limit`` bytes on the wire? Encodes it only when a cheap
     bound (the variable parts plus room for the fixed ones) says it might."""
     variable = len(envelope.body) + len(envelope.caller) + len(envelope.sender) + len(envelope.step)
+    variable += sum(len(link) + 3 for link in envelope.chain)
     return variable + _FIXED_FIELDS > limit and len(encode_envelope(envelope)) > limit

@@ -33,7 +33,17 @@ async def redrive(mesh: MeshClient, letter: DeadLetter) -> Envelope:
     original = letter.envelope()
     if original is None or original.kind != "task":
         raise ConfigError(f"dead letter {letter.seq} is not a readable task; it cannot be sent")
-    await mesh.trust.caller(original.caller)
+    caller = await mesh.trust.caller(original.caller)
+    chain = original.chain or (  # refused for want of a chain: this ingress starts one
+        mesh.delegate(
+            original.caller,
+            to=original.to,
+            workflow=original.workflow,
+            step=original.step,
+            scopes=caller.scopes,
+            expires=caller.expires,
+        ),
+    )
     task = mesh.envelope(
         kind="task",
         workflow=original.workflow,
@@ -43,6 +53,7 @@ async def redrive(mesh: MeshClient, letter: DeadLetter) -> Envelope:
         parent=original.parent,
         step=original.step,
         type_=original.type,
+        chain=chain,
     )
     if mesh.settings.step_ledger:
         step = original.step or f"id:{original.id}"

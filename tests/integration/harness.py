@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import jwt
 import msgspec
 import nats
 from nats.aio.client import Client as NATS
@@ -162,10 +163,11 @@ class Mesh:
         *,
         scopes: Sequence[str] = (),
         ttl_s: float | None = None,
+        tenant: str = "acme",
     ) -> str:
         """A caller token minted by the ingress (start it first with :meth:`ingress`)."""
         assert self._client is not None, "await mesh.ingress() first"
-        return self._client.mint_token(subject, tenant="acme", scopes=scopes, ttl_s=ttl_s)
+        return self._client.mint_token(subject, tenant=tenant, scopes=scopes, ttl_s=ttl_s)
 
     async def attacker(self) -> Attacker:
         """A bare nats-py connection that publishes whatever it likes."""
@@ -204,8 +206,10 @@ class Mesh:
         type_: str | None = None,
         **changes: Any,
     ) -> Sealed:
-        """A task signed by the ingress and replying to it; ``changes`` replace envelope
-        fields before signing (``created=...``, ``sender=...``)."""
+        """A task signed by the ingress and replying to it, with the delegation chain an
+        ingress starts; ``changes`` replace envelope fields before signing
+        (``created=...``, ``sender=...``; the chain is made for the changed envelope
+        unless ``chain=...`` is among them)."""
         client = self._client
         assert client is not None, "await mesh.ingress() first"
         envelope = client.envelope(
@@ -221,8 +225,26 @@ class Mesh:
         )
         if changes:
             envelope = msgspec.structs.replace(envelope, **changes)
+        if "chain" not in changes:
+            envelope = msgspec.structs.replace(envelope, chain=(self.root_link(envelope),))
         data, headers = client.seal(envelope)
         return Sealed(envelope, data, headers)
+
+    def root_link(self, envelope: Envelope, **changes: Any) -> str:
+        """The first link of ``envelope``'s chain, as the ingress would sign it (its
+        ``to``, ``workflow`` and ``step``, the token's scopes and expiry), with ``changes``
+        (``scopes=...``, ``expires=...``, ``workflow=...``)."""
+        assert self._client is not None, "await mesh.ingress() first"
+        claims = jwt.decode(envelope.caller, options={"verify_signature": False})
+        fields: dict[str, Any] = {
+            "to": envelope.to,
+            "workflow": envelope.workflow,
+            "step": envelope.step,
+            "scopes": claims.get("scopes", []),
+            "expires": float(claims["exp"]),
+        }
+        fields.update(changes)
+        return self._client.delegate(envelope.caller, **fields)
 
     async def register_certificate(self, kid: str, certificate: str) -> None:
         """Put a certificate into the registry bucket under ``kid``, as an agent would."""

@@ -83,3 +83,95 @@ async def test_a_scope_outside_the_intersection_is_denied_and_audited(
     assert kinds(logged, "retried") == [], "a denied scope is not retried"
     (dead,) = await mesh.wait_dead_letters("vault", "scope-denied")
     assert lacking in dead.detail
+
+
+class Relay(msgspec.Struct, frozen=True):
+    __mesh_type__ = "test.Relay/1"
+
+    scope: str
+    hand_on: list[str] | None = None
+    """The scopes to hand the vault (None: all the relay holds)."""
+
+
+class Relayed(msgspec.Struct, frozen=True):
+    __mesh_type__ = "test.Relayed/1"
+
+    relay_scopes: list[str]
+    vault_scopes: list[str]
+
+
+def relay() -> Agent:
+    """Holds no scope of its own: passes the caller's on to the vault, or fewer."""
+    agent = Agent("relay")
+
+    @agent.handler
+    async def relay_(req: Relay, ctx: Context) -> Relayed:
+        opened = await ctx.call("vault", Open(req.scope), returns=Opened, scopes=req.hand_on)
+        return Relayed(sorted(ctx.scopes), opened.scopes)
+
+    return agent
+
+
+async def test_a_hop_that_holds_nothing_still_hands_on_the_callers_scopes(mesh: Mesh) -> None:
+    vault_agent, ran = vault()
+    await mesh.start_replicas(vault_agent)
+    await mesh.start_replicas(relay())
+    client = await mesh.ingress()
+    token = mesh.token("alice", scopes=["vault:read", "vault:write"])
+    relayed = await client.request("relay", Relay("vault:write"), token=token, returns=Relayed)
+    assert relayed == Relayed([], ["vault:read", "vault:write"])
+    assert ran == ["vault:write"]
+
+
+async def test_a_narrowed_call_leaves_the_callee_only_what_it_was_handed(mesh: Mesh) -> None:
+    vault_agent, ran = vault()
+    await mesh.start_replicas(vault_agent)
+    await mesh.start_replicas(relay())
+    client = await mesh.ingress()
+    token = mesh.token("alice", scopes=["vault:read", "vault:write"])
+    workflow = new_id()
+    relayed = await client.request(
+        "relay", Relay("vault:read", hand_on=["vault:read"]), token=token, returns=Relayed
+    )
+    assert relayed.vault_scopes == ["vault:read"], "vault:write was not handed on"
+    with pytest.raises(CallFailed) as failed:
+        await client.request(
+            "relay",
+            Relay("vault:write", hand_on=["vault:read"]),
+            token=token,
+            returns=Relayed,
+            workflow=workflow,
+        )
+    assert failed.value.error_type == "ScopeDenied"
+    assert ran == ["vault:read"]
+    logged = await mesh.wait_events(workflow, lambda got: bool(kinds(got, "denied")))
+    (denied,) = kinds(logged, "denied")
+    assert denied.event.agent == "vault"
+    assert denied.event.detail == (
+        "vault:write is not granted to the chain cli -> relay -> vault"
+    )
+    assert kinds(logged, "retried") == [], "the relay fails for good too"
+
+
+async def test_a_call_cannot_hand_on_more_than_the_hop_was_given(mesh: Mesh) -> None:
+    vault_agent, ran = vault()
+    await mesh.start_replicas(vault_agent)
+    await mesh.start_replicas(relay())
+    client = await mesh.ingress()
+    token = mesh.token("alice", scopes=["vault:read"])
+    workflow = new_id()
+    with pytest.raises(CallFailed) as failed:
+        await client.request(
+            "relay",
+            Relay("vault:read", hand_on=["vault:read", "vault:write"]),
+            token=token,
+            returns=Relayed,
+            workflow=workflow,
+        )
+    assert failed.value.error_type == "ScopeDenied"
+    assert "relay cannot hand on vault:write" in failed.value.message
+    assert ran == [], "nothing was sent to the vault"
+    logged = await mesh.wait_events(workflow, lambda got: bool(kinds(got, "failed")))
+    (denied,) = kinds(logged, "denied")
+    assert (denied.event.agent, denied.event.key) == ("relay", "vault:write")
+    assert kinds(logged, "call") == []

@@ -22,13 +22,10 @@ audit (``tests/integration/test_bad_input.py::test_replay_with_same_msg_id_is_..
 certificate from another root (``untrusted-certificate``), unsigned messages and schema
 violations are in the same module.
 
-Not yet covered (the checks do not exist, so no real attack can be written against them):
-
-- delegated calls with wider scopes or later expiry, a chain with a hop removed, reordered
-  or spliced: there are no delegation tokens or chains, only the ingress caller token;
-- a token reused in another tenant: envelopes carry no tenant to compare with the token's;
-- an agent publishing outside its subjects at the server: agents still connect as the
-  default NATS user (docs/security.md); the certificate's own publish list is covered here.
+Delegation chains are built hop by hop with registered agent keys (``relay``, ``hand``):
+the ingress hands the task to ``relay``, ``relay`` to ``hand``, ``hand`` to ``echo``; each
+attack changes one link. Not covered here: an agent publishing outside its subjects *at the
+server* (``tests/policy/test_server_enforcement.py``: the generated users).
 """
 
 from __future__ import annotations
@@ -41,12 +38,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 import msgspec
 import pytest
 
 from jetmesh import MeshSettings
-from jetmesh.envelope import decode_body, encode_envelope
+from jetmesh.envelope import Envelope, decode_body, encode_envelope
 from jetmesh.identity.certificates import default_permissions, issue_certificate
+from jetmesh.identity.delegation import digest, mint_link
 from jetmesh.identity.keys import KeyPair, b64d, b64e
 from jetmesh.identity.revocation import revoke_key
 from jetmesh.identity.signing import KEY_HEADER, SIGNATURE_HEADER, Signer
@@ -69,6 +68,7 @@ class Arena:
     mesh: Mesh
     echo: EchoAgent
     token: str
+    _hops: tuple[KeyPair, KeyPair] | None = None
 
     @property
     def subject(self) -> str:
@@ -84,6 +84,65 @@ class Arena:
         envelope = msgspec.structs.replace(sealed.envelope, **changes)
         data, headers = client.seal(envelope)
         return Sealed(envelope, data, headers)
+
+    async def relayed(
+        self,
+        text: str,
+        *,
+        scopes: tuple[tuple[str, ...], ...] | None = None,
+        expires: tuple[float, ...] | None = None,
+        tamper: Callable[[list[str]], list[str]] | None = None,
+        **changes: object,
+    ) -> Attack:
+        """A task for ``echo`` that went ingress -> relay -> hand -> echo, each link signed by
+        its hop (``scopes``/``expires`` per link, default the token's), the envelope sent
+        and signed by ``hand``; ``tamper`` rewrites the list of links, ``changes`` the
+        envelope."""
+        client = self.mesh._client
+        assert client is not None
+        relay, hand = await self.hop_keys()
+        base = self.seal(text).envelope
+        claims = jwt.decode(base.caller, options={"verify_signature": False})
+        hops = [
+            (None, "relay", "plan"),
+            (relay, "hand", "plan/hand.1"),
+            (hand, "echo", "plan/hand.1/echo.1"),
+        ]
+        links: list[str] = []
+        after = base.caller
+        for n, (key, to, step) in enumerate(hops):
+            fields = {
+                "to": to,
+                "workflow": base.workflow,
+                "step": step,
+                "scopes": (scopes or (tuple(claims["scopes"]),) * 3)[n],
+                "expires": (expires or (float(claims["exp"]),) * 3)[n],
+                "prev": digest(after),
+            }
+            if key is None:
+                fields.pop("prev")
+                link = client.delegate(after, **fields)  # type: ignore[arg-type]
+            else:
+                link = mint_link(key, **fields)  # type: ignore[arg-type]
+            links.append(link)
+            after = link
+        envelope = msgspec.structs.replace(
+            base,
+            sender="hand",
+            step=hops[-1][2],
+            reply_to=self.mesh.subjects.reply("hand", "h1"),
+            chain=tuple(tamper(links) if tamper else links),
+            **changes,
+        )
+        data = encode_envelope(envelope)
+        headers = {MSG_ID_HEADER: envelope.id, **Signer(hand).headers(data)}
+        return Attack(data, headers, Sealed(envelope, data, headers))
+
+    async def hop_keys(self) -> tuple[KeyPair, KeyPair]:
+        """The registered keys of ``relay`` and ``hand`` (made once)."""
+        if self._hops is None:
+            self._hops = (await self.agent_key("relay"), await self.agent_key("hand"))
+        return self._hops
 
     @property
     def ingress_key(self) -> KeyPair:
@@ -238,7 +297,8 @@ async def revoked_key_id_cached(a: Arena, text: str) -> Attack:
     """The replica verified (and cached) the certificate before the revocation."""
     exile = await a.agent_key("exile")
     reply_to = a.mesh.subjects.reply("exile", "x1")
-    first = a.seal("first-" + text, sender="exile", reply_to=reply_to)
+    first = a.seal("first-" + text, sender="exile", reply_to=reply_to, step="x/echo.1")
+    first = a.reseal(first, chain=via(a, first.envelope, exile))
     attacker = await a.mesh.attacker()
     await attacker.publish(a.subject, first.data, signed_by(exile, first))
     deadline = time.monotonic() + WAIT_S
@@ -246,8 +306,26 @@ async def revoked_key_id_cached(a: Arena, text: str) -> Attack:
         assert time.monotonic() < deadline, "the valid message was not served"
         await asyncio.sleep(0.02)
     await revoke(a, exile.kid)
-    sealed = a.seal(text, sender="exile", reply_to=reply_to)
+    sealed = a.seal(text, sender="exile", reply_to=reply_to, step="x/echo.1")
+    sealed = a.reseal(sealed, chain=via(a, sealed.envelope, exile))
     return Attack(sealed.data, signed_by(exile, sealed))
+
+
+def via(a: Arena, envelope: Envelope, agent: KeyPair) -> tuple[str, str]:
+    """The chain of ``envelope`` (step ``x/<to>.1``) when the ingress handed step ``x`` to
+    ``agent``, which called ``envelope.to``."""
+    root = a.mesh.root_link(envelope, to=agent.owner, step="x")
+    claims = jwt.decode(envelope.caller, options={"verify_signature": False})
+    hop = mint_link(
+        agent,
+        to=envelope.to,
+        workflow=envelope.workflow,
+        step=envelope.step,
+        scopes=claims["scopes"],
+        expires=float(claims["exp"]),
+        prev=digest(root),
+    )
+    return root, hop
 
 
 async def token_of_revoked_ingress(a: Arena, text: str) -> Attack:
@@ -346,6 +424,61 @@ async def token_reused_in_another_workflow(a: Arena, text: str) -> Attack:
     return Attack(data, headers, Sealed(stolen, data, headers))
 
 
+async def token_reused_in_another_tenant(a: Arena, text: str) -> Attack:
+    """acme's token, seen in one workflow, put into a workflow started for globex."""
+    acme = a.seal("first-" + text)
+    await answered(a, acme)
+    globex_token = a.mesh.token("bob", tenant="globex")
+    globex = a.mesh.seal(Echo(text), token=globex_token)
+    assert globex.envelope.caller != acme.envelope.caller
+    sealed = a.reseal(globex, caller=acme.envelope.caller)
+    return Attack(sealed.data, sealed.headers, sealed)
+
+
+async def chain_started_by_an_agent(a: Arena, text: str) -> Attack:
+    """An agent that saw the token starts a workflow of its own: its own first link."""
+    relay, _ = await a.hop_keys()
+    sealed = a.seal(text, sender="relay", reply_to=a.mesh.subjects.reply("relay", "r1"))
+    claims = jwt.decode(a.token, options={"verify_signature": False})
+    link = mint_link(
+        relay,
+        to="echo",
+        workflow=sealed.envelope.workflow,
+        step=sealed.envelope.step,
+        scopes=claims["scopes"],
+        expires=float(claims["exp"]),
+        prev=digest(a.token),
+    )
+    data = encode_envelope(msgspec.structs.replace(sealed.envelope, chain=(link,)))
+    headers = {MSG_ID_HEADER: sealed.envelope.id, **Signer(relay).headers(data)}
+    envelope = msgspec.structs.replace(sealed.envelope, chain=(link,))
+    return Attack(data, headers, Sealed(envelope, data, headers))
+
+
+async def delegated_wider_scopes(a: Arena, text: str) -> Attack:
+    return await a.relayed(text, scopes=((), ("refund:write",), ("refund:write",)))
+
+
+async def delegated_later_expiry(a: Arena, text: str) -> Attack:
+    e = float(jwt.decode(a.token, options={"verify_signature": False})["exp"])
+    return await a.relayed(text, expires=(e - 60, e, e - 60))
+
+
+async def chain_hop_removed(a: Arena, text: str) -> Attack:
+    return await a.relayed(text, tamper=lambda links: [links[0], links[2]])
+
+
+async def chain_hops_reordered(a: Arena, text: str) -> Attack:
+    return await a.relayed(text, tamper=lambda links: [links[1], links[0], links[2]])
+
+
+async def chain_hop_spliced_from_another_workflow(a: Arena, text: str) -> Attack:
+    other = await a.relayed("other-" + text)
+    assert other.readable is not None
+    spliced = other.readable.envelope.chain[1]
+    return await a.relayed(text, tamper=lambda links: [links[0], spliced, links[2]])
+
+
 async def outside_its_subjects(a: Arena, text: str) -> Attack:
     p = a.mesh.subjects.prefix
     mallory = await a.agent_key("eventonly", publish=[f"{p}.event.>"])
@@ -364,7 +497,7 @@ async def oversized_headers(a: Arena, text: str) -> Attack:
 
 
 async def deeply_nested_body(a: Arena, text: str) -> Attack:
-    depth = 1500
+    depth = 1300
     body = b'{"text":"%s","extra":%s%s}' % (text.encode(), b"[" * depth, b"]" * depth)
     sealed = a.seal(text, body=msgspec.Raw(body))
     assert len(sealed.data) <= MAX_PAYLOAD
@@ -410,10 +543,6 @@ async def answered(a: Arena, sealed: Sealed) -> None:
     assert decode_body(envelope, Echo) == Echo(decode_body(sealed.envelope, Echo).text.upper())
 
 
-NO_WORKFLOW_BINDING = (
-    "caller tokens are not bound to a workflow: a token seen in one workflow starts another"
-)
-
 CASES = [
     pytest.param(forged_signature, "bad-signature", id="forged-signature"),
     pytest.param(flipped_bit_in_body, "bad-signature", id="flipped-bit-body"),
@@ -436,11 +565,17 @@ CASES = [
     pytest.param(created_beyond_age_and_skew, "stale", id="created-beyond-age-and-skew"),
     pytest.param(resent_to_another_role, "misaddressed", id="resent-to-another-role"),
     pytest.param(
-        token_reused_in_another_workflow,
-        "invalid-token",
-        id="token-reused-in-another-workflow",
-        marks=pytest.mark.xfail(strict=True, reason=NO_WORKFLOW_BINDING),
+        token_reused_in_another_workflow, "bad-delegation", id="token-reused-in-another-workflow"
     ),
+    pytest.param(
+        token_reused_in_another_tenant, "bad-delegation", id="token-reused-in-another-tenant"
+    ),
+    pytest.param(chain_started_by_an_agent, "bad-delegation", id="chain-started-by-an-agent"),
+    pytest.param(delegated_wider_scopes, "delegation-widened", id="delegated-wider-scopes"),
+    pytest.param(delegated_later_expiry, "delegation-widened", id="delegated-later-expiry"),
+    pytest.param(chain_hop_removed, "bad-delegation", id="chain-hop-removed"),
+    pytest.param(chain_hops_reordered, "bad-delegation", id="chain-hops-reordered"),
+    pytest.param(chain_hop_spliced_from_another_workflow, "bad-delegation", id="chain-hop-spliced"),
     pytest.param(outside_its_subjects, "misaddressed", id="publishing-outside-its-subjects"),
     pytest.param(oversized_body, "oversized", id="oversized-body"),
     pytest.param(oversized_headers, "oversized", id="oversized-headers"),

@@ -11,11 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import jwt
 import msgspec
 import pytest
 
 from jetmesh.envelope import Envelope, Kind, encode_envelope, new_id
 from jetmesh.identity.certificates import default_permissions, issue_certificate
+from jetmesh.identity.delegation import digest, mint_link
 from jetmesh.identity.keys import KeyPair
 from jetmesh.identity.signing import Signer
 from jetmesh.identity.tokens import mint_token
@@ -120,6 +122,29 @@ def make_envelope(
     )
 
 
+def chained(envelope: Envelope, *signers: KeyPair) -> Envelope:
+    """``envelope`` with a valid delegation chain: ``signers[0]`` (an ingress) starts it,
+    each signer hands on to the next one's owner, the last to ``envelope.to``; the step
+    keys nest (``t``, ``t/<role>.1``, ...) and the last becomes the envelope's."""
+    claims = jwt.decode(envelope.caller, options={"verify_signature": False})
+    after, links, step = envelope.caller, [], "t"
+    for n, key in enumerate(signers):
+        to = signers[n + 1].owner if n + 1 < len(signers) else envelope.to
+        step = step if n == 0 else f"{step}/{to}.1"
+        link = mint_link(
+            key,
+            to=to,
+            workflow=envelope.workflow,
+            step=step,
+            scopes=claims.get("scopes", []),
+            expires=claims["exp"],
+            prev=digest(after),
+        )
+        links.append(link)
+        after = link
+    return msgspec.structs.replace(envelope, chain=tuple(links), step=step)
+
+
 def seal(key: KeyPair, envelope: Envelope) -> tuple[bytes, dict[str, str]]:
     """The exact bytes and headers MeshClient.seal would publish (without traceparent)."""
     data = encode_envelope(envelope)
@@ -131,6 +156,11 @@ def seal(key: KeyPair, envelope: Envelope) -> tuple[bytes, dict[str, str]]:
 @pytest.fixture
 def envelope() -> Callable[..., Envelope]:
     return make_envelope
+
+
+@pytest.fixture
+def chain() -> Callable[..., Envelope]:
+    return chained
 
 
 @pytest.fixture

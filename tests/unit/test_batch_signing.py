@@ -97,7 +97,7 @@ async def test_root_signature_by_another_key_or_flipped_is_refused() -> None:
 
 
 async def test_verifier_accepts_batch_signed_messages_and_refuses_a_swapped_body(
-    pki, billing, token, envelope
+    pki, gateway, billing, token, envelope, chain
 ) -> None:
     verifier = Verifier(
         pki.trust(leeway_s=5.0),
@@ -106,7 +106,10 @@ async def test_verifier_accepts_batch_signed_messages_and_refuses_a_swapped_body
         max_age_s=110.0,
         clock_skew_s=5.0,
     )
-    envs = [envelope(sender="billing", to="billing", caller=token) for _ in range(3)]
+    envs = [
+        chain(envelope(sender="billing", to="billing", caller=token), gateway, billing)
+        for _ in range(3)
+    ]
     datas = [encode_envelope(e) for e in envs]
     headers = await _batch(billing, datas)
     for env, data, h in zip(envs, datas, headers, strict=True):

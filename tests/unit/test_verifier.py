@@ -49,9 +49,9 @@ def verifier(pki) -> Verifier:
 
 
 @pytest.fixture
-def task(gateway: KeyPair, token: str, envelope, sealed):
+def task(gateway: KeyPair, token: str, envelope, chain, sealed):
     """A valid task from the gateway to billing: ``(envelope, data, headers)``."""
-    env = envelope(sender="gateway", to="billing", caller=token)
+    env = chain(envelope(sender="gateway", to="billing", caller=token), gateway)
     return (env, *sealed(gateway, env))
 
 
@@ -158,10 +158,12 @@ async def test_stale_or_future_created(
 
 
 async def test_freshness_is_judged_at_storage_time(
-    verifier: Verifier, gateway: KeyPair, token: str, envelope, sealed
+    verifier: Verifier, gateway: KeyPair, token: str, envelope, chain, sealed
 ) -> None:
     stored_at = time.time() - 3 * MAX_AGE
-    env = envelope(sender="gateway", to="billing", caller=token, created=stored_at - 1)
+    env = chain(
+        envelope(sender="gateway", to="billing", caller=token, created=stored_at - 1), gateway
+    )
     verified = await verifier.verify(TASK, *sealed(gateway, env), stored_at=stored_at)
     assert verified.envelope.id == env.id
 
@@ -240,12 +242,13 @@ async def test_malformed_json_under_a_valid_signature(verifier: Verifier, gatewa
         await verifier.verify(TASK, data, headers, stored_at=time.time())
 
 
-async def test_audit_accepts_a_token_valid_when_stored(pki, envelope, sealed) -> None:
+async def test_audit_accepts_a_token_valid_when_stored(pki, envelope, chain, sealed) -> None:
     now = time.time()
     ingress, _ = pki.issue("archive", ingress=True, ttl_s=20_000, now=now - 10_000)
     old = mint_token(ingress, subject="alice", tenant="t", scopes=[], ttl_s=3600, now=now - 7200)
     stored_at = now - 5000
     env = envelope(sender="archive", to="billing", caller=old, created=stored_at, id=new_id())
+    env = chain(env, ingress)
     data, headers = sealed(ingress, env)
     with pytest.raises(ExpiredToken):
         await make_verifier(pki).verify(TASK, data, headers, stored_at=stored_at)

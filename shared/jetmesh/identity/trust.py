@@ -23,8 +23,10 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from nacl.signing import VerifyKey
 
-from .._exceptions import ExpiredKey, ExpiredToken, RevokedKey, UnknownKey
+from .._exceptions import BadDelegation, ExpiredKey, ExpiredToken, RevokedKey, UnknownKey
+from ..envelope import Envelope
 from .certificates import Certificate, verify_certificate
+from .delegation import Delegation, Link, check_chain, decode_link, link_key_id
 from .revocation import Revocation
 from .tokens import Caller, token_key_id, verify_token
 
@@ -68,6 +70,7 @@ class TrustStore:
         self._certs: OrderedDict[str, tuple[Certificate, VerifyKey]] = OrderedDict()
         self._missing: dict[str, float] = {}
         self._callers: OrderedDict[str, tuple[Caller, str]] = OrderedDict()
+        self._links: OrderedDict[str, tuple[Link, bool]] = OrderedDict()
 
     def add(self, certificate_jwt: str) -> Certificate:
         """Verify a certificate and put it in the cache (used for a process's own cert)."""
@@ -171,3 +174,50 @@ class TrustStore:
         if caller.expires + self._leeway < (time.time() if at is None else at):
             raise ExpiredToken(f"caller token {caller.token_id} expired at {caller.expires:.0f}")
         return caller
+
+    async def link(self, text: str, *, at: float | None = None) -> tuple[Link, bool]:
+        """A verified delegation link, and whether its signer is an ingress.
+
+        Raises:
+            BadDelegation: unreadable, forged, or naming another role than its signer.
+            UnknownKey, ExpiredKey, RevokedKey: as :meth:`certificate`, for its signer.
+        """
+        cached = self._links.get(text)
+        if cached is not None:
+            await self.check_revoked(cached[0].kid, at=at)
+            return cached
+        kid = link_key_id(text)
+        cert, _ = await self.certificate(kid, at=at)
+        link = decode_link(text, kid, cert.public_key)
+        if link.by != cert.name:
+            raise BadDelegation(f"a link naming {link.by} is signed with {cert.name}'s key")
+        self._links[text] = (link, cert.ingress)
+        if len(self._links) > self._cache_size:
+            self._links.popitem(last=False)
+        return link, cert.ingress
+
+    async def delegation(
+        self, task: Envelope, caller: Caller, *, sender_ingress: bool, at: float | None = None
+    ) -> Delegation:
+        """Verify ``task``'s delegation chain (see :mod:`jetmesh.identity.delegation`).
+
+        Raises:
+            BadDelegation, WidenedDelegation, ExpiredToken: as
+                :func:`~jetmesh.identity.delegation.check_chain`.
+            UnknownKey, ExpiredKey, RevokedKey: a link's signer.
+        """
+        verified = [await self.link(text, at=at) for text in task.chain]
+        return check_chain(
+            task.chain,
+            [link for link, _ in verified],
+            ingress=bool(verified) and verified[0][1],
+            token=task.caller,
+            caller=caller,
+            workflow=task.workflow,
+            step=task.step,
+            sender=task.sender,
+            sender_ingress=sender_ingress,
+            to=task.to,
+            at=time.time() if at is None else at,
+            leeway_s=self._leeway,
+        )

@@ -5,7 +5,7 @@ Order of checks (cheapest and most damning first)::
     size -> signature headers -> certificate (key id) -> signature over the raw bytes
     -> envelope JSON -> sender is the certificate's owner -> sender may publish here
     -> subject matches ``to`` -> not stale / not from the future -> not a replay
-    -> caller token (optional only on events)
+    -> caller token (optional only on events) -> delegation chain (tasks)
 
 Nothing is re-serialised before the signature check: the signature covers the exact bytes.
 """
@@ -22,6 +22,7 @@ from .._exceptions import (
     Malformed,
     Misaddressed,
     Oversized,
+    PlanTooDeep,
     RejectedMessage,
     Replayed,
     Stale,
@@ -30,6 +31,7 @@ from .._exceptions import (
 from ..envelope import Envelope, decode_envelope
 from ..subjects import TOKEN_RE, Subjects, expected_kinds, subject_matches
 from .certificates import Certificate
+from .delegation import Delegation
 from .signing import (
     KEY_HEADER,
     KNOWN_SCHEMES,
@@ -56,6 +58,8 @@ class Verified(NamedTuple):
     caller: Caller | None
     """None only for an event or an error reply that acts for no caller (the audit of a
     refused message, the answer to a task whose caller token was refused)."""
+    delegation: Delegation | None = None
+    """Tasks: what their verified delegation chain hands to the addressee."""
 
 
 class SeenSet:
@@ -91,8 +95,10 @@ class Verifier:
         max_payload_bytes: int,
         max_age_s: float,
         clock_skew_s: float,
+        max_call_depth: int = 8,
     ) -> None:
         self.trust = trust
+        self._max_links = max_call_depth + 1
         self.subjects = subjects
         self._max_payload = max_payload_bytes
         self._max_age = max_age_s
@@ -158,14 +164,25 @@ class Verifier:
         try:
             self._check_envelope(subject, envelope, cert, headers, stored_at)
             if envelope.kind in ("event", "error") and not envelope.caller:
-                caller = None
-            else:
-                caller = await self.trust.caller(envelope.caller, at=at)
+                return Verified(envelope, cert, None)
+            caller = await self.trust.caller(envelope.caller, at=at)
+            if envelope.kind != "task":
+                return Verified(envelope, cert, caller)
+            if len(envelope.chain) > self._max_links:
+                raise PlanTooDeep(
+                    f"a delegation chain of {len(envelope.chain)} links (max_call_depth "
+                    f"{self._max_links - 1})",
+                    step=envelope.step,
+                    limit=self._max_links - 1,
+                )
+            delegation = await self.trust.delegation(
+                envelope, caller, sender_ingress=cert.ingress, at=at
+            )
         except RejectedMessage as exc:
             if envelope.sender == cert.name:  # authentic: audit in its workflow, answer it
                 exc.envelope = envelope  # type: ignore[attr-defined]
             raise
-        return Verified(envelope, cert, caller)
+        return Verified(envelope, cert, caller, delegation)
 
     def _check_envelope(
         self,

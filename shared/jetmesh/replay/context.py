@@ -25,7 +25,7 @@ from ..envelope import Envelope
 from ..identity.tokens import Caller
 from ..models import ModelReply, ModelRequest, request_digest
 from ..models.base import changed_parts
-from ..runtime.context_base import ContextBase, MemorySpace
+from ..runtime.context_base import ContextBase, Handoff, MemorySpace
 from ..runtime.limits import PlanLimits
 from ..signals import ReceivedSignal, Signal
 from .history import Payload, TaskHistory
@@ -133,7 +133,13 @@ class ReplayContext(ContextBase):
         return Stopped(why)
 
     async def _call(
-        self, agent: str, body: Any, returns: type[T], step: str, timeout: float | None
+        self,
+        agent: str,
+        body: Any,
+        returns: type[T],
+        step: str,
+        timeout: float | None,
+        handoff: Handoff,
     ) -> T:
         self.asked_calls.add(step)
         recorded = self.recorded.call(step)

@@ -13,10 +13,11 @@ from .._exceptions import ConfigError
 from ..calls import decode_reply
 from ..client import MeshClient
 from ..envelope import Envelope, ErrorBody, encode, type_name
+from ..identity.delegation import Delegation
 from ..identity.tokens import Caller
 from ..models import ModelReply, ModelRequest
 from ..signals import ReceivedSignal, Signal, wait_signal
-from .context_base import ContextBase, MemorySpace
+from .context_base import ContextBase, Handoff, MemorySpace
 from .ledger import Recorded, StepLedger
 from .limits import PlanLimits
 from .model_steps import Models, complete_step
@@ -47,6 +48,7 @@ class Context(ContextBase):
         ledger: StepLedger | None = None,
         models: Models | None = None,
         grant: Iterable[str] = (),
+        delegation: Delegation | None = None,
     ) -> None:
         super().__init__(
             task,
@@ -56,6 +58,7 @@ class Context(ContextBase):
             concurrency=concurrency,
             limits=PlanLimits.of(mesh.settings),
             grant=grant,
+            delegation=delegation,
         )
         self._mesh = mesh
         self._ledger = ledger
@@ -68,7 +71,13 @@ class Context(ContextBase):
         )
 
     async def _call(
-        self, agent: str, body: Any, returns: type[T], step: str, timeout: float | None
+        self,
+        agent: str,
+        body: Any,
+        returns: type[T],
+        step: str,
+        timeout: float | None,
+        handoff: Handoff,
     ) -> T:
         started = time.perf_counter()
         if self._ledger is not None:
@@ -96,6 +105,17 @@ class Context(ContextBase):
             step=step,
             timeout=timeout,
             type_=type_,
+            chain=(
+                *self.task.chain,
+                self._mesh.delegate(
+                    self.task.chain[-1] if self.task.chain else self.task.caller,
+                    to=agent,
+                    workflow=self.workflow,
+                    step=step,
+                    scopes=handoff.scopes,
+                    expires=handoff.expires,
+                ),
+            ),
         )
         record = Recorded.of(reply)
         if self._ledger is not None:

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import abc
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Literal, NamedTuple, TypeVar, overload
+from typing import Any, Literal, NamedTuple, NoReturn, TypeVar, overload
 
 from redis.asyncio import Redis
 
 from .. import events as ev
 from .._exceptions import PlanLimitExceeded, ScopeDenied
 from ..envelope import Envelope
+from ..identity.delegation import Delegation
 from ..identity.tokens import Caller
 from ..memory import Conversation, WorkingMemory
 from ..models import ModelReply, ModelRequest
@@ -33,6 +35,13 @@ from .limits import PlanLimits
 from .model_steps import StepModel
 
 T = TypeVar("T")
+
+
+class Handoff(NamedTuple):
+    """The authority a call hands on: these scopes, until then (Unix seconds)."""
+
+    scopes: frozenset[str]
+    expires: float
 
 
 class MemorySpace(NamedTuple):
@@ -66,11 +75,15 @@ class ContextBase(abc.ABC):
         concurrency: int,
         limits: PlanLimits | None = None,
         grant: Iterable[str] = (),
+        delegation: Delegation | None = None,
     ) -> None:
         self.task = task
         self.caller = caller
         self.grant = frozenset(grant)
         """The scopes this agent role was granted (``Agent(scopes=...)``, its certificate)."""
+        self.delegation = delegation
+        """What the task's verified delegation chain hands this hop (None when the task was
+        not verified here: a re-run from history)."""
         self.workflow = task.workflow
         self.agent = agent
         self.attempt = attempt
@@ -91,9 +104,16 @@ class ContextBase(abc.ABC):
 
     @abc.abstractmethod
     async def _call(
-        self, agent: str, body: Any, returns: type[T], step: str, timeout: float | None
+        self,
+        agent: str,
+        body: Any,
+        returns: type[T],
+        step: str,
+        timeout: float | None,
+        handoff: Handoff,
     ) -> T:
-        """Carry out the call that :meth:`call` numbered ``step``."""
+        """Carry out the call that :meth:`call` numbered ``step``, handing the callee
+        ``handoff`` of this hop's authority."""
 
     @abc.abstractmethod
     async def _complete(self, request: ModelRequest, step: str) -> ModelReply:
@@ -169,7 +189,14 @@ class ContextBase(abc.ABC):
         return f"{self.task.step}/{agent}.{self._calls}"
 
     def call(
-        self, agent: str, body: Any, *, returns: type[T], timeout: float | None = None
+        self,
+        agent: str,
+        body: Any,
+        *,
+        returns: type[T],
+        timeout: float | None = None,
+        scopes: Iterable[str] | None = None,
+        expires_in: float | None = None,
     ) -> PendingCall[T]:
         """Send ``body`` to ``agent`` and await its reply as ``returns``.
 
@@ -177,26 +204,52 @@ class ContextBase(abc.ABC):
         passed to :meth:`gather` get their keys in argument order. The call is sent when
         it is awaited.
 
+        The callee acts for the same caller with the scopes delegated to this hop
+        (:attr:`delegated_scopes`), until the same expiry; ``scopes`` and ``expires_in``
+        hand it less: a subset of them, for at most that many seconds. Each call adds a
+        link signed by this agent to the task's delegation chain.
+
         Raises:
             MeshTimeout: no reply within ``timeout`` seconds (default ``call_timeout_s``).
             CallFailed: the agent answered with an error.
             PlanTooDeep, FanOutExceeded: the call would break ``max_call_depth`` or
                 ``max_fan_out``; it is not sent, and a ``call-refused`` event says so.
+            ScopeDenied: ``scopes`` names a scope not delegated to this hop; nothing is
+                sent, and a ``denied`` event says so.
         """
-        refused = self.limits.check(
-            f"{self.task.step}/{agent}.{self._calls + 1}", agent, self._sent + 1
-        )
+        preview = f"{self.task.step}/{agent}.{self._calls + 1}"
+        refused = self.limits.check(preview, agent, self._sent + 1)
         if refused is not None:
             return PendingCall(
                 agent, refused.step, lambda _: self._refuse(agent, refused), refused=refused
+            )
+        handoff = self._handoff(scopes, expires_in)
+        if isinstance(handoff, str):
+            wider, detail = ", ".join(sorted(set(scopes or ()) - self.delegated_scopes)), handoff
+            return PendingCall(
+                agent, preview, lambda _: self._deny(wider, detail, what=f"call {agent}")
             )
         self._sent += 1
         step = self.next_step(agent)
 
         def start(timeout_s: float | None) -> Awaitable[T]:
-            return self._call(agent, body, returns, step, timeout_s)
+            return self._call(agent, body, returns, step, timeout_s, handoff)
 
         return PendingCall(agent, step, start, timeout=timeout)
+
+    def _handoff(self, scopes: Iterable[str] | None, expires_in: float | None) -> Handoff | str:
+        """What a call hands on, or why it may not."""
+        held = self.delegated_scopes
+        expires = self.delegation.expires if self.delegation else self.caller.expires
+        if expires_in is not None:
+            expires = min(expires, time.time() + expires_in)
+        if scopes is None:
+            return Handoff(held, expires)
+        asked = frozenset(scopes)
+        if asked <= held:
+            return Handoff(asked, expires)
+        wider = ", ".join(sorted(asked - held))
+        return f"{self.agent} cannot hand on {wider}: not delegated to it"
 
     async def _refuse(self, agent: str, refused: PlanLimitExceeded) -> Any:
         """Record a call that breaks the plan's limits, and raise its refusal."""
@@ -260,9 +313,16 @@ class ContextBase(abc.ABC):
         )
 
     @property
+    def delegated_scopes(self) -> frozenset[str]:
+        """The scopes the delegation chain hands this hop: the caller's, narrowed by every
+        hop that narrowed them on the way (before this role's own grant cuts them)."""
+        return self.delegation.scopes if self.delegation else self.caller.scopes
+
+    @property
     def scopes(self) -> frozenset[str]:
-        """What this hop may do: the caller's scopes ∩ this agent's grant."""
-        return effective_scopes(self.caller.scopes, self.grant)
+        """What this hop may do: the delegated scopes ∩ this agent's grant (the caller's
+        scopes, narrowed along the chain, cut by this role's grant)."""
+        return effective_scopes(self.delegated_scopes, self.grant)
 
     def permits(self, scope: str) -> bool:
         """Whether ``scope`` is in :attr:`scopes`."""
@@ -277,11 +337,18 @@ class ContextBase(abc.ABC):
         """
         if self.permits(scope):
             return
-        lacking = [
-            *([] if self.caller.has_scope(scope) else [f"the caller {self.caller.subject}"]),
-            *([] if scope in self.grant else [f"the agent {self.agent}"]),
-        ]
-        detail = f"{scope} is not granted to {' and '.join(lacking)}"
+        if not self.caller.has_scope(scope):
+            lacking = [f"the caller {self.caller.subject}"]
+        elif scope not in self.delegated_scopes:
+            lacking = [f"the chain {' -> '.join(self.delegation.path if self.delegation else ())}"]
+        else:
+            lacking = []
+        if scope not in self.grant:
+            lacking.append(f"the agent {self.agent}")
+        await self._deny(scope, f"{scope} is not granted to {' and '.join(lacking)}", what=what)
+
+    async def _deny(self, scope: str, detail: str, *, what: str = "") -> NoReturn:
+        """Record a ``denied`` event (who, on whose behalf, what, why) and raise."""
         await self.emit_event(
             ev.DENIED, reason=ScopeDenied.reason, key=scope, target=what or None, detail=detail
         )

@@ -18,12 +18,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._exceptions import CallFailed, FanOutExceeded, PlanLimitExceeded, PlanTooDeep
+from .._exceptions import (
+    CallFailed,
+    FanOutExceeded,
+    PlanLimitExceeded,
+    PlanTooDeep,
+    ScopeDenied,
+)
 from ..settings import MeshSettings
 
 _DEFAULTS = MeshSettings.model_fields
-PLAN_REASONS = frozenset({PlanTooDeep.code, FanOutExceeded.code})
-"""Reasons that refuse a plan: a task that fails with one is not retried."""
+PLAN_REASONS = frozenset({PlanTooDeep.code, FanOutExceeded.code, ScopeDenied.reason})
+"""Reasons that refuse a plan: a task that fails with one, or whose call failed with one,
+is not retried (the same plan, for the same caller, would be refused again)."""
 
 
 def depth(step: str) -> int:
@@ -76,8 +83,9 @@ class PlanLimits:
 
 def plan_refusal(exc: BaseException) -> tuple[str, str, str] | None:
     """``(reason, error type, detail)`` when ``exc`` refuses the plan: a limit broken
-    here, or a call that failed because one was broken further down (its detail passed on
-    as it is, not wrapped once per level). None for any other error."""
+    here, or a call that failed because one was broken, or a scope denied, further down
+    (its detail passed on as it is, not wrapped once per level). None for any other
+    error."""
     if isinstance(exc, PlanLimitExceeded):
         return exc.reason, type(exc).__name__, exc.detail
     if isinstance(exc, CallFailed) and exc.reason in PLAN_REASONS:

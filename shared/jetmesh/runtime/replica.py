@@ -231,6 +231,7 @@ class Replica:
             ledger=self.ledger,
             models=self.models,
             grant=self.grant,
+            delegation=verified.delegation,
         )
         started = time.perf_counter()
         if attempt == 1:

@@ -1,0 +1,247 @@
+"""The delegation chain: how a task came to act for its caller, one signed link per hop.
+
+Every task carries ``Envelope.chain``, a list of links. Each link is an EdDSA JWT signed by
+the process that sent that hop, saying "I hand the caller's authority, this much of it and
+this long, to that role, for this step of this workflow"::
+
+    link 0, by the ingress that started the workflow (binds the caller token to it):
+        {"iss": "cli", "to": "triage", "wf": W, "step": "triage",
+         "scopes": ["kb:read", "refund:write"], "exp": E0, "prev": sha256(caller token)}
+    link 1, by triage calling billing:
+        {"iss": "triage", "to": "billing", "wf": W, "step": "triage/billing.1",
+         "scopes": S1 ⊆ S0, "exp": E1 <= E0, "prev": sha256(link 0)}
+
+A receiver accepts the chain only if every link is signed by a valid, unrevoked key of the
+role it names; link 0 by an ingress; each ``prev`` is the digest of the link before it
+(the caller token for link 0), so no hop can be removed, reordered or spliced in from
+another chain; every link names this workflow, and each step is nested under the one
+before; each link's scopes and expiry are within the previous one's (the token's for link
+0): a hop may narrow, never widen; and the last link hands the task to its addressee, from
+its sender. The chain is as long as the step key is deep, so ``max_call_depth`` bounds it.
+
+What a hop may do is then ``the last link's scopes ∩ the role's own grant``. The grants of
+the roles a task passed through do not narrow it by themselves (a router without
+``kb:read`` may still route a caller's question to ``kb``); a hop narrows explicitly, with
+``ctx.call(..., scopes=...)``.
+
+Example:
+    >>> key = KeyPair.generate("cli")
+    >>> link = mint_link(key, to="triage", workflow="01J", step="triage",
+    ...                  scopes=["kb:read"], expires=2e9, prev=digest("token"))
+    >>> link.count(".")
+    2
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import jwt
+import msgspec
+
+from .._exceptions import BadDelegation, ExpiredToken, WidenedDelegation
+from .keys import KeyPair, b64e, jwt_public_key
+from .tokens import Caller
+
+LINK_TYPE = "mesh-delegation+jwt"
+"""The ``typ`` of a link's header, so that a caller token or certificate is not taken for one."""
+
+
+class Link(msgspec.Struct, frozen=True):
+    """The verified claims of one link."""
+
+    by: str
+    """The role that signed the link (the sender of that hop)."""
+    kid: str
+    to: str
+    """The role the authority was handed to."""
+    workflow: str
+    step: str
+    scopes: frozenset[str]
+    expires: float
+    prev: str
+
+
+class Delegation(msgspec.Struct, frozen=True):
+    """What the chain of a verified task hands to its addressee."""
+
+    scopes: frozenset[str]
+    """The scopes delegated to this hop (its effective scopes are these ∩ its grant)."""
+    expires: float
+    path: tuple[str, ...]
+    """The roles along the chain, ingress first, this hop's role last."""
+    links: tuple[str, ...]
+    """The chain as received, to extend on the next call."""
+
+    @property
+    def depth(self) -> int:
+        return len(self.links) - 1
+
+
+def digest(text: str) -> str:
+    """The ``prev`` of the link that follows ``text`` (a link or a caller token)."""
+    return b64e(hashlib.sha256(text.encode()).digest())
+
+
+def mint_link(
+    key: KeyPair | tuple[str, str, Any],
+    *,
+    to: str,
+    workflow: str,
+    step: str,
+    scopes: Iterable[str],
+    expires: float,
+    prev: str,
+    now: float | None = None,
+) -> str:
+    """Sign one link with ``key`` (or a prepared ``(owner, kid, jwt key)``)."""
+    owner, kid, private = (key.owner, key.kid, key.jwt_key()) if isinstance(key, KeyPair) else key
+    claims = {
+        "iss": owner,
+        "to": to,
+        "wf": workflow,
+        "step": step,
+        "scopes": sorted(set(scopes)),
+        "iat": int(now if now is not None else time.time()),
+        "exp": expires,
+        "prev": prev,
+    }
+    return jwt.encode(claims, private, algorithm="EdDSA", headers={"kid": kid, "typ": LINK_TYPE})
+
+
+def link_key_id(link: str) -> str:
+    """The ``kid`` of a link's header, before any verification.
+
+    Raises:
+        BadDelegation: not an EdDSA delegation link with a key id.
+    """
+    try:
+        header = jwt.get_unverified_header(link)
+    except jwt.PyJWTError as exc:
+        raise BadDelegation(f"delegation link unreadable: {exc}") from None
+    kid = header.get("kid")
+    if header.get("alg") != "EdDSA" or header.get("typ") != LINK_TYPE or not isinstance(kid, str):
+        raise BadDelegation(f"not an EdDSA delegation link with a kid: {header!r}")
+    return kid
+
+
+def decode_link(link: str, kid: str, public_key: bytes) -> Link:
+    """Verify a link's signature with its signer's public key and read its claims.
+
+    Raises:
+        BadDelegation: the signature does not verify, or a claim is missing or mistyped.
+    """
+    try:
+        claims = jwt.decode(
+            link,
+            jwt_public_key(public_key),
+            algorithms=["EdDSA"],
+            options={"require": ["exp", "iss", "prev"], "verify_exp": False},
+        )
+        return Link(
+            by=_text(claims, "iss"),
+            kid=kid,
+            to=_text(claims, "to"),
+            workflow=_text(claims, "wf"),
+            step=_text(claims, "step"),
+            scopes=frozenset(_texts(claims.get("scopes", []))),
+            expires=float(claims["exp"]),
+            prev=_text(claims, "prev"),
+        )
+    except jwt.PyJWTError as exc:
+        raise BadDelegation(f"delegation link by {kid} rejected: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise BadDelegation(f"delegation link by {kid}: {exc}") from None
+
+
+def _text(claims: dict[str, Any], name: str) -> str:
+    value = claims.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"claim {name!r} must be a string")
+    return value
+
+
+def _texts(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("claim 'scopes' must be a list of strings")
+    return value
+
+
+def check_chain(
+    chain: Sequence[str],
+    links: Sequence[Link],
+    *,
+    ingress: bool,
+    token: str,
+    caller: Caller,
+    workflow: str,
+    step: str,
+    sender: str,
+    sender_ingress: bool,
+    to: str,
+    at: float,
+    leeway_s: float,
+) -> Delegation:
+    """Check a task's chain, its links already verified one by one, against itself and the
+    task.
+
+    Args:
+        chain: the links as received.
+        links: the same, verified against their signers' certificates.
+        ingress: whether the first link's signer is an ingress.
+        token: the task's caller token (the first link's ``prev`` is its digest).
+        caller: that token, verified.
+        workflow, step, sender, to: the task's.
+        sender_ingress: the task's sender is an ingress: it may send a link made by
+            another role again (``dlq redrive``).
+        at: when the task was sent or stored; links must not have expired by then.
+
+    Raises:
+        BadDelegation: a link is out of place (removed, reordered, spliced, another
+            workflow, another step) or the first is not by an ingress.
+        WidenedDelegation: a link hands on more scopes, or for longer, than it received.
+        ExpiredToken: a link expired.
+    """
+    if not links:
+        raise BadDelegation("a task without a delegation chain")
+    if not ingress:
+        raise BadDelegation(f"the chain starts at {links[0].by}, which is not an ingress")
+    prev, scopes, expires = digest(token), caller.scopes, caller.expires
+    holder, above = links[0].by, ""
+    for n, (text, link) in enumerate(zip(chain, links, strict=True)):
+        where = f"link {n} ({link.by} -> {link.to})"
+        if link.prev != prev:
+            after = "the caller token" if n == 0 else f"link {n - 1}"
+            raise BadDelegation(
+                f"{where} does not follow {after}: a hop removed, reordered or spliced in"
+            )
+        if link.workflow != workflow:
+            raise BadDelegation(f"{where} was made for workflow {link.workflow}, not {workflow}")
+        if link.by != holder:
+            raise BadDelegation(f"{where} is signed by {link.by}, but {holder} held the authority")
+        if n > 0 and not link.step.startswith(above + "/"):
+            raise BadDelegation(f"{where} step {link.step!r} is not under {above!r}")
+        if not link.scopes <= scopes:
+            wider = ", ".join(sorted(link.scopes - scopes))
+            raise WidenedDelegation(f"{where} hands on scopes it was not given: {wider}")
+        if link.expires > expires:
+            late = link.expires - expires
+            raise WidenedDelegation(f"{where} expires {late:.0f}s after what it was given")
+        if link.expires + leeway_s < at:
+            raise ExpiredToken(f"{where} expired {at - link.expires:.0f}s before use")
+        prev, scopes, expires = digest(text), link.scopes, link.expires
+        holder, above = link.to, link.step
+    last = links[-1]
+    if last.to != to or last.step != step:
+        raise BadDelegation(f"the chain hands {last.step!r} to {last.to}, not {step!r} to {to}")
+    if last.by != sender and not sender_ingress:
+        raise BadDelegation(f"the last link is {last.by}'s, but {sender} sent the task")
+    return Delegation(
+        scopes=last.scopes,
+        expires=last.expires,
+        path=(links[0].by, *(link.to for link in links)),
+        links=tuple(chain),
+    )

@@ -22,6 +22,8 @@ import msgspec
 from redis.asyncio import Redis
 
 from jetmesh import MeshSettings
+from jetmesh.credentials import role_credentials
+from jetmesh.memory.connection import connect
 from subjects.support import Case, Handoff, RefundReceipt
 
 NAMESPACE = "support-desk"
@@ -37,17 +39,29 @@ def short_id(prefix: str, key: str) -> str:
 
 class Desk:
     """The payment system and the people's queue. Connects on first use, to ``url`` or
-    the process's ``JETMESH_REDIS_URL``."""
+    the process's ``JETMESH_REDIS_URL`` (as ``role``'s Redis user where the servers enforce
+    the policy: the policy grants billing and escalation their keys here)."""
 
-    def __init__(self, url: str | None = None, *, namespace: str = NAMESPACE) -> None:
+    def __init__(
+        self, url: str | None = None, *, namespace: str = NAMESPACE, role: str | None = None
+    ) -> None:
         self._url = url
         self._ns = namespace
+        self._role = role
         self._redis: Redis | None = None
 
     @property
     def redis(self) -> Redis:
         if self._redis is None:
-            self._redis = Redis.from_url(self._url or MeshSettings().redis_url)
+            if self._url is not None:
+                self._redis = Redis.from_url(self._url)
+            else:  # the process's settings, as its role where the servers enforce the policy
+                settings = MeshSettings()
+                self._redis = connect(
+                    settings.redis_url,
+                    retry_s=settings.redis_retry_s,
+                    **role_credentials(settings, self._role or "").redis_options(),
+                )
         return self._redis
 
     def _key(self, *parts: str) -> str:

@@ -29,12 +29,13 @@ from nats.js.kv import KeyValue
 from redis.asyncio import Redis
 
 from . import events as ev
-from ._exceptions import ConfigError, MeshTimeout, RejectedMessage
+from ._exceptions import ConfigError, MeshTimeout, NotProvisioned, RejectedMessage
 from .bus.connection import connect
 from .bus.publisher import StreamPublisher
-from .bus.streams import ensure_registry, ensure_streams
+from .bus.streams import PROVISION_HINT, bind_registry, ensure_registry, ensure_streams
 from .bus.tracing import TRACEPARENT_HEADER, traceparent
 from .calls import PendingCalls, decode_reply
+from .credentials import Credentials, role_credentials
 from .envelope import (
     Envelope,
     Kind,
@@ -76,8 +77,18 @@ class MeshClient:
         *,
         roots: Mapping[str, bytes],
         instance: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
+        """
+        Args:
+            credentials: who to be on the servers; by default the role's own when the keys
+                directory holds them (``nats/<name>.nk``, ``redis/<name>.pass``), else the
+                servers' default user (open servers).
+        """
         self.settings = settings
+        self.credentials = (
+            credentials if credentials is not None else role_credentials(settings, identity.name)
+        )
         self.identity = identity
         self.name = identity.name
         self.instance = instance or new_id().lower()[-10:]
@@ -114,27 +125,48 @@ class MeshClient:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> MeshClient:
-        """Connect, declare streams and the registry, register this identity, listen for
-        replies. Returns self."""
+        """Connect, listen for replies; returns self. Connected as a role (servers that
+        enforce the policy), bind to the streams and the registry the admin made and check
+        that this identity's certificate is there; otherwise declare the streams and the
+        registry and register this identity.
+
+        Raises:
+            NotProvisioned: as a role, the registry or this identity's certificate in it is
+                missing (run ``jetmesh up``).
+            ConfigError: this identity's key id is revoked.
+        """
         self._nc = await connect(
             self.settings.nats_url,
             f"{self.name}/{self.instance}",
             on_reconnect=self.reconnect_listeners,
+            **self.credentials.nats_options(),
         )
         self._js = self._nc.jetstream()
-        await ensure_streams(self._js, self.settings)
-        self._registry = await ensure_registry(self._js, self.settings)
         try:
+            if self.credentials.is_role:
+                self._registry = await bind_registry(self._js, self.settings)
+                await self._check_registered(self._registry)
+            else:
+                await ensure_streams(self._js, self.settings)
+                self._registry = await ensure_registry(self._js, self.settings)
             await refuse_if_revoked(self._registry, self.name, self.identity.key.kid)
         except ConfigError:
             await self._nc.close()
             raise
-        await self._registry.put(self.identity.key.kid, self.identity.certificate.encode())
+        if not self.credentials.is_role:
+            await self._registry.put(self.identity.key.kid, self.identity.certificate.encode())
         self._publisher = StreamPublisher(self._nc)
         await self._publisher.start()
         await self._nc.subscribe(self.reply_subject, cb=self._on_reply)
         await self._nc.flush()
         return self
+
+    async def _check_registered(self, registry: KeyValue) -> None:
+        if await self._lookup_certificate(self.identity.key.kid) is None:
+            raise NotProvisioned(
+                f"the certificate of {self.name} (key {self.identity.key.kid}) is not in the "
+                f"registry {self.settings.registry_bucket}; {PROVISION_HINT}"
+            )
 
     async def close(self) -> None:
         """Flush events, drain the connection, close Redis. Safe to call twice."""
@@ -187,7 +219,9 @@ class MeshClient:
         """The Redis connection for working memory, opened on first use."""
         if self._redis is None:
             self._redis = connect_redis(
-                self.settings.redis_url, retry_s=self.settings.redis_retry_s
+                self.settings.redis_url,
+                retry_s=self.settings.redis_retry_s,
+                **self.credentials.redis_options(),
             )
         return self._redis
 

@@ -16,6 +16,7 @@ import pytest
 from jetmesh import MeshSettings
 from jetmesh.processes import AgentProcess
 from tests.integration.harness import REPO_ROOT, AgentProcesses, EchoAgent, Mesh
+from tests.integration.secured import SecuredMesh
 
 
 @pytest.fixture
@@ -26,6 +27,20 @@ async def mesh(settings: MeshSettings) -> AsyncIterator[Mesh]:
         yield built
     finally:
         await built.aclose()
+
+
+@pytest.fixture
+async def secured(tmp_path: Path) -> AsyncIterator[SecuredMesh]:
+    """A mesh of this test's own on servers that enforce a small policy
+    (:mod:`tests.integration.secured`), started as `jetmesh up` starts them."""
+    built = await asyncio.to_thread(SecuredMesh(tmp_path / "state").up)
+    try:
+        yield built
+    finally:
+        try:
+            await built.aclose()
+        finally:
+            await asyncio.to_thread(built.down)
 
 
 @pytest.fixture

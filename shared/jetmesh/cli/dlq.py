@@ -11,7 +11,7 @@ from rich.table import Table
 from ..dead_letters import DeadLetter, get_dead_letter, list_dead_letters
 from ..redrive import redrive as redrive_letter
 from .common import console, run_async, settings
-from .ingress import cli_client
+from .ingress import admin_client
 
 app = typer.Typer(help="Inspect dead letters and send them back once fixed.", no_args_is_help=True)
 
@@ -33,7 +33,7 @@ def list_(
     """List dead letters: sequence, agent, reason, workflow, time, detail."""
 
     async def go() -> list[DeadLetter]:
-        async with cli_client(settings()) as mesh:
+        async with admin_client(settings()) as mesh:
             return await list_dead_letters(
                 mesh.js, mesh.settings.dlq_stream, _subject(agent or None), limit=limit
             )
@@ -59,7 +59,7 @@ def show(seq: int = typer.Argument(..., help="sequence number from `jetmesh dlq 
     """Show one dead letter: its reason, headers and the refused bytes."""
 
     async def go() -> DeadLetter:
-        async with cli_client(settings()) as mesh:
+        async with admin_client(settings()) as mesh:
             return await get_dead_letter(mesh.js, mesh.settings.dlq_stream, seq)
 
     letter = run_async(go())
@@ -80,7 +80,7 @@ def redrive(seq: int = typer.Argument(..., help="sequence number from `jetmesh d
     then remove the dead letter."""
 
     async def go() -> str:
-        async with cli_client(settings()) as mesh:
+        async with admin_client(settings()) as mesh:
             letter = await get_dead_letter(mesh.js, mesh.settings.dlq_stream, seq)
             task = await redrive_letter(mesh, letter)
             await mesh.flush_events()

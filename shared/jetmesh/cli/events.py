@@ -7,7 +7,7 @@ from rich.tree import Tree
 
 from ..event_log import TaskNode, build_tree, read_events, total_usage, usd
 from .common import console, run_async, settings
-from .ingress import cli_client
+from .ingress import admin_client
 
 STATUS_STYLE = {
     "completed": "green",
@@ -57,7 +57,7 @@ def events(
     verified, on whose behalf."""
 
     async def go() -> None:
-        async with cli_client(settings()) as mesh:
+        async with admin_client(settings()) as mesh:
             logged = await read_events(mesh, workflow)
         if not logged:
             console.print(f"no events for workflow {workflow}")

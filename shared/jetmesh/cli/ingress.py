@@ -1,9 +1,18 @@
-"""The CLI's own identity: an ingress named ``cli`` that mints caller tokens."""
+"""The CLI's identities: the ``cli`` ingress that mints caller tokens (publish, signal,
+approve, deny), and the operator (dlq, events, replay, keys revoke).
+
+On servers that enforce the policy (``jetmesh up``) the ingress connects as the ``cli``
+role, and operator commands as the ``admin`` user, signing as the ``admin`` identity
+(issued by the root here on first use: a redriven task may go to any role). On open
+servers both are the ``cli`` ingress.
+"""
 
 from __future__ import annotations
 
 from ..client import MeshClient
+from ..credentials import admin_credentials
 from ..identity.keystore import KeyStore
+from ..policy.servers import ADMIN
 from ..settings import MeshSettings
 from ..subjects import Subjects
 
@@ -17,3 +26,18 @@ def cli_client(s: MeshSettings) -> MeshClient:
         CLI_IDENTITY, subjects=Subjects(s.subject_prefix), ttl_s=s.cert_ttl_s, ingress=True
     )
     return MeshClient(s, identity, roots=store.roots())
+
+
+def admin_client(s: MeshSettings) -> MeshClient:
+    """A mesh client for operator commands: as the admin where the servers enforce the
+    policy, else the ``cli`` ingress.
+
+    Raises:
+        ConfigError: no admin identity and no root key to issue one.
+    """
+    credentials = admin_credentials(s)
+    if credentials.user is None:
+        return cli_client(s)
+    store = KeyStore(s.resolved_keys_dir)
+    identity = store.ensure(ADMIN, subjects=Subjects(s.subject_prefix), ttl_s=s.cert_ttl_s)
+    return MeshClient(s, identity, roots=store.roots(), credentials=credentials)

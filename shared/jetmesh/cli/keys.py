@@ -11,7 +11,7 @@ from ..identity.revocation import Revocation, revoke_key
 from ..identity.tokens import mint_token
 from ..subjects import Subjects
 from .common import console, run_async, settings
-from .ingress import cli_client
+from .ingress import admin_client
 
 app = typer.Typer(
     help="Create the root key, issue, rotate and revoke agent certificates, mint caller tokens.",
@@ -76,7 +76,7 @@ def revoke(
     within a second."""
 
     async def go() -> Revocation:
-        async with cli_client(settings()) as mesh:
+        async with admin_client(settings()) as mesh:
             return await revoke_key(mesh.registry, kid, reason=reason)
 
     record = run_async(go())

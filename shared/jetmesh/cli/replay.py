@@ -21,7 +21,7 @@ from ..runtime.agent import Agent
 from ..runtime.runner import load_agent
 from .common import console, err_console, run_async, settings
 from .events import STATUS_STYLE
-from .ingress import cli_client
+from .ingress import admin_client
 
 WIDTH = 60
 """Characters of a body's JSON shown in the tree."""
@@ -204,7 +204,7 @@ def replay(
     agents = _load(agent) if rerun else []
 
     async def go() -> tuple[WorkflowHistory, RerunReport | None]:
-        async with cli_client(settings()) as mesh:
+        async with admin_client(settings()) as mesh:
             recorded = await read_history(mesh, workflow)
             if not rerun or not recorded.roots:
                 return recorded, None

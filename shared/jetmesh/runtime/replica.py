@@ -1,6 +1,7 @@
 """A running replica of an agent: fetch, verify, handle, reply, acknowledge.
 
-Lifecycle: ``start()`` connects and declares the role's consumer, then fetches tasks;
+Lifecycle: ``start()`` connects and declares the role's consumer (or, connected as the role
+on servers that enforce the policy, binds to the one the admin made), then fetches tasks;
 ``drain()`` stops fetching, lets in-flight tasks finish within ``drain_timeout_s``, naks
 what is left (so another replica takes it at once), flushes events and closes. Both are
 idempotent. Signals are the caller's business (see ``jetmesh run``).
@@ -23,7 +24,7 @@ from .. import events as ev
 from .._exceptions import Reject, RejectedMessage, ScopeDenied
 from ..bus.delivery import delivery_of
 from ..bus.pull import PullFeed
-from ..bus.streams import advisories_stream, ensure_consumer
+from ..bus.streams import advisories_stream, bind_consumers, ensure_consumer
 from ..client import MeshClient
 from ..envelope import Envelope, decode_body, encode, type_name
 from ..identity.certificates import verify_certificate
@@ -119,11 +120,22 @@ class Replica:
         return self.mesh.instance
 
     async def start(self) -> None:
-        """Connect, declare the consumer, start taking tasks."""
+        """Connect, declare the consumer (bind to it, as a role), start taking tasks.
+
+        Raises:
+            NotProvisioned: as a role, its stream, consumers or certificate are missing.
+        """
         if self.state is not ReplicaState.NEW:
             return
         await self.mesh.start()
-        await ensure_consumer(self.mesh.js, self.settings, self.agent.name)
+        try:
+            if self.mesh.credentials.is_role:
+                await bind_consumers(self.mesh.js, self.settings, self.agent.name)
+            else:
+                await ensure_consumer(self.mesh.js, self.settings, self.agent.name)
+        except BaseException:
+            await self.mesh.close()
+            raise
         self._feed = PullFeed(
             self.mesh.nc,
             self.settings.tasks_stream,

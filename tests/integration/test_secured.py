@@ -1,0 +1,70 @@
+"""A mesh on servers that enforce the policy: every client connects as its role, binds to
+what the admin step made, and can do its own work."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from jetmesh import NotProvisioned
+from jetmesh.bus.connection import connect
+from jetmesh.credentials import admin_credentials
+from jetmesh.processes import AgentProcess
+from tests.integration.agents_for_tests import Plan, Report, counter, planner
+from tests.integration.harness import REPO_ROOT
+from tests.integration.secured import SecuredMesh
+
+pytestmark = pytest.mark.integration
+
+
+async def test_two_roles_serve_a_workflow_as_their_users(
+    secured: SecuredMesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    replicas = await secured.start_replicas(counter, planner)
+    assert [r.mesh.credentials.user for r in replicas] == ["counter", "planner"]
+    cli = await secured.ingress()
+    assert cli.credentials.user == "cli"
+
+    report = await cli.request(
+        "planner", Plan(pause_s=0), token=cli.mint_token("alice"), returns=Report, timeout=10
+    )
+    assert report.parts == [1, 2]
+    await secured.aclose()  # drained: every event flushed
+    assert "ermissions violation" not in caplog.text
+
+
+async def test_agent_process_connects_as_its_role(
+    secured: SecuredMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    procs = [
+        AgentProcess(
+            [f"tests.integration.agents_for_tests:{name}"],
+            secured.settings,
+            log_file=tmp_path / f"{name}.log",
+        )
+        for name in ("counter", "planner")
+    ]
+    try:
+        await asyncio.gather(*(asyncio.to_thread(p.start) for p in procs))
+        cli = await secured.ingress()
+        report = await cli.request(
+            "planner", Plan(pause_s=0), token=cli.mint_token("bob"), returns=Report, timeout=10
+        )
+        assert report.parts == [1, 2]
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(p.stop, 10.0) for p in procs))
+
+
+async def test_a_role_binds_and_never_declares(secured: SecuredMesh) -> None:
+    admin = await connect(
+        secured.settings.nats_url, "admin", **admin_credentials(secured.settings).nats_options()
+    )
+    try:
+        await admin.jetstream().delete_consumer(secured.settings.tasks_stream, "counter")
+    finally:
+        await admin.close()
+    with pytest.raises(NotProvisioned, match=r"no consumer 'counter'.*jetmesh up"):
+        await secured.start_replicas(counter)

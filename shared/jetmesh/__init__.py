@@ -14,11 +14,19 @@ Run it with ``jetmesh run my_module:agent``.
 """
 
 from ._exceptions import (
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalInvalid,
+    ApprovalMismatch,
+    ApprovalMissing,
+    ApprovalReused,
     ApprovalTimeout,
     BadDelegation,
     BadSignature,
+    CallerInvalid,
     CallFailed,
     ConfigError,
+    CredentialMissing,
     EffectInDoubt,
     ExpiredKey,
     ExpiredToken,
@@ -50,7 +58,11 @@ from ._exceptions import (
     ServerStartError,
     SignalTimeout,
     Stale,
+    ToolNotGranted,
+    ToolRefused,
+    ToolScopeDenied,
     UnknownKey,
+    UnknownTool,
     Unsigned,
     UntrustedCertificate,
     WidenedDelegation,
@@ -70,19 +82,29 @@ from .runtime.runner import run_forever
 from .settings import MeshSettings
 from .signals import Signal
 from .subjects import Subjects
+from .tools import Credentials, ToolCall, Toolgate, ToolRegistry
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "ApprovalDenied",
+    "ApprovalExpired",
+    "ApprovalInvalid",
+    "ApprovalMismatch",
+    "ApprovalMissing",
+    "ApprovalReused",
     "ApprovalTimeout",
     "BadDelegation",
     "BadSignature",
     "CallFailed",
     "Caller",
+    "CallerInvalid",
     "ConfigError",
     "Context",
     "Conversation",
+    "CredentialMissing",
+    "Credentials",
     "EffectInDoubt",
     "Envelope",
     "ErrorBody",
@@ -132,7 +154,14 @@ __all__ = [
     "SignalTimeout",
     "Stale",
     "Subjects",
+    "ToolCall",
+    "ToolNotGranted",
+    "ToolRefused",
+    "ToolRegistry",
+    "ToolScopeDenied",
+    "Toolgate",
     "UnknownKey",
+    "UnknownTool",
     "Unsigned",
     "UntrustedCertificate",
     "Versioned",

@@ -36,6 +36,18 @@ Every error jetmesh raises derives from :class:`MeshError`::
     │   └── MemoryTooLarge            the value is over the size limit
     ├── EffectInDoubt                 a side effect was started and its outcome is unknown
     ├── ScopeDenied                   a hop asked for a scope outside caller ∩ agent grant
+    ├── ToolRefused                   a tool call not carried out; ``reason`` is a stable code
+    │   ├── UnknownTool               the tool gateway has no tool of that name
+    │   ├── ToolNotGranted            the requesting role has no such tool in the policy
+    │   ├── CallerInvalid             the caller token no longer verifies at the gateway
+    │   ├── ToolScopeDenied           the tool's scope is not delegated to the request
+    │   ├── CredentialMissing         the gateway holds no credential for the tool
+    │   ├── ApprovalMissing           an approval is needed and none came with the request
+    │   ├── ApprovalDenied            the person asked denied it
+    │   ├── ApprovalMismatch          the approval is for another workflow, step, tool or args
+    │   ├── ApprovalReused            the approval was used before (it is single-use)
+    │   └── ApprovalInvalid           forged, malformed, not from an ingress, or revoked
+    │       └── ApprovalExpired       past its expiry
     ├── SignalTimeout (+ TimeoutError)  no signal within a wait's timeout
     │   └── ApprovalTimeout           nobody approved or denied in time, and no escalation
     ├── ModelError                    a model provider refused a request, or answered nonsense
@@ -273,6 +285,109 @@ class ScopeDenied(MeshError):
         super().__init__(f"{self.reason}: {detail}")
         self.scope = scope
         self.detail = detail
+
+
+class ToolRefused(MeshError):
+    """A tool call was not carried out: the tool did not run, and will not for this
+    request as it stands. Raised by ``ctx.tool`` (refused in the agent, or answered so by
+    the tool gateway) and by the gateway's checks; a handler that lets it escape fails at
+    once with its ``reason`` (no retry: the same request would be refused again).
+
+    Attributes:
+        tool: the tool asked for.
+        reason: a stable code (the class's ``code``), also in the ``tool-refused`` event.
+        detail: who asked, for whom, and why it was refused.
+    """
+
+    code = "tool-refused"
+
+    def __init__(self, tool: str, detail: str) -> None:
+        super().__init__(f"{self.code}: {tool}: {detail}")
+        self.tool = tool
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        return self.code
+
+
+class UnknownTool(ToolRefused):
+    """The tool gateway has no tool of that name."""
+
+    code = "unknown-tool"
+
+
+class ToolNotGranted(ToolRefused):
+    """The requesting role (the task's sender) has no such tool in the policy, or may not
+    call the tool gateway."""
+
+    code = "tool-not-granted"
+
+
+class CallerInvalid(ToolRefused):
+    """The caller token no longer verifies when the gateway checks it again (expired
+    meanwhile, or its ingress key revoked)."""
+
+    code = "caller-invalid"
+
+
+class ToolScopeDenied(ToolRefused):
+    """The scope the tool needs is not among the scopes delegated to the request."""
+
+    code = "scope-not-delegated"
+
+
+class CredentialMissing(ToolRefused):
+    """The tool gateway holds no credential for the tool (environment or secrets file)."""
+
+    code = "credential-missing"
+
+
+class ApprovalMissing(ToolRefused):
+    """The call needs a person's approval (an irreversible tool) and came without one."""
+
+    code = "approval-missing"
+
+
+class ApprovalDenied(ToolRefused):
+    """The person asked to approve the call denied it.
+
+    Attributes:
+        by: who denied it.
+        note: their reason.
+    """
+
+    code = "approval-denied"
+
+    def __init__(self, tool: str, detail: str, *, by: str = "", note: str = "") -> None:
+        super().__init__(tool, detail)
+        self.by = by
+        self.note = note
+
+
+class ApprovalMismatch(ToolRefused):
+    """The approval was given for another workflow, step, tool or arguments."""
+
+    code = "approval-mismatch"
+
+
+class ApprovalReused(ToolRefused):
+    """The approval was used before: each approves one request, once."""
+
+    code = "approval-reused"
+
+
+class ApprovalInvalid(ToolRefused):
+    """The approval token is forged or malformed, not EdDSA, not minted by an ingress, or
+    its key is unknown or revoked."""
+
+    code = "approval-invalid"
+
+
+class ApprovalExpired(ApprovalInvalid):
+    """The approval token is past its expiry (or not valid yet)."""
+
+    code = "approval-expired"
 
 
 class SignalTimeout(MeshError, TimeoutError):

@@ -48,6 +48,11 @@ class MeshSettings(BaseSettings):
     """The policy (TOML) of agent roles: calls, scopes, tools (docs/security.md); read by
     ``jetmesh policy`` when no file is given."""
 
+    tool_secrets_file: Path | None = None
+    """The tool gateway's credentials (TOML, or JSON by suffix: ``tool = "credential"``),
+    read again when the file changes; only ``toolgate`` reads it (docs/toolgate.md). The
+    environment's ``JETMESH_TOOL_<TOOL>_CREDENTIAL`` is asked after it."""
+
     subject_prefix: str = Field(default="mesh", pattern=r"^[A-Za-z0-9_-]+$")
     """First token of every jetmesh subject."""
 

@@ -3,6 +3,7 @@ approval (:func:`jetmesh.patterns.require_approval`)."""
 
 from __future__ import annotations
 
+import msgspec
 import typer
 
 from ..client import MeshClient
@@ -16,6 +17,7 @@ from ..patterns.approval import (
     Verdict,
     approval_signal,
 )
+from ..tools.approving import approval_token, describe, tool_ask
 from .common import console, err_console, run_async, settings
 from .ingress import cli_client
 
@@ -27,10 +29,21 @@ _DECIDED = {
 }
 
 
-async def decide(mesh: MeshClient, workflow: str, step: str, verdict: Verdict, token: str) -> str:
+async def decide(
+    mesh: MeshClient,
+    workflow: str,
+    step: str,
+    verdict: Verdict,
+    token: str,
+    told: list[str] | None = None,
+) -> str:
     """Send ``verdict`` for the approval at ``step``, signed for the caller of ``token``, if
     the workflow asked for one there and it is still open; returns why not ("" when sent).
-    ``jetmesh approve``, ``jetmesh deny`` and ``jetmesh demo`` decide through it."""
+    ``jetmesh approve``, ``jetmesh deny`` and ``jetmesh demo`` decide through it.
+
+    A tool call's approval (``ctx.tool``) gets an approval token for the caller of
+    ``token``, bound to the tool, its args' digest, the workflow and the step; what was
+    decided is appended to ``told``, when given."""
     logged = await read_events(mesh, workflow)
     asked = [e.event for e in logged if e.event.kind == APPROVAL_REQUESTED]
     if not any(e.callee_step == step for e in asked):
@@ -42,6 +55,18 @@ async def decide(mesh: MeshClient, workflow: str, step: str, verdict: Verdict, t
     if done:
         last = done[-1].event
         return f"step {step} is {_DECIDED[last.kind]} already ({last.detail})"
+    try:
+        ask = tool_ask(next(e for e in asked if e.callee_step == step))
+    except ValueError as exc:
+        return str(exc)
+    if ask is not None:
+        if told is not None:
+            told.append(describe(ask))
+        if verdict.approved:
+            minted = await approval_token(
+                mesh, ask, workflow=workflow, step=step, person_token=token
+            )
+            verdict = msgspec.structs.replace(verdict, approval=minted)
     await mesh.signal(workflow, approval_signal(step), verdict, token=token)
     return ""
 
@@ -57,10 +82,12 @@ def _decide(
 ) -> None:
     """Send ``verdict`` for the approval at ``step`` (see :func:`decide`)."""
 
+    told: list[str] = []
+
     async def go() -> str:
         async with cli_client(settings()) as mesh:
             tok = token or mesh.mint_token(caller, tenant=tenant, scopes=scope)
-            return await decide(mesh, workflow, step, verdict, tok)
+            return await decide(mesh, workflow, step, verdict, tok, told)
 
     problem = run_async(go())
     if problem:
@@ -69,6 +96,8 @@ def _decide(
     word = "approved" if verdict.approved else "denied"
     who = "the token's caller" if token else caller
     console.print(f"{word} step {step} of workflow {workflow} as {who}")
+    for line in told:
+        console.print(f"{word}: {line}", soft_wrap=True, highlight=False)
 
 
 def approve(

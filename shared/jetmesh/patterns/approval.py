@@ -28,7 +28,9 @@ import hashlib
 
 import msgspec
 
+from .. import events as ev
 from .._exceptions import ApprovalTimeout, SignalTimeout
+from ..envelope import encode, type_name
 from ..runtime.context_base import ContextBase
 
 APPROVAL_REQUESTED = "approval-requested"
@@ -52,6 +54,9 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     approved: bool
     note: str = ""
     """Why (a deny's reason, an approval's remark)."""
+    approval: str = ""
+    """For a tool call's approval: the approval token that ``jetmesh approve`` minted,
+    bound to the exact request (:mod:`jetmesh.identity.approvals`)."""
 
 
 class ApprovalRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,6 +91,8 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     note: str = ""
     escalated: bool = False
     """Decided by the escalation role after the timeout."""
+    token: str = ""
+    """The approval token the verdict carried (a tool call's approval), or ""."""
 
 
 def approval_signal(step: str) -> str:
@@ -102,6 +109,7 @@ async def require_approval(
     escalate_to: str | None = None,
     detail: str = "",
     escalation_timeout: float | None = None,
+    ask: msgspec.Struct | None = None,
 ) -> Approval:
     """Wait for a person to approve or deny ``action``; return the decision.
 
@@ -116,6 +124,9 @@ async def require_approval(
             :class:`ApprovalRequest` and answers a :class:`Verdict`).
         detail: more context for the person and the escalation.
         escalation_timeout: the escalation call's deadline (default ``call_timeout_s``).
+        ask: what exactly is asked, recorded as the ``approval-requested`` event's body
+            (a tool call's :class:`~jetmesh.tools.ToolApprovalAsk`, which ``jetmesh
+            approve`` binds the approval to).
 
     Raises:
         ApprovalTimeout: nobody answered in time, and no ``escalate_to``.
@@ -124,11 +135,15 @@ async def require_approval(
     step = ctx.next_step("approval")
     name = approval_signal(step)
     asked = f"{action}; {detail}" if detail else action
+    body = None
+    if ask is not None:
+        body = ev.EventPayload(type=type_name(type(ask)), value=msgspec.Raw(encode(ask)))
     await ctx.emit_event(
         APPROVAL_REQUESTED,
         key=name,
         callee_step=step,
         detail=f"{asked} (jetmesh approve|deny {ctx.workflow} {step})"[:1024],
+        body=body,
     )
     try:
         got = await ctx.wait_for(name, returns=Verdict, timeout=timeout)
@@ -164,6 +179,7 @@ async def require_approval(
             by=got.caller or got.sender,
             step=step,
             note=got.value.note,
+            token=got.value.approval,
         )
     note = f": {decision.note}" if decision.note else ""
     await ctx.emit_event(

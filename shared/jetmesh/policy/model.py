@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -97,10 +98,30 @@ class ToolGrant(BaseModel):
     """The scope a call of the tool needs (the caller's and the role's); None: no scope."""
 
     irreversible: bool = False
-    """Its effect cannot be undone (a refund, an email): it runs once per step, and the
-    wiring step will ask for approval where the policy says so."""
+    """Its effect cannot be undone (a refund, an email): it runs once per step, and a call
+    needs a person's approval unless ``approval`` says otherwise."""
+
+    approval: bool | None = None
+    """Whether a call needs a person's single-use approval, bound to the exact request and
+    checked by the tool gateway; None: irreversible tools do, others do not."""
+
+    approve_above: dict[Name, float] = Field(default_factory=dict)
+    """Only calls with an argument above its value here need the approval
+    (``{ amount_eur = 100 }``); an argument that is missing or not a number needs it too."""
 
     description: str = ""
+
+    def needs_approval(self, args: Mapping[str, Any]) -> bool:
+        """Whether a call with ``args`` needs a person's approval."""
+        if not (self.irreversible if self.approval is None else self.approval):
+            return False
+        if not self.approve_above:
+            return True
+        for name, limit in self.approve_above.items():
+            value = args.get(name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value > limit:
+                return True
+        return False
 
 
 class RoleGrant(BaseModel):

@@ -16,6 +16,7 @@ from ..envelope import Envelope, ErrorBody, encode, type_name
 from ..identity.delegation import Delegation
 from ..identity.tokens import Caller
 from ..models import ModelReply, ModelRequest
+from ..policy.model import Policy
 from ..signals import ReceivedSignal, Signal, wait_signal
 from .context_base import ContextBase, Handoff, MemorySpace
 from .ledger import Recorded, StepLedger
@@ -63,6 +64,17 @@ class Context(ContextBase):
         self._mesh = mesh
         self._ledger = ledger
         self._models = models
+
+    @property
+    def mesh(self) -> MeshClient:
+        """This replica's connection to the mesh (its trust store, Redis): for roles built
+        into the mesh, like the tool gateway."""
+        return self._mesh
+
+    def _tool_policy(self) -> Policy | None:
+        from .tools import policy_of  # ctx.tool's module builds on this one
+
+        return policy_of(self._mesh.settings.policy_file)
 
     def _memory_space(self) -> MemorySpace:
         s = self._mesh.settings

@@ -28,6 +28,7 @@ from ..identity.delegation import Delegation
 from ..identity.tokens import Caller
 from ..memory import Conversation, WorkingMemory
 from ..models import ModelReply, ModelRequest
+from ..policy.model import Policy as MeshPolicy
 from ..policy.scopes import effective_scopes
 from ..signals import Signal
 from .gathering import Outcome, PendingCall, Policy, gather
@@ -353,6 +354,56 @@ class ContextBase(abc.ABC):
             ev.DENIED, reason=ScopeDenied.reason, key=scope, target=what or None, detail=detail
         )
         raise ScopeDenied(scope, detail)
+
+    async def tool(
+        self,
+        name: str,
+        args: Any,
+        *,
+        returns: type[T],
+        approval: bool = False,
+        action: str = "",
+        approval_timeout: float | None = None,
+        timeout: float | None = None,
+    ) -> T:
+        """Run tool ``name`` with ``args`` through the tool gateway (``toolgate``), which
+        holds its credential; return its result as ``returns``. See
+        :mod:`jetmesh.runtime.tools`.
+
+        Args:
+            name: the tool.
+            args: its arguments: a Struct or dict that encodes as a JSON object.
+            returns: the type of its result.
+            approval: ask a person even when the policy does not require it.
+            action: what a person approving it reads (default: the tool and its args).
+            approval_timeout: seconds to wait for a person (default 4 hours).
+            timeout: the gateway call's deadline (default ``call_timeout_s``).
+
+        Raises:
+            ScopeDenied: the policy grants this role no such tool, or its scope is not in
+                :attr:`scopes` (refused here, with a ``denied`` event; nothing is sent).
+            ApprovalDenied: the person denied it. ApprovalTimeout: nobody decided in time.
+            ToolRefused: the gateway refused it (a subclass for each reason).
+            CallFailed: the tool failed (after the gateway's retries).
+        """
+        from .tools import DEFAULT_APPROVAL_TIMEOUT_S, call_tool  # tools build on the context
+
+        return await call_tool(
+            self,
+            name,
+            args,
+            returns=returns,
+            policy=self._tool_policy(),
+            approval=approval,
+            action=action,
+            approval_timeout=approval_timeout or DEFAULT_APPROVAL_TIMEOUT_S,
+            timeout=timeout,
+        )
+
+    def _tool_policy(self) -> MeshPolicy | None:
+        """The policy ``tool`` checks before sending (None: none loaded; the gateway
+        checks anyway)."""
+        return None
 
     async def emit(self, kind: str, detail: str = "") -> None:
         """Record a custom event (``kind`` like ``critique`` or ``note``) in the workflow."""

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from redis.exceptions import RedisError
 
 from .. import events as ev
-from .._exceptions import Reject, RejectedMessage, ScopeDenied
+from .._exceptions import Reject, RejectedMessage, ScopeDenied, ToolRefused
 from ..bus.delivery import delivery_of
 from ..bus.pull import PullFeed
 from ..bus.streams import advisories_stream, bind_consumers, ensure_consumer
@@ -264,9 +264,9 @@ class Replica:
                 msg, task, caller, attempt, "rejected-by-handler", exc.reason, error_type="Reject"
             )
             return
-        except ScopeDenied as exc:  # no retry: the caller's and the role's scopes stay
+        except (ScopeDenied, ToolRefused) as exc:  # no retry: the same would be refused
             await self.failures.finish_failed(
-                msg, task, caller, attempt, exc.reason, exc.detail, error_type="ScopeDenied"
+                msg, task, caller, attempt, exc.reason, exc.detail, error_type=type(exc).__name__
             )
             return
         except Exception as exc:

@@ -1,0 +1,54 @@
+"""Tools behind a gateway: agents never hold tool credentials.
+
+- :mod:`~jetmesh.tools.wire`: the gateway's messages and the args' digest.
+- :mod:`~jetmesh.tools.registry`: tools by name, each an async function of a ``ToolCall``.
+- :mod:`~jetmesh.tools.credentials`: credentials from a secrets file (re-read when it
+  changes) or the environment, for one call at a time.
+- :mod:`~jetmesh.tools.gateway`: the ``toolgate`` role's checks (policy, scopes, approvals)
+  and runs.
+
+The agent side is ``ctx.tool`` (:mod:`jetmesh.runtime.tools`); approval tokens are in
+:mod:`jetmesh.identity.approvals`. See docs/toolgate.md.
+
+Example:
+    >>> tools = ToolRegistry()                                          # doctest: +SKIP
+    >>> tools.add("search", search, needs_credential=False)             # doctest: +SKIP
+    >>> gate = Toolgate(policy, tools, Credentials(Path("secrets.toml")))  # doctest: +SKIP
+    >>> agent = gate.agent()                                            # doctest: +SKIP
+"""
+
+from .credentials import Credential, Credentials, env_name
+from .gateway import Toolgate, delegated_scopes
+from .registry import Tool, ToolCall, ToolFn, ToolRegistry
+from .wire import (
+    TOOL,
+    TOOL_REFUSED,
+    TOOLGATE,
+    ToolApprovalAsk,
+    ToolRecord,
+    ToolRequest,
+    ToolResult,
+    args_digest,
+    canonical_json,
+)
+
+__all__ = [
+    "TOOL",
+    "TOOLGATE",
+    "TOOL_REFUSED",
+    "Credential",
+    "Credentials",
+    "Tool",
+    "ToolApprovalAsk",
+    "ToolCall",
+    "ToolFn",
+    "ToolRecord",
+    "ToolRegistry",
+    "ToolRequest",
+    "ToolResult",
+    "Toolgate",
+    "args_digest",
+    "canonical_json",
+    "delegated_scopes",
+    "env_name",
+]

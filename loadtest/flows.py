@@ -49,6 +49,7 @@ from loadtest.floor import run_floor
 from loadtest.servers import nats_server, redis_server
 from loadtest.stats import RunResult, format_table
 from services import research, support
+from services.toolgate import write_secrets
 from subjects.research import Report
 from subjects.support import Resolution
 
@@ -66,11 +67,14 @@ class Flow:
     bodies: Callable[[], itertools.cycle[Any]]
     returns: type[Any]
     scopes: tuple[str, ...]
+    extra: tuple[tuple[str, str], ...] = ()
+    """Processes besides the package's roles (name, target): the tool gateway."""
 
 
 FLOWS = (
     Flow("support", "services.support", support.ROLES, "triage",
-         lambda: itertools.cycle(TICKETS), Resolution, tuple(SCOPES)),
+         lambda: itertools.cycle(TICKETS), Resolution, tuple(SCOPES),
+         (("toolgate", support.TOOLGATE),)),
     Flow("research", "services.research", research.ROLES, "orchestrator",
          lambda: itertools.cycle([QUESTION]), Report, ("corpus:read",)),
 )  # fmt: skip
@@ -113,6 +117,7 @@ async def run_flow(
     keys.init_root()
     subjects = Subjects(settings.subject_prefix)
     targets = {role: [f"{flow.package}.{role}:agent"] for role in flow.roles}
+    targets.update({name: [target] for name, target in flow.extra})
     for role, (target,) in targets.items():
         keys.issue(role, subjects=subjects, ttl_s=3600, scopes=load_agent(target).scopes)
     loader = keys.issue(LOADER, subjects=subjects, ttl_s=3600, ingress=True)
@@ -177,6 +182,7 @@ async def bench(args: argparse.Namespace) -> tuple[list[RunResult], dict[str, Sa
                 registry_bucket=f"BENCH{tag}_KEYS",
                 concurrency=max(4 * args.in_flight, 16),
                 model_provider="offline",
+                tool_secrets_file=write_secrets(Path(tmp) / flow.name / "tools.toml"),
             )
             runs, counts = await run_flow(flow, settings, args)
             results.extend(runs)

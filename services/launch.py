@@ -1,18 +1,20 @@
 """Run every role of a mesh as its own process (``python -m services.support``): one
 ``jetmesh run <package>.<role>:agent`` child per role, on this process's ``JETMESH_*``
-settings, until SIGINT or SIGTERM; then each child drains and stops."""
+settings (and any ``extra`` processes, such as the tool gateway), until SIGINT or SIGTERM;
+then each child drains and stops."""
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from jetmesh import MeshSettings
 from jetmesh.processes import AgentProcess
 
 
-def launch(package: str, roles: Sequence[str]) -> None:
-    """Start a process per role of ``package``, wait for a stop signal, stop them all."""
+def launch(package: str, roles: Sequence[str], *, extra: Mapping[str, str] | None = None) -> None:
+    """Start a process per role of ``package`` (and one per ``extra`` name -> target),
+    wait for a stop signal, stop them all."""
     settings = MeshSettings()
     started: list[AgentProcess] = []
     stop = {"now": False}
@@ -22,9 +24,10 @@ def launch(package: str, roles: Sequence[str]) -> None:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for role in roles:
+        targets = {**{role: f"{package}.{role}:agent" for role in roles}, **(extra or {})}
+        for role, target in targets.items():
             log = settings.state_dir / "logs" / f"{role}.log"
-            proc = AgentProcess([f"{package}.{role}:agent"], settings, log_file=log).start()
+            proc = AgentProcess([target], settings, log_file=log).start()
             started.append(proc)
             print(f"{role:<13} pid {proc.pid}  log {log}", flush=True)
         print(f"{package}: {len(started)} roles running; Ctrl-C stops them", flush=True)

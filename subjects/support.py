@@ -105,6 +105,15 @@ class KbHits(msgspec.Struct, frozen=True, kw_only=True):
     """Set when the lookup was not allowed (the caller's token lacks ``kb:read``)."""
 
 
+class Refund(msgspec.Struct, frozen=True, kw_only=True):
+    """The arguments of the ``refund`` tool (run by the tool gateway)."""
+
+    order: str
+    amount_eur: float
+    customer: str
+    ticket: str
+
+
 class RefundReceipt(msgspec.Struct, frozen=True, kw_only=True):
     """A refund the payment system issued."""
 

@@ -1,16 +1,16 @@
 """escalation: hands a case nobody in the mesh could resolve to a person, with its full
-context (the ticket, the route, every draft and critique, why), through ``ctx.once``: the
-hand-off happens once however often the task runs. Scope ``handoff:write``."""
+context (the ticket, the route, every draft and critique, why), through the tool gateway
+(``ctx.tool("handoff", ...)``): the gateway holds the queue's credential and runs the
+hand-off once per step, however often the task runs. Scope ``handoff:write``."""
 
 from __future__ import annotations
 
 from jetmesh import Agent, Context, run_forever
 from services.support.policy import HANDOFF_WRITE, permitted, refusal
-from services.support.systems import Desk
 from subjects.support import Case, Handoff, Resolution
 
 HANDOFF = "handoff"
-"""The ``ctx.once`` key of the hand-off."""
+"""The tool that puts a case in the people's queue."""
 
 
 def reason_of(case: Case) -> str:
@@ -21,9 +21,8 @@ def reason_of(case: Case) -> str:
     return "unresolved"
 
 
-def build(desk: Desk | None = None) -> Agent:
-    """The ``escalation`` role, with the people's queue it hands cases to."""
-    queue = desk or Desk()
+def build() -> Agent:
+    """The ``escalation`` role."""
     agent = Agent("escalation", scopes=[HANDOFF_WRITE], description="hands cases to a person")
 
     @agent.handler
@@ -39,13 +38,7 @@ def build(desk: Desk | None = None) -> Agent:
                 text="",
                 note=f"{why}; not handed off: {refused}",
             )
-        key = f"{ctx.workflow}/{ctx.step}/{HANDOFF}"
-        handoff = await ctx.once(
-            HANDOFF,
-            lambda: queue.hand_off(key, case),
-            returns=Handoff,
-            reconcile=lambda: queue.find_handoff(key),
-        )
+        handoff = await ctx.tool(HANDOFF, case, returns=Handoff)
         drafts = f", {len(case.rounds)} draft(s) and critiques" if case.rounds else ""
         await ctx.emit(
             "handed-off",

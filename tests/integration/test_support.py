@@ -1,7 +1,8 @@
-"""The customer-support mesh on real servers, every role a replica: each route, an unknown
-class and drafts the critic never approves handed to a person with their context, refunds
-under and over the limit (approved, denied, timed out), and a refund paid once although
-its task ran twice."""
+"""The customer-support mesh on real servers, every role a replica and the tool gateway
+(refunds and hand-offs go through it): each route, an unknown class and drafts the critic
+never approves handed to a person with their context, refunds under and over the limit
+(approved with an approval bound to the refund, denied, timed out), and a refund paid
+once although its task ran twice."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from jetmesh import Agent, MeshClient
+from jetmesh import Agent, Credentials, MeshClient
 from jetmesh.cli.approve import decide
 from jetmesh.envelope import new_id
 from jetmesh.memory import WorkingMemory
@@ -20,13 +21,17 @@ from services.support import billing, critic, escalation, kb, triage
 from services.support.settings import SupportSettings
 from services.support.systems import Desk
 from services.support.teams import team_agent
+from services.toolgate import build as toolgate
+from services.toolgate import write_secrets
+from services.toolgate.support import support_tools
 from subjects.support import RefundAsk, Resolution, RouteDecision, Ticket
-from tests.integration.harness import Mesh, count_tasks, kinds
+from tests.integration.harness import REPO_ROOT, Mesh, count_tasks, kinds
 
 pytestmark = pytest.mark.integration
 
 SCOPES = ["kb:read", "refund:write", "handoff:write"]
 CONFIG = SupportSettings(approval_timeout_s=3.0, call_timeout_s=20.0)
+POLICY = REPO_ROOT / "deploy" / "policy" / "support.toml"
 
 
 @dataclass
@@ -53,23 +58,29 @@ class Support:
         return asked.event.callee_step
 
 
-def roles(desk: Desk, config: SupportSettings = CONFIG) -> list[Agent]:
+def roles(mesh: Mesh, desk: Desk, config: SupportSettings = CONFIG) -> list[Agent]:
     return [
         triage.build(config),
-        billing.build(config, desk),
+        billing.build(config),
         team_agent("technical", config),
         team_agent("product", config),
         kb.build(),
         critic.build(),
-        escalation.build(desk),
+        escalation.build(),
+        toolgate(
+            mesh.settings,
+            tools=support_tools(desk),
+            credentials=Credentials(mesh.settings.tool_secrets_file),
+        ),
     ]
 
 
 @pytest.fixture
 async def support(mesh: Mesh) -> AsyncIterator[Support]:
-    mesh.configure(retry_backoff_s=(0.1,))
+    secrets = write_secrets(mesh.settings.state_dir / "secrets" / "tools.toml")
+    mesh.configure(retry_backoff_s=(0.1,), policy_file=POLICY, tool_secrets_file=secrets)
     desk = Desk(mesh.settings.redis_url, namespace=f"desk-{mesh.settings.subject_prefix}")
-    for agent in roles(desk):
+    for agent in roles(mesh, desk):
         await mesh.start_replicas(agent)
     try:
         yield Support(mesh, await mesh.ingress(), desk)
@@ -181,15 +192,18 @@ async def test_unknown_class_and_unapproved_drafts_reach_a_person_with_full_cont
     )
     assert case.reason.startswith(f"the critic approved none of {CONFIG.max_rounds} draft(s)")
 
-    (accepted,) = await support.mesh.tree(first, hops=2)
+    (accepted,) = await support.mesh.tree(first, hops=3)
     (hop,) = accepted.children
     (routed,) = kinds(hop.events, "routed")
     assert (routed.event.key, routed.event.reason) == ("unknown", "fallback")
     (esc,) = hop.children
     assert esc.agent == "escalation"
-    (effect,) = kinds(esc.events, "effect")
-    assert effect.event.key == "handoff"
     assert kinds(esc.events, "handed-off")
+    (gate,) = esc.children
+    assert (gate.agent, gate.caller) == ("toolgate", "frank")
+    (ran,) = kinds(gate.events, "tool")
+    assert (ran.event.target, ran.event.reason) == ("handoff", "ok")
+    assert "credential sha256:" in ran.event.detail
 
 
 async def test_refunds_under_and_over_the_limit(support: Support) -> None:
@@ -214,7 +228,10 @@ async def test_refunds_under_and_over_the_limit(support: Support) -> None:
         assert step == "triage/billing.1/approval.1"
         if verdict is not None:  # the same code as `jetmesh approve|deny`
             token = support.mesh.token(person, scopes=["refund:approve"])
-            assert await decide(support.client, workflow, step, verdict, token) == ""
+            told: list[str] = []
+            assert await decide(support.client, workflow, step, verdict, token, told) == ""
+            assert told[0].startswith("tool refund for billing, args {")
+            assert f'"amount_eur":{ticket.refund.amount_eur}' in told[0]  # type: ignore[union-attr]
         return await pending
 
     approved = await decided(refund("2", 240.0), "bob", Verdict(approved=True, note="photo ok"))
@@ -245,7 +262,7 @@ async def test_a_refund_is_paid_once_when_its_task_runs_again(
     support: Support, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The billing task fails after the payment (its answer could not be drafted); the
-    redelivery runs the handler again and gets the payment's receipt from the ledger."""
+    redelivery runs the handler again and gets the gateway's receipt from the journal."""
     real = billing.resolve
     calls = 0
 
@@ -268,15 +285,22 @@ async def test_a_refund_is_paid_once_when_its_task_runs_again(
     assert got.status == "refunded"
     assert got.refund is not None
     assert calls == 2
-    key = f"{workflow}/triage/billing.1/refund"
+    key = f"{workflow}/triage/billing.1/toolgate.1"
     assert await support.desk.refund_runs(key) == 1, "paid once"
     assert await support.desk.find_refund(key) == got.refund
 
-    logged = await support.mesh.wait_events(workflow, lambda got: len(kinds(got, "effect")) == 2)
-    effects = [e.event for e in kinds(logged, "effect") if e.event.agent == "billing"]
-    assert [(e.key, e.detail, e.attempt) for e in effects] == [
-        ("refund", "", 1),
-        ("refund", "recorded result", 2),
+    def replies(logged: list) -> list:  # type: ignore[type-arg]
+        return [
+            e.event
+            for e in kinds(logged, "reply")
+            if e.event.agent == "billing" and e.event.callee_step.endswith("/toolgate.1")
+        ]
+
+    logged = await support.mesh.wait_events(workflow, lambda got: len(replies(got)) == 2)
+    assert [(e.detail, e.attempt) for e in replies(logged)] == [
+        ("", 1),
+        ("from the journal", 2),
     ]
+    assert [e.event.reason for e in kinds(logged, "tool")] == ["ok"], "the gateway ran it once"
     assert kinds(logged, "retried")
     assert count_tasks(await support.mesh.tree(workflow, hops=4)) >= 4

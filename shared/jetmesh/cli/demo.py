@@ -2,10 +2,12 @@
 event trees.
 
 Starts nats-server and redis-server on free loopback ports under ``<state_dir>/demo``,
-every role of the support and research meshes as its own process (certificates with each
-role's scopes), sends support tickets and a research question, plays the people who
-approve or deny refunds over the limit, prints each workflow's events as a tree with
-per-step latency, tokens and cost, and stops everything it started.
+every role of the support and research meshes and the tool gateway as its own process
+(certificates with each role's scopes; the gateway's tool credentials in a secrets
+file), sends support tickets and a research question, plays the people who approve or
+deny refunds over the limit (minting approvals bound to each refund), prints each
+workflow's events as a tree with per-step latency, tokens and cost, and stops everything
+it started.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from contextlib import ExitStack
 from services import research as research_mesh
 from services import support as support_mesh
 from services.support.systems import Desk
+from services.toolgate import write_secrets
 
 from ..embedded import NatsServer, RedisServer
 from ..event_log import build_tree, read_settled, total_usage
@@ -34,8 +37,9 @@ from .ingress import cli_client
 ROLES = {
     **{role: f"services.support.{role}:agent" for role in support_mesh.ROLES},
     **{role: f"services.research.{role}:agent" for role in research_mesh.ROLES},
+    "toolgate": support_mesh.TOOLGATE,
 }
-"""Every role of both meshes, one process each."""
+"""Every role of both meshes and the tool gateway, one process each."""
 
 
 def demo() -> None:
@@ -55,6 +59,7 @@ def demo() -> None:
                 "state_dir": home,
                 "keys_dir": home / "keys",
                 "model_provider": "offline",
+                "tool_secrets_file": write_secrets(home / "secrets" / "tools.toml"),
             }
         )
         console.print(

@@ -140,12 +140,15 @@ async def support(mesh: MeshClient, console: Console, ran: Ran, timeout: float =
         console.print(f"{ticket.id} [yellow]waits[/yellow] for a person: {asked}", soft_wrap=True)
         word = "approve" if verdict.approved else "deny"
         token = mesh.mint_token(person, tenant="acme", scopes=["refund:approve"])
-        problem = await decide(mesh, workflow, step, verdict, token)
+        told: list[str] = []
+        problem = await decide(mesh, workflow, step, verdict, token, told)
         console.print(
             f"person   {person}: jetmesh {word} {workflow} {step} --as {person}"
             + (f"  [red]{problem}[/red]" if problem else ""),
             soft_wrap=True,
         )
+        for line in told:
+            console.print(f"         {line}", soft_wrap=True, highlight=False)
         got = await pending
         _line(console, ticket, got, (time.perf_counter() - started) * 1000)
         ran.workflows.append((workflow, f"{ticket.id} ({got.team}, {got.status})"))

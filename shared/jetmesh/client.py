@@ -46,7 +46,7 @@ from .envelope import (
     type_name,
 )
 from .envelope import now as clock
-from .identity.delegation import digest, mint_link
+from .identity.delegation import LinkSigner, digest, mint_link
 from .identity.keystore import Identity
 from .identity.revocation import Revocation, lookup_revocation, refuse_if_revoked
 from .identity.signing import BatchSigner, Signer
@@ -109,7 +109,7 @@ class MeshClient:
             clock_skew_s=settings.clock_skew_s,
             max_call_depth=settings.max_call_depth,
         )
-        self._link_key = (identity.name, identity.key.kid, identity.key.jwt_key())
+        self._links = LinkSigner(identity.key)
         self.certificate = self.trust.add(identity.certificate)
         self.reply_subject = self.subjects.reply(self.name, self.instance)
         self.pending = PendingCalls()
@@ -295,7 +295,7 @@ class MeshClient:
         ``after`` is the last link of the task being handled, or the caller token when an
         ingress starts a workflow (see :mod:`jetmesh.identity.delegation`)."""
         return mint_link(
-            self._link_key,
+            self._links,
             to=to,
             workflow=workflow,
             step=step,

@@ -14,7 +14,7 @@ import pytest
 
 from jetmesh import BadDelegation, ExpiredToken, RevokedKey, WidenedDelegation
 from jetmesh.envelope import Envelope
-from jetmesh.identity.delegation import LINK_TYPE, digest, mint_link
+from jetmesh.identity.delegation import LINK_TYPE, LinkSigner, digest, mint_link
 from jetmesh.identity.revocation import Revocation
 from jetmesh.identity.tokens import mint_token
 from jetmesh.identity.trust import TrustStore
@@ -103,6 +103,25 @@ async def test_a_valid_chain_hands_on_the_last_links_scopes(pki, chain: Chain) -
     assert delegation.depth == 2
 
 
+def test_a_link_is_a_standard_eddsa_jwt(chain: Chain) -> None:
+    """Publishers in other languages read and write links with any JOSE library."""
+    link = chain.links()[0]
+    header = jwt.get_unverified_header(link)
+    assert header == {"alg": "EdDSA", "kid": chain.gateway.kid, "typ": LINK_TYPE}
+    claims = jwt.decode(link, chain.gateway.jwt_key().public_key(), algorithms=["EdDSA"])
+    assert (claims["iss"], claims["to"], claims["wf"]) == ("gateway", "triage", WF)
+    assert claims["prev"] == digest(chain.token)
+
+
+async def test_a_link_made_by_pyjwt_is_accepted(pki, chain: Chain) -> None:
+    links = chain.links()
+    claims = jwt.decode(links[2], options={"verify_signature": False})
+    headers = {"kid": chain.billing.kid, "typ": LINK_TYPE}
+    links[2] = jwt.encode(claims, chain.billing.jwt_key(), algorithm="EdDSA", headers=headers)
+    delegation = await verify(pki, chain, chain.task(links))
+    assert delegation.scopes == {"kb:read"}
+
+
 async def test_links_are_verified_once_per_process(pki, chain: Chain) -> None:
     trust = pki.trust()
     task = chain.task(chain.links())
@@ -183,8 +202,10 @@ async def test_an_expired_link_is_refused(pki, chain: Chain) -> None:
 
 async def test_a_link_naming_another_role_than_its_key_is_refused(pki, chain: Chain) -> None:
     links = chain.links()
+    signer = LinkSigner(chain.billing)
+    signer.owner = "triage"
     forged = mint_link(
-        ("triage", chain.billing.kid, chain.billing.jwt_key()),
+        signer,
         to="billing",
         workflow=WF,
         step="t/billing.1",

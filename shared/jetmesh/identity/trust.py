@@ -187,8 +187,8 @@ class TrustStore:
             await self.check_revoked(cached[0].kid, at=at)
             return cached
         kid = link_key_id(text)
-        cert, _ = await self.certificate(kid, at=at)
-        link = decode_link(text, kid, cert.public_key)
+        cert, verify_key = await self.certificate(kid, at=at)
+        link = decode_link(text, kid, verify_key)
         if link.by != cert.name:
             raise BadDelegation(f"a link naming {link.by} is signed with {cert.name}'s key")
         self._links[text] = (link, cert.ingress)

@@ -55,6 +55,7 @@ from .identity.trust import TrustStore
 from .identity.verifier import MSG_ID_HEADER, Verified, Verifier
 from .memory.connection import connect as connect_redis
 from .refusals import reject
+from .runtime.limits import PlanLimits
 from .settings import MeshSettings
 from .signals import send_signal
 from .subjects import Subjects
@@ -107,7 +108,7 @@ class MeshClient:
             max_payload_bytes=settings.max_payload_bytes,
             max_age_s=settings.max_message_age_s,
             clock_skew_s=settings.clock_skew_s,
-            max_call_depth=settings.max_call_depth,
+            max_call_depth=PlanLimits.of(settings).max_call_depth,
         )
         self._links = LinkSigner(identity.key)
         self.certificate = self.trust.add(identity.certificate)

@@ -6,7 +6,16 @@ import asyncio
 
 import pytest
 
-from jetmesh import CallFailed, Failed, FanOutExceeded, MeshTimeout, Ok, PendingCall, PlanTooDeep
+from jetmesh import (
+    CallFailed,
+    Failed,
+    FanOutExceeded,
+    MeshSettings,
+    MeshTimeout,
+    Ok,
+    PendingCall,
+    PlanTooDeep,
+)
 from jetmesh.runtime.gathering import gather
 from jetmesh.runtime.limits import PlanLimits, depth, plan_refusal
 
@@ -99,3 +108,12 @@ def test_limits() -> None:
         "deep",
     )
     assert plan_refusal(CallFailed("x", "RuntimeError", "...", "max-deliveries")) is None
+
+
+def test_a_policy_file_caps_the_call_depth(tmp_path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("max_delegation_depth = 2\n[roles.cli]\ningress = true\n[roles.kb]\n")
+    settings = MeshSettings(policy_file=policy, max_call_depth=8)
+    assert PlanLimits.of(settings).max_call_depth == 2
+    assert PlanLimits.of(MeshSettings(policy_file=policy, max_call_depth=1)).max_call_depth == 1
+    assert PlanLimits.of(MeshSettings(max_call_depth=8)).max_call_depth == 8

@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
-
 from . import events as ev
 from ._exceptions import RejectedMessage
+from .bus.direct import Stored, read_from
 from .client import MeshClient
 from .envelope import decode_body, decode_envelope
 from .identity.tokens import Caller
@@ -105,26 +103,14 @@ class TaskNode:
 async def read_events(
     mesh: MeshClient, workflow: str, *, timeout: float = 5.0
 ) -> list[LoggedEvent]:
-    """All events of ``workflow`` in stream order, each verified (signature, signer, caller)."""
+    """All events of ``workflow`` stored so far, in stream order, each verified (signature,
+    signer, caller). Read by direct gets (:mod:`jetmesh.bus.direct`), no consumer: a role
+    may not create one. ``timeout`` bounds the whole read."""
     subject = mesh.subjects.workflow_events(workflow)
-    sub = await mesh.js.subscribe(
-        subject,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
-        stream=mesh.settings.events_stream,
-    )
     out: list[LoggedEvent] = []
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=min(timeout, 1.0))
-            except TimeoutError:
-                break
-            out.append(await _verify_event(mesh, msg))
-            if msg.metadata.num_pending == 0:
-                break
-    finally:
-        await sub.unsubscribe()
+    async with asyncio.timeout(timeout):
+        async for stored in read_from(mesh.js, mesh.settings.events_stream, subject):
+            out.append(await _verify_event(mesh, stored))
     return out
 
 
@@ -154,12 +140,13 @@ def _open(node: TaskNode) -> bool:
     )
 
 
-async def _verify_event(mesh: MeshClient, msg: Msg) -> LoggedEvent:
-    stored_at = msg.metadata.timestamp.timestamp()
+async def _verify_event(mesh: MeshClient, stored: Stored) -> LoggedEvent:
     try:
-        verified = await mesh.verify(msg, stored_at=stored_at, audit=True)
+        verified = await mesh.verifier.verify(
+            stored.subject, stored.data, stored.headers, stored_at=stored.stored_at, audit=True
+        )
     except RejectedMessage as exc:
-        env = decode_envelope(msg.data)
+        env = decode_envelope(stored.data)
         return LoggedEvent(
             decode_body(env, ev.Event), env.workflow, env.sender, False, problem=exc.reason
         )

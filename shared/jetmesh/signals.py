@@ -4,7 +4,8 @@ person's approval, an outside system's callback).
 A signal is a signed event of kind ``signal`` in the workflow's log (MESH_EVENTS), named by
 its ``key``, carrying its payload in ``body``, and sent for a caller (the token of whoever
 sends it: the handler can see who approved). Waiting for one holds no state only in memory:
-the waiting step reads the workflow's log from the start, so a signal sent before the step
+the waiting step reads the workflow's log from the start (by direct gets, polling: a role
+may not create consumers, :mod:`jetmesh.bus.direct`), so a signal sent before the step
 began waiting (or while its replica was dead) counts; the task stays alive with the
 replica's in-progress acks; and a re-run after a crash finds the signal in the log and the
 wait's start in the step ledger, so its timeout is not restarted.
@@ -24,10 +25,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
-from nats.js.api import DeliverPolicy
 
 from . import events as ev
 from ._exceptions import PublishFailed, RejectedMessage, SignalTimeout
+from .bus.direct import next_stored
 from .envelope import decode_body, type_name
 
 if TYPE_CHECKING:
@@ -105,10 +106,11 @@ async def send_signal(
         await mesh.publisher.publish(mesh.subjects.event(workflow, ev.SIGNAL), data, headers)
 
 
-LATE_READ_S = 0.5
-"""Once the deadline has passed, how long a wait still reads the signals stored before it:
-a re-run that begins after the deadline (its replica died near the end of the wait) must
-not miss a decision that was sent in time."""
+POLL_MIN_S = 0.02
+POLL_MAX_S = 0.25
+"""A wait with nothing new in the log asks again after ``POLL_MIN_S``, doubling up to
+``POLL_MAX_S``: a signal is seen at most a quarter of a second after it is stored, for at
+most four direct gets a second per waiting step."""
 
 
 async def wait_signal(
@@ -118,44 +120,41 @@ async def wait_signal(
     time), sent before or after this call, waiting until ``deadline``.
 
     Signals that fail verification are skipped (they were audited when refused elsewhere;
-    here they simply do not count).
+    here they simply do not count). A wait that starts after ``deadline`` (a re-run whose
+    replica died near the end of the wait) still reads what was stored before it.
 
     Raises:
         SignalTimeout: none was stored before ``deadline``.
     """
-    sub = await mesh.js.subscribe(
-        mesh.subjects.event(workflow, ev.SIGNAL),
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
-        stream=mesh.settings.events_stream,
-    )
-    try:
-        timed_out = SignalTimeout(name, f"no signal {name!r} for workflow {workflow}")
-        while True:
+    subject = mesh.subjects.event(workflow, ev.SIGNAL)
+    timed_out = SignalTimeout(name, f"no signal {name!r} for workflow {workflow}")
+    after, pause = 0, POLL_MIN_S
+    while True:
+        stored = await next_stored(mesh.js, mesh.settings.events_stream, subject, after)
+        if stored is None:  # everything stored so far is read
             left = deadline - time.time()
-            try:
-                msg = await sub.next_msg(timeout=min(left, 5.0) if left > 0 else LATE_READ_S)
-            except TimeoutError:
-                if left <= 0:
-                    raise timed_out from None
-                continue
-            stored_at = msg.metadata.timestamp.timestamp()
-            if stored_at > deadline:  # the log is in order: nothing after this counts
+            if left <= 0:
                 raise timed_out
-            try:
-                verified = await mesh.verify(msg, stored_at=stored_at, audit=True)
-                event = decode_body(verified.envelope, ev.Event)
-                if event.kind != ev.SIGNAL or event.key != name or event.body is None:
-                    continue
-                value = msgspec.json.decode(event.body.value, type=returns)
-            except (RejectedMessage, msgspec.DecodeError, msgspec.ValidationError):
-                continue
-            return Signal(
-                name=name,
-                value=value,
-                sender=verified.certificate.name,
-                caller=verified.caller.subject if verified.caller else "",
-                at=event.at,
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, POLL_MAX_S)
+            continue
+        after, pause = stored.seq, POLL_MIN_S
+        if stored.stored_at > deadline:  # the log is in order: nothing after this counts
+            raise timed_out
+        try:
+            verified = await mesh.verifier.verify(
+                stored.subject, stored.data, stored.headers, stored_at=stored.stored_at, audit=True
             )
-    finally:
-        await sub.unsubscribe()
+            event = decode_body(verified.envelope, ev.Event)
+            if event.kind != ev.SIGNAL or event.key != name or event.body is None:
+                continue
+            value = msgspec.json.decode(event.body.value, type=returns)
+        except (RejectedMessage, msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        return Signal(
+            name=name,
+            value=value,
+            sender=verified.certificate.name,
+            caller=verified.caller.subject if verified.caller else "",
+            at=event.at,
+        )

@@ -11,8 +11,19 @@ import pytest
 from jetmesh import NotProvisioned
 from jetmesh.bus.connection import connect
 from jetmesh.credentials import admin_credentials
+from jetmesh.envelope import new_id
+from jetmesh.event_log import build_tree, read_settled
 from jetmesh.processes import AgentProcess
-from tests.integration.agents_for_tests import Plan, Report, counter, planner
+from tests.integration.agents_for_tests import (
+    Approval,
+    Ask,
+    Decision,
+    Plan,
+    Report,
+    approver,
+    counter,
+    planner,
+)
 from tests.integration.harness import REPO_ROOT
 from tests.integration.secured import SecuredMesh
 
@@ -33,6 +44,29 @@ async def test_two_roles_serve_a_workflow_as_their_users(
     assert report.parts == [1, 2]
     await secured.aclose()  # drained: every event flushed
     assert "ermissions violation" not in caplog.text
+
+
+async def test_signal_wait_and_event_tree_read_by_direct_gets(secured: SecuredMesh) -> None:
+    await secured.start_replicas(approver)
+    cli = await secured.ingress()
+    workflow = new_id()
+    asked = asyncio.create_task(
+        cli.request(
+            "approver",
+            Ask(timeout_s=5),
+            token=cli.mint_token("alice"),
+            returns=Decision,
+            workflow=workflow,
+        )
+    )
+    await asyncio.sleep(0.3)  # the step waits, polling the log
+    await cli.signal(workflow, "approval", Approval(ok=True), token=cli.mint_token("bob"))
+    assert await asyncio.wait_for(asked, 5) == Decision(True, "bob")
+
+    (root,) = build_tree(await read_settled(cli, workflow))  # as the cli ingress
+    (task,) = root.children
+    assert (task.agent, task.status, task.verified) == ("approver", "completed", True)
+    assert any(note.startswith("signalled: approval") for note in task.notes)
 
 
 async def test_agent_process_connects_as_its_role(

@@ -127,6 +127,17 @@ async def test_role_consumes_its_tasks_and_calls_only_its_callees(declared: Mesh
         kv = await billing.jetstream().key_value(declared.settings.registry_bucket)
         with pytest.raises(nats.js.errors.KeyNotFoundError):
             await kv.get("nobody")
+        # and the event log by direct get, but not the tasks stream that way
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await billing.jetstream().get_msg(
+                declared.settings.events_stream,
+                seq=1,
+                subject="mesh.event.>",
+                next=True,
+                direct=True,
+            )
+        await billing.publish(f"$JS.API.DIRECT.GET.{declared.settings.tasks_stream}", b"{}")
+        await violation(billing_errors, "$js.api.direct.get.mesh_tasks")
     finally:
         await triage.close()
         await billing.close()

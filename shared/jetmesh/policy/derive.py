@@ -11,7 +11,9 @@ publish
     stream and the advisories stream; ``$JS.API.STREAM.MSG.GET.T`` (a task that ran out
     of deliveries is read back by sequence to be dead-lettered); reads of the registry
     (``$JS.API.STREAM.INFO.KV_B``, ``$JS.API.DIRECT.GET.KV_B[.>]``,
-    ``$JS.API.STREAM.MSG.GET.KV_B``); the policy's extra ``publish`` subjects.
+    ``$JS.API.STREAM.MSG.GET.KV_B``); direct gets of the events stream ``E``
+    (``$JS.API.DIRECT.GET.E``: the event tree and signal waits read the log with no
+    consumer); the policy's extra ``publish`` subjects.
 subscribe
     ``p.agent.R.reply.*`` (replies to its calls) and ``_INBOX.R.>`` (the role's own inbox
     prefix: JetStream acks, pull deliveries and API responses); extra ``consume`` subjects.
@@ -91,6 +93,11 @@ def registry_reads(bucket: str) -> list[str]:
     ]
 
 
+def events_reads(stream: str) -> str:
+    """The JetStream API subject of direct gets (``next_by_subj``) on the events stream."""
+    return f"$JS.API.DIRECT.GET.{stream}"
+
+
 def role_permissions(policy: Policy, role: str, settings: MeshSettings) -> RolePermissions:
     """Derive what ``role`` may do on the servers from its declaration.
 
@@ -119,6 +126,7 @@ def role_permissions(policy: Policy, role: str, settings: MeshSettings) -> RoleP
         publish.append(f"$JS.API.STREAM.MSG.GET.{settings.tasks_stream}")
         redis = (*redis_key_patterns(p, role), *grant.redis_keys)
     publish += registry_reads(settings.registry_bucket)
+    publish.append(events_reads(settings.events_stream))
     publish += grant.publish
     subscribe = [f"{p}.agent.{role}.reply.*", f"{inbox_prefix(role)}.>", *grant.consume]
     return RolePermissions(

@@ -354,3 +354,15 @@ async def test_payload_over_the_size_limit(mesh: Mesh, echo: EchoAgent) -> None:
     attacker = await mesh.attacker()
     await attacker.publish(subject, sealed.data, sealed.headers)
     await assert_refused(mesh, echo, "oversized", data=sealed.data)
+
+
+async def test_step_with_a_colon_is_malformed(mesh: Mesh, echo: EchoAgent) -> None:
+    """A step ends up in Redis keys, where a role's glob patterns cannot stop at ':'
+    (``mesh:result:*:kb:*`` would match another role's result of step ``x:kb:y``)."""
+    subject, token = await attack(mesh, echo)
+    sealed = mesh.seal(Echo("colon"), token=token, step="echo:kb:x")
+    reply = mesh.expect_reply(sealed.envelope)
+    attacker = await mesh.attacker()
+    await attacker.publish(subject, sealed.data, sealed.headers)
+    await assert_error_reply(reply, "malformed")
+    await assert_refused(mesh, echo, "malformed", data=sealed.data, envelope=sealed.envelope)

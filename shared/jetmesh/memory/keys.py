@@ -10,11 +10,14 @@
 
 ``<prefix>`` is the subject prefix (``mesh``). Workflow ids and agent names are subject
 tokens (no ``:``); memory key names are checked the same way; steps may contain ``/`` and
-``.``, and end the key, so they cannot be confused with another key's parts.
+``.`` but never ``:`` (:func:`check_step`: a receiver refuses such a task), so a role's
+Redis ACL patterns (``mesh:result:*:<agent>:*``; a glob's ``*`` cannot stop at a ``:``)
+match no other role's keys that jetmesh reads.
 """
 
 from __future__ import annotations
 
+from .._exceptions import Malformed
 from ..ids import new_id
 from ..subjects import check_token
 
@@ -52,3 +55,16 @@ def replay_scratch(prefix: str) -> str:
     """A new key prefix for the working memory of one re-run (``jetmesh replay --rerun``):
     its keys are ``<prefix>:replay:<run>:wf:...``, apart from every workflow's own."""
     return f"{prefix}:replay:{new_id().lower()}"
+
+
+def check_step(step: str) -> str:
+    """``step`` if it may be part of a Redis key.
+
+    Raises:
+        Malformed: it contains ``:``, which would let one role's key patterns match keys
+            that another role reads (``mesh:result:*:kb:*`` matches billing's result of
+            a step ``x:kb:y``).
+    """
+    if ":" in step:
+        raise Malformed(f"step {step!r} contains ':' (steps are keys of Redis entries)")
+    return step

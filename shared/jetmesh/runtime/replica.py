@@ -30,6 +30,7 @@ from ..envelope import Envelope, decode_body, encode, type_name
 from ..identity.certificates import verify_certificate
 from ..identity.keystore import Identity
 from ..identity.tokens import Caller
+from ..memory import keys
 from ..models import prices_from, provider_from
 from ..settings import MeshSettings
 from .agent import Agent
@@ -207,6 +208,7 @@ class Replica:
         try:
             handler = self.agent.handler_for(verified.envelope.type)
             body = decode_body(verified.envelope, handler.input_type)
+            keys.check_step(verified.envelope.step)
             if (too_deep := self.limits.check_arrival(verified.envelope.step)) is not None:
                 raise too_deep
         except RejectedMessage as exc:

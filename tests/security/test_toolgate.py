@@ -91,6 +91,8 @@ class Do(msgspec.Struct, frozen=True, kw_only=True):
     raw: bool = False
     """Straight to the gateway, past the agent's own checks (a compromised agent)."""
     times: int = 1
+    hand_on: list[str] | None = None
+    """With ``raw``: the scopes handed on to the gateway (None: all this hop holds)."""
 
 
 class Done(msgspec.Struct, frozen=True):
@@ -134,7 +136,7 @@ def actor(name: str) -> Agent:
             try:
                 if do.raw:
                     request = ToolRequest(tool=do.tool, args=do.args, approval=do.approval)
-                    got = await ctx.call(TOOLGATE, request, returns=ToolResult)
+                    got = await ctx.call(TOOLGATE, request, returns=ToolResult, scopes=do.hand_on)
                     value: Any = msgspec.json.decode(got.value)
                 else:
                     value = await ctx.tool(do.tool, do.args, returns=dict)
@@ -322,6 +324,12 @@ def refusals(workflow: str, gate: Gate, name: str) -> Refusal:
         "scope-not-delegated": Refusal(
             name, "reader", "scope-not-delegated", Do(tool="lookup", **raw), ("pay:write",)
         ),
+        "scope-narrowed-along-the-chain": Refusal(
+            name,
+            "payer",
+            "scope-not-delegated",
+            Do(tool="lookup", hand_on=["pay:write"], **raw),
+        ),
         "approval-missing": Refusal(
             name, "payer", "approval-missing", Do(tool="pay", args=PAY, **raw)
         ),
@@ -425,6 +433,7 @@ REFUSALS = [
     "tool-not-granted",
     "tool-not-granted-pay",
     "scope-not-delegated",
+    "scope-narrowed-along-the-chain",
     "approval-missing",
     "approval-args-mismatch",
     "approval-step-mismatch",

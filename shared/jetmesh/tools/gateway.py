@@ -65,10 +65,10 @@ _APPROVAL_STEP = "approval."
 
 
 def delegated_scopes(ctx: ContextBase, sender: RoleGrant) -> frozenset[str]:
-    """The scopes delegated to a tool request: for now the caller token's scopes ∩ the
-    sender role's grant in the policy. (The one place to narrow it further, by the
-    request's signed delegation chain.)"""
-    return effective_scopes(ctx.caller.scopes, sender.scopes)
+    """The scopes a tool request may use: what its signed delegation chain hands the
+    gateway (the caller's scopes, narrowed by every hop that narrowed them, the sender's
+    included) ∩ the sender role's grant in the policy."""
+    return effective_scopes(ctx.delegated_scopes, sender.scopes)
 
 
 def approval_key(prefix: str, workflow: str, gateway: str, jti: str) -> str:

@@ -84,10 +84,7 @@ async def scenario(args: argparse.Namespace) -> tuple[list[RunResult], int, int]
                     )  # fmt: skip
 
                 async def poison(n: int) -> None:
-                    task = mesh.envelope(
-                        kind="task", workflow=new_id(), to=SORTER, body=Item(n, poison=True),
-                        caller=token, step=SORTER,
-                    )  # fmt: skip
+                    task = await mesh.ingress_task(SORTER, Item(n, poison=True), token=token)
                     await mesh.send_task(task)
 
                 common = {

@@ -305,6 +305,53 @@ class MeshClient:
             prev=digest(after),
         )
 
+    async def start_chain(
+        self, token: str, *, to: str, workflow: str, step: str
+    ) -> tuple[str, ...]:
+        """The delegation chain of a workflow this ingress starts: one link that binds
+        ``token`` (verified here) to ``workflow`` and hands its scopes, until its expiry,
+        to ``to`` for ``step``.
+
+        Raises:
+            InvalidToken, ExpiredToken, RevokedKey: ``token`` does not verify.
+        """
+        caller = await self.trust.caller(token)
+        return (
+            self.delegate(
+                token,
+                to=to,
+                workflow=workflow,
+                step=step,
+                scopes=caller.scopes,
+                expires=caller.expires,
+            ),
+        )
+
+    async def ingress_task(
+        self,
+        agent: str,
+        body: Any,
+        *,
+        token: str,
+        workflow: str | None = None,
+        step: str | None = None,
+    ) -> Envelope:
+        """A task that starts a workflow at ``agent`` for the caller of ``token``, with its
+        delegation chain and no one waiting for the reply: to :meth:`send_task` (a load
+        that only needs the task stored)."""
+        workflow = workflow or new_id()
+        step = step or agent
+        chain = await self.start_chain(token, to=agent, workflow=workflow, step=step)
+        return self.envelope(
+            kind="task",
+            workflow=workflow,
+            to=agent,
+            body=body,
+            caller=token,
+            step=step,
+            chain=chain,
+        )
+
     def seal(self, envelope: Envelope, span_id: str | None = None) -> tuple[bytes, dict[str, str]]:
         """Encode and sign ``envelope``: the exact bytes to publish and their headers."""
         data = encode_envelope(envelope)
@@ -434,17 +481,7 @@ class MeshClient:
         """
         timeout = timeout if timeout is not None else self.settings.call_timeout_s
         if chain is None:  # a workflow starts here: bind the caller token to it
-            token = await self.trust.caller(caller)
-            chain = (
-                self.delegate(
-                    caller,
-                    to=agent,
-                    workflow=workflow,
-                    step=step,
-                    scopes=token.scopes,
-                    expires=token.expires,
-                ),
-            )
+            chain = await self.start_chain(caller, to=agent, workflow=workflow, step=step)
         task = self.envelope(
             kind="task",
             workflow=workflow,

@@ -33,17 +33,11 @@ async def redrive(mesh: MeshClient, letter: DeadLetter) -> Envelope:
     original = letter.envelope()
     if original is None or original.kind != "task":
         raise ConfigError(f"dead letter {letter.seq} is not a readable task; it cannot be sent")
-    caller = await mesh.trust.caller(original.caller)
-    chain = original.chain or (  # refused for want of a chain: this ingress starts one
-        mesh.delegate(
-            original.caller,
-            to=original.to,
-            workflow=original.workflow,
-            step=original.step,
-            scopes=caller.scopes,
-            expires=caller.expires,
-        ),
+    # Refused for want of a chain: this ingress starts one (which verifies the token too).
+    chain = original.chain or await mesh.start_chain(
+        original.caller, to=original.to, workflow=original.workflow, step=original.step
     )
+    await mesh.trust.caller(original.caller)
     task = mesh.envelope(
         kind="task",
         workflow=original.workflow,

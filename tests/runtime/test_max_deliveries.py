@@ -40,13 +40,8 @@ async def test_task_out_of_deliveries_by_crash_is_dead_lettered(settings: MeshSe
     async with MeshClient(s, cli, roots=keys.roots()) as mesh:
         token = mesh.mint_token("alice")
         await ensure_consumer(mesh.js, s, "crashy")
-        task = mesh.envelope(
-            kind="task",
-            workflow="01JD0000000000000000000000",
-            to="crashy",
-            body=Job(1),
-            caller=token,
-            step="crashy",
+        task = await mesh.ingress_task(
+            "crashy", Job(1), token=token, workflow="01JD0000000000000000000000"
         )
         await mesh.send_task(task)
         # A "replica" that takes the task twice and dies each time (never acks).

@@ -147,9 +147,7 @@ async def test_a_narrowed_call_leaves_the_callee_only_what_it_was_handed(mesh: M
     logged = await mesh.wait_events(workflow, lambda got: bool(kinds(got, "denied")))
     (denied,) = kinds(logged, "denied")
     assert denied.event.agent == "vault"
-    assert denied.event.detail == (
-        "vault:write is not granted to the chain cli -> relay -> vault"
-    )
+    assert denied.event.detail == ("vault:write is not granted to the chain cli -> relay -> vault")
     assert kinds(logged, "retried") == [], "the relay fails for good too"
 
 

@@ -124,6 +124,7 @@ def test_derived_subjects_and_keys() -> None:
     assert cli.consumers == ()
     assert cli.redis_keys == ()
     assert "acme.agent.triage.task" in cli.publish
+    assert "acme.dlq.cli" in cli.publish, "a reply the ingress refuses is dead-lettered"
 
 
 def test_effective_scopes_only_narrow() -> None:

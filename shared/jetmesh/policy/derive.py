@@ -109,6 +109,7 @@ def role_permissions(policy: Policy, role: str, settings: MeshSettings) -> RoleP
     p = subjects.prefix
     publish = [subjects.task(callee) for callee in sorted(grant.calls)]
     publish.append(f"{p}.event.>")
+    publish.append(subjects.dlq(role))  # what it refuses, replies included
     consumers: tuple[tuple[str, str], ...] = ()
     consume = None
     redis: tuple[str, ...] = ()
@@ -116,7 +117,6 @@ def role_permissions(policy: Policy, role: str, settings: MeshSettings) -> RoleP
         consume = subjects.task(role)
         consumers = ((settings.tasks_stream, role), (advisories_stream(settings), role))
         publish += [f"{p}.agent.{caller}.reply.*" for caller in sorted(policy.callers(role))]
-        publish.append(subjects.dlq(role))
         for stream, consumer in consumers:
             publish += [
                 f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",

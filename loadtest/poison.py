@@ -26,6 +26,7 @@ import uvloop
 
 from jetmesh import Agent, Context, KeyStore, MeshClient, MeshSettings, Subjects
 from jetmesh.envelope import new_id
+from jetmesh.ingress import ingress_task
 from jetmesh.processes import AgentProcess
 from loadtest.driver import drive
 from loadtest.servers import nats_server, redis_server
@@ -84,7 +85,7 @@ async def scenario(args: argparse.Namespace) -> tuple[list[RunResult], int, int]
                     )  # fmt: skip
 
                 async def poison(n: int) -> None:
-                    task = await mesh.ingress_task(SORTER, Item(n, poison=True), token=token)
+                    task = await ingress_task(mesh, SORTER, Item(n, poison=True), token=token)
                     await mesh.send_task(task)
 
                 common = {

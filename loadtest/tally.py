@@ -19,6 +19,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from jetmesh import Agent, Context, MeshClient, MeshSettings, WorkingMemory
+from jetmesh.ingress import ingress_task
 
 TALLY = "tally"
 SEND_TIMEOUT_S = 2.0
@@ -51,7 +52,7 @@ agent = tally_agent(concurrency=32)
 
 async def send_until_stored(client: MeshClient, token: str, n: int) -> tuple[str, int]:
     """Send task ``n`` until the stream acknowledges it; (workflow, send attempts)."""
-    task = await client.ingress_task(TALLY, Tally(n), token=token)
+    task = await ingress_task(client, TALLY, Tally(n), token=token)
     attempts, give_up = 0, time.monotonic() + SEND_FOR_S
     while True:
         attempts += 1

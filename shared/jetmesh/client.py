@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -53,6 +52,7 @@ from .identity.signing import BatchSigner, Signer
 from .identity.tokens import mint_token
 from .identity.trust import TrustStore
 from .identity.verifier import MSG_ID_HEADER, Verified, Verifier
+from .ingress import record_accepted, start_chain
 from .memory.connection import connect as connect_redis
 from .refusals import reject
 from .runtime.limits import PlanLimits
@@ -294,7 +294,8 @@ class MeshClient:
     ) -> str:
         """Sign the delegation link that hands ``to`` the authority this process holds:
         ``after`` is the last link of the task being handled, or the caller token when an
-        ingress starts a workflow (see :mod:`jetmesh.identity.delegation`)."""
+        ingress starts a workflow (see :mod:`jetmesh.identity.delegation` and
+        :mod:`jetmesh.ingress`)."""
         return mint_link(
             self._links,
             to=to,
@@ -303,53 +304,6 @@ class MeshClient:
             scopes=scopes,
             expires=expires,
             prev=digest(after),
-        )
-
-    async def start_chain(
-        self, token: str, *, to: str, workflow: str, step: str
-    ) -> tuple[str, ...]:
-        """The delegation chain of a workflow this ingress starts: one link that binds
-        ``token`` (verified here) to ``workflow`` and hands its scopes, until its expiry,
-        to ``to`` for ``step``.
-
-        Raises:
-            InvalidToken, ExpiredToken, RevokedKey: ``token`` does not verify.
-        """
-        caller = await self.trust.caller(token)
-        return (
-            self.delegate(
-                token,
-                to=to,
-                workflow=workflow,
-                step=step,
-                scopes=caller.scopes,
-                expires=caller.expires,
-            ),
-        )
-
-    async def ingress_task(
-        self,
-        agent: str,
-        body: Any,
-        *,
-        token: str,
-        workflow: str | None = None,
-        step: str | None = None,
-    ) -> Envelope:
-        """A task that starts a workflow at ``agent`` for the caller of ``token``, with its
-        delegation chain and no one waiting for the reply: to :meth:`send_task` (a load
-        that only needs the task stored)."""
-        workflow = workflow or new_id()
-        step = step or agent
-        chain = await self.start_chain(token, to=agent, workflow=workflow, step=step)
-        return self.envelope(
-            kind="task",
-            workflow=workflow,
-            to=agent,
-            body=body,
-            caller=token,
-            step=step,
-            chain=chain,
         )
 
     def seal(self, envelope: Envelope, span_id: str | None = None) -> tuple[bytes, dict[str, str]]:
@@ -481,7 +435,7 @@ class MeshClient:
         """
         timeout = timeout if timeout is not None else self.settings.call_timeout_s
         if chain is None:  # a workflow starts here: bind the caller token to it
-            chain = await self.start_chain(caller, to=agent, workflow=workflow, step=step)
+            chain = await start_chain(self, caller, to=agent, workflow=workflow, step=step)
         task = self.envelope(
             kind="task",
             workflow=workflow,
@@ -583,22 +537,7 @@ class MeshClient:
         workflow = workflow or new_id()
         type_ = type_ if type_ is not None else type_name(type(body))
         raw = body if isinstance(body, msgspec.Raw) else msgspec.Raw(encode(body))
-        caller = await self.trust.caller(token)
-        await self.emit(
-            workflow,
-            ev.Event(
-                kind=ev.ACCEPTED,
-                agent=self.name,
-                at=time.time(),
-                instance=self.instance,
-                target=agent,
-                type=type_,
-                step=agent,
-                caller=caller.subject,
-                body=ev.EventPayload(type=type_, value=raw),
-            ),
-            caller=token,
-        )
+        await record_accepted(self, workflow, agent, raw, type_=type_, token=token)
         return await self.call(
             agent,
             raw,

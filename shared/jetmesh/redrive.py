@@ -18,6 +18,7 @@ from ._exceptions import ConfigError
 from .client import MeshClient
 from .dead_letters import DeadLetter
 from .envelope import Envelope
+from .ingress import start_chain
 from .memory import keys
 
 REDRIVEN = "redriven"
@@ -34,8 +35,8 @@ async def redrive(mesh: MeshClient, letter: DeadLetter) -> Envelope:
     if original is None or original.kind != "task":
         raise ConfigError(f"dead letter {letter.seq} is not a readable task; it cannot be sent")
     # Refused for want of a chain: this ingress starts one (which verifies the token too).
-    chain = original.chain or await mesh.start_chain(
-        original.caller, to=original.to, workflow=original.workflow, step=original.step
+    chain = original.chain or await start_chain(
+        mesh, original.caller, to=original.to, workflow=original.workflow, step=original.step
     )
     await mesh.trust.caller(original.caller)
     task = mesh.envelope(

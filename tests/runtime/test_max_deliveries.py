@@ -14,6 +14,7 @@ from jetmesh.bus.connection import connect
 from jetmesh.bus.streams import advisories_stream, ensure_consumer
 from jetmesh.dead_letters import REASON_HEADER
 from jetmesh.event_log import read_events
+from jetmesh.ingress import ingress_task
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +41,8 @@ async def test_task_out_of_deliveries_by_crash_is_dead_lettered(settings: MeshSe
     async with MeshClient(s, cli, roots=keys.roots()) as mesh:
         token = mesh.mint_token("alice")
         await ensure_consumer(mesh.js, s, "crashy")
-        task = await mesh.ingress_task(
-            "crashy", Job(1), token=token, workflow="01JD0000000000000000000000"
+        task = await ingress_task(
+            mesh, "crashy", Job(1), token=token, workflow="01JD0000000000000000000000"
         )
         await mesh.send_task(task)
         # A "replica" that takes the task twice and dies each time (never acks).

@@ -159,6 +159,13 @@ async def test_role_cannot_create_streams_or_consumers(declared: Mesh) -> None:
         with pytest.raises(nats.errors.TimeoutError):
             await js.delete_consumer(declared.settings.tasks_stream, "billing")
         await violation(errors, "$js.api.consumer.delete")
+        events = declared.settings.events_stream
+        with pytest.raises(nats.errors.TimeoutError):  # the audit trail stays as written
+            await js.delete_msg(events, 1)
+        await violation(errors, f"$js.api.stream.msg.delete.{events.lower()}")
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.purge_stream(events)
+        await violation(errors, f"$js.api.stream.purge.{events.lower()}")
     finally:
         await kb.close()
 

@@ -90,10 +90,12 @@ def chain(pki) -> Chain:
 
 
 async def verify(pki, chain: Chain, task: Envelope, trust: TrustStore | None = None):
+    """Verify ``task``'s chain as the receiver of a task signed by its sender's key."""
     trust = trust or pki.trust()
     caller = await trust.caller(task.caller)
-    sender_ingress = task.sender == "gateway"
-    return await trust.delegation(task, caller, sender_ingress=sender_ingress)
+    key = {k.owner: k for k in (chain.gateway, chain.triage, chain.billing, chain.kb)}
+    signer, _ = await trust.certificate(key[task.sender].kid)
+    return await trust.delegation(task, caller, signer=signer)
 
 
 async def test_a_valid_chain_hands_on_the_last_links_scopes(pki, chain: Chain) -> None:
@@ -282,3 +284,36 @@ async def test_a_link_by_a_revoked_key_is_refused(pki, chain: Chain) -> None:
     trust = TrustStore(pki.roots, pki.lookup, revocations=revocations)
     with pytest.raises(RevokedKey):
         await verify(pki, chain, chain.task(chain.links()), trust)
+
+
+def _break_signature(link: str) -> str:
+    head, claims, sig = link.split(".")
+    return f"{head}.{claims}.{sig[:-2]}{'A' if sig[-2] != 'A' else 'B'}{sig[-1]}"
+
+
+async def test_the_senders_own_last_link_is_covered_by_the_tasks_signature(
+    pki, chain: Chain
+) -> None:
+    """Its own signature is not checked here (the task's signature covers its bytes), but
+    the next hop, which receives it from another sender, checks it."""
+    links = chain.links()
+    links[2] = _break_signature(links[2])
+    assert (await verify(pki, chain, chain.task(links))).scopes == {"kb:read"}
+    onward = mint_link(
+        chain.kb,
+        to="critic",
+        workflow=WF,
+        step="t/billing.1/kb.1/critic.1",
+        scopes=("kb:read",),
+        expires=chain.expires,
+        prev=digest(links[2]),
+    )
+    with pytest.raises(BadDelegation, match=r"link by billing-\w+ rejected"):
+        await verify(pki, chain, chain.task([*links, onward], sender="kb"))
+
+
+async def test_a_last_link_by_another_key_than_the_tasks_is_checked(pki, chain: Chain) -> None:
+    links = chain.links()
+    links[2] = _break_signature(links[2])
+    with pytest.raises(BadDelegation, match="rejected"):
+        await verify(pki, chain, chain.task(links, sender="gateway"))  # a redrive

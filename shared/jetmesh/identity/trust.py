@@ -26,7 +26,7 @@ from nacl.signing import VerifyKey
 from .._exceptions import BadDelegation, ExpiredKey, ExpiredToken, RevokedKey, UnknownKey
 from ..envelope import Envelope
 from .certificates import Certificate, verify_certificate
-from .delegation import Delegation, Link, check_chain, decode_link, link_key_id
+from .delegation import Delegation, Link, check_chain, decode_link, link_key_id, read_link
 from .revocation import Revocation
 from .tokens import Caller, token_key_id, verify_token
 
@@ -197,16 +197,33 @@ class TrustStore:
         return link, cert.ingress
 
     async def delegation(
-        self, task: Envelope, caller: Caller, *, sender_ingress: bool, at: float | None = None
+        self, task: Envelope, caller: Caller, *, signer: Certificate, at: float | None = None
     ) -> Delegation:
-        """Verify ``task``'s delegation chain (see :mod:`jetmesh.identity.delegation`).
+        """Verify ``task``'s delegation chain (see :mod:`jetmesh.identity.delegation`);
+        ``signer`` is the certificate whose key signed the task.
+
+        The last link, when made with the task's own signing key (the usual case: the
+        sender hands the task on), is covered by the task's signature and is read without
+        checking its own; the hops after this one check it.
 
         Raises:
             BadDelegation, WidenedDelegation, ExpiredToken: as
                 :func:`~jetmesh.identity.delegation.check_chain`.
             UnknownKey, ExpiredKey, RevokedKey: a link's signer.
         """
-        verified = [await self.link(text, at=at) for text in task.chain]
+        verified = [await self.link(text, at=at) for text in task.chain[:-1]]
+        if task.chain:
+            last = task.chain[-1]
+            kid = link_key_id(last)
+            if kid == signer.kid:
+                link = read_link(last, kid)
+                if link.by != signer.name:
+                    raise BadDelegation(
+                        f"a link naming {link.by} is signed with {signer.name}'s key"
+                    )
+                verified.append((link, signer.ingress))
+            else:
+                verified.append(await self.link(last, at=at))
         return check_chain(
             task.chain,
             [link for link, _ in verified],
@@ -216,7 +233,7 @@ class TrustStore:
             workflow=task.workflow,
             step=task.step,
             sender=task.sender,
-            sender_ingress=sender_ingress,
+            sender_ingress=signer.ingress,
             to=task.to,
             at=time.time() if at is None else at,
             leeway_s=self._leeway,

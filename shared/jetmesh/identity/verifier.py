@@ -175,9 +175,7 @@ class Verifier:
                     step=envelope.step,
                     limit=self._max_links - 1,
                 )
-            delegation = await self.trust.delegation(
-                envelope, caller, sender_ingress=cert.ingress, at=at
-            )
+            delegation = await self.trust.delegation(envelope, caller, signer=cert, at=at)
         except RejectedMessage as exc:
             if envelope.sender == cert.name:  # authentic: audit in its workflow, answer it
                 exc.envelope = envelope  # type: ignore[attr-defined]

@@ -3,15 +3,15 @@ system (refunds) and the people's queue (cases handed to a person).
 
 Both are stand-ins kept in Redis, written the way a real system with idempotency keys
 would be: each write stores its result under its idempotency key in the same transaction
-(MULTI/EXEC), so a lookup by the key tells for sure whether the write happened. The roles
-call them only through ``ctx.once`` (at most once per step) with that lookup as
-``reconcile`` (a step whose replica died mid-write is settled, not repeated).
+(MULTI/EXEC), so a lookup by the key tells for sure whether the write happened. Only the
+tool gateway writes them (:mod:`services.toolgate.support`), with the request's
+idempotency key; on servers that enforce the policy it connects as the ``toolgate`` Redis
+user, whose keys include ``support-desk:*``. People read their queue as the admin.
 
 Example:
-    >>> desk = Desk("redis://127.0.0.1:6379/0")                             # doctest: +SKIP
-    >>> receipt = await ctx.once("refund", lambda: desk.refund(key, "A-1", 40.0, ""),
-    ...                          returns=RefundReceipt,
-    ...                          reconcile=lambda: desk.find_refund(key))    # doctest: +SKIP
+    >>> desk = Desk(settings.redis_url, role="toolgate", settings=settings)  # doctest: +SKIP
+    >>> await desk.refund(key, "A-1", 40.0, approved_by="")                  # doctest: +SKIP
+    >>> people = Desk(settings.redis_url, credentials=admin_credentials(settings))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import msgspec
 from redis.asyncio import Redis
 
 from jetmesh import MeshSettings
-from jetmesh.credentials import role_credentials
+from jetmesh.credentials import OPEN, role_credentials
+from jetmesh.credentials import Credentials as ServerCredentials
 from jetmesh.memory.connection import connect
 from subjects.support import Case, Handoff, RefundReceipt
 
@@ -38,30 +39,47 @@ def short_id(prefix: str, key: str) -> str:
 
 
 class Desk:
-    """The payment system and the people's queue. Connects on first use, to ``url`` or
-    the process's ``JETMESH_REDIS_URL`` (as ``role``'s Redis user where the servers enforce
-    the policy: the policy grants billing and escalation their keys here)."""
+    """The payment system and the people's queue, connected on first use.
+
+    Args:
+        url: the Redis URL; default ``settings.redis_url``.
+        namespace: the prefix of every key (tests use their own).
+        role: connect as this role's Redis user when the keys directory holds its password
+            (servers that enforce the policy), else as the URL says.
+        settings: where the keys directory is, the retry window, the default URL; default
+            the process's ``JETMESH_*`` settings.
+        credentials: who to connect as, instead of ``role``'s (for example
+            :func:`~jetmesh.credentials.admin_credentials` to read the people's queue).
+    """
 
     def __init__(
-        self, url: str | None = None, *, namespace: str = NAMESPACE, role: str | None = None
+        self,
+        url: str | None = None,
+        *,
+        namespace: str = NAMESPACE,
+        role: str | None = None,
+        settings: MeshSettings | None = None,
+        credentials: ServerCredentials | None = None,
     ) -> None:
         self._url = url
         self._ns = namespace
         self._role = role
+        self._settings = settings
+        self._credentials = credentials
         self._redis: Redis | None = None
 
     @property
     def redis(self) -> Redis:
         if self._redis is None:
-            if self._url is not None:
-                self._redis = Redis.from_url(self._url)
-            else:  # the process's settings, as its role where the servers enforce the policy
-                settings = MeshSettings()
-                self._redis = connect(
-                    settings.redis_url,
-                    retry_s=settings.redis_retry_s,
-                    **role_credentials(settings, self._role or "").redis_options(),
-                )
+            settings = self._settings or MeshSettings()
+            credentials = self._credentials
+            if credentials is None:
+                credentials = OPEN if self._role is None else role_credentials(settings, self._role)
+            self._redis = connect(
+                self._url or settings.redis_url,
+                retry_s=settings.redis_retry_s,
+                **credentials.redis_options(),
+            )
         return self._redis
 
     def _key(self, *parts: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from jetmesh import Agent, Credentials, MeshSettings, Toolgate, ToolRegistry
 from jetmesh.policy import Policy, mesh_policy
+from jetmesh.tools import TOOLGATE
 from services.support.systems import Desk
 from services.toolgate.support import support_tools
 
@@ -31,12 +32,14 @@ def build(
     credentials: Credentials | None = None,
 ) -> Agent:
     """The ``toolgate`` role: the policy of ``settings.policy_file`` (or the shipped
-    default), the support tools on the desk at ``settings.redis_url``, and the credentials
-    of ``settings.tool_secrets_file`` and the environment."""
+    default), the support tools on the desk at ``settings.redis_url`` (as the ``toolgate``
+    Redis user where the servers enforce the policy), and the credentials of
+    ``settings.tool_secrets_file`` and the environment."""
     s = settings or MeshSettings()
+    desk = Desk(s.redis_url, role=TOOLGATE, settings=s)
     gate = Toolgate(
         policy or mesh_policy(s.policy_file),
-        tools if tools is not None else support_tools(Desk(s.redis_url)),
+        tools if tools is not None else support_tools(desk),
         credentials or Credentials(s.tool_secrets_file),
     )
     return gate.agent()

@@ -181,12 +181,14 @@ def test_support_policy_is_the_defaults_support_roles() -> None:
 
 
 def test_extra_redis_keys_are_granted(tmp_path: Path) -> None:
-    billing = role_permissions(default_policy(), "billing", MeshSettings())
-    assert billing.redis_keys[-3:] == (
-        "support-desk:refund:*",
-        "support-desk:refund-runs",
-        "support-desk:payouts",
-    )
+    policy, settings = default_policy(), MeshSettings()
+    toolgate = role_permissions(policy, "toolgate", settings)
+    assert toolgate.redis_keys[-1] == "support-desk:*"
+    for role in ("billing", "escalation"):  # they reach the desk only through toolgate
+        assert not any(
+            k.startswith("support-desk")
+            for k in role_permissions(policy, role, settings).redis_keys
+        )
     bad = write(tmp_path, '[roles.a]\nredis_keys = ["has space", "~x"]\n')
     found = problems(bad)
     assert len(found) == 2

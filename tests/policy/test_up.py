@@ -17,6 +17,7 @@ from jetmesh.cli.app import app
 from jetmesh.credentials import admin_credentials, role_credentials
 from jetmesh.embedded import EmbeddedStack, free_port
 from jetmesh.settings import MeshSettings
+from services.support.systems import Desk
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +44,15 @@ async def consumers(url: str, **options: object) -> list[str]:
         return [str(info.name) for info in await nc.jetstream().consumers_info("MESH_TASKS")]
     finally:
         await nc.close()
+
+
+async def desk_as(settings: MeshSettings, role: str) -> str:
+    """Pay a refund on the desk's stand-in connected as ``role``'s Redis user."""
+    desk = Desk(settings.redis_url, role=role, settings=settings)
+    try:
+        return (await desk.refund("w1:billing.1", "A-1", 10.0, approved_by="")).id[:2]
+    finally:
+        await desk.aclose()
 
 
 def anonymous_connect(url: str) -> str:
@@ -74,6 +84,10 @@ def test_up_enforces_the_shipped_policy(up_env: MeshSettings) -> None:
         assert as_kb.ping()
         with pytest.raises(redis.exceptions.NoPermissionError):
             as_kb.get("mesh:wf:w1:billing:draft")
+
+    assert asyncio.run(desk_as(up_env, "toolgate")) == "R-"
+    with pytest.raises(redis.exceptions.NoPermissionError):  # only through toolgate
+        asyncio.run(desk_as(up_env, "billing"))
 
     again = CliRunner().invoke(app, ["up"])  # idempotent: reused servers, same provisioning
     assert again.exit_code == 0, again.output

@@ -55,6 +55,18 @@ def test_nats_config_has_no_http_monitoring(tmp_path: Path) -> None:
     assert text.rstrip().endswith("# extra line")
 
 
+def test_redis_acl_file_under_a_relative_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # `jetmesh up` in a project: state dir `.jetmesh`
+    acl = Path(".jetmesh") / "users.acl"
+    acl.parent.mkdir()
+    acl.write_text("user default on >s3cret ~* &* +@all\n")
+    server = RedisServer(data_dir=Path(".jetmesh") / "redis", aclfile=acl, password="s3cret")
+    with server, redis.Redis.from_url(server.url) as client:
+        assert client.ping() is True
+
+
 def test_redis_server_answers_ping(redis_server: RedisServer) -> None:
     with redis.Redis.from_url(redis_server.url) as client:
         assert client.ping() is True

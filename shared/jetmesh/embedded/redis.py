@@ -74,8 +74,8 @@ class RedisServer(ServerProcess):
         Raises:
             FileNotFoundError: If redis-server is not installed.
         """
-        if self.aclfile is not None:
-            auth = ["--aclfile", str(self.aclfile)]
+        if self.aclfile is not None:  # absolute: redis-server reads it after entering --dir
+            auth = ["--aclfile", str(self.aclfile.resolve())]
         elif self.password is None:
             auth = ["--protected-mode", "no"]
         else:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jetmesh import NotProvisioned
+from jetmesh import ConfigError, NotProvisioned
 from jetmesh.bus.connection import connect
 from jetmesh.credentials import admin_credentials
 from jetmesh.envelope import new_id
@@ -90,6 +90,13 @@ async def test_agent_process_connects_as_its_role(
         assert report.parts == [1, 2]
     finally:
         await asyncio.gather(*(asyncio.to_thread(p.stop, 10.0) for p in procs))
+
+
+async def test_a_process_without_a_user_is_refused_at_once(secured: SecuredMesh) -> None:
+    with pytest.raises(
+        ConfigError, match=r"refused greeter/1: .*Authorization Violation.*jetmesh up"
+    ):
+        await asyncio.wait_for(connect(secured.settings.nats_url, "greeter/1"), 5)
 
 
 async def test_a_role_binds_and_never_declares(secured: SecuredMesh) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
+from .._exceptions import ConfigError
 from .nats_client import MeshNatsClient
 
 log = logging.getLogger("jetmesh.bus")
@@ -15,6 +16,12 @@ log = logging.getLogger("jetmesh.bus")
 RECONNECT_WAIT_S = 0.5
 PING_INTERVAL_S = 10
 RECONNECT_BUFFER_BYTES = 8 * 1024 * 1024
+AUTH_REFUSED = "authorization violation"
+AUTH_HINT = (
+    "on servers that enforce a policy a process connects as its role, with the seed "
+    "`jetmesh up` writes to <keys dir>/nats/<role>.nk for every role of that policy "
+    "(JETMESH_POLICY_FILE, else the shipped one)"
+)
 
 
 async def connect(
@@ -25,6 +32,7 @@ async def connect(
     **options: Any,
 ) -> NATS:
     """Connect with unlimited reconnects, a reconnect buffer, and logged state changes.
+    A first connection the server refuses for its credentials fails at once.
 
     Args:
         url: one URL or several, comma separated.
@@ -32,9 +40,17 @@ async def connect(
         on_reconnect: coroutines to run after each reconnect (the list is read at that
             time, so listeners may be added later).
         **options: passed through to ``nats.connect``.
+
+    Raises:
+        ConfigError: nats-server refused the credentials (or their absence).
     """
 
+    connecting = True
+
     async def on_error(exc: Exception) -> None:
+        if connecting and AUTH_REFUSED in str(exc).lower():
+            # raised out of nats-py's first connect instead of retrying forever
+            raise ConfigError(f"nats-server refused {name}: {exc}; {AUTH_HINT}") from exc
         log.warning("nats error (%s): %s", name, exc)
 
     async def on_disconnect() -> None:
@@ -63,5 +79,10 @@ async def connect(
         "reconnected_cb": reconnected,
     }
     settings.update(options)
-    await client.connect(**settings)
+    try:
+        await client.connect(**settings)
+    except ConfigError:
+        await client.close()
+        raise
+    connecting = False
     return client

@@ -23,4 +23,8 @@ def run(
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    run_forever(agents, settings())
+    try:
+        run_forever(agents, settings())
+    except ConfigError as exc:  # not provisioned, refused by the servers
+        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None

@@ -1,5 +1,6 @@
-"""`jetmesh demo` end to end: servers, a process per role of both reference meshes, the
-support tickets and the research question, their trees, and nothing left running."""
+"""`jetmesh demo` end to end: servers that enforce the shipped policy, a process per role
+of both reference meshes connected as its role, the support tickets and the research
+question, their trees, and nothing left running."""
 
 from __future__ import annotations
 
@@ -30,8 +31,13 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
         out = done.stdout
         assert out.count("pid") == 0
-        assert len(re.findall(r"\b\d+\b", out.split("agents", 1)[1].splitlines()[0])) == len(ROLES)
+        agents = out.split("\nagents   ", 1)[1].splitlines()[0]
+        assert len(re.findall(r"\b\d+\b", agents)) == len(ROLES)
         for line in (
+            "policy   the shipped default: 13 roles",
+            "refused  a client without credentials: nats-server -ERR 'Authorization Violation', "
+            "redis-server -NOAUTH Authentication required.",
+            "cli      connected as cli",
             "T-1001 billing    answered",
             "T-1002 technical  answered",
             "T-1003 product    answered",
@@ -45,6 +51,10 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
             "stopped: threshold",
         ):
             assert line in out, line
+        (redis_users,) = re.findall(r"redis    connections by user: (.*) \(", out)
+        users = dict(re.findall(r"(\S+) (\d+)", redis_users))
+        assert set(users) == {*ROLES, "default"}, "each agent as its role, the admin as default"
+        assert users["default"] == "2", "only the demo's own admin connections"
         assert out.count("queue    H-") == 2  # the unknown class and the unapproved drafts
         assert out.count("\nworkflow ") == len(TICKETS) + len(APPROVALS) + 1
         flat = " ".join(out.replace("│", " ").split())  # tree notes wrap

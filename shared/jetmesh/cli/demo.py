@@ -1,19 +1,25 @@
-"""``jetmesh demo``: the two reference meshes end to end on embedded servers, then their
-event trees.
+"""``jetmesh demo``: the two reference meshes end to end on servers that enforce the
+shipped policy, then their event trees.
 
-Starts nats-server and redis-server on free loopback ports under ``<state_dir>/demo``,
-every role of the support and research meshes and the tool gateway as its own process
-(certificates with each role's scopes; the gateway's tool credentials in a secrets
-file), sends support tickets and a research question, plays the people who approve or
-deny refunds over the limit (minting approvals bound to each refund), prints each
-workflow's events as a tree with per-step latency, tokens and cost, and stops everything
-it started.
+Starts nats-server and redis-server on free loopback ports under ``<state_dir>/demo`` as
+``jetmesh up`` does (:func:`jetmesh.provision.up_servers`): every role of the shipped
+policy a NATS user and, for agents, a Redis user, generated into the demo's keys
+directory; then the admin step (streams, consumers, registry, each role's certificate from
+the policy). Shows that a client without credentials is refused by both servers, starts
+every role of the support and research meshes and the tool gateway as its own process,
+each connected as its role (the gateway's tool credentials in a secrets file), sends
+support tickets and a research question as the ``cli`` ingress, plays the people who
+approve or deny refunds over the limit (minting approvals bound to each refund), reads
+the people's queue as the admin, prints each workflow's events as a tree with per-step
+latency, tokens and cost, and stops everything it started.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
+from collections import Counter
 from contextlib import ExitStack
 
 from services import research as research_mesh
@@ -21,18 +27,19 @@ from services import support as support_mesh
 from services.support.systems import Desk
 from services.toolgate import write_secrets
 
-from ..embedded import NatsServer, RedisServer
+from ..credentials import admin_credentials
+from ..embedded import EmbeddedStack, Endpoint, free_port
 from ..event_log import build_tree, read_settled, total_usage
-from ..identity.keystore import KeyStore
+from ..memory.connection import connect as connect_redis
 from ..models.offline import MODEL
+from ..policy import Policy, default_policy
 from ..processes import start_all
-from ..runtime.runner import load_agent
+from ..provision import up_servers
 from ..settings import MeshSettings
-from ..subjects import Subjects
 from .common import console, run_async, settings
 from .demo_flows import Ran, handoffs, research, support
 from .events import render
-from .ingress import cli_client
+from .ingress import CLI_IDENTITY, cli_client
 
 ROLES = {
     **{role: f"services.support.{role}:agent" for role in support_mesh.ROLES},
@@ -41,38 +48,52 @@ ROLES = {
 }
 """Every role of both meshes and the tool gateway, one process each."""
 
+ANSWER_TIMEOUT_S = 2.0
+"""How long a server may take to refuse a client without credentials."""
+
 
 def demo() -> None:
-    """Run both reference meshes on embedded servers and print their event trees."""
+    """Run both reference meshes on servers that enforce the shipped policy and print their
+    event trees."""
     base = settings()
     home = base.state_dir / "demo"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     began = time.perf_counter()
+    s = base.model_copy(
+        update={
+            "nats_url": f"nats://127.0.0.1:{free_port()}",
+            "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+            "state_dir": home,
+            "keys_dir": home / "keys",
+            "policy_file": None,
+            "model_provider": "offline",
+            "tool_secrets_file": write_secrets(home / "secrets" / "tools.toml"),
+        }
+    )
+    policy = default_policy()
     with ExitStack() as stack:
-        nats = stack.enter_context(NatsServer(data_dir=home / "nats"))
-        redis = stack.enter_context(RedisServer(data_dir=home / "redis"))
-        s = base.model_copy(
-            update={
-                "nats_url": nats.url,
-                "redis_url": redis.url,
-                "state_dir": home,
-                "keys_dir": home / "keys",
-                "model_provider": "offline",
-                "tool_secrets_file": write_secrets(home / "secrets" / "tools.toml"),
-            }
+        stack.callback(EmbeddedStack(s).down)
+        done = up_servers(s, policy)
+        assert done.provisioned is not None
+        console.print(
+            f"[bold]servers[/bold]  nats-server {s.nats_url} (JetStream)  "
+            f"redis-server {s.redis_url}",
+            soft_wrap=True,
         )
         console.print(
-            f"[bold]servers[/bold]  nats-server {nats.url} (JetStream)  redis-server {redis.url}"
+            f"[bold]policy[/bold]   the shipped default: {len(policy.roles)} roles, each a NATS "
+            f"user (nkey) and, for agents, a Redis user ({s.resolved_keys_dir})",
+            highlight=False,
+            soft_wrap=True,
         )
-        keys = KeyStore(s.resolved_keys_dir)
-        root = keys.init_root()
-        scoped = []
-        for name, target in ROLES.items():
-            scopes = load_agent(target).scopes
-            keys.issue(name, subjects=Subjects(s.subject_prefix), ttl_s=s.cert_ttl_s, scopes=scopes)
-            scoped.append(f"{name} ({', '.join(scopes)})" if scopes else name)
-        console.print(f"[bold]keys[/bold]     root {root.kid}; certificates: {', '.join(scoped)}")
+        console.print(
+            f"[bold]admin[/bold]    streams, {len(done.provisioned.consumers)} consumers, "
+            f"registry; certificates from the policy: {_certificates(policy)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(f"[bold]refused[/bold]  {run_async(_anonymous(s))}", soft_wrap=True)
         procs = start_all({n: [t] for n, t in ROLES.items()}, s, log_dir=home / "logs")
         for proc in procs.values():
             stack.callback(proc.stop)
@@ -90,21 +111,76 @@ def demo() -> None:
     console.print(f"[bold]stopped[/bold]  agents drained, servers stopped ({took:.1f} s in all)")
 
 
+def _certificates(policy: Policy) -> str:
+    """Each role with what its certificate grants beyond its subjects."""
+    names = [CLI_IDENTITY, *ROLES]
+    described = []
+    for name in names:
+        grant = policy.roles[name]
+        extra = ["ingress"] if grant.ingress else []
+        extra += sorted(grant.scopes)
+        described.append(f"{name} ({', '.join(extra)})" if extra else name)
+    return ", ".join(described)
+
+
+async def _answer(url: str, greeting: bool, send: bytes) -> str:
+    """The first line a server at ``url`` answers ``send`` with (after its greeting)."""
+    endpoint = Endpoint.parse(url, default_port=0)
+    reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+    try:
+        if greeting:
+            await reader.readline()  # nats-server's INFO
+        writer.write(send)
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT_S)
+        return line.decode(errors="replace").strip()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def _anonymous(s: MeshSettings) -> str:
+    """What each server answers a client that connects without credentials."""
+    said_nats = await _answer(s.nats_url, True, b'CONNECT {"verbose":false}\r\nPING\r\n')
+    said_redis = await _answer(s.redis_url, False, b"PING\r\n")
+    return f"a client without credentials: nats-server {said_nats}, redis-server {said_redis}"
+
+
+async def _redis_users(s: MeshSettings) -> str:
+    """Who the Redis connections are, counted by user (``default`` is the admin)."""
+    admin = connect_redis(s.redis_url, retry_s=1.0, **admin_credentials(s).redis_options())
+    try:
+        clients = await admin.client_list()
+    finally:
+        await admin.aclose()
+    users = Counter(str(client.get("user", "?")) for client in clients)
+    return ", ".join(f"{user} {count}" for user, count in sorted(users.items()))
+
+
 async def _run(s: MeshSettings) -> None:
     ran = Ran()
-    desk = Desk(s.redis_url)
+    people = Desk(s.redis_url, settings=s, credentials=admin_credentials(s))
     try:
         async with cli_client(s) as mesh:
+            console.print(
+                f"cli      connected as {mesh.credentials.user} (an ingress: mints caller tokens)"
+            )
             console.print(
                 "\n[bold]support[/bold]  triage -> billing | technical | product | escalation"
             )
             await support(mesh, console, ran)
-            await handoffs(desk, console)
+            await handoffs(people, console)
             console.print(
                 "\n[bold]research[/bold] orchestrator -> researcher x N, writer <-> reviewer"
             )
             await research(mesh, console, ran)
             await mesh.flush_events()
+            console.print(
+                f"\n[bold]redis[/bold]    connections by user: {await _redis_users(s)} "
+                "(default: the admin, counting these and reading the people's queue)",
+                highlight=False,
+                soft_wrap=True,
+            )
             console.print()
             for workflow, label in ran.workflows:
                 roots = build_tree(await read_settled(mesh, workflow))
@@ -112,4 +188,4 @@ async def _run(s: MeshSettings) -> None:
                 console.print(render(workflow, roots))
                 console.print(f"total    {total_usage(roots)}\n")
     finally:
-        await desk.aclose()
+        await people.aclose()

@@ -12,10 +12,17 @@ from jetmesh import MeshSettings
 from jetmesh.processes import AgentProcess
 
 
-def launch(package: str, roles: Sequence[str], *, extra: Mapping[str, str] | None = None) -> None:
-    """Start a process per role of ``package`` (and one per ``extra`` name -> target),
-    wait for a stop signal, stop them all."""
-    settings = MeshSettings()
+def launch(
+    package: str,
+    roles: Sequence[str],
+    *,
+    extra: Mapping[str, str] | None = None,
+    settings: MeshSettings | None = None,
+) -> None:
+    """Start a process per role of ``package`` (and one per ``extra`` name -> target) on
+    ``settings`` (default: this process's), wait for a stop signal, stop them all. Where
+    ``jetmesh up`` generated the roles' users, each process connects as its role."""
+    settings = settings or MeshSettings()
     started: list[AgentProcess] = []
     stop = {"now": False}
 

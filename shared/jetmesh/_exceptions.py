@@ -33,7 +33,8 @@ Every error jetmesh raises derives from :class:`MeshError`::
     │       └── FanOutExceeded        one task would make more than ``max_fan_out`` calls
     ├── MemoryRefused                 working memory refused a write
     │   ├── MemoryConflict            the value changed since it was read (compare-and-set)
-    │   └── MemoryTooLarge            the value is over the size limit
+    │   ├── MemoryTooLarge            the value is over the size limit
+    │   └── MemoryDenied              Redis refused the role a key outside its patterns
     ├── EffectInDoubt                 a side effect was started and its outcome is unknown
     ├── ScopeDenied                   a hop asked for a scope outside caller ∩ agent grant
     ├── ToolRefused                   a tool call not carried out; ``reason`` is a stable code
@@ -263,6 +264,25 @@ class MemoryConflict(MemoryRefused):
 
 class MemoryTooLarge(MemoryRefused, ValueError):
     """A value is over the memory's size limit."""
+
+
+class MemoryDenied(MemoryRefused):
+    """Redis refused the role's user a key outside its patterns (another role's memory):
+    the server's ACL, generated from the policy. A handler that lets it escape fails at
+    once (no retry: the same key would be refused again) with a ``denied`` event.
+
+    Attributes:
+        key: the Redis key.
+        reason: ``memory-denied``.
+        detail: what was refused, and Redis's answer.
+    """
+
+    reason = "memory-denied"
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"{self.reason}: {detail}")
+        self.key = key
+        self.detail = detail
 
 
 class EffectInDoubt(MeshError):

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from .._exceptions import MemoryTooLarge
 from ..envelope import encode
 from . import keys
+from .acl import refused_as_denied
 
 DEFAULT_MAX_MESSAGES = 200
 
@@ -60,25 +61,29 @@ class Conversation:
         for data in encoded:
             if len(data) > self.max_message_bytes:
                 raise MemoryTooLarge(f"{self.key}: message of {len(data)} bytes")
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(self.key, *encoded)
-            pipe.ltrim(self.key, -self.max_messages, -1)
-            pipe.expire(self.key, self.ttl_s)
-            pipe.llen(self.key)
-            *_, length = await pipe.execute()
+        with refused_as_denied(self.key, "append to"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(self.key, *encoded)
+                pipe.ltrim(self.key, -self.max_messages, -1)
+                pipe.expire(self.key, self.ttl_s)
+                pipe.llen(self.key)
+                *_, length = await pipe.execute()
         return int(length)
 
     async def window(self, last: int) -> list[Message]:
         """The newest ``last`` messages, oldest first."""
-        raw = await self._redis.lrange(self.key, -last, -1) if last > 0 else []
+        with refused_as_denied(self.key, "read"):
+            raw = await self._redis.lrange(self.key, -last, -1) if last > 0 else []
         return [msgspec.json.decode(r, type=Message) for r in raw]
 
     async def trim(self, keep: int) -> None:
         """Drop all but the newest ``keep`` messages."""
-        if keep <= 0:
-            await self._redis.delete(self.key)
-        else:
-            await self._redis.ltrim(self.key, -keep, -1)
+        with refused_as_denied(self.key, "trim"):
+            if keep <= 0:
+                await self._redis.delete(self.key)
+            else:
+                await self._redis.ltrim(self.key, -keep, -1)
 
     async def clear(self) -> None:
-        await self._redis.delete(self.key)
+        with refused_as_denied(self.key, "clear"):
+            await self._redis.delete(self.key)

@@ -25,6 +25,7 @@ from .._exceptions import MemoryConflict, MemoryTooLarge
 from ..envelope import encode
 from ..ids import new_id
 from . import keys
+from .acl import refused_as_denied
 
 T = TypeVar("T")
 
@@ -86,7 +87,8 @@ class WorkingMemory:
 
     async def get_versioned(self, name: str, tp: type[T]) -> Versioned[T]:
         """The value and its version (0 and None when absent)."""
-        raw_version, data = await self._redis.hmget(self.key(name), ["v", "d"])
+        with refused_as_denied(self.key(name), "read"):
+            raw_version, data = await self._redis.hmget(self.key(name), ["v", "d"])
         if raw_version is None or data is None:
             return Versioned(None, 0)
         return Versioned(msgspec.json.decode(data, type=tp), int(raw_version))
@@ -110,6 +112,7 @@ class WorkingMemory:
         Raises:
             MemoryConflict: the stored version is not ``expected_version``.
             MemoryTooLarge: the encoded value is over ``max_value_bytes``.
+            MemoryDenied: the key is outside this role's Redis user (another role's).
         """
         data = encode(value)
         if len(data) > self.max_value_bytes:
@@ -117,10 +120,11 @@ class WorkingMemory:
                 f"{self.key(name)}: {len(data)} bytes > limit {self.max_value_bytes}"
             )
         expected = "" if expected_version is None else str(expected_version)
-        ok, version = await self._cas(
-            keys=[self.key(name)],
-            args=[expected, data, ttl_s if ttl_s is not None else self.ttl_s, new_id()],
-        )
+        with refused_as_denied(self.key(name), "write"):
+            ok, version = await self._cas(
+                keys=[self.key(name)],
+                args=[expected, data, ttl_s if ttl_s is not None else self.ttl_s, new_id()],
+            )
         if not ok:
             raise MemoryConflict(self.key(name), expected_version or 0, int(version))
         return int(version)
@@ -149,4 +153,5 @@ class WorkingMemory:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def delete(self, name: str) -> None:
-        await self._redis.delete(self.key(name))
+        with refused_as_denied(self.key(name), "delete"):
+            await self._redis.delete(self.key(name))

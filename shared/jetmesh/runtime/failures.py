@@ -18,7 +18,15 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from .. import events as ev
-from .._exceptions import HandlerControl, InvalidToken, RejectedMessage, Retry
+from .._exceptions import (
+    HandlerControl,
+    InvalidToken,
+    MemoryDenied,
+    RejectedMessage,
+    Retry,
+    ScopeDenied,
+    ToolRefused,
+)
 from ..client import MeshClient
 from ..envelope import Envelope, ErrorBody, decode_envelope, encode
 from ..identity.tokens import Caller
@@ -128,6 +136,27 @@ class Failures:
             ctx.log.warning("handler failed (attempt %d): %r", attempt, exc)
         await msg.nak(delay=delay)
         await ctx.emit_event(ev.RETRIED, reason=reason, detail=str(exc)[:1024])
+
+    async def denied(
+        self, msg: Msg, ctx: Context, exc: ScopeDenied | ToolRefused | MemoryDenied, attempt: int
+    ) -> None:
+        """Fail a task refused by the policy for good (no retry: the same would be refused
+        again). A scope or a tool refusal was audited where it happened; Redis's refusal of
+        a key is audited here, as a ``denied`` event."""
+        if isinstance(exc, MemoryDenied):
+            with contextlib.suppress(Exception):
+                await ctx.emit_event(
+                    ev.DENIED, reason=exc.reason, key=exc.key, target="memory", detail=exc.detail
+                )
+        await self.finish_failed(
+            msg,
+            ctx.task,
+            ctx.caller,
+            attempt,
+            exc.reason,
+            exc.detail,
+            error_type=type(exc).__name__,
+        )
 
     async def finish_failed(
         self,

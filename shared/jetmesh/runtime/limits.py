@@ -23,6 +23,7 @@ from pathlib import Path
 from .._exceptions import (
     CallFailed,
     FanOutExceeded,
+    MemoryDenied,
     PlanLimitExceeded,
     PlanTooDeep,
     ScopeDenied,
@@ -31,7 +32,9 @@ from ..policy.model import load_policy
 from ..settings import MeshSettings
 
 _DEFAULTS = MeshSettings.model_fields
-PLAN_REASONS = frozenset({PlanTooDeep.code, FanOutExceeded.code, ScopeDenied.reason})
+PLAN_REASONS = frozenset(
+    {PlanTooDeep.code, FanOutExceeded.code, ScopeDenied.reason, MemoryDenied.reason}
+)
 """Reasons that refuse a plan: a task that fails with one, or whose call failed with one,
 is not retried (the same plan, for the same caller, would be refused again)."""
 

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from redis.exceptions import RedisError
 
 from .. import events as ev
-from .._exceptions import Reject, RejectedMessage, ScopeDenied, ToolRefused
+from .._exceptions import MemoryDenied, Reject, RejectedMessage, ScopeDenied, ToolRefused
 from ..bus.delivery import delivery_of
 from ..bus.pull import PullFeed
 from ..bus.streams import advisories_stream, bind_consumers, ensure_consumer
@@ -266,10 +266,8 @@ class Replica:
                 msg, task, caller, attempt, "rejected-by-handler", exc.reason, error_type="Reject"
             )
             return
-        except (ScopeDenied, ToolRefused) as exc:  # no retry: the same would be refused
-            await self.failures.finish_failed(
-                msg, task, caller, attempt, exc.reason, exc.detail, error_type=type(exc).__name__
-            )
+        except (ScopeDenied, ToolRefused, MemoryDenied) as exc:  # the same would be refused
+            await self.failures.denied(msg, ctx, exc, attempt)
             return
         except Exception as exc:
             if (refusal := plan_refusal(exc)) is not None:  # no retry: the plan is refused

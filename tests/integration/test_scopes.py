@@ -173,3 +173,35 @@ async def test_a_call_cannot_hand_on_more_than_the_hop_was_given(mesh: Mesh) -> 
     (denied,) = kinds(logged, "denied")
     assert (denied.event.agent, denied.event.key) == ("relay", "vault:write")
     assert kinds(logged, "call") == []
+
+
+async def test_a_call_the_policy_does_not_list_is_refused_before_sending(
+    mesh: Mesh, tmp_path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[roles.cli]\ningress = true\ncalls = ["relay"]\n'
+        '[roles.relay]\ncalls = []\n'
+        '[roles.vault]\nscopes = ["vault:read", "vault:write"]\n'
+    )
+    mesh.configure(policy_file=policy)
+    vault_agent, ran = vault()
+    await mesh.start_replicas(vault_agent)
+    await mesh.start_replicas(relay())
+    client = await mesh.ingress()
+    workflow = new_id()
+    with pytest.raises(CallFailed) as failed:
+        await client.request(
+            "relay",
+            Relay("vault:read"),
+            token=mesh.token("alice", scopes=["vault:read"]),
+            returns=Relayed,
+            workflow=workflow,
+        )
+    assert failed.value.error_type == "ScopeDenied"
+    assert ran == [], "nothing was sent to the vault"
+    logged = await mesh.wait_events(workflow, lambda got: bool(kinds(got, "failed")))
+    (denied,) = kinds(logged, "denied")
+    assert (denied.event.agent, denied.event.key) == ("relay", "call:vault")
+    assert denied.event.detail == "the policy lets relay call no role, not vault"
+    assert kinds(logged, "call") == []

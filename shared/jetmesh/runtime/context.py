@@ -71,7 +71,7 @@ class Context(ContextBase):
         into the mesh, like the tool gateway."""
         return self._mesh
 
-    def _tool_policy(self) -> Policy | None:
+    def _policy(self) -> Policy | None:
         from .tools import policy_of  # ctx.tool's module builds on this one
 
         return policy_of(self._mesh.settings.policy_file)

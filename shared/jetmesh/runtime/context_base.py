@@ -215,14 +215,21 @@ class ContextBase(abc.ABC):
             CallFailed: the agent answered with an error.
             PlanTooDeep, FanOutExceeded: the call would break ``max_call_depth`` or
                 ``max_fan_out``; it is not sent, and a ``call-refused`` event says so.
-            ScopeDenied: ``scopes`` names a scope not delegated to this hop; nothing is
-                sent, and a ``denied`` event says so.
+            ScopeDenied: ``scopes`` names a scope not delegated to this hop, or a loaded
+                policy does not list ``agent`` in this role's ``calls``; nothing is sent,
+                and a ``denied`` event says so.
         """
         preview = f"{self.task.step}/{agent}.{self._calls + 1}"
         refused = self.limits.check(preview, agent, self._sent + 1)
         if refused is not None:
             return PendingCall(
                 agent, refused.step, lambda _: self._refuse(agent, refused), refused=refused
+            )
+        if (not_called := self._not_in_calls(agent)) is not None:
+            return PendingCall(
+                agent,
+                preview,
+                lambda _: self._deny(f"call:{agent}", not_called, what=f"call {agent}"),
             )
         handoff = self._handoff(scopes, expires_in)
         if isinstance(handoff, str):
@@ -237,6 +244,17 @@ class ContextBase(abc.ABC):
             return self._call(agent, body, returns, step, timeout_s, handoff)
 
         return PendingCall(agent, step, start, timeout=timeout)
+
+    def _not_in_calls(self, agent: str) -> str | None:
+        """Why the policy (when one is loaded) does not let this role call ``agent``."""
+        policy = self._policy()
+        if policy is None or self.agent not in policy.roles:
+            return None
+        calls = policy.roles[self.agent].calls
+        if agent in calls:
+            return None
+        allowed = ", ".join(sorted(calls)) or "no role"
+        return f"the policy lets {self.agent} call {allowed}, not {agent}"
 
     def _handoff(self, scopes: Iterable[str] | None, expires_in: float | None) -> Handoff | str:
         """What a call hands on, or why it may not."""
@@ -393,16 +411,16 @@ class ContextBase(abc.ABC):
             name,
             args,
             returns=returns,
-            policy=self._tool_policy(),
+            policy=self._policy(),
             approval=approval,
             action=action,
             approval_timeout=approval_timeout or DEFAULT_APPROVAL_TIMEOUT_S,
             timeout=timeout,
         )
 
-    def _tool_policy(self) -> MeshPolicy | None:
-        """The policy ``tool`` checks before sending (None: none loaded; the gateway
-        checks anyway)."""
+    def _policy(self) -> MeshPolicy | None:
+        """The policy ``call`` and ``tool`` check before sending (None: none loaded; the
+        receivers, the gateway and the servers check anyway)."""
         return None
 
     async def emit(self, kind: str, detail: str = "") -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import signal
@@ -61,14 +62,49 @@ async def serve(agents: Sequence[Agent], settings: MeshSettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     models = Models(provider_from(settings), prices_from(settings))  # one per process
     replicas = [make_replica(a, settings, models) for a in agents]
-    for replica in replicas:
-        await replica.start()
-    print("ready: " + ", ".join(f"{r.agent.name}/{r.instance}" for r in replicas), flush=True)
     try:
+        if not await _start_unless_stopped(replicas, stop):
+            log.info("stopped while starting (servers not reached yet)")
+            return
+        print("ready: " + ", ".join(f"{r.agent.name}/{r.instance}" for r in replicas), flush=True)
         await stop.wait()
     finally:
-        await asyncio.gather(*(r.drain() for r in replicas))
+        await asyncio.gather(*(_drain(r) for r in replicas))
         await models.provider.aclose()
+
+
+async def _start_unless_stopped(replicas: Sequence[Replica], stop: asyncio.Event) -> bool:
+    """Start the replicas in turn; False if ``stop`` is set first (a SIGTERM while the
+    servers are still away: starting waits for them, reconnecting without end).
+
+    Raises:
+        ConfigError: a replica cannot start (its identity, its servers' refusal).
+    """
+
+    async def start_all() -> None:
+        for replica in replicas:
+            await replica.start()
+
+    starting = asyncio.ensure_future(start_all())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if starting.done():
+        starting.result()
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    return False
+
+
+async def _drain(replica: Replica) -> None:
+    try:
+        await replica.drain()
+    except Exception as exc:  # one that never finished starting has little to drain
+        log.debug("drain of %s: %s", replica.agent.name, exc)
 
 
 def run_forever(agents: Sequence[Agent], settings: MeshSettings | None = None) -> None:

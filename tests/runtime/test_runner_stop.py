@@ -1,0 +1,53 @@
+"""``jetmesh run`` stops on SIGTERM even while it is still waiting for its servers."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jetmesh import KeyStore, MeshSettings
+from jetmesh.embedded import free_port
+from jetmesh.processes import settings_env
+from tests.integration.harness import REPO_ROOT
+
+
+def test_sigterm_while_the_servers_are_away_stops_the_process(tmp_path: Path) -> None:
+    settings = MeshSettings(
+        state_dir=tmp_path / "state",
+        nats_url=f"nats://127.0.0.1:{free_port()}",  # nothing listens there
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    KeyStore(settings.resolved_keys_dir).init_root()
+    log = tmp_path / "run.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jetmesh.cli",
+                "run",
+                "tests.integration.agents_for_tests:counter",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=settings_env(settings),
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+    try:
+        time.sleep(2.0)  # importing, then reconnecting to a server that is not there
+        assert proc.poll() is None, log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        printed = proc.stdout.read()
+        proc.stdout.close()
+    assert b"ready:" not in printed
+    assert code == 0, log.read_text()[-2000:]

@@ -181,7 +181,7 @@ async def test_a_call_the_policy_does_not_list_is_refused_before_sending(
     policy = tmp_path / "policy.toml"
     policy.write_text(
         '[roles.cli]\ningress = true\ncalls = ["relay"]\n'
-        '[roles.relay]\ncalls = []\n'
+        "[roles.relay]\ncalls = []\n"
         '[roles.vault]\nscopes = ["vault:read", "vault:write"]\n'
     )
     mesh.configure(policy_file=policy)

@@ -28,10 +28,9 @@ from nats.js.kv import KeyValue
 from redis.asyncio import Redis
 
 from . import events as ev
-from ._exceptions import ConfigError, MeshTimeout, NotProvisioned, RejectedMessage
+from ._exceptions import ConfigError, MeshTimeout, RejectedMessage
 from .bus.connection import connect
 from .bus.publisher import StreamPublisher
-from .bus.streams import PROVISION_HINT, bind_registry, ensure_registry, ensure_streams
 from .bus.tracing import TRACEPARENT_HEADER, traceparent
 from .calls import PendingCalls, decode_reply
 from .credentials import Credentials, role_credentials
@@ -47,7 +46,7 @@ from .envelope import (
 from .envelope import now as clock
 from .identity.delegation import LinkSigner, digest, mint_link
 from .identity.keystore import Identity
-from .identity.revocation import Revocation, lookup_revocation, refuse_if_revoked
+from .identity.registry import KeyRegistry
 from .identity.signing import BatchSigner, Signer
 from .identity.tokens import mint_token
 from .identity.trust import TrustStore
@@ -96,11 +95,12 @@ class MeshClient:
         self.subjects = Subjects(settings.subject_prefix)
         self.signer = Signer(identity.key)
         self.batch_signer = BatchSigner(self.signer) if settings.batch_signing else None
+        self._keys = KeyRegistry(settings)
         self.trust = TrustStore(
             roots,
-            self._lookup_certificate,
+            self._keys.certificate,
             leeway_s=settings.clock_skew_s,
-            revocations=self._lookup_revocation,
+            revocations=self._keys.revocation,
         )
         self.verifier = Verifier(
             self.trust,
@@ -116,7 +116,6 @@ class MeshClient:
         self.pending = PendingCalls()
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
-        self._registry: KeyValue | None = None
         self._publisher: StreamPublisher | None = None
         self._redis: Redis | None = None
         self._closed = False
@@ -144,30 +143,15 @@ class MeshClient:
         )
         self._js = self._nc.jetstream()
         try:
-            if self.credentials.is_role:
-                self._registry = await bind_registry(self._js, self.settings)
-                await self._check_registered(self._registry)
-            else:
-                await ensure_streams(self._js, self.settings)
-                self._registry = await ensure_registry(self._js, self.settings)
-            await refuse_if_revoked(self._registry, self.name, self.identity.key.kid)
+            await self._keys.join(self._js, self.identity, as_role=self.credentials.is_role)
         except ConfigError:
             await self._nc.close()
             raise
-        if not self.credentials.is_role:
-            await self._registry.put(self.identity.key.kid, self.identity.certificate.encode())
         self._publisher = StreamPublisher(self._nc)
         await self._publisher.start()
         await self._nc.subscribe(self.reply_subject, cb=self._on_reply)
         await self._nc.flush()
         return self
-
-    async def _check_registered(self, registry: KeyValue) -> None:
-        if await self._lookup_certificate(self.identity.key.kid) is None:
-            raise NotProvisioned(
-                f"the certificate of {self.name} (key {self.identity.key.kid}) is not in the "
-                f"registry {self.settings.registry_bucket}; {PROVISION_HINT}"
-            )
 
     async def close(self) -> None:
         """Flush events, drain the connection, close Redis. Safe to call twice."""
@@ -229,23 +213,7 @@ class MeshClient:
     @property
     def registry(self) -> KeyValue:
         """The registry bucket: certificates by key id, and revocations."""
-        if self._registry is None:
-            raise ConfigError("MeshClient is not started")
-        return self._registry
-
-    async def _lookup_revocation(self, kid: str) -> Revocation | None:
-        if self._registry is None:
-            return None
-        return await lookup_revocation(self._registry, kid)
-
-    async def _lookup_certificate(self, kid: str) -> str | None:
-        if self._registry is None:
-            return None
-        try:
-            entry = await self._registry.get(kid)
-        except Exception:  # KeyNotFoundError and friends
-            return None
-        return entry.value.decode() if entry.value else None
+        return self._keys.bucket
 
     # -- building and sending --------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from .model import (
     load_policy,
     mesh_policy,
     parse_policy,
+    policy_of,
 )
 from .scopes import effective_scopes
 
@@ -37,5 +38,6 @@ __all__ = [
     "load_policy",
     "mesh_policy",
     "parse_policy",
+    "policy_of",
     "role_permissions",
 ]

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import tomllib
@@ -282,3 +283,24 @@ def mesh_policy(policy_file: Path | None) -> Policy:
         PolicyError: the file is missing, not TOML, or does not validate.
     """
     return load_policy(policy_file) if policy_file is not None else default_policy()
+
+
+@functools.lru_cache(maxsize=8)
+def _policy_at(path: Path, _changed: tuple[int, int]) -> Policy:
+    return load_policy(path)
+
+
+def policy_of(path: Path | None) -> Policy | None:
+    """The policy in ``path`` for a running process: read once, and again when the file
+    changes (its modification time or size); None without a path.
+
+    Raises:
+        PolicyError: the file is missing, not TOML, or does not validate.
+    """
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return load_policy(path)  # raises PolicyError naming the problem
+    return _policy_at(path, (st.st_mtime_ns, st.st_size))

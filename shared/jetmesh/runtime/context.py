@@ -16,7 +16,7 @@ from ..envelope import Envelope, ErrorBody, encode, type_name
 from ..identity.delegation import Delegation
 from ..identity.tokens import Caller
 from ..models import ModelReply, ModelRequest
-from ..policy.model import Policy
+from ..policy.model import Policy, policy_of
 from ..signals import ReceivedSignal, Signal, wait_signal
 from .context_base import ContextBase, Handoff, MemorySpace
 from .ledger import Recorded, StepLedger
@@ -72,8 +72,6 @@ class Context(ContextBase):
         return self._mesh
 
     def _policy(self) -> Policy | None:
-        from .tools import policy_of  # ctx.tool's module builds on this one
-
         return policy_of(self._mesh.settings.policy_file)
 
     def _memory_space(self) -> MemorySpace:

@@ -17,8 +17,6 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 from .._exceptions import (
     CallFailed,
@@ -28,7 +26,7 @@ from .._exceptions import (
     PlanTooDeep,
     ScopeDenied,
 )
-from ..policy.model import load_policy
+from ..policy.model import policy_of
 from ..settings import MeshSettings
 
 _DEFAULTS = MeshSettings.model_fields
@@ -56,8 +54,8 @@ class PlanLimits:
         """The settings' limits; with a policy file, ``max_call_depth`` is at most the
         policy's ``max_delegation_depth``."""
         depth = settings.max_call_depth
-        if settings.policy_file is not None:
-            depth = min(depth, _policy_depth(settings.policy_file))
+        if (policy := policy_of(settings.policy_file)) is not None:
+            depth = min(depth, policy.max_delegation_depth)
         return cls(depth, settings.max_fan_out)
 
     def check(self, callee: str, agent: str, calls: int) -> PlanLimitExceeded | None:
@@ -90,12 +88,6 @@ class PlanLimits:
             step=step,
             limit=self.max_call_depth,
         )
-
-
-@lru_cache(maxsize=8)
-def _policy_depth(path: Path) -> int:
-    """The policy's ``max_delegation_depth`` (read once per process and file)."""
-    return load_policy(path).max_delegation_depth
 
 
 def plan_refusal(exc: BaseException) -> tuple[str, str, str] | None:

@@ -23,8 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -46,7 +44,7 @@ from .._exceptions import (
     ToolScopeDenied,
     UnknownTool,
 )
-from ..policy.model import Policy, load_policy
+from ..policy.model import Policy
 from ..tools.wire import TOOLGATE, ToolApprovalAsk, ToolRequest, ToolResult, args_digest
 
 if TYPE_CHECKING:
@@ -74,26 +72,6 @@ REFUSALS: dict[str, type[ToolRefused]] = {
     )
 }
 """The gateway's refusal codes and the exception each raises in the agent."""
-
-
-@functools.lru_cache(maxsize=8)
-def _policy_at(path: Path, _changed: tuple[int, int]) -> Policy:
-    return load_policy(path)
-
-
-def policy_of(path: Path | None) -> Policy | None:
-    """The policy in ``path``, read again when the file changes (None without a path).
-
-    Raises:
-        PolicyError: the file is missing, not TOML, or does not validate.
-    """
-    if path is None:
-        return None
-    try:
-        st = path.stat()
-    except OSError:
-        return load_policy(path)  # raises PolicyError naming the problem
-    return _policy_at(path, (st.st_mtime_ns, st.st_size))
 
 
 async def call_tool(

@@ -188,13 +188,11 @@ class TrustStore:
             return cached
         kid = link_key_id(text)
         cert, verify_key = await self.certificate(kid, at=at)
-        link = decode_link(text, kid, verify_key)
-        if link.by != cert.name:
-            raise BadDelegation(f"a link naming {link.by} is signed with {cert.name}'s key")
-        self._links[text] = (link, cert.ingress)
+        verified = _owned(decode_link(text, kid, verify_key), cert)
+        self._links[text] = verified
         if len(self._links) > self._cache_size:
             self._links.popitem(last=False)
-        return link, cert.ingress
+        return verified
 
     async def delegation(
         self, task: Envelope, caller: Caller, *, signer: Certificate, at: float | None = None
@@ -216,12 +214,7 @@ class TrustStore:
             last = task.chain[-1]
             kid = link_key_id(last)
             if kid == signer.kid:
-                link = read_link(last, kid)
-                if link.by != signer.name:
-                    raise BadDelegation(
-                        f"a link naming {link.by} is signed with {signer.name}'s key"
-                    )
-                verified.append((link, signer.ingress))
+                verified.append(_owned(read_link(last, kid), signer))
             else:
                 verified.append(await self.link(last, at=at))
         return check_chain(
@@ -238,3 +231,14 @@ class TrustStore:
             at=time.time() if at is None else at,
             leeway_s=self._leeway,
         )
+
+
+def _owned(link: Link, cert: Certificate) -> tuple[Link, bool]:
+    """``link`` and whether its signer is an ingress, if it names its signing key's owner.
+
+    Raises:
+        BadDelegation: the link names another role.
+    """
+    if link.by != cert.name:
+        raise BadDelegation(f"a link naming {link.by} is signed with {cert.name}'s key")
+    return link, cert.ingress

@@ -23,6 +23,10 @@ Every error jetmesh raises derives from :class:`MeshError`::
     │   ├── Misaddressed              subject does not match ``to``, or sender not allowed there
     │   ├── Stale                     ``created`` too old or in the future
     │   ├── Replayed                  an envelope id seen before
+    │   ├── ForgedReply               a reply not signed by the role called, or not for that
+    │   │                             call (workflow, step, call id)
+    │   ├── SignalRefused             a signal from a signer the wait does not accept, or
+    │   │                             bound to another step
     │   ├── InvalidToken              caller token missing, forged or not from an ingress
     │   │   └── ExpiredToken          caller token (or a delegation link) expired
     │   ├── BadDelegation             chain missing, broken, spliced, or not from an ingress
@@ -34,7 +38,8 @@ Every error jetmesh raises derives from :class:`MeshError`::
     ├── MemoryRefused                 working memory refused a write
     │   ├── MemoryConflict            the value changed since it was read (compare-and-set)
     │   ├── MemoryTooLarge            the value is over the size limit
-    │   └── MemoryDenied              Redis refused the role a key outside its patterns
+    │   ├── MemoryDenied              Redis refused the role a key outside its patterns
+    │   └── MemoryFull                Redis is at its ``maxmemory`` and refused a write
     ├── EffectInDoubt                 a side effect was started and its outcome is unknown
     ├── ScopeDenied                   a hop asked for a scope outside caller ∩ agent grant
     ├── ToolRefused                   a tool call not carried out; ``reason`` is a stable code
@@ -184,6 +189,20 @@ class Replayed(RejectedMessage):
     code = "replayed"
 
 
+class ForgedReply(RejectedMessage):
+    """A reply that is not the called role's answer to that call: signed by another role,
+    or for another workflow or step than the task it names as its parent."""
+
+    code = "forged-reply"
+
+
+class SignalRefused(RejectedMessage):
+    """A signal a waiting step does not take: signed by a role the wait does not accept
+    signals from (ingresses only, by default), or bound to another step."""
+
+    code = "signal-refused"
+
+
 class InvalidToken(RejectedMessage):
     code = "invalid-token"
 
@@ -278,6 +297,25 @@ class MemoryDenied(MemoryRefused):
     """
 
     reason = "memory-denied"
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"{self.reason}: {detail}")
+        self.key = key
+        self.detail = detail
+
+
+class MemoryFull(MemoryRefused):
+    """Redis is at its memory limit (``maxmemory``, policy ``noeviction``: nothing jetmesh
+    keeps is dropped to make room) and refused a write (``OOM``). The step fails and is
+    retried with the task's backoff: keys expire, or the operator raises the limit.
+
+    Attributes:
+        key: the Redis key written.
+        reason: ``memory-full``.
+        detail: what was refused, and Redis's answer.
+    """
+
+    reason = "memory-full"
 
     def __init__(self, key: str, detail: str) -> None:
         super().__init__(f"{self.reason}: {detail}")

@@ -1,12 +1,21 @@
 """Calls awaiting their replies, keyed by the id of the task that was sent, and what a
-reply decodes to."""
+reply decodes to.
+
+A reply answers a call only when it is the called role's answer to that call: its verified
+signer is the role the task was sent to, and it names the task as its parent, in the same
+workflow and step. Anything else that names a waiting call as its parent is refused
+(:class:`~jetmesh.ForgedReply`) and leaves the call waiting for its real reply: a role
+that may answer this caller (it is called by it for other steps) cannot answer the
+caller's calls to other roles.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import TypeVar
 
-from ._exceptions import CallFailed
+from ._exceptions import CallFailed, ForgedReply
 from .envelope import Envelope, ErrorBody, decode_body
 
 T = TypeVar("T")
@@ -25,33 +34,61 @@ def decode_reply(agent: str, reply: Envelope, returns: type[T]) -> T:
     return decode_body(reply, returns)
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A call in flight: who may answer it, for what, and the future its reply resolves."""
+
+    callee: str
+    workflow: str
+    step: str
+    future: asyncio.Future[Envelope]
+
+
 class PendingCalls:
     """Futures of calls in flight in one process; a reply resolves the one it answers."""
 
     def __init__(self) -> None:
-        self._waiting: dict[str, asyncio.Future[Envelope]] = {}
+        self._waiting: dict[str, _Call] = {}
 
-    def expect(self, task_id: str) -> asyncio.Future[Envelope]:
+    def expect(self, task: Envelope) -> asyncio.Future[Envelope]:
+        """Wait for the reply to ``task`` (sent to ``task.to``)."""
         future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        self._waiting[task_id] = future
+        self._waiting[task.id] = _Call(task.to, task.workflow, task.step, future)
         return future
 
     def forget(self, task_id: str) -> None:
         self._waiting.pop(task_id, None)
 
-    def resolve(self, reply: Envelope) -> bool:
-        """Hand ``reply`` to the call it answers; False if nobody waits for it (late reply)."""
-        future = self._waiting.pop(reply.parent or "", None)
-        if future is None or future.done():
+    def resolve(self, reply: Envelope, signer: str) -> bool:
+        """Hand ``reply``, verified as signed by ``signer``'s key, to the call it answers;
+        False if nobody waits for it (a late reply).
+
+        Raises:
+            ForgedReply: it names a waiting call as its parent but is not that call's
+                answer (another signer, workflow or step); the call keeps waiting.
+        """
+        call = self._waiting.get(reply.parent or "")
+        if call is None or call.future.done():
             return False
-        future.set_result(reply)
+        if signer != call.callee:
+            raise ForgedReply(
+                f"reply to call {reply.parent} ({call.callee}, step {call.step!r}) "
+                f"signed by {signer}"
+            )
+        if reply.workflow != call.workflow or reply.step != call.step:
+            raise ForgedReply(
+                f"reply to call {reply.parent} of workflow {call.workflow} step "
+                f"{call.step!r} names workflow {reply.workflow} step {reply.step!r}"
+            )
+        del self._waiting[reply.parent or ""]
+        call.future.set_result(reply)
         return True
 
     def __len__(self) -> int:
         return len(self._waiting)
 
     def cancel_all(self) -> None:
-        for future in self._waiting.values():
-            if not future.done():
-                future.cancel()
+        for call in self._waiting.values():
+            if not call.future.done():
+                call.future.cancel()
         self._waiting.clear()

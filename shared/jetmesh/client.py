@@ -28,7 +28,7 @@ from nats.js.kv import KeyValue
 from redis.asyncio import Redis
 
 from . import events as ev
-from ._exceptions import ConfigError, MeshTimeout, RejectedMessage
+from ._exceptions import ConfigError, ForgedReply, MeshTimeout, RejectedMessage
 from .bus.connection import connect
 from .bus.publisher import StreamPublisher
 from .bus.tracing import TRACEPARENT_HEADER, traceparent
@@ -56,7 +56,7 @@ from .memory.connection import connect as connect_redis
 from .refusals import reject
 from .runtime.limits import PlanLimits
 from .settings import MeshSettings
-from .signals import send_signal
+from .signals import send_signal, waiting_step
 from .subjects import Subjects
 
 log = logging.getLogger("jetmesh.client")
@@ -417,7 +417,7 @@ class MeshClient:
             type_=type_,
             chain=chain,
         )
-        future = self.pending.expect(task.id)
+        future = self.pending.expect(task)
         try:
             async with asyncio.timeout(timeout):
                 await self.send_task(task)
@@ -438,8 +438,15 @@ class MeshClient:
             except Exception as dl_exc:  # a reply is not redelivered: say so loudly
                 log.error("refused reply on %s not dead-lettered: %s", msg.subject, dl_exc)
             return
-        if not self.pending.resolve(verified.envelope):
-            log.debug("late or unexpected reply %s", verified.envelope.id)
+        try:
+            if not self.pending.resolve(verified.envelope, verified.certificate.name):
+                log.debug("late or unexpected reply %s", verified.envelope.id)
+        except ForgedReply as exc:
+            exc.envelope = verified.envelope  # type: ignore[attr-defined]
+            try:
+                await reject(self, msg.subject, msg.data, msg.headers, exc)
+            except Exception as dl_exc:
+                log.error("forged reply on %s not dead-lettered: %s", msg.subject, dl_exc)
 
     # -- ingress ---------------------------------------------------------------------------
 
@@ -466,15 +473,25 @@ class MeshClient:
             ttl_s=ttl_s if ttl_s is not None else self.settings.token_ttl_s,
         )
 
-    async def signal(self, workflow: str, name: str, value: Any, *, token: str) -> None:
-        """Send signal ``name`` with ``value`` to ``workflow``, for the caller of ``token``;
-        a step waiting in ``ctx.wait_for(name)`` gets it (see :mod:`jetmesh.signals`).
+    async def signal(
+        self, workflow: str, name: str, value: Any, *, token: str, step: str | None = None
+    ) -> None:
+        """Send signal ``name`` with ``value`` to the step of ``workflow`` that waits for it
+        (``ctx.wait_for(name)``), for the caller of ``token`` (see :mod:`jetmesh.signals`).
+
+        Args:
+            step: the waiting task's step key; by default the one step whose ``waiting``
+                event for ``name`` is in the log (a signal sent before its step waits
+                must name the step).
 
         Raises:
             InvalidToken: ``token`` is not a valid caller token.
+            ConfigError: ``step`` is not given and not exactly one step waits for ``name``.
             PublishFailed: the stream did not store it.
         """
-        await send_signal(self, workflow, name, value, token=token)
+        if step is None:
+            step = await waiting_step(self, workflow, name)
+        await send_signal(self, workflow, name, value, token=token, step=step)
 
     async def request(
         self,

@@ -151,6 +151,15 @@ async def _verify_event(mesh: MeshClient, stored: Stored) -> LoggedEvent:
             decode_body(env, ev.Event), env.workflow, env.sender, False, problem=exc.reason
         )
     body = decode_body(verified.envelope, ev.Event)
+    signer = verified.certificate.name
+    if body.agent != signer:  # the signer is who said it, whatever the body claims
+        return LoggedEvent(
+            body,
+            verified.envelope.workflow,
+            signer,
+            False,
+            problem=f"forged: signed by {signer}, names {body.agent}",
+        )
     caller = verified.caller.subject if verified.caller else ""
     return LoggedEvent(
         body,
@@ -186,8 +195,10 @@ def build_tree(events: list[LoggedEvent]) -> list[TaskNode]:
             roots.append(node)
             continue
         if key not in nodes:
-            nodes[key] = TaskNode(task=key, parent=e.parent, agent=e.agent, step=e.step)
+            nodes[key] = TaskNode(task=key, parent=e.parent, agent="", step=e.step)
         _apply(nodes[key], logged)
+    for node in nodes.values():
+        _check_called(node, nodes.get(node.parent or ""))
     for node in nodes.values():
         caused_by = nodes.get(node.parent or "")
         if caused_by is not None:
@@ -218,10 +229,48 @@ def total_usage(roots: list[TaskNode]) -> ModelUsage:
     return total
 
 
+_RAN = frozenset({ev.STARTED, ev.COMPLETED})
+
+
+def _check_called(node: TaskNode, caller: TaskNode | None) -> None:
+    """A hop that ran is shown as verified only if the task that caused it logged the
+    call (its step and its target): events cannot add a hop nobody asked for."""
+    if caller is None or not any(e.event.kind in _RAN for e in node.events):
+        return
+    called = any(
+        e.verified
+        and e.event.kind == ev.CALL
+        and e.event.callee_step == node.step
+        and e.event.target == node.agent
+        for e in caller.events
+    )
+    if not called:
+        node.verified = False
+        node.detail = node.detail or (
+            f"forged: {caller.agent} logged no call to {node.agent} at step {node.step}"
+        )
+
+
 def _apply(node: TaskNode, logged: LoggedEvent) -> None:
+    """Add ``logged`` to ``node``. The node belongs to the signer of its first verified
+    event; an event signed by anyone else, or not verified, is kept (shown as forged or
+    unverified) but changes nothing: not the status, not the usage, not the notes."""
     e = logged.event
+    if logged.verified and not node.agent:
+        node.agent = logged.signer
+    if logged.verified and logged.signer != node.agent:
+        logged = LoggedEvent(
+            e,
+            logged.workflow,
+            logged.signer,
+            False,
+            problem=f"forged: signed by {logged.signer} in {node.agent}'s task",
+        )
     node.events.append(logged)
     node.verified = node.verified and logged.verified
+    if not logged.verified:
+        node.agent = node.agent or e.agent
+        return
     node.caller = node.caller or logged.caller or e.caller
     if e.kind == ev.STARTED:
         node.attempts = max(node.attempts, e.attempt)

@@ -10,6 +10,17 @@ began waiting (or while its replica was dead) counts; the task stays alive with 
 replica's in-progress acks; and a re-run after a crash finds the signal in the log and the
 wait's start in the step ledger, so its timeout is not restarted.
 
+Who may signal: a signal is bound to one waiting step (its ``step``, the waiting task's
+step key) in one workflow (its subject and envelope), under one name (its ``key``), and a
+wait takes it only from a signer it accepts: any ingress (the CLI, a gateway: what acts
+for a person) by default, or the roles named in ``ctx.wait_for(..., senders=...)``. The
+signer is the verified certificate's owner, never a field of the event. A signal by any
+other signer is refused (:class:`~jetmesh.SignalRefused`: a dead letter and a
+``rejected`` event) and the step waits on; a compromised agent that read a person's
+caller token in the log cannot approve, deny or block with it. The first accepted signal
+decides: the same signal stored again cannot change what the step got, and a signal for
+another step is never taken by this one.
+
 Example:
     >>> await client.signal(workflow, "approval", Approval(ok=True), token=token)  # doctest: +SKIP
     >>> got = await ctx.wait_for("approval", returns=Approval, timeout=3600)     # doctest: +SKIP
@@ -20,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -27,12 +39,15 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import msgspec
 
 from . import events as ev
-from ._exceptions import PublishFailed, RejectedMessage, SignalTimeout
-from .bus.direct import next_stored
+from ._exceptions import ConfigError, PublishFailed, RejectedMessage, SignalRefused, SignalTimeout
+from .bus.direct import Stored, next_stored, read_from
 from .envelope import decode_body, type_name
+from .refusals import reject
 
 if TYPE_CHECKING:
     from .client import MeshClient
+
+log = logging.getLogger("jetmesh.signals")
 
 T = TypeVar("T")
 
@@ -76,10 +91,39 @@ class ReceivedSignal(msgspec.Struct, frozen=True):
         return Signal(name=name, value=value, sender=self.sender, caller=self.caller, at=self.at)
 
 
+async def waiting_step(mesh: MeshClient, workflow: str, name: str) -> str:
+    """The step of ``workflow`` that waits (or waited) for signal ``name``, from the
+    verified ``waiting`` events of its log.
+
+    Raises:
+        ConfigError: no step, or more than one, waits for ``name``: name the step.
+    """
+    steps: set[str] = set()
+    subject = mesh.subjects.event(workflow, ev.WAITING)
+    async for stored in read_from(mesh.js, mesh.settings.events_stream, subject):
+        try:
+            verified = await mesh.verifier.verify(
+                stored.subject, stored.data, stored.headers, stored_at=stored.stored_at, audit=True
+            )
+            event = decode_body(verified.envelope, ev.Event)
+        except RejectedMessage:
+            continue
+        if event.key == name and event.agent == verified.certificate.name:
+            steps.add(event.step)
+    if len(steps) != 1:
+        found = ", ".join(sorted(steps)) or "none yet"
+        raise ConfigError(
+            f"signal {name!r} of workflow {workflow}: name the waiting step "
+            f"(steps waiting for it: {found})"
+        )
+    return steps.pop()
+
+
 async def send_signal(
-    mesh: MeshClient, workflow: str, name: str, value: Any, *, token: str
+    mesh: MeshClient, workflow: str, name: str, value: Any, *, token: str, step: str
 ) -> None:
-    """Store signal ``name`` with ``value`` in ``workflow``'s log; returns once stored.
+    """Store signal ``name`` with ``value`` for the waiting ``step`` in ``workflow``'s
+    log; returns once stored.
 
     Raises:
         InvalidToken: ``token`` is not a valid caller token.
@@ -93,6 +137,7 @@ async def send_signal(
         at=time.time(),
         instance=mesh.instance,
         key=name,
+        step=step,
         caller=caller.subject,
         body=ev.EventPayload(
             type="" if isinstance(value, msgspec.Raw) else type_name(type(value)), value=raw
@@ -114,14 +159,26 @@ most four direct gets a second per waiting step."""
 
 
 async def wait_signal(
-    mesh: MeshClient, workflow: str, name: str, returns: type[T], *, deadline: float
+    mesh: MeshClient,
+    workflow: str,
+    name: str,
+    returns: type[T],
+    *,
+    deadline: float,
+    step: str,
+    senders: frozenset[str] | None = None,
 ) -> Signal[T]:
-    """The first verified signal ``name`` of ``workflow`` stored before ``deadline`` (Unix
-    time), sent before or after this call, waiting until ``deadline``.
+    """The first signal ``name`` for ``step`` of ``workflow`` stored before ``deadline``
+    (Unix time) by an accepted signer, sent before or after this call, waiting until
+    ``deadline``.
 
+    Accepted signers: the roles in ``senders``, or any ingress when it is None. A signal
+    for this step by another signer is refused and audited (dead letter and ``rejected``
+    event, once per stored signal thanks to the dead letter's id) and does not count.
     Signals that fail verification are skipped (they were audited when refused elsewhere;
-    here they simply do not count). A wait that starts after ``deadline`` (a re-run whose
-    replica died near the end of the wait) still reads what was stored before it.
+    here they simply do not count), and so are signals for other steps. A wait that
+    starts after ``deadline`` (a re-run whose replica died near the end of the wait) still
+    reads what was stored before it.
 
     Raises:
         SignalTimeout: none was stored before ``deadline``.
@@ -146,7 +203,13 @@ async def wait_signal(
                 stored.subject, stored.data, stored.headers, stored_at=stored.stored_at, audit=True
             )
             event = decode_body(verified.envelope, ev.Event)
-            if event.kind != ev.SIGNAL or event.key != name or event.body is None:
+            if event.kind != ev.SIGNAL or event.key != name or event.step != step:
+                continue
+            signer = verified.certificate
+            if not (signer.name in senders if senders is not None else signer.ingress):
+                await _refuse(mesh, stored, verified.envelope, step, signer.name, senders)
+                continue
+            if event.body is None:
                 continue
             value = msgspec.json.decode(event.body.value, type=returns)
         except (RejectedMessage, msgspec.DecodeError, msgspec.ValidationError):
@@ -158,3 +221,20 @@ async def wait_signal(
             caller=verified.caller.subject if verified.caller else "",
             at=event.at,
         )
+
+
+async def _refuse(
+    mesh: MeshClient,
+    stored: Stored,
+    envelope: Any,
+    step: str,
+    signer: str,
+    senders: frozenset[str] | None,
+) -> None:
+    accepts = ", ".join(sorted(senders)) if senders is not None else "an ingress"
+    exc = SignalRefused(f"signal for step {step!r} signed by {signer}; the wait accepts {accepts}")
+    exc.envelope = envelope  # type: ignore[attr-defined]
+    try:
+        await reject(mesh, stored.subject, stored.data, stored.headers, exc)
+    except Exception as dl_exc:  # the wait goes on; the signal does not count either way
+        log.error("refused signal in %s not dead-lettered: %s", envelope.workflow, dl_exc)

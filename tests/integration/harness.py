@@ -251,10 +251,15 @@ class Mesh:
         kv = await (await self.ingress()).js.key_value(self.settings.registry_bucket)
         await kv.put(kid, certificate.encode())
 
-    def expect_reply(self, envelope: Envelope) -> asyncio.Future[Envelope]:
-        """A future for the reply to ``envelope`` (register it before publishing)."""
+    def expect_reply(
+        self, envelope: Envelope, *, answered_by: str | None = None
+    ) -> asyncio.Future[Envelope]:
+        """A future for the reply to ``envelope`` (register it before publishing), signed
+        by its addressee or by ``answered_by`` (a role it was sent to by mistake)."""
         assert self._client is not None, "await mesh.ingress() first"
-        return self._client.pending.expect(envelope.id)
+        if answered_by is not None:
+            envelope = msgspec.structs.replace(envelope, to=answered_by)
+        return self._client.pending.expect(envelope)
 
     # -- reading back ----------------------------------------------------------------------
 

@@ -228,7 +228,7 @@ async def test_misaddressed(mesh: Mesh, echo: EchoAgent, variant: str) -> None:
     }[variant]
     sealed = mesh.seal(Echo("lost"), token=token, **changes)
     attacker = await mesh.attacker()
-    refusal = mesh.expect_reply(sealed.envelope)
+    refusal = mesh.expect_reply(sealed.envelope, answered_by="echo")
     await attacker.publish(subject, sealed.data, sealed.headers)
     if variant == "to-other-agent":
         await assert_error_reply(refusal, "misaddressed")

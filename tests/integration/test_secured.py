@@ -60,7 +60,9 @@ async def test_signal_wait_and_event_tree_read_by_direct_gets(secured: SecuredMe
         )
     )
     await asyncio.sleep(0.3)  # the step waits, polling the log
-    await cli.signal(workflow, "approval", Approval(ok=True), token=cli.mint_token("bob"))
+    await cli.signal(
+        workflow, "approval", Approval(ok=True), token=cli.mint_token("bob"), step="approver"
+    )
     assert await asyncio.wait_for(asked, 5) == Decision(True, "bob")
 
     (root,) = build_tree(await read_settled(cli, workflow))  # as the cli ingress

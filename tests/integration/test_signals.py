@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from jetmesh import Event, EventPayload, PublishFailed, SignalTimeout
+from jetmesh import ConfigError, Event, EventPayload, PublishFailed, SignalTimeout
 from jetmesh.envelope import new_id
 from jetmesh.identity.keys import KeyPair
 from jetmesh.memory import keys
@@ -44,7 +44,9 @@ async def test_a_waiting_step_goes_on_when_its_signal_comes(mesh: Mesh) -> None:
     decision = ask(mesh, client, workflow)
     await mesh.wait_events(workflow, lambda got: bool(kinds(got, "waiting")))
     assert not decision.done()
-    await client.signal(workflow, "other", Approval(False), token=mesh.token("eve"))
+    await client.signal(
+        workflow, "other", Approval(False), token=mesh.token("eve"), step="approver"
+    )
     await client.signal(workflow, "approval", Approval(True), token=mesh.token("bob"))
     assert await decision == Decision(True, "bob"), "the signal named approval, from bob"
     logged = await mesh.wait_events(workflow, lambda got: bool(kinds(got, "signalled")))
@@ -63,7 +65,11 @@ async def test_a_signal_sent_before_the_wait_counts(mesh: Mesh) -> None:
     await mesh.start_replicas(approver)
     client = await mesh.ingress()
     workflow = new_id()
-    await client.signal(workflow, "approval", Approval(False), token=mesh.token("bob"))
+    with pytest.raises(ConfigError, match="name the waiting step"):  # nobody waits yet
+        await client.signal(workflow, "approval", Approval(False), token=mesh.token("bob"))
+    await client.signal(
+        workflow, "approval", Approval(False), token=mesh.token("bob"), step="approver"
+    )
     assert await ask(mesh, client, workflow) == Decision(False, "bob")
 
 
@@ -79,12 +85,12 @@ async def test_a_signal_stored_in_time_counts_when_read_after_the_deadline(mesh:
     client = await mesh.ingress()
     workflow = new_id()
     before = time.time() - 1.0
-    await client.signal(workflow, "approval", Approval(True), token=mesh.token("bob"))
+    await client.signal(workflow, "approval", Approval(True), token=mesh.token("bob"), step="s")
     in_time = time.time()
-    got = await wait_signal(client, workflow, "approval", Approval, deadline=in_time)
+    got = await wait_signal(client, workflow, "approval", Approval, deadline=in_time, step="s")
     assert (got.value, got.caller) == (Approval(True), "bob")
     with pytest.raises(SignalTimeout):
-        await wait_signal(client, workflow, "approval", Approval, deadline=before)
+        await wait_signal(client, workflow, "approval", Approval, deadline=before, step="s")
 
 
 async def test_a_forged_signal_does_not_count(mesh: Mesh) -> None:
@@ -150,7 +156,7 @@ async def test_jetmesh_signal_approves_from_the_command_line(mesh: Mesh) -> None
     workflow = new_id()
     decision = ask(mesh, client, workflow)
     code, out, err = await jetmesh(
-        mesh, "signal", workflow, "approval", '{"ok": true}', "--as", "bob"
+        mesh, "signal", workflow, "approval", '{"ok": true}', "--as", "bob", "--step", "approver"
     )
     assert code == 0, err
     assert f"signal approval sent to workflow {workflow}" in out
@@ -164,4 +170,4 @@ async def test_a_signal_too_large_to_store_is_refused_to_its_sender(mesh: Mesh) 
     client = await mesh.ingress()
     huge = "x" * (mesh.settings.max_payload_bytes + 1)
     with pytest.raises(PublishFailed, match="payload over"):
-        await client.signal(new_id(), "approval", huge, token=mesh.token("bob"))
+        await client.signal(new_id(), "approval", huge, token=mesh.token("bob"), step="s")

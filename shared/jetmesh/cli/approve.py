@@ -44,7 +44,7 @@ async def decide(
     A tool call's approval (``ctx.tool``) gets an approval token for the caller of
     ``token``, bound to the tool, its args' digest, the workflow and the step; what was
     decided is appended to ``told``, when given."""
-    logged = await read_events(mesh, workflow)
+    logged = [e for e in await read_events(mesh, workflow) if e.verified]  # forged: not asked
     asked = [e.event for e in logged if e.event.kind == APPROVAL_REQUESTED]
     if not any(e.callee_step == step for e in asked):
         pending = ", ".join(sorted({e.callee_step for e in asked})) or "none"
@@ -55,8 +55,9 @@ async def decide(
     if done:
         last = done[-1].event
         return f"step {step} is {_DECIDED[last.kind]} already ({last.detail})"
+    request = next(e for e in asked if e.callee_step == step)
     try:
-        ask = tool_ask(next(e for e in asked if e.callee_step == step))
+        ask = tool_ask(request)
     except ValueError as exc:
         return str(exc)
     if ask is not None:
@@ -67,7 +68,7 @@ async def decide(
                 mesh, ask, workflow=workflow, step=step, person_token=token
             )
             verdict = msgspec.structs.replace(verdict, approval=minted)
-    await mesh.signal(workflow, approval_signal(step), verdict, token=token)
+    await mesh.signal(workflow, approval_signal(step), verdict, token=token, step=request.step)
     return ""
 
 

@@ -17,6 +17,9 @@ def signal(
     tenant: str = typer.Option("default", help="caller tenant"),
     scope: list[str] = typer.Option([], help="caller scope (repeatable)"),
     token: str = typer.Option("", help="use this caller token instead of minting one"),
+    step: str = typer.Option(
+        "", help="the waiting task's step (default: the one step whose waiting event names NAME)"
+    ),
 ) -> None:
     """Store signal NAME with BODY in WORKFLOW's log, signed, for the caller (--as or
     --token). A step waiting for it goes on; one that waits later finds it there."""
@@ -28,7 +31,7 @@ def signal(
     async def go() -> None:
         async with cli_client(settings()) as mesh:
             tok = token or mesh.mint_token(caller, tenant=tenant, scopes=scope)
-            await mesh.signal(workflow, name, raw, token=tok)
+            await mesh.signal(workflow, name, raw, token=tok, step=step or None)
 
     run_async(go())
     console.print(f"signal {name} sent to workflow {workflow}")

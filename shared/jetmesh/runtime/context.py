@@ -201,7 +201,14 @@ class Context(ContextBase):
         )
         return result
 
-    async def wait_for(self, name: str, *, returns: type[T], timeout: float) -> Signal[T]:
+    async def wait_for(
+        self,
+        name: str,
+        *,
+        returns: type[T],
+        timeout: float,
+        senders: Iterable[str] | None = None,
+    ) -> Signal[T]:
         """Wait for the signal ``name`` sent to this workflow (``jetmesh signal``,
         :meth:`MeshClient.signal`): a person's approval, an outside system's callback.
 
@@ -209,6 +216,10 @@ class Context(ContextBase):
         the task is kept alive with in-progress acks, and if this replica dies the re-run
         finds the signal in the workflow's log and the wait's start in the step ledger,
         so ``timeout`` (seconds) counts from the first time this step waited.
+
+        Only a signal for this step, signed by an ingress (what acts for a person: the
+        CLI, a gateway) or by one of ``senders`` when given, counts; one by another role
+        is refused, audited, and the step waits on (see :mod:`jetmesh.signals`).
 
         Raises:
             SignalTimeout: no signal ``name`` within ``timeout``.
@@ -221,7 +232,13 @@ class Context(ContextBase):
         )
         await self.emit_event(ev.WAITING, key=name, detail=f"up to {timeout:g} s")
         signal = await wait_signal(
-            self._mesh, self.workflow, name, returns, deadline=started + timeout
+            self._mesh,
+            self.workflow,
+            name,
+            returns,
+            deadline=started + timeout,
+            step=self.task.step,
+            senders=None if senders is None else frozenset(senders),
         )
         received = ReceivedSignal.of(signal)
         await self.emit_event(

@@ -11,6 +11,8 @@ Every error jetmesh raises derives from :class:`MeshError`::
     ├── MeshTimeout (+ TimeoutError)  a call's deadline passed
     ├── CallFailed                    the called agent answered with an error
     ├── PublishFailed                 the stream refused a message, or no stream takes it
+    ├── RedriveRefused                a dead letter whose task does not verify as the
+    │                                 original of the role it is filed for; nothing sent
     ├── RejectedMessage               a message failed verification; ``reason`` is a stable code
     │   ├── Oversized                 body over ``max_payload_bytes``
     │   ├── Unsigned                  no signature headers, or an unknown scheme
@@ -122,6 +124,27 @@ class CallFailed(MeshError):
 
 class PublishFailed(MeshError):
     """The stream refused a message (or no stream takes its subject)."""
+
+
+class RedriveRefused(MeshError):
+    """A dead letter that ``jetmesh dlq redrive`` will not send again: its task does not
+    verify as one sent to the role whose dead-letter subject holds it (the signature with
+    the kept headers, the signer as sender, the addressee, the chain and caller token), or
+    the ingress that redrives may not send to that role. Nothing is sent; a
+    ``redrive-refused`` event records it.
+
+    Attributes:
+        seq: the dead letter's sequence number.
+        reason: a stable code: the verification's (``bad-signature``, ``misaddressed``,
+            ...), ``not-a-task``, ``misfiled`` or ``not-permitted``.
+        detail: what did not hold.
+    """
+
+    def __init__(self, seq: int, reason: str, detail: str) -> None:
+        super().__init__(f"dead letter {seq} not sent: {reason}: {detail}")
+        self.seq = seq
+        self.reason = reason
+        self.detail = detail
 
 
 class RejectedMessage(MeshError):

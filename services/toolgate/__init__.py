@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from jetmesh import Agent, Credentials, MeshSettings, Toolgate, ToolRegistry
+from jetmesh.identity.keys import write_secret
 from jetmesh.policy import Policy, mesh_policy
 from jetmesh.tools import TOOLGATE
 from services.support.systems import Desk
@@ -46,13 +47,11 @@ def build(
 
 
 def write_secrets(path: Path, tools: Iterable[str] = ("refund", "handoff")) -> Path:
-    """Write a secrets file (``0600``) with a fresh random credential per tool, for a demo
-    or a benchmark on the desk's stand-ins (which accept any credential)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.chmod(0o600)
+    """Write a secrets file (``0600`` in a ``0700`` directory, never through a planted file
+    or link) with a fresh random credential per tool, for a demo or a benchmark on the
+    desk's stand-ins (which accept any credential)."""
     lines = [f'{tool} = "demo-{tool}-{secrets.token_hex(12)}"' for tool in tools]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_secret(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -4,6 +4,13 @@ An envelope is a frozen msgspec Struct encoded as JSON. Its ``body`` stays raw J
 the receiver has verified the signature and knows the handler's input type, so a message is
 never decoded into user types before it is trusted.
 
+An envelope whose object names a field twice is malformed: JSON parsers disagree on which
+value wins (msgspec and Python keep the last, others the first), so two receivers in two
+languages could act on two different messages under one signature. The check covers the
+envelope's own object, where every field the mesh acts on lives (the other fields are
+strings, numbers and lists of strings); objects nested in ``body`` are not checked here,
+the body being read once by its handler's type.
+
 Example:
     >>> env = Envelope(id="01J", kind="task", workflow="01J", sender="cli", to="echo",
     ...                created=0.0, body=msgspec.Raw(b'{"text":"hi"}'))
@@ -13,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from functools import lru_cache
 from typing import Any, Literal, TypeVar
@@ -27,6 +36,19 @@ ENVELOPE_VERSION = 1
 Kind = Literal["task", "reply", "error", "event"]
 
 T = TypeVar("T")
+
+MAX_STEP_CHARS = 1024
+STEP_RE = re.compile(rf"[A-Za-z0-9_./-]{{1,{MAX_STEP_CHARS}}}\Z")
+"""A task's step key: 1 to 1024 of the ASCII characters ``A-Z a-z 0-9 _ - . /``. The mesh
+makes ``<role>`` at ingress and ``<step>/<role>.<n>`` for each call (``model``,
+``approval`` and ``toolgate`` are roles here); no ``:`` (the separator of Redis keys),
+glob or subject wildcard (``*``, ``?``, ``[``, ``>``), space, control or non-ASCII
+character."""
+
+
+def is_step(text: str) -> bool:
+    """Whether ``text`` is a task's step key (:data:`STEP_RE`)."""
+    return STEP_RE.match(text) is not None
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,7 +72,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     parent: str | None = None
     """The id of the message that caused this one."""
     step: str = ""
-    """A stable key of this step within the workflow, for idempotency."""
+    """A stable key of this step within the workflow, for idempotency. A task's step is
+    part of Redis keys: 1 to 1024 of the ASCII characters A-Z a-z 0-9 _ - . / (a receiver
+    refuses a task with any other as malformed)."""
     reply_to: str | None = None
     """Where the reply goes (tasks only)."""
     caller: str = ""
@@ -76,6 +100,7 @@ class ErrorBody(msgspec.Struct, frozen=True):
 
 _encoder = msgspec.json.Encoder()
 _envelope_decoder = msgspec.json.Decoder(Envelope)
+_members_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 __all__ = ["Envelope", "ErrorBody", "decode_body", "decode_envelope", "encode", "new_id", "now"]
@@ -106,9 +131,58 @@ def decode_envelope(data: bytes) -> Envelope:
         Malformed: when ``data`` is not a valid JSON envelope.
     """
     try:
-        return _envelope_decoder.decode(data)
+        envelope = _envelope_decoder.decode(data)
     except _UNDECODABLE as exc:
         raise Malformed(str(exc)) from None
+    # What the mesh's encoders write is the struct encoded again: no member twice, at
+    # the cost of one encoding. Anything else (another encoder, spaces, unknown fields)
+    # has its members counted.
+    if _encoder.encode(envelope) != data and (twice := duplicate_key(data)) is not None:
+        raise Malformed(f"the envelope names {twice[:64]!r} twice")
+    return envelope
+
+
+def duplicate_key(data: bytes) -> str | None:
+    """A member name that the JSON object ``data`` has twice at its top level, or None.
+
+    The usual case costs one more pass of msgspec: the members it keeps (the last of each
+    name) add up to the whole text exactly when the text is compact, names no member twice
+    and escapes no name, as compact encoders write it; otherwise each member is counted
+    with :mod:`json`.
+
+    Raises:
+        Malformed: ``data`` is not a JSON object.
+    """
+    try:
+        members = _members_decoder.decode(data)
+    except _UNDECODABLE as exc:
+        raise Malformed(str(exc)) from None
+    kept = 1 + 4 * len(members) + sum(map(len, members)) + sum(map(len, members.values()))
+    # Each kept member counts at most its bytes (a name's escapes and UTF-8 only add to
+    # them), so an equal total leaves no room for another member.
+    if kept == len(data):
+        return None
+    try:
+        pairs = json.loads(data, object_pairs_hook=_Members)
+    except (ValueError, RecursionError) as exc:
+        raise Malformed(str(exc)) from None
+    if not isinstance(pairs, _Members):
+        raise Malformed("not a JSON object")
+    return pairs.twice
+
+
+class _Members(list[tuple[str, Any]]):
+    """One JSON object's members in order, and the first name seen twice."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        seen: set[str] = set()
+        self.twice: str | None = None
+        for name, _ in pairs:
+            if name in seen:
+                self.twice = name
+                break
+            seen.add(name)
 
 
 @lru_cache(maxsize=512)

@@ -28,6 +28,7 @@ import msgspec
 from .._exceptions import ApprovalExpired, ApprovalInvalid, ExpiredToken
 from ..envelope import new_id
 from .certificates import Certificate
+from .jws import check_jws
 from .keys import KeyPair, jwt_public_key
 from .validity import check_validity
 
@@ -89,11 +90,12 @@ def approval_key_id(token: str, tool: str) -> str:
     """The ``kid`` in an approval token's header, before any verification.
 
     Raises:
-        ApprovalInvalid: not a JWT, not EdDSA, or no ``kid``.
+        ApprovalInvalid: not a strictly encoded JWT, not EdDSA, or no ``kid``.
     """
     try:
+        check_jws(token)
         header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
+    except (ValueError, jwt.PyJWTError) as exc:
         raise ApprovalInvalid(tool, f"approval unreadable: {exc}") from None
     kid = header.get("kid")
     if not isinstance(kid, str) or header.get("alg") != "EdDSA":
@@ -117,6 +119,7 @@ def verify_approval(
     if not issuer.ingress:
         raise ApprovalInvalid(tool, f"{issuer.name} ({issuer.kid}) is not an ingress")
     try:
+        check_jws(token)
         claims = jwt.decode(
             token,
             jwt_public_key(issuer.public_key),
@@ -129,7 +132,7 @@ def verify_approval(
                 "verify_iat": False,
             },
         )
-    except jwt.PyJWTError as exc:
+    except (ValueError, jwt.PyJWTError) as exc:
         raise ApprovalInvalid(tool, f"approval rejected: {exc}") from None
     try:
         check_validity("approval", claims, at, leeway_s, ExpiredToken)

@@ -22,7 +22,8 @@ import msgspec
 from .._exceptions import ExpiredKey, UntrustedCertificate
 from ..envelope import new_id
 from ..subjects import Subjects, subject_matches
-from .keys import KeyPair, b64d, b64e, jwt_public_key
+from .jws import b64d, b64e, check_jws
+from .keys import KeyPair, jwt_public_key
 from .validity import check_validity
 
 CERT_TYP = "jetmesh-cert+jwt"
@@ -112,12 +113,14 @@ def verify_certificate(
             after the message was stored still vouches for the key that signed it.
 
     Raises:
-        UntrustedCertificate: not signed by a trusted root, wrong algorithm or malformed.
+        UntrustedCertificate: not signed by a trusted root, wrong algorithm or malformed
+            (not strictly encoded, a claim named twice).
         ExpiredKey: expired or not yet valid.
     """
     try:
+        check_jws(token)
         header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
+    except (ValueError, jwt.PyJWTError) as exc:
         raise UntrustedCertificate(f"unreadable certificate: {exc}") from None
     root_pub = roots.get(str(header.get("kid")))
     if root_pub is None or header.get("alg") != "EdDSA" or header.get("typ") != CERT_TYP:

@@ -19,6 +19,12 @@ before; each link's scopes and expiry are within the previous one's (the token's
 0): a hop may narrow, never widen; and the last link hands the task to its addressee, from
 its sender. The chain is as long as the step key is deep, so ``max_call_depth`` bounds it.
 
+A link is read strictly before any of it counts: three parts of base64url without
+padding, each the one text of its bytes (:mod:`.jws`), JSON objects that name no
+member twice, and a header without ``crit``: RFC 7515 has a receiver refuse critical
+parameters it does not know, and a link has none. So the text of a link, and the ``prev``
+digest the next one binds to, cannot change under a valid signature.
+
 What a hop may do is then ``the last link's scopes ∩ the role's own grant``. The grants of
 the roles a task passed through do not narrow it by themselves (a router without
 ``kb:read`` may still route a caller's question to ``kb``); a hop narrows explicitly, with
@@ -37,14 +43,16 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from .._exceptions import BadDelegation, ExpiredToken, WidenedDelegation
-from .keys import KeyPair, b64d, b64e
+from .._exceptions import BadDelegation, ExpiredToken, Malformed, WidenedDelegation
+from ..envelope import duplicate_key
+from .jws import b64d, b64e, check_b64
+from .keys import KeyPair
 from .tokens import Caller
 
 LINK_TYPE = "mesh-delegation+jwt"
@@ -86,21 +94,26 @@ class _Header(msgspec.Struct, frozen=True):
     alg: str
     kid: str
     typ: str = ""
+    crit: Any = msgspec.UNSET
+    """Present at all (even ``null``): refused."""
 
 
-class _Claims(msgspec.Struct, frozen=True):
+class _Claims(msgspec.Struct, frozen=True, kw_only=True):
+    # In the order and with the types mint_link writes them: a link it made encodes
+    # again to its own bytes (see _unique_members).
     iss: str
     to: str
     wf: str
     step: str
-    exp: float
-    prev: str
     scopes: list[str] = []
-    iat: float = 0.0
+    iat: int | float = 0
+    exp: int | float
+    prev: str
 
 
 _header_decoder = msgspec.json.Decoder(_Header)
 _claims_decoder = msgspec.json.Decoder(_Claims)
+_encoder = msgspec.json.Encoder()
 
 # Links are made and checked on every hop, so they are encoded and verified here with
 # libsodium (what the per-message signatures use) rather than through PyJWT, which takes
@@ -156,61 +169,108 @@ def mint_link(
     )
 
 
-def link_key_id(link: str) -> str:
-    """The ``kid`` of a link's header, before any verification.
+class OpenedLink(NamedTuple):
+    """A link read strictly, before its signature is checked."""
+
+    text: str
+    kid: str
+    """The ``kid`` of its header: the key that signed it."""
+    payload: bytes
+    """Its claims, as signed."""
+    signature: str
+    """Its signature, still base64url (strict, not decoded)."""
+
+
+def open_link(text: str) -> OpenedLink:
+    """Read a link strictly, before any verification: three parts of strict base64url, a
+    header of an EdDSA delegation link with a key id and no ``crit``, naming no member
+    twice.
 
     Raises:
-        BadDelegation: not an EdDSA delegation link with a key id.
+        BadDelegation: it is not such a link.
     """
+    parts = text.split(".")
+    if len(parts) != 3:
+        raise BadDelegation(f"delegation link unreadable: {len(parts)} parts, not 3")
     try:
-        header = _header_decoder.decode(b64d(link.split(".", 1)[0]))
-    except (*_UNREADABLE, IndexError) as exc:
+        header_bytes, payload = b64d(parts[0]), b64d(parts[1])
+        check_b64(parts[2])
+        header = _header_decoder.decode(header_bytes)
+    except _UNREADABLE as exc:
         raise BadDelegation(f"delegation link unreadable: {exc}") from None
     if header.alg != "EdDSA" or header.typ != LINK_TYPE:
-        raise BadDelegation(f"not an EdDSA delegation link: alg {header.alg!r}, typ {header.typ!r}")
-    return header.kid
+        raise BadDelegation(
+            f"not an EdDSA delegation link: alg {header.alg[:32]!r}, typ {header.typ[:32]!r}"
+        )
+    if header.crit is not msgspec.UNSET:
+        raise BadDelegation("a delegation link with critical header parameters (crit)")
+    _unique_members(header, header_bytes, "header")
+    return OpenedLink(text, header.kid, payload, parts[2])
 
 
-def decode_link(link: str, kid: str, verify_key: VerifyKey) -> Link:
+def link_key_id(text: str) -> str:
+    """The ``kid`` of a link (see :func:`open_link`).
+
+    Raises:
+        BadDelegation: not a strictly encoded delegation link.
+    """
+    return open_link(text).kid
+
+
+def decode_link(link: OpenedLink, verify_key: VerifyKey) -> Link:
     """Verify a link's signature with its signer's key and read its claims.
 
     Raises:
-        BadDelegation: the signature does not verify, or a claim is missing or mistyped.
+        BadDelegation: the signature does not verify, or a claim is missing, mistyped or
+            named twice.
     """
-    parts = link.split(".")
-    if len(parts) != 3:
-        raise BadDelegation(f"delegation link by {kid} is not a compact JWS")
     try:
-        verify_key.verify(f"{parts[0]}.{parts[1]}".encode(), b64d(parts[2]))
+        verify_key.verify(link.text[: link.text.rindex(".")].encode(), b64d(link.signature))
     except (BadSignatureError, *_UNREADABLE) as exc:
-        raise BadDelegation(f"delegation link by {kid} rejected: {exc}") from None
-    return read_link(link, kid)
+        raise BadDelegation(f"delegation link by {link.kid} rejected: {exc}") from None
+    return read_link(link)
 
 
-def read_link(link: str, kid: str) -> Link:
+def read_link(link: OpenedLink) -> Link:
     """A link's claims, its signature not checked: for the last link of a task signed by
     the same key, whose signature over the whole envelope covers the link already.
 
     Raises:
-        BadDelegation: not a compact JWS, or a claim is missing or mistyped.
+        BadDelegation: a claim is missing, mistyped or named twice.
     """
-    parts = link.split(".")
-    if len(parts) != 3:
-        raise BadDelegation(f"delegation link by {kid} is not a compact JWS")
     try:
-        claims = _claims_decoder.decode(b64d(parts[1]))
+        claims = _claims_decoder.decode(link.payload)
     except _UNREADABLE as exc:
-        raise BadDelegation(f"delegation link by {kid}: {exc}") from None
+        raise BadDelegation(f"delegation link by {link.kid}: {exc}") from None
+    _unique_members(claims, link.payload, "claims")
     return Link(
         by=claims.iss,
-        kid=kid,
+        kid=link.kid,
         to=claims.to,
         workflow=claims.wf,
         step=claims.step,
         scopes=frozenset(claims.scopes),
-        expires=claims.exp,
+        expires=float(claims.exp),
         prev=claims.prev,
     )
+
+
+def _unique_members(decoded: msgspec.Struct, data: bytes, what: str) -> None:
+    """Refuse ``data`` when it names a member twice. What mint_link writes encodes again
+    to the same bytes (no member twice, at the cost of one encoding); anything else has
+    its members counted (:func:`~jetmesh.envelope.duplicate_key`).
+
+    Raises:
+        BadDelegation: a member named twice, or not a JSON object.
+    """
+    if _encoder.encode(decoded) == data:
+        return
+    try:
+        twice = duplicate_key(data)
+    except Malformed as exc:
+        raise BadDelegation(f"delegation link {what}: {exc.detail}") from None
+    if twice is not None:
+        raise BadDelegation(f"delegation link {what} names {twice[:32]!r} twice")
 
 
 _UNREADABLE = (

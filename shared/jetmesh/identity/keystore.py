@@ -9,6 +9,10 @@ Layout of a keys directory (default ``.jetmesh/keys``)::
     retired/<kid>.cert   certificates replaced by ``rotate`` (their private keys are not
                          kept: replicas still running on them hold them in memory)
 
+The directory is ``0700`` and every private file in it ``0600``, created without following
+a planted file or link (:func:`jetmesh.identity.keys.write_secret`); a store that writes
+into a looser directory of its owner tightens it first.
+
 Example:
     >>> store = KeyStore(Path(".jetmesh/keys"))       # doctest: +SKIP
     >>> store.init_root()                             # doctest: +SKIP
@@ -26,7 +30,7 @@ from pathlib import Path
 from .._exceptions import ConfigError, ExpiredKey
 from ..subjects import Subjects, check_token
 from .certificates import Certificate, default_permissions, issue_certificate, verify_certificate
-from .keys import KeyPair, load_public, save_public, write_atomically
+from .keys import KeyPair, load_public, private_directory, save_public, write_atomically
 
 RENEW_BEFORE_S = 3600.0
 """An auto-issued development certificate is renewed when it expires within this time; one
@@ -68,6 +72,7 @@ class KeyStore:
         """Create the root key if there is none; return it."""
         if self.has_root():
             return self.root()
+        private_directory(self.directory)
         root = KeyPair.generate("root")
         root.save(self.root_key_path)
         save_public(self.directory / "roots" / f"{root.kid}.pub", root.owner, root.public_key)
@@ -110,6 +115,7 @@ class KeyStore:
     ) -> Identity:
         """Create (or keep) ``name``'s key and sign a fresh certificate for it."""
         check_token(name, "agent name")
+        private_directory(self.directory)
         key_path = self.directory / f"{name}.key"
         key = KeyPair.load(key_path) if key_path.exists() else KeyPair.generate(name)
         if not key_path.exists():
@@ -141,6 +147,7 @@ class KeyStore:
             ConfigError: no current certificate for ``name``, or no root key here.
         """
         old = self.identity(name)
+        private_directory(self.directory)
         # Read the old certificate whatever its age (at=0, expiry and not-before unchecked):
         # an expired one is rotated like any other.
         previous = verify_certificate(old.certificate, self.roots(), at=0.0, check_not_before=False)

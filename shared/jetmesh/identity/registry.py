@@ -12,6 +12,7 @@ get (no consumer).
 from __future__ import annotations
 
 from nats.js import JetStreamContext
+from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from .._exceptions import ConfigError, NotProvisioned
@@ -58,12 +59,13 @@ class KeyRegistry:
             await self._bucket.put(kid, identity.certificate.encode())
 
     async def certificate(self, kid: str) -> str | None:
-        """The certificate registered under ``kid`` (None: none, or not joined yet)."""
+        """The certificate registered under ``kid`` (None: none, or not joined yet);
+        raises when the bucket cannot be read (which is not the same as "none")."""
         if self._bucket is None:
             return None
         try:
             entry = await self._bucket.get(kid)
-        except Exception:  # KeyNotFoundError and friends
+        except (KeyNotFoundError, KeyDeletedError):
             return None
         return entry.value.decode() if entry.value else None
 

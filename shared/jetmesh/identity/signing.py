@@ -29,7 +29,8 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from . import merkle
-from .keys import KeyPair, b64d, b64e
+from .jws import b64d, b64e
+from .keys import KeyPair
 
 SCHEME_HEADER = "Mesh-Sig-Scheme"
 KEY_HEADER = "Mesh-Key"

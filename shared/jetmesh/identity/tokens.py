@@ -19,6 +19,7 @@ import msgspec
 from .._exceptions import ExpiredToken, InvalidToken
 from ..envelope import new_id
 from .certificates import Certificate
+from .jws import check_jws
 from .keys import KeyPair, jwt_public_key
 from .validity import check_validity
 
@@ -65,11 +66,12 @@ def token_key_id(token: str) -> str:
     """The ``kid`` in a token's header, before any verification.
 
     Raises:
-        InvalidToken: when the token is not a JWT with a ``kid``.
+        InvalidToken: when the token is not a strictly encoded JWT with a ``kid``.
     """
     try:
+        check_jws(token)
         header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
+    except (ValueError, jwt.PyJWTError) as exc:
         raise InvalidToken(f"caller token unreadable: {exc}") from None
     kid = header.get("kid")
     if not isinstance(kid, str) or header.get("alg") != "EdDSA":
@@ -83,12 +85,14 @@ def verify_token(
     """Verify a caller token against its issuer's certificate, valid at ``at`` (default now).
 
     Raises:
-        InvalidToken: forged, malformed, or the issuer may not mint tokens.
+        InvalidToken: forged, malformed (not strictly encoded, a claim named twice), or the
+            issuer may not mint tokens.
         ExpiredToken: expired or not yet valid.
     """
     if not issuer.ingress:
         raise InvalidToken(f"{issuer.name} ({issuer.kid}) is not an ingress; it may not mint")
     try:
+        check_jws(token)
         claims = jwt.decode(
             token,
             jwt_public_key(issuer.public_key),
@@ -100,7 +104,7 @@ def verify_token(
                 "verify_iat": False,
             },
         )
-    except jwt.PyJWTError as exc:
+    except (ValueError, jwt.PyJWTError) as exc:
         raise InvalidToken(f"caller token rejected: {exc}") from None
     check_validity("caller token", claims, at, leeway_s, ExpiredToken)
     return Caller(

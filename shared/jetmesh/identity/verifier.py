@@ -4,7 +4,8 @@ Order of checks (cheapest and most damning first)::
 
     size -> signature headers -> certificate (key id) -> signature over the raw bytes
     -> envelope JSON -> sender is the certificate's owner -> sender may publish here
-    -> subject matches ``to`` -> not stale / not from the future -> not a replay
+    -> subject matches ``to`` (and ``workflow``, on event subjects) -> not stale / not
+    from the future -> not a replay
     -> caller token (optional only on events) -> delegation chain (tasks)
 
 Nothing is re-serialised before the signature check: the signature covers the exact bytes.
@@ -44,6 +45,7 @@ from .signing import (
 )
 from .tokens import Caller
 from .trust import TrustStore
+from .untrusted import shown
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 
@@ -108,6 +110,7 @@ class Verifier:
         self._seen = SeenSet(max_age_s + 2 * clock_skew_s)
         self._roots = RootCache()
         self._reply_pattern = f"{subjects.prefix}.agent.*.reply.*"
+        self._event_prefix = f"{subjects.prefix}.event."
 
     async def verify(
         self,
@@ -149,7 +152,7 @@ class Verifier:
         if not kid or not signature:
             raise Unsigned("no Mesh-Key / Mesh-Sig headers")
         if scheme not in KNOWN_SCHEMES:
-            raise Unsigned(f"unknown signature scheme {scheme!r}")
+            raise Unsigned(f"unknown signature scheme {shown(scheme)}")
         at = stored_at if audit else None
         cert, public = await self.trust.certificate(kid, at=at)
         if scheme == SCHEME_ED25519:
@@ -192,23 +195,7 @@ class Verifier:
     ) -> None:
         if not TOKEN_RE.match(env.workflow):  # it becomes a subject token of the events
             raise Malformed(f"workflow id {env.workflow!r} is not a subject token")
-        if env.sender != cert.name:
-            raise Misaddressed(f"sender {env.sender!r} signed with {cert.name!r}'s key")
-        if not cert.may_publish(subject):
-            raise Misaddressed(f"{cert.name} may not publish to {subject}")
-        addressee = self.subjects.addressee(subject)
-        if addressee is not None and addressee != env.to:
-            raise Misaddressed(f"envelope to {env.to!r} arrived on {subject}")
-        if env.reply_to is not None and not (
-            subject_matches(self._reply_pattern, env.reply_to)
-            and self.subjects.addressee(env.reply_to) == env.sender
-        ):
-            raise Misaddressed(
-                f"reply_to {env.reply_to!r} is not a reply subject of {env.sender!r}"
-            )
-        kinds = expected_kinds(subject)
-        if kinds and env.kind not in kinds:
-            raise Misaddressed(f"a {env.kind!r} envelope may not travel on {subject}")
+        self._check_addressing(subject, env, cert)
         now = time.time()
         received = stored_at if stored_at is not None else now
         if env.created > received + self._skew:
@@ -221,3 +208,32 @@ class Verifier:
                 raise Replayed("Nats-Msg-Id differs from the signed id (de-duplication evaded)")
         elif not self._seen.check_and_add(env.id, now):
             raise Replayed(f"envelope {env.id} already received")
+
+    def _check_addressing(self, subject: str, env: Envelope, cert: Certificate) -> None:
+        """Sender, subject, addressee, workflow, ``reply_to`` and kind agree.
+
+        Raises:
+            Misaddressed: they do not.
+        """
+        if env.sender != cert.name:
+            raise Misaddressed(f"sender {env.sender!r} signed with {cert.name!r}'s key")
+        if not cert.may_publish(subject):
+            raise Misaddressed(f"{cert.name} may not publish to {subject}")
+        addressee = self.subjects.addressee(subject)
+        if addressee is not None and addressee != env.to:
+            raise Misaddressed(f"envelope to {env.to!r} arrived on {subject}")
+        if (
+            subject.startswith(self._event_prefix)  # <prefix>.event.<workflow>.<kind>
+            and subject[len(self._event_prefix) :].partition(".")[0] != env.workflow
+        ):
+            raise Misaddressed(f"an envelope of workflow {env.workflow} arrived on {subject}")
+        if env.reply_to is not None and not (
+            subject_matches(self._reply_pattern, env.reply_to)
+            and self.subjects.addressee(env.reply_to) == env.sender
+        ):
+            raise Misaddressed(
+                f"reply_to {env.reply_to!r} is not a reply subject of {env.sender!r}"
+            )
+        kinds = expected_kinds(subject)
+        if kinds and env.kind not in kinds:
+            raise Misaddressed(f"a {env.kind!r} envelope may not travel on {subject}")

@@ -1,8 +1,21 @@
 """Dead letters: a refused or failed message, kept with its reason on ``<prefix>.dlq.<agent>``.
 
-The original bytes and headers (signature included) are kept unchanged, so a dead letter can
-be inspected, verified and sent back once the cause is fixed. The reason travels in
-``Mesh-Dlq-*`` headers.
+The original bytes are kept unchanged, so a dead letter can be inspected, verified and sent
+back once the cause is fixed. Of the original's headers, a dead letter keeps an allow-list:
+the mesh's signature headers (``Mesh-Sig-Scheme``, ``Mesh-Key``, ``Mesh-Sig``,
+``Mesh-Sig-Path``: the original verifies again, as ``jetmesh dlq redrive`` checks) and the
+trace context (``traceparent``); the original's ``Nats-Msg-Id`` is kept as
+``Mesh-Dlq-Msg-Id``. Nothing else of the sender's is copied: a ``Nats-*`` header is an
+instruction to the stream that stores the message (``Nats-Expected-Stream: MESH_TASKS``,
+``Nats-Expected-Last-Sequence``, ``Nats-Rollup``, ``Nats-TTL``, a batch, a schedule, ...),
+and on a dead letter it would make ``MESH_DLQ`` refuse or alter it. The reason travels in
+``Mesh-Dlq-*`` headers; the dead letter's own ``Nats-Msg-Id`` is derived from the message
+and the reason, so the same message refused twice for the same reason is stored once.
+
+Example:
+    >>> headers = dead_letter_headers(                                   # doctest: +SKIP
+    ...     msg.headers, subject=msg.subject, data=msg.data, agent="billing",
+    ...     reason="bad-signature", detail="...")
 """
 
 from __future__ import annotations
@@ -10,20 +23,38 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from email.header import Header, decode_header
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from ._exceptions import ConfigError, RejectedMessage
+from .bus.tracing import TRACEPARENT_HEADER
 from .envelope import Envelope, decode_envelope
+from .identity.signing import KEY_HEADER, PATH_HEADER, SCHEME_HEADER, SIGNATURE_HEADER
 
 REASON_HEADER = "Mesh-Dlq-Reason"
 DETAIL_HEADER = "Mesh-Dlq-Detail"
 SUBJECT_HEADER = "Mesh-Dlq-Subject"
 AGENT_HEADER = "Mesh-Dlq-Agent"
 TIME_HEADER = "Mesh-Dlq-Time"
+MSG_ID_HEADER = "Mesh-Dlq-Msg-Id"
+"""The original's ``Nats-Msg-Id`` (a stored task's must equal its envelope's id)."""
+TASK_SEQ_HEADER = "Mesh-Dlq-Task-Seq"
+"""The task's sequence in the tasks stream, when known (max deliveries)."""
 MAX_DETAIL = 1024
+
+KEPT_HEADERS = (SCHEME_HEADER, KEY_HEADER, SIGNATURE_HEADER, PATH_HEADER, TRACEPARENT_HEADER)
+"""The original's headers a dead letter keeps: all it takes to verify the original again,
+and its trace context."""
+MAX_KEPT_VALUE = 4096
+"""A kept header longer than this is left out (the verifier refuses more than 8 KiB of
+headers in all; a message refused for that must still be stored)."""
+
+
+def _one_line(text: str, limit: int) -> str:
+    return text.replace("\r", " ").replace("\n", " ")[:limit]
 
 
 def dead_letter_headers(
@@ -34,30 +65,67 @@ def dead_letter_headers(
     agent: str,
     reason: str,
     detail: str,
+    task_seq: int | None = None,
 ) -> dict[str, str]:
-    """Headers of a dead letter: the original ones plus the reason.
+    """Headers of a dead letter: the allow-listed original ones (:data:`KEPT_HEADERS`)
+    plus the reason.
 
     The ``Nats-Msg-Id`` is derived from the message and the reason, so the same message
-    refused twice for the same reason (a redelivery) is stored once.
+    refused twice for the same reason (a redelivery) is stored once; a dead letter without
+    the message's bytes (``task_seq`` only) is keyed by that sequence.
     """
-    headers = {k: v for k, v in (original or {}).items() if k != "Nats-Msg-Id"}
-    digest = hashlib.sha256(data).hexdigest()[:32]
+    given = {name: header_text(value) for name, value in (original or {}).items()}
+    headers = {
+        name: given[name]
+        for name in KEPT_HEADERS
+        if name in given and len(given[name]) <= MAX_KEPT_VALUE
+    }
+    msg_id = given.get("Nats-Msg-Id")
+    if msg_id and len(msg_id) <= MAX_KEPT_VALUE:
+        headers[MSG_ID_HEADER] = _one_line(msg_id, MAX_KEPT_VALUE)
+    keyed = data if data or task_seq is None else f"seq:{task_seq}".encode()
+    digest = hashlib.sha256(keyed).hexdigest()[:32]
     headers.update(
         {
-            REASON_HEADER: reason,
-            DETAIL_HEADER: detail.replace("\r", " ").replace("\n", " ")[:MAX_DETAIL],
-            SUBJECT_HEADER: subject,
+            REASON_HEADER: _one_line(reason, 128),
+            DETAIL_HEADER: _one_line(detail, MAX_DETAIL),
+            SUBJECT_HEADER: _one_line(subject, 512),
             AGENT_HEADER: agent,
             TIME_HEADER: f"{time.time():.6f}",
-            "Nats-Msg-Id": f"dlq-{agent}-{reason}-{digest}",
+            "Nats-Msg-Id": f"dlq-{agent}-{_one_line(reason, 128)}-{digest}",
         }
     )
+    if task_seq is not None:
+        headers[TASK_SEQ_HEADER] = str(task_seq)
     return headers
+
+
+def header_text(value: object) -> str:
+    """A header value as text, whatever the NATS client made of it: a ``str``, or (for a
+    value with non-ASCII bytes read through the stream API) an ``email.header.Header``,
+    decoded as UTF-8 with U+FFFD for bytes that are not."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Header):
+        parts = decode_header(value)
+        return "".join(
+            part.decode("utf-8", "replace") if isinstance(part, bytes) else part
+            for part, _ in parts
+        )
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A dead letter as stored: the refused bytes, their headers, and why."""
+    """A dead letter as stored: the refused bytes, their headers, and why.
+
+    ``agent``, ``reason``, ``detail``, ``subject`` and ``at`` are what the dead-lettering
+    process wrote in its ``Mesh-Dlq-*`` headers: claims, like the bytes. What the stream
+    itself vouches for is ``stored_on``, the subject it was stored on, which only that
+    role (and the admin) may publish to on servers that enforce the policy.
+    """
 
     seq: int
     agent: str
@@ -68,6 +136,19 @@ class DeadLetter:
     at: float
     data: bytes
     headers: dict[str, str]
+    stored_on: str = ""
+    """The dead-letter subject it was stored on (``<prefix>.dlq.<agent>``)."""
+
+    @property
+    def owner(self) -> str:
+        """The agent whose dead-letter subject holds it (the last token of ``stored_on``)."""
+        return self.stored_on.rsplit(".", 1)[-1] if self.stored_on else ""
+
+    @property
+    def task_seq(self) -> int | None:
+        """The task's sequence in the tasks stream, when the dead letter names one."""
+        value = self.headers.get(TASK_SEQ_HEADER, "")
+        return int(value) if value.isdigit() and value.isascii() else None
 
     def envelope(self) -> Envelope | None:
         """The refused envelope, if its bytes are one."""
@@ -77,17 +158,27 @@ class DeadLetter:
             return None
 
 
-def _dead_letter(seq: int, data: bytes, headers: Mapping[str, str] | None) -> DeadLetter:
-    h = dict(headers or {})
+def _float(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return 0.0
+
+
+def _dead_letter(
+    seq: int, data: bytes, headers: Mapping[str, object] | None, stored_on: str
+) -> DeadLetter:
+    h = {name: header_text(value) for name, value in (headers or {}).items()}
     return DeadLetter(
         seq=seq,
         agent=h.get(AGENT_HEADER, ""),
         reason=h.get(REASON_HEADER, ""),
         detail=h.get(DETAIL_HEADER, ""),
         subject=h.get(SUBJECT_HEADER, ""),
-        at=float(h.get(TIME_HEADER, "0") or 0),
+        at=_float(h.get(TIME_HEADER, "0") or "0"),
         data=data,
         headers=h,
+        stored_on=stored_on,
     )
 
 
@@ -103,7 +194,7 @@ async def list_dead_letters(
         except NotFoundError:
             break
         assert msg.seq is not None
-        out.append(_dead_letter(msg.seq, msg.data or b"", msg.headers))
+        out.append(_dead_letter(msg.seq, msg.data or b"", msg.headers, msg.subject or ""))
         seq = msg.seq + 1
     return out
 
@@ -118,4 +209,25 @@ async def get_dead_letter(js: JetStreamContext, stream: str, seq: int) -> DeadLe
         msg = await js.get_msg(stream, seq=seq)
     except NotFoundError:
         raise ConfigError(f"no dead letter {seq} in {stream}") from None
-    return _dead_letter(seq, msg.data or b"", msg.headers)
+    return _dead_letter(seq, msg.data or b"", msg.headers, msg.subject or "")
+
+
+async def with_task(js: JetStreamContext, tasks_stream: str, letter: DeadLetter) -> DeadLetter:
+    """``letter`` with its task's bytes and headers read from the tasks stream by sequence,
+    when it was stored without them (a task out of deliveries that its replica had not
+    kept) and the stream still holds a task of the dead letter's role at that sequence.
+    Only the admin may read the tasks stream by sequence; otherwise ``letter`` as it is."""
+    seq = letter.task_seq
+    if letter.data or seq is None or not letter.owner:
+        return letter
+    try:
+        msg = await js.get_msg(tasks_stream, seq=seq)
+    except NotFoundError:
+        return letter
+    if not (msg.subject or "").endswith(f".agent.{letter.owner}.task"):
+        return letter
+    given = {name: header_text(value) for name, value in (msg.headers or {}).items()}
+    kept = {name: given[name] for name in KEPT_HEADERS if name in given}
+    if "Nats-Msg-Id" in given:
+        kept[MSG_ID_HEADER] = given["Nats-Msg-Id"]
+    return replace(letter, data=msg.data or b"", headers={**letter.headers, **kept})

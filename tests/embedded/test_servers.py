@@ -34,10 +34,10 @@ async def test_nats_server_runs_jetstream(nats_server: NatsServer, settings: Mes
     try:
         assert nc.max_payload == 1024 * 1024
         js = nc.jetstream()
-        info = await js.account_info()
-        assert info.streams >= 0
+        before = (await js.account_info()).streams  # the session's server: other tests' too
         subject = f"{settings.subject_prefix}.probe"
         await js.add_stream(name=settings.tasks_stream, subjects=[subject])
+        assert (await js.account_info()).streams == before + 1
         ack = await js.publish(subject, b"hello")
         assert (ack.stream, ack.seq) == (settings.tasks_stream, 1)
         await js.delete_stream(settings.tasks_stream)

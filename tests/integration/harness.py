@@ -324,6 +324,20 @@ class Mesh:
                 return logged
             await asyncio.sleep(0.05)
 
+    async def settled(self, agent: str, *, timeout: float = WAIT_S) -> None:
+        """Wait until ``agent``'s consumer has nothing left to deliver and nothing delivered
+        unacknowledged: after that no late redelivery can run a handler again, so a count
+        of effects taken now is final ("exactly once" checks that do not stop at the
+        first sighting)."""
+        js = (await self.ingress()).js
+        deadline = time.monotonic() + timeout
+        while True:
+            info = await js.consumer_info(self.settings.tasks_stream, agent)
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                return
+            assert time.monotonic() < deadline, f"{agent} still has deliveries out: {info}"
+            await asyncio.sleep(0.05)
+
     async def tree(self, workflow: str, *, hops: int, timeout: float = WAIT_S) -> list[TaskNode]:
         """The workflow's task tree once it has ``hops`` tasks and none is still running.
 

@@ -45,7 +45,7 @@ import pytest
 from jetmesh import MeshSettings
 from jetmesh.envelope import Envelope, decode_body, encode_envelope, new_id
 from jetmesh.identity.certificates import default_permissions, issue_certificate
-from jetmesh.identity.delegation import digest, mint_link
+from jetmesh.identity.delegation import LinkSigner, digest, mint_link
 from jetmesh.identity.keys import KeyPair, b64d, b64e
 from jetmesh.identity.revocation import revoke_key
 from jetmesh.identity.signing import KEY_HEADER, SIGNATURE_HEADER, Signer
@@ -455,6 +455,24 @@ async def chain_started_by_an_agent(a: Arena, text: str) -> Attack:
     return Attack(data, headers, Sealed(envelope, data, headers))
 
 
+async def link_signed_by_another_role_than_it_names(a: Arena, text: str) -> Attack:
+    """hand signs (with its own key id) the link that hands the task to itself, naming
+    relay as its issuer: a role cannot make a hop look as if another role had made it."""
+    _, hand = await a.hop_keys()
+
+    def forge(links: list[str]) -> list[str]:
+        def claims(link: str) -> dict[str, object]:
+            return dict(jwt.decode(link, options={"verify_signature": False}))
+
+        impostor = LinkSigner(hand)
+        relays = impostor.sign(claims(links[1]))  # "iss": "relay", "kid": hand's
+        assert claims(relays)["iss"] == "relay"
+        last = impostor.sign({**claims(links[2]), "prev": digest(relays)})
+        return [links[0], relays, last]
+
+    return await a.relayed(text, tamper=forge)
+
+
 async def delegated_wider_scopes(a: Arena, text: str) -> Attack:
     return await a.relayed(text, scopes=((), ("refund:write",), ("refund:write",)))
 
@@ -571,6 +589,11 @@ CASES = [
         token_reused_in_another_tenant, "bad-delegation", id="token-reused-in-another-tenant"
     ),
     pytest.param(chain_started_by_an_agent, "bad-delegation", id="chain-started-by-an-agent"),
+    pytest.param(
+        link_signed_by_another_role_than_it_names,
+        "bad-delegation",
+        id="link-signed-by-another-role-than-it-names",
+    ),
     pytest.param(delegated_wider_scopes, "delegation-widened", id="delegated-wider-scopes"),
     pytest.param(delegated_later_expiry, "delegation-widened", id="delegated-later-expiry"),
     pytest.param(chain_hop_removed, "bad-delegation", id="chain-hop-removed"),

@@ -192,9 +192,13 @@ async def history(mesh: MeshClient, workflow: str, *, timeout: float = 5.0) -> W
 
 
 def history_of(workflow: str, logged: list[LoggedEvent]) -> WorkflowHistory:
-    """Rebuild a workflow's history from its events, in stream order."""
+    """Rebuild a workflow's history from its events, in stream order. Only verified events
+    whose signer is the agent they name count (see :func:`jetmesh.event_log.build_tree`):
+    a forged result, call or reply is never replayed."""
     inputs: dict[str, Payload] = {}
     for item in logged:  # a task's input is what its caller sent (or ingress accepted)
+        if not item.verified:  # forged or unverifiable: never replayed
+            continue
         e = item.event
         if e.kind == ev.CALL and e.callee_step:
             inputs.setdefault(e.callee_step, Payload.of_event(e))
@@ -212,6 +216,8 @@ def history_of(workflow: str, logged: list[LoggedEvent]) -> WorkflowHistory:
 
 
 def _record(task: TaskHistory, item: LoggedEvent) -> None:
+    if not item.verified:  # forged (another signer than its agent) or unverifiable
+        return
     e = item.event
     task.identity = task.identity or item.identity
     if e.kind in (ev.CALL, ev.REPLY):

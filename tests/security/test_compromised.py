@@ -1,0 +1,265 @@
+"""One compromised role against the running mesh: every trust decision is taken on the
+verified signer, bound to workflow, step and call.
+
+The attacker holds exactly ``kb``'s secrets (:class:`tests.security.compromised.CompromisedRole`)
+on servers that enforce the policy, with every role running as its own process. ``kb`` is
+called by ``billing``, so its NATS user may publish on billing's reply subjects and on
+``mesh.event.>``, and it may read every workflow's events. Each attack must be refused
+with its own reason, leave no effect in the system it targets (counted there, as the
+admin), leave one audit record, and the mesh must serve the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import msgspec
+import pytest
+
+from jetmesh import Envelope, Event, EventPayload
+from jetmesh.bus.direct import read_from
+from jetmesh.envelope import decode_envelope, new_id, type_name
+from jetmesh.event_log import LoggedEvent, build_tree
+from jetmesh.replay.history import history_of
+from tests.security.compromised import CompromisedRole, TargetMesh
+from tests.security.target_agents import Approval, Outcome, Paid, Refund, Score
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 20.0
+
+
+@pytest.fixture(scope="module")
+async def target(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TargetMesh]:
+    mesh = TargetMesh(tmp_path_factory.mktemp("target"))
+    try:
+        yield await mesh.start()
+    finally:
+        await mesh.aclose()
+
+
+@pytest.fixture
+async def kb(target: TargetMesh) -> CompromisedRole:
+    return await target.compromise("kb")
+
+
+def ask(target: TargetMesh, refund: Refund, workflow: str) -> asyncio.Task[Outcome]:
+    assert target.cli is not None
+    return asyncio.create_task(
+        target.cli.request(
+            "billing", refund, token=target.token(), returns=Outcome, workflow=workflow, timeout=30
+        )
+    )
+
+
+async def seen_by(
+    attacker: CompromisedRole, workflow: str, until: Callable[[list[Envelope]], bool]
+) -> list[Envelope]:
+    """The workflow's events as the attacker reads them (its role may direct-get the events
+    stream), re-read until ``until`` holds."""
+    mesh = attacker.mesh
+    deadline = time.monotonic() + WAIT_S
+    subject = mesh.subjects.workflow_events(workflow)
+    while True:
+        got = [
+            decode_envelope(s.data)
+            async for s in read_from(mesh.js, mesh.settings.events_stream, subject)
+        ]
+        if until(got) or time.monotonic() > deadline:
+            return got
+        await asyncio.sleep(0.05)
+
+
+def events_of(envelopes: list[Envelope], kind: str, agent: str | None = None) -> list[Event]:
+    out = [msgspec.json.decode(e.body, type=Event) for e in envelopes]
+    return [e for e in out if e.kind == kind and (agent is None or e.agent == agent)]
+
+
+async def serves_on(target: TargetMesh) -> None:
+    """The mesh answers the next request, and pays it once."""
+    workflow = new_id()
+    outcome = await ask(target, Refund(order="next", amount=1.0), workflow)
+    assert outcome.status == "refunded"
+    assert await target.paid(workflow) == 1.0
+
+
+def rejected(logged: list[LoggedEvent], reason: str) -> list[LoggedEvent]:
+    return [e for e in logged if e.event.kind == "rejected" and e.event.reason == reason]
+
+
+async def test_the_attacker_holds_exactly_one_roles_secrets(
+    target: TargetMesh, kb: CompromisedRole
+) -> None:
+    root = next(iter(target.keys.roots()))
+    assert kb.held() == sorted(
+        ["kb.cert", "kb.key", "nats/kb.nk", "redis/kb.pass", f"roots/{root}.pub"]
+    )
+    assert kb.mesh.credentials.user == "kb"
+    assert kb.mesh.credentials.redis_user == "kb"
+    await serves_on(target)
+
+
+# -- 1. forged replies ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("callee", ["critic", "payments"])
+async def test_a_reply_to_a_call_to_another_role_is_refused(
+    target: TargetMesh, kb: CompromisedRole, callee: str
+) -> None:
+    """kb may answer billing's calls to kb; it answers billing's call to ``callee`` first
+    (a score of 0.99, a payment that never happened), with a task id read from the log."""
+    workflow = new_id()
+    asked = ask(
+        target,
+        Refund(order="o1", amount=10.0, critic_pause_s=1.5, pay_pause_s=1.5),
+        workflow,
+    )
+    log = await seen_by(kb, workflow, lambda got: bool(events_of(got, "started", callee)))
+    (started,) = events_of(log, "started", callee)
+    (call,) = [e for e in events_of(log, "call", "billing") if e.target == callee]
+    body: Score | Paid = Score(0.99) if callee == "critic" else Paid("pay-forged", 9999.0)
+    forged = kb.mesh.envelope(
+        kind="reply",
+        workflow=workflow,
+        to="billing",
+        body=body,
+        caller=log[0].caller,  # the caller token travels with every event
+        parent=started.task,
+        step=call.callee_step,
+        type_=type_name(type(body)),
+    )
+    await kb.publish(kb.mesh.subjects.reply("billing", call.instance), forged)
+
+    outcome = await asked
+    assert outcome.status == "refunded"
+    assert (outcome.score, outcome.paid, outcome.amount) == (0.4, "pay-o1", 10.0), "real answers"
+    assert await target.paid(workflow) == 10.0, "paid once, the real amount"
+    logged = await target.events(workflow)
+    (audit,) = rejected(logged, "forged-reply")
+    assert (audit.signer, audit.verified) == ("billing", True)
+    assert "signed by kb" in audit.event.detail
+    letters = [d for d in await target.dead_letters("billing") if d.reason == "forged-reply"]
+    assert [d.envelope().id for d in letters if d.envelope()].count(forged.id) == 1
+    await serves_on(target)
+
+
+# -- 3. signals and approvals ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("forged_ok", [True, False], ids=["approve", "deny"])
+async def test_a_role_cannot_decide_a_persons_approval_with_a_reused_token(
+    target: TargetMesh, kb: CompromisedRole, forged_ok: bool
+) -> None:
+    """bob approved an earlier refund; his caller token is in that workflow's log. kb
+    stores an approval signal (or a denial, to block the refund) for a refund now waiting
+    for a person, with bob's token. It does not count; carol's decision does."""
+    assert target.cli is not None
+    earlier = new_id()
+    first = ask(target, Refund(order="e", amount=2.0, approval=True), earlier)
+    await seen_by(kb, earlier, lambda got: bool(events_of(got, "waiting")))
+    await target.cli.signal(earlier, "approval", Approval(True), token=target.token("bob"))
+    assert (await first).approved_by == "bob"
+    log = await seen_by(kb, earlier, lambda got: bool(events_of(got, "signal")))
+    (bobs,) = [e for e in log if msgspec.json.decode(e.body, type=Event).kind == "signal"]
+
+    workflow = new_id()
+    asked = ask(target, Refund(order="w", amount=5.0, approval=True), workflow)
+    waiting = await seen_by(kb, workflow, lambda got: bool(events_of(got, "waiting")))
+    (wait,) = events_of(waiting, "waiting")
+    signal = Event(
+        kind="signal",
+        agent="kb",
+        at=time.time(),
+        key="approval",
+        step=wait.step,
+        caller="bob",
+        body=EventPayload(
+            type=type_name(Approval), value=msgspec.Raw(msgspec.json.encode(Approval(forged_ok)))
+        ),
+    )
+    forged = kb.mesh.event_envelope(workflow, signal, caller=bobs.caller)
+    await kb.store(kb.mesh.subjects.event(workflow, "signal"), forged)
+    await target.cli.signal(
+        workflow, "approval", Approval(not forged_ok), token=target.token("carol")
+    )
+
+    outcome = await asked
+    assert outcome.approved_by == "carol"
+    assert outcome.status == ("denied" if forged_ok else "refunded")
+    assert await target.paid(workflow) == (0.0 if forged_ok else 5.0)
+    logged = await target.events(workflow)
+    (audit,) = rejected(logged, "signal-refused")
+    assert audit.signer == "billing"
+    assert "signed by kb" in audit.event.detail
+    letters = [d for d in await target.dead_letters("billing") if d.reason == "signal-refused"]
+    assert [d.envelope().id for d in letters if d.envelope()].count(forged.id) == 1
+    await serves_on(target)
+
+
+# -- 4. events credited to their signer -----------------------------------------------------
+
+
+async def test_events_are_credited_to_their_signer_not_the_agent_they_name(
+    target: TargetMesh, kb: CompromisedRole
+) -> None:
+    """kb writes into a finished workflow: a ``completed`` naming billing with a forged
+    result, an event naming payments, and a payments hop that billing never called."""
+    workflow = new_id()
+    assert (await ask(target, Refund(order="t", amount=3.0), workflow)).status == "refunded"
+    log = await seen_by(kb, workflow, lambda got: bool(events_of(got, "completed", "billing")))
+    (billing_done,) = events_of(log, "completed", "billing")
+    caller = log[0].caller
+    now = time.time()
+    lie = Outcome(status="refunded", score=0.99, paid="pay-9999", amount=9999.0)
+    forgeries = [
+        Event(
+            kind="completed",
+            agent="billing",
+            at=now,
+            task=billing_done.task,
+            parent=billing_done.parent,
+            step=billing_done.step,
+            body=EventPayload(type=type_name(Outcome), value=msgspec.Raw(msgspec.json.encode(lie))),
+        ),
+        Event(
+            kind="started",
+            agent="payments",
+            at=now,
+            task=new_id(),
+            parent=billing_done.task,
+            step=f"{billing_done.step}/payments.7",
+        ),
+        Event(
+            kind="completed",
+            agent="kb",
+            at=now,
+            task=new_id(),
+            parent=billing_done.task,
+            step=f"{billing_done.step}/payments.8",
+        ),
+    ]
+    for event in forgeries:
+        envelope = kb.mesh.event_envelope(workflow, event, caller=caller)
+        await kb.store(kb.mesh.subjects.event(workflow, event.kind), envelope)
+
+    logged = await target.events(workflow)
+    forged = [e for e in logged if not e.verified]
+    assert [e.signer for e in forged] == ["kb", "kb"], "the two naming another role"
+    assert all(e.problem.startswith("forged: signed by kb") for e in forged)
+    (root,) = build_tree(logged)
+    (billing,) = root.children
+    assert (billing.agent, billing.status, billing.verified) == ("billing", "completed", False)
+    hops = {(c.agent, c.verified) for c in billing.children}
+    assert ("kb", False) in hops, "a hop nobody called is shown as forged"
+    assert ("payments", True) in hops
+    assert ("critic", True) in hops
+    never = next(c for c in billing.children if c.agent == "kb" and c.step.endswith(".8"))
+    assert never.detail.startswith("forged: billing logged no call to kb")
+    replayed = next(t for t in history_of(workflow, logged).tasks() if t.agent == "billing")
+    assert replayed.result is not None
+    assert replayed.result.body is not None
+    assert msgspec.json.decode(replayed.result.body, type=Outcome).amount == 3.0, "not the lie"
+    assert await target.paid(workflow) == 3.0
+    await serves_on(target)

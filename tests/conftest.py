@@ -38,6 +38,11 @@ def isolated_settings(nats_url: str, redis_url: str, state_dir: Path) -> MeshSet
         events_stream=f"T{tag}_EVENTS",
         dlq_stream=f"T{tag}_DLQ",
         registry_bucket=f"T{tag}_KEYS",
+        # small streams: JetStream reserves each stream's max_bytes on the session server
+        tasks_max_bytes=8 * 1024 * 1024,
+        events_max_bytes=16 * 1024 * 1024,
+        dlq_max_bytes=4 * 1024 * 1024,
+        advisories_max_bytes=1024 * 1024,
     )
 
 

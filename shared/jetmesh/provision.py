@@ -10,7 +10,9 @@ subject. Connected as the ``admin`` user, :func:`provision`
    configuration a replica on open servers declares for itself;
 3. declares the registry bucket;
 4. issues each role's certificate from the policy (its subjects, scopes and ingress flag;
-   a valid certificate that already says so is kept) and puts it in the registry.
+   a valid certificate that already says so is kept) and puts it in the registry;
+5. as Redis's admin user, loads the mesh's function library (roles may only call it) and
+   sets the memory limit (:func:`jetmesh.memory.admin.provision_redis`).
 
 Every part is idempotent: running it twice changes nothing the first run made, except
 certificates close to expiry, which are renewed. :func:`up_servers` is ``jetmesh up``:
@@ -28,6 +30,8 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
+
 from ._exceptions import ConfigError, RejectedMessage
 from .bus.connection import connect
 from .bus.streams import (
@@ -41,6 +45,9 @@ from .credentials import admin_credentials
 from .embedded import EmbeddedStack, StackStatus
 from .identity.certificates import verify_certificate
 from .identity.keystore import RENEW_BEFORE_S, Identity, KeyStore
+from .memory.admin import RedisProvisioned, provision_redis
+from .memory.connection import connect as connect_redis
+from .memory.connection import without_userinfo
 from .policy.derive import RolePermissions, role_permissions
 from .policy.model import Policy
 from .policy.servers import ServerAuth
@@ -60,6 +67,8 @@ class Provisioned:
     registry: str
     certificates: tuple[tuple[str, str], ...]
     """(role, key id) of every role's certificate in the registry."""
+    redis: RedisProvisioned | None = None
+    """The function library and the memory limit in Redis."""
 
 
 def certificate_subjects(perms: RolePermissions, subjects: Subjects) -> tuple[list[str], list[str]]:
@@ -130,7 +139,7 @@ async def provision(
         store: where the root key and the roles' keys are (default: the keys directory).
 
     Raises:
-        ConfigError: no root key to issue certificates with.
+        ConfigError: no root key to issue certificates with, or Redis unreachable.
         nats.errors.NoServersError: nats-server does not answer.
     """
     store = store if store is not None else KeyStore(settings.resolved_keys_dir)
@@ -157,12 +166,31 @@ async def provision(
             issued.append((role, identity.key.kid))
     finally:
         await nc.close()
+    redis = await _provision_redis(settings)
     return Provisioned(
         streams=tuple(c.name for c in stream_configs(settings) if c.name),
         consumers=tuple(consumers),
         registry=settings.registry_bucket,
         certificates=tuple(issued),
+        redis=redis,
     )
+
+
+async def _provision_redis(settings: MeshSettings) -> RedisProvisioned:
+    """Redis's part of the admin step, as its admin user.
+
+    Raises:
+        ConfigError: Redis is unreachable, or refused the admin.
+    """
+    redis = connect_redis(
+        settings.redis_url, retry_s=5.0, **admin_credentials(settings).redis_options()
+    )
+    try:
+        return await provision_redis(redis, settings)
+    except RedisError as exc:
+        raise ConfigError(f"Redis at {without_userinfo(settings.redis_url)}: {exc}") from exc
+    finally:
+        await redis.aclose()
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,13 @@ DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_STATE_DIR = Path(".jetmesh")
 
+KIB = 1024
+MIB = 1024 * KIB
+
+HEADER_ROOM_BYTES = 64 * KIB
+"""Room for a message's headers (signature, key id, trace context, a dead letter's
+reason) on top of ``max_payload_bytes`` in the servers' own limits."""
+
 
 class MeshSettings(BaseSettings):
     """Settings shared by agents, the CLI and the embedded servers."""
@@ -77,6 +84,45 @@ class MeshSettings(BaseSettings):
     events_max_age_s: float = Field(default=30 * 24 * 3600, gt=0)
     """How long workflow events stay in MESH_EVENTS."""
 
+    tasks_max_bytes: int = Field(default=512 * MIB, gt=0)
+    """Largest size of MESH_TASKS. When it is full a new task is refused (the caller gets
+    ``PublishFailed``: backpressure) and no stored task is dropped to make room; handled
+    tasks stay until ``tasks_max_age_s``, so size it above a week of tasks."""
+
+    tasks_max_msgs: int = Field(default=500_000, gt=0)
+    """Most tasks MESH_TASKS holds; past it, as past ``tasks_max_bytes``."""
+
+    events_max_bytes: int = Field(default=1024 * MIB, gt=0)
+    """Largest size of MESH_EVENTS (the audit trail). When it is full the oldest events are
+    dropped to make room (docs/durability.md says why not the newest)."""
+
+    events_max_msgs: int = Field(default=2_000_000, gt=0)
+    """Most events MESH_EVENTS holds; past it, as past ``events_max_bytes``."""
+
+    dlq_max_bytes: int = Field(default=128 * MIB, gt=0)
+    """Largest size of MESH_DLQ. When it is full a new dead letter is refused; stored ones
+    stay until an operator redrives or purges them, or 30 days pass."""
+
+    dlq_max_msgs: int = Field(default=50_000, gt=0)
+    """Most dead letters MESH_DLQ holds."""
+
+    dlq_max_msgs_per_role: int = Field(default=5_000, gt=0)
+    """Most dead letters of one role (one subject, ``<prefix>.dlq.<role>``): a role past it
+    has its new dead letters refused, and the other roles' still go in."""
+
+    advisories_max_bytes: int = Field(default=32 * MIB, gt=0)
+    """Largest size of the max-deliveries advisories stream (``<tasks>_ADVISORIES``); when
+    it is full the oldest (already handled) advisories are dropped."""
+
+    advisories_max_msgs: int = Field(default=100_000, gt=0)
+    """Most advisories that stream holds."""
+
+    redis_max_memory_bytes: int = Field(default=1024 * MIB, ge=0)
+    """Redis's memory limit (``maxmemory``, with ``maxmemory-policy noeviction``: a write
+    past it is refused with ``OOM``, raised as ``MemoryFull``, and nothing is evicted). The
+    embedded redis-server starts with it; the admin step sets it on a server that has none.
+    0: leave the server's own."""
+
     duplicate_window_s: float = Field(default=120.0, gt=0)
     """JetStream de-duplication window for ``Nats-Msg-Id``."""
 
@@ -93,7 +139,9 @@ class MeshSettings(BaseSettings):
     """Tolerated clock difference between hosts for ``created`` and token times."""
 
     max_payload_bytes: int = Field(default=256 * 1024, gt=0)
-    """Largest envelope accepted, in bytes."""
+    """Largest envelope accepted, in bytes. The servers enforce it too: each stream's
+    ``max_msg_size`` and the embedded nats-server's ``max_payload`` are this plus room for
+    headers (``message_limit_bytes``, ``server_max_payload_bytes``)."""
 
     batch_signing: bool = True
     """Sign messages sealed together with one signature over a Merkle root
@@ -179,6 +227,37 @@ class MeshSettings(BaseSettings):
                 "or a replay could arrive after de-duplication forgot it and still look fresh"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_stream_limits(self) -> MeshSettings:
+        for name in ("tasks", "events", "dlq", "advisories"):
+            if getattr(self, f"{name}_max_bytes") < self.server_max_payload_bytes:
+                raise ValueError(
+                    f"{name}_max_bytes must hold at least one message of the largest size "
+                    f"({self.server_max_payload_bytes} bytes: max_payload_bytes and headers)"
+                )
+        return self
+
+    @property
+    def message_limit_bytes(self) -> int:
+        """The ``max_msg_size`` of the tasks, events and advisories streams: an envelope of
+        ``max_payload_bytes`` and its headers."""
+        return self.max_payload_bytes + HEADER_ROOM_BYTES
+
+    @property
+    def server_max_payload_bytes(self) -> int:
+        """The embedded nats-server's ``max_payload`` and MESH_DLQ's ``max_msg_size``: a
+        stored message again, with a dead letter's headers added."""
+        return self.max_payload_bytes + 2 * HEADER_ROOM_BYTES
+
+    @property
+    def redis_max_bulk_bytes(self) -> int:
+        """The embedded redis-server's ``proto-max-bulk-len``: the largest string one
+        command may send or make (``SETRANGE``, ``APPEND``), above the largest value
+        jetmesh writes (a journaled reply, a working-memory value); Redis's floor is 1 MiB."""
+        return max(
+            MIB, max(self.max_payload_bytes, self.memory_max_value_bytes) + HEADER_ROOM_BYTES
+        )
 
     @property
     def resolved_keys_dir(self) -> Path:

@@ -18,6 +18,8 @@ from tests.integration.harness import Mesh
 pytestmark = pytest.mark.integration
 
 IN_DOUBT = b'{"state":"running","holder":"dead#1"}'
+AGENT = "payer"
+"""The role whose step runs the effect: its own keys hold the claim."""
 
 
 class Job(msgspec.Struct, frozen=True):
@@ -61,7 +63,7 @@ class Target:
 
 async def in_doubt(redis: Redis, settings: MeshSettings, workflow: str, step: str) -> None:
     """Leave the claim a run that died mid-effect leaves."""
-    await redis.set(keys.once(settings.subject_prefix, workflow, step, "fx"), IN_DOUBT)
+    await redis.set(keys.once(settings.subject_prefix, workflow, AGENT, step, "fx"), IN_DOUBT)
 
 
 async def test_reconcile_that_finds_the_effect_records_it_without_running_it(
@@ -73,12 +75,12 @@ async def test_reconcile_that_finds_the_effect_records_it_without_running_it(
     target = Target(happened=7)
     once = ledger.once
     got = await once(
-        workflow, "s", "fx", target.effect, int, holder="b#2", reconcile=target.reconcile
+        workflow, AGENT, "s", "fx", target.effect, int, holder="b#2", reconcile=target.reconcile
     )
     assert got == 7
     assert (target.runs, target.asked) == (0, 1)
     again = await once(
-        workflow, "s", "fx", target.effect, int, holder="c#3", reconcile=target.reconcile
+        workflow, AGENT, "s", "fx", target.effect, int, holder="c#3", reconcile=target.reconcile
     )
     assert again == 7, "recorded as done: later runs get it without asking again"
     assert (target.runs, target.asked) == (0, 1)
@@ -93,12 +95,12 @@ async def test_reconcile_that_finds_nothing_takes_the_claim_over_and_runs_the_ef
     target = Target(happened=None)
     once = ledger.once
     got = await once(
-        workflow, "s", "fx", target.effect, int, holder="b#2", reconcile=target.reconcile
+        workflow, AGENT, "s", "fx", target.effect, int, holder="b#2", reconcile=target.reconcile
     )
     assert got == 42
     assert (target.runs, target.asked) == (1, 1)
     again = await once(
-        workflow, "s", "fx", target.effect, int, holder="c#3", reconcile=target.reconcile
+        workflow, AGENT, "s", "fx", target.effect, int, holder="c#3", reconcile=target.reconcile
     )
     assert again == 42
     assert (target.runs, target.asked) == (1, 1)
@@ -113,13 +115,13 @@ async def test_reconcile_is_not_asked_without_a_claim_in_doubt(
     once = ledger.once
     assert (
         await once(
-            workflow, "s", "fx", target.effect, int, holder="a#1", reconcile=target.reconcile
+            workflow, AGENT, "s", "fx", target.effect, int, holder="a#1", reconcile=target.reconcile
         )
         == 42
     )
     assert (
         await once(
-            workflow, "s", "fx", target.effect, int, holder="b#2", reconcile=target.reconcile
+            workflow, AGENT, "s", "fx", target.effect, int, holder="b#2", reconcile=target.reconcile
         )
         == 42
     )
@@ -134,7 +136,7 @@ async def test_without_reconcile_a_claim_in_doubt_still_raises(
     await in_doubt(redis, settings, workflow, "s")
     target = Target()
     with pytest.raises(EffectInDoubt, match="dead#1"):
-        await ledger.once(workflow, "s", "fx", target.effect, int, holder="b#2")
+        await ledger.once(workflow, AGENT, "s", "fx", target.effect, int, holder="b#2")
     assert target.runs == 0
 
 
@@ -144,7 +146,7 @@ async def test_a_handler_with_reconcile_completes_a_step_left_in_doubt(
     """Through a replica: two workflows left in doubt, one whose effect had happened (the
     target has its marker), one whose effect had not; both complete, each effect once."""
     runs: list[str] = []
-    agent = Agent("payer")
+    agent = Agent(AGENT)
 
     @agent.handler
     async def pay(job: Job, ctx: Context) -> Done:

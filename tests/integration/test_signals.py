@@ -130,7 +130,8 @@ async def test_a_wait_survives_the_death_of_its_replica(mesh: Mesh, agent_proces
     first_wait = kinds(logged, "waiting")[0]
     redis = Redis.from_url(mesh.settings.redis_url)
     try:
-        started_key = keys.wait(mesh.settings.subject_prefix, workflow, "approver", "approval")
+        prefix = mesh.settings.subject_prefix
+        started_key = keys.wait(prefix, workflow, "approver", "approver", "approval")
         started = float(await redis.get(started_key))
         assert started == pytest.approx(first_wait.event.at, abs=1.0)
         assert doomed.proc is not None

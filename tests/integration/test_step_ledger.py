@@ -124,6 +124,7 @@ async def test_once_runs_an_effect_at_most_once(mesh: Mesh) -> None:
     client = await mesh.ingress()
     result = await client.request("payer", Job(1), token=mesh.token(), returns=Done)
     assert result == Done(101, 3)
+    await mesh.settled("payer")  # no delivery left that could run it again
     assert effects == ["charge 1"]
 
 
@@ -155,7 +156,7 @@ async def test_once_drops_the_claim_of_a_failed_effect_and_refuses_one_in_doubt(
     redis = Redis.from_url(mesh_settings.redis_url)
     try:
         await redis.set(
-            keys.once(mesh_settings.subject_prefix, workflow, "payer", "charge"),
+            keys.once(mesh_settings.subject_prefix, workflow, "payer", "payer", "charge"),
             b'{"state":"running","holder":"dead#1"}',
         )
     finally:

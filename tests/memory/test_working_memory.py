@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from jetmesh import MemoryConflict, MemoryTooLarge, MeshSettings, WorkingMemory
 from jetmesh.embedded import RedisServer
 from jetmesh.envelope import new_id
+from jetmesh.memory.functions import CAS, fcall
 
 pytestmark = pytest.mark.integration
 
@@ -149,10 +150,10 @@ async def test_a_write_sent_again_after_a_broken_connection_is_recognised(
     the retry must not count as a conflict (update() would then apply its change twice)."""
     mem = memory(redis, settings, new_id())
     key, data = mem.key("count"), b"1"
-    first = await mem._cas(keys=[key], args=["0", data, 60, "write-1"])
-    again = await mem._cas(keys=[key], args=["0", data, 60, "write-1"])
+    first = await fcall(redis, CAS, [key], ["0", data, 60, "write-1"])
+    again = await fcall(redis, CAS, [key], ["0", data, 60, "write-1"])
     assert [int(x) for x in first] == [1, 1]
     assert [int(x) for x in again] == [1, 1], "its own write: done, not a conflict"
-    other = await mem._cas(keys=[key], args=["0", b"2", 60, "write-2"])
+    other = await fcall(redis, CAS, [key], ["0", b"2", 60, "write-2"])
     assert [int(x) for x in other] == [0, 1], "another writer with a stale version: conflict"
     assert await mem.get("count", int) == 1

@@ -14,12 +14,13 @@ import pytest
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, StreamConfig
-from redis.exceptions import NoPermissionError, ResponseError
+from redis.exceptions import NoPermissionError
 
 from jetmesh.embedded import NatsServer, RedisServer
 from jetmesh.identity.certificates import verify_certificate
 from jetmesh.identity.keystore import KeyStore
 from jetmesh.memory import keys
+from jetmesh.memory.functions import CAS, fcall, load_library
 from jetmesh.policy import inbox_prefix, load_policy
 from jetmesh.policy.servers import ServerAuth
 from jetmesh.provision import provision
@@ -190,18 +191,31 @@ async def test_redis_user_keeps_to_its_keys(mesh: Mesh) -> None:
         await billing.hset(own, mapping={"v": "1", "d": "x"})
         assert await billing.hget(own, "v") == b"1"
         await billing.set(keys.result(prefix, "wf1", "billing", "triage/billing.1"), "r", ex=60)
-        await billing.set(keys.journal(prefix, "wf1", "triage/billing.1/kb.1"), "j", ex=60)
-        await billing.set(keys.once(prefix, "wf1", "triage/billing.1", "refund"), "o", ex=60)
-        # a script touching its own key works (the working-memory compare-and-set is one)
-        assert await billing.eval("return redis.call('HGET', KEYS[1], 'v')", 1, own) == b"1"
+        await billing.set(
+            keys.journal(prefix, "wf1", "billing", "triage/billing.1/kb.1"), "j", ex=60
+        )
+        await billing.set(
+            keys.once(prefix, "wf1", "billing", "triage/billing.1", "refund"), "o", ex=60
+        )
+        # the mesh's functions on its own keys work (the working-memory compare-and-set)
+        admin = aioredis.Redis.from_url(mesh.redis.url)
+        try:
+            await load_library(admin)
+        finally:
+            await admin.aclose()
+        assert (await fcall(billing, CAS, [own], ["1", b'"y"', 60, "w1"]))[0] == 1
 
         others = keys.memory(prefix, "wf1", "kb", "draft")
         with pytest.raises(NoPermissionError):
             await billing.get(others)
         with pytest.raises(NoPermissionError):
             await billing.set(keys.result(prefix, "wf1", "kb", "x"), "forged")
-        with pytest.raises(ResponseError, match="No permissions to access a key"):
-            await billing.eval("return redis.call('GET', KEYS[1])", 1, others)
+        with pytest.raises(NoPermissionError):
+            await billing.set(keys.journal(prefix, "wf1", "kb", "triage/kb.1"), "forged")
+        with pytest.raises(NoPermissionError, match="No permissions to access a key"):
+            await fcall(billing, CAS, [others], ["", b'"forged"', 60, "w2"])
+        with pytest.raises(NoPermissionError):  # no script of its own, even on its own key
+            await billing.eval("return redis.call('GET', KEYS[1])", 1, own)
         for command in (("CONFIG", "GET", "dir"), ("FLUSHALL",), ("KEYS", "*"), ("SCAN", "0")):
             with pytest.raises(NoPermissionError):
                 await billing.execute_command(*command)

@@ -36,14 +36,14 @@ async def test_an_effect_claim_sent_again_runs_the_effect_once(
     """The SET of the claim went through but its reply was lost: the retried call finds
     its own claim and runs the effect (once), instead of reporting it in doubt."""
     workflow, runs = new_id(), []
-    redis_key = keys.once(settings.subject_prefix, workflow, "s", "mail")
+    redis_key = keys.once(settings.subject_prefix, workflow, "a", "s", "mail")
     await ledger._redis.set(redis_key, b'{"state":"running","holder":"r1#1"}')
 
     async def effect() -> int:
         runs.append(1)
         return 42
 
-    assert await ledger.once(workflow, "s", "mail", effect, int, holder="r1#1") == 42
+    assert await ledger.once(workflow, "a", "s", "mail", effect, int, holder="r1#1") == 42
     assert runs == [1]
-    assert await ledger.once(workflow, "s", "mail", effect, int, holder="r2#2") == 42
+    assert await ledger.once(workflow, "a", "s", "mail", effect, int, holder="r2#2") == 42
     assert runs == [1]

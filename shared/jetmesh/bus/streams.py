@@ -49,6 +49,20 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
 
     The advisories are core NATS messages: kept in a stream, a task that runs out of
     deliveries while no replica of its role is connected is still dead-lettered later.
+
+    Every stream is bounded in bytes, messages and message size (settings), and says what
+    happens when it is full (docs/durability.md):
+
+    - tasks: a new task is refused (``DiscardNew``): a task the stream acknowledged is
+      never dropped for another; the caller is slowed down instead (``PublishFailed``).
+    - events: the oldest events go (``DiscardOld``): a role that floods its events cannot
+      stop the audit trail, signals and approvals of every workflow (they travel as
+      events); what it can do is push out history older than the flood, which the flood
+      itself, signed by its sender, then shows.
+    - advisories: the oldest go (``DiscardOld``): they are handled within seconds.
+    - dead letters: a new one is refused (``DiscardNew``), and per role (one subject each)
+      past ``dlq_max_msgs_per_role``: a role's flood of its own dead letters leaves room for
+      the others'; no dead letter is dropped before an operator deals with it.
     """
     subjects = Subjects(settings.subject_prefix)
     common = {
@@ -56,14 +70,16 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
         "storage": StorageType.FILE,
         "num_replicas": settings.stream_replicas,
         "duplicate_window": settings.duplicate_window_s,
-        "discard": DiscardPolicy.OLD,
-        "max_msg_size": settings.max_payload_bytes + 64 * 1024,
+        "max_msg_size": settings.message_limit_bytes,
     }
     return [
         StreamConfig(
             name=settings.tasks_stream,
             subjects=[subjects.all_tasks],
             max_age=settings.tasks_max_age_s,
+            max_bytes=settings.tasks_max_bytes,
+            max_msgs=settings.tasks_max_msgs,
+            discard=DiscardPolicy.NEW,
             description="jetmesh tasks, one subject per agent role",
             **common,  # type: ignore[arg-type]
         ),
@@ -71,6 +87,9 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
             name=settings.events_stream,
             subjects=[subjects.all_events],
             max_age=settings.events_max_age_s,
+            max_bytes=settings.events_max_bytes,
+            max_msgs=settings.events_max_msgs,
+            discard=DiscardPolicy.OLD,
             description="jetmesh workflow events: the audit trail",
             allow_direct=True,  # read by direct gets: a role may not create consumers
             **common,  # type: ignore[arg-type]
@@ -79,6 +98,9 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
             name=advisories_stream(settings),
             subjects=[max_deliveries_subject(settings, "*")],
             max_age=ADVISORIES_MAX_AGE_S,
+            max_bytes=settings.advisories_max_bytes,
+            max_msgs=settings.advisories_max_msgs,
+            discard=DiscardPolicy.OLD,
             description="JetStream's max-deliveries advisories of jetmesh tasks, kept until "
             "a replica of the role has dead-lettered the task",
             **common,  # type: ignore[arg-type]
@@ -87,8 +109,13 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
             name=settings.dlq_stream,
             subjects=[subjects.all_dlq],
             max_age=DLQ_MAX_AGE_S,
+            max_bytes=settings.dlq_max_bytes,
+            max_msgs=settings.dlq_max_msgs,
+            max_msgs_per_subject=settings.dlq_max_msgs_per_role,
+            discard=DiscardPolicy.NEW,
+            discard_new_per_subject=True,
             description="jetmesh dead letters with their reasons",
-            **common,  # type: ignore[arg-type]
+            **{**common, "max_msg_size": settings.server_max_payload_bytes},  # type: ignore[arg-type]
         ),
     ]
 

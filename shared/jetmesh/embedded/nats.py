@@ -38,6 +38,8 @@ class NatsServer(ServerProcess):
         log_file: Where output goes; defaults to ``<data_dir>/nats.log``.
         sync_interval: JetStream's ``sync_interval``: ``always`` (the default here) or a
             duration such as ``2m`` (the server's own default).
+        max_payload: The largest message (headers and payload) the server accepts from a
+            client; ``jetmesh up`` gives ``MeshSettings.server_max_payload_bytes``.
     """
 
     name = "nats"
@@ -51,10 +53,12 @@ class NatsServer(ServerProcess):
         config_extra: str = "",
         log_file: Path | None = None,
         sync_interval: str = SYNC_INTERVAL,
+        max_payload: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         super().__init__(port, data_dir=data_dir, host=host, log_file=log_file)
         self.config_extra = config_extra
         self.sync_interval = sync_interval
+        self.max_payload = max_payload
 
     @property
     def url(self) -> str:
@@ -77,7 +81,7 @@ class NatsServer(ServerProcess):
             "# Written by jetmesh on every start; edits are lost.\n"
             f"host: {json.dumps(self.host)}\n"
             f"port: {self.port}\n"
-            f"max_payload: {MAX_PAYLOAD_BYTES}\n"
+            f"max_payload: {self.max_payload}\n"
             "jetstream {\n"
             f"  store_dir: {json.dumps(str(self.store_dir))}\n"
             f"  sync_interval: {self.sync_interval}\n"

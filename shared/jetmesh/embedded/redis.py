@@ -18,6 +18,13 @@ from jetmesh.embedded.process import ServerProcess
 APPENDFSYNC = "always"
 """Every acknowledged write is on disk (see :class:`RedisServer`)."""
 
+MAX_MEMORY_BYTES = 1024 * 1024 * 1024
+"""The default memory limit (``maxmemory``); ``MeshSettings.redis_max_memory_bytes``."""
+
+MAX_BULK_BYTES = 1024 * 1024
+"""The default ``proto-max-bulk-len``: the largest string one command may send or make
+(Redis's floor; its own default is 512 MiB)."""
+
 
 class RedisServer(ServerProcess):
     """A ``redis-server`` configured on its command line, data in ``data_dir``.
@@ -26,6 +33,11 @@ class RedisServer(ServerProcess):
     before the server answers (``appendfsync always``: Redis groups the writes of one event
     loop turn into one fsync), so an acknowledged write survives a crash of the server or
     the machine; RDB snapshots are off. See docs/durability.md.
+
+    Memory is bounded: past ``maxmemory`` a write is refused (``OOM``) and nothing is
+    evicted (``noeviction``: an evicted step-ledger record would let a step run twice),
+    and no single string may grow past ``max_bulk_bytes`` (one ``SETRANGE`` at a large
+    offset would otherwise allocate up to 512 MiB).
 
     Args:
         port: TCP port; None picks a free one.
@@ -40,6 +52,10 @@ class RedisServer(ServerProcess):
         aclfile: An ACL file of users (``user <name> ... ~<keys> +<commands>``), for example
             generated from the policy (:mod:`jetmesh.policy.servers`).
         log_file: Where output goes; defaults to ``<data_dir>/redis.log``.
+        maxmemory: The memory limit in bytes (``maxmemory``, with ``maxmemory-policy
+            noeviction``); 0 for none.
+        max_bulk_bytes: The largest string a command may send or make
+            (``proto-max-bulk-len``, at least 1 MiB).
     """
 
     name = "redis"
@@ -55,12 +71,16 @@ class RedisServer(ServerProcess):
         password: str | None = None,
         log_file: Path | None = None,
         aclfile: Path | None = None,
+        maxmemory: int = MAX_MEMORY_BYTES,
+        max_bulk_bytes: int = MAX_BULK_BYTES,
     ) -> None:
         super().__init__(port, data_dir=data_dir, host=host, log_file=log_file)
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.password = password
         self.aclfile = aclfile
+        self.maxmemory = maxmemory
+        self.max_bulk_bytes = max(max_bulk_bytes, MAX_BULK_BYTES)
 
     @property
     def url(self) -> str:
@@ -88,6 +108,9 @@ class RedisServer(ServerProcess):
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync,
             "--save", "",
+            "--maxmemory", str(self.maxmemory),
+            "--maxmemory-policy", "noeviction",
+            "--proto-max-bulk-len", str(self.max_bulk_bytes),
             "--daemonize", "no",
             *auth,
         ]  # fmt: skip

@@ -115,6 +115,9 @@ class EmbeddedStack:
         self, settings: MeshSettings, *, timeout: float = 10.0, auth: ServerAuth | None = None
     ) -> None:
         self.state_dir = Path(settings.state_dir)
+        self._redis_maxmemory = settings.redis_max_memory_bytes
+        self._redis_max_bulk = settings.redis_max_bulk_bytes
+        self._nats_max_payload = settings.server_max_payload_bytes
         self.timeout = timeout
         self.auth = auth
         self._endpoints = {
@@ -202,11 +205,30 @@ class EmbeddedStack:
         host = "127.0.0.1" if endpoint.host.lower() == "localhost" else endpoint.host
         if name == "nats":
             extra = self.auth.nats_config() if self.auth is not None else ""
-            return NatsServer(endpoint.port, data_dir=data_dir, host=host, config_extra=extra)
+            return NatsServer(
+                endpoint.port,
+                data_dir=data_dir,
+                host=host,
+                config_extra=extra,
+                max_payload=self._nats_max_payload,
+            )
         if self.auth is None:
             return RedisServer(
-                endpoint.port, data_dir=data_dir, host=host, password=endpoint.password
+                endpoint.port,
+                data_dir=data_dir,
+                host=host,
+                password=endpoint.password,
+                maxmemory=self._redis_maxmemory,
+                max_bulk_bytes=self._redis_max_bulk,
             )
         acl = self.auth.write_redis_acl_file(self.state_dir / "redis-users.acl")
         admin = self.auth.redis_user("default").password
-        return RedisServer(endpoint.port, data_dir=data_dir, host=host, password=admin, aclfile=acl)
+        return RedisServer(
+            endpoint.port,
+            data_dir=data_dir,
+            host=host,
+            password=admin,
+            aclfile=acl,
+            maxmemory=self._redis_maxmemory,
+            max_bulk_bytes=self._redis_max_bulk,
+        )

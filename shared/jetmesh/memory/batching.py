@@ -4,7 +4,7 @@ A replica handles dozens of tasks at once, and each touches the step ledger befo
 after its handler. Sending each command on its own costs a round trip and redis-py's
 per-command overhead every time; :class:`CommandBatcher` collects the commands issued in
 one turn of the event loop and sends them as one pipeline (not a transaction: each command
-is atomic on its own, as a script where it must be).
+is atomic on its own, as a function of the mesh's library where it must be).
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ class CommandBatcher:
             self._flush()
         return future
 
-    def eval(self, script: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
-        """Queue a Lua script run (EVAL; Redis caches the compiled script)."""
-        return self.execute("EVAL", script, len(keys), *keys, *args)
+    def fcall(self, function: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """Queue a call of a function of the mesh's library (``FCALL``;
+        :mod:`jetmesh.memory.functions`)."""
+        return self.execute("FCALL", function, len(keys), *keys, *args)
 
     def _flush(self) -> None:
         batch, self._queue = self._queue, []

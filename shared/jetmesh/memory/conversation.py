@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from .._exceptions import MemoryTooLarge
 from ..envelope import encode
 from . import keys
-from .acl import refused_as_denied
+from .refused import refused
 
 DEFAULT_MAX_MESSAGES = 200
 
@@ -56,12 +56,13 @@ class Conversation:
 
         Raises:
             MemoryTooLarge: a message is over ``max_message_bytes``.
+            MemoryFull: Redis is at its memory limit.
         """
         encoded = [encode(m) for m in messages]
         for data in encoded:
             if len(data) > self.max_message_bytes:
                 raise MemoryTooLarge(f"{self.key}: message of {len(data)} bytes")
-        with refused_as_denied(self.key, "append to"):
+        with refused(self.key, "append to"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(self.key, *encoded)
                 pipe.ltrim(self.key, -self.max_messages, -1)
@@ -72,18 +73,18 @@ class Conversation:
 
     async def window(self, last: int) -> list[Message]:
         """The newest ``last`` messages, oldest first."""
-        with refused_as_denied(self.key, "read"):
+        with refused(self.key, "read"):
             raw = await self._redis.lrange(self.key, -last, -1) if last > 0 else []
         return [msgspec.json.decode(r, type=Message) for r in raw]
 
     async def trim(self, keep: int) -> None:
         """Drop all but the newest ``keep`` messages."""
-        with refused_as_denied(self.key, "trim"):
+        with refused(self.key, "trim"):
             if keep <= 0:
                 await self._redis.delete(self.key)
             else:
                 await self._redis.ltrim(self.key, -keep, -1)
 
     async def clear(self) -> None:
-        with refused_as_denied(self.key, "clear"):
+        with refused(self.key, "clear"):
             await self._redis.delete(self.key)

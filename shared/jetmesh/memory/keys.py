@@ -2,10 +2,11 @@
 
     <prefix>:wf:<workflow>:<agent>:<key>       working memory value (hash: v, d)
     <prefix>:conv:<workflow>:<agent>:<name>    conversation (list of JSON messages)
-    <prefix>:journal:<workflow>:<step>         reply of a call, as the caller received it
+    <prefix>:journal:<agent>:<workflow>:<step> reply of a call, as the caller received it
     <prefix>:result:<workflow>:<agent>:<step>  result of a handled task, for duplicates
     <prefix>:lease:<workflow>:<agent>:<step>   the replica running that task now
-    <prefix>:once:<workflow>:<step>:<key>      a side effect's claim and result
+    <prefix>:once:<agent>:<workflow>:<step>:<key>   a side effect's claim and result
+    <prefix>:wait:<agent>:<workflow>:<step>:<name>  when a step began waiting for a signal
     <prefix>:replay:<run>                      scratch prefix of a re-run's memory
 
 ``<prefix>`` is the subject prefix (``mesh``). Workflow ids and agent names are subject
@@ -13,6 +14,11 @@ tokens (no ``:``); memory key names are checked the same way; steps may contain 
 ``.`` but never ``:`` (:func:`check_step`: a receiver refuses such a task), so a role's
 Redis ACL patterns (``mesh:result:*:<agent>:*``; a glob's ``*`` cannot stop at a ``:``)
 match no other role's keys that jetmesh reads.
+
+What a role records about its own calls and waits (journal, once, wait) drives what it
+does on a re-run (``ctx.call`` takes a journaled reply without calling), so only that role
+may write it: the role's name comes first (ACL pattern ``mesh:journal:<agent>:*``), so no
+step name, whatever it holds, makes another role's pattern match it.
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ def conversation(prefix: str, workflow: str, agent: str, name: str) -> str:
     return f"{prefix}:conv:{workflow}:{agent}:{check_token(name, 'conversation name')}"
 
 
-def journal(prefix: str, workflow: str, step: str) -> str:
-    return f"{prefix}:journal:{workflow}:{step}"
+def journal(prefix: str, workflow: str, agent: str, step: str) -> str:
+    """The reply ``agent`` (the caller) got for its call ``step``: the calling role's own
+    key, role first (see the module's docstring)."""
+    return f"{prefix}:journal:{agent}:{workflow}:{step}"
 
 
 def result(prefix: str, workflow: str, agent: str, step: str) -> str:
@@ -42,13 +50,15 @@ def lease(prefix: str, workflow: str, agent: str, step: str) -> str:
     return f"{prefix}:lease:{workflow}:{agent}:{step}"
 
 
-def once(prefix: str, workflow: str, step: str, key: str) -> str:
-    return f"{prefix}:once:{workflow}:{step}:{check_token(key, 'effect key')}"
+def once(prefix: str, workflow: str, agent: str, step: str, key: str) -> str:
+    """The claim and result of ``agent``'s side effect ``key`` in ``step``."""
+    return f"{prefix}:once:{agent}:{workflow}:{step}:{check_token(key, 'effect key')}"
 
 
-def wait(prefix: str, workflow: str, step: str, name: str) -> str:
-    """When a step first began waiting for signal ``name`` (its timeout counts from it)."""
-    return f"{prefix}:wait:{workflow}:{step}:{check_token(name, 'signal name')}"
+def wait(prefix: str, workflow: str, agent: str, step: str, name: str) -> str:
+    """When ``agent``'s step first began waiting for signal ``name`` (its timeout counts
+    from it)."""
+    return f"{prefix}:wait:{agent}:{workflow}:{step}:{check_token(name, 'signal name')}"
 
 
 def replay_scratch(prefix: str) -> str:

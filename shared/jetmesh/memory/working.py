@@ -1,11 +1,12 @@
 """Working memory of a workflow, in Redis, namespaced per agent, versioned.
 
 Each value is a hash ``{v: version, d: JSON, w: write id}``. Writes are compare-and-set on
-the version (one Lua script, atomic in Redis), so two replicas cannot lose each other's
-updates: the second writer gets :class:`MemoryConflict` (or :meth:`WorkingMemory.update`
-retries it), and a replica that lost its lease and still holds an old version cannot
-overwrite newer memory (fencing by version). The write id makes a write sent again after
-its connection broke (see :mod:`jetmesh.memory.connection`) count once.
+the version (``jetmesh_cas``, a function of the mesh's Redis library: atomic in Redis), so
+two replicas cannot lose each other's updates: the second writer gets
+:class:`MemoryConflict` (or :meth:`WorkingMemory.update` retries it), and a replica that
+lost its lease and still holds an old version cannot overwrite newer memory (fencing by
+version). The write id makes a write sent again after its connection broke (see
+:mod:`jetmesh.memory.connection`) count once.
 
 Example:
     >>> await ctx.memory.set("draft", Draft(text="..."))              # doctest: +SKIP
@@ -25,30 +26,14 @@ from .._exceptions import MemoryConflict, MemoryTooLarge
 from ..envelope import encode
 from ..ids import new_id
 from . import keys
-from .acl import refused_as_denied
+from .functions import CAS, fcall
+from .refused import refused
 
 T = TypeVar("T")
 
 DEFAULT_TTL_S = 7 * 24 * 3600
 DEFAULT_MAX_VALUE_BYTES = 512 * 1024
 UPDATE_RETRIES = 8
-
-# KEYS[1] key; ARGV: expected version ("" = any), data, ttl seconds (0 = keep none), write id.
-# A write sent again after its connection broke finds its own write id: it did happen.
-_CAS = """
-local state = redis.call('HMGET', KEYS[1], 'v', 'w')
-local cur = tonumber(state[1] or '0')
-if state[2] == ARGV[4] then
-  return {1, cur}
-end
-if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= cur then
-  return {0, cur}
-end
-local nv = cur + 1
-redis.call('HSET', KEYS[1], 'v', nv, 'd', ARGV[2], 'w', ARGV[4])
-if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
-return {1, nv}
-"""
 
 
 class Versioned(NamedTuple, Generic[T]):
@@ -76,7 +61,6 @@ class WorkingMemory:
         self.agent = agent
         self.ttl_s = ttl_s
         self.max_value_bytes = max_value_bytes
-        self._cas = redis.register_script(_CAS)
 
     def key(self, name: str) -> str:
         return keys.memory(self._prefix, self.workflow, self.agent, name)
@@ -87,7 +71,7 @@ class WorkingMemory:
 
     async def get_versioned(self, name: str, tp: type[T]) -> Versioned[T]:
         """The value and its version (0 and None when absent)."""
-        with refused_as_denied(self.key(name), "read"):
+        with refused(self.key(name), "read"):
             raw_version, data = await self._redis.hmget(self.key(name), ["v", "d"])
         if raw_version is None or data is None:
             return Versioned(None, 0)
@@ -113,6 +97,8 @@ class WorkingMemory:
             MemoryConflict: the stored version is not ``expected_version``.
             MemoryTooLarge: the encoded value is over ``max_value_bytes``.
             MemoryDenied: the key is outside this role's Redis user (another role's).
+            MemoryFull: Redis is at its memory limit.
+            NotProvisioned: Redis has no jetmesh function library (run ``jetmesh up``).
         """
         data = encode(value)
         if len(data) > self.max_value_bytes:
@@ -120,10 +106,12 @@ class WorkingMemory:
                 f"{self.key(name)}: {len(data)} bytes > limit {self.max_value_bytes}"
             )
         expected = "" if expected_version is None else str(expected_version)
-        with refused_as_denied(self.key(name), "write"):
-            ok, version = await self._cas(
-                keys=[self.key(name)],
-                args=[expected, data, ttl_s if ttl_s is not None else self.ttl_s, new_id()],
+        with refused(self.key(name), "write"):
+            ok, version = await fcall(
+                self._redis,
+                CAS,
+                [self.key(name)],
+                [expected, data, ttl_s if ttl_s is not None else self.ttl_s, new_id()],
             )
         if not ok:
             raise MemoryConflict(self.key(name), expected_version or 0, int(version))
@@ -153,5 +141,5 @@ class WorkingMemory:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def delete(self, name: str) -> None:
-        with refused_as_denied(self.key(name), "delete"):
+        with refused(self.key(name), "delete"):
             await self._redis.delete(self.key(name))

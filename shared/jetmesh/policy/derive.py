@@ -20,12 +20,13 @@ subscribe
     Tasks are not read by subscription: they come through the role's consumer, which an
     admin creates with the filter subject ``p.agent.R.task``.
 Redis keys (``memory/keys.py``)
-    its own namespaces, with the role's name in the key: ``p:wf:*:R:*`` (working memory),
-    ``p:conv:*:R:*`` (conversations), ``p:result:*:R:*`` and ``p:lease:*:R:*`` (its step
-    results and leases); and the keys that are keyed by workflow and step only, so every
-    agent role shares them: ``p:journal:*`` (replies its calls received), ``p:once:*``
-    (side-effect claims) and ``p:wait:*`` (when a wait began); then the policy's extra
-    ``redis_keys`` (an outside system the role reaches through Redis).
+    its own namespaces only, with the role's name in the key: ``p:wf:*:R:*`` (working
+    memory), ``p:conv:*:R:*`` (conversations), ``p:result:*:R:*`` and ``p:lease:*:R:*``
+    (its step results and leases); ``p:journal:R:*`` (replies its calls received),
+    ``p:once:R:*`` (its side-effect claims) and ``p:wait:R:*`` (when its waits began), the
+    role first so that no step name lets the pattern reach another role's; then the
+    policy's extra ``redis_keys`` (an outside system the role reaches through Redis). No
+    key is shared between roles: what a role acts on is written by that role only.
 
 An ingress has no consumer: it publishes tasks to the roles it calls and events, and
 subscribes to its replies and inbox.
@@ -40,12 +41,13 @@ from ..settings import MeshSettings
 from ..subjects import Subjects
 from .model import Policy
 
-SHARED_KEY_KINDS = ("journal", "once", "wait")
-"""Redis key kinds keyed by workflow and step, with no agent in the key: every role's
-replicas read and write them (a role cannot be told apart by the key alone)."""
-
 OWN_KEY_KINDS = ("wf", "conv", "result", "lease")
 """Redis key kinds with the agent's name as the token after the workflow."""
+
+ROLE_FIRST_KINDS = ("journal", "once", "wait")
+"""Redis key kinds with the agent's name first (``p:journal:R:*``): what a role records of
+its own calls, effects and waits, which it acts on when it runs again; no step name can
+make another role's pattern match them."""
 
 
 def inbox_prefix(role: str) -> str:
@@ -78,8 +80,8 @@ def _dedupe(items: list[str]) -> tuple[str, ...]:
 def redis_key_patterns(prefix: str, role: str) -> tuple[str, ...]:
     """The Redis key patterns an agent role's replicas read and write."""
     own = [f"{prefix}:{kind}:*:{role}:*" for kind in OWN_KEY_KINDS]
-    shared = [f"{prefix}:{kind}:*" for kind in SHARED_KEY_KINDS]
-    return (*own, *shared)
+    own += [f"{prefix}:{kind}:{role}:*" for kind in ROLE_FIRST_KINDS]
+    return tuple(own)
 
 
 def registry_reads(bucket: str) -> list[str]:

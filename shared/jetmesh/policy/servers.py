@@ -7,7 +7,8 @@ stream or consumer, or fetch from another role's consumer. An ``admin`` user (no
 declares the streams, the consumers (with their filter subjects) and the registry.
 
 Redis: one ACL user per agent role limited to its key patterns and to reading, writing,
-transactions and scripts; ``default`` is the admin, with a password.
+transactions and calling the mesh's functions (no scripts of its own); ``default`` is the
+admin, with a password, and loads those functions (:mod:`jetmesh.provision`).
 
 Secrets live under ``<keys dir>``, each file ``0600``, and are kept across runs::
 
@@ -50,20 +51,20 @@ REDIS_COMMANDS = (
     "+@write",
     "+@transaction",
     "+@connection",
-    "+eval",
-    "+evalsha",
-    "+eval_ro",
-    "+evalsha_ro",
-    "+script|load",
-    "+script|exists",
+    "-@scripting",
+    "+fcall",
+    "+fcall_ro",
     "-@admin",
     "-@dangerous",
     "-scan",
     "-randomkey",
 )
-"""What an agent role's Redis user may run: reads, writes, MULTI/WATCH, Lua scripts (whose
-commands Redis checks against the same key patterns), never administration, the dangerous
-commands (CONFIG, FLUSHALL, KEYS, ...), pub/sub, or listing key names (SCAN)."""
+"""What an agent role's Redis user may run: reads, writes, MULTI/WATCH, and calls of the
+functions the admin loaded (``FCALL``: the mesh's library, :mod:`jetmesh.memory.functions`;
+Redis checks their keys and the commands inside against the same key patterns). Never a
+script of its own (``EVAL``, ``SCRIPT *``, ``FUNCTION *``: ``@write`` includes ``FUNCTION
+LOAD`` and ``FLUSH``, so all of ``@scripting`` is taken away after it), administration, the
+dangerous commands (CONFIG, FLUSHALL, KEYS, ...), pub/sub, or listing key names (SCAN)."""
 
 
 def _write_secret(path: Path, text: str) -> None:

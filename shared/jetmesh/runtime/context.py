@@ -91,7 +91,7 @@ class Context(ContextBase):
     ) -> T:
         started = time.perf_counter()
         if self._ledger is not None:
-            recorded = await self._ledger.journaled(self.workflow, step)
+            recorded = await self._ledger.journaled(self.workflow, self.agent, step)
             if recorded is not None:  # this handler runs again: the call already completed
                 await self.emit_event(
                     ev.REPLY,
@@ -129,7 +129,7 @@ class Context(ContextBase):
         )
         record = Recorded.of(reply)
         if self._ledger is not None:
-            await self._ledger.journal(self.workflow, step, record)
+            await self._ledger.journal(self.workflow, self.agent, step, record)
         await self.emit_event(
             ev.REPLY,
             callee_step=step,
@@ -186,6 +186,7 @@ class Context(ContextBase):
 
         result = await self._ledger.once(
             self.workflow,
+            self.agent,
             self.task.step or self.task.id,
             key,
             run,
@@ -226,7 +227,7 @@ class Context(ContextBase):
         """
         now = time.time()
         started = (
-            await self._ledger.wait_started(self.workflow, self.task.step, name, now)
+            await self._ledger.wait_started(self.workflow, self.agent, self.task.step, name, now)
             if self._ledger is not None
             else now
         )

@@ -1,11 +1,13 @@
 """The step ledger: what makes a handler safe to run again after a crash.
 
-Three records in Redis, keyed by the workflow and the deterministic step key
-(see :mod:`jetmesh.memory.keys`):
+Three records in Redis, keyed by the role, the workflow and the deterministic step key
+(see :mod:`jetmesh.memory.keys`), each in keys only that role's Redis user may write:
 
 - **journal** (caller side): the reply to each ``ctx.call`` and each ``ctx.model`` call. A
   handler that runs again after its replica died gets completed calls back from the
-  journal instead of sending them again (or paying for the model call again).
+  journal instead of sending them again (or paying for the model call again). The journal
+  is the caller's own (``<prefix>:journal:<caller>:...``): a reply in it is taken without
+  asking the callee, so no other role may write it.
 - **result** (worker side): the outcome of a handled step. A task for a step already done
   (a redelivery after a late ack, or the same call sent again by a re-run whose journal
   write was lost) gets the stored reply, and the handler does not run twice.
@@ -13,50 +15,34 @@ Three records in Redis, keyed by the workflow and the deterministic step key
   step runs waits for its result instead of running it alongside.
 
 The records are written before the reply or ack they stand for, so a crash between the two
-leaves the record, never the effect without it.
+leaves the record, never the effect without it. Side effects (``ctx.once``) and waits keep
+their claims and start times the same way, in the role's own keys. What must be atomic
+runs as a function of the mesh's Redis library (:mod:`jetmesh.memory.functions`), sent in
+the same pipeline as other tasks' ledger commands.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from .._exceptions import EffectInDoubt
+from .._exceptions import EffectInDoubt, MemoryFull, NotProvisioned
 from ..envelope import Envelope, encode
 from ..memory import keys
 from ..memory.batching import CommandBatcher
+from ..memory.functions import CLAIM, FINISH, TAKE_OVER, fcall, with_library
+from ..memory.refused import refused
 
 T = TypeVar("T")
 
-
-# KEYS: result, lease; ARGV: holder, lease ms -> {taken, result or false}
-# (a claim sent again after its connection broke finds its own holder: it is taken)
-_CLAIM = """
-local result = redis.call('GET', KEYS[1])
-if result then return {0, result} end
-local held = redis.call('GET', KEYS[2])
-if held == ARGV[1] then return {1, false} end
-if held then return {0, false} end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-return {1, false}
-"""
-
-# KEYS: result, lease; ARGV: record, ttl seconds
-_FINISH = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('DEL', KEYS[2])
-return 1
-"""
-
-# KEYS: once; ARGV: the claim found, the new claim, ttl seconds -> 1 if it was replaced
-_TAKE_OVER = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-return 1
-"""
+UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, MemoryFull, NotProvisioned)
+"""Why the ledger may fail for a while, after which a task goes back to run again later:
+Redis unreachable past the retries, at its memory limit, or without the mesh's functions
+(a server restarted without persistence, until the admin step loads them again)."""
 
 
 class Recorded(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -112,14 +98,22 @@ class StepLedger:
 
     # -- caller side -----------------------------------------------------------------------
 
-    async def journaled(self, workflow: str, step: str) -> Recorded | None:
-        raw = await self._redis.get(keys.journal(self._prefix, workflow, step))
+    async def journaled(self, workflow: str, agent: str, step: str) -> Recorded | None:
+        """The reply ``agent`` journaled for its call ``step``, or None."""
+        key = keys.journal(self._prefix, workflow, agent, step)
+        with refused(key, "read"):
+            raw = await self._redis.get(key)
         return None if raw is None else _recorded.decode(raw)
 
-    async def journal(self, workflow: str, step: str, record: Recorded) -> None:
-        await self._redis.set(
-            keys.journal(self._prefix, workflow, step), encode(record), ex=self._ttl
-        )
+    async def journal(self, workflow: str, agent: str, step: str, record: Recorded) -> None:
+        """Journal the reply ``agent`` got for its call ``step``.
+
+        Raises:
+            MemoryFull: Redis is at its memory limit.
+        """
+        key = keys.journal(self._prefix, workflow, agent, step)
+        with refused(key, "journal"):
+            await self._redis.set(key, encode(record), ex=self._ttl)
 
     # -- worker side -----------------------------------------------------------------------
 
@@ -127,27 +121,35 @@ class StepLedger:
         self, workflow: str, agent: str, step: str, holder: str, lease_ms: int
     ) -> tuple[bool, Recorded | None]:
         """Take the step's lease unless the step has a result; returns (taken, result).
-        One script, sent in the same pipeline as other tasks' ledger commands."""
-        taken, raw = await self._batch.eval(
-            _CLAIM,
-            [
-                keys.result(self._prefix, workflow, agent, step),
-                keys.lease(self._prefix, workflow, agent, step),
-            ],
-            [holder, lease_ms],
-        )
+        One function call, sent in the same pipeline as other tasks' ledger commands.
+
+        Raises:
+            MemoryFull: Redis is at its memory limit.
+            NotProvisioned: Redis has no jetmesh function library (run ``jetmesh up``).
+        """
+        result = keys.result(self._prefix, workflow, agent, step)
+        lease = keys.lease(self._prefix, workflow, agent, step)
+        with refused(lease, "claim"):
+            taken, raw = await with_library(
+                self._redis, lambda: self._batch.fcall(CLAIM, [result, lease], [holder, lease_ms])
+            )
         return bool(taken), None if raw is None else _recorded.decode(raw)
 
     async def finish(self, workflow: str, agent: str, step: str, record: Recorded) -> None:
-        """Store the step's result and give up its lease (one script, batched)."""
-        await self._batch.eval(
-            _FINISH,
-            [
-                keys.result(self._prefix, workflow, agent, step),
-                keys.lease(self._prefix, workflow, agent, step),
-            ],
-            [encode(record), self._ttl],
-        )
+        """Store the step's result and give up its lease (one function call, batched).
+
+        Raises:
+            MemoryFull: Redis is at its memory limit.
+            NotProvisioned: Redis has no jetmesh function library (run ``jetmesh up``).
+        """
+        result = keys.result(self._prefix, workflow, agent, step)
+        lease = keys.lease(self._prefix, workflow, agent, step)
+        record_bytes = encode(record)
+        with refused(result, "record"):
+            await with_library(
+                self._redis,
+                lambda: self._batch.fcall(FINISH, [result, lease], [record_bytes, self._ttl]),
+            )
 
     async def release(self, workflow: str, agent: str, step: str, holder: str) -> None:
         """Give up the lease without a result (the handler failed; a retry may run)."""
@@ -164,12 +166,16 @@ class StepLedger:
                 pipe.pexpire(keys.lease(self._prefix, workflow, agent, step), lease_ms)
             await pipe.execute()
 
-    async def wait_started(self, workflow: str, step: str, name: str, now: float) -> float:
-        """When this step first began waiting for signal ``name``: ``now`` on the first
-        wait, the recorded time on a re-run (so a crash does not restart its timeout)."""
-        key = keys.wait(self._prefix, workflow, step, name)
-        await self._redis.set(key, repr(now), nx=True, ex=self._ttl)
-        recorded = await self._redis.get(key)
+    async def wait_started(
+        self, workflow: str, agent: str, step: str, name: str, now: float
+    ) -> float:
+        """When ``agent``'s step first began waiting for signal ``name``: ``now`` on the
+        first wait, the recorded time on a re-run (so a crash does not restart its
+        timeout)."""
+        key = keys.wait(self._prefix, workflow, agent, step, name)
+        with refused(key, "record the wait of"):
+            await self._redis.set(key, repr(now), nx=True, ex=self._ttl)
+            recorded = await self._redis.get(key)
         return float(recorded) if recorded is not None else now
 
     # -- side effects ----------------------------------------------------------------------
@@ -177,6 +183,7 @@ class StepLedger:
     async def once(
         self,
         workflow: str,
+        agent: str,
         step: str,
         key: str,
         effect: Callable[[], Awaitable[T]],
@@ -185,18 +192,49 @@ class StepLedger:
         holder: str,
         reconcile: Callable[[], Awaitable[T | None]] | None = None,
     ) -> T:
-        """See :meth:`jetmesh.Context.once`."""
-        redis_key = keys.once(self._prefix, workflow, step, key)
+        """See :meth:`jetmesh.Context.once`; ``agent`` is the role whose step runs it (its
+        own key holds the claim).
+
+        Raises:
+            EffectInDoubt: claimed by a run that did not finish, and no ``reconcile``.
+            MemoryFull: Redis is at its memory limit.
+        """
+        redis_key = keys.once(self._prefix, workflow, agent, step, key)
         claim = encode(_Effect(state="running", holder=holder))
-        while not await self._redis.set(redis_key, claim, nx=True, ex=self._ttl):
-            raw = await self._redis.get(redis_key)
+        done, found = await self._claim_effect(redis_key, claim, returns, holder, reconcile)
+        if done:
+            return cast(T, found)
+        try:
+            result = await effect()
+        except Exception:
+            with refused(redis_key, "drop the claim of"):  # it failed: a retry may run it
+                await self._redis.delete(redis_key)
+            raise  # (cancelled mid-effect keeps the claim: that is in doubt)
+        await self._done(redis_key, result, holder)
+        return result
+
+    async def _claim_effect(
+        self,
+        redis_key: str,
+        claim: bytes,
+        returns: type[T],
+        holder: str,
+        reconcile: Callable[[], Awaitable[T | None]] | None,
+    ) -> tuple[bool, T | None]:
+        """Claim the effect: ``(True, result)`` when it is done already, ``(False, None)``
+        when the claim is ours and the effect is to run."""
+        while True:
+            with refused(redis_key, "claim the effect"):
+                if await self._redis.set(redis_key, claim, nx=True, ex=self._ttl):
+                    return False, None
+                raw = await self._redis.get(redis_key)
             if raw is None:  # the claim was dropped meanwhile: claim again
                 continue
             recorded = _effect.decode(raw)
             if recorded.state == "done":
-                return msgspec.json.decode(recorded.result, type=returns)
+                return True, msgspec.json.decode(recorded.result, type=returns)
             if recorded.holder == holder:  # our own claim: a SET sent again after its
-                break  # connection broke, whose first try had gone through
+                return False, None  # connection broke, whose first try had gone through
             if reconcile is None:
                 raise EffectInDoubt(
                     f"{redis_key} was claimed by {recorded.holder} and never finished: "
@@ -205,17 +243,12 @@ class StepLedger:
             found = await reconcile()
             if found is not None:  # it happened: record it as done
                 await self._done(redis_key, found, holder)
-                return found
-            if await self._redis.eval(_TAKE_OVER, 1, redis_key, raw, claim, self._ttl):
-                break  # it did not happen: the claim is ours, run it
-        try:
-            result = await effect()
-        except Exception:
-            await self._redis.delete(redis_key)  # it failed: a retry may run it
-            raise  # (cancelled mid-effect keeps the claim: that is in doubt)
-        await self._done(redis_key, result, holder)
-        return result
+                return True, found
+            with refused(redis_key, "take over the effect"):
+                if await fcall(self._redis, TAKE_OVER, [redis_key], [raw, claim, self._ttl]):
+                    return False, None  # it did not happen: the claim is ours, run it
 
     async def _done(self, redis_key: str, result: object, holder: str) -> None:
         done = _Effect(state="done", holder=holder, result=msgspec.Raw(encode(result)))
-        await self._redis.set(redis_key, encode(done), ex=self._ttl)
+        with refused(redis_key, "record the effect"):
+            await self._redis.set(redis_key, encode(done), ex=self._ttl)

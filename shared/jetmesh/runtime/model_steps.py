@@ -133,7 +133,7 @@ async def complete_step(
         raise ConfigError("this context has no model provider")
     digest = request_digest(request)
     if ledger is not None:
-        recorded = await ledger.journaled(ctx.workflow, step)
+        recorded = await ledger.journaled(ctx.workflow, ctx.agent, step)
         if recorded is not None and recorded.digest == digest:
             reply = _reply.decode(recorded.body)
             cost = models.prices.cost(reply.model, reply.input_tokens, reply.output_tokens)
@@ -163,7 +163,7 @@ async def complete_step(
     body = msgspec.Raw(encode(reply))
     if ledger is not None:
         record = Recorded(kind="reply", type=MODEL_REPLY_TYPE, body=body, digest=digest)
-        await ledger.journal(ctx.workflow, step, record)
+        await ledger.journal(ctx.workflow, ctx.agent, step, record)
     cost = models.prices.cost(reply.model, reply.input_tokens, reply.output_tokens)
     await ctx.emit_event(ev.MODEL, **model_fields(step, digest, reply, cost, duration_ms))
     return reply

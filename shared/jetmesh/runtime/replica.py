@@ -18,7 +18,6 @@ from collections.abc import Mapping
 
 import msgspec
 from nats.aio.msg import Msg
-from redis.exceptions import RedisError
 
 from .. import events as ev
 from .._exceptions import MemoryDenied, Reject, RejectedMessage, ScopeDenied, ToolRefused
@@ -36,7 +35,7 @@ from ..settings import MeshSettings
 from .agent import Agent
 from .context import Context
 from .failures import Failures
-from .ledger import Recorded, StepLedger
+from .ledger import UNAVAILABLE, Recorded, StepLedger
 from .limits import PlanLimits, plan_refusal
 from .model_steps import Models
 
@@ -307,7 +306,7 @@ class Replica:
         except asyncio.CancelledError:  # drained while waiting for a duplicate
             await msg.nak()
             raise
-        except RedisError as exc:  # unreachable for longer than redis_retry_s
+        except UNAVAILABLE as exc:  # unreachable for longer than redis_retry_s, full, ...
             log.error("step ledger unavailable, task %s goes back: %s", task.id, exc)
             await msg.nak(delay=self.settings.backoff_for(attempt))
             return False
@@ -324,7 +323,7 @@ class Replica:
         assert self.ledger is not None
         try:
             await self.ledger.finish(task.workflow, self.agent.name, step, recorded)
-        except RedisError as exc:
+        except UNAVAILABLE as exc:
             log.error("step result of %s not recorded, task goes back: %s", task.id, exc)
             await self._release(task, step, holder)
             await msg.nak(delay=self.settings.backoff_for(attempt))

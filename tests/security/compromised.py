@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -169,8 +168,7 @@ class TargetMesh:
         return [
             e
             for e in entries
-            if e.get("username") == user
-            and time.time() - float(e.get("age-seconds", 0)) >= since - 1.0
+            if e.get("username") == user and int(e["timestamp-created"]) >= int(since * 1000)
         ]
 
     async def aclose(self) -> None:

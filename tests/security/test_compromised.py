@@ -17,12 +17,16 @@ from collections.abc import AsyncIterator, Callable
 
 import msgspec
 import pytest
+from redis.exceptions import NoPermissionError
 
 from jetmesh import Envelope, Event, EventPayload
 from jetmesh.bus.direct import read_from
 from jetmesh.envelope import decode_envelope, new_id, type_name
 from jetmesh.event_log import LoggedEvent, build_tree
+from jetmesh.memory import keys
+from jetmesh.memory.functions import FINISH
 from jetmesh.replay.history import history_of
+from jetmesh.runtime.ledger import Recorded
 from tests.security.compromised import CompromisedRole, TargetMesh
 from tests.security.target_agents import Approval, Outcome, Paid, Refund, Score
 
@@ -263,3 +267,100 @@ async def test_events_are_credited_to_their_signer_not_the_agent_they_name(
     assert msgspec.json.decode(replayed.result.body, type=Outcome).amount == 3.0, "not the lie"
     assert await target.paid(workflow) == 3.0
     await serves_on(target)
+
+
+# -- 2. the step ledger: only its owner writes it -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind", ["journal", "once", "wait", "result", "lease", "journal-shared-layout"]
+)
+async def test_a_role_cannot_write_another_roles_ledger(
+    target: TargetMesh, kb: CompromisedRole, kind: str
+) -> None:
+    """While billing waits for a person, kb writes what would make it pay a forged receipt
+    without calling (its journal), skip or reset its effect claim or its wait clock, or make
+    payments answer from a forged result. Redis refuses every write (NOPERM, in ACL LOG)."""
+    assert target.cli is not None
+    workflow = new_id()
+    asked = ask(target, Refund(order="j", amount=7.0, approval=True), workflow)
+    waiting = await seen_by(kb, workflow, lambda got: bool(events_of(got, "waiting")))
+    (wait,) = events_of(waiting, "waiting")
+    p = target.settings.subject_prefix
+    pay_step = f"{wait.step}/payments.3"
+    key = {
+        "journal": keys.journal(p, workflow, "billing", pay_step),
+        "once": keys.once(p, workflow, "billing", wait.step, "pay"),
+        "wait": keys.wait(p, workflow, "billing", wait.step, "approval"),
+        "result": keys.result(p, workflow, "payments", pay_step),
+        "lease": keys.lease(p, workflow, "payments", pay_step),
+        "journal-shared-layout": f"{p}:journal:{workflow}:{pay_step}",
+    }[kind]
+    lie = Recorded(
+        kind="reply",
+        type=type_name(Paid),
+        body=msgspec.Raw(msgspec.json.encode(Paid("pay-9999", 9999.0))),
+    )
+    since = time.time()
+    with pytest.raises(NoPermissionError):
+        await kb.redis.set(key, msgspec.json.encode(lie))
+    await target.cli.signal(workflow, "approval", Approval(True), token=target.token("carol"))
+
+    outcome = await asked
+    assert (outcome.status, outcome.paid, outcome.amount) == ("refunded", "pay-j", 7.0)
+    assert await target.paid(workflow) == 7.0
+    audit = [e for e in await target.acl_log("kb", since) if e["object"] == key]
+    assert len(audit) == 1
+    assert audit[0]["reason"] == "key"
+    await serves_on(target)
+
+
+# -- 6. no scripts of its own ---------------------------------------------------------------
+
+BUSY = "local n = 0 for i = 1, 20000000 do n = n + 1 end return n"
+EVIL = "#!lua name=evil\nredis.register_function('spin', function() return 1 end)"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("EVAL", BUSY, "0"),
+        ("EVAL_RO", BUSY, "0"),
+        ("SCRIPT", "LOAD", BUSY),
+        ("FUNCTION", "LOAD", EVIL),
+        ("FUNCTION", "FLUSH"),
+        ("FUNCTION", "DELETE", "jetmesh"),
+    ],
+    ids=["eval", "eval-ro", "script-load", "function-load", "function-flush", "function-delete"],
+)
+async def test_a_role_cannot_run_or_change_scripts(
+    target: TargetMesh, kb: CompromisedRole, command: tuple[str, ...]
+) -> None:
+    """A busy loop as kb would stall every role's Redis; a flushed library would stop the
+    step ledger of all. Roles may only FCALL the functions the admin step loaded."""
+    since = time.time()
+    with pytest.raises(NoPermissionError):
+        await kb.redis.execute_command(*command)
+    audit = await target.acl_log("kb", since)
+    assert len(audit) == 1
+    assert audit[0]["reason"] == "command"
+    assert target.admin is not None
+    (library,) = await target.admin.redis.function_list()  # flat: name, value, ...
+    assert dict(zip(library[::2], library[1::2], strict=True))[b"library_name"] == b"jetmesh"
+    await serves_on(target)
+
+
+async def test_a_role_cannot_use_the_mesh_functions_on_another_roles_keys(
+    target: TargetMesh, kb: CompromisedRole
+) -> None:
+    """FCALL checks the keys it is given against the caller's ACL patterns."""
+    p = target.settings.subject_prefix
+    workflow = new_id()
+    result = keys.result(p, workflow, "payments", "billing/payments.3")
+    lease = keys.lease(p, workflow, "payments", "billing/payments.3")
+    since = time.time()
+    with pytest.raises(NoPermissionError):
+        await kb.redis.fcall(FINISH, 2, result, lease, b"{}", 60)
+    assert await target.acl_log("kb", since)
+    assert target.admin is not None
+    assert await target.admin.redis.exists(result) == 0

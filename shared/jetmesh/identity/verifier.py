@@ -194,7 +194,9 @@ class Verifier:
         stored_at: float | None,
     ) -> None:
         if not TOKEN_RE.match(env.workflow):  # it becomes a subject token of the events
-            raise Malformed(f"workflow id {env.workflow!r} is not a subject token")
+            raise Malformed(f"workflow id {shown(env.workflow)} is not a subject token")
+        if not TOKEN_RE.match(env.id):  # Nats-Msg-Id, and the key of a task without a step
+            raise Malformed(f"envelope id {shown(env.id)} is not a subject token")
         self._check_addressing(subject, env, cert)
         now = time.time()
         received = stored_at if stored_at is not None else now

@@ -24,6 +24,7 @@ step name, whatever it holds, makes another role's pattern match it.
 from __future__ import annotations
 
 from .._exceptions import Malformed
+from ..envelope import MAX_STEP_CHARS, is_step
 from ..ids import new_id
 from ..subjects import check_token
 
@@ -68,13 +69,20 @@ def replay_scratch(prefix: str) -> str:
 
 
 def check_step(step: str) -> str:
-    """``step`` if it may be part of a Redis key.
+    """``step`` if it is a task's step key: 1 to 1024 of the ASCII characters
+    ``A-Z a-z 0-9 _ - . /`` (:data:`jetmesh.envelope.STEP_RE`), as the mesh makes them
+    (``<role>``, then ``<step>/<role>.<n>`` per call), or empty (a task without a step,
+    keyed by its id, which the verifier has checked is a subject token).
 
     Raises:
-        Malformed: it contains ``:``, which would let one role's key patterns match keys
-            that another role reads (``mesh:result:*:kb:*`` matches billing's result of
-            a step ``x:kb:y``).
+        Malformed: anything else: too long, or with ``:`` (one role's key patterns would
+            match keys another role reads: ``mesh:result:*:kb:*`` matches billing's result
+            of a step ``x:kb:y``), a glob or subject wildcard, a space, a control or
+            non-ASCII character.
     """
-    if ":" in step:
-        raise Malformed(f"step {step!r} contains ':' (steps are keys of Redis entries)")
+    if step and not is_step(step):
+        raise Malformed(
+            f"step {step[:64]!a}{'...' if len(step) > 64 else ''} is not 1-{MAX_STEP_CHARS} "
+            "of A-Z a-z 0-9 _ - . / (steps are parts of Redis keys)"
+        )
     return step

@@ -12,6 +12,7 @@ admin), leave one audit record, and the mesh must serve the next request.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -25,6 +26,7 @@ from jetmesh.envelope import decode_envelope, new_id, type_name
 from jetmesh.event_log import LoggedEvent, build_tree
 from jetmesh.memory import keys
 from jetmesh.memory.functions import FINISH
+from jetmesh.processes import settings_env
 from jetmesh.replay.history import history_of
 from jetmesh.runtime.ledger import Recorded
 from tests.security.compromised import CompromisedRole, TargetMesh
@@ -364,3 +366,159 @@ async def test_a_role_cannot_use_the_mesh_functions_on_another_roles_keys(
     assert await target.acl_log("kb", since)
     assert target.admin is not None
     assert await target.admin.redis.exists(result) == 0
+
+
+# -- 5. a refusal cannot escape the audit trail ---------------------------------------------
+
+NATS_HEADERS = {
+    "Nats-Expected-Stream": "MESH_TASKS",
+    "Nats-Expected-Last-Sequence": "1",
+    "Nats-Expected-Last-Subject-Sequence": "1",
+    "Nats-Expected-Last-Msg-Id": "nope",
+    "Nats-Rollup": "all",
+    "Nats-TTL": "1s",
+    "Nats-Marker-Reason": "MaxAge",
+    "Nats-Batch-Id": "b1",
+    "Nats-Batch-Sequence": "1",
+    "Nats-Batch-Commit": "1",
+    "Nats-Schedule": "@at 2020-01-01T00:00:00Z",
+    "Nats-Required-Api-Level": "99",
+}
+
+
+async def test_a_refused_message_with_stream_instructions_is_dead_lettered_once(
+    target: TargetMesh, kb: CompromisedRole
+) -> None:
+    """kb sends billing a forged reply carrying every ``Nats-*`` instruction a publisher
+    can set, twice: the dead letters keep none of them, so MESH_DLQ stores each, with its
+    ``rejected`` event (before, ``Nats-Expected-Stream`` made the dead letter itself
+    refused and the refusal left no trace)."""
+    workflow = new_id()
+    asked = ask(target, Refund(order="h", amount=4.0, critic_pause_s=1.5), workflow)
+    log = await seen_by(kb, workflow, lambda got: bool(events_of(got, "started", "critic")))
+    (started,) = events_of(log, "started", "critic")
+    (call,) = [e for e in events_of(log, "call", "billing") if e.target == "critic"]
+    forged = kb.mesh.envelope(
+        kind="reply",
+        workflow=workflow,
+        to="billing",
+        body=Score(0.99),
+        caller=log[0].caller,
+        parent=started.task,
+        step=call.callee_step,
+        type_=type_name(Score),
+    )
+    data, headers = kb.mesh.seal(forged)
+    subject = kb.mesh.subjects.reply("billing", call.instance)
+    for _ in range(2):  # the same message again: refused as a replay, its own dead letter
+        await kb.mesh.nc.publish(subject, data, headers={**headers, **NATS_HEADERS})
+    await kb.mesh.nc.flush()
+
+    assert (await asked).score == 0.4
+    logged = await target.events(workflow)
+    assert len(rejected(logged, "forged-reply")) >= 1
+    letters = [
+        d
+        for d in await target.dead_letters("billing")
+        if (env := d.envelope()) is not None and env.id == forged.id
+    ]
+    assert sorted(d.reason for d in letters) == ["forged-reply", "replayed"]  # once each
+    assert not [h for d in letters for h in d.headers if h in NATS_HEADERS]
+    await serves_on(target)
+
+
+# -- 8. operator tools on hostile data ------------------------------------------------------
+
+
+async def jetmesh_cli(target: TargetMesh, *args: str) -> tuple[int, str, str]:
+    """``jetmesh ARGS`` as a process, as the operator (the admin's keys directory)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jetmesh.cli",
+        *args,
+        env=settings_env(target.settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_operator_tools_print_hostile_data_as_text(
+    target: TargetMesh, kb: CompromisedRole
+) -> None:
+    """kb writes rich markup and control characters into an event and a dead letter with a
+    non-ASCII key id; ``jetmesh events`` and ``jetmesh dlq list`` print them as text."""
+    workflow = new_id()
+    assert (await ask(target, Refund(order="m", amount=1.0), workflow)).status == "refunded"
+    log = await seen_by(kb, workflow, lambda got: bool(events_of(got, "completed", "billing")))
+    hostile = "[/dim][bold red]PAID 9999[/] \x1b[2J\u202e"
+    event = Event(kind="note", agent="kb", at=time.time(), detail=hostile, task=new_id())
+    await kb.store(
+        kb.mesh.subjects.event(workflow, "note"),
+        kb.mesh.event_envelope(workflow, event, caller=log[0].caller),
+    )
+    await kb.mesh.publisher.publish(
+        kb.mesh.subjects.dlq("kb"),
+        b'{"kind": "task"}',
+        {"Mesh-Key": "kb-\u00e9\u00e9\u00e9", "Mesh-Dlq-Reason": "[/dim]", "Nats-Msg-Id": new_id()},
+    )
+
+    code, out, err = await jetmesh_cli(target, "events", workflow)
+    assert code == 0, err
+    assert "[/dim][bold red]PAID 9999[/]" in out, "markup shown as text"
+    assert "\x1b" not in out
+    code, out, err = await jetmesh_cli(target, "dlq", "list", "--agent", "kb")
+    assert code == 0, err
+    assert "[/dim]" in out
+
+
+# -- 9. redrive verifies the dead letter ----------------------------------------------------
+
+
+async def test_a_planted_dead_letter_is_not_redriven(
+    target: TargetMesh, kb: CompromisedRole
+) -> None:
+    """kb files, on its own dead-letter subject, a task it got from billing dressed as a
+    billing task "safe to redrive"; ``jetmesh dlq redrive`` verifies it, refuses it, sends
+    nothing. A real dead letter of billing's is redriven on the same enforced servers."""
+    assert target.admin is not None
+    workflow = new_id()
+    assert (await ask(target, Refund(order="p", amount=1.0), workflow)).status == "refunded"
+    planted = kb.mesh.envelope(
+        kind="task",
+        workflow=workflow,
+        to="billing",
+        body=Refund(order="p", amount=9999.0),
+        caller=target.token(),
+        step="billing",
+        type_=type_name(Refund),
+    )
+    data, headers = kb.mesh.seal(planted)
+    await kb.mesh.publisher.publish(
+        kb.mesh.subjects.dlq("kb"),
+        data,
+        {
+            **headers,
+            "Mesh-Dlq-Agent": "billing",
+            "Mesh-Dlq-Reason": "max-deliveries",
+            "Mesh-Dlq-Detail": "safe to redrive",
+            "Mesh-Dlq-Subject": target.admin.subjects.task("billing"),
+            "Nats-Msg-Id": new_id(),
+        },
+    )
+    (letter,) = [
+        d
+        for d in await target.dead_letters("kb")
+        if (env := d.envelope()) is not None and env.id == planted.id
+    ]
+    before = await target.admin.js.consumer_info(target.settings.tasks_stream, "billing")
+    code, out, err = await jetmesh_cli(target, "dlq", "redrive", str(letter.seq))
+    assert code != 0
+    assert "RedriveRefused" in err + out or "refused" in (err + out).lower()
+    after = await target.admin.js.consumer_info(target.settings.tasks_stream, "billing")
+    assert after.delivered.stream_seq == before.delivered.stream_seq, "nothing was sent"
+    assert await target.paid(workflow) == 1.0
+    await serves_on(target)

@@ -10,6 +10,7 @@ from ..policy import PolicyError, mesh_policy
 from ..provision import Provisioned, provision
 from ..settings import MeshSettings
 from .common import console, err_console, run_async, settings
+from .render import markup
 
 app = typer.Typer(
     help="The admin step: streams, consumers, the registry and certificates.",
@@ -41,7 +42,9 @@ def provision_policy(s: MeshSettings, file: Path | None) -> Provisioned:
         policy = mesh_policy(file if file is not None else s.policy_file)
     except PolicyError as exc:
         for problem in exc.problems:
-            err_console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[red]error:[/red] {markup(problem)}", highlight=False, soft_wrap=True
+            )
         raise typer.Exit(1) from None
     return run_async(provision(s, policy))
 

@@ -20,6 +20,7 @@ from ..patterns.approval import (
 from ..tools.approving import approval_token, describe, tool_ask
 from .common import console, err_console, run_async, settings
 from .ingress import cli_client
+from .render import markup
 
 _DECIDED = {
     APPROVAL_GRANTED: "approved",
@@ -92,13 +93,13 @@ def _decide(
 
     problem = run_async(go())
     if problem:
-        err_console.print(f"[red]error:[/red] {problem}", soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {markup(problem)}", soft_wrap=True, highlight=False)
         raise typer.Exit(1)
     word = "approved" if verdict.approved else "denied"
     who = "the token's caller" if token else caller
-    console.print(f"{word} step {step} of workflow {workflow} as {who}")
+    console.print(markup(f"{word} step {step} of workflow {workflow} as {who}"), highlight=False)
     for line in told:
-        console.print(f"{word}: {line}", soft_wrap=True, highlight=False)
+        console.print(f"{word}: {markup(line)}", soft_wrap=True, highlight=False)
 
 
 def approve(

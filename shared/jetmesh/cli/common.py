@@ -11,6 +11,7 @@ from rich.console import Console
 
 from .._exceptions import MeshError
 from ..settings import MeshSettings
+from .render import markup
 
 T = TypeVar("T")
 
@@ -33,7 +34,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
         return uvloop.run(coro)
     except MeshError as exc:
-        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {markup(exc)}", highlight=False)
         raise typer.Exit(1) from None
     except ImportError:  # pragma: no cover
         return asyncio.run(coro)

@@ -19,6 +19,7 @@ from ..envelope import new_id
 from ..event_log import read_events
 from ..patterns.approval import APPROVAL_REQUESTED, Verdict
 from .approve import decide
+from .render import markup
 
 SCOPES = ["kb:read", "refund:write", "handoff:write"]
 """What the support portal's ingress grants a customer's token."""
@@ -99,13 +100,13 @@ def _line(console: Console, ticket: Ticket, got: Resolution, took_ms: float) -> 
     if got.note:
         how.append(got.note)
     console.print(
-        f"{ticket.id} [bold]{got.team:<10}[/bold] {got.status:<13} {took_ms:7.1f} ms  "
-        + "; ".join(h for h in how if h),
+        f"{ticket.id} [bold]{markup(f'{got.team:<10}')}[/bold] {markup(f'{got.status:<13}')} "
+        f"{took_ms:7.1f} ms  " + markup("; ".join(h for h in how if h)),
         soft_wrap=True,
     )
     first = " ".join(got.text.split())[:110]
     if first:
-        console.print(f"       [dim]{first}[/dim]", soft_wrap=True)
+        console.print(f"       [dim]{markup(first)}[/dim]", soft_wrap=True)
 
 
 async def support(mesh: MeshClient, console: Console, ran: Ran, timeout: float = 60.0) -> None:
@@ -137,18 +138,20 @@ async def support(mesh: MeshClient, console: Console, ran: Ran, timeout: float =
             )
         )
         step, asked = await _approval_requested(mesh, workflow, timeout)
-        console.print(f"{ticket.id} [yellow]waits[/yellow] for a person: {asked}", soft_wrap=True)
+        console.print(
+            f"{ticket.id} [yellow]waits[/yellow] for a person: {markup(asked)}", soft_wrap=True
+        )
         word = "approve" if verdict.approved else "deny"
         token = mesh.mint_token(person, tenant="acme", scopes=["refund:approve"])
         told: list[str] = []
         problem = await decide(mesh, workflow, step, verdict, token, told)
         console.print(
             f"person   {person}: jetmesh {word} {workflow} {step} --as {person}"
-            + (f"  [red]{problem}[/red]" if problem else ""),
+            + (f"  [red]{markup(problem)}[/red]" if problem else ""),
             soft_wrap=True,
         )
         for line in told:
-            console.print(f"         {line}", soft_wrap=True, highlight=False)
+            console.print(f"         {markup(line)}", soft_wrap=True, highlight=False)
         got = await pending
         _line(console, ticket, got, (time.perf_counter() - started) * 1000)
         ran.workflows.append((workflow, f"{ticket.id} ({got.team}, {got.status})"))
@@ -170,9 +173,11 @@ async def handoffs(desk: Desk, console: Console) -> None:
     for handoff, case in await desk.queued():
         drafts = f", {len(case.rounds)} draft(s) with critiques" if case.rounds else ""
         console.print(
-            f"queue    {handoff.id} {case.ticket.id} ({case.ticket.customer}): "
-            f"{case.reason or 'class ' + repr(case.route.label) + ' has no team'}; "
-            f"route {case.route.label} -> {case.route.target}{drafts}",
+            markup(
+                f"queue    {handoff.id} {case.ticket.id} ({case.ticket.customer}): "
+                f"{case.reason or 'class ' + repr(case.route.label) + ' has no team'}; "
+                f"route {case.route.label} -> {case.route.target}{drafts}"
+            ),
             soft_wrap=True,
         )
 
@@ -194,9 +199,11 @@ async def research(mesh: MeshClient, console: Console, ran: Ran, timeout: float 
         f"question [bold]{QUESTION.text}[/bold] in {took:.1f} ms: {len(report.subquestions)} "
         f"sub-questions, {len(report.sources)} sources, {report.rounds} draft(s), "
         f"score {report.score:.2f}, stopped: {report.stopped}"
-        + (f", partial: {'; '.join(report.gaps)}" if report.partial else ""),
+        + (f", partial: {markup('; '.join(report.gaps))}" if report.partial else ""),
         soft_wrap=True,
     )
     for line in report.text.splitlines():
-        console.print(f"  [dim]{line}[/dim]" if line else "", soft_wrap=True, highlight=False)
+        console.print(
+            f"  [dim]{markup(line)}[/dim]" if line else "", soft_wrap=True, highlight=False
+        )
     ran.workflows.append((workflow, "research report"))

@@ -1,28 +1,57 @@
-"""``jetmesh dlq``: inspect dead letters with their reasons and send them back."""
+"""``jetmesh dlq``: inspect dead letters with their reasons and send them back.
+
+Dead letters are read and removed as the admin (on servers that enforce the policy); a
+redriven task is verified as its role's original and sent by the ``cli`` ingress
+(:mod:`jetmesh.redrive`). Everything printed from a dead letter is shown as data
+(:mod:`.render`).
+"""
 
 from __future__ import annotations
 
 import datetime
 
-import msgspec
 import typer
+from rich.console import Console
 from rich.table import Table
 
-from ..dead_letters import DeadLetter, get_dead_letter, list_dead_letters
+from ..client import MeshClient
+from ..credentials import admin_credentials
+from ..dead_letters import DeadLetter, get_dead_letter, list_dead_letters, with_task
 from ..redrive import redrive as redrive_letter
+from ..settings import MeshSettings
 from .common import console, run_async, settings
-from .ingress import admin_client
+from .ingress import CLI_IDENTITY, admin_client, cli_client
+from .render import json_text, markup, plain, text
 
 app = typer.Typer(help="Inspect dead letters and send them back once fixed.", no_args_is_help=True)
 
 
 def _when(at: float) -> str:
-    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return "-"
 
 
 def _subject(agent: str | None) -> str:
     s = settings()
     return f"{s.subject_prefix}.dlq.{agent}" if agent else f"{s.subject_prefix}.dlq.>"
+
+
+def letters_table(letters: list[DeadLetter]) -> Table:
+    """The dead letters as a table: sequence, agent, reason, workflow, time, detail."""
+    table = Table("seq", "agent", "reason", "workflow", "stored (UTC)", "detail")
+    for letter in letters:
+        env = letter.envelope()
+        table.add_row(
+            str(letter.seq),
+            text(letter.owner or letter.agent, limit=40),
+            text(letter.reason, limit=40),
+            text(env.workflow if env else "-", limit=40),
+            _when(letter.at),
+            text(letter.detail, limit=60),
+        )
+    return table
 
 
 @app.command("list")
@@ -39,51 +68,83 @@ def list_(
             )
 
     letters = run_async(go())
-    table = Table("seq", "agent", "reason", "workflow", "stored (UTC)", "detail")
-    for letter in letters:
-        env = letter.envelope()
-        table.add_row(
-            str(letter.seq),
-            letter.agent,
-            letter.reason,
-            env.workflow if env else "-",
-            _when(letter.at),
-            letter.detail[:60],
-        )
-    console.print(table)
+    console.print(letters_table(letters))
     console.print(f"{len(letters)} dead letter(s)")
+
+
+def show_letter(letter: DeadLetter, out: Console | None = None) -> None:
+    """Print one dead letter (on ``out``, the standard output by default): where it was
+    stored, its reason, headers and bytes."""
+    out = out or console
+    lines = [
+        f"seq       {letter.seq}",
+        f"stored on {markup(letter.stored_on)}",
+        f"agent     {markup(letter.agent)}",
+        f"reason    {markup(letter.reason)}",
+        f"detail    {markup(letter.detail)}",
+        f"subject   {markup(letter.subject)}",
+        f"stored    {_when(letter.at)} UTC",
+    ]
+    if letter.task_seq is not None:
+        read = "read from the tasks stream" if letter.data else "no longer in the tasks stream"
+        lines.append(f"task seq  {letter.task_seq} ({read})")
+    for name, value in sorted(letter.headers.items()):
+        lines.append(f"header    {markup(name, limit=100)}: {markup(value, limit=100)}")
+    out.print("\n".join(lines), highlight=False, soft_wrap=True)
+    body = json_text(letter.data)
+    if body is not None:
+        out.print(body, soft_wrap=True)
+    else:
+        out.print(plain(repr(letter.data[:2000])), markup=False, highlight=False)
 
 
 @app.command("show")
 def show(seq: int = typer.Argument(..., help="sequence number from `jetmesh dlq list`")) -> None:
-    """Show one dead letter: its reason, headers and the refused bytes."""
+    """Show one dead letter: its reason, headers and the refused bytes (for a task that ran
+    out of deliveries without being kept, the task read from the tasks stream)."""
 
     async def go() -> DeadLetter:
         async with admin_client(settings()) as mesh:
-            return await get_dead_letter(mesh.js, mesh.settings.dlq_stream, seq)
+            letter = await get_dead_letter(mesh.js, mesh.settings.dlq_stream, seq)
+            return await with_task(mesh.js, mesh.settings.tasks_stream, letter)
 
-    letter = run_async(go())
-    console.print(f"seq       {letter.seq}\nagent     {letter.agent}\nreason    {letter.reason}")
-    console.print(f"detail    {letter.detail}\nsubject   {letter.subject}")
-    console.print(f"stored    {_when(letter.at)} UTC")
-    for name, value in sorted(letter.headers.items()):
-        console.print(f"header    {name}: {value[:100]}")
-    try:
-        console.print_json(msgspec.json.encode(msgspec.json.decode(letter.data)).decode())
-    except msgspec.DecodeError:
-        console.print(repr(letter.data[:2000]))
+    show_letter(run_async(go()))
+
+
+async def redrive_seq(s: MeshSettings, seq: int, ingress: str = CLI_IDENTITY) -> str:
+    """Verify and send dead letter ``seq`` again: read and removed as the admin, sent by
+    the ingress ``ingress``; returns what was sent.
+
+    Raises:
+        RedriveRefused: it does not hold its role's original task, or the ingress may not
+            send there (nothing sent).
+        ConfigError: there is no dead letter ``seq``.
+    """
+    enforced = admin_credentials(s).user is not None
+    async with admin_client(s) as admin:
+        sender: MeshClient = cli_client(s, ingress) if enforced else admin
+        if enforced:
+            await sender.start()
+        try:
+            letter = await get_dead_letter(admin.js, s.dlq_stream, seq)
+            letter = await with_task(admin.js, s.tasks_stream, letter)
+            task = await redrive_letter(sender, letter, operator=admin)
+        finally:
+            await sender.flush_events()
+            if enforced:
+                await sender.close()
+    return f"sent again as task {task.id} to {task.to} (workflow {task.workflow})"
 
 
 @app.command("redrive")
-def redrive(seq: int = typer.Argument(..., help="sequence number from `jetmesh dlq list`")) -> None:
-    """Send a dead-lettered task again (new id, same workflow, step, caller and body),
-    then remove the dead letter."""
-
-    async def go() -> str:
-        async with admin_client(settings()) as mesh:
-            letter = await get_dead_letter(mesh.js, mesh.settings.dlq_stream, seq)
-            task = await redrive_letter(mesh, letter)
-            await mesh.flush_events()
-            return f"sent again as task {task.id} to {task.to} (workflow {task.workflow})"
-
-    console.print(run_async(go()))
+def redrive(
+    seq: int = typer.Argument(..., help="sequence number from `jetmesh dlq list`"),
+    ingress: str = typer.Option(
+        CLI_IDENTITY, help="the ingress role that sends the task (it must call its role)"
+    ),
+) -> None:
+    """Verify a dead-lettered task as its role's original (signature, signer, addressee,
+    chain and caller token) and send it again (new id, same workflow, step, caller and
+    body), then remove the dead letter. A dead letter that does not verify is refused,
+    audited, and nothing is sent."""
+    console.print(markup(run_async(redrive_seq(settings(), seq, ingress))), highlight=False)

@@ -1,13 +1,17 @@
-"""``jetmesh events <workflow>``: the workflow's events as a tree."""
+"""``jetmesh events <workflow>``: the workflow's events as a tree.
+
+Every string of an event is shown as data (:mod:`.render`): its writer may be any role."""
 
 from __future__ import annotations
 
 import typer
+from rich.text import Text
 from rich.tree import Tree
 
-from ..event_log import TaskNode, build_tree, read_events, total_usage, usd
+from ..event_log import LoggedEvent, TaskNode, build_tree, read_events, total_usage, usd
 from .common import console, run_async, settings
 from .ingress import admin_client
+from .render import markup, plain, text
 
 STATUS_STYLE = {
     "completed": "green",
@@ -19,25 +23,31 @@ STATUS_STYLE = {
 }
 
 
-def node_label(node: TaskNode) -> str:
-    """One line per hop: agent, type, status, time, signature, caller."""
+def node_label(node: TaskNode) -> Text:
+    """One line per hop: agent, type, status, time, signature, caller (all shown as data:
+    see :mod:`.render`)."""
     style = STATUS_STYLE.get(node.status, "white")
     took = f"{node.duration_ms:8.1f} ms" if node.duration_ms is not None else " " * 11
-    signed = "[green]signed ok[/green]" if node.verified else "[red]SIGNATURE BAD[/red]"
+    signed = ("signed ok", "green") if node.verified else ("SIGNATURE BAD", "red")
     tries = f" x{node.attempts}" if node.attempts > 1 else ""
     notes = "; ".join([*node.notes, node.detail] if node.detail else node.notes)
     if node.usage.calls:
         notes = f"{node.usage}; {notes}" if notes else str(node.usage)
-    extra = f"  [dim]{notes}[/dim]" if notes else ""
-    what = node.type or "-"
-    return (
-        f"[bold]{node.agent:<10}[/bold] {what:<20} [{style}]{node.status + tries:<10}[/{style}]"
-        f" {took}  {signed}  caller={node.caller or '-'}{extra}"
+    label = Text.assemble(
+        (f"{plain(node.agent, limit=40):<10}", "bold"),
+        f" {plain(node.type or '-', limit=60):<20} ",
+        (f"{plain(node.status, limit=20) + tries:<10}", style),
+        f" {took}  ",
+        signed,
+        f"  caller={plain(node.caller or '-', limit=80)}",
     )
+    if notes:
+        label.append(f"  {plain(notes, limit=500)}", style="dim")
+    return label
 
 
 def render(workflow: str, roots: list[TaskNode]) -> Tree:
-    tree = Tree(f"workflow [bold]{workflow}[/bold]")
+    tree = Tree(Text.assemble("workflow ", (plain(workflow, limit=80), "bold")))
 
     def add(parent: Tree, node: TaskNode) -> None:
         branch = parent.add(node_label(node))
@@ -47,6 +57,22 @@ def render(workflow: str, roots: list[TaskNode]) -> Tree:
     for root in roots:
         add(tree, root)
     return tree
+
+
+def raw_line(item: LoggedEvent) -> Text:
+    """One event of ``jetmesh events --raw``: time, kind, agent, step, signature, usage."""
+    e = item.event
+    ok = "ok" if item.verified else f"BAD ({item.problem})"
+    used = (
+        f" {e.model} {e.tokens_in}+{e.tokens_out} tokens {usd(e.cost_usd)}"
+        if e.kind == "model" and e.body is not None
+        else ""
+    )
+    return text(
+        f"{e.at:.6f} {plain(e.kind, limit=40):<10} {plain(e.agent, limit=40):<10} "
+        f"{plain(e.step, limit=200):<28} sig={ok}{used}",
+        limit=1000,
+    )
 
 
 def events(
@@ -60,18 +86,11 @@ def events(
         async with admin_client(settings()) as mesh:
             logged = await read_events(mesh, workflow)
         if not logged:
-            console.print(f"no events for workflow {workflow}")
+            console.print(f"no events for workflow {markup(workflow)}", highlight=False)
             raise typer.Exit(1)
         if raw:
             for item in logged:
-                e = item.event
-                ok = "ok" if item.verified else f"BAD ({item.problem})"
-                used = (
-                    f" {e.model} {e.tokens_in}+{e.tokens_out} tokens {usd(e.cost_usd)}"
-                    if e.kind == "model" and e.body is not None
-                    else ""
-                )
-                console.print(f"{e.at:.6f} {e.kind:<10} {e.agent:<10} {e.step:<28} sig={ok}{used}")
+                console.print(raw_line(item), soft_wrap=True)
         else:
             roots = build_tree(logged)
             console.print(render(workflow, roots))

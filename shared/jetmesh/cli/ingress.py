@@ -1,10 +1,11 @@
-"""The CLI's identities: the ``cli`` ingress that mints caller tokens (publish, signal,
-approve, deny), and the operator (dlq, events, replay, keys revoke).
+"""The CLI's identities: the ``cli`` ingress that mints caller tokens and sends tasks
+(publish, signal, approve, deny, the task of ``dlq redrive``), and the operator (dlq,
+events, replay, keys revoke).
 
 On servers that enforce the policy (``jetmesh up``) the ingress connects as the ``cli``
-role, and operator commands as the ``admin`` user, signing as the ``admin`` identity
-(issued by the root here on first use: a redriven task may go to any role). On open
-servers both are the ``cli`` ingress.
+role (or another ingress role of the policy, ``dlq redrive --ingress``), and operator
+commands as the ``admin`` user, signing as the ``admin`` identity (issued by the root here
+on first use). On open servers both are the ``cli`` ingress.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from ..subjects import Subjects
 CLI_IDENTITY = "cli"
 
 
-def cli_client(s: MeshSettings) -> MeshClient:
-    """A mesh client for the CLI (its identity is issued on first use in development)."""
+def cli_client(s: MeshSettings, name: str = CLI_IDENTITY) -> MeshClient:
+    """A mesh client for the CLI as the ingress ``name`` (its identity is issued on first
+    use in development; on servers that enforce the policy, it connects as that role)."""
     store = KeyStore(s.resolved_keys_dir)
     identity = store.ensure(
-        CLI_IDENTITY, subjects=Subjects(s.subject_prefix), ttl_s=s.cert_ttl_s, ingress=True
+        name, subjects=Subjects(s.subject_prefix), ttl_s=s.cert_ttl_s, ingress=True
     )
     return MeshClient(s, identity, roots=store.roots())
 

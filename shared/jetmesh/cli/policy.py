@@ -10,6 +10,7 @@ from ..policy import PolicyError, all_permissions, mesh_policy
 from ..policy.model import Policy
 from ..policy.servers import ServerAuth
 from .common import console, err_console, settings
+from .render import markup
 
 app = typer.Typer(
     help="Check the policy file; generate NATS users and Redis ACLs from it.",
@@ -22,7 +23,9 @@ def _load(file: Path | None) -> Policy:
         return mesh_policy(file if file is not None else settings().policy_file)
     except PolicyError as exc:
         for problem in exc.problems:
-            err_console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[red]error:[/red] {markup(problem)}", highlight=False, soft_wrap=True
+            )
         raise typer.Exit(1) from None
 
 

@@ -8,6 +8,7 @@ import typer
 from ..envelope import new_id
 from .common import console, run_async, settings
 from .ingress import cli_client
+from .render import json_text, text
 
 
 def publish(
@@ -43,5 +44,5 @@ def publish(
             return bytes(result)
 
     result = run_async(go())
-    console.print_json(result.decode())
+    console.print(json_text(result) or text(result), soft_wrap=True)
     console.print(f"workflow {workflow}")

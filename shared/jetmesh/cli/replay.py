@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 import typer
-from rich.markup import escape
+from rich.text import Text
 from rich.tree import Tree
 
 from .._exceptions import ConfigError
@@ -22,6 +22,7 @@ from ..runtime.runner import load_agent
 from .common import console, err_console, run_async, settings
 from .events import STATUS_STYLE
 from .ingress import admin_client
+from .render import markup, plain
 
 WIDTH = 60
 """Characters of a body's JSON shown in the tree."""
@@ -30,7 +31,7 @@ OUTCOME_STYLE = {SAME: "green", DIVERGED: "red"}
 
 
 def _payload(p: Payload | None, width: int) -> str:
-    return escape(p.preview(width) if p is not None else "(not recorded)")
+    return markup(p.preview(width) if p is not None else "(not recorded)", limit=width + 40)
 
 
 def _task_label(task: TaskHistory, width: int) -> str:
@@ -41,41 +42,47 @@ def _task_label(task: TaskHistory, width: int) -> str:
     took = f"  {node.duration_ms:.1f} ms" if node.duration_ms is not None else ""
     tries = f" x{node.attempts}" if node.attempts > 1 else ""
     lines = [
-        f"[bold]{node.agent}[/bold]  {escape(node.step)}  "
-        f"[{style}]{node.status}{tries}[/{style}]{took}  caller={node.caller or '-'}"
+        f"[bold]{markup(node.agent)}[/bold]  {markup(node.step)}  "
+        f"[{style}]{markup(node.status)}{tries}[/{style}]{took}  "
+        f"caller={markup(node.caller or '-')}"
     ]
     if node.task is None:  # the ingress that accepted the workflow
-        lines[0] += f"  {node.detail}"
+        lines[0] += f"  {markup(node.detail)}"
         return "\n".join(lines)
     lines.append(f"  in     {_payload(task.input, width)}")
     for call in task.calls:
         took = f" {call.duration_ms:.1f} ms" if call.duration_ms is not None else ""
-        error = f" [red]error: {call.reply.error}[/red]" if call.reply and call.reply.error else ""
+        error = (
+            f" [red]error: {markup(call.reply.error)}[/red]"
+            if call.reply and call.reply.error
+            else ""
+        )
         lines.append(
-            f"  call   {escape(call.step)} -> {call.target}: {_payload(call.sent, width)}\n"
+            f"  call   {markup(call.step)} -> {markup(call.target)}: "
+            f"{_payload(call.sent, width)}\n"
             f"         reply{took}:{error} {_payload(call.reply, width)}"
         )
     for model in task.models:
         if model.reply is None:
-            answer = f"[red]{escape(model.error)}[/red]"
+            answer = f"[red]{markup(model.error)}[/red]"
         else:
             took = f", {model.duration_ms:.1f} ms" if model.duration_ms is not None else ""
             answer = (
                 f"{model.tokens_in} tokens in, {model.tokens_out} out, {usd(model.cost_usd)}{took}"
             )
         lines.append(
-            f"  model  {escape(model.step)} -> {escape(model.model or model.provider)}: {answer}"
+            f"  model  {markup(model.step)} -> {markup(model.model or model.provider)}: {answer}"
         )
         if model.reply is not None:
             lines.append(f"         reply: {_payload(model.reply, width)}")
     for key, result in task.effects.items():
-        lines.append(f"  effect {escape(key)}: {_payload(result, width)}")
+        lines.append(f"  effect {markup(key)}: {_payload(result, width)}")
     for name, signal in task.signals.items():
-        lines.append(f"  signal {escape(name)}: {_payload(signal, width)}")
+        lines.append(f"  signal {markup(name)}: {_payload(signal, width)}")
     for note in node.notes:
-        lines.append(f"  [dim]event  {escape(note)}[/dim]")
+        lines.append(f"  [dim]event  {markup(note)}[/dim]")
     if node.status in ("failed", "rejected", "retrying"):
-        lines.append(f"  [red]{escape(node.detail)}[/red]")
+        lines.append(f"  [red]{markup(node.detail)}[/red]")
     elif task.result is not None:
         lines.append(f"  out    {_payload(task.result, width)}")
     return "\n".join(lines)
@@ -83,7 +90,7 @@ def _task_label(task: TaskHistory, width: int) -> str:
 
 def render_history(recorded: WorkflowHistory, width: int = WIDTH) -> Tree:
     """The workflow as a tree of tasks, each with its input, calls, effects and result."""
-    tree = Tree(f"workflow [bold]{recorded.workflow}[/bold]")
+    tree = Tree(Text.assemble("workflow ", (plain(recorded.workflow, limit=80), "bold")))
 
     def add(parent: Tree, task: TaskHistory) -> None:
         branch = parent.add(_task_label(task, width))
@@ -98,25 +105,29 @@ def render_history(recorded: WorkflowHistory, width: int = WIDTH) -> Tree:
 def render_report(report: RerunReport) -> list[str]:
     """One line per re-run task (same, diverged or skipped, and why), then each divergence
     with what the history expected and what the new code did."""
-    steps = max((len(t.step) for t in report.tasks), default=0)
-    agents = max((len(t.agent) for t in report.tasks), default=0)
+    shown = [(plain(t.step, limit=200), plain(t.agent, limit=40)) for t in report.tasks]
+    steps = max((len(step) for step, _ in shown), default=0)
+    agents = max((len(agent) for _, agent in shown), default=0)
     lines = []
-    for task in report.tasks:
+    for task, (step, agent) in zip(report.tasks, shown, strict=True):
         style = OUTCOME_STYLE.get(task.status, "yellow")
         answered = [f"{task.calls} call(s)"] if task.calls else []
         answered += [f"{task.effects} effect(s)"] if task.effects else []
         answered += [f"{task.models} model call(s)"] if task.models else []
         notes = [" and ".join(answered) + " from the history"] if answered else []
         lines.append(
-            f"{task.step:<{steps}}  [bold]{task.agent:<{agents}}[/bold]  "
-            f"[{style}]{task.status:<8}[/{style}]  [dim]{'; '.join(notes + task.notes)}[/dim]"
+            f"{markup(f'{step:<{steps}}')}  [bold]{markup(f'{agent:<{agents}}')}[/bold]  "
+            f"[{style}]{markup(f'{task.status:<8}')}[/{style}]  "
+            f"[dim]{markup('; '.join(notes + task.notes))}[/dim]"
         )
         pad = " " * (steps + agents + 4)
         for d in task.divergences:
-            lines.append(f"{pad}[red]{d.what}[/red] at {d.step}: {escape(d.detail)}")
+            lines.append(
+                f"{pad}[red]{markup(d.what)}[/red] at {markup(d.step)}: {markup(d.detail)}"
+            )
             if d.expected or d.got:
-                lines.append(f"{pad}  expected {escape(d.expected) or '-'}")
-                lines.append(f"{pad}  got      {escape(d.got) or '-'}")
+                lines.append(f"{pad}  expected {markup(d.expected) or '-'}")
+                lines.append(f"{pad}  got      {markup(d.got) or '-'}")
     return lines
 
 
@@ -179,7 +190,7 @@ def _load(targets: list[str]) -> list[Agent]:
     try:
         return [load_agent(t) for t in targets]
     except ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {markup(exc)}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -213,7 +224,7 @@ def replay(
 
     recorded, report = run_async(go())
     if not recorded.roots:
-        console.print(f"no events for workflow {workflow}")
+        console.print(f"no events for workflow {markup(workflow)}", highlight=False)
         raise typer.Exit(1)
     if as_json:
         out: dict[str, Any] = {"workflow": workflow, "tasks": history_json(recorded)}
@@ -223,7 +234,7 @@ def replay(
     elif report is None:
         console.print(render_history(recorded, width))
     else:
-        console.print(f"workflow [bold]{workflow}[/bold] re-run with the current code")
+        console.print(f"workflow [bold]{markup(workflow)}[/bold] re-run with the current code")
         console.print("\n".join(render_report(report)), highlight=False)
         counts = {s: sum(t.status == s for t in report.tasks) for s in (SAME, DIVERGED)}
         skipped = len(report.tasks) - sum(counts.values())

@@ -10,6 +10,7 @@ from ..policy import PolicyError, mesh_policy
 from ..provision import up_servers
 from .admin import print_provisioned
 from .common import console, err_console, settings
+from .render import markup
 
 
 def _print(status: StackStatus) -> None:
@@ -36,7 +37,9 @@ def up(
             policy = mesh_policy(s.policy_file)
         except PolicyError as exc:
             for problem in exc.problems:
-                err_console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+                err_console.print(
+                    f"[red]error:[/red] {markup(problem)}", highlight=False, soft_wrap=True
+                )
             raise typer.Exit(1) from None
     done = up_servers(s, policy)
     _print(done.status)

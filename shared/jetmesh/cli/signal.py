@@ -7,6 +7,7 @@ import typer
 
 from .common import console, run_async, settings
 from .ingress import cli_client
+from .render import markup
 
 
 def signal(
@@ -34,4 +35,4 @@ def signal(
             await mesh.signal(workflow, name, raw, token=tok, step=step or None)
 
     run_async(go())
-    console.print(f"signal {name} sent to workflow {workflow}")
+    console.print(markup(f"signal {name} sent to workflow {workflow}"), highlight=False)

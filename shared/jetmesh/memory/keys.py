@@ -8,6 +8,7 @@
     <prefix>:once:<agent>:<workflow>:<step>:<key>   a side effect's claim and result
     <prefix>:wait:<agent>:<workflow>:<step>:<name>  when a step began waiting for a signal
     <prefix>:replay:<run>                      scratch prefix of a re-run's memory
+    <prefix>:last:<agent>:<stream seq>         a task's bytes kept on its last delivery
 
 ``<prefix>`` is the subject prefix (``mesh``). Workflow ids and agent names are subject
 tokens (no ``:``); memory key names are checked the same way; steps may contain ``/`` and
@@ -60,6 +61,12 @@ def wait(prefix: str, workflow: str, agent: str, step: str, name: str) -> str:
     """When ``agent``'s step first began waiting for signal ``name`` (its timeout counts
     from it)."""
     return f"{prefix}:wait:{agent}:{workflow}:{step}:{check_token(name, 'signal name')}"
+
+
+def last_delivery(prefix: str, agent: str, stream_seq: int) -> str:
+    """A task of ``agent`` kept by the replica that took its last delivery, for the
+    max-deliveries advisory (:mod:`jetmesh.runtime.last_delivery`); the role's own key."""
+    return f"{prefix}:last:{agent}:{stream_seq}"
 
 
 def replay_scratch(prefix: str) -> str:

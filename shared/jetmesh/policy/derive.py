@@ -8,8 +8,9 @@ publish
     workflows it takes part in); ``p.dlq.R`` (its own dead letters); and the JetStream API
     calls of its own consumers only: ``$JS.API.CONSUMER.MSG.NEXT.<stream>.R``,
     ``$JS.API.CONSUMER.INFO.<stream>.R`` and acks on ``$JS.ACK.<stream>.R.>`` for the tasks
-    stream and the advisories stream; ``$JS.API.STREAM.MSG.GET.T`` (a task that ran out
-    of deliveries is read back by sequence to be dead-lettered); reads of the registry
+    stream and the advisories stream (no read of the tasks stream by sequence: a task that
+    runs out of deliveries is dead-lettered from what its last delivery kept in the role's
+    own Redis keys ``p:last:R:*``, see ``runtime/last_delivery.py``); reads of the registry
     (``$JS.API.STREAM.INFO.KV_B``, ``$JS.API.DIRECT.GET.KV_B[.>]``,
     ``$JS.API.STREAM.MSG.GET.KV_B``); direct gets of the events stream ``E``
     (``$JS.API.DIRECT.GET.E``: the event tree and signal waits read the log with no
@@ -80,6 +81,7 @@ def _dedupe(items: list[str]) -> tuple[str, ...]:
 def redis_key_patterns(prefix: str, role: str) -> tuple[str, ...]:
     """The Redis key patterns an agent role's replicas read and write."""
     own = [f"{prefix}:{kind}:*:{role}:*" for kind in OWN_KEY_KINDS]
+    own.append(f"{prefix}:last:{role}:*")  # its tasks kept on their last delivery
     own += [f"{prefix}:{kind}:{role}:*" for kind in ROLE_FIRST_KINDS]
     return tuple(own)
 
@@ -125,7 +127,6 @@ def role_permissions(policy: Policy, role: str, settings: MeshSettings) -> RoleP
                 f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
                 f"$JS.ACK.{stream}.{consumer}.>",
             ]
-        publish.append(f"$JS.API.STREAM.MSG.GET.{settings.tasks_stream}")
         redis = (*redis_key_patterns(p, role), *grant.redis_keys)
     publish += registry_reads(settings.registry_bucket)
     publish.append(events_reads(settings.events_stream))

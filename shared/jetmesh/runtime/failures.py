@@ -15,27 +15,40 @@ from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
+from redis.exceptions import RedisError
 
 from .. import events as ev
 from .._exceptions import (
     HandlerControl,
     InvalidToken,
     MemoryDenied,
+    PublishFailed,
     RejectedMessage,
     Retry,
     ScopeDenied,
     ToolRefused,
 )
+from ..bus.delivery import delivery_of
+from ..bus.streams import ADVISORIES_MAX_AGE_S
 from ..client import MeshClient
-from ..envelope import Envelope, ErrorBody, decode_envelope, encode
+from ..envelope import Envelope, ErrorBody, encode
 from ..identity.tokens import Caller
-from ..refusals import dead_letter, error_reply, reject
+from ..refusals import (
+    UNVERIFIED_WORKFLOW,
+    dead_letter,
+    dead_letter_failed,
+    error_reply,
+    reject,
+)
 from ..settings import MeshSettings
 from .context import Context
+from .last_delivery import KeptTask, LastDeliveries
 from .ledger import Recorded, StepLedger
 
 log = logging.getLogger("jetmesh.runtime")
+
+MAX_DELIVERIES = "max-deliveries"
+"""The reason of a task that ran out of deliveries."""
 
 
 class _MaxDeliveries(msgspec.Struct):
@@ -55,53 +68,148 @@ class Failures:
         self.settings = settings
         self.agent = agent
         self.ledger = ledger
+        self._last: LastDeliveries | None = None
+
+    @property
+    def last(self) -> LastDeliveries:
+        """The tasks this role keeps on their last delivery (:mod:`.last_delivery`), for
+        as long as the advisories stream keeps an advisory."""
+        if self._last is None:
+            self._last = LastDeliveries(
+                self.mesh.redis,
+                self.settings.subject_prefix,
+                self.agent,
+                ttl_s=ADVISORIES_MAX_AGE_S,
+            )
+        return self._last
+
+    def last_try(self, msg: Msg) -> bool:
+        """Whether ``msg`` is its task's last delivery (a dead letter that cannot be stored
+        now is given up on, not sent back)."""
+        return delivery_of(msg.reply).attempt >= self.settings.max_deliver
 
     async def on_max_deliveries(self, advisory: Msg) -> None:
         """A task ran out of deliveries without a handler failing cleanly (its replica
-        crashed or stalled past AckWait each time): dead-letter it from the stream, so
-        it is kept with its reason instead of sitting unacknowledged for ever. The
-        advisory is acked once that is done (a crash before: another replica does it;
-        the dead letter's id makes a second one a duplicate the stream drops)."""
+        crashed or stalled past AckWait each time): dead-letter it, answer its caller with
+        an error and write its ``failed`` event, so it is kept with its reason instead of
+        sitting unacknowledged for ever.
+
+        The task is the one the replica of its last delivery kept (:mod:`.last_delivery`);
+        when none was kept (a crash before, Redis lost it), the dead letter is a record
+        naming the task's stream sequence, and a ``failed`` event in ``_unverified`` says
+        so (the admin reads the task from the tasks stream: ``jetmesh dlq show``). The
+        advisory is acked once that is done (a crash before: another replica does it; the
+        dead letter's id makes a second one a duplicate the stream drops). A dead letter
+        that cannot be stored is tried again with backoff, ``max_deliver`` times in all,
+        then given up on with a ``dead-letter-failed`` event."""
         try:
             info = msgspec.json.decode(advisory.data, type=_MaxDeliveries)
         except msgspec.DecodeError as exc:
             log.error("unreadable max-deliveries advisory dropped: %s", exc)
             await advisory.term()
             return
+        attempt = delivery_of(advisory.reply).attempt
+        last = attempt >= self.settings.max_deliver
+        seq = info.stream_seq
         try:
-            stored = await self.mesh.js.get_msg(self.settings.tasks_stream, info.stream_seq)
-        except NotFoundError:  # the task is gone from the stream (its age limit)
-            await advisory.ack()
-            return
-        except Exception as exc:
-            log.error("max-deliveries advisory not handled yet: %s", exc)
-            await advisory.nak(delay=self.settings.backoff_for(1))
-            return
-        data = stored.data or b""
-        headers = dict(stored.headers or {})
+            kept = await self.last.read(seq)
+        except RedisError as exc:
+            if not last:
+                log.error("max-deliveries advisory of seq %d waits for Redis: %s", seq, exc)
+                await advisory.nak(delay=self.settings.backoff_for(attempt))
+                return
+            kept = None
         detail = f"delivered {info.deliveries} times without an ack (crash or AckWait)"
+        if kept is None:
+            detail += f"; the task (tasks stream sequence {seq}) was not kept by its replica"
+            kept = KeptTask(self.mesh.subjects.task(self.agent), b"", {}, 0.0)
         try:
             await dead_letter(
-                self.mesh, stored.subject or "", data, headers, "max-deliveries", detail
+                self.mesh,
+                kept.subject,
+                kept.data,
+                kept.headers,
+                MAX_DELIVERIES,
+                detail,
+                task_seq=seq,
             )
-        except Exception as exc:
-            log.error("could not dead-letter task seq %d: %s", info.stream_seq, exc)
-            await advisory.nak(delay=self.settings.backoff_for(1))
+        except PublishFailed as exc:
+            if not last:
+                log.error("could not dead-letter task seq %d yet: %s", seq, exc)
+                await advisory.nak(delay=self.settings.backoff_for(attempt))
+                return
+            task = await self._verified(kept)
+            caller = task.caller if task is not None else ""
+            await dead_letter_failed(
+                self.mesh, kept.subject, task, MAX_DELIVERIES, exc, task_seq=seq, caller=caller
+            )
+            await advisory.term()
             return
         await advisory.ack()
-        try:
-            task = decode_envelope(data)
-        except RejectedMessage:
+        await self._out_of_deliveries(kept, seq, info.deliveries, detail)
+
+    async def _out_of_deliveries(
+        self, kept: KeptTask, seq: int, deliveries: int, detail: str
+    ) -> None:
+        """Once a task out of deliveries is dead-lettered: answer its caller, write its
+        ``failed`` event (in ``_unverified`` when its bytes were not kept: its workflow is
+        not known here)."""
+        if not kept.data:
+            log.error("task seq %d ran out of deliveries and was not kept", seq)
+            await self.mesh.emit(
+                UNVERIFIED_WORKFLOW,
+                ev.Event(
+                    kind=ev.FAILED,
+                    agent=self.agent,
+                    at=time.time(),
+                    instance=self.mesh.instance,
+                    reason=MAX_DELIVERIES,
+                    detail=f"{kept.subject}: {detail}; read it with `jetmesh dlq show`"[:1024],
+                ),
+                caller="",
+            )
             return
-        await self.record_failure(task, info.deliveries, "max-deliveries", detail)
+        await self.last.forget(seq)
+        task = await self._verified(kept)
+        if task is None:
+            return
+        with contextlib.suppress(Exception):
+            await error_reply(self.mesh, task, ErrorBody("TaskFailed", detail, MAX_DELIVERIES))
+        await self.record_failure(task, deliveries, MAX_DELIVERIES, detail)
+
+    async def _verified(self, kept: KeptTask) -> Envelope | None:
+        """The kept task's envelope if it verifies as it did when delivered (the caller of
+        a task that does not is not answered, nor its workflow written to)."""
+        if not kept.data:
+            return None
+        try:
+            verified = await self.mesh.verifier.verify(
+                kept.subject, kept.data, kept.headers, stored_at=kept.stored_at
+            )
+        except RejectedMessage as exc:
+            log.warning("kept task on %s does not verify: %s", kept.subject, exc)
+            return None
+        return verified.envelope if verified.envelope.kind == "task" else None
 
     async def refuse(self, msg: Msg, exc: RejectedMessage) -> None:
-        """Dead-letter and audit a refused task, then terminate its delivery."""
+        """Dead-letter and audit a refused task, then terminate its delivery. A dead letter
+        that cannot be stored sends the task back with the delivery's backoff; on its last
+        delivery it is given up on with a ``dead-letter-failed`` event."""
+        delivery = delivery_of(msg.reply)
+        last = delivery.attempt >= self.settings.max_deliver
         try:
-            await reject(self.mesh, msg.subject, msg.data, msg.headers, exc)
+            await reject(
+                self.mesh,
+                msg.subject,
+                msg.data,
+                msg.headers,
+                exc,
+                last_try=last,
+                task_seq=delivery.stream_seq,
+            )
         except Exception as dl_exc:  # nothing is lost: try again later
             log.error("could not dead-letter %s: %s", msg.subject, dl_exc)
-            await msg.nak(delay=self.settings.backoff_for(1))
+            await msg.nak(delay=self.settings.backoff_for(delivery.attempt))
             return
         envelope = getattr(exc, "envelope", None)
         if envelope is not None and envelope.kind == "task":
@@ -126,7 +234,7 @@ class Failures:
                 task,
                 ctx.caller,
                 attempt,
-                "max-deliveries",
+                MAX_DELIVERIES,
                 f"{reason}: {exc}",
                 error_type=type(exc).__name__,
             )
@@ -173,14 +281,23 @@ class Failures:
         """Dead-letter, answer with the error, terminate delivery, write ``failed``.
 
         With ``record``, the error becomes the step's result: a duplicate of the step gets
-        the same answer instead of running the handler again.
+        the same answer instead of running the handler again. A dead letter that cannot be
+        stored sends the task back with the delivery's backoff; on its last delivery the
+        task is given up on all the same, with a ``dead-letter-failed`` event.
         """
+        seq = delivery_of(msg.reply).stream_seq
         try:
-            await dead_letter(self.mesh, msg.subject, msg.data, msg.headers, reason, detail)
-        except Exception as exc:
-            log.error("could not dead-letter %s: %s", task.id, exc)
-            await msg.nak(delay=self.settings.backoff_for(attempt))
-            return
+            await dead_letter(
+                self.mesh, msg.subject, msg.data, msg.headers, reason, detail, task_seq=seq
+            )
+        except PublishFailed as exc:
+            if not self.last_try(msg):
+                log.error("could not dead-letter %s: %s", task.id, exc)
+                await msg.nak(delay=self.settings.backoff_for(attempt))
+                return
+            await dead_letter_failed(
+                self.mesh, msg.subject, task, reason, exc, task_seq=seq, caller=task.caller
+            )
         error = ErrorBody(error_type, detail, reason)
         if record and self.ledger is not None:
             step = task.step or f"id:{task.id}"

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from .. import events as ev
 from .._exceptions import MemoryDenied, Reject, RejectedMessage, ScopeDenied, ToolRefused
-from ..bus.delivery import delivery_of
+from ..bus.delivery import Delivery, delivery_of
 from ..bus.pull import PullFeed
 from ..bus.streams import advisories_stream, bind_consumers, ensure_consumer
 from ..client import MeshClient
@@ -199,6 +199,15 @@ class Replica:
 
     async def _process(self, msg: Msg) -> None:
         delivery = delivery_of(msg.reply)
+        if delivery.attempt < self.settings.max_deliver:
+            await self._handle(msg, delivery)
+            return
+        # Its last delivery: keep it for the max-deliveries advisory should this one fail.
+        last = self.failures.last
+        async with last.during(msg, stream_seq=delivery.stream_seq, stored_at=delivery.stored_at):
+            await self._handle(msg, delivery)
+
+    async def _handle(self, msg: Msg, delivery: Delivery) -> None:
         try:
             verified = await self.mesh.verify(msg, stored_at=delivery.stored_at)
         except RejectedMessage as exc:

@@ -9,6 +9,7 @@ stream sequence and the admin reads the task from the stream."""
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import msgspec
 import nats.errors
@@ -30,6 +31,7 @@ from jetmesh.dead_letters import (
 from jetmesh.event_log import LoggedEvent, read_events
 from jetmesh.ingress import ingress_task
 from jetmesh.memory import keys as redis_keys
+from jetmesh.processes import settings_env
 from jetmesh.refusals import UNVERIFIED_WORKFLOW
 
 pytestmark = pytest.mark.integration
@@ -48,6 +50,22 @@ async def handle(job: Job) -> Job:
     entered.set()
     await asyncio.Event().wait()  # stalls until its replica dies
     return job
+
+
+async def _jetmesh(s: MeshSettings, *args: str) -> tuple[int, str, str]:
+    """Run ``jetmesh ARGS`` as a process on ``s``: (exit code, out, err)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jetmesh.cli",
+        *args,
+        env=settings_env(s),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 def _settings(settings: MeshSettings) -> MeshSettings:
@@ -189,6 +207,10 @@ async def test_a_task_not_kept_is_dead_lettered_by_its_sequence(settings: MeshSe
             )
             assert full.data == first[0].data
             assert full.headers[MSG_ID_HEADER] == task.id
+            code, out, err = await _jetmesh(s, "dlq", "show", str(letter.seq))
+            assert code == 0, err
+            assert f"task seq  {seq} (read from the tasks stream)" in out
+            assert task.workflow in out
         finally:
             await replica.drain()
     finally:

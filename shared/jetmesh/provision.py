@@ -11,7 +11,9 @@ subject. Connected as the ``admin`` user, :func:`provision`
 3. declares the registry bucket;
 4. issues each role's certificate from the policy (its subjects, scopes and ingress flag;
    a valid certificate that already says so is kept) and puts it in the registry;
-5. as Redis's admin user, loads the mesh's function library (roles may only call it) and
+5. switches on again the Redis users of roles shut out when their key was revoked
+   (:func:`jetmesh.shutout.let_in`), once their current key is not revoked;
+6. as Redis's admin user, loads the mesh's function library (roles may only call it) and
    sets the memory limit (:func:`jetmesh.memory.admin.provision_redis`).
 
 Every part is idempotent: running it twice changes nothing the first run made, except
@@ -52,6 +54,7 @@ from .policy.derive import RolePermissions, role_permissions
 from .policy.model import Policy
 from .policy.servers import ServerAuth
 from .settings import MeshSettings
+from .shutout import let_in
 from .subjects import Subjects
 
 CONNECT_TIMEOUT_S = 5.0
@@ -67,6 +70,8 @@ class Provisioned:
     registry: str
     certificates: tuple[tuple[str, str], ...]
     """(role, key id) of every role's certificate in the registry."""
+    readmitted: tuple[str, ...] = ()
+    """Roles whose Redis user, off since their key was revoked, was switched on again."""
     redis: RedisProvisioned | None = None
     """The function library and the memory limit in Redis."""
 
@@ -164,6 +169,7 @@ async def provision(
             identity = issue_from_policy(store, policy, role, settings)
             await registry.put(identity.key.kid, identity.certificate.encode())
             issued.append((role, identity.key.kid))
+        readmitted = await let_in(settings, policy, registry, dict(issued))
     finally:
         await nc.close()
     redis = await _provision_redis(settings)
@@ -172,6 +178,7 @@ async def provision(
         consumers=tuple(consumers),
         registry=settings.registry_bucket,
         certificates=tuple(issued),
+        readmitted=readmitted,
         redis=redis,
     )
 

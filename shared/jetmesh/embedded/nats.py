@@ -97,7 +97,19 @@ class NatsServer(ServerProcess):
         """
         super().prepare()
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(self.config_text())
+        self.write_config()
+
+    def write_config(self) -> Path:
+        """Write :meth:`config_text` to :attr:`config_file`, replacing it whole (a server
+        reloading it reads the old file or the new one); returns the file.
+
+        Raises:
+            OSError: If the file cannot be written.
+        """
+        tmp = self.config_file.with_name(f".{self.config_file.name}.tmp")
+        tmp.write_text(self.config_text())
+        tmp.replace(self.config_file)
+        return self.config_file
 
     def command(self) -> list[str]:
         """Return ``nats-server -c <config_file>``.

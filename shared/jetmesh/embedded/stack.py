@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -161,6 +163,35 @@ class EmbeddedStack:
         """Report both servers without changing anything."""
         return StackStatus(nats=self._status_one("nats"), redis=self._status_one("redis"))
 
+    def reload_nats(self) -> int | None:
+        """Make the nats-server this stack started run with :attr:`auth`'s users now.
+
+        Its configuration file is written again, as ``up`` writes it, and the server is sent
+        SIGHUP, on which nats-server reloads it: users added or removed and permissions
+        changed take effect, and the connections of a user that is gone are closed. The
+        reload itself runs in the server after this returns (milliseconds).
+
+        Returns:
+            The pid signalled, or None when no nats-server of this stack runs (one reused at
+            the URL, or none): nothing was changed.
+
+        Raises:
+            ValueError: If this stack has no users (``auth`` None): the server would reload
+                without any.
+            OSError: If the configuration cannot be written.
+        """
+        if self.auth is None:
+            raise ValueError("reload_nats needs the users (auth) to run the server with")
+        pid = self._owned_pid("nats")
+        if pid is None:
+            return None
+        self._nats_server().write_config()
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            return None
+        return pid
+
     def _owned_pid(self, name: str) -> int | None:
         pid = read_pid_file(self.pid_file(name))
         if pid is None or not pid_alive(pid) or _BINARIES[name] not in pid_command(pid):
@@ -199,19 +230,27 @@ class EmbeddedStack:
             terminate_pid(pid, self.timeout)
         self.pid_file(name).unlink(missing_ok=True)
 
+    def _host(self, name: str) -> str:
+        host = self._endpoints[name].host
+        return "127.0.0.1" if host.lower() == "localhost" else host
+
+    def _nats_server(self) -> NatsServer:
+        extra = self.auth.nats_config() if self.auth is not None else ""
+        port = self._endpoints["nats"].port
+        return NatsServer(
+            port,
+            data_dir=self.state_dir / "nats",
+            host=self._host("nats"),
+            config_extra=extra,
+            max_payload=self._nats_max_payload,
+        )
+
     def _server(self, name: str) -> ServerProcess:
+        if name == "nats":
+            return self._nats_server()
         endpoint = self._endpoints[name]
         data_dir = self.state_dir / name
-        host = "127.0.0.1" if endpoint.host.lower() == "localhost" else endpoint.host
-        if name == "nats":
-            extra = self.auth.nats_config() if self.auth is not None else ""
-            return NatsServer(
-                endpoint.port,
-                data_dir=data_dir,
-                host=host,
-                config_extra=extra,
-                max_payload=self._nats_max_payload,
-            )
+        host = self._host(name)
         if self.auth is None:
             return RedisServer(
                 endpoint.port,

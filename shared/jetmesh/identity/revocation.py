@@ -8,7 +8,9 @@ value is a JSON record::
 
 Revocation is permanent: a revoked key is never valid again (issue a new key instead, with
 ``jetmesh keys rotate``). Receivers look the record up per key id and keep the answer for a
-short time (see :class:`jetmesh.identity.trust.TrustStore`).
+short time (see :class:`jetmesh.identity.trust.TrustStore`). The role that owns the key is
+the owner named by its certificate in the same bucket (:func:`key_owner`); ``jetmesh keys
+revoke`` also shuts that role out of the servers (:mod:`jetmesh.shutout`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from __future__ import annotations
 import getpass
 import re
 import time
+from collections.abc import Mapping
 
 import msgspec
 from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, RejectedMessage
+from .certificates import verify_certificate
 
 REVOKED_PREFIX = "revoked."
 KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -98,6 +102,28 @@ async def refuse_if_revoked(registry: KeyValue, name: str, kid: str) -> None:
             f"{': ' + revoked.reason if revoked.reason else ''}; issue a new one with "
             f"`jetmesh keys rotate {name}`"
         )
+
+
+async def key_owner(registry: KeyValue, kid: str, roots: Mapping[str, bytes]) -> str | None:
+    """The owner (a role) named by ``kid``'s certificate in the registry, verified against
+    ``roots`` whatever its age; None when the registry holds no certificate for ``kid``.
+
+    Raises:
+        ConfigError: the certificate there is not signed by a trusted root, or malformed.
+    """
+    try:
+        entry = await registry.get(kid)
+    except (KeyNotFoundError, KeyDeletedError):
+        return None
+    if not entry.value:
+        return None
+    try:
+        cert = verify_certificate(entry.value.decode(), roots, at=0.0, check_not_before=False)
+    except (RejectedMessage, UnicodeDecodeError) as exc:
+        raise ConfigError(f"the registry's certificate of {kid} does not verify: {exc}") from exc
+    if cert.kid != kid:
+        raise ConfigError(f"the registry's certificate under {kid} is for key {cert.kid}")
+    return cert.name
 
 
 def _operator() -> str:

@@ -174,3 +174,45 @@ async def test_a_planted_dead_letter_is_refused_and_nothing_is_sent(
     got = await cli.request("planner", Order(1), token=token, returns=Order, timeout=10)
     assert got == Order(1), "the mesh serves on"
     assert runs == [1], "nothing planted ran"
+
+
+async def test_a_dead_letter_of_a_role_the_ingress_does_not_call_is_not_sent(
+    secured: SecuredMesh, admin: MeshClient
+) -> None:
+    """A real dead letter of ``counter`` (called by the planner, not by the cli): it
+    verifies, but the ``cli`` ingress may not send to counter, so it is refused
+    ``not-permitted`` before anything is sent, and kept."""
+    planner = Agent("planner")
+    counter = Agent("counter")
+    runs: list[int] = []
+
+    @planner.handler
+    async def plan(order: Order, ctx: Context) -> Order:
+        try:
+            return await ctx.call("counter", order, returns=Order)
+        except CallFailed as exc:
+            raise Reject(str(exc)) from None  # no retries: fail at once
+
+    @counter.handler
+    async def count(order: Order, ctx: Context) -> Order:
+        runs.append(order.n)
+        raise Reject("counting is off")
+
+    await secured.start_replicas(counter, planner)
+    cli = await secured.ingress()
+    workflow = new_id()
+    with pytest.raises(CallFailed):
+        await cli.request(
+            "planner", Order(3), token=cli.mint_token("alice"), returns=Order, workflow=workflow
+        )
+    (letter,) = await _letters(admin, "counter")
+    tasks = (await admin.js.stream_info(secured.settings.tasks_stream)).state.messages
+
+    code, _, err = await jetmesh(secured.settings, "dlq", "redrive", str(letter.seq))
+    assert code == 1
+    assert "not sent: not-permitted: cli may not send tasks to counter" in err
+    assert (await admin.js.stream_info(secured.settings.tasks_stream)).state.messages == tasks
+    assert [d.seq for d in await _letters(admin, "counter")] == [letter.seq]
+    (refused,) = await _events(cli, workflow, REDRIVE_REFUSED)
+    assert (refused.event.reason, refused.verified) == ("not-permitted", True)
+    assert runs == [3]

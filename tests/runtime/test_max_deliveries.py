@@ -215,3 +215,41 @@ async def test_a_task_not_kept_is_dead_lettered_by_its_sequence(settings: MeshSe
             await replica.drain()
     finally:
         await mesh.close()
+
+
+async def test_an_advisory_whose_dead_letter_cannot_be_stored_is_given_up_on(
+    settings: MeshSettings,
+) -> None:
+    """The dead-letter stream is gone: the advisory is tried ``max_deliver`` times with
+    backoff, then given up on with a ``dead-letter-failed`` event, not handled for ever."""
+    s = _settings(settings)
+    keys, mesh = await _start(s)
+    try:
+        await _send(mesh, "01JD0000000000000000000002")
+        nc = await connect(s.nats_url, "doomed")
+        try:
+            sub = await nc.jetstream().pull_subscribe_bind("crashy", stream=s.tasks_stream)
+            first = await sub.fetch(1, timeout=5)
+            await sub.fetch(1, timeout=5)
+        finally:
+            await nc.close()
+        replica = Replica(agent, s, keys.identity("crashy"), roots=keys.roots())
+        await replica.start()  # (on open servers it declares the streams: delete after)
+        await mesh.js.delete_stream(s.dlq_stream)
+        try:  # its next pull, after AckWait, makes the server give up on the task
+            gave_up = await _wait_events(mesh, UNVERIFIED_WORKFLOW, "dead-letter-failed")
+            seq = first[0].metadata.sequence.stream
+            assert [e.event.reason for e in gave_up] == ["max-deliveries"]
+            assert f"sequence {seq}" in gave_up[0].event.detail
+            info = await mesh.js.consumer_info(advisories_stream(s), "crashy")
+            for _ in range(50):
+                if info.num_ack_pending == 0:
+                    break
+                await asyncio.sleep(0.1)
+                info = await mesh.js.consumer_info(advisories_stream(s), "crashy")
+            assert (info.num_pending, info.num_ack_pending) == (0, 0)
+            assert info.delivered.consumer_seq == s.max_deliver, "tried max_deliver times"
+        finally:
+            await replica.drain()
+    finally:
+        await mesh.close()

@@ -33,6 +33,13 @@ def print_provisioned(done: Provisioned) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if done.readmitted:
+        console.print(
+            f"admin  users    Redis users on again (shut out, now a key not revoked): "
+            f"{', '.join(done.readmitted)}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def provision_policy(s: MeshSettings, file: Path | None) -> Provisioned:

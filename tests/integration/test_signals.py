@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from jetmesh import ConfigError, Event, EventPayload, PublishFailed, SignalTimeout
+from jetmesh import ConfigError, Event, EventPayload, MeshClient, PublishFailed, SignalTimeout
 from jetmesh.envelope import new_id
 from jetmesh.identity.keys import KeyPair
 from jetmesh.memory import keys
@@ -172,3 +172,33 @@ async def test_a_signal_too_large_to_store_is_refused_to_its_sender(mesh: Mesh) 
     huge = "x" * (mesh.settings.max_payload_bytes + 1)
     with pytest.raises(PublishFailed, match="payload over"):
         await client.signal(new_id(), "approval", huge, token=mesh.token("bob"), step="s")
+
+
+async def test_the_policy_names_whose_signals_a_role_takes(
+    mesh: Mesh, tmp_path: pytest.TempPathFactory
+) -> None:
+    """``signal_senders = ["operator"]``: the operator agent's signal decides; the cli
+    ingress's, by default accepted, is refused and audited."""
+    policy = tmp_path / "policy.toml"  # type: ignore[operator]
+    policy.write_text(
+        '[roles.cli]\ningress = true\ncalls = ["approver"]\n\n'
+        '[roles.approver]\nsignal_senders = ["operator"]\n\n[roles.operator]\n'
+    )
+    mesh.configure(policy_file=policy)
+    await mesh.start_replicas(approver)
+    client = await mesh.ingress()
+    operator = MeshClient(mesh.settings, mesh.identity("operator"), roots=mesh.roots)
+    await operator.start()
+    try:
+        workflow = new_id()
+        decision = ask(mesh, client, workflow)
+        await mesh.wait_events(workflow, lambda got: bool(kinds(got, "waiting")))
+        await client.signal(workflow, "approval", Approval(True), token=mesh.token("bob"))
+        await operator.signal(workflow, "approval", Approval(False), token=mesh.token("ops"))
+        assert await decision == Decision(False, "ops")
+        logged = await mesh.wait_events(workflow, lambda got: bool(kinds(got, "rejected")))
+        (refused,) = kinds(logged, "rejected")
+        assert (refused.event.reason, refused.event.agent) == ("signal-refused", "approver")
+        assert "signed by cli; the wait accepts operator" in refused.event.detail
+    finally:
+        await operator.close()

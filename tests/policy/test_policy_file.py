@@ -194,3 +194,10 @@ def test_extra_redis_keys_are_granted(tmp_path: Path) -> None:
     found = problems(bad)
     assert len(found) == 2
     assert all("is not a Redis key pattern" in p for p in found)
+
+
+def test_signal_senders_must_be_declared_roles(tmp_path: Path) -> None:
+    path = tmp_path / "senders.toml"
+    path.write_text('[roles.approver]\nsignal_senders = ["ghost"]\n')
+    with pytest.raises(PolicyError, match="signal_senders: 'ghost' is not a declared role"):
+        load_policy(path)

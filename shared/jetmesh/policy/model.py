@@ -153,6 +153,10 @@ class RoleGrant(BaseModel):
     """An ingress (gateway, CLI): it mints caller tokens and calls roles, and has no task
     subject or consumer of its own."""
 
+    signal_senders: frozenset[Name] | None = None
+    """The roles whose signals this role's waits take (``ctx.wait_for``: a person's
+    approval, an outside system's callback). By default every ingress, and no agent."""
+
     description: str = ""
 
     @model_validator(mode="after")
@@ -196,6 +200,11 @@ class Policy(BaseModel):
                     problems.append(f"roles.{name}.calls: {callee!r} is not a declared role")
                 elif self.roles[callee].ingress:
                     problems.append(f"roles.{name}.calls: {callee!r} is an ingress, not an agent")
+            for sender in sorted(role.signal_senders or ()):
+                if sender not in self.roles:
+                    problems.append(
+                        f"roles.{name}.signal_senders: {sender!r} is not a declared role"
+                    )
         if problems:
             raise ValueError("; ".join(problems))
         return self

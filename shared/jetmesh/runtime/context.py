@@ -74,6 +74,16 @@ class Context(ContextBase):
     def _policy(self) -> Policy | None:
         return policy_of(self._mesh.settings.policy_file)
 
+    def _signal_senders(self, senders: Iterable[str] | None) -> frozenset[str] | None:
+        """Whose signals a wait takes: ``senders``, else the policy's ``signal_senders``
+        for this role, else None (any ingress)."""
+        if senders is not None:
+            return frozenset(senders)
+        policy = self._policy()
+        if policy is None or self.agent not in policy.roles:
+            return None
+        return policy.roles[self.agent].signal_senders
+
     def _memory_space(self) -> MemorySpace:
         s = self._mesh.settings
         return MemorySpace(
@@ -218,9 +228,10 @@ class Context(ContextBase):
         finds the signal in the workflow's log and the wait's start in the step ledger,
         so ``timeout`` (seconds) counts from the first time this step waited.
 
-        Only a signal for this step, signed by an ingress (what acts for a person: the
-        CLI, a gateway) or by one of ``senders`` when given, counts; one by another role
-        is refused, audited, and the step waits on (see :mod:`jetmesh.signals`).
+        Only a signal for this step counts, signed by one of ``senders`` when given, else
+        by a role the policy file names in this role's ``signal_senders``, else by an
+        ingress (what acts for a person: the CLI, a gateway); one by another role is
+        refused, audited, and the step waits on (see :mod:`jetmesh.signals`).
 
         Raises:
             SignalTimeout: no signal ``name`` within ``timeout``.
@@ -239,7 +250,7 @@ class Context(ContextBase):
             returns,
             deadline=started + timeout,
             step=self.task.step,
-            senders=None if senders is None else frozenset(senders),
+            senders=self._signal_senders(senders),
         )
         received = ReceivedSignal.of(signal)
         await self.emit_event(

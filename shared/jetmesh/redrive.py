@@ -140,7 +140,7 @@ async def redrive(
         chain=chain,
     )
     if ingress.settings.step_ledger:
-        step = original.step or f"id:{original.id}"
+        step = keys.ledger_step(original.step, original.id)
         prefix = ingress.settings.subject_prefix
         await operator.redis.delete(keys.result(prefix, original.workflow, original.to, step))
     await ingress.send_task(task)

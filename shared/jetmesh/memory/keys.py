@@ -69,6 +69,14 @@ def last_delivery(prefix: str, agent: str, stream_seq: int) -> str:
     return f"{prefix}:last:{agent}:{stream_seq}"
 
 
+def ledger_step(step: str, task_id: str) -> str:
+    """The step key of a task's ledger entries (result, lease): its ``step``, or
+    ``#<task id>`` for a task sent without one. ``#`` is outside the step character set,
+    so no sent step is equal to it; it holds no ``:``, so no role's key pattern can match
+    across it (``id:<task id>`` made a role named ``id`` match every role's entries)."""
+    return step or f"#{task_id}"
+
+
 def replay_scratch(prefix: str) -> str:
     """A new key prefix for the working memory of one re-run (``jetmesh replay --rerun``):
     its keys are ``<prefix>:replay:<run>:wf:...``, apart from every workflow's own."""

@@ -33,6 +33,7 @@ from ..bus.streams import ADVISORIES_MAX_AGE_S
 from ..client import MeshClient
 from ..envelope import Envelope, ErrorBody, encode
 from ..identity.tokens import Caller
+from ..memory import keys
 from ..refusals import (
     UNVERIFIED_WORKFLOW,
     dead_letter,
@@ -300,7 +301,7 @@ class Failures:
             )
         error = ErrorBody(error_type, detail, reason)
         if record and self.ledger is not None:
-            step = task.step or f"id:{task.id}"
+            step = keys.ledger_step(task.step, task.id)
             recorded = Recorded(
                 kind="error", type="mesh.ErrorBody/1", body=msgspec.Raw(encode(error))
             )

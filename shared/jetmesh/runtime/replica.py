@@ -238,7 +238,7 @@ class Replica:
                 record=False,
             )
             return
-        step = task.step or f"id:{task.id}"
+        step = keys.ledger_step(task.step, task.id)
         holder = f"{self.instance}:{delivery.stream_seq}:{attempt}"
         if self.ledger is not None and not await self._take_step(
             msg, task, caller, attempt, step, holder

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import nkeys
 
-from ..identity.keys import write_atomically
+from ..identity.keys import write_atomically, write_secret
 from ..settings import MeshSettings
 from .derive import RolePermissions, all_permissions
 from .model import Policy
@@ -68,8 +68,13 @@ dangerous commands (CONFIG, FLUSHALL, KEYS, ...), pub/sub, or listing key names 
 
 
 def _write_secret(path: Path, text: str) -> None:
+    """A seed or a password: ``0600`` in a ``0700`` directory, made before the file."""
+    write_secret(path, text + "\n")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """A generated configuration: ``0600``, in whatever directory the caller chose."""
     write_atomically(path, text + "\n", mode=0o600)
-    path.chmod(0o600)
 
 
 def _user_seed(path: Path) -> str:
@@ -225,13 +230,13 @@ class ServerAuth:
 
     def write_redis_acl_file(self, path: Path) -> Path:
         """Write :meth:`redis_acl_file` to ``path`` (``0600``); returns ``path``."""
-        _write_secret(path, self.redis_acl_file().rstrip("\n"))
+        _write_private(path, self.redis_acl_file().rstrip("\n"))
         return path
 
     def write_nats_config(self, path: Path) -> Path:
         """Write :meth:`nats_config` to ``path`` (``0600``), to ``include`` from a
         nats-server configuration; returns ``path``."""
-        _write_secret(path, self.nats_config())
+        _write_private(path, self.nats_config())
         return path
 
 

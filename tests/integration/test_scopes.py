@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import jwt
 import msgspec
 import pytest
 
-from jetmesh import Agent, CallFailed, Context
+from jetmesh import Agent, CallFailed, Context, Envelope
+from jetmesh.calls import decode_reply
 from jetmesh.envelope import new_id
 from tests.integration.harness import Mesh, kinds
 
@@ -205,3 +207,34 @@ async def test_a_call_the_policy_does_not_list_is_refused_before_sending(
     assert (denied.event.agent, denied.event.key) == ("relay", "call:vault")
     assert denied.event.detail == "the policy lets relay call no role, not vault"
     assert kinds(logged, "call") == []
+
+
+async def test_the_receiver_holds_a_hop_to_the_scopes_its_last_link_hands_on(
+    mesh: Mesh,
+) -> None:
+    """Narrowing enforced where the task arrives, not only where it is sent: a chain made
+    by hand (no ``ctx.call`` to check it), whose link hands vault only ``vault:read`` of a
+    token that holds ``vault:write`` too. vault acts with ``vault:read`` and is refused
+    ``vault:write``."""
+    vault_agent, ran = vault()
+    await mesh.start_replicas(vault_agent)
+    client = await mesh.ingress()
+    token = mesh.token("alice", scopes=["vault:read", "vault:write"])
+    expires = float(jwt.decode(token, options={"verify_signature": False})["exp"])
+
+    async def open_with(scope: str) -> Envelope:
+        workflow = new_id()
+        link = client.delegate(
+            token, to="vault", workflow=workflow, step="vault",
+            scopes=["vault:read"], expires=expires,
+        )  # fmt: skip
+        return await client.call_envelope(
+            "vault", Open(scope), workflow=workflow, caller=token, step="vault", chain=(link,)
+        )
+
+    read = decode_reply("vault", await open_with("vault:read"), Opened)
+    assert read.scopes == ["vault:read"], "vault:write was not handed on"
+    with pytest.raises(CallFailed) as failed:
+        decode_reply("vault", await open_with("vault:write"), Opened)
+    assert failed.value.error_type == "ScopeDenied"
+    assert ran == ["vault:read"]

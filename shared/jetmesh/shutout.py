@@ -48,7 +48,7 @@ from ._exceptions import ConfigError
 from .bus.connection import AUTH_REFUSED
 from .credentials import admin_credentials, nats_seed_file, redis_password_file
 from .embedded import EmbeddedStack
-from .identity.keys import write_atomically
+from .identity.keys import write_secret
 from .identity.keystore import KeyStore
 from .identity.revocation import lookup_revocation
 from .memory.connection import connect as redis_connect
@@ -206,9 +206,9 @@ async def _save_acl(redis: Redis) -> bool:
 
 
 def _replace_secret(path: Path, text: str) -> None:
-    """Overwrite a secret file whole (``0600``): the old text is kept nowhere."""
-    write_atomically(path, text + "\n", mode=0o600)
-    path.chmod(0o600)
+    """Overwrite a secret file whole (``0600`` in a ``0700`` directory): the old text is
+    kept nowhere."""
+    write_secret(path, text + "\n")
 
 
 async def _redis_off(settings: MeshSettings, role: str) -> tuple[str, tuple[str, ...]]:

@@ -108,6 +108,7 @@ async def test_publish_then_events(mesh: Mesh, echo: EchoAgent) -> None:
     assert "signed ok" in hop[0]
     assert "caller=alice" in hop[0]
     assert "SIGNATURE BAD" not in out
+    assert "FORGED" not in out
 
     code, out, err = await jetmesh(mesh, "events", workflow, "--raw")
     assert code == 0, err

@@ -18,15 +18,17 @@ from collections.abc import AsyncIterator, Callable
 
 import msgspec
 import pytest
-from redis.exceptions import NoPermissionError
+from redis.exceptions import NoPermissionError, ResponseError
 
-from jetmesh import Envelope, Event, EventPayload
+from jetmesh import Envelope, Event, EventPayload, PublishFailed
 from jetmesh.bus.direct import read_from
-from jetmesh.envelope import decode_envelope, new_id, type_name
+from jetmesh.envelope import decode_envelope, encode_envelope, new_id, type_name
 from jetmesh.event_log import LoggedEvent, build_tree
+from jetmesh.identity.verifier import MSG_ID_HEADER
 from jetmesh.memory import keys
 from jetmesh.memory.functions import FINISH
 from jetmesh.processes import settings_env
+from jetmesh.refusals import UNVERIFIED_WORKFLOW
 from jetmesh.replay.history import history_of
 from jetmesh.runtime.ledger import Recorded
 from tests.security.compromised import CompromisedRole, TargetMesh
@@ -268,6 +270,13 @@ async def test_events_are_credited_to_their_signer_not_the_agent_they_name(
     assert replayed.result.body is not None
     assert msgspec.json.decode(replayed.result.body, type=Outcome).amount == 3.0, "not the lie"
     assert await target.paid(workflow) == 3.0
+    code, tree, err = await jetmesh_cli(target, "events", workflow)
+    assert code == 0, err
+    assert "FORGED" in tree
+    code, raw, err = await jetmesh_cli(target, "events", workflow, "--raw")
+    assert code == 0, err
+    assert "kb as billing" in raw
+    assert "kb as payments" in raw
     await serves_on(target)
 
 
@@ -521,4 +530,73 @@ async def test_a_planted_dead_letter_is_not_redriven(
     after = await target.admin.js.consumer_info(target.settings.tasks_stream, "billing")
     assert after.delivered.stream_seq == before.delivered.stream_seq, "nothing was sent"
     assert await target.paid(workflow) == 1.0
+    await serves_on(target)
+
+
+# -- 7. bounded storage ---------------------------------------------------------------------
+
+
+async def test_a_role_cannot_grow_storage_without_bound(
+    target: TargetMesh, kb: CompromisedRole
+) -> None:
+    """An event past the stream's message size is refused by the stream; a ``SETRANGE``
+    that would make one of kb's own keys 200 MiB is refused by Redis (``proto-max-bulk-len``),
+    and Redis's memory does not move."""
+    assert target.admin is not None
+    s = target.settings
+    oversized = b"x" * (s.message_limit_bytes + 1)
+    with pytest.raises(PublishFailed):
+        await kb.mesh.publisher.publish(
+            kb.mesh.subjects.event(new_id(), "note"), oversized, {"Nats-Msg-Id": new_id()}
+        )
+    info = await target.admin.js.stream_info(s.events_stream)
+    assert info.config.max_bytes == s.events_max_bytes
+    assert info.config.max_msgs == s.events_max_msgs
+
+    used = (await target.admin.redis.info("memory"))["used_memory"]
+    own = keys.memory(s.subject_prefix, new_id(), "kb", "blob")
+    with pytest.raises(ResponseError, match="maximum allowed size"):
+        await kb.redis.setrange(own, 200 * 1024 * 1024, "x")
+    assert (await target.admin.redis.info("memory"))["used_memory"] < used + 1024 * 1024
+    config = await target.admin.redis.config_get("maxmemory*")
+    assert int(config["maxmemory"]) == s.redis_max_memory_bytes
+    assert config["maxmemory-policy"] == "noeviction"
+    await serves_on(target)
+
+
+# -- 10. loose ends: one reading of every message ------------------------------------------
+
+
+async def test_a_reply_naming_a_field_twice_is_refused_before_it_is_read(
+    target: TargetMesh, kb: CompromisedRole
+) -> None:
+    """Parsers disagree on which of two ``body`` members wins; billing refuses the reply as
+    ``malformed`` under kb's valid signature, before any binding check reads it."""
+    workflow = new_id()
+    asked = ask(target, Refund(order="d", amount=2.0, critic_pause_s=1.5), workflow)
+    log = await seen_by(kb, workflow, lambda got: bool(events_of(got, "started", "critic")))
+    (call,) = [e for e in events_of(log, "call", "billing") if e.target == "critic"]
+    reply = kb.mesh.envelope(
+        kind="reply",
+        workflow=workflow,
+        to="billing",
+        body=Score(0.4),
+        caller=log[0].caller,
+        parent=new_id(),
+        step=call.callee_step,
+        type_=type_name(Score),
+    )
+    data = encode_envelope(reply)
+    twice = data[:-1] + b',"body":{"score":0.99}}'
+    headers = {MSG_ID_HEADER: reply.id, **kb.mesh.signer.headers(twice)}
+    subject = kb.mesh.subjects.reply("billing", call.instance)
+    await kb.mesh.nc.publish(subject, twice, headers=headers)
+    await kb.mesh.nc.flush()
+
+    assert (await asked).score == 0.4
+    letters = [d for d in await target.dead_letters("billing") if d.data == twice]
+    assert [d.reason for d in letters] == ["malformed"]
+    # an envelope that cannot be read does not name its workflow: audited apart
+    unread = await target.events(UNVERIFIED_WORKFLOW)
+    assert len([e for e in rejected(unread, "malformed") if subject in e.event.detail]) == 1
     await serves_on(target)

@@ -28,7 +28,7 @@ def node_label(node: TaskNode) -> Text:
     see :mod:`.render`)."""
     style = STATUS_STYLE.get(node.status, "white")
     took = f"{node.duration_ms:8.1f} ms" if node.duration_ms is not None else " " * 11
-    signed = ("signed ok", "green") if node.verified else ("SIGNATURE BAD", "red")
+    signed = ("signed ok", "green") if node.verified else (_unverified(node), "red")
     tries = f" x{node.attempts}" if node.attempts > 1 else ""
     notes = "; ".join([*node.notes, node.detail] if node.detail else node.notes)
     if node.usage.calls:
@@ -46,6 +46,13 @@ def node_label(node: TaskNode) -> Text:
     return label
 
 
+def _unverified(node: TaskNode) -> str:
+    """FORGED when a signer wrote in another role's name or task, or a hop nobody called;
+    SIGNATURE BAD when an event did not verify at all."""
+    problems = [e.problem for e in node.events if not e.verified] + [node.detail]
+    return "FORGED" if any(p.startswith("forged") for p in problems) else "SIGNATURE BAD"
+
+
 def render(workflow: str, roots: list[TaskNode]) -> Tree:
     tree = Tree(Text.assemble("workflow ", (plain(workflow, limit=80), "bold")))
 
@@ -60,8 +67,10 @@ def render(workflow: str, roots: list[TaskNode]) -> Tree:
 
 
 def raw_line(item: LoggedEvent) -> Text:
-    """One event of ``jetmesh events --raw``: time, kind, agent, step, signature, usage."""
+    """One event of ``jetmesh events --raw``: time, kind, who signed it (the agent it
+    names, when that is someone else), step, signature, usage."""
     e = item.event
+    who = item.signer if e.agent == item.signer else f"{item.signer} as {e.agent}"
     ok = "ok" if item.verified else f"BAD ({item.problem})"
     used = (
         f" {e.model} {e.tokens_in}+{e.tokens_out} tokens {usd(e.cost_usd)}"
@@ -69,7 +78,7 @@ def raw_line(item: LoggedEvent) -> Text:
         else ""
     )
     return text(
-        f"{e.at:.6f} {plain(e.kind, limit=40):<10} {plain(e.agent, limit=40):<10} "
+        f"{e.at:.6f} {plain(e.kind, limit=40):<10} {plain(who, limit=80):<10} "
         f"{plain(e.step, limit=200):<28} sig={ok}{used}",
         limit=1000,
     )

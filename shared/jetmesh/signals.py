@@ -13,7 +13,8 @@ wait's start in the step ledger, so its timeout is not restarted.
 Who may signal: a signal is bound to one waiting step (its ``step``, the waiting task's
 step key) in one workflow (its subject and envelope), under one name (its ``key``), and a
 wait takes it only from a signer it accepts: any ingress (the CLI, a gateway: what acts
-for a person) by default, or the roles named in ``ctx.wait_for(..., senders=...)``. The
+for a person) by default, or the roles named in ``ctx.wait_for(..., senders=...)`` or in
+the policy's ``signal_senders`` for the waiting role. The
 signer is the verified certificate's owner, never a field of the event. A signal by any
 other signer is refused (:class:`~jetmesh.SignalRefused`: a dead letter and a
 ``rejected`` event) and the step waits on; a compromised agent that read a person's

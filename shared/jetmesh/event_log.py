@@ -175,8 +175,14 @@ def build_tree(events: list[LoggedEvent]) -> list[TaskNode]:
     """Arrange events into task nodes; returns the roots (tasks no other task caused)."""
     nodes: dict[str, TaskNode] = {}
     roots: list[TaskNode] = []
+    called: dict[tuple[str | None, str], str] = {}
+    """(caller's task, step) -> the role called there, from verified call and accepted
+    events: a task belongs to the role it was sent to, whoever writes first about it."""
     for logged in events:
         e = logged.event
+        if logged.verified and e.kind in (ev.CALL, ev.ACCEPTED):
+            parent, step = (e.task, e.callee_step) if e.kind == ev.CALL else (None, e.step)
+            called.setdefault((parent, step), e.target or "")
         if e.kind == ev.SIGNAL:  # not a task: the waiting task's ``signalled`` shows it
             continue
         key = e.task if e.kind != ev.ACCEPTED else None
@@ -195,7 +201,8 @@ def build_tree(events: list[LoggedEvent]) -> list[TaskNode]:
             roots.append(node)
             continue
         if key not in nodes:
-            nodes[key] = TaskNode(task=key, parent=e.parent, agent="", step=e.step)
+            addressee = called.get((e.parent, e.step), "")
+            nodes[key] = TaskNode(task=key, parent=e.parent, agent=addressee, step=e.step)
         _apply(nodes[key], logged)
     for node in nodes.values():
         _check_called(node, nodes.get(node.parent or ""))
@@ -252,9 +259,10 @@ def _check_called(node: TaskNode, caller: TaskNode | None) -> None:
 
 
 def _apply(node: TaskNode, logged: LoggedEvent) -> None:
-    """Add ``logged`` to ``node``. The node belongs to the signer of its first verified
-    event; an event signed by anyone else, or not verified, is kept (shown as forged or
-    unverified) but changes nothing: not the status, not the usage, not the notes."""
+    """Add ``logged`` to ``node``. The node belongs to the role its caller sent it to
+    (else to the signer of its first verified event); an event signed by anyone else, or
+    not verified, is kept (shown as forged or unverified) but changes nothing: not the
+    status, not the usage, not the notes."""
     e = logged.event
     if logged.verified and not node.agent:
         node.agent = logged.signer

@@ -84,3 +84,28 @@ def test_custom_events_become_notes_and_failures_show_their_reason() -> None:
     assert node.notes == ["routed: billing: keyword rules"]
     assert node.status == "failed"
     assert node.detail == "max-deliveries: y"
+
+
+def test_a_task_belongs_to_the_role_it_was_sent_to_whoever_writes_first() -> None:
+    """kb writes, in its own name, a completed event for billing's task before billing
+    does: the task stays billing's, with billing's status, and kb's event is forged."""
+    events = two_hops(with_callee=False)
+    events.insert(2, logged(ev.COMPLETED, "kb", "t2", "t1", "triage/billing.1", detail="lie"))
+    events.insert(3, logged(ev.COMPLETED, "billing", "t2", "t1", "triage/billing.1"))
+    (root,) = build_tree(events)
+    (triage,) = root.children
+    (billing,) = triage.children
+    assert (billing.agent, billing.status, billing.verified) == ("billing", "completed", False)
+    assert [(e.signer, e.verified) for e in billing.events] == [("kb", False), ("billing", True)]
+    assert billing.events[0].problem == "forged: signed by kb in billing's task"
+
+
+def test_a_hop_its_caller_never_called_is_forged() -> None:
+    events = two_hops(with_callee=True)
+    events.insert(3, logged(ev.COMPLETED, "kb", "t9", "t1", "triage/kb.7"))
+    (root,) = build_tree(events)
+    (triage,) = root.children
+    invented = next(c for c in triage.children if c.task == "t9")
+    assert (invented.agent, invented.verified) == ("kb", False)
+    assert invented.detail == "forged: triage logged no call to kb at step triage/kb.7"
+    assert all(c.verified for c in triage.children if c.task != "t9")

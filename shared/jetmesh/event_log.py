@@ -7,6 +7,7 @@ through the task ids that events record (``task`` and ``parent``).
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 from . import events as ev
@@ -187,6 +188,12 @@ def build_tree(events: list[LoggedEvent]) -> list[TaskNode]:
             continue
         key = e.task if e.kind != ev.ACCEPTED else None
         if key is None:
+            asked = next((r for r in roots if _asks_again(r, logged)), None)
+            if asked is not None:  # the same start asked again: one root, noted
+                asked.events.append(logged)
+                asked.verified = asked.verified and logged.verified
+                asked.notes.append(f"asked again at {time.strftime('%H:%M:%S', time.gmtime(e.at))}")
+                continue
             node = TaskNode(
                 task=None,
                 agent=e.agent,
@@ -210,13 +217,44 @@ def build_tree(events: list[LoggedEvent]) -> list[TaskNode]:
         caused_by = nodes.get(node.parent or "")
         if caused_by is not None:
             caused_by.children.append(node)
-        elif roots and roots[-1].task is None:
-            roots[-1].children.append(node)
+        elif (started := _started_by(roots, node)) is not None:
+            started.children.append(node)
         else:
             roots.append(node)
+    for node in [*roots, *nodes.values()]:
+        _note_sent_again(node.children)
     for node in nodes.values():  # calls made together log in any order: show the code's
         node.children.sort(key=_call_number)
     return roots
+
+
+def _asks_again(root: TaskNode, logged: LoggedEvent) -> bool:
+    """``logged`` (an ``accepted`` event) starts the same step at the same role as the
+    ingress entry ``root``: a caller asking again in the same workflow."""
+    first = root.events[0]
+    return (
+        root.task is None
+        and first.signer == logged.signer
+        and first.event.step == logged.event.step
+        and first.event.target == logged.event.target
+    )
+
+
+def _started_by(roots: list[TaskNode], node: TaskNode) -> TaskNode | None:
+    """The ingress entry that started ``node`` (a task without a logged caller): the one
+    for its step, else the latest."""
+    entries = [r for r in roots if r.task is None]
+    return next((r for r in entries if r.step == node.step), entries[-1] if entries else None)
+
+
+def _note_sent_again(children: list[TaskNode]) -> None:
+    """Mark a task whose step an earlier sibling already had: the caller sent the step
+    again (a re-ask, a re-run whose journal write was lost), answered from its record."""
+    seen: set[str] = set()
+    for child in children:
+        if child.step in seen:
+            child.notes.insert(0, "sent again: the same step")
+        seen.add(child.step)
 
 
 def _call_number(node: TaskNode) -> int:

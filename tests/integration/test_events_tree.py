@@ -67,3 +67,28 @@ async def test_two_hop_workflow_reads_back_as_a_verified_tree(mesh: Mesh) -> Non
     assert [e.event.callee_step for e in reply] == [hop2.step]
     assert [e.event.step for e in call + reply] == [hop1.step, hop1.step]
     assert reply[0].event.duration_ms is not None
+
+
+async def test_asking_again_reads_back_as_one_entry_answered_from_the_record(mesh: Mesh) -> None:
+    """The same request sent again in the same workflow (a caller that timed out and asks
+    again): one ingress entry noting it, the second task of the step marked as sent again
+    and answered from the record, the worker run once."""
+    await mesh.start_replicas(router)
+    await mesh.start_replicas(worker)
+    client = await mesh.ingress()
+    workflow, token = new_id(), mesh.token("alice")
+    for _ in range(2):
+        answer = await client.request(
+            "router", Echo("hi"), token=token, returns=Echo, workflow=workflow
+        )
+        assert answer == Echo("HI!")
+    (root,) = await mesh.tree(workflow, hops=3)
+    assert [note.split(" at ")[0] for note in root.notes] == ["asked again"]
+    first, again = root.children
+    assert (first.step, again.step) == ("router", "router")
+    assert again.notes[0] == "sent again: the same step"
+    assert "recorded result sent again" in again.detail + " ".join(
+        e.event.detail for e in again.events
+    )
+    assert only_child(first).agent == "worker"
+    assert again.children == [], "the worker was not asked again"

@@ -109,3 +109,26 @@ def test_a_hop_its_caller_never_called_is_forged() -> None:
     assert (invented.agent, invented.verified) == ("kb", False)
     assert invented.detail == "forged: triage logged no call to kb at step triage/kb.7"
     assert all(c.verified for c in triage.children if c.task != "t9")
+
+
+def test_asking_again_in_the_same_workflow_is_one_entry_and_a_step_sent_again() -> None:
+    """A caller that asks again (the same workflow, step and role) gets no second root:
+    the entry notes it, and the second task of the same step is marked as sent again."""
+    events = two_hops(with_callee=True)
+    events += [
+        logged(ev.ACCEPTED, "cli", None, None, "triage", target="triage"),
+        logged(
+            ev.COMPLETED,
+            "triage",
+            "t1b",
+            None,
+            "triage",
+            detail="-> Ticket (step already done: recorded result sent again)",
+        ),
+    ]
+    (root,) = build_tree(events)
+    assert [n.split(" at ")[0] for n in root.notes] == ["asked again"]
+    first, again = root.children
+    assert (first.task, again.task) == ("t1", "t1b")
+    assert first.notes == []
+    assert again.notes == ["sent again: the same step"]

@@ -2,10 +2,14 @@
 ``handoff`` (the people's queue) and ``search`` (the shipped knowledge base).
 
 ``refund`` and ``handoff`` reach the desk's stand-ins (:class:`services.support.systems.Desk`)
-in process, with the call's idempotency key (the request's workflow and step): a retry
-of the same request finds what the first run did instead of doing it again. They need a
-credential, as a real payment system or ticket queue would, though the stand-ins only
-record its fingerprint. ``search`` reads local files and needs none.
+in process, with the call's idempotency key (the request's workflow and step). The gateway
+runs each at most once per request step by its own ledger; each declares ``find`` (the desk
+looked up by that key), so a run that a dying gateway left in doubt is settled by asking
+the desk: found, it is recorded and not run again; not found, it runs with the same key.
+The tools look the key up themselves too before acting (the second line, should the
+gateway's record be lost). They need a credential, as a real payment system or ticket
+queue would, though the stand-ins only record its fingerprint. ``search`` reads local
+files, needs none, and is idempotent: a run in doubt is simply run again.
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ def support_tools(desk: Desk) -> ToolRegistry:
     """The tools of the support mesh, on ``desk``."""
     tools = ToolRegistry()
 
-    @tools.tool("refund", description="pays a refund through the payment system")
+    async def find_refund(call: ToolCall) -> RefundReceipt | None:
+        return await desk.find_refund(call.key)
+
+    async def find_handoff(call: ToolCall) -> Handoff | None:
+        return await desk.find_handoff(call.key)
+
+    @tools.tool("refund", find=find_refund, description="pays a refund through the payment system")
     async def refund(call: ToolCall) -> RefundReceipt:
         args = msgspec.convert(call.args, Refund)
         done = await desk.find_refund(call.key)
@@ -39,7 +49,7 @@ def support_tools(desk: Desk) -> ToolRegistry:
             return done
         return await desk.refund(call.key, args.order, args.amount_eur, call.approved_by)
 
-    @tools.tool("handoff", description="opens a case in the people's queue")
+    @tools.tool("handoff", find=find_handoff, description="opens a case in the people's queue")
     async def handoff(call: ToolCall) -> Handoff:
         case = msgspec.convert(call.args, Case)
         done = await desk.find_handoff(call.key)
@@ -47,7 +57,12 @@ def support_tools(desk: Desk) -> ToolRegistry:
             return done
         return await desk.hand_off(call.key, case)
 
-    @tools.tool("search", needs_credential=False, description="searches a team's articles")
+    @tools.tool(
+        "search",
+        needs_credential=False,
+        idempotent=True,
+        description="searches a team's articles (reads only)",
+    )
     async def search(call: ToolCall) -> KbHits:
         query = msgspec.convert(call.args, KbQuery)
         asked = _words(query.text)

@@ -54,8 +54,10 @@ Every error jetmesh raises derives from :class:`MeshError`::
     │   ├── ApprovalDenied            the person asked denied it
     │   ├── ApprovalMismatch          the approval is for another workflow, step, tool or args
     │   ├── ApprovalReused            the approval was used before (it is single-use)
-    │   └── ApprovalInvalid           forged, malformed, not from an ingress, or revoked
-    │       └── ApprovalExpired       past its expiry
+    │   ├── ApprovalInvalid           forged, malformed, not from an ingress, or revoked
+    │   │   └── ApprovalExpired       past its expiry
+    │   └── ToolInDoubt (+ EffectInDoubt)  a run of the tool for this step was left
+    │                                 unrecorded, and the tool says no way to settle it
     ├── SignalTimeout (+ TimeoutError)  no signal within a wait's timeout
     │   └── ApprovalTimeout           nobody approved or denied in time, and no escalation
     ├── ModelError                    a model provider refused a request, or answered nonsense
@@ -469,6 +471,15 @@ class ApprovalExpired(ApprovalInvalid):
     """The approval token is past its expiry (or not valid yet)."""
 
     code = "approval-expired"
+
+
+class ToolInDoubt(ToolRefused, EffectInDoubt):
+    """The tool gateway found a run of the tool for this request step that a gateway
+    started and never recorded (it died mid-call): the call may or may not have happened.
+    The tool declares neither ``find`` nor ``idempotent``, so the gateway does not run it
+    again; a person checks the target and decides (docs/toolgate.md)."""
+
+    code = "tool-in-doubt"
 
 
 class SignalTimeout(MeshError, TimeoutError):

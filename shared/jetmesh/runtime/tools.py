@@ -39,6 +39,7 @@ from .._exceptions import (
     CallFailed,
     CredentialMissing,
     ScopeDenied,
+    ToolInDoubt,
     ToolNotGranted,
     ToolRefused,
     ToolScopeDenied,
@@ -69,6 +70,7 @@ REFUSALS: dict[str, type[ToolRefused]] = {
         ApprovalReused,
         ApprovalInvalid,
         ApprovalExpired,
+        ToolInDoubt,
     )
 }
 """The gateway's refusal codes and the exception each raises in the agent."""

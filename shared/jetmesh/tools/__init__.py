@@ -19,8 +19,10 @@ Example:
 
 from .credentials import Credential, Credentials, env_name
 from .gateway import Toolgate, delegated_scopes
-from .registry import Tool, ToolCall, ToolFn, ToolRegistry
+from .registry import FindFn, Tool, ToolCall, ToolFn, ToolRegistry
 from .wire import (
+    RECONCILED,
+    RECORDED,
     TOOL,
     TOOL_REFUSED,
     TOOLGATE,
@@ -33,11 +35,14 @@ from .wire import (
 )
 
 __all__ = [
+    "RECONCILED",
+    "RECORDED",
     "TOOL",
     "TOOLGATE",
     "TOOL_REFUSED",
     "Credential",
     "Credentials",
+    "FindFn",
     "Tool",
     "ToolApprovalAsk",
     "ToolCall",

@@ -15,7 +15,17 @@ runs; the gateway then, in this order:
    ingress, not revoked, not expired: ``approval-invalid``, ``approval-expired``), that it
    approves this workflow, this task's step, this tool and these arguments
    (``approval-mismatch``), and spends its ``jti`` once in Redis (``approval-reused``);
-4. takes the tool's credential, for this call only (``credential-missing``), and runs it.
+4. takes the tool's credential, for this call only (``credential-missing``), and runs it
+   at most once for the request step, by its own ledger (``ctx.once``, keyed by the
+   request's workflow, step and tool, in the gateway's own Redis keys): claimed before the
+   tool runs, recorded ``done`` with the result before the reply. The same step again (a
+   redelivery, or a caller's re-run that sends it again) gets the recorded result, with a
+   ``tool`` event ``recorded`` and no second run. A claim left by a gateway that died
+   mid-call is in doubt: a tool that declares ``find`` asks its target by the idempotency
+   key (found: ``reconciled``, not run; not found: run with the same key), one that
+   declares ``idempotent`` runs again with the same key, and any other is not run again:
+   :class:`~jetmesh.ToolInDoubt` (``tool-in-doubt``) for a person to decide. The tool gets
+   the idempotency key ``<workflow>/<step>`` all the same, for its target: the second line.
 
 A refusal raises the matching :class:`~jetmesh.ToolRefused` after a ``tool-refused`` event
 (who, on whose behalf, which tool, why): the replica answers the caller with an error
@@ -27,8 +37,10 @@ returned, logged or put in an event.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from dataclasses import dataclass
 
 import jwt
 import msgspec
@@ -41,7 +53,9 @@ from .._exceptions import (
     ApprovalReused,
     CallerInvalid,
     CredentialMissing,
+    EffectInDoubt,
     RejectedMessage,
+    ToolInDoubt,
     ToolNotGranted,
     ToolRefused,
     ToolScopeDenied,
@@ -57,7 +71,17 @@ from ..runtime.context_base import ContextBase
 from ..subjects import TOKEN_RE
 from .credentials import Credential, Credentials
 from .registry import Tool, ToolCall, ToolRegistry
-from .wire import TOOL, TOOL_REFUSED, TOOLGATE, ToolRecord, ToolRequest, ToolResult, args_digest
+from .wire import (
+    RECONCILED,
+    RECORDED,
+    TOOL,
+    TOOL_REFUSED,
+    TOOLGATE,
+    ToolRecord,
+    ToolRequest,
+    ToolResult,
+    args_digest,
+)
 
 log = logging.getLogger("jetmesh.tools")
 
@@ -155,6 +179,8 @@ class Toolgate:
         credential: Credential | None,
         record: ToolRecord,
     ) -> ToolResult:
+        """Run the tool at most once for this request step (see the module's docstring):
+        claimed, run, recorded as done before the reply, by the gateway's own ledger."""
         call = ToolCall(
             tool=tool.name,
             args=dict(request.args),
@@ -165,6 +191,78 @@ class Toolgate:
             sender=ctx.task.sender,
             approved_by=record.approved_by,
         )
+        if not ctx.mesh.settings.step_ledger:  # no ledger, no promise: run it (the key only)
+            return await self._invoke(ctx, tool, call, credential, record, again=False)
+        doubt = _Run()
+
+        async def run() -> ToolResult:
+            doubt.ran = True
+            return await self._invoke(ctx, tool, call, credential, record, again=doubt.asked)
+
+        async def settle() -> ToolResult | None:
+            doubt.asked = True
+            if tool.find is None:
+                return None  # idempotent by key: run it again with the same key
+            started = time.perf_counter()
+            found = await tool.find(call)
+            if found is None:
+                return None
+            doubt.found = True
+            return self._result(tool, found, record, _ms(started))
+
+        try:
+            result = await ctx.once(
+                _effect_key(tool.name),
+                run,
+                returns=ToolResult,
+                reconcile=settle if tool.settles_doubt else None,
+            )
+        except EffectInDoubt as exc:
+            detail = (
+                f"in doubt: a run of {tool.name} for step {ctx.step} was started and never "
+                f"recorded (its gateway stopped mid-call), so it may or may not have happened; "
+                f"{tool.name} declares neither find nor idempotent, so it is not run again: a "
+                "person checks the target and decides"
+            )
+            refused = msgspec.structs.replace(record, outcome=ToolInDoubt.code, detail=detail)
+            await self._record(ctx, TOOL_REFUSED, refused)
+            raise ToolInDoubt(tool.name, detail) from exc
+        if doubt.found:
+            await self._record(
+                ctx,
+                TOOL,
+                msgspec.structs.replace(
+                    record,
+                    outcome=RECONCILED,
+                    detail="in doubt (its gateway stopped mid-call); the target found it under "
+                    "its idempotency key: recorded, not run again",
+                    duration_ms=result.duration_ms,
+                ),
+            )
+        elif not doubt.ran:
+            await self._record(
+                ctx,
+                TOOL,
+                msgspec.structs.replace(
+                    record,
+                    outcome=RECORDED,
+                    detail="from the record: it ran for this step already, not run again",
+                    duration_ms=result.duration_ms,
+                ),
+            )
+        return result
+
+    async def _invoke(
+        self,
+        ctx: Context,
+        tool: Tool,
+        call: ToolCall,
+        credential: Credential | None,
+        record: ToolRecord,
+        *,
+        again: bool,
+    ) -> ToolResult:
+        """Call the tool's function once, with its ``tool`` event (``ok`` or ``error``)."""
         started = time.perf_counter()
         try:
             value = await tool.fn(call)
@@ -180,10 +278,19 @@ class Toolgate:
                 ),
             )
             raise
-        took = _ms(started)
-        await self._record(
-            ctx, TOOL, msgspec.structs.replace(record, outcome="ok", duration_ms=took)
-        )
+        result = self._result(tool, value, record, _ms(started))
+        ran = msgspec.structs.replace(record, outcome="ok", duration_ms=result.duration_ms)
+        if again:
+            ran = msgspec.structs.replace(
+                ran,
+                detail="run again with the same idempotency key after a run in doubt "
+                f"({'the target found none' if tool.find else 'the tool is idempotent'})",
+            )
+        await self._record(ctx, TOOL, ran)
+        return result
+
+    @staticmethod
+    def _result(tool: Tool, value: object, record: ToolRecord, took: float) -> ToolResult:
         return ToolResult(
             tool=tool.name,
             value=msgspec.Raw(encode(value)),
@@ -313,7 +420,7 @@ class Toolgate:
         if kind == TOOL:
             credential = f", credential {record.credential}" if record.credential else ""
             detail = f"{what}: {record.outcome}{approval}{credential}"
-            if record.outcome != "ok":
+            if record.detail:
                 detail += f": {record.detail}"
         else:
             detail = f"{what}: {record.outcome}: {record.detail}"
@@ -327,6 +434,25 @@ class Toolgate:
             detail=detail[:1024],
             body=ev.EventPayload(type=type_name(ToolRecord), value=msgspec.Raw(encode(record))),
         )
+
+
+@dataclass
+class _Run:
+    """What one handling of a request did about its tool."""
+
+    ran: bool = False
+    """The tool's function was called."""
+    asked: bool = False
+    """A run left in doubt was found, and its tool's declaration asked to settle it."""
+    found: bool = False
+    """The target found the call that was in doubt (``find``)."""
+
+
+def _effect_key(tool: str) -> str:
+    """The gateway's ledger key for a tool's run in a request step (a token)."""
+    if len(tool) <= 59:
+        return f"tool-{tool}"
+    return f"tool-{hashlib.sha256(tool.encode()).hexdigest()[:32]}"
 
 
 def _jti(request: ToolRequest) -> str:

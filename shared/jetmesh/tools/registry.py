@@ -1,4 +1,5 @@
-"""The tools a gateway can run: a name, an async function, whether it needs a credential.
+"""The tools a gateway can run: a name, an async function, whether it needs a credential,
+and what the gateway may do when a run of it was left in doubt.
 
 A tool's function gets one :class:`ToolCall` (its arguments, the credential for this
 call only, and an idempotency key) and returns a JSON-encodable result::
@@ -12,6 +13,24 @@ call only, and an idempotency key) and returns a JSON-encodable result::
                 "Authorization": f"Bearer {call.credential.reveal()}",
                 "Idempotency-Key": call.key})
         return r.json()
+
+The gateway runs a tool at most once per request step by its own ledger (see
+:mod:`jetmesh.tools.gateway`). A run that a dying gateway left unrecorded is in doubt; the
+registration says how to settle it:
+
+- ``find``: an async function of the same :class:`ToolCall` that asks the target whether
+  the call happened under ``call.key``, and returns what the tool would have returned, or
+  None if it did not happen (then the tool runs, with the same key);
+- ``idempotent=True``: the target does a call once per ``call.key``, so the gateway may
+  run the tool again with the same key;
+- neither: the gateway does not run it again; the request is refused as in doubt
+  (:class:`~jetmesh.ToolInDoubt`) for a person to decide.
+
+::
+
+    @tools.tool("refund", find=find_refund)           # asks the payment system by key
+    @tools.tool("send", idempotent=True)               # the target de-duplicates by key
+    @tools.tool("search", needs_credential=False, idempotent=True)   # reads only
 """
 
 from __future__ import annotations
@@ -46,6 +65,9 @@ class ToolCall:
 
 
 ToolFn = Callable[[ToolCall], Awaitable[Any]]
+FindFn = Callable[[ToolCall], Awaitable[Any | None]]
+"""Asks a tool's target whether the call under ``call.key`` happened: what the tool would
+have returned, or None if it did not happen."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +76,16 @@ class Tool:
     fn: ToolFn
     needs_credential: bool = True
     description: str = ""
+    idempotent: bool = False
+    """The target does a call once per idempotency key: after a run in doubt, the gateway
+    may run it again with the same key."""
+    find: FindFn | None = None
+    """Settles a run in doubt by asking the target (see :data:`FindFn`)."""
+
+    @property
+    def settles_doubt(self) -> bool:
+        """Whether the gateway may go on after a run of this tool was left in doubt."""
+        return self.idempotent or self.find is not None
 
 
 class ToolRegistry:
@@ -63,9 +95,26 @@ class ToolRegistry:
         self._tools: dict[str, Tool] = {}
 
     def add(
-        self, name: str, fn: ToolFn, *, needs_credential: bool = True, description: str = ""
+        self,
+        name: str,
+        fn: ToolFn,
+        *,
+        needs_credential: bool = True,
+        description: str = "",
+        idempotent: bool = False,
+        find: FindFn | None = None,
     ) -> None:
         """Register ``fn`` as tool ``name``.
+
+        Args:
+            name: the tool's name (a subject token).
+            fn: runs the tool for one :class:`ToolCall`.
+            needs_credential: the gateway injects the tool's credential.
+            description: one line for people.
+            idempotent: the target does a call once per ``call.key``: a run left in doubt
+                may be run again with the same key.
+            find: asks the target whether a run left in doubt happened (see
+                :data:`FindFn`); tried before running the tool again.
 
         Raises:
             ConfigError: ``name`` is not a name (subject token) or is taken.
@@ -73,15 +122,28 @@ class ToolRegistry:
         check_token(name, "tool name")
         if name in self._tools:
             raise ConfigError(f"tool {name!r} is registered already")
-        self._tools[name] = Tool(name, fn, needs_credential, description)
+        self._tools[name] = Tool(name, fn, needs_credential, description, idempotent, find)
 
     def tool(
-        self, name: str, *, needs_credential: bool = True, description: str = ""
+        self,
+        name: str,
+        *,
+        needs_credential: bool = True,
+        description: str = "",
+        idempotent: bool = False,
+        find: FindFn | None = None,
     ) -> Callable[[ToolFn], ToolFn]:
         """Decorator form of :meth:`add`."""
 
         def register(fn: ToolFn) -> ToolFn:
-            self.add(name, fn, needs_credential=needs_credential, description=description)
+            self.add(
+                name,
+                fn,
+                needs_credential=needs_credential,
+                description=description,
+                idempotent=idempotent,
+                find=find,
+            )
             return fn
 
         return register

@@ -24,8 +24,16 @@ TOOLGATE: Final = "toolgate"
 """The tool gateway's role name: agents send tool requests to it like any call."""
 
 TOOL: Final = "tool"
-"""Event: a tool ran (or failed while running); its :class:`ToolRecord` in ``body``, the
-tool in ``target``, the outcome in ``reason``, the args' digest in ``digest``."""
+"""Event: a tool ran (or failed while running), or a request step's tool was answered
+from the gateway's record (:data:`RECORDED`, :data:`RECONCILED`); its :class:`ToolRecord`
+in ``body``, the tool in ``target``, the outcome in ``reason``, the args' digest in
+``digest``. Only ``ok`` and ``error`` are runs of the tool."""
+RECORDED: Final = "recorded"
+"""A ``tool`` event's outcome: the tool ran for this request step already; its recorded
+result was sent again and the tool was not run."""
+RECONCILED: Final = "reconciled"
+"""A ``tool`` event's outcome: a run left in doubt (its gateway stopped mid-call) was found
+by the tool's target under the call's idempotency key, recorded, and not run again."""
 TOOL_REFUSED: Final = "tool-refused"
 """Event: the gateway refused a tool call; its :class:`ToolRecord` in ``body``, the tool
 in ``target``, the refusal's code in ``reason``, who asked and why in ``detail``."""
@@ -97,7 +105,9 @@ class ToolRecord(msgspec.Struct, frozen=True, kw_only=True):
     tenant: str
     args_sha256: str
     outcome: str
-    """``ok``, ``error`` (the tool failed) or the refusal's code."""
+    """``ok`` (the tool ran), ``error`` (the tool failed), ``recorded`` (it ran for this
+    step before: the recorded result, not run), ``reconciled`` (a run in doubt that the
+    target found: not run) or the refusal's code."""
     detail: str = ""
     approval: str = ""
     """The approval's ``jti``, if one came with the request."""

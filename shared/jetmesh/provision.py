@@ -7,7 +7,8 @@ subject. Connected as the ``admin`` user, :func:`provision`
 
 1. declares the streams (tasks, events, dead letters, max-deliveries advisories);
 2. creates every agent role's durable consumers (tasks and advisories) with the same
-   configuration a replica on open servers declares for itself;
+   configuration a replica on open servers declares for itself, and updates existing
+   ones to it (AckWait, max deliveries: a changed setting takes effect on the next run);
 3. declares the registry bucket;
 4. issues each role's certificate from the policy (its subjects, scopes and ingress flag;
    a valid certificate that already says so is kept) and puts it in the registry;
@@ -30,13 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from redis.exceptions import RedisError
 
 from ._exceptions import ConfigError, RejectedMessage
 from .bus.connection import connect
 from .bus.streams import (
+    Redelivery,
     advisories_stream,
     ensure_consumer,
     ensure_registry,
@@ -74,6 +76,9 @@ class Provisioned:
     """Roles whose Redis user, off since their key was revoked, was switched on again."""
     redis: RedisProvisioned | None = None
     """The function library and the memory limit in Redis."""
+    redelivery: tuple[Redelivery, ...] = ()
+    """How the task consumers redeliver, as the server holds them after the step (one
+    entry per distinct configuration: one, unless the server kept something else)."""
 
 
 def certificate_subjects(perms: RolePermissions, subjects: Subjects) -> tuple[list[str], list[str]]:
@@ -160,8 +165,9 @@ async def provision(
         js = nc.jetstream()
         await ensure_streams(js, settings)
         consumers: list[tuple[str, str]] = []
+        redelivery: set[Redelivery] = set()
         for agent in policy.agents:
-            await ensure_consumer(js, settings, agent)
+            redelivery.add(await ensure_consumer(js, settings, agent))
             consumers += [(settings.tasks_stream, agent), (advisories_stream(settings), agent)]
         registry = await ensure_registry(js, settings)
         issued: list[tuple[str, str]] = []
@@ -180,6 +186,7 @@ async def provision(
         certificates=tuple(issued),
         readmitted=readmitted,
         redis=redis,
+        redelivery=tuple(sorted(redelivery, key=lambda r: astuple(r))),
     )
 
 

@@ -154,8 +154,11 @@ class MeshSettings(BaseSettings):
     max_ack_pending: int = Field(default=1024, gt=0)
     """Tasks in flight for one role across all its replicas (JetStream ``max_ack_pending``)."""
 
-    ack_wait_s: float = Field(default=30.0, gt=0)
-    """How long JetStream waits for an ack before redelivering a task."""
+    ack_wait_s: float = Field(default=10.0, gt=0)
+    """How long JetStream waits for an ack before redelivering a task. A running task is
+    kept by in-progress acks every ``ack_wait_s / 3``, so this is how long a task whose
+    replica died waits before another replica resumes it; it must leave room for that
+    within a call's deadline (``call_timeout_s`` at least ``2 * ack_wait_s``)."""
 
     max_deliver: int = Field(default=5, gt=0)
     """Deliveries of one task before it is dead-lettered."""
@@ -164,7 +167,10 @@ class MeshSettings(BaseSettings):
     """Delay before each redelivery after a failure; the last value repeats."""
 
     call_timeout_s: float = Field(default=30.0, gt=0)
-    """Default deadline of ``ctx.call``."""
+    """Default deadline of ``ctx.call``: at least ``2 * ack_wait_s``, so that a task whose
+    replica died is redelivered (after at most ``ack_wait_s``) while its caller still waits,
+    with time left to run again. A step of up to ``(call_timeout_s - ack_wait_s) / 2`` of
+    work (10 s with the defaults) that loses its replica once still answers in time."""
 
     max_call_depth: int = Field(default=8, gt=0)
     """How deep calls may nest: the depth of a step key is its number of nested calls
@@ -225,6 +231,17 @@ class MeshSettings(BaseSettings):
             raise ValueError(
                 "max_message_age_s + 2 * clock_skew_s must not exceed duplicate_window_s, "
                 "or a replay could arrive after de-duplication forgot it and still look fresh"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_redelivery_room(self) -> MeshSettings:
+        if self.call_timeout_s < 2 * self.ack_wait_s:
+            raise ValueError(
+                f"call_timeout_s ({self.call_timeout_s:g}) must be at least 2 * ack_wait_s "
+                f"({2 * self.ack_wait_s:g}): a task whose replica died comes back after up to "
+                "ack_wait_s, and its caller's deadline must leave room for that redelivery "
+                "to run and answer (docs/durability.md, timeouts)"
             )
         return self
 

@@ -10,6 +10,8 @@ something is missing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -163,11 +165,28 @@ def advisories_consumer_config(settings: MeshSettings, agent: str) -> ConsumerCo
     )
 
 
-async def ensure_consumer(js: JetStreamContext, settings: MeshSettings, agent: str) -> None:
-    """Create ``agent``'s durable consumers (tasks, advisories), or update them to the
-    current settings."""
-    await js.add_consumer(settings.tasks_stream, consumer_config(settings, agent))
+@dataclass(frozen=True)
+class Redelivery:
+    """How a task consumer redelivers, as the server holds it."""
+
+    ack_wait_s: float
+    """AckWait: how long an unacknowledged delivery waits before it is delivered again."""
+    max_deliver: int
+    max_ack_pending: int
+
+
+async def ensure_consumer(js: JetStreamContext, settings: MeshSettings, agent: str) -> Redelivery:
+    """Create ``agent``'s durable consumers (tasks, advisories), or update existing ones
+    to the current settings (AckWait, max deliveries, max ack pending: the server's
+    create-or-update). Returns what the tasks consumer holds after it."""
+    info = await js.add_consumer(settings.tasks_stream, consumer_config(settings, agent))
     await js.add_consumer(advisories_stream(settings), advisories_consumer_config(settings, agent))
+    config = info.config
+    return Redelivery(
+        ack_wait_s=float(config.ack_wait or 0.0),
+        max_deliver=int(config.max_deliver or 0),
+        max_ack_pending=int(config.max_ack_pending or 0),
+    )
 
 
 async def ensure_registry(js: JetStreamContext, settings: MeshSettings) -> KeyValue:

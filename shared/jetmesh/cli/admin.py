@@ -27,6 +27,14 @@ def print_provisioned(done: Provisioned) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    for r in done.redelivery:
+        console.print(
+            f"admin  delivery AckWait {r.ack_wait_s:g} s (in-progress acks every "
+            f"{r.ack_wait_s / 3:.3g} s), max_deliver {r.max_deliver}, "
+            f"max_ack_pending {r.max_ack_pending}",
+            highlight=False,
+            soft_wrap=True,
+        )
     certificates = ", ".join(f"{role} {kid}" for role, kid in done.certificates)
     console.print(
         f"admin  registry {done.registry}: certificates {certificates}",

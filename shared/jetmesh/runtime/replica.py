@@ -34,6 +34,7 @@ from ..models import prices_from, provider_from
 from ..settings import MeshSettings
 from .agent import Agent
 from .context import Context
+from .deadline import DEADLINE_PASSED, deadline_refusal
 from .failures import Failures
 from .ledger import UNAVAILABLE, Recorded, StepLedger
 from .limits import PlanLimits, plan_refusal
@@ -227,22 +228,9 @@ class Replica:
         task, caller = verified.envelope, verified.caller
         assert caller is not None  # tasks always carry a verified caller
         attempt = delivery.attempt
-        if task.deadline is not None and task.deadline < time.time():
-            await self.failures.finish_failed(
-                msg,
-                task,
-                caller,
-                attempt,
-                "deadline-passed",
-                "the caller's deadline passed before the task started",
-                record=False,
-            )
-            return
         step = keys.ledger_step(task.step, task.id)
         holder = f"{self.instance}:{delivery.stream_seq}:{attempt}"
-        if self.ledger is not None and not await self._take_step(
-            msg, task, caller, attempt, step, holder
-        ):
+        if not await self._begin(msg, task, caller, attempt, step, holder):
             return
         ctx = Context(
             self.mesh,
@@ -305,24 +293,48 @@ class Replica:
             body=ev.EventPayload(type=recorded.type, value=recorded.body),
         )
 
-    async def _take_step(
+    async def _begin(
         self, msg: Msg, task: Envelope, caller: Caller, attempt: int, step: str, holder: str
     ) -> bool:
-        """Claim the step in the ledger; False when this delivery is dealt with already
-        (the step had a result, answered again; or the ledger is unreachable, sent back)."""
+        """Whether the handler is to run: the ledger first (a step with a recorded result is
+        answered from it, whatever the deadline), then the deadline rule, which refuses
+        only a step nobody started (:mod:`jetmesh.runtime.deadline`)."""
+        started = False  # the step was running under another delivery's lease
+        if self.ledger is not None:
+            taken = await self._take_step(msg, task, caller, attempt, step, holder)
+            if taken is None:
+                return False
+            started = taken
+        late = deadline_refusal(
+            deadline=task.deadline, attempt=attempt, started=started, now=time.time()
+        )
+        if late is None:
+            return True
+        await self._release(task, step, holder)  # nobody started it, nobody waits for it
+        await self.failures.finish_failed(
+            msg, task, caller, attempt, DEADLINE_PASSED, late, record=False
+        )
+        return False
+
+    async def _take_step(
+        self, msg: Msg, task: Envelope, caller: Caller, attempt: int, step: str, holder: str
+    ) -> bool | None:
+        """Claim the step in the ledger. None when this delivery is dealt with already (the
+        step had a result, answered again; or the ledger is unreachable, sent back); else
+        whether the step had been started by another delivery whose lease it waited out."""
         try:
-            recorded = await self._claim(task, step, holder)
+            recorded, started = await self._claim(task, step, holder)
         except asyncio.CancelledError:  # drained while waiting for a duplicate
             await msg.nak()
             raise
         except UNAVAILABLE as exc:  # unreachable for longer than redis_retry_s, full, ...
             log.error("step ledger unavailable, task %s goes back: %s", task.id, exc)
             await msg.nak(delay=self.settings.backoff_for(attempt))
-            return False
+            return None
         if recorded is not None:
             await self._answer_again(msg, task, caller, attempt, recorded)
-            return False
-        return True
+            return None
+        return started
 
     async def _record(
         self, msg: Msg, task: Envelope, attempt: int, step: str, holder: str, recorded: Recorded
@@ -339,21 +351,24 @@ class Replica:
             return False
         return True
 
-    async def _claim(self, task: Envelope, step: str, holder: str) -> Recorded | None:
+    async def _claim(self, task: Envelope, step: str, holder: str) -> tuple[Recorded | None, bool]:
         """Take the step's lease, or wait while another replica runs it. Returns the
-        step's recorded result if it has one (then the handler must not run)."""
+        step's recorded result if it has one (then the handler must not run), and whether
+        another delivery's lease was found (the step had been started)."""
         assert self.ledger is not None
         current = asyncio.current_task()
+        waited = False
         while True:
             taken, recorded = await self.ledger.claim(
                 task.workflow, self.agent.name, step, holder, self._lease_ms
             )
             if recorded is not None:  # (the script takes no lease when there is a result)
-                return recorded
+                return recorded, waited
             if taken:
                 if current is not None:
                     self._leases[current] = (task.workflow, self.agent.name, step)
-                return None
+                return None, waited
+            waited = True
             await asyncio.sleep(LEASE_POLL_S)  # a duplicate: wait for the running one
 
     async def _release(self, task: Envelope, step: str, holder: str) -> None:

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint types bench bench-flows chaos restarts poison schemas clean down
+.PHONY: demo test check lint types bench bench-flows chaos chaos-support restarts poison schemas clean down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-flows: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m loadtest.chaos
+
+chaos-support: $(STAMP)
+	$(BIN)/python -m loadtest.chaos_support
 
 restarts: $(STAMP)
 	$(BIN)/python -m loadtest.restarts

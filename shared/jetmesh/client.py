@@ -120,6 +120,9 @@ class MeshClient:
         self._redis: Redis | None = None
         self._closed = False
         self.reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
+        self.shut_out = asyncio.Event()
+        """Set when nats-server kept refusing this identity's credentials after it had
+        connected (its role shut out by ``jetmesh keys revoke``): the connection is closed."""
         """Coroutines run after the connection comes back (a replica renews its pulls)."""
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -139,6 +142,7 @@ class MeshClient:
             self.settings.nats_url,
             f"{self.name}/{self.instance}",
             on_reconnect=self.reconnect_listeners,
+            on_refused=self.shut_out.set,
             **self.credentials.nats_options(),
         )
         self._js = self._nc.jetstream()

@@ -26,10 +26,11 @@ from jetmesh.cli.ingress import admin_client
 from jetmesh.credentials import Credentials, admin_credentials, role_credentials
 from jetmesh.identity.revocation import key_owner, lookup_revocation, revoke_key
 from jetmesh.memory.connection import without_userinfo
-from jetmesh.processes import settings_env
+from jetmesh.processes import AgentProcess, settings_env
 from jetmesh.provision import provision
 from jetmesh.shutout import SHUT_OUT_WITHIN_S, shut_out
 from tests.integration.agents_for_tests import Plan, Report, counter, planner
+from tests.integration.harness import REPO_ROOT
 from tests.integration.secured import SecuredMesh
 
 pytestmark = pytest.mark.integration
@@ -356,3 +357,26 @@ async def test_the_admin_step_leaves_users_that_are_on_alone(secured: SecuredMes
         assert await client.acl_getuser("planner") == before
     finally:
         await client.aclose()
+
+
+async def test_a_running_process_of_a_shut_out_role_stops(
+    secured: SecuredMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `jetmesh run` process of the role keeps no connection the server refuses: after
+    a few refused reconnects it closes it and stops, saying why (exit 1), instead of
+    retrying for ever."""
+    monkeypatch.chdir(REPO_ROOT)
+    log = tmp_path / "counter.log"
+    proc = AgentProcess(
+        ["tests.integration.agents_for_tests:counter"], secured.settings, log_file=log
+    )
+    await asyncio.to_thread(proc.start)
+    try:
+        kid = secured.keys.identity("counter").key.kid
+        code, out, err = await jetmesh(secured, "keys", "revoke", kid)
+        assert code == 0, (out, err)
+        assert proc.proc is not None
+        assert await asyncio.to_thread(proc.proc.wait, 15) == 1
+        assert "no longer accepts the credentials of counter" in log.read_text()
+    finally:
+        await asyncio.to_thread(proc.stop)

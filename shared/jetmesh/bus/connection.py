@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -14,6 +15,10 @@ from .nats_client import MeshNatsClient
 log = logging.getLogger("jetmesh.bus")
 
 RECONNECT_WAIT_S = 0.5
+REFUSED_RECONNECTS = 3
+"""Reconnects the server refuses for the credentials, in a row, before the client gives
+up and closes: the role was shut out (``jetmesh keys revoke``), and retrying would only
+be refused again (and hold a socket each time)."""
 PING_INTERVAL_S = 10
 RECONNECT_BUFFER_BYTES = 8 * 1024 * 1024
 AUTH_REFUSED = "authorization violation"
@@ -29,16 +34,20 @@ async def connect(
     name: str,
     *,
     on_reconnect: Sequence[Callable[[], Awaitable[None]]] = (),
+    on_refused: Callable[[], None] | None = None,
     **options: Any,
 ) -> NATS:
     """Connect with unlimited reconnects, a reconnect buffer, and logged state changes.
-    A first connection the server refuses for its credentials fails at once.
+    A first connection the server refuses for its credentials fails at once; once
+    connected, :data:`REFUSED_RECONNECTS` reconnects in a row refused for the credentials
+    close the client and call ``on_refused`` (the role was shut out).
 
     Args:
         url: one URL or several, comma separated.
         name: the client name shown by the server (agent and instance).
         on_reconnect: coroutines to run after each reconnect (the list is read at that
             time, so listeners may be added later).
+        on_refused: called once the client gave up on credentials the server refuses.
         **options: passed through to ``nats.connect``.
 
     Raises:
@@ -46,11 +55,23 @@ async def connect(
     """
 
     connecting = True
+    refused = 0
 
     async def on_error(exc: Exception) -> None:
-        if connecting and AUTH_REFUSED in str(exc).lower():
-            # raised out of nats-py's first connect instead of retrying forever
-            raise ConfigError(f"nats-server refused {name}: {exc}; {AUTH_HINT}") from exc
+        nonlocal refused
+        if AUTH_REFUSED in str(exc).lower():
+            if connecting:  # raised out of nats-py's first connect, not retried forever
+                raise ConfigError(f"nats-server refused {name}: {exc}; {AUTH_HINT}") from exc
+            refused += 1
+            if refused == REFUSED_RECONNECTS:
+                log.error(
+                    "nats-server refused %s's credentials %d times in a row (shut out by "
+                    "`jetmesh keys revoke`?): closing the connection",
+                    name,
+                    refused,
+                )
+                asyncio.get_running_loop().create_task(_give_up(client, on_refused))
+            return
         log.warning("nats error (%s): %s", name, exc)
 
     async def on_disconnect() -> None:
@@ -58,6 +79,8 @@ async def connect(
             log.warning("nats disconnected (%s)", name)
 
     async def reconnected() -> None:
+        nonlocal refused
+        refused = 0
         log.info("nats reconnected (%s)", name)
         for listener in list(on_reconnect):
             try:
@@ -86,3 +109,11 @@ async def connect(
         raise
     connecting = False
     return client
+
+
+async def _give_up(client: NATS, on_refused: Callable[[], None] | None) -> None:
+    try:
+        await client.close()
+    finally:
+        if on_refused is not None:
+            on_refused()

@@ -67,7 +67,7 @@ async def serve(agents: Sequence[Agent], settings: MeshSettings) -> None:
             log.info("stopped while starting (servers not reached yet)")
             return
         print("ready: " + ", ".join(f"{r.agent.name}/{r.instance}" for r in replicas), flush=True)
-        await stop.wait()
+        await _until_stopped_or_shut_out(replicas, stop)
     finally:
         await asyncio.gather(*(_drain(r) for r in replicas))
         await models.provider.aclose()
@@ -98,6 +98,28 @@ async def _start_unless_stopped(replicas: Sequence[Replica], stop: asyncio.Event
     with contextlib.suppress(asyncio.CancelledError):
         await starting
     return False
+
+
+async def _until_stopped_or_shut_out(replicas: Sequence[Replica], stop: asyncio.Event) -> None:
+    """Wait for a stop signal, or for nats-server to shut a replica's role out.
+
+    Raises:
+        ConfigError: a replica's credentials are refused now (its key revoked, its role
+            shut out of the servers): the process stops instead of retrying for ever.
+    """
+    waits = [asyncio.ensure_future(stop.wait())]
+    waits += [asyncio.ensure_future(r.mesh.shut_out.wait()) for r in replicas]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    shut = [r.agent.name for r in replicas if r.mesh.shut_out.is_set()]
+    if shut and not stop.is_set():
+        raise ConfigError(
+            f"nats-server no longer accepts the credentials of {', '.join(shut)} (shut out "
+            "by `jetmesh keys revoke`; `jetmesh keys rotate` and `jetmesh up` let it back in)"
+        )
 
 
 async def _drain(replica: Replica) -> None:

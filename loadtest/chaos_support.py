@@ -210,7 +210,8 @@ class SupportChaosReport:
                 f"of tasks that had started or finished: {sum(a.dead_started.values())}"
                 + (f" ({counts(a.dead_started)})" if a.dead_started else ""),
                 f"stuck        {len(a.stuck)} workflows ({a.open_hops} hops started or sent, "
-                f"never finished); hops failed: {counts(a.failed_hops, 'none')}",
+                f"never finished); hops started more than once {a.redelivered}; "
+                f"hops failed: {counts(a.failed_hops, 'none')}",
                 f"events       {a.events} of {a.workflows} workflows read as the admin: "
                 f"{a.unverified} failing verification, {a.forged} shown as forged, "
                 f"{a.unreadable} logs unreadable",

@@ -56,6 +56,8 @@ class Audit:
     """Hops that started or were sent and never finished (completed or failed)."""
     stuck: list[str] = field(default_factory=list)
     """Workflows with an open hop."""
+    redelivered: int = 0
+    """Hops that started more than once (a kill or a lost ack caught them)."""
     failed_hops: Counter[str] = field(default_factory=Counter)
     """Hops whose last word is ``failed``, by ``<agent> <reason>``."""
     events: int = 0
@@ -123,6 +125,7 @@ def _count_log(workflow: str, logged: list[LoggedEvent], audit: Audit, started: 
     audit.open_hops += len(still_open)
     if still_open:
         audit.stuck.append(workflow)
+    audit.redelivered += sum(1 for node in hops if node.attempts > 1)
     for node in hops:
         if node.status == ev.FAILED:
             audit.failed_hops[f"{node.agent} {node.detail.split(':', 1)[0]}"] += 1

@@ -1,0 +1,67 @@
+"""A lost ack after completion: the worker recorded its step, answered its caller and
+acked, and nats-server is SIGKILLed before it kept the ack. The task is delivered again
+after the restart, after its caller's deadline: it is answered from the record (no
+``deadline-passed`` dead letter, no ``failed`` event) and its handler does not run again.
+Default timeouts (AckWait 10 s); the caller's own call has a 2 s deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from jetmesh import MeshSettings, WorkingMemory
+from jetmesh.embedded import NatsServer, RedisServer
+from jetmesh.envelope import new_id
+from tests.conftest import isolated_settings
+from tests.integration.agents_for_tests import Done, Job
+from tests.integration.harness import Mesh, kinds
+
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
+
+SLOW = "tests.integration.agents_for_redelivery:slow"
+
+
+@pytest.fixture
+def settings(
+    fresh_nats_server: NatsServer, fresh_redis_server: RedisServer, tmp_path: Path
+) -> MeshSettings:
+    """The mesh on servers of this test's own (it kills nats-server)."""
+    return isolated_settings(fresh_nats_server.url, fresh_redis_server.url, tmp_path)
+
+
+async def test_a_lost_ack_is_answered_from_the_record_after_the_deadline(
+    mesh: Mesh, agent_processes, fresh_nats_server: NatsServer
+) -> None:
+    assert mesh.settings.ack_wait_s == 10.0
+    mesh.identity("slow")
+    await agent_processes(SLOW, 1)
+    client = await mesh.ingress()
+    workflow = new_id()
+    redis = Redis.from_url(mesh.settings.redis_url)
+    memory = WorkingMemory(redis, mesh.settings.subject_prefix, workflow, "slow")
+    try:
+        done = await client.request(
+            "slow", Job(1), token=mesh.token(), returns=Done, workflow=workflow, timeout=2.0
+        )
+        fresh_nats_server.kill()  # the reply is in; the ack is not yet on disk
+        answered = time.monotonic()
+        assert done.attempt == 1
+        await asyncio.to_thread(fresh_nats_server.start)
+        logged = await mesh.wait_events(
+            workflow,
+            lambda got: any("step already done" in e.event.detail for e in got),
+            timeout=25.0,
+        )
+        again = [e for e in kinds(logged, "completed") if "step already done" in e.event.detail]
+        assert again, "the task was not delivered again (the ack was kept after all)"
+        assert time.monotonic() - answered > 2.0, "delivered again after the deadline"
+        assert again[0].event.attempt == 2
+        assert kinds(logged, "failed") == []
+        assert await mesh.dead_letters("slow") == []
+        assert await memory.get("runs_1", int) == 1, "the handler ran once"
+    finally:
+        await redis.aclose()

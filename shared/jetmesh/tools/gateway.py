@@ -218,6 +218,8 @@ class Toolgate:
                 reconcile=settle if tool.settles_doubt else None,
             )
         except EffectInDoubt as exc:
+            if doubt.ran:  # the tool's own error, not the gateway's claim
+                raise
             detail = (
                 f"in doubt: a run of {tool.name} for step {ctx.step} was started and never "
                 f"recorded (its gateway stopped mid-call), so it may or may not have happened; "

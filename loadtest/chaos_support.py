@@ -11,11 +11,12 @@ and ``--over-limit`` of them over it, which a person approves (``jetmesh approve
 A ticket not answered within ``--request-timeout`` is asked again with the same workflow, as
 a caller would, until ``--ticket-seconds``.
 
-Meanwhile ``--agent-kills`` random agent processes are SIGKILLed (each replaced at once),
-and nats-server and redis-server ``--server-kills`` times each (each restarted after a short
-pause by running ``jetmesh up`` again). Kills are spread over the load: kill ``k`` of ``n``
-waits until ``k / (n + 1)`` of the tickets were sent, and the load waits for the kills when it
-gets ahead.
+Meanwhile ``--agent-kills`` random agent processes of the roles a refund passes through
+(triage, billing, kb, critic, toolgate: the others get no work) are SIGKILLed, each replaced
+at once, and nats-server and redis-server ``--server-kills`` times each (each restarted
+after a short pause by running ``jetmesh up`` again). Kills are spread over the load: kill
+``k`` of ``n`` waits until ``k / (n + 1)`` of the tickets were sent, and the load waits for
+the kills when it gets ahead.
 
 Then it counts, from the outside (loadtest/support_audit.py): tickets answered, refunds per
 order from the payment desk, the gateway's tool runs per step from each workflow's log,
@@ -68,6 +69,8 @@ SCOPES = ["kb:read", "refund:write", "handoff:write"]
 """What the support portal's ingress grants a customer's token (as ``jetmesh demo``)."""
 TARGETS = {**{role: f"services.support.{role}:agent" for role in support.ROLES}}
 TARGETS["toolgate"] = support.TOOLGATE
+KILLED = ("triage", "billing", "kb", "critic", "toolgate")
+"""The roles whose processes are killed: those a refund ticket passes through."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,7 @@ class SupportChaosReport:
                 + (f" ({counts(a.dead_started)})" if a.dead_started else ""),
                 f"stuck        {len(a.stuck)} workflows ({a.open_hops} hops started or sent, "
                 f"never finished); hops started more than once {a.redelivered}; "
+                f"finished hops the tree shows running {a.shown_running}; "
                 f"hops failed: {counts(a.failed_hops, 'none')}",
                 f"events       {a.events} of {a.workflows} workflows read as the admin: "
                 f"{a.unverified} failing verification, {a.forged} shown as forged, "
@@ -220,6 +224,7 @@ class SupportChaosReport:
                 f"redis-server {self.server_kills['redis']} (each restarted by jetmesh up); "
                 f"{self.processes} agent processes started, {self.left_running} processes "
                 "left running",
+                *(f"  open       {line}" for line in a.stuck_detail[:10]),
                 f"time         {self.seconds:.1f} s ({self.load_seconds:.1f} s of load)",
                 "verdict      "
                 + (
@@ -344,7 +349,7 @@ async def _chaos(
         await load.wait_sent(k * config.tickets // (len(kinds) + 1))
         await asyncio.sleep(rng.uniform(*config.pause_s))
         if kind == "agent":
-            role = await fleet.kill_one(rng)
+            role = await fleet.kill_one(rng, KILLED)
             load.report.agent_kills[role] += 1
         else:
             await servers.kill(kind)

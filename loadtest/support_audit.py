@@ -27,8 +27,8 @@ from subjects.support import RefundReceipt
 READERS = 8
 """Workflows whose events are read at once."""
 DLQ_LIMIT = 100_000
-OPEN = ("pending", "running", "retrying")
-"""Statuses of a hop that started (or was sent) and never finished."""
+FINAL = frozenset({ev.COMPLETED, ev.FAILED, ev.REJECTED})
+"""Kinds of event that finish a hop, in whatever order the stream stored them."""
 
 
 @dataclass
@@ -56,6 +56,11 @@ class Audit:
     """Hops that started or were sent and never finished (completed or failed)."""
     stuck: list[str] = field(default_factory=list)
     """Workflows with an open hop."""
+    stuck_detail: list[str] = field(default_factory=list)
+    """Each open hop: workflow, agent, step, status."""
+    shown_running: int = 0
+    """Hops that finished but that the tree (``jetmesh events``) shows running: their
+    ``started`` event was stored after their ``completed`` one."""
     redelivered: int = 0
     """Hops that started more than once (a kill or a lost ack caught them)."""
     failed_hops: Counter[str] = field(default_factory=Counter)
@@ -103,6 +108,23 @@ def _walk(roots: list[TaskNode]) -> list[TaskNode]:
     return out
 
 
+def _never_started(nodes: list[TaskNode]) -> list[str]:
+    """Calls (and accepted tickets) whose callee logged nothing at all: sent, never started."""
+    accepted = [node for node in nodes if node.task is None]
+    missing = []
+    if accepted and not any(node.children for node in accepted):
+        missing.append(f"{accepted[0].detail} at {accepted[0].step}: never started")
+    for node in nodes:
+        if node.task is None:
+            continue
+        calls = {
+            e.event.callee_step: e.event.target for e in node.events if e.event.kind == ev.CALL
+        }
+        for step in calls.keys() - {child.step for child in node.children}:
+            missing.append(f"{node.agent} called {calls[step]} at {step}: never started")
+    return missing
+
+
 def _count_log(workflow: str, logged: list[LoggedEvent], audit: Audit, started: set[str]) -> None:
     audit.events += len(logged)
     audit.unverified += sum(1 for e in logged if not e.verified)
@@ -116,15 +138,28 @@ def _count_log(workflow: str, logged: list[LoggedEvent], audit: Audit, started: 
             audit.tool_outcomes[f"{e.event.target} {e.event.reason}"] += 1
     for (tool, _step), n in tools.items():
         audit.tool_runs.setdefault(tool, Counter())[n] += 1
-    hops = [node for node in _walk(build_tree(logged)) if node.task is not None]
+    roots = build_tree(logged)
+    nodes = _walk(roots)
+    hops = [node for node in nodes if node.task is not None]
+    never_started = _never_started(nodes)
+    audit.open_hops += len(never_started)
     forged = sum(
         1 for node in hops for e in node.events if not e.verified and e.problem.startswith("forged")
     )
     audit.forged += forged
-    still_open = [node for node in hops if node.status in OPEN]
+    finished = [any(e.verified and e.event.kind in FINAL for e in n.events) for n in hops]
+    still_open = [node for node, done in zip(hops, finished, strict=True) if not done]
     audit.open_hops += len(still_open)
-    if still_open:
+    audit.shown_running += sum(
+        1 for node, done in zip(hops, finished, strict=True) if done and node.status == "running"
+    )
+    if still_open or never_started:
         audit.stuck.append(workflow)
+        audit.stuck_detail += [f"{workflow}: {what}" for what in never_started]
+        audit.stuck_detail += [
+            f"{workflow}: {n.agent} at {n.step}: {n.status} (attempt {n.attempts}) {n.detail}"
+            for n in still_open
+        ]
     audit.redelivered += sum(1 for node in hops if node.attempts > 1)
     for node in hops:
         if node.status == ev.FAILED:

@@ -16,6 +16,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -124,9 +125,11 @@ class Fleet:
     async def start_all(self) -> None:
         await asyncio.gather(*(self.start(role, self.replicas) for role in self.targets))
 
-    async def kill_one(self, rng: random.Random) -> str:
-        """SIGKILL a random live process, start a replacement of its role; returns the role."""
-        role, proc = self.live.pop(rng.randrange(len(self.live)))
+    async def kill_one(self, rng: random.Random, roles: Collection[str]) -> str:
+        """SIGKILL a random live process of ``roles``, start a replacement of its role;
+        returns the role."""
+        among = [i for i, (role, _) in enumerate(self.live) if role in roles]
+        role, proc = self.live.pop(among[rng.randrange(len(among))])
         await asyncio.to_thread(proc.kill)
         proc.stop()  # (already dead: closes its pipe)
         self.kills.append(role)

@@ -8,6 +8,8 @@ by the tool's own API (:mod:`tests.integration.keyed_tool_api`), not by what it 
   declares ``idempotent`` runs again with the same key (the API does it once);
 - the same request step sent again (a caller's re-run whose journal write was lost) after
   the gateway recorded its run: answered from the gateway's record, the tool not run.
+- SIGSTOP of the gateway mid-call past AckWait: the next gateway does not run the tool
+  alongside it (a tool that declares nothing is refused in doubt).
 
 The gateway is a real process (:mod:`tests.integration.toolgate_for_tests`); the caller,
 ``payer``, runs in the test's process.
@@ -241,3 +243,45 @@ async def test_a_step_sent_again_gets_the_recorded_result_and_the_tool_runs_once
     (recorded,) = tool_events(logged, "recorded")
     assert "from the record" in recorded.event.detail
     assert len(tool_events(logged, "ok")) == 1
+
+
+async def test_a_gateway_stalled_past_its_lease_is_not_joined_by_a_second_run(
+    mesh: Mesh,
+    api: KeyedToolApi,
+    agent_processes: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGSTOP of the gateway mid-call, past AckWait: the task goes to another gateway
+    while the first one's call is still open. For a tool that declares nothing the second
+    gateway refuses in doubt instead of running it alongside; the first, resumed, finishes
+    its one run."""
+    stalled = await start(mesh, api, agent_processes, tmp_path, monkeypatch)
+    client = await mesh.ingress()
+    workflow = new_id()
+    api.hold("pay")
+    request = asyncio.create_task(
+        client.request(
+            "payer",
+            Pay("pay", 99),
+            token=mesh.token(scopes=SCOPES),
+            returns=Paid,
+            workflow=workflow,
+            timeout=30.0,
+        )
+    )
+    assert stalled.proc is not None
+    try:
+        await until(lambda: api.invocations["pay"] == 1)
+        stalled.proc.send_signal(signal.SIGSTOP)
+        await agent_processes(GATEWAY, 1)  # takes the redelivery once the lease has lapsed
+        paid = await asyncio.wait_for(request, 30.0)
+        assert paid == Paid("tool-in-doubt")
+        assert api.invocations["pay"] == 1, "not run alongside the stalled gateway's call"
+    finally:
+        request.cancel()
+        stalled.proc.send_signal(signal.SIGCONT)
+    api.release()  # the stalled gateway's call completes: its one run is recorded
+    logged = await mesh.wait_events(workflow, lambda got: bool(tool_events(got, "ok")))
+    assert len(tool_events(logged, "ok")) == 1
+    assert api.invocations["pay"] == 1

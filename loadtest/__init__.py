@@ -16,6 +16,9 @@ Modules:
         counted in Redis by workflow and step.
     chaos: those agents as processes under random SIGKILLs, with a report of workflows
         and tasks lost or duplicated (``make chaos``).
+    chaos_support: the support mesh with refunds while agent processes, nats-server and
+        redis-server are SIGKILLed (``make chaos-support``); support_fleet starts and kills
+        its processes, support_audit counts what the run left behind.
 
 Run the floor alone against a throwaway server::
 

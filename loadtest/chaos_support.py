@@ -196,7 +196,8 @@ class SupportChaosReport:
             [
                 f"chaos-support: {self.tickets} refund tickets ({config.over_limit} over the "
                 f"{limit} approval limit, approved by a person), {config.in_flight} in flight; "
-                f"{len(TARGETS)} roles x {config.replicas} processes; default settings "
+                f"{len(support.ROLES)} roles and the tool gateway x {config.replicas} processes; "
+                "default settings "
                 f"(AckWait {settings.ack_wait_s:g} s, call timeout {settings.call_timeout_s:g} s, "
                 f"max deliver {settings.max_deliver}); policy deploy/policy/support.toml; "
                 f"seed {self.seed}; {os.cpu_count()} CPUs",

@@ -137,6 +137,8 @@ class SupportChaosReport:
     """Tickets asked more than once."""
     approvals: int = 0
     """Refunds over the limit a person approved."""
+    unanswered: list[str] = field(default_factory=list)
+    """Workflows whose ticket got no answer."""
     workflows: list[str] = field(default_factory=list, repr=False)
     orders: list[str] = field(default_factory=list, repr=False)
     audit: Audit = field(default_factory=Audit)
@@ -167,8 +169,13 @@ class SupportChaosReport:
             out.append("a tool ran more than once for one step")
         if a.dead_started:
             out.append(f"{sum(a.dead_started.values())} dead letters of started tasks")
-        if a.stuck or self.failed:
-            out.append(f"{len(a.stuck)} workflows stuck, {sum(self.failed.values())} unanswered")
+        if self.failed:
+            out.append(f"{sum(self.failed.values())} tickets unanswered")
+        if a.stuck:
+            gaps = len(set(a.stuck) - set(self.unanswered))
+            out.append(
+                f"{len(a.stuck)} workflows with a hop never finished ({gaps} of them answered)"
+            )
         if a.unverified or a.forged or a.unreadable:
             out.append("events failing verification, forged or unreadable")
         if self.left_running:
@@ -213,7 +220,9 @@ class SupportChaosReport:
                 f"dead letters {sum(a.dead_letters.values())}: {counts(a.dead_letters, 'none')}; "
                 f"of tasks that had started or finished: {sum(a.dead_started.values())}"
                 + (f" ({counts(a.dead_started)})" if a.dead_started else ""),
-                f"stuck        {len(a.stuck)} workflows ({a.open_hops} hops started or sent, "
+                f"stuck        {len(a.stuck)} workflows, "
+                f"{len(set(a.stuck) - set(self.unanswered))} of them answered "
+                f"({a.open_hops} hops started or sent, "
                 f"never finished); hops started more than once {a.redelivered}; "
                 f"finished hops the tree shows running {a.shown_running}; "
                 f"hops failed: {counts(a.failed_hops, 'none')}",
@@ -225,7 +234,11 @@ class SupportChaosReport:
                 f"redis-server {self.server_kills['redis']} (each restarted by jetmesh up); "
                 f"{self.processes} agent processes started, {self.left_running} processes "
                 "left running",
-                *(f"  open       {line}" for line in a.stuck_detail[:10]),
+                *(
+                    f"  open       {line}"
+                    + (" [unanswered]" if line.split(":", 1)[0] in self.unanswered else "")
+                    for line in a.stuck_detail[:10]
+                ),
                 f"time         {self.seconds:.1f} s ({self.load_seconds:.1f} s of load)",
                 "verdict      "
                 + (
@@ -299,10 +312,12 @@ class _Load:
                     )
                 except CallFailed as exc:
                     report.failed[f"{exc.agent} {exc.reason or exc.error_type}"] += 1
+                    report.unanswered.append(workflow)
                     return
                 except Exception as exc:  # no answer (a timeout, a server away): ask again
                     if time.monotonic() > give_up:
                         report.failed[type(exc).__name__] += 1
+                        report.unanswered.append(workflow)
                         return
                     await asyncio.sleep(0.5)
                     continue

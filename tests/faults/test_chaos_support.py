@@ -15,8 +15,8 @@ recorded step from its record and lets a started step resume by redelivery (item
 Not yet covered by that work: a task whose publish is lost when nats-server is SIGKILLed
 (the caller logged the call, the stream never stored the task, no ack came) is not sent
 again; the caller waits for its whole call timeout, which is 4 h 2 min from triage to
-billing (room for a person's approval). ``make chaos-support --seed 11`` hit it once in 300
-tickets; when a kill lands there, the refund and stuck tests fail on it.
+billing (room for a person's approval). ``python -m loadtest.chaos_support --seed 11`` hit
+it once in 300 tickets; when a kill lands there, the refund and stuck tests fail on it.
 """
 
 from __future__ import annotations

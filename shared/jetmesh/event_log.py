@@ -275,6 +275,7 @@ def total_usage(roots: list[TaskNode]) -> ModelUsage:
 
 
 _RAN = frozenset({ev.STARTED, ev.COMPLETED})
+_FINISHED = frozenset({"completed", ev.FAILED, ev.REJECTED})
 
 
 def _check_called(node: TaskNode, caller: TaskNode | None) -> None:
@@ -321,7 +322,8 @@ def _apply(node: TaskNode, logged: LoggedEvent) -> None:
     if e.kind == ev.STARTED:
         node.attempts = max(node.attempts, e.attempt)
         node.type = node.type or e.type
-        node.status = "running"
+        if node.status not in _FINISHED:  # a started stored late (its publish waited out
+            node.status = "running"  # a restart) does not reopen a finished task
     elif e.kind == ev.COMPLETED:
         node.status = "completed"
         node.duration_ms = e.duration_ms

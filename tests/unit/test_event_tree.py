@@ -132,3 +132,15 @@ def test_asking_again_in_the_same_workflow_is_one_entry_and_a_step_sent_again() 
     assert (first.task, again.task) == ("t1", "t1b")
     assert first.notes == []
     assert again.notes == ["sent again: the same step"]
+
+
+def test_a_started_event_stored_after_completed_leaves_the_task_finished() -> None:
+    """Events are published without holding up the handler: a ``started`` whose publish
+    waited out a server restart can be stored after its ``completed``."""
+    events = two_hops(with_callee=True)
+    events.insert(3, logged(ev.STARTED, "billing", "t2", "t1", "triage/billing.1", attempt=2))
+    (root,) = build_tree(events)
+    (triage,) = root.children
+    (billing,) = triage.children
+    assert (billing.status, billing.attempts) == ("completed", 2)
+    assert not _open(root)

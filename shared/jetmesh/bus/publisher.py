@@ -29,6 +29,11 @@ from .._exceptions import PublishFailed
 log = logging.getLogger("jetmesh.events")
 
 ACK_TIMEOUT_S = 5.0
+"""A publish whose ack does not come in this time is sent again (same ``Nats-Msg-Id``)."""
+NO_STREAM_S = 2.0
+"""How long "no responders" is asked again before a publish fails: JetStream may still be
+starting after a restart; a subject no stream takes fails after this."""
+NO_STREAM_RETRY_S = 0.1
 SWEEP_INTERVAL_S = 0.5
 MAX_ATTEMPTS = 20
 MAX_PENDING = 10_000
@@ -79,20 +84,50 @@ class StreamPublisher:
         """Publish and wait until the stream has stored the message (or had it already:
         a duplicate ``Nats-Msg-Id`` counts as stored). Bound it with ``asyncio.timeout``.
 
+        A message whose ack does not come within :data:`ACK_TIMEOUT_S` (nats-server died
+        before storing it, or the connection dropped with it unsent) is published again
+        with the same headers, so the same ``Nats-Msg-Id``: the stream stores it once.
+        "No responders" (no stream takes ``subject``, or JetStream is still starting after
+        a restart) is asked again for up to :data:`NO_STREAM_S`.
+
         Raises:
-            PublishFailed: the stream answered with an error, or no stream takes ``subject``.
+            PublishFailed: the stream answered with an error, or no stream took ``subject``
+                for :data:`NO_STREAM_S`.
         """
+        no_stream_since: float | None = None
+        while True:
+            ack = await self._publish_once(subject, data, headers)
+            if ack is None:  # no ack in time: send it again
+                continue
+            if ack.error is not None:
+                raise PublishFailed(f"{subject}: {ack.error}")
+            if ack.stream:
+                return
+            now = time.monotonic()
+            no_stream_since = no_stream_since if no_stream_since is not None else now
+            if now - no_stream_since >= NO_STREAM_S:
+                raise PublishFailed(f"{subject}: no stream answered")
+            await asyncio.sleep(NO_STREAM_RETRY_S)
+
+    async def _publish_once(
+        self, subject: str, data: bytes, headers: dict[str, str]
+    ) -> _PubAck | None:
+        """One publish and its ack; None if the ack did not come within ACK_TIMEOUT_S."""
         self._counter += 1
         token = f"w{self._counter}"
         future: asyncio.Future[_PubAck] = asyncio.get_running_loop().create_future()
         self._waiters[token] = future
         try:
             await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
-            ack = await future
+            async with asyncio.timeout(ACK_TIMEOUT_S):
+                return await future
+        except TimeoutError:
+            log.warning(
+                "no ack for a publish on %s in %.0f s: sending it again", subject, ACK_TIMEOUT_S
+            )
+            return None
         finally:
             self._waiters.pop(token, None)
-        if ack.error is not None or not ack.stream:
-            raise PublishFailed(f"{subject}: {ack.error or 'no stream answered'}")
 
     async def publish_later(
         self, msg_id: str, subject: str, data: bytes, headers: dict[str, str]

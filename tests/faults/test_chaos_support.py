@@ -8,15 +8,11 @@ The same run, larger and with a printed report, is ``make chaos-support``
 (loadtest/chaos_support.py).
 
 Which work each target rests on: refunds exactly once rest on the desk's idempotency key
-and the gateway's own ledger; one tool run per step on the gateway's at-most-once per step
-(issue 10, item 3); no dead letter of a started task on the deadline rule that answers a
-recorded step from its record and lets a started step resume by redelivery (items 1-2).
-
-Not yet covered by that work: a task whose publish is lost when nats-server is SIGKILLed
-(the caller logged the call, the stream never stored the task, no ack came) is not sent
-again; the caller waits for its whole call timeout, which is 4 h 2 min from triage to
-billing (room for a person's approval). ``python -m loadtest.chaos_support --seed 11`` hit
-it once in 300 tickets; when a kill lands there, the refund and stuck tests fail on it.
+and the gateway's own ledger; one tool run per step on the gateway's at-most-once per step;
+no dead letter of a started task on the deadline rule that answers a recorded step from its
+record and lets a started step resume by redelivery; no stuck workflow on an acknowledged
+publish being sent again when nats-server died with it unread (``--seed 11`` of the full run
+found that one).
 """
 
 from __future__ import annotations

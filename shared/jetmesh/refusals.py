@@ -131,7 +131,10 @@ async def dead_letter(
     )
     try:
         async with asyncio.timeout(DEAD_LETTER_TIMEOUT_S):
-            await mesh.publisher.publish(mesh.subjects.dlq(mesh.name), data, dl_headers)
+            # no stream: fail now; the delivery's own backoff tries again (max_deliver)
+            await mesh.publisher.publish(
+                mesh.subjects.dlq(mesh.name), data, dl_headers, no_stream_s=0.0
+            )
     except PublishFailed:
         raise
     except Exception as exc:  # timed out, disconnected: the same for the caller

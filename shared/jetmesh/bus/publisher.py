@@ -80,7 +80,14 @@ class StreamPublisher:
         self._sub = await self._nc.subscribe(inbox + ".*", cb=self._on_ack)
         self._sweeper = asyncio.create_task(self._sweep(), name="jetmesh-event-sweeper")
 
-    async def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str],
+        *,
+        no_stream_s: float = NO_STREAM_S,
+    ) -> None:
         """Publish and wait until the stream has stored the message (or had it already:
         a duplicate ``Nats-Msg-Id`` counts as stored). Bound it with ``asyncio.timeout``.
 
@@ -88,11 +95,12 @@ class StreamPublisher:
         before storing it, or the connection dropped with it unsent) is published again
         with the same headers, so the same ``Nats-Msg-Id``: the stream stores it once.
         "No responders" (no stream takes ``subject``, or JetStream is still starting after
-        a restart) is asked again for up to :data:`NO_STREAM_S`.
+        a restart) is asked again for up to ``no_stream_s`` (0: fail at once, for a caller
+        that retries on its own schedule, as dead-lettering does).
 
         Raises:
             PublishFailed: the stream answered with an error, or no stream took ``subject``
-                for :data:`NO_STREAM_S`.
+                for ``no_stream_s``.
         """
         no_stream_since: float | None = None
         while True:
@@ -105,7 +113,7 @@ class StreamPublisher:
                 return
             now = time.monotonic()
             no_stream_since = no_stream_since if no_stream_since is not None else now
-            if now - no_stream_since >= NO_STREAM_S:
+            if now - no_stream_since >= no_stream_s:
                 raise PublishFailed(f"{subject}: no stream answered")
             await asyncio.sleep(NO_STREAM_RETRY_S)
 

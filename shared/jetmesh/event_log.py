@@ -177,42 +177,27 @@ def build_tree(events: list[LoggedEvent]) -> list[TaskNode]:
     nodes: dict[str, TaskNode] = {}
     roots: list[TaskNode] = []
     called: dict[tuple[str | None, str], str] = {}
-    """(caller's task, step) -> the role called there, from verified call and accepted
-    events: a task belongs to the role it was sent to, whoever writes first about it."""
+    """(caller's task, step) -> the role called there, from verified accepted events and
+    the call events of each task's own role: a task belongs to the role it was sent to,
+    whoever writes first about it."""
     for logged in events:
         e = logged.event
-        if logged.verified and e.kind in (ev.CALL, ev.ACCEPTED):
-            parent, step = (e.task, e.callee_step) if e.kind == ev.CALL else (None, e.step)
-            called.setdefault((parent, step), e.target or "")
+        if logged.verified and e.kind == ev.ACCEPTED:
+            called.setdefault((None, e.step), e.target or "")
         if e.kind == ev.SIGNAL:  # not a task: the waiting task's ``signalled`` shows it
             continue
         key = e.task if e.kind != ev.ACCEPTED else None
         if key is None:
-            asked = next((r for r in roots if _asks_again(r, logged)), None)
-            if asked is not None:  # the same start asked again: one root, noted
-                asked.events.append(logged)
-                asked.verified = asked.verified and logged.verified
-                asked.notes.append(f"asked again at {time.strftime('%H:%M:%S', time.gmtime(e.at))}")
-                continue
-            node = TaskNode(
-                task=None,
-                agent=e.agent,
-                step=e.step,
-                type=e.type,
-                status="accepted",
-                caller=logged.caller or e.caller,
-                detail=f"-> {e.target}",
-            )
-            node.events.append(logged)
-            node.verified = logged.verified
-            roots.append(node)
+            _add_entry(roots, logged)
             continue
         if key not in nodes:
             addressee = called.get((e.parent, e.step), "")
             nodes[key] = TaskNode(task=key, parent=e.parent, agent=addressee, step=e.step)
         _apply(nodes[key], logged)
+        if e.kind == ev.CALL and nodes[key].events[-1].verified:  # the task's own role's
+            called.setdefault((key, e.callee_step), e.target or "")
     for node in nodes.values():
-        _check_called(node, nodes.get(node.parent or ""))
+        _check_called(node, nodes.get(node.parent or ""), called)
     for node in nodes.values():
         caused_by = nodes.get(node.parent or "")
         if caused_by is not None:
@@ -226,6 +211,29 @@ def build_tree(events: list[LoggedEvent]) -> list[TaskNode]:
     for node in nodes.values():  # calls made together log in any order: show the code's
         node.children.sort(key=_call_number)
     return roots
+
+
+def _add_entry(roots: list[TaskNode], logged: LoggedEvent) -> None:
+    """An ingress's ``accepted`` event: a new root, or a note on the root it asks again."""
+    e = logged.event
+    asked = next((r for r in roots if _asks_again(r, logged)), None)
+    if asked is not None:  # the same start asked again: one root, noted
+        asked.events.append(logged)
+        asked.verified = asked.verified and logged.verified
+        asked.notes.append(f"asked again at {time.strftime('%H:%M:%S', time.gmtime(e.at))}")
+        return
+    node = TaskNode(
+        task=None,
+        agent=e.agent,
+        step=e.step,
+        type=e.type,
+        status="accepted",
+        caller=logged.caller or e.caller,
+        detail=f"-> {e.target}",
+    )
+    node.events.append(logged)
+    node.verified = logged.verified
+    roots.append(node)
 
 
 def _asks_again(root: TaskNode, logged: LoggedEvent) -> bool:
@@ -278,19 +286,14 @@ _RAN = frozenset({ev.STARTED, ev.COMPLETED})
 _FINISHED = frozenset({"completed", ev.FAILED, ev.REJECTED})
 
 
-def _check_called(node: TaskNode, caller: TaskNode | None) -> None:
+def _check_called(
+    node: TaskNode, caller: TaskNode | None, called: dict[tuple[str | None, str], str]
+) -> None:
     """A hop that ran is shown as verified only if the task that caused it logged the
     call (its step and its target): events cannot add a hop nobody asked for."""
     if caller is None or not any(e.event.kind in _RAN for e in node.events):
         return
-    called = any(
-        e.verified
-        and e.event.kind == ev.CALL
-        and e.event.callee_step == node.step
-        and e.event.target == node.agent
-        for e in caller.events
-    )
-    if not called:
+    if called.get((node.parent, node.step)) != node.agent:
         node.verified = False
         node.detail = node.detail or (
             f"forged: {caller.agent} logged no call to {node.agent} at step {node.step}"

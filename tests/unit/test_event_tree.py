@@ -144,3 +144,19 @@ def test_a_started_event_stored_after_completed_leaves_the_task_finished() -> No
     (billing,) = triage.children
     assert (billing.status, billing.attempts) == ("completed", 2)
     assert not _open(root)
+
+
+def test_a_call_event_written_into_another_roles_task_takes_no_hop_over() -> None:
+    """kb writes, in its own name and before triage does, a call event into triage's task
+    naming itself at the step triage is about to call billing at: billing's task stays
+    billing's, and kb's call is forged."""
+    events = two_hops(with_callee=True)
+    events.insert(
+        1,
+        logged(ev.CALL, "kb", "t1", None, "triage", target="kb", callee_step="triage/billing.1"),
+    )
+    (root,) = build_tree(events)
+    (triage,) = root.children
+    (billing,) = triage.children
+    assert (billing.agent, billing.verified, billing.status) == ("billing", True, "completed")
+    assert [(e.signer, e.verified) for e in triage.events][:1] == [("kb", False)]

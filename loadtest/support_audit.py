@@ -17,10 +17,10 @@ import msgspec
 
 from jetmesh import MeshClient, MeshSettings
 from jetmesh import events as ev
-from jetmesh.credentials import admin_credentials
 from jetmesh.dead_letters import list_dead_letters, with_task
 from jetmesh.event_log import LoggedEvent, TaskNode, build_tree, read_events
-from jetmesh.tools.wire import TOOL
+from jetmesh.logins import admin_login
+from jetmesh.toolgate.wire import TOOL
 from services.support.systems import NAMESPACE, Desk
 from subjects.support import RefundReceipt
 
@@ -84,7 +84,7 @@ def _task_id(data: bytes) -> str | None:
 async def count_desk(settings: MeshSettings, orders: Iterable[str], audit: Audit) -> None:
     """Payouts per order and the desk's own run counter per idempotency key, as the admin."""
     wanted = set(orders)
-    desk = Desk(settings.redis_url, settings=settings, credentials=admin_credentials(settings))
+    desk = Desk(settings.redis_url, settings=settings, login=admin_login(settings))
     try:
         payouts = await desk.redis.lrange(f"{NAMESPACE}:payouts", 0, -1)
         runs = await desk.redis.hgetall(f"{NAMESPACE}:refund-runs")

@@ -20,7 +20,7 @@ PUBLIC_MODULES = [
     "jetmesh.envelope",
     "jetmesh.events",
     "jetmesh.settings",
-    "jetmesh.subjects",
+    "jetmesh.addresses",
     "jetmesh.identity.keystore",
     "jetmesh.identity.tokens",
 ]

@@ -50,7 +50,7 @@ def build(settings: ResearchSettings | None = None) -> Agent:
             returns=Finding,
             limit=config.fan_out_limit,
             timeout=config.research_timeout_s,
-            policy="partial",
+            on_failure="partial",
         )
         findings = done.values
         gaps = [

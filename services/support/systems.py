@@ -11,7 +11,7 @@ user, whose keys include ``support-desk:*``. People read their queue as the admi
 Example:
     >>> desk = Desk(settings.redis_url, role="toolgate", settings=settings)  # doctest: +SKIP
     >>> await desk.refund(key, "A-1", 40.0, approved_by="")                  # doctest: +SKIP
-    >>> people = Desk(settings.redis_url, credentials=admin_credentials(settings))  # doctest: +SKIP
+    >>> people = Desk(settings.redis_url, login=admin_login(settings))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from jetmesh import MeshSettings
-from jetmesh.credentials import OPEN, role_credentials
-from jetmesh.credentials import Credentials as ServerCredentials
+from jetmesh.logins import OPEN, ServerLogin, role_login
 from jetmesh.memory.connection import connect
 from subjects.support import Case, Handoff, RefundReceipt
 
@@ -48,8 +47,8 @@ class Desk:
             (servers that enforce the policy), else as the URL says.
         settings: where the keys directory is, the retry window, the default URL; default
             the process's ``JETMESH_*`` settings.
-        credentials: who to connect as, instead of ``role``'s (for example
-            :func:`~jetmesh.credentials.admin_credentials` to read the people's queue).
+        login: who to connect as, instead of ``role``'s (for example
+            :func:`~jetmesh.logins.admin_login` to read the people's queue).
     """
 
     def __init__(
@@ -59,26 +58,26 @@ class Desk:
         namespace: str = NAMESPACE,
         role: str | None = None,
         settings: MeshSettings | None = None,
-        credentials: ServerCredentials | None = None,
+        login: ServerLogin | None = None,
     ) -> None:
         self._url = url
         self._ns = namespace
         self._role = role
         self._settings = settings
-        self._credentials = credentials
+        self._login = login
         self._redis: Redis | None = None
 
     @property
     def redis(self) -> Redis:
         if self._redis is None:
             settings = self._settings or MeshSettings()
-            credentials = self._credentials
-            if credentials is None:
-                credentials = OPEN if self._role is None else role_credentials(settings, self._role)
+            login = self._login
+            if login is None:
+                login = OPEN if self._role is None else role_login(settings, self._role)
             self._redis = connect(
                 self._url or settings.redis_url,
                 retry_s=settings.redis_retry_s,
-                **credentials.redis_options(),
+                **login.redis_options(),
             )
         return self._redis
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from jetmesh import Agent, Credentials, MeshSettings, Toolgate, ToolRegistry
 from jetmesh.identity.keys import write_secret
 from jetmesh.policy import Policy, mesh_policy
-from jetmesh.tools import TOOLGATE
+from jetmesh.toolgate import TOOLGATE
 from services.support.systems import Desk
 from services.toolgate.support import support_tools
 

@@ -73,6 +73,7 @@ from ._exceptions import (
     UntrustedCertificate,
     WidenedDelegation,
 )
+from .addresses import Subjects
 from .client import MeshClient
 from .envelope import Envelope, ErrorBody
 from .events import Event, EventPayload
@@ -87,8 +88,7 @@ from .runtime.replica import Replica
 from .runtime.runner import run_forever
 from .settings import MeshSettings
 from .signals import Signal
-from .subjects import Subjects
-from .tools import Credentials, ToolCall, Toolgate, ToolRegistry
+from .toolgate import Credentials, ToolCall, Toolgate, ToolRegistry
 
 __version__ = "0.1.0"
 

@@ -29,11 +29,11 @@ from redis.asyncio import Redis
 
 from . import events as ev
 from ._exceptions import ConfigError, ForgedReply, MeshTimeout, RejectedMessage
+from .addresses import Subjects
 from .bus.connection import connect
 from .bus.publisher import StreamPublisher
 from .bus.tracing import TRACEPARENT_HEADER, traceparent
 from .calls import PendingCalls, decode_reply
-from .credentials import Credentials, role_credentials
 from .envelope import (
     Envelope,
     Kind,
@@ -52,12 +52,12 @@ from .identity.tokens import mint_token
 from .identity.trust import TrustStore
 from .identity.verifier import MSG_ID_HEADER, Verified, Verifier
 from .ingress import record_accepted, start_chain
+from .logins import ServerLogin, role_login
 from .memory.connection import connect as connect_redis
 from .refusals import reject
 from .runtime.limits import PlanLimits
 from .settings import MeshSettings
 from .signals import send_signal, waiting_step
-from .subjects import Subjects
 
 log = logging.getLogger("jetmesh.client")
 
@@ -77,17 +77,17 @@ class MeshClient:
         *,
         roots: Mapping[str, bytes],
         instance: str | None = None,
-        credentials: Credentials | None = None,
+        login: ServerLogin | None = None,
     ) -> None:
         """
         Args:
-            credentials: who to be on the servers; by default the role's own when the keys
+            login: who to be on the servers; by default the role's own when the keys
                 directory holds them (``nats/<name>.nk``, ``redis/<name>.pass``), else the
                 servers' default user (open servers).
         """
         self.settings = settings
-        self.credentials = (
-            credentials if credentials is not None else role_credentials(settings, identity.name)
+        self.login = (
+            login if login is not None else role_login(settings, identity.name)
         )
         self.identity = identity
         self.name = identity.name
@@ -143,11 +143,11 @@ class MeshClient:
             f"{self.name}/{self.instance}",
             on_reconnect=self.reconnect_listeners,
             on_refused=self.shut_out.set,
-            **self.credentials.nats_options(),
+            **self.login.nats_options(),
         )
         self._js = self._nc.jetstream()
         try:
-            await self._keys.join(self._js, self.identity, as_role=self.credentials.is_role)
+            await self._keys.join(self._js, self.identity, as_role=self.login.is_role)
         except ConfigError:
             await self._nc.close()
             raise
@@ -210,7 +210,7 @@ class MeshClient:
             self._redis = connect_redis(
                 self.settings.redis_url,
                 retry_s=self.settings.redis_retry_s,
-                **self.credentials.redis_options(),
+                **self.login.redis_options(),
             )
         return self._redis
 

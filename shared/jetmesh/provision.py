@@ -36,6 +36,7 @@ from dataclasses import astuple, dataclass
 from redis.exceptions import RedisError
 
 from ._exceptions import ConfigError, RejectedMessage
+from .addresses import Subjects
 from .bus.connection import connect
 from .bus.streams import (
     Redelivery,
@@ -45,10 +46,10 @@ from .bus.streams import (
     ensure_streams,
     stream_configs,
 )
-from .credentials import admin_credentials
 from .embedded import EmbeddedStack, StackStatus
 from .identity.certificates import verify_certificate
 from .identity.keystore import RENEW_BEFORE_S, Identity, KeyStore
+from .logins import admin_login
 from .memory.admin import RedisProvisioned, provision_redis
 from .memory.connection import connect as connect_redis
 from .memory.connection import without_userinfo
@@ -57,7 +58,6 @@ from .policy.model import Policy
 from .policy.servers import ServerAuth
 from .settings import MeshSettings
 from .shutout import let_in
-from .subjects import Subjects
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -159,7 +159,7 @@ async def provision(
         "admin/provision",
         allow_reconnect=False,
         connect_timeout=CONNECT_TIMEOUT_S,
-        **admin_credentials(settings).nats_options(),
+        **admin_login(settings).nats_options(),
     )
     try:
         js = nc.jetstream()
@@ -197,7 +197,7 @@ async def _provision_redis(settings: MeshSettings) -> RedisProvisioned:
         ConfigError: Redis is unreachable, or refused the admin.
     """
     redis = connect_redis(
-        settings.redis_url, retry_s=5.0, **admin_credentials(settings).redis_options()
+        settings.redis_url, retry_s=5.0, **admin_login(settings).redis_options()
     )
     try:
         return await provision_redis(redis, settings)

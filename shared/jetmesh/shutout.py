@@ -46,11 +46,11 @@ from redis.exceptions import RedisError
 
 from ._exceptions import ConfigError
 from .bus.connection import AUTH_REFUSED
-from .credentials import admin_credentials, nats_seed_file, redis_password_file
 from .embedded import EmbeddedStack
 from .identity.keys import write_secret
 from .identity.keystore import KeyStore
 from .identity.revocation import lookup_revocation
+from .logins import admin_login, nats_seed_file, redis_password_file
 from .memory.connection import connect as redis_connect
 from .policy.model import Policy
 from .policy.servers import ServerAuth
@@ -134,7 +134,7 @@ async def shut_out(
     started = time.monotonic()
     if role not in policy.roles:
         raise ConfigError(f"{role!r} is not a role of the policy: it has no server users")
-    admin = admin_credentials(settings)
+    admin = admin_login(settings)
     if admin.user is None:
         raise ConfigError(
             f"no admin credentials in {settings.resolved_keys_dir}: servers without users "
@@ -164,7 +164,7 @@ async def let_in(
         The roles switched on. Nothing without admin credentials (open servers), or
         when Redis does not answer (logged: the users stay off).
     """
-    admin = admin_credentials(settings)
+    admin = admin_login(settings)
     if admin.redis_password is None:
         return ()
     redis = redis_connect(settings.redis_url, retry_s=0, **admin.redis_options())
@@ -212,7 +212,7 @@ def _replace_secret(path: Path, text: str) -> None:
 
 
 async def _redis_off(settings: MeshSettings, role: str) -> tuple[str, tuple[str, ...]]:
-    admin = admin_credentials(settings)
+    admin = admin_login(settings)
     redis = redis_connect(settings.redis_url, retry_s=0, **admin.redis_options())
     try:
         if await redis.acl_getuser(role) is None:

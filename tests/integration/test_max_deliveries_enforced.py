@@ -19,10 +19,10 @@ from jetmesh import Agent, CallFailed, Replica
 from jetmesh.bus.connection import connect
 from jetmesh.bus.streams import advisories_stream
 from jetmesh.cli.ingress import admin_client
-from jetmesh.credentials import role_credentials
 from jetmesh.dead_letters import list_dead_letters
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
+from jetmesh.logins import role_login
 from jetmesh.policy.derive import role_permissions
 from tests.integration.secured import SecuredMesh
 
@@ -63,7 +63,7 @@ async def strict(tmp_path: Path) -> AsyncIterator[SecuredMesh]:
 
 async def _as_planner(mesh: SecuredMesh) -> NATS:
     """A bare connection with the planner role's own NATS credentials."""
-    creds = role_credentials(mesh.settings, "planner")
+    creds = role_login(mesh.settings, "planner")
     return await connect(mesh.settings.nats_url, "planner/doomed", **creds.nats_options())
 
 

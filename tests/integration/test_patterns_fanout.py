@@ -1,5 +1,5 @@
 """Orchestrator-worker: a fan-out to N workers with a concurrency limit, a deadline per call
-and a policy for a failed or silent worker; the results combined by the orchestrator."""
+and an on_failure rule for a failed or silent worker; the results combined by the orchestrator."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class Plan(msgspec.Struct, frozen=True):
     __mesh_type__ = "test.Plan/1"
 
     jobs: list[Job]
-    policy: str = "fail-fast"
+    on_failure: str = "fail-fast"
     limit: int | None = None
     timeout: float | None = None
 
@@ -84,7 +84,7 @@ orchestrator = Agent("orchestrator", description="fans jobs out to workers")
 
 @orchestrator.handler
 async def orchestrate(plan: Plan, ctx: Context) -> Summary:
-    policy = "partial" if plan.policy == "partial" else "fail-fast"
+    on_failure = "partial" if plan.on_failure == "partial" else "fail-fast"
     try:
         done = await fan_out(
             ctx,
@@ -93,7 +93,7 @@ async def orchestrate(plan: Plan, ctx: Context) -> Summary:
             returns=Done,
             limit=plan.limit,
             timeout=plan.timeout,
-            policy=policy,
+            on_failure=on_failure,
         )
     except MeshError as exc:
         return Summary([], error=f"{type(exc).__name__}: {getattr(exc, 'reason', '')}")
@@ -133,14 +133,14 @@ async def test_a_failing_worker_fails_fast_or_leaves_the_others(mesh: Mesh) -> N
     _, fast = await run(mesh, client, Plan(jobs))
     assert fast == Summary([], error="CallFailed: max-deliveries")
 
-    _, partial = await run(mesh, client, Plan(jobs, policy="partial"))
+    _, partial = await run(mesh, client, Plan(jobs, on_failure="partial"))
     assert partial == Summary([1, 3], [("orchestrator/worker.2", "max-deliveries", "CallFailed")])
 
 
 async def test_a_silent_worker_is_a_typed_timeout_in_its_slot(mesh: Mesh) -> None:
     workers = Workers()
     client = await start(mesh, workers)
-    plan = Plan([Job(1), Job(2, hang=True), Job(3)], policy="partial", timeout=0.5)
+    plan = Plan([Job(1), Job(2, hang=True), Job(3)], on_failure="partial", timeout=0.5)
     try:
         workflow, summary = await run(mesh, client, plan)
     finally:

@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
 from jetmesh import NotProvisioned
-from jetmesh.credentials import admin_credentials, role_credentials
 from jetmesh.envelope import new_id
+from jetmesh.logins import admin_login, role_login
 from jetmesh.memory import functions
 from jetmesh.memory.connection import connect
 from jetmesh.provision import provision
@@ -32,7 +32,7 @@ BUSY_LOOP = "local i = 0 while true do i = i + 1 end"
 @pytest.fixture
 async def admin(secured: SecuredMesh) -> AsyncIterator[Redis]:
     client = connect(
-        secured.settings.redis_url, retry_s=0, **admin_credentials(secured.settings).redis_options()
+        secured.settings.redis_url, retry_s=0, **admin_login(secured.settings).redis_options()
     )
     try:
         yield client
@@ -46,7 +46,7 @@ async def kb(secured: SecuredMesh) -> AsyncIterator[Redis]:
     client = connect(
         secured.settings.redis_url,
         retry_s=0,
-        **role_credentials(secured.settings, "counter").redis_options(),
+        **role_login(secured.settings, "counter").redis_options(),
     )
     try:
         yield client

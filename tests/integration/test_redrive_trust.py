@@ -65,7 +65,7 @@ async def jetmesh(s: MeshSettings, *args: str) -> tuple[int, str, str]:
 async def admin(secured: SecuredMesh) -> AsyncIterator[MeshClient]:
     """The operator's connection, as the ``admin`` user."""
     async with admin_client(secured.settings) as client:
-        assert client.credentials.user == "admin"
+        assert client.login.user == "admin"
         yield client
 
 
@@ -154,7 +154,7 @@ async def test_a_planted_dead_letter_is_refused_and_nothing_is_sent(
     )
     secured.clients.append(counter)
     await counter.start()
-    assert counter.credentials.user == "counter"  # its own credentials, nothing else
+    assert counter.login.user == "counter"  # its own credentials, nothing else
     data, headers = _planted(counter, token, variant)
     await counter.publisher.publish(counter.subjects.dlq("counter"), data, headers)
     (letter,) = await _letters(admin, "counter")

@@ -16,9 +16,9 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
 from jetmesh import Agent, Context, MemoryDenied, Retry
-from jetmesh.credentials import admin_credentials, role_credentials
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_settled
+from jetmesh.logins import admin_login, role_login
 from jetmesh.memory import keys
 from jetmesh.memory.connection import connect
 from jetmesh.runtime.ledger import Recorded, StepLedger
@@ -38,7 +38,7 @@ async def redis_as(secured: SecuredMesh) -> AsyncIterator[dict[str, Redis]]:
         role: connect(
             secured.settings.redis_url,
             retry_s=0,
-            **role_credentials(secured.settings, role).redis_options(),
+            **role_login(secured.settings, role).redis_options(),
         )
         for role in ("planner", "counter")
     }
@@ -128,7 +128,7 @@ async def test_a_rerun_takes_the_owners_journal_on_enforced_servers(secured: Sec
     admin = connect(
         secured.settings.redis_url,
         retry_s=0,
-        **admin_credentials(secured.settings).redis_options(),
+        **admin_login(secured.settings).redis_options(),
     )
     try:
         prefix = secured.settings.subject_prefix

@@ -10,9 +10,9 @@ import pytest
 
 from jetmesh import ConfigError, NotProvisioned
 from jetmesh.bus.connection import connect
-from jetmesh.credentials import admin_credentials
 from jetmesh.envelope import new_id
 from jetmesh.event_log import build_tree, read_settled
+from jetmesh.logins import admin_login
 from jetmesh.processes import AgentProcess
 from tests.integration.agents_for_tests import (
     Approval,
@@ -34,9 +34,9 @@ async def test_two_roles_serve_a_workflow_as_their_users(
     secured: SecuredMesh, caplog: pytest.LogCaptureFixture
 ) -> None:
     replicas = await secured.start_replicas(counter, planner)
-    assert [r.mesh.credentials.user for r in replicas] == ["counter", "planner"]
+    assert [r.mesh.login.user for r in replicas] == ["counter", "planner"]
     cli = await secured.ingress()
-    assert cli.credentials.user == "cli"
+    assert cli.login.user == "cli"
 
     report = await cli.request(
         "planner", Plan(pause_s=0), token=cli.mint_token("alice"), returns=Report, timeout=10
@@ -103,7 +103,7 @@ async def test_a_process_without_a_user_is_refused_at_once(secured: SecuredMesh)
 
 async def test_a_role_binds_and_never_declares(secured: SecuredMesh) -> None:
     admin = await connect(
-        secured.settings.nats_url, "admin", **admin_credentials(secured.settings).nats_options()
+        secured.settings.nats_url, "admin", **admin_login(secured.settings).nats_options()
     )
     try:
         await admin.jetstream().delete_consumer(secured.settings.tasks_stream, "counter")

@@ -23,8 +23,8 @@ from nats.aio.client import Client as NATS
 from redis.exceptions import AuthenticationError, ConnectionError
 
 from jetmesh.cli.ingress import admin_client
-from jetmesh.credentials import Credentials, admin_credentials, role_credentials
 from jetmesh.identity.revocation import key_owner, lookup_revocation, revoke_key
+from jetmesh.logins import ServerLogin, admin_login, role_login
 from jetmesh.memory.connection import without_userinfo
 from jetmesh.processes import AgentProcess, settings_env
 from jetmesh.provision import provision
@@ -58,7 +58,7 @@ own start included, about 0.7 s of the 0.9 s measured) to the role refused by bo
 class Held:
     """What a holder of one role's secrets has open: a NATS connection, a Redis client."""
 
-    credentials: Credentials
+    login: ServerLogin
     nc: NATS
     redis: aioredis.Redis
     closed_at: list[float] = field(default_factory=list)
@@ -70,7 +70,7 @@ class Held:
 
 async def hold(secured: SecuredMesh, role: str) -> Held:
     """Open ``role``'s connections with its secrets as they are now, and use both."""
-    credentials = role_credentials(secured.settings, role)
+    credentials = role_login(secured.settings, role)
     closed_at: list[float] = []
 
     async def on_closed() -> None:
@@ -93,19 +93,19 @@ async def hold(secured: SecuredMesh, role: str) -> Held:
     return Held(credentials, nc, redis, closed_at)
 
 
-def public_key(credentials: Credentials) -> str:
+def public_key(credentials: ServerLogin) -> str:
     assert credentials.nats_seed is not None
     public: bytes = nkeys.from_seed(bytearray(credentials.nats_seed.encode())).public_key
     return public.decode()
 
 
-def redis_as(secured: SecuredMesh, credentials: Credentials) -> aioredis.Redis:
+def redis_as(secured: SecuredMesh, credentials: ServerLogin) -> aioredis.Redis:
     return aioredis.Redis.from_url(
         without_userinfo(secured.settings.redis_url), **credentials.redis_options()
     )
 
 
-async def nats_refuses(secured: SecuredMesh, credentials: Credentials) -> str:
+async def nats_refuses(secured: SecuredMesh, credentials: ServerLogin) -> str:
     """The error of a new NATS connection with ``credentials`` ("" if it was accepted)."""
 
     async def quiet(_: Exception) -> None:
@@ -127,7 +127,7 @@ async def nats_refuses(secured: SecuredMesh, credentials: Credentials) -> str:
     return ""
 
 
-async def redis_refuses(secured: SecuredMesh, credentials: Credentials) -> str:
+async def redis_refuses(secured: SecuredMesh, credentials: ServerLogin) -> str:
     """The error of a new Redis connection's AUTH with ``credentials`` ("" if accepted)."""
     client = redis_as(secured, credentials)
     try:
@@ -209,12 +209,12 @@ async def test_revoke_shuts_the_role_out_of_both_servers_within_the_stated_time(
     # Its Redis connection was cut; its reconnect's AUTH is refused (the user is off).
     assert await refused_at(attacker, "counter", started) < COMMAND_WITHIN_S
     # New connections with the old secrets are refused by both servers.
-    assert "Authorization Violation" in await nats_refuses(secured, attacker.credentials)
-    assert await redis_refuses(secured, attacker.credentials)
+    assert "Authorization Violation" in await nats_refuses(secured, attacker.login)
+    assert await redis_refuses(secured, attacker.login)
     # The keys directory holds new secrets, not the old ones.
-    fresh = role_credentials(secured.settings, "counter")
-    assert fresh.nats_seed != attacker.credentials.nats_seed
-    assert fresh.redis_password != attacker.credentials.redis_password
+    fresh = role_login(secured.settings, "counter")
+    assert fresh.nats_seed != attacker.login.nats_seed
+    assert fresh.redis_password != attacker.login.redis_password
 
     # The other roles keep working: planner's connections, the cli ingress.
     assert other.nc.is_connected
@@ -250,14 +250,14 @@ async def test_the_shut_out_takes_less_than_the_stated_time(secured: SecuredMesh
 
 async def test_rotate_and_provision_let_the_role_back_in(secured: SecuredMesh) -> None:
     await secured.start_replicas(planner)
-    old = role_credentials(secured.settings, "counter")
+    old = role_login(secured.settings, "counter")
     await revoke(secured, secured.keys.identity("counter").key.kid)
     await shut_out(secured.settings, secured.policy, "counter")
 
     # Provisioning again with the revoked key still current keeps the user off.
     kept = await provision(secured.settings, secured.policy)
     assert kept.readmitted == ()
-    assert await redis_refuses(secured, role_credentials(secured.settings, "counter"))
+    assert await redis_refuses(secured, role_login(secured.settings, "counter"))
 
     new_kid = secured.keys.rotate("counter", ttl_s=3600)[0].key.kid
     code, out, err = await jetmesh(secured, "admin", "provision")
@@ -269,7 +269,7 @@ async def test_rotate_and_provision_let_the_role_back_in(secured: SecuredMesh) -
     assert (await workflow(secured)).parts == [1, 2]
     assert "Authorization Violation" in await nats_refuses(secured, old)
     assert await redis_refuses(secured, old)
-    assert await redis_refuses(secured, role_credentials(secured.settings, "counter")) == ""
+    assert await redis_refuses(secured, role_login(secured.settings, "counter")) == ""
 
 
 async def test_revoking_an_old_key_after_a_rotation_keeps_the_new_replicas(
@@ -291,8 +291,8 @@ async def test_revoking_an_old_key_after_a_rotation_keeps_the_new_replicas(
     assert replica.nc.is_connected
     assert not replica.closed_at
     assert await replica.redis.set("mesh:wf:w1:counter:k", "still")
-    assert await nats_refuses(secured, replica.credentials) == ""
-    assert role_credentials(secured.settings, "counter") == replica.credentials
+    assert await nats_refuses(secured, replica.login) == ""
+    assert role_login(secured.settings, "counter") == replica.login
 
     # Asked for, the old key's revocation takes the users away as well. (The replica is
     # stopped first: nats-py leaves a socket open on each refused reconnect.)
@@ -301,7 +301,7 @@ async def test_revoking_an_old_key_after_a_rotation_keeps_the_new_replicas(
     assert code == 0, (out, err)
     assert "shut   Redis user counter off" in out, out
     assert replica.closed_at
-    assert "Authorization Violation" in await nats_refuses(secured, replica.credentials)
+    assert "Authorization Violation" in await nats_refuses(secured, replica.login)
     await replica.aclose()
 
 
@@ -319,7 +319,7 @@ async def test_without_the_keys_owner_only_the_registry_changes(secured: Secured
     assert "shut   " not in out
     assert held.nc.is_connected
     assert await held.redis.set("mesh:wf:w1:counter:k", "still")
-    assert await nats_refuses(secured, held.credentials) == ""
+    assert await nats_refuses(secured, held.login) == ""
     await held.aclose()
 
 
@@ -338,18 +338,18 @@ async def test_a_nats_server_not_started_here_is_left_to_the_operator(
     assert code == 1, (out, err)
     assert "was not started by `jetmesh up` here" in err, err
     users = (Path(secured.settings.state_dir) / "nats-users.conf").read_text()
-    fresh = role_credentials(secured.settings, "counter")
+    fresh = role_login(secured.settings, "counter")
     assert public_key(fresh) in users
-    assert public_key(held.credentials) not in users
+    assert public_key(held.login) not in users
     # Redis was done (from anywhere the admin reaches it); NATS was not reloaded.
-    assert await redis_refuses(secured, held.credentials)
+    assert await redis_refuses(secured, held.login)
     assert held.nc.is_connected
-    assert await nats_refuses(secured, held.credentials) == ""
+    assert await nats_refuses(secured, held.login) == ""
     await held.aclose()
 
 
 async def test_the_admin_step_leaves_users_that_are_on_alone(secured: SecuredMesh) -> None:
-    client = redis_as(secured, admin_credentials(secured.settings))
+    client = redis_as(secured, admin_login(secured.settings))
     try:
         before = await client.acl_getuser("planner")
         done = await provision(secured.settings, secured.policy)

@@ -18,9 +18,9 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 from jetmesh import MemoryFull, MeshSettings, PublishFailed, WorkingMemory
 from jetmesh.bus.connection import connect as connect_nats
 from jetmesh.bus.streams import advisories_stream, ensure_streams
-from jetmesh.credentials import admin_credentials, role_credentials
 from jetmesh.embedded import NatsServer, RedisServer
 from jetmesh.envelope import new_id
+from jetmesh.logins import admin_login, role_login
 from jetmesh.memory import keys
 from jetmesh.memory.connection import connect as connect_redis
 from jetmesh.memory.functions import load_library
@@ -38,7 +38,7 @@ async def test_jetmesh_up_bounds_every_stream_the_message_size_and_redis(
     secured: SecuredMesh,
 ) -> None:
     s = secured.settings
-    nc = await connect_nats(s.nats_url, "admin", **admin_credentials(s).nats_options())
+    nc = await connect_nats(s.nats_url, "admin", **admin_login(s).nats_options())
     try:
         assert nc.max_payload == s.server_max_payload_bytes, "the server's own limit"
         js = nc.jetstream()
@@ -67,9 +67,9 @@ async def test_jetmesh_up_bounds_every_stream_the_message_size_and_redis(
     finally:
         await nc.close()
 
-    admin = connect_redis(s.redis_url, retry_s=0, **admin_credentials(s).redis_options())
+    admin = connect_redis(s.redis_url, retry_s=0, **admin_login(s).redis_options())
     counter = connect_redis(
-        s.redis_url, retry_s=0, **role_credentials(s, "counter").redis_options()
+        s.redis_url, retry_s=0, **role_login(s, "counter").redis_options()
     )
     try:
         assert await admin.config_get("maxmemory") == {"maxmemory": str(s.redis_max_memory_bytes)}

@@ -32,7 +32,7 @@ from jetmesh import Agent, Context, ToolRefused
 from jetmesh.envelope import new_id
 from jetmesh.event_log import LoggedEvent
 from jetmesh.processes import AgentProcess
-from jetmesh.tools import TOOLGATE
+from jetmesh.toolgate import TOOLGATE
 from tests.integration.harness import Mesh, kinds
 from tests.integration.keyed_tool_api import URL_ENV, KeyedToolApi
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from jetmesh.bus.streams import advisories_stream
 from jetmesh.cli.app import app
-from jetmesh.credentials import admin_credentials
 from jetmesh.embedded import EmbeddedStack, free_port
+from jetmesh.logins import admin_login
 from jetmesh.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ async def held(settings: MeshSettings, role: str) -> tuple[float, int, float]:
     """(AckWait, max deliveries) of ``role``'s tasks consumer and its advisories'
     AckWait, as the server holds them."""
     nc = await nats.connect(
-        settings.nats_url, allow_reconnect=False, **admin_credentials(settings).nats_options()
+        settings.nats_url, allow_reconnect=False, **admin_login(settings).nats_options()
     )  # type: ignore[arg-type]
     try:
         js = nc.jetstream()

@@ -14,8 +14,8 @@ import redis
 from typer.testing import CliRunner
 
 from jetmesh.cli.app import app
-from jetmesh.credentials import admin_credentials, role_credentials
 from jetmesh.embedded import EmbeddedStack, free_port
+from jetmesh.logins import admin_login, role_login
 from jetmesh.settings import MeshSettings
 from services.support.systems import Desk
 
@@ -70,7 +70,7 @@ def test_up_enforces_the_shipped_policy(up_env: MeshSettings) -> None:
     assert "policy the shipped default: 13 roles" in result.output
     assert "admin  consumers 24" in result.output  # tasks and advisories of 12 agent roles
 
-    admin = admin_credentials(up_env)
+    admin = admin_login(up_env)
     assert admin.user == "admin"
     made = asyncio.run(consumers(up_env.nats_url, **admin.nats_options()))
     assert "billing" in made
@@ -79,7 +79,7 @@ def test_up_enforces_the_shipped_policy(up_env: MeshSettings) -> None:
 
     with redis.Redis.from_url(up_env.redis_url) as plain, pytest.raises(redis.AuthenticationError):
         plain.ping()
-    kb = role_credentials(up_env, "kb")
+    kb = role_login(up_env, "kb")
     with redis.Redis.from_url(up_env.redis_url, **kb.redis_options()) as as_kb:
         assert as_kb.ping()
         with pytest.raises(redis.exceptions.NoPermissionError):

@@ -29,10 +29,10 @@ from redis.asyncio import Redis
 
 from jetmesh import Envelope, KeyStore, MeshClient, MeshSettings, WorkingMemory
 from jetmesh.cli.ingress import admin_client
-from jetmesh.credentials import nats_seed_file, redis_password_file
 from jetmesh.dead_letters import DeadLetter, list_dead_letters
 from jetmesh.embedded import EmbeddedStack, free_port
 from jetmesh.event_log import LoggedEvent, read_events
+from jetmesh.logins import nats_seed_file, redis_password_file
 from jetmesh.policy import parse_policy
 from jetmesh.processes import AgentProcess
 from jetmesh.provision import up_servers
@@ -49,7 +49,7 @@ class CompromisedRole:
         store = KeyStore(keys_dir)
         self.mesh = MeshClient(self.settings, store.identity(role), roots=store.roots())
         self.redis: Redis = Redis.from_url(
-            self.settings.redis_url, **self.mesh.credentials.redis_options()
+            self.settings.redis_url, **self.mesh.login.redis_options()
         )
 
     @classmethod

@@ -104,8 +104,8 @@ async def test_the_attacker_holds_exactly_one_roles_secrets(
     assert kb.held() == sorted(
         ["kb.cert", "kb.key", "nats/kb.nk", "redis/kb.pass", f"roots/{root}.pub"]
     )
-    assert kb.mesh.credentials.user == "kb"
-    assert kb.mesh.credentials.redis_user == "kb"
+    assert kb.mesh.login.user == "kb"
+    assert kb.mesh.login.redis_user == "kb"
     await serves_on(target)
 
 

@@ -48,7 +48,7 @@ from jetmesh.identity.approvals import mint_approval
 from jetmesh.identity.keys import KeyPair
 from jetmesh.patterns import Verdict
 from jetmesh.policy import load_policy
-from jetmesh.tools import TOOLGATE, ToolRecord, ToolRequest, ToolResult, args_digest
+from jetmesh.toolgate import TOOLGATE, ToolRecord, ToolRequest, ToolResult, args_digest
 from tests.conftest import isolated_settings
 from tests.integration.harness import Mesh, kinds
 from tests.security.fake_tool_api import FakeToolApi

@@ -9,6 +9,7 @@ import jwt
 import pytest
 
 from jetmesh import MeshSettings, Subjects
+from jetmesh.addresses import expected_kinds, subject_matches
 from jetmesh.bus.streams import stream_configs
 from jetmesh.envelope import type_name
 from jetmesh.identity.certificates import CERT_TYP, issue_certificate
@@ -16,7 +17,6 @@ from jetmesh.identity.keys import KeyPair
 from jetmesh.identity.signing import KEY_HEADER, SCHEME_HEADER, SIGNATURE_HEADER
 from jetmesh.identity.tokens import mint_token
 from jetmesh.runtime.runner import load_agent
-from jetmesh.subjects import expected_kinds, subject_matches
 from subjects.catalogue import (
     CATALOGUE,
     HEADERS,

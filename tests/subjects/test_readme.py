@@ -8,13 +8,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from jetmesh.addresses import Subjects
 from jetmesh.bus.tracing import trace_id_of
 from jetmesh.envelope import decode_body, decode_envelope
 from jetmesh.identity.certificates import Certificate
 from jetmesh.identity.keys import KeyPair, b64d
 from jetmesh.identity.signing import Signer
 from jetmesh.identity.tokens import token_key_id, verify_token
-from jetmesh.subjects import Subjects
 from subjects.catalogue import mesh_type
 from subjects.identity import CallerTokenClaims
 from subjects.support import Ticket

@@ -15,6 +15,7 @@ import jwt
 import msgspec
 import pytest
 
+from jetmesh.addresses import Subjects
 from jetmesh.envelope import Envelope, Kind, encode_envelope, new_id
 from jetmesh.identity.certificates import default_permissions, issue_certificate
 from jetmesh.identity.delegation import digest, mint_link
@@ -23,7 +24,6 @@ from jetmesh.identity.signing import Signer
 from jetmesh.identity.tokens import mint_token
 from jetmesh.identity.trust import TrustStore
 from jetmesh.identity.verifier import MSG_ID_HEADER
-from jetmesh.subjects import Subjects
 
 SUBJECTS = Subjects("mesh")
 

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from jetmesh import BadSignature
+from jetmesh.addresses import Subjects
 from jetmesh.envelope import encode_envelope
 from jetmesh.identity import merkle
 from jetmesh.identity.keys import KeyPair, b64d, b64e
@@ -22,7 +23,6 @@ from jetmesh.identity.signing import (
     Signer,
 )
 from jetmesh.identity.verifier import MSG_ID_HEADER, Verifier
-from jetmesh.subjects import Subjects
 
 TASK = "mesh.agent.billing.task"
 

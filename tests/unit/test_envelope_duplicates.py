@@ -11,11 +11,11 @@ import msgspec
 import pytest
 
 from jetmesh import Malformed
+from jetmesh.addresses import Subjects
 from jetmesh.envelope import Envelope, decode_envelope, duplicate_key, encode_envelope, new_id
 from jetmesh.identity.keys import KeyPair
 from jetmesh.identity.signing import Signer
 from jetmesh.identity.verifier import MSG_ID_HEADER, Verifier
-from jetmesh.subjects import Subjects
 
 TASK = "mesh.agent.billing.task"
 

@@ -31,13 +31,13 @@ async def fails(agent: str = "w") -> int:
 
 async def test_fail_fast_raises_the_first_failure_itself() -> None:
     with pytest.raises(CallFailed) as failed:
-        await gather([value(1), fails(), value(3)], limit=4, timeout=None, policy="fail-fast")
+        await gather([value(1), fails(), value(3)], limit=4, timeout=None, on_failure="fail-fast")
     assert failed.value.reason == "max-deliveries"
 
 
 async def test_partial_keeps_each_slot_with_its_typed_error() -> None:
     got = await gather(
-        [value(1), fails(), value(3, after=5)], limit=4, timeout=0.05, policy="partial"
+        [value(1), fails(), value(3, after=5)], limit=4, timeout=0.05, on_failure="partial"
     )
     assert got[0] == Ok(1)
     assert isinstance(got[1], Failed)
@@ -52,7 +52,7 @@ async def test_partial_does_not_swallow_bugs() -> None:
         raise KeyError("not a mesh error")
 
     with pytest.raises(KeyError):
-        await gather([value(1), bug()], limit=2, timeout=None, policy="partial")
+        await gather([value(1), bug()], limit=2, timeout=None, on_failure="partial")
 
 
 async def test_a_refused_call_sends_nothing_of_the_gather() -> None:
@@ -72,7 +72,7 @@ async def test_a_refused_call_sends_nothing_of_the_gather() -> None:
 
     calls = [call("t/w.1"), call("t/w.2"), PendingCall("w", "t/w.3", refuse, refused=refusal)]
     with pytest.raises(FanOutExceeded):
-        await gather(calls, limit=8, timeout=None, policy="partial")
+        await gather(calls, limit=8, timeout=None, on_failure="partial")
     assert sent == []
 
 
@@ -84,7 +84,7 @@ async def test_a_call_is_awaited_once_and_takes_the_gather_timeout() -> None:
         return 7
 
     own, default = PendingCall("w", "t/w.1", start, timeout=9.0), PendingCall("w", "t/w.2", start)
-    assert await gather([own, default], limit=1, timeout=2.0, policy="fail-fast") == [7, 7]
+    assert await gather([own, default], limit=1, timeout=2.0, on_failure="fail-fast") == [7, 7]
     assert seen == [9.0, 2.0], "a call's own deadline wins; the others get gather's"
     with pytest.raises(RuntimeError, match="awaited already"):
         await own

@@ -11,13 +11,13 @@ import msgspec
 import pytest
 
 from jetmesh import Malformed
+from jetmesh.addresses import Subjects
 from jetmesh.envelope import MAX_STEP_CHARS, STEP_RE, Envelope
 from jetmesh.identity.tokens import Caller
 from jetmesh.identity.verifier import Verifier
 from jetmesh.memory.keys import check_step
 from jetmesh.runtime.context_base import ContextBase
 from jetmesh.runtime.limits import depth
-from jetmesh.subjects import Subjects
 
 TASK = "mesh.agent.billing.task"
 

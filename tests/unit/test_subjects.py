@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jetmesh import Subjects
-from jetmesh.subjects import check_token, expected_kinds, subject_matches
+from jetmesh.addresses import check_token, expected_kinds, subject_matches
 
 S = Subjects("mesh")
 

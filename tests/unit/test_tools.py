@@ -15,7 +15,7 @@ from jetmesh.identity.certificates import Certificate, issue_certificate, verify
 from jetmesh.identity.keys import KeyPair
 from jetmesh.identity.tokens import mint_token
 from jetmesh.policy import ToolGrant
-from jetmesh.tools import Credentials, args_digest, env_name
+from jetmesh.toolgate import Credentials, args_digest, env_name
 
 
 def test_a_credential_comes_from_the_file_first_then_the_environment(tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ def test_a_changed_file_is_read_again_and_a_broken_one_keeps_the_last(
     assert creds.get("refund").reveal() == "one"  # type: ignore[union-attr]
     secrets.write_text('{"refund": "two-two"}')
     assert creds.get("refund").reveal() == "two-two"  # type: ignore[union-attr]
-    with caplog.at_level(logging.WARNING, "jetmesh.tools"):
+    with caplog.at_level(logging.WARNING, "jetmesh.toolgate"):
         secrets.write_text('{"refund": "half-writ')
         assert creds.get("refund").reveal() == "two-two"  # type: ignore[union-attr]
     assert "half-writ" not in caplog.text

@@ -19,6 +19,7 @@ from jetmesh import (
     Misaddressed,
     UnknownKey,
 )
+from jetmesh.addresses import Subjects
 from jetmesh.envelope import new_id
 from jetmesh.identity import trust as trust_module
 from jetmesh.identity.certificates import default_permissions, issue_certificate
@@ -28,7 +29,6 @@ from jetmesh.identity.keys import KeyPair
 from jetmesh.identity.revocation import Revocation
 from jetmesh.identity.tokens import mint_token
 from jetmesh.identity.verifier import Verifier
-from jetmesh.subjects import Subjects
 
 SUBJECTS = Subjects("mesh")
 TASK = "mesh.agent.billing.task"

@@ -20,13 +20,13 @@ from jetmesh import (
     UnknownKey,
     Unsigned,
 )
+from jetmesh.addresses import Subjects
 from jetmesh.envelope import encode_envelope, new_id
 from jetmesh.identity import verifier as verifier_module
 from jetmesh.identity.keys import KeyPair, b64d, b64e
 from jetmesh.identity.signing import SCHEME_HEADER, SIGNATURE_HEADER, Signer
 from jetmesh.identity.tokens import mint_token
 from jetmesh.identity.verifier import MSG_ID_HEADER, Verifier
-from jetmesh.subjects import Subjects
 
 TASK = "mesh.agent.billing.task"
 REPLY = "mesh.agent.gateway.reply.i1"

@@ -27,8 +27,8 @@ from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
 from .._exceptions import NotProvisioned
+from ..addresses import Subjects
 from ..settings import MeshSettings
-from ..subjects import Subjects
 
 DLQ_MAX_AGE_S = 30 * 24 * 3600.0
 ADVISORIES_MAX_AGE_S = 7 * 24 * 3600.0

@@ -17,7 +17,7 @@ from ..patterns.approval import (
     Verdict,
     approval_signal,
 )
-from ..tools.approving import approval_token, describe, tool_ask
+from ..toolgate.approving import approval_token, describe, tool_ask
 from .common import console, err_console, run_async, settings
 from .ingress import cli_client
 from .render import markup

@@ -27,9 +27,9 @@ from services import support as support_mesh
 from services.support.systems import Desk
 from services.toolgate import write_secrets
 
-from ..credentials import admin_credentials
 from ..embedded import EmbeddedStack, Endpoint, free_port
 from ..event_log import build_tree, read_settled, total_usage
+from ..logins import admin_login
 from ..memory.connection import connect as connect_redis
 from ..models.offline import MODEL
 from ..policy import Policy, default_policy
@@ -148,7 +148,7 @@ async def _anonymous(s: MeshSettings) -> str:
 
 async def _redis_users(s: MeshSettings) -> str:
     """Who the Redis connections are, counted by user (``default`` is the admin)."""
-    admin = connect_redis(s.redis_url, retry_s=1.0, **admin_credentials(s).redis_options())
+    admin = connect_redis(s.redis_url, retry_s=1.0, **admin_login(s).redis_options())
     try:
         clients = await admin.client_list()
     finally:
@@ -159,11 +159,11 @@ async def _redis_users(s: MeshSettings) -> str:
 
 async def _run(s: MeshSettings) -> None:
     ran = Ran()
-    people = Desk(s.redis_url, settings=s, credentials=admin_credentials(s))
+    people = Desk(s.redis_url, settings=s, login=admin_login(s))
     try:
         async with cli_client(s) as mesh:
             console.print(
-                f"cli      connected as {mesh.credentials.user} (an ingress: mints caller tokens)"
+                f"cli      connected as {mesh.login.user} (an ingress: mints caller tokens)"
             )
             console.print(
                 "\n[bold]support[/bold]  triage -> billing | technical | product | escalation"

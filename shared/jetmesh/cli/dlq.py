@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..client import MeshClient
-from ..credentials import admin_credentials
 from ..dead_letters import DeadLetter, get_dead_letter, list_dead_letters, with_task
+from ..logins import admin_login
 from ..redrive import redrive as redrive_letter
 from ..settings import MeshSettings
 from .common import console, run_async, settings
@@ -120,7 +120,7 @@ async def redrive_seq(s: MeshSettings, seq: int, ingress: str = CLI_IDENTITY) ->
             send there (nothing sent).
         ConfigError: there is no dead letter ``seq``.
     """
-    enforced = admin_credentials(s).user is not None
+    enforced = admin_login(s).user is not None
     async with admin_client(s) as admin:
         sender: MeshClient = cli_client(s, ingress) if enforced else admin
         if enforced:

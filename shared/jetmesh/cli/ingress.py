@@ -10,12 +10,12 @@ on first use). On open servers both are the ``cli`` ingress.
 
 from __future__ import annotations
 
+from ..addresses import Subjects
 from ..client import MeshClient
-from ..credentials import admin_credentials
 from ..identity.keystore import KeyStore
+from ..logins import admin_login
 from ..policy.servers import ADMIN
 from ..settings import MeshSettings
-from ..subjects import Subjects
 
 CLI_IDENTITY = "cli"
 
@@ -37,9 +37,9 @@ def admin_client(s: MeshSettings) -> MeshClient:
     Raises:
         ConfigError: no admin identity and no root key to issue one.
     """
-    credentials = admin_credentials(s)
+    credentials = admin_login(s)
     if credentials.user is None:
         return cli_client(s)
     store = KeyStore(s.resolved_keys_dir)
     identity = store.ensure(ADMIN, subjects=Subjects(s.subject_prefix), ttl_s=s.cert_ttl_s)
-    return MeshClient(s, identity, roots=store.roots(), credentials=credentials)
+    return MeshClient(s, identity, roots=store.roots(), login=credentials)

@@ -6,14 +6,14 @@ import time
 
 import typer
 
-from ..credentials import admin_credentials
+from ..addresses import Subjects
 from ..identity.keystore import KeyStore
 from ..identity.revocation import Revocation, key_owner, revoke_key
 from ..identity.tokens import mint_token
+from ..logins import admin_login
 from ..policy import Policy, PolicyError, mesh_policy
 from ..settings import MeshSettings
 from ..shutout import ShutOut, planned_rotation, shut_out
-from ..subjects import Subjects
 from .common import console, err_console, run_async, settings
 from .ingress import admin_client
 
@@ -92,7 +92,7 @@ def revoke(
     user off, a new nkey reloaded into nats-server); this returns once both refuse the old
     secrets. Exits 1 when a server could not be changed from here, saying what to do."""
     s = settings()
-    open_servers = admin_credentials(s).user is None
+    open_servers = admin_login(s).user is None
     policy = None if registry_only or open_servers else _policy(s)
 
     async def go() -> tuple[Revocation, str | None]:

@@ -20,8 +20,8 @@ import jwt
 import msgspec
 
 from .._exceptions import ExpiredKey, UntrustedCertificate
+from ..addresses import Subjects, subject_matches
 from ..envelope import new_id
-from ..subjects import Subjects, subject_matches
 from .jws import b64d, b64e, check_jws
 from .keys import KeyPair, jwt_public_key
 from .validity import check_validity

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._exceptions import ConfigError, ExpiredKey
-from ..subjects import Subjects, check_token
+from ..addresses import Subjects, check_token
 from .certificates import Certificate, default_permissions, issue_certificate, verify_certificate
 from .keys import KeyPair, load_public, private_directory, save_public, write_atomically
 

@@ -29,8 +29,8 @@ from .._exceptions import (
     Stale,
     Unsigned,
 )
+from ..addresses import TOKEN_RE, Subjects, expected_kinds, subject_matches
 from ..envelope import Envelope, decode_envelope
-from ..subjects import TOKEN_RE, Subjects, expected_kinds, subject_matches
 from .certificates import Certificate
 from .delegation import Delegation
 from .signing import (

@@ -25,9 +25,9 @@ step name, whatever it holds, makes another role's pattern match it.
 from __future__ import annotations
 
 from .._exceptions import Malformed
+from ..addresses import check_token
 from ..envelope import MAX_STEP_CHARS, is_step
 from ..ids import new_id
-from ..subjects import check_token
 
 
 def memory(prefix: str, workflow: str, agent: str, key: str) -> str:

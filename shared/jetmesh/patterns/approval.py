@@ -125,7 +125,7 @@ async def require_approval(
         detail: more context for the person and the escalation.
         escalation_timeout: the escalation call's deadline (default ``call_timeout_s``).
         ask: what exactly is asked, recorded as the ``approval-requested`` event's body
-            (a tool call's :class:`~jetmesh.tools.ToolApprovalAsk`, which ``jetmesh
+            (a tool call's :class:`~jetmesh.toolgate.ToolApprovalAsk`, which ``jetmesh
             approve`` binds the approval to).
 
     Raises:

@@ -3,7 +3,7 @@ comes back.
 
 The messages are plain calls: one task per item on ``<prefix>.agent.<worker>.task``, each
 with its own step key (``<step>/<worker>.<n>``), journaled like any call, and one reply
-each. At most ``limit`` are in flight at once; each has its own deadline; the ``policy``
+each. At most ``limit`` are in flight at once; each has its own deadline; ``on_failure``
 says what a failure does (see :meth:`~jetmesh.runtime.context_base.ContextBase.gather`).
 Two events frame the fan-out in the workflow's log: ``fan-out`` (how many, to whom, how
 at once) and ``fan-in`` (how many succeeded, and why the others failed).
@@ -13,7 +13,7 @@ calls one level down, held in bounds by ``max_call_depth`` and ``max_fan_out``.
 
 Example:
     >>> done = await fan_out(ctx, "researcher", topics, returns=Finding,   # doctest: +SKIP
-    ...                      limit=4, timeout=30, policy="partial")
+    ...                      limit=4, timeout=30, on_failure="partial")
     >>> report = combine(done.values)                                      # doctest: +SKIP
     >>> [(f.step, f.reason) for f in done.failed]                          # doctest: +SKIP
     [('research/researcher.3', 'timeout')]
@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 
 from .._exceptions import MeshError, PlanLimitExceeded
 from ..runtime.context_base import ContextBase
-from ..runtime.gathering import Failed, Ok, Outcome, Policy
+from ..runtime.gathering import Failed, Ok, OnFailure, Outcome
 
 R = TypeVar("R")
 
@@ -67,7 +67,7 @@ async def fan_out(
     returns: type[R],
     limit: int | None = None,
     timeout: float | None = None,
-    policy: Policy = "fail-fast",
+    on_failure: OnFailure = "fail-fast",
 ) -> FanIn[R]:
     """Send each of ``items`` to ``worker`` and wait for their replies as ``returns``.
 
@@ -78,20 +78,20 @@ async def fan_out(
         returns: the type of a worker's reply.
         limit: calls in flight at once (default: the replica's ``concurrency``).
         timeout: the deadline of each call, in seconds (default ``call_timeout_s``).
-        policy: ``"fail-fast"`` raises the first failure and cancels the waits still
+        on_failure: ``"fail-fast"`` raises the first failure and cancels the waits still
             running; ``"partial"`` waits for every call and reports each failure in
             :attr:`FanIn.failed` with its typed error (``CallFailed``, ``MeshTimeout``).
 
     Raises:
-        ValueError: an unknown ``policy``.
+        ValueError: an unknown ``on_failure``.
         FanOutExceeded: the items would take the task past ``max_fan_out`` calls; none is
             sent.
         PlanTooDeep: the workers would be nested deeper than ``max_call_depth``; none is
             sent.
         MeshError: with ``"fail-fast"``, the first call's failure.
     """
-    if policy not in ("fail-fast", "partial"):
-        raise ValueError(f"unknown policy {policy!r}: 'fail-fast' or 'partial'")
+    if on_failure not in ("fail-fast", "partial"):
+        raise ValueError(f"unknown on_failure {on_failure!r}: 'fail-fast' or 'partial'")
     calls = [ctx.call(worker, item, returns=returns) for item in items]
     if not any(c.refused for c in calls):  # (a refused plan is recorded by gather)
         shape = [
@@ -101,11 +101,11 @@ async def fan_out(
         await ctx.emit_event(
             FAN_OUT,
             target=worker,
-            detail=", ".join([f"{len(calls)} to {worker}", *filter(None, shape), policy]),
+            detail=", ".join([f"{len(calls)} to {worker}", *filter(None, shape), on_failure]),
         )
     try:
-        if policy == "partial":
-            outcomes = await ctx.gather(calls, limit=limit, timeout=timeout, policy="partial")
+        if on_failure == "partial":
+            outcomes = await ctx.gather(calls, limit=limit, timeout=timeout, on_failure="partial")
         else:
             values = await ctx.gather(calls, limit=limit, timeout=timeout)
             outcomes = [Ok(v, c.agent, c.step) for v, c in zip(values, calls, strict=True)]

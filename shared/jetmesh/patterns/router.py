@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .._exceptions import ConfigError
+from ..addresses import check_token
 from ..runtime.context_base import ContextBase
 from ..runtime.gathering import Failed, Ok
-from ..subjects import check_token
 
 R = TypeVar("R")
 
@@ -169,7 +169,7 @@ async def route(
         result = await ctx.call(targets[0], body, returns=returns, timeout=timeout)
         return Routed(got.label, targets, got.reason, fallback, result)
     outcomes = await ctx.gather(
-        [ctx.call(t, body, returns=returns) for t in targets], timeout=timeout, policy="partial"
+        [ctx.call(t, body, returns=returns) for t in targets], timeout=timeout, on_failure="partial"
     )
     replies = {o.agent: o.value for o in outcomes if isinstance(o, Ok)}
     failed = tuple(o for o in outcomes if isinstance(o, Failed))

@@ -37,9 +37,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..addresses import Subjects
 from ..bus.streams import advisories_stream
 from ..settings import MeshSettings
-from ..subjects import Subjects
 from .model import Policy
 
 OWN_KEY_KINDS = ("wf", "conv", "result", "lease")

@@ -42,7 +42,7 @@ from pydantic import (
 )
 
 from .._exceptions import ConfigError, PolicyError
-from ..subjects import TOKEN_RE
+from ..addresses import TOKEN_RE
 
 SCOPE_RE = re.compile(r"^[a-z][a-z0-9_-]*(:[a-z][a-z0-9_*-]*)+\Z")
 """A scope: lower-case words joined by ``:`` (``kb:read``, ``refund:write``)."""

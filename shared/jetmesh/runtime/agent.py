@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any, get_type_hints
 
 from .._exceptions import ConfigError, SchemaViolation
+from ..addresses import check_token
 from ..envelope import type_name
-from ..subjects import check_token
 from .context_base import ContextBase
 
 HandlerFn = Callable[..., Awaitable[Any]]

@@ -31,7 +31,7 @@ from ..models import ModelReply, ModelRequest
 from ..policy.model import Policy as MeshPolicy
 from ..policy.scopes import effective_scopes
 from ..signals import Signal
-from .gathering import Outcome, PendingCall, Policy, gather
+from .gathering import OnFailure, Outcome, PendingCall, gather
 from .limits import PlanLimits
 from .model_steps import StepModel
 
@@ -288,7 +288,7 @@ class ContextBase(abc.ABC):
         *,
         limit: int | None = None,
         timeout: float | None = None,
-        policy: Literal["fail-fast"] = "fail-fast",
+        on_failure: Literal["fail-fast"] = "fail-fast",
     ) -> list[T]: ...
 
     @overload
@@ -298,7 +298,7 @@ class ContextBase(abc.ABC):
         *,
         limit: int | None = None,
         timeout: float | None = None,
-        policy: Literal["partial"],
+        on_failure: Literal["partial"],
     ) -> list[Outcome[T]]: ...
 
     async def gather(
@@ -307,7 +307,7 @@ class ContextBase(abc.ABC):
         *,
         limit: int | None = None,
         timeout: float | None = None,
-        policy: Policy = "fail-fast",
+        on_failure: OnFailure = "fail-fast",
     ) -> list[T] | list[Outcome[T]]:
         """Await several calls concurrently; results in the order of ``calls``.
 
@@ -317,7 +317,7 @@ class ContextBase(abc.ABC):
             timeout: the deadline of each call, in seconds, counted from when it is sent;
                 a call made with its own ``timeout`` keeps it. An awaitable that is not a
                 call is cut off after it, with ``MeshTimeout``.
-            policy: ``"fail-fast"``: the first failure cancels the calls still running
+            on_failure: ``"fail-fast"``: the first failure cancels the calls still running
                 and is raised. ``"partial"``: every call runs to its end, and each slot
                 is :class:`~jetmesh.Ok` (its value) or :class:`~jetmesh.Failed` (its typed
                 error: ``CallFailed``, ``MeshTimeout``, ...).
@@ -328,7 +328,7 @@ class ContextBase(abc.ABC):
             MeshError: with ``fail-fast``, the first call's failure.
         """
         return await gather(
-            calls, limit=limit or self._gather_limit, timeout=timeout, policy=policy
+            calls, limit=limit or self._gather_limit, timeout=timeout, on_failure=on_failure
         )
 
     @property
@@ -386,7 +386,7 @@ class ContextBase(abc.ABC):
     ) -> T:
         """Run tool ``name`` with ``args`` through the tool gateway (``toolgate``), which
         holds its credential; return its result as ``returns``. See
-        :mod:`jetmesh.runtime.tools`.
+        :mod:`jetmesh.runtime.tool_calls`.
 
         Args:
             name: the tool.
@@ -404,7 +404,7 @@ class ContextBase(abc.ABC):
             ToolRefused: the gateway refused it (a subclass for each reason).
             CallFailed: the tool failed (after the gateway's retries).
         """
-        from .tools import DEFAULT_APPROVAL_TIMEOUT_S, call_tool  # tools build on the context
+        from .tool_calls import DEFAULT_APPROVAL_TIMEOUT_S, call_tool  # tools build on the context
 
         return await call_tool(
             self,

@@ -1,5 +1,5 @@
 """Calls made but not yet sent, and ``ctx.gather``: many calls at once, with a concurrency
-limit, a deadline per call and a policy for partial failure.
+limit, a deadline per call and a rule for partial failure (``on_failure``).
 
 ``ctx.call(...)`` returns a :class:`PendingCall`: its step key is taken when it is made
 (so calls passed to ``gather`` are numbered in argument order) and it is sent when it is
@@ -18,7 +18,7 @@ Policies, in the manner of ``asyncio.TaskGroup`` and ``asyncio.gather``:
 Example:
     >>> outcomes = await ctx.gather(                                   # doctest: +SKIP
     ...     [ctx.call("worker", job, returns=Done) for job in jobs],
-    ...     limit=4, timeout=2.0, policy="partial",
+    ...     limit=4, timeout=2.0, on_failure="partial",
     ... )
     >>> done = [o.value for o in outcomes if isinstance(o, Ok)]         # doctest: +SKIP
 """
@@ -43,7 +43,7 @@ from .._exceptions import (
 
 T = TypeVar("T")
 
-Policy: TypeAlias = Literal["fail-fast", "partial"]
+OnFailure: TypeAlias = Literal["fail-fast", "partial"]
 """What ``gather`` does when a call fails: raise it (``fail-fast``) or report it in its
 slot (``partial``)."""
 
@@ -131,13 +131,13 @@ Outcome: TypeAlias = Ok[T] | Failed
 
 
 async def gather(
-    calls: Iterable[Awaitable[T]], *, limit: int, timeout: float | None, policy: Policy
+    calls: Iterable[Awaitable[T]], *, limit: int, timeout: float | None, on_failure: OnFailure
 ) -> list[T] | list[Outcome[T]]:
     """``ctx.gather``'s work (see :meth:`~jetmesh.runtime.context_base.ContextBase.gather`)."""
     if limit < 1:
         raise ValueError(f"gather limit must be at least 1, not {limit}")
-    if policy not in ("fail-fast", "partial"):
-        raise ValueError(f"unknown gather policy {policy!r}: 'fail-fast' or 'partial'")
+    if on_failure not in ("fail-fast", "partial"):
+        raise ValueError(f"unknown on_failure {on_failure!r}: 'fail-fast' or 'partial'")
     items = list(calls)
     refused = next((c for c in items if isinstance(c, PendingCall) and c.refused), None)
     if refused is not None:  # the plan breaks a limit: send none of it
@@ -160,7 +160,7 @@ async def gather(
         except MeshError as exc:
             return Failed(exc, agent, step)
 
-    if policy == "partial":
+    if on_failure == "partial":
         return await _all([slot(item) for item in items])
     return await _all([one(item) for item in items])
 

@@ -130,7 +130,7 @@ class Replica:
             return
         await self.mesh.start()
         try:
-            if self.mesh.credentials.is_role:
+            if self.mesh.login.is_role:
                 await bind_consumers(self.mesh.js, self.settings, self.agent.name)
             else:
                 await ensure_consumer(self.mesh.js, self.settings, self.agent.name)

@@ -11,10 +11,10 @@ import signal
 from collections.abc import Sequence
 
 from .._exceptions import ConfigError
+from ..addresses import Subjects
 from ..identity.keystore import KeyStore
 from ..models import prices_from, provider_from
 from ..settings import MeshSettings
-from ..subjects import Subjects
 from .agent import Agent
 from .model_steps import Models
 from .replica import Replica

@@ -61,6 +61,7 @@ from .._exceptions import (
     ToolScopeDenied,
     UnknownTool,
 )
+from ..addresses import TOKEN_RE
 from ..envelope import encode, type_name
 from ..identity.approvals import ApprovalClaims, approval_key_id, verify_approval
 from ..policy.model import Policy, RoleGrant, ToolGrant
@@ -68,7 +69,6 @@ from ..policy.scopes import effective_scopes
 from ..runtime.agent import Agent
 from ..runtime.context import Context
 from ..runtime.context_base import ContextBase
-from ..subjects import TOKEN_RE
 from .credentials import Credential, Credentials
 from .registry import Tool, ToolCall, ToolRegistry
 from .wire import (
@@ -83,7 +83,7 @@ from .wire import (
     args_digest,
 )
 
-log = logging.getLogger("jetmesh.tools")
+log = logging.getLogger("jetmesh.toolgate")
 
 _APPROVAL_STEP = "approval."
 

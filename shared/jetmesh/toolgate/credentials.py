@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("jetmesh.tools")
+log = logging.getLogger("jetmesh.toolgate")
 
 ENV_TEMPLATE = "JETMESH_TOOL_{}_CREDENTIAL"
 

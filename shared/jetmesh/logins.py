@@ -12,7 +12,7 @@ Redis, as user ``<role>``. Without the files it connects as the servers' default
 on open development servers (``jetmesh up --open``) and in the open test harness.
 
 Example:
-    >>> creds = role_credentials(settings, "billing")                  # doctest: +SKIP
+    >>> creds = role_login(settings, "billing")                  # doctest: +SKIP
     >>> nc = await nats.connect(settings.nats_url, **creds.nats_options())  # doctest: +SKIP
 """
 
@@ -47,7 +47,7 @@ def _read(path: Path) -> str | None:
 
 
 @dataclass(frozen=True)
-class Credentials:
+class ServerLogin:
     """How one process authenticates to nats-server and Redis."""
 
     user: str | None
@@ -78,27 +78,27 @@ class Credentials:
         return {"username": self.redis_user, "password": self.redis_password}
 
 
-OPEN = Credentials(None, None, DEFAULT_INBOX_PREFIX, None, None)
+OPEN = ServerLogin(None, None, DEFAULT_INBOX_PREFIX, None, None)
 """The servers' default user: no nkey, no Redis user."""
 
 
-def role_credentials(settings: MeshSettings, role: str) -> Credentials:
+def role_login(settings: MeshSettings, role: str) -> ServerLogin:
     """``role``'s credentials from the keys directory, or :data:`OPEN` if it has none."""
     keys_dir = settings.resolved_keys_dir
     seed = _read(nats_seed_file(keys_dir, role))
     if seed is None:
         return OPEN
     password = _read(redis_password_file(keys_dir, role))
-    return Credentials(role, seed, inbox_prefix(role), role if password else None, password)
+    return ServerLogin(role, seed, inbox_prefix(role), role if password else None, password)
 
 
-def admin_credentials(settings: MeshSettings) -> Credentials:
+def admin_login(settings: MeshSettings) -> ServerLogin:
     """The admin's credentials (NATS ``admin``, Redis ``default``), or :data:`OPEN`."""
     keys_dir = settings.resolved_keys_dir
     seed = _read(nats_seed_file(keys_dir, ADMIN))
     if seed is None:
         return OPEN
     password = _read(redis_password_file(keys_dir, REDIS_ADMIN))
-    return Credentials(
+    return ServerLogin(
         ADMIN, seed, DEFAULT_INBOX_PREFIX, REDIS_ADMIN if password else None, password
     )

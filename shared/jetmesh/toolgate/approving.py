@@ -1,7 +1,7 @@
 """The person's side of a tool call's approval: read what is asked, mint the approval.
 
 ``jetmesh approve WORKFLOW STEP`` finds the step's ``approval-requested`` event; when its
-body is a :class:`~jetmesh.tools.ToolApprovalAsk` (a ``ctx.tool`` call waiting), it checks
+body is a :class:`~jetmesh.toolgate.ToolApprovalAsk` (a ``ctx.tool`` call waiting), it checks
 that the arguments shown hash to the digest asked for, and mints, with the CLI's ingress
 key, an approval token for that person bound to the workflow, the step, the tool and the
 digest, sent as the verdict's ``approval``.

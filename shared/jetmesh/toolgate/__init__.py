@@ -1,13 +1,13 @@
 """Tools behind a gateway: agents never hold tool credentials.
 
-- :mod:`~jetmesh.tools.wire`: the gateway's messages and the args' digest.
-- :mod:`~jetmesh.tools.registry`: tools by name, each an async function of a ``ToolCall``.
-- :mod:`~jetmesh.tools.credentials`: credentials from a secrets file (re-read when it
+- :mod:`~jetmesh.toolgate.wire`: the gateway's messages and the args' digest.
+- :mod:`~jetmesh.toolgate.registry`: tools by name, each an async function of a ``ToolCall``.
+- :mod:`~jetmesh.toolgate.credentials`: credentials from a secrets file (re-read when it
   changes) or the environment, for one call at a time.
-- :mod:`~jetmesh.tools.gateway`: the ``toolgate`` role's checks (policy, scopes, approvals)
+- :mod:`~jetmesh.toolgate.gateway`: the ``toolgate`` role's checks (policy, scopes, approvals)
   and runs.
 
-The agent side is ``ctx.tool`` (:mod:`jetmesh.runtime.tools`); approval tokens are in
+The agent side is ``ctx.tool`` (:mod:`jetmesh.runtime.tool_calls`); approval tokens are in
 :mod:`jetmesh.identity.approvals`. See docs/toolgate.md.
 
 Example:

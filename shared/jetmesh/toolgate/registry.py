@@ -15,7 +15,7 @@ call only, and an idempotency key) and returns a JSON-encodable result::
         return r.json()
 
 The gateway runs a tool at most once per request step by its own ledger (see
-:mod:`jetmesh.tools.gateway`). A run that a dying gateway left unrecorded is in doubt; the
+:mod:`jetmesh.toolgate.gateway`). A run that a dying gateway left unrecorded is in doubt; the
 registration says how to settle it:
 
 - ``find``: an async function of the same :class:`ToolCall` that asks the target whether
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._exceptions import ConfigError
-from ..subjects import check_token
+from ..addresses import check_token
 from .credentials import Credential
 
 

@@ -1,8 +1,8 @@
 """``ctx.tool``: call a tool through the tool gateway, never holding its credential.
 
-The agent side of :mod:`jetmesh.tools`. A tool call is a ``ctx.call`` to the ``toolgate``
+The agent side of :mod:`jetmesh.toolgate`. A tool call is a ``ctx.call`` to the ``toolgate``
 role (journaled and de-duplicated by its step key like any call), carrying a
-:class:`~jetmesh.tools.ToolRequest`. Before anything is sent, when a policy is loaded
+:class:`~jetmesh.toolgate.ToolRequest`. Before anything is sent, when a policy is loaded
 (``settings.policy_file``), the agent checks its own grant: a tool its role lacks, or whose
 scope is not in ``ctx.scopes``, is refused here with :class:`~jetmesh.ScopeDenied` and a
 ``denied`` event. That check, not the model, is what stops a model output (say, a prompt
@@ -46,7 +46,7 @@ from .._exceptions import (
     UnknownTool,
 )
 from ..policy.model import Policy
-from ..tools.wire import TOOLGATE, ToolApprovalAsk, ToolRequest, ToolResult, args_digest
+from ..toolgate.wire import TOOLGATE, ToolApprovalAsk, ToolRequest, ToolResult, args_digest
 
 if TYPE_CHECKING:
     from .context_base import ContextBase

@@ -16,6 +16,11 @@ import pytest
 from jetmesh.embedded import NatsServer, RedisServer
 from jetmesh.settings import MeshSettings
 
+pytest_plugins = ["tests.harness.pki", "tests.harness.mesh_fixtures"]
+"""The fixtures of tests/harness: keys and envelopes (``pki``, ``envelope``, ``chain``,
+``sealed``) and an in-process mesh on the session servers (``mesh``, ``secured``,
+``echo``, ``agent_processes``)."""
+
 
 def isolated_settings(nats_url: str, redis_url: str, state_dir: Path) -> MeshSettings:
     """Return settings whose subjects, streams and key bucket no other test shares.

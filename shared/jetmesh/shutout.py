@@ -61,8 +61,8 @@ log = logging.getLogger("jetmesh.shutout")
 SHUT_OUT_WITHIN_S = 1.0
 """The stated time: from the revocation stored to both servers refusing the role's old
 secrets (its NATS and Redis connections closed, new ones refused), on servers ``jetmesh
-up`` started. Measured at 0.01 to 0.03 s (docs/security.md, tests/integration/
-test_shut_out.py)."""
+up`` started. Measured at 0.01 to 0.03 s (docs/security.md,
+tests/test_shut_out.py)."""
 
 REFUSAL_TIMEOUT_S = 5.0
 """How long :func:`shut_out` waits for nats-server to refuse the old seed after SIGHUP

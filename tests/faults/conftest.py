@@ -1,4 +1,4 @@
-"""Fault tests use the integration fixtures (an in-process mesh, agent processes), on
+"""Fault tests use the harness fixtures (an in-process mesh, agent processes), on
 streams large enough for their loads (the suite's default streams are small: JetStream
 reserves each stream's ``max_bytes`` on the session's server)."""
 
@@ -9,9 +9,6 @@ import pytest
 from jetmesh.embedded import NatsServer, RedisServer
 from jetmesh.settings import MeshSettings
 from tests.conftest import isolated_settings
-from tests.integration.conftest import agent_processes, mesh
-
-__all__ = ["agent_processes", "mesh", "settings"]
 
 LOAD_STREAM_BYTES = 256 * 1024 * 1024
 """A thousand workflows of a fault run store about 8,000 tasks and 40,000 events."""

@@ -15,7 +15,7 @@ import pytest
 from jetmesh import MeshSettings
 from loadtest.chaos import ChaosConfig, run_chaos
 from loadtest.research_shape import EffectTarget, expected_steps
-from tests.integration.harness import REPO_ROOT
+from tests.harness.mesh import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

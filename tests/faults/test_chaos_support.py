@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.chaos_support import SupportChaosConfig, SupportChaosReport, run_chaos_support
-from tests.integration.harness import REPO_ROOT
+from tests.harness.mesh import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.timeout(240)]
 

@@ -17,12 +17,12 @@ from jetmesh import MeshSettings, WorkingMemory
 from jetmesh.embedded import NatsServer, RedisServer
 from jetmesh.envelope import new_id
 from tests.conftest import isolated_settings
-from tests.integration.agents_for_tests import Done, Job
-from tests.integration.harness import Mesh, kinds
+from tests.harness.agents import Done, Job
+from tests.harness.mesh import Mesh, kinds
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
-SLOW = "tests.integration.agents_for_redelivery:slow"
+SLOW = "tests.harness.redelivery_agents:slow"
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from jetmesh import Agent, CallFailed, Context
 from jetmesh.envelope import new_id
-from tests.integration.harness import Mesh, kinds
+from tests.harness.mesh import Mesh, kinds
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

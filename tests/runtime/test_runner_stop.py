@@ -11,7 +11,7 @@ from pathlib import Path
 from jetmesh import KeyStore, MeshSettings
 from jetmesh.embedded import free_port
 from jetmesh.processes import settings_env
-from tests.integration.harness import REPO_ROOT
+from tests.harness.mesh import REPO_ROOT
 
 
 def test_sigterm_while_the_servers_are_away_stops_the_process(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_sigterm_while_the_servers_are_away_stops_the_process(tmp_path: Path) ->
                 "-m",
                 "jetmesh.cli",
                 "run",
-                "tests.integration.agents_for_tests:counter",
+                "tests.harness.agents:counter",
             ],
             stdout=subprocess.PIPE,
             stderr=err,

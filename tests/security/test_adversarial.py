@@ -18,7 +18,7 @@ window takes two seconds, and ``max_payload_bytes=4096``.
 
 Covered elsewhere: the exact replay inside the window (same ``Nats-Msg-Id``) is dropped by
 the stream itself, stored once and never delivered twice, so there is nothing to refuse or
-audit (``tests/integration/test_bad_input.py::test_replay_with_same_msg_id_is_...``); a
+audit (``tests/runtime/test_bad_input.py::test_replay_with_same_msg_id_is_...``); a
 certificate from another root (``untrusted-certificate``), unsigned messages and schema
 violations are in the same module.
 
@@ -53,7 +53,7 @@ from jetmesh.identity.tokens import mint_token
 from jetmesh.identity.trust import REVOCATION_TTL_S
 from jetmesh.identity.verifier import MSG_ID_HEADER
 from tests.conftest import isolated_settings
-from tests.integration.harness import WAIT_S, Echo, EchoAgent, Mesh, Sealed, rejected, signed_by
+from tests.harness.mesh import WAIT_S, Echo, EchoAgent, Mesh, Sealed, rejected, signed_by
 
 pytestmark = pytest.mark.integration
 

@@ -50,7 +50,7 @@ from jetmesh.patterns import Verdict
 from jetmesh.policy import load_policy
 from jetmesh.toolgate import TOOLGATE, ToolRecord, ToolRequest, ToolResult, args_digest
 from tests.conftest import isolated_settings
-from tests.integration.harness import Mesh, kinds
+from tests.harness.mesh import Mesh, kinds
 from tests.security.fake_tool_api import FakeToolApi
 
 pytestmark = pytest.mark.integration

@@ -118,7 +118,7 @@ _encoder = msgspec.json.Encoder()
 # Links are made and checked on every hop, so they are encoded and verified here with
 # libsodium (what the per-message signatures use) rather than through PyJWT, which takes
 # three times as long; they stay standard compact JWS (EdDSA), which any JOSE library reads
-# (tests/unit/test_delegation.py checks PyJWT does).
+# (tests/identity/test_delegation.py checks PyJWT does).
 
 
 class LinkSigner:

@@ -1,0 +1,68 @@
+"""Which lifecycle events a task writes: ``started`` only for handlers that run long (or
+for redeliveries), ``completed`` always, with the duration."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+from jetmesh import Agent, Context, Retry
+from jetmesh.envelope import new_id
+from jetmesh.runtime.replica import STARTED_AFTER_S
+from tests.harness.mesh import Mesh, kinds
+
+pytestmark = pytest.mark.integration
+
+
+class Nap(msgspec.Struct, frozen=True):
+    __mesh_type__ = "test.Nap/1"
+
+    seconds: float
+    fail_first: bool = False
+
+
+def napper() -> Agent:
+    agent = Agent("napper")
+
+    @agent.handler
+    async def nap(msg: Nap, ctx: Context) -> Nap:
+        if msg.fail_first and ctx.attempt == 1:
+            raise Retry(delay=0.05, reason="once more")
+        await asyncio.sleep(msg.seconds)
+        return msg
+
+    return agent
+
+
+async def run(mesh: Mesh, nap: Nap) -> list[str]:
+    client = await mesh.ingress()
+    workflow = new_id()
+    assert (
+        await client.request("napper", nap, token=mesh.token(), returns=Nap, workflow=workflow)
+        == nap
+    )
+    logged = await mesh.wait_events(workflow, lambda got: bool(kinds(got, "completed")))
+    assert all(e.verified for e in logged)
+    completed = kinds(logged, "completed")
+    assert len(completed) == 1
+    assert completed[0].event.duration_ms is not None
+    assert completed[0].event.duration_ms >= nap.seconds * 1000 * 0.9
+    return [e.event.kind for e in logged if e.event.agent == "napper"]
+
+
+async def test_a_short_task_writes_completed_only(mesh: Mesh) -> None:
+    await mesh.start_replicas(napper())
+    assert await run(mesh, Nap(0.0)) == ["completed"]
+
+
+async def test_a_long_task_announces_itself_while_it_runs(mesh: Mesh) -> None:
+    await mesh.start_replicas(napper())
+    assert await run(mesh, Nap(STARTED_AFTER_S * 6)) == ["started", "completed"]
+
+
+async def test_a_redelivery_announces_itself_at_once(mesh: Mesh) -> None:
+    await mesh.start_replicas(napper())
+    kinds_seen = await run(mesh, Nap(0.0, fail_first=True))
+    assert kinds_seen == ["retried", "started", "completed"]

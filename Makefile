@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/jetmesh demo
+	$(BIN)/python -m services.demo
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -1,8 +1,8 @@
 """The support chaos run: refund tickets through the support mesh while agent processes,
 nats-server and redis-server are SIGKILLed, with the default settings.
 
-The servers start as ``jetmesh up`` starts them (the shipped support policy
-``deploy/policy/support.toml``: a NATS and a Redis user per role, then the admin step), in a
+The servers start as ``jetmesh up`` starts them (the support mesh's policy
+``services/support/policy.toml``: a NATS and a Redis user per role, then the admin step), in a
 state directory of the run's own on free loopback ports. Every support role and the tool
 gateway run as ``--replicas`` ``jetmesh run`` processes each, connected as their roles (the
 gateway's tool credentials in a secrets file). The ``cli`` ingress sends ``--tickets``
@@ -54,21 +54,21 @@ from jetmesh.cli.ingress import admin_client, cli_client
 from jetmesh.embedded import free_port
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
-from jetmesh.patterns.approval import APPROVAL_REQUESTED, Verdict
+from jetmesh.runtime.approval import APPROVAL_REQUESTED, Verdict
+from jetmesh.toolgate import write_secrets
 from loadtest.support_audit import Audit, audit_run
 from loadtest.support_fleet import Fleet, Servers, wait_gone
 from services import support
 from services.support.settings import DEFAULT_REFUND_LIMIT_EUR
-from services.toolgate import write_secrets
-from subjects.support import RefundAsk, Resolution, Ticket
+from services.support.wire import RefundAsk, Resolution, Ticket
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """Agent processes start here, so that ``services`` imports."""
-POLICY = REPO_ROOT / "deploy" / "policy" / "support.toml"
+POLICY = support.POLICY
 SCOPES = ["kb:read", "refund:write", "handoff:write"]
-"""What the support portal's ingress grants a customer's token (as ``jetmesh demo``)."""
+"""What the support portal's ingress grants a customer's token (as the demo)."""
 TARGETS = {**{role: f"services.support.{role}:agent" for role in support.ROLES}}
-TARGETS["toolgate"] = support.TOOLGATE
+TARGETS.update(support.PROCESSES)
 KILLED = ("triage", "billing", "kb", "critic", "toolgate")
 """The roles whose processes are killed: those a refund ticket passes through."""
 
@@ -206,7 +206,7 @@ class SupportChaosReport:
                 f"{len(support.ROLES)} roles and the tool gateway x {config.replicas} processes; "
                 "default settings "
                 f"(AckWait {settings.ack_wait_s:g} s, call timeout {settings.call_timeout_s:g} s, "
-                f"max deliver {settings.max_deliver}); policy deploy/policy/support.toml; "
+                f"max deliver {settings.max_deliver}); policy services/support/policy.toml; "
                 f"seed {self.seed}; {os.cpu_count()} CPUs",
                 f"tickets      sent {self.sent}  completed {self.completed} "
                 f"({counts(self.answered)})  failed {counts(self.failed)}  "
@@ -388,7 +388,9 @@ def run_settings(home: Path) -> MeshSettings:
             "keys_dir": home / "keys",
             "policy_file": POLICY,
             "model_provider": "offline",
-            "tool_secrets_file": write_secrets(home / "secrets" / "tools.toml"),
+            "tool_secrets_file": write_secrets(
+                home / "secrets" / "tools.toml", support.TOOL_CREDENTIALS
+            ),
         }
     )
 

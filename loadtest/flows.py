@@ -39,19 +39,19 @@ from typing import Any
 import uvloop
 
 from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects
-from jetmesh.cli.demo_flows import QUESTION, SCOPES, TICKETS
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
 from jetmesh.processes import start_all
 from jetmesh.runtime.runner import load_agent
+from jetmesh.toolgate import write_secrets
 from loadtest.driver import drive
 from loadtest.floor import run_floor
 from loadtest.servers import nats_server, redis_server
 from loadtest.stats import RunResult, format_table
 from services import research, support
-from services.toolgate import write_secrets
-from subjects.research import Report
-from subjects.support import Resolution
+from services.demo.flows import QUESTION, SCOPES, TICKETS
+from services.research.wire import Report
+from services.support.wire import Resolution
 
 LOADER = "loader"
 SAMPLE = 20
@@ -74,7 +74,7 @@ class Flow:
 FLOWS = (
     Flow("support", "services.support", support.ROLES, "triage",
          lambda: itertools.cycle(TICKETS), Resolution, tuple(SCOPES),
-         (("toolgate", support.TOOLGATE),)),
+         tuple(support.PROCESSES.items())),
     Flow("research", "services.research", research.ROLES, "orchestrator",
          lambda: itertools.cycle([QUESTION]), Report, ("corpus:read",)),
 )  # fmt: skip
@@ -182,7 +182,9 @@ async def bench(args: argparse.Namespace) -> tuple[list[RunResult], dict[str, Sa
                 registry_bucket=f"BENCH{tag}_KEYS",
                 concurrency=max(4 * args.in_flight, 16),
                 model_provider="offline",
-                tool_secrets_file=write_secrets(Path(tmp) / flow.name / "tools.toml"),
+                tool_secrets_file=write_secrets(
+                    Path(tmp) / flow.name / "tools.toml", support.TOOL_CREDENTIALS
+                ),
             )
             runs, counts = await run_flow(flow, settings, args)
             results.extend(runs)

@@ -22,7 +22,7 @@ from jetmesh.event_log import LoggedEvent, TaskNode, build_tree, read_events
 from jetmesh.logins import admin_login
 from jetmesh.toolgate.wire import TOOL
 from services.support.systems import NAMESPACE, Desk
-from subjects.support import RefundReceipt
+from services.support.wire import RefundReceipt
 
 READERS = 8
 """Workflows whose events are read at once."""

@@ -8,8 +8,11 @@ Example:
     >>> [s.pattern for s in SUBJECTS]  # doctest: +NORMALIZE_WHITESPACE
     ['mesh.agent.<agent>.task', 'mesh.agent.<agent>.reply.<instance>',
      'mesh.event.<workflow>.<kind>', 'mesh.dlq.<agent>']
-    >>> schema_file(mesh_type(support.Ticket))
+    >>> schema_file("support.Ticket/1")
     'support.Ticket.v1.json'
+
+The meshes' types and roles are gathered from the meshes under ``services/``
+(:mod:`subjects.meshes`), not listed here.
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ from jetmesh.patterns import (
     Verdict,
 )
 
-from . import research, support
 from .identity import (
     CALLER_TOKEN_HEADER,
     CERTIFICATE_HEADER,
     CallerTokenClaims,
     CertificateClaims,
 )
+from .meshes import MeshContract, meshes
 
 CATALOGUE_VERSION: Final = 1
 DEFAULT_PREFIX: Final = "mesh"
@@ -124,7 +127,7 @@ class RoleSpec(msgspec.Struct, frozen=True, kw_only=True):
     """An agent role of a reference mesh (services/): what it takes and what it answers."""
 
     mesh: str
-    """The mesh it belongs to: ``support`` or ``research`` (docs/services.md)."""
+    """The mesh it belongs to: its package under ``services/`` (docs/services.md)."""
     agent: str
     subject: str
     accepts: str
@@ -156,22 +159,16 @@ class Catalogue(msgspec.Struct, frozen=True, kw_only=True):
     roles: tuple[RoleSpec, ...]
 
 
+MESHES: Final[tuple[MeshContract, ...]] = tuple(meshes())
+"""The meshes under ``services/`` that declare a contract, by name."""
+
+_MESH_TYPES = tuple(tp for mesh in MESHES for tp in mesh.types)
+
 SCHEMA_TYPES: Final[tuple[tuple[type[Any], TypeRole], ...]] = (
     (Envelope, "envelope"),
     (ErrorBody, "payload"),
     (Event, "payload"),
-    (support.Ticket, "payload"),
-    (support.Case, "payload"),
-    (support.KbQuery, "payload"),
-    (support.KbHits, "payload"),
-    (support.Resolution, "payload"),
-    (research.Question, "payload"),
-    (research.SubQuestion, "payload"),
-    (research.Finding, "payload"),
-    (research.WriteRequest, "payload"),
-    (research.ReportDraft, "payload"),
-    (research.CritiqueRequest, "payload"),
-    (research.Report, "payload"),
+    *((tp, "payload") for tp in _MESH_TYPES),
     (DraftRequest, "payload"),
     (Draft, "payload"),
     (ReviewRequest, "payload"),
@@ -181,30 +178,24 @@ SCHEMA_TYPES: Final[tuple[tuple[type[Any], TypeRole], ...]] = (
     (CallerTokenClaims, "jwt-claims"),
     (CertificateClaims, "jwt-claims"),
 )
-"""Every type with a committed schema, and its role."""
+"""Every type with a committed schema, and its role: the library's, and each mesh's."""
 
 _SIGNED = (SCHEME_HEADER, KEY_HEADER, SIGNATURE_HEADER)
 _ERROR, _EVENT = mesh_type(ErrorBody), mesh_type(Event)
 _MESH_TASKS = tuple(
-    mesh_type(tp)
-    for tp in (
-        support.Ticket,
-        support.Case,
-        support.KbQuery,
-        research.Question,
-        research.SubQuestion,
-        research.WriteRequest,
-        research.CritiqueRequest,
+    dict.fromkeys(
+        mesh_type(role.accepts)
+        for mesh in MESHES
+        for role in mesh.roles
+        if role.accepts in mesh.types
     )
 )
 _MESH_REPLIES = tuple(
-    mesh_type(tp)
-    for tp in (
-        support.Resolution,
-        support.KbHits,
-        research.Report,
-        research.Finding,
-        research.ReportDraft,
+    dict.fromkeys(
+        mesh_type(role.returns)
+        for mesh in MESHES
+        for role in mesh.roles
+        if role.returns in mesh.types
     )
 )
 _PATTERN_TASKS = tuple(mesh_type(tp) for tp in (DraftRequest, ReviewRequest, ApprovalRequest))
@@ -347,93 +338,17 @@ TOKENS: Final = (
 
 ROLES: Final = tuple(
     RoleSpec(
-        mesh=mesh,
-        agent=agent,
-        subject=f"{DEFAULT_PREFIX}.agent.{agent}.task",
-        accepts=mesh_type(accepts),
-        returns=mesh_type(returns),
-        description=description,
+        mesh=mesh.name,
+        agent=role.agent,
+        subject=f"{DEFAULT_PREFIX}.agent.{role.agent}.task",
+        accepts=mesh_type(role.accepts),
+        returns=mesh_type(role.returns),
+        description=role.description,
     )
-    for mesh, agent, accepts, returns, description in (
-        (
-            "support",
-            "triage",
-            support.Ticket,
-            support.Resolution,
-            "classifies a ticket (ctx.model) and routes it to a team, or to escalation",
-        ),
-        (
-            "support",
-            "billing",
-            support.Case,
-            support.Resolution,
-            "drafts a billing answer in a critic loop; refunds (approval above the limit)",
-        ),
-        (
-            "support",
-            "technical",
-            support.Case,
-            support.Resolution,
-            "drafts a technical answer in a critic loop",
-        ),
-        (
-            "support",
-            "product",
-            support.Case,
-            support.Resolution,
-            "drafts a product answer in a critic loop",
-        ),
-        (
-            "support",
-            "kb",
-            support.KbQuery,
-            support.KbHits,
-            "ranks knowledge-base articles (scope kb:read)",
-        ),
-        (
-            "support",
-            "critic",
-            ReviewRequest,
-            Review,
-            "scores a draft answer against the ticket's questions",
-        ),
-        (
-            "support",
-            "escalation",
-            support.Case,
-            support.Resolution,
-            "hands an unresolved case to a person with its full context",
-        ),
-        (
-            "research",
-            "orchestrator",
-            research.Question,
-            research.Report,
-            "plans sub-questions, fans out, refines the report with the reviewer",
-        ),
-        (
-            "research",
-            "researcher",
-            research.SubQuestion,
-            research.Finding,
-            "answers a sub-question from the corpus",
-        ),
-        (
-            "research",
-            "writer",
-            research.WriteRequest,
-            research.ReportDraft,
-            "drafts and revises the report",
-        ),
-        (
-            "research",
-            "reviewer",
-            research.CritiqueRequest,
-            Review,
-            "scores a report draft against the findings",
-        ),
-    )
+    for mesh in MESHES
+    for role in mesh.roles
 )
+"""Every role of the meshes, with what it accepts and returns."""
 
 
 def _type_spec(tp: type[Any], role: TypeRole) -> TypeSpec:

@@ -7,7 +7,7 @@ msgspec writes the schema; two things are added for readers in other languages:
   describe a ``Raw`` default, and on the wire a body is simply the payload's JSON.
 
 Example:
-    >>> from subjects.support import Ticket
+    >>> from services.support.wire import Ticket
     >>> schema_of(Ticket, "support.Ticket/1")["title"]
     'support.Ticket/1'
 """

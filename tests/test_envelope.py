@@ -19,7 +19,7 @@ from jetmesh.envelope import (
     new_id,
     type_name,
 )
-from subjects.support import Ticket
+from services.support.wire import Ticket
 
 BODY = b'{"id":"T-1","customer":"alice","text":"charged twice"}'
 

@@ -1,10 +1,7 @@
-"""``python -m services.research``: every role of the research mesh, each its own process
-(``jetmesh run services.research.<role>:agent``), until Ctrl-C or SIGTERM."""
+"""``python -m services.research``: every role of the research mesh, each its own process,
+until Ctrl-C or SIGTERM (``jetmesh launch services.research``)."""
 
-from __future__ import annotations
-
-from services.launch import launch
-from services.research import ROLES
+from jetmesh.cli.launch import launch
 
 if __name__ == "__main__":
-    launch("services.research", ROLES)
+    launch("services.research")

@@ -11,7 +11,7 @@ from jetmesh import Agent, Context, Failed, run_forever
 from jetmesh.patterns import Review, Round, fan_out, refine
 from services.research.corpus import sources_of
 from services.research.settings import ResearchSettings
-from subjects.research import (
+from services.research.wire import (
     CritiqueRequest,
     Finding,
     Question,
@@ -34,7 +34,10 @@ def plan_items(text: str) -> list[str]:
 def build(settings: ResearchSettings | None = None) -> Agent:
     """The ``orchestrator`` role."""
     config = settings or ResearchSettings()
-    agent = Agent("orchestrator", description="plans, fans out, writes and refines a report")
+    agent = Agent(
+        "orchestrator",
+        description="plans sub-questions, fans out, refines the report with the reviewer",
+    )
 
     @agent.handler
     async def answer(q: Question, ctx: Context) -> Report:

@@ -9,7 +9,7 @@ import re
 from jetmesh import Agent, Context, run_forever
 from services.research.corpus import documents, words
 from services.research.settings import ResearchSettings
-from subjects.research import Finding, Source, SubQuestion
+from services.research.wire import Finding, Source, SubQuestion
 
 _RANKED = re.compile(r"^(\S+)\s+([0-9.]+)\s*$")
 
@@ -50,7 +50,9 @@ def focus(question: str, sentences: list[str]) -> list[str]:
 def build(settings: ResearchSettings | None = None) -> Agent:
     """The ``researcher`` role."""
     config = settings or ResearchSettings()
-    agent = Agent("researcher", scopes=["corpus:read"], description="answers a sub-question")
+    agent = Agent(
+        "researcher", scopes=["corpus:read"], description="answers a sub-question from the corpus"
+    )
 
     @agent.handler
     async def research(sub: SubQuestion, ctx: Context) -> Finding:

@@ -9,7 +9,7 @@ import re
 from jetmesh import Agent, Context, run_forever
 from jetmesh.patterns import Review
 from services.research.corpus import distinct, labels
-from subjects.research import CritiqueRequest
+from services.research.wire import CritiqueRequest
 
 _SCORE = re.compile(r"^score:\s*([0-9.]+)", re.MULTILINE)
 _CRITERION = re.compile(r"^(met|missing):\s*(.+?)\s+\(([0-9.]+)\)\s*$", re.MULTILINE)

@@ -7,7 +7,7 @@ from jetmesh import Agent, Context, run_forever
 from services.research.corpus import distinct, labels, sources_of
 from services.research.researcher import strip_method
 from services.research.reviewer import missing_points
-from subjects.research import ReportDraft, WriteRequest
+from services.research.wire import ReportDraft, WriteRequest
 
 
 def sources_section(req: WriteRequest) -> str:

@@ -15,7 +15,7 @@ from jetmesh import Agent, ApprovalDenied, ApprovalTimeout, Context, run_forever
 from services.support.policy import REFUND_WRITE, permitted, refusal
 from services.support.settings import SupportSettings
 from services.support.teams import escalate, resolve
-from subjects.support import Case, Refund, RefundAsk, RefundReceipt, Resolution
+from services.support.wire import Case, Refund, RefundAsk, RefundReceipt, Resolution
 
 TEAM = "billing"
 REFUND = "refund"
@@ -25,7 +25,11 @@ REFUND = "refund"
 def build(settings: SupportSettings | None = None) -> Agent:
     """The ``billing`` role, with its refund limit."""
     config = settings or SupportSettings()
-    agent = Agent(TEAM, scopes=[REFUND_WRITE], description="billing answers and refunds")
+    agent = Agent(
+        TEAM,
+        scopes=[REFUND_WRITE],
+        description="drafts a billing answer in a critic loop; refunds (approval above the limit)",
+    )
 
     @agent.handler
     async def answer(case: Case, ctx: Context) -> Resolution:

@@ -29,7 +29,7 @@ def critique_points(critique: str) -> list[str]:
 
 def build() -> Agent:
     """The ``critic`` role."""
-    agent = Agent("critic", description="scores a draft answer against the ticket")
+    agent = Agent("critic", description="scores a draft answer against the ticket's questions")
 
     @agent.handler
     async def review(req: ReviewRequest, ctx: Context) -> Review:

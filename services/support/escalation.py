@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from jetmesh import Agent, Context, run_forever
 from services.support.policy import HANDOFF_WRITE, permitted, refusal
-from subjects.support import Case, Handoff, Resolution
+from services.support.wire import Case, Handoff, Resolution
 
 HANDOFF = "handoff"
 """The tool that puts a case in the people's queue."""
@@ -23,7 +23,11 @@ def reason_of(case: Case) -> str:
 
 def build() -> Agent:
     """The ``escalation`` role."""
-    agent = Agent("escalation", scopes=[HANDOFF_WRITE], description="hands cases to a person")
+    agent = Agent(
+        "escalation",
+        scopes=[HANDOFF_WRITE],
+        description="hands an unresolved case to a person with its full context",
+    )
 
     @agent.handler
     async def escalate(case: Case, ctx: Context) -> Resolution:

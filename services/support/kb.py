@@ -10,14 +10,16 @@ import msgspec
 from jetmesh import Agent, Context, run_forever
 from services.support.knowledge import articles
 from services.support.policy import KB_READ, permitted, refusal
-from subjects.support import Article, KbHits, KbQuery
+from services.support.wire import Article, KbHits, KbQuery
 
 _RANKED = re.compile(r"^(\S+)\s+([0-9.]+)\s*$")
 
 
 def build() -> Agent:
     """The ``kb`` role."""
-    agent = Agent("kb", scopes=[KB_READ], description="ranks knowledge-base articles")
+    agent = Agent(
+        "kb", scopes=[KB_READ], description="ranks knowledge-base articles (scope kb:read)"
+    )
 
     @agent.handler
     async def lookup(query: KbQuery, ctx: Context) -> KbHits:

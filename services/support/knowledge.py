@@ -12,7 +12,7 @@ import re
 from functools import cache
 from importlib import resources
 
-from subjects.support import Article
+from services.support.wire import Article
 
 _HEADING = re.compile(r"^##\s+(\S+)\s+(.+?)\s*$")
 

@@ -4,7 +4,7 @@ system (refunds) and the people's queue (cases handed to a person).
 Both are stand-ins kept in Redis, written the way a real system with idempotency keys
 would be: each write stores its result under its idempotency key in the same transaction
 (MULTI/EXEC), so a lookup by the key tells for sure whether the write happened. Only the
-tool gateway writes them (:mod:`services.toolgate.support`), with the request's
+tool gateway writes them (:mod:`services.support.tools`), with the request's
 idempotency key; on servers that enforce the policy it connects as the ``toolgate`` Redis
 user, whose keys include ``support-desk:*``. People read their queue as the admin.
 
@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from jetmesh import MeshSettings
 from jetmesh.logins import OPEN, ServerLogin, role_login
 from jetmesh.memory.connection import connect
-from subjects.support import Case, Handoff, RefundReceipt
+from services.support.wire import Case, Handoff, RefundReceipt
 
 NAMESPACE = "support-desk"
 PEOPLE_QUEUE = "support-people"

@@ -16,7 +16,7 @@ from jetmesh import Agent, Context
 from jetmesh.patterns import Draft, Refined, Round, critic_role, refine
 from services.support.critic import critique_points
 from services.support.settings import SupportSettings
-from subjects.support import Case, CaseRound, KbHits, KbQuery, Resolution
+from services.support.wire import Case, CaseRound, KbHits, KbQuery, Resolution
 
 _METHOD = "method:"
 
@@ -133,7 +133,7 @@ async def resolve(
 
 def team_agent(team: str, settings: SupportSettings) -> Agent:
     """A team role that answers cases from its part of the knowledge base."""
-    agent = Agent(team, description=f"drafts {team} answers from the knowledge base")
+    agent = Agent(team, description=f"drafts a {team} answer in a critic loop")
 
     @agent.handler
     async def answer(case: Case, ctx: Context) -> Resolution:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from jetmesh import Agent, Context, run_forever
 from jetmesh.patterns import Classification, Routes, classify_with_model, route
 from services.support.settings import SupportSettings
-from subjects.support import Case, Resolution, RouteDecision, Ticket
+from services.support.wire import Case, Resolution, RouteDecision, Ticket
 
 ROUTES = Routes(
     {"billing": "billing", "technical": "technical", "product": "product"},
@@ -22,7 +22,10 @@ MEMORY_KEY = "route"
 def build(settings: SupportSettings | None = None) -> Agent:
     """The ``triage`` role."""
     config = settings or SupportSettings()
-    agent = Agent("triage", description="routes tickets to billing, technical or product")
+    agent = Agent(
+        "triage",
+        description="classifies a ticket (ctx.model) and routes it to a team, or to escalation",
+    )
 
     @agent.handler
     async def triage(ticket: Ticket, ctx: Context) -> Resolution:

@@ -17,6 +17,7 @@ from jetmesh.cli.app import app
 from jetmesh.embedded import EmbeddedStack, free_port
 from jetmesh.logins import admin_login
 from jetmesh.settings import MeshSettings
+from services import support
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +32,7 @@ def up_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MeshSett
         "JETMESH_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "JETMESH_ACK_WAIT_S": "30",
         "JETMESH_CALL_TIMEOUT_S": "60",
+        "JETMESH_POLICY_FILE": str(support.POLICY),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -18,8 +18,9 @@ from jetmesh.policy import (
     role_permissions,
 )
 from jetmesh.settings import MeshSettings
+from services import demo, research, support
 
-SUPPORT = Path(__file__).parents[2] / "deploy" / "policy" / "support.toml"
+SUPPORT = support.POLICY
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -155,34 +156,129 @@ def test_cli_check_reports_errors(tmp_path: Path) -> None:
     assert "roles.triage.calls: 'nobody' is not a declared role" in result.output
 
 
-def test_default_policy_covers_the_demo_roles() -> None:
-    from jetmesh.cli.demo import ROLES
-
+def test_default_policy_holds_the_librarys_roles_alone() -> None:
     policy = default_policy()
-    assert set(policy.agents) == {*ROLES, "toolgate"}
+    assert set(policy.roles) == {"cli", "toolgate"}
+    assert policy.roles["cli"].ingress
+    assert policy.roles["cli"].calls == frozenset()
+    assert not policy.roles["toolgate"].tools
+    assert policy.roles["toolgate"].redis_keys == ()
+    assert mesh_policy(None) == policy
+
+
+def test_demo_policy_is_both_meshes_over_the_librarys_roles() -> None:
+    from services.demo.run import ROLES
+
+    policy = load_policy(demo.POLICY)
+    assert set(policy.agents) == set(ROLES)
     assert policy.roles["cli"].ingress
     assert policy.roles["cli"].calls == {"triage", "orchestrator"}
     with_tools = {name for name, grant in policy.roles.items() if grant.tools}
     assert with_tools == {"billing", "kb", "escalation", "researcher"}
     assert policy.callers("toolgate") == with_tools
     assert not policy.roles["toolgate"].tools
-    assert mesh_policy(None) == policy
+    assert policy.roles["toolgate"].redis_keys == ("support-desk:*",)
+    assert policy.max_delegation_depth == 4
+    assert mesh_policy(demo.POLICY) == policy
+    alone = load_policy(research.POLICY)
+    assert set(alone.roles) == {
+        "cli",
+        "toolgate",
+        "orchestrator",
+        "researcher",
+        "writer",
+        "reviewer",
+    }
+    assert alone.roles["cli"].calls == {"orchestrator"}
+    assert alone.roles["toolgate"].redis_keys == ()
 
 
-def test_support_policy_is_the_defaults_support_roles() -> None:
-    support, default = load_policy(SUPPORT), default_policy()
-    for name, grant in support.roles.items():
+def test_support_policy_is_the_demos_support_roles() -> None:
+    mesh, both = load_policy(SUPPORT), load_policy(demo.POLICY)
+    for name, grant in mesh.roles.items():
         if name == "cli":
-            assert grant.calls <= default.roles["cli"].calls
+            assert grant.calls <= both.roles["cli"].calls
             continue
-        assert grant.calls == default.roles[name].calls, name
-        assert grant.scopes <= default.roles[name].scopes, name
-        assert grant.tools == default.roles[name].tools, name
-        assert grant.redis_keys == default.roles[name].redis_keys, name
+        assert grant == both.roles[name], name
+
+
+def test_a_file_adds_to_the_librarys_roles(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[roles.cli]\ncalls = ["worker"]\ningress = true\n'
+        '[roles.toolgate]\nredis_keys = ["outside:*"]\n'
+        '[roles.worker]\ncalls = ["toolgate"]\nscopes = ["doc:read"]\n'
+        'tools.doc = { scope = "doc:read" }\n',
+    )
+    policy = load_policy(path)
+    assert set(policy.roles) == {"cli", "toolgate", "worker"}
+    assert policy.roles["cli"].calls == {"worker"}
+    assert policy.roles["cli"].description == default_policy().roles["cli"].description
+    assert policy.roles["toolgate"].redis_keys == ("outside:*",)
+    assert policy.max_delegation_depth == 8  # no file sets it
+
+
+def test_a_file_may_not_change_a_library_role(tmp_path: Path) -> None:
+    path = write(tmp_path, "[roles.cli]\ningress = false\n[roles.toolgate]\n")
+    assert problems(path) == [
+        f"{path}: roles.cli.ingress: a library role; a file may add to its calls, scopes, "
+        "tools, publish, consume, redis_keys, signal_senders, not change its ingress"
+    ]
+
+
+def test_includes_are_laid_in_order_each_once(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "policy.toml").write_text(
+        'max_delegation_depth = 5\n[roles.cli]\ncalls = ["alpha"]\n[roles.alpha]\n'
+    )
+    (tmp_path / "b" / "policy.toml").write_text(
+        'include = ["../a/policy.toml"]\nmax_delegation_depth = 3\n'
+        '[roles.cli]\ncalls = ["beta"]\n[roles.beta]\ncalls = ["alpha"]\n'
+    )
+    top = write(tmp_path, 'include = ["a/policy.toml", "b/policy.toml"]\n')
+    policy = load_policy(top)
+    assert set(policy.roles) == {"cli", "toolgate", "alpha", "beta"}
+    assert policy.roles["cli"].calls == {"alpha", "beta"}
+    assert policy.max_delegation_depth == 3  # the smallest a file sets
+    result = CliRunner().invoke(app, ["policy", "check", str(top)])
+    assert result.exit_code == 0, result.output
+    assert "ok: 4 roles" in result.output
+
+
+def test_a_role_defined_in_two_files_names_both(tmp_path: Path) -> None:
+    first = tmp_path / "first.toml"
+    first.write_text("[roles.worker]\n")
+    second = tmp_path / "second.toml"
+    second.write_text('[roles.worker]\ncalls = ["toolgate"]\n')
+    top = write(tmp_path, 'include = ["first.toml", "second.toml"]\n')
+    assert problems(top) == [
+        f"{second}: roles.worker: already defined in {first} (a role is defined in one file)"
+    ]
+
+
+def test_include_cycles_and_missing_files(tmp_path: Path) -> None:
+    one, two = tmp_path / "one.toml", tmp_path / "two.toml"
+    one.write_text('include = ["two.toml"]\n')
+    two.write_text('include = ["one.toml"]\n')
+    (found,) = problems(one)
+    assert found == f"{one}: include: includes itself ({one} -> {two} -> {one})"
+    missing = write(tmp_path, 'include = ["nowhere.toml"]\n')
+    (found,) = problems(missing)
+    assert found.startswith(f"{tmp_path / 'nowhere.toml'}: cannot read")
+    not_a_list = write(tmp_path, 'include = "one.toml"\n')
+    assert problems(not_a_list) == [f"{not_a_list}: include: not a list of file paths"]
+
+
+def test_problems_name_the_included_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[roles.kb]\nscope = ["kb:read"]\n')
+    top = write(tmp_path, 'include = ["bad.toml"]\n')
+    assert problems(top) == [f"{bad}: roles.kb.scope: unknown field (a typo?)"]
 
 
 def test_extra_redis_keys_are_granted(tmp_path: Path) -> None:
-    policy, settings = default_policy(), MeshSettings()
+    policy, settings = load_policy(SUPPORT), MeshSettings()
     toolgate = role_permissions(policy, "toolgate", settings)
     assert toolgate.redis_keys[-1] == "support-desk:*"
     for role in ("billing", "escalation"):  # they reach the desk only through toolgate

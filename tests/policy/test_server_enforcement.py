@@ -25,8 +25,9 @@ from jetmesh.policy import inbox_prefix, load_policy
 from jetmesh.policy.servers import ServerAuth
 from jetmesh.provision import provision
 from jetmesh.settings import MeshSettings
+from services import support
 
-SUPPORT = Path(__file__).parents[2] / "deploy" / "policy" / "support.toml"
+SUPPORT = support.POLICY
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,7 @@ from jetmesh.cli.app import app
 from jetmesh.embedded import EmbeddedStack, free_port
 from jetmesh.logins import admin_login, role_login
 from jetmesh.settings import MeshSettings
+from services import demo
 from services.support.systems import Desk
 
 pytestmark = pytest.mark.integration
@@ -29,6 +30,7 @@ def up_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MeshSett
         "JETMESH_STATE_DIR": str(tmp_path / "state"),
         "JETMESH_NATS_URL": f"nats://127.0.0.1:{free_port()}",
         "JETMESH_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "JETMESH_POLICY_FILE": str(demo.POLICY),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -64,10 +66,10 @@ def anonymous_connect(url: str) -> str:
         return sock.recv(4096).decode()
 
 
-def test_up_enforces_the_shipped_policy(up_env: MeshSettings) -> None:
+def test_up_enforces_the_policy_file(up_env: MeshSettings) -> None:
     result = CliRunner().invoke(app, ["up"])
     assert result.exit_code == 0, result.output
-    assert "policy the shipped default: 13 roles" in result.output
+    assert f"policy {demo.POLICY}: 13 roles" in result.output
     assert "admin  consumers 24" in result.output  # tasks and advisories of 12 agent roles
 
     admin = admin_login(up_env)

@@ -1,6 +1,6 @@
-"""`jetmesh demo` end to end: servers that enforce the shipped policy, a process per role
-of both reference meshes connected as its role, the support tickets and the research
-question, their trees, and nothing left running."""
+"""The demo (`python -m services.demo`) end to end: servers that enforce the meshes'
+policy, a process per role of both reference meshes connected as its role, the support
+tickets and the research question, their trees, and nothing left running."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from jetmesh.cli.demo import ROLES
-from jetmesh.cli.demo_flows import APPROVALS, TICKETS
+from services.demo.flows import APPROVALS, TICKETS
+from services.demo.run import ROLES
+from tests.harness.mesh import REPO_ROOT
 
 
 @pytest.mark.integration
@@ -21,8 +22,9 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
     env = {**os.environ, "JETMESH_STATE_DIR": str(tmp_path / "state")}
     for _ in range(2):  # runs again without cleanup
         done = subprocess.run(
-            [sys.executable, "-m", "jetmesh.cli", "demo"],
+            [sys.executable, "-m", "services.demo"],
             env=env,
+            cwd=REPO_ROOT,
             capture_output=True,
             text=True,
             timeout=110,
@@ -34,7 +36,7 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
         agents = out.split("\nagents   ", 1)[1].splitlines()[0]
         assert len(re.findall(r"\b\d+\b", agents)) == len(ROLES)
         for line in (
-            "policy   the shipped default: 13 roles",
+            "policy   services.support + services.research: 13 roles",
             "refused  a client without credentials: nats-server -ERR 'Authorization Violation', "
             "redis-server -NOAUTH Authentication required.",
             "cli      connected as cli",

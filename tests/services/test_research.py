@@ -11,7 +11,7 @@ from jetmesh.envelope import new_id
 from jetmesh.memory import WorkingMemory
 from services.research import orchestrator, researcher, reviewer, writer
 from services.research.settings import ResearchSettings
-from subjects.research import Finding, Question, Report, SubQuestion
+from services.research.wire import Finding, Question, Report, SubQuestion
 from tests.harness.mesh import Mesh, kinds
 
 pytestmark = pytest.mark.integration

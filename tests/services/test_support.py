@@ -17,21 +17,20 @@ from jetmesh.cli.approve import decide
 from jetmesh.envelope import new_id
 from jetmesh.memory import WorkingMemory
 from jetmesh.patterns import Verdict
-from services.support import billing, critic, escalation, kb, triage
+from jetmesh.toolgate import write_secrets
+from services.support import POLICY, TOOL_CREDENTIALS, billing, critic, escalation, kb, triage
 from services.support.settings import SupportSettings
 from services.support.systems import Desk
 from services.support.teams import team_agent
-from services.toolgate import build as toolgate
-from services.toolgate import write_secrets
-from services.toolgate.support import support_tools
-from subjects.support import RefundAsk, Resolution, RouteDecision, Ticket
-from tests.harness.mesh import REPO_ROOT, Mesh, count_tasks, kinds
+from services.support.toolgate import build as toolgate
+from services.support.tools import support_tools
+from services.support.wire import RefundAsk, Resolution, RouteDecision, Ticket
+from tests.harness.mesh import Mesh, count_tasks, kinds
 
 pytestmark = pytest.mark.integration
 
 SCOPES = ["kb:read", "refund:write", "handoff:write"]
 CONFIG = SupportSettings(approval_timeout_s=3.0, call_timeout_s=20.0)
-POLICY = REPO_ROOT / "deploy" / "policy" / "support.toml"
 
 
 @dataclass
@@ -77,7 +76,7 @@ def roles(mesh: Mesh, desk: Desk, config: SupportSettings = CONFIG) -> list[Agen
 
 @pytest.fixture
 async def support(mesh: Mesh) -> AsyncIterator[Support]:
-    secrets = write_secrets(mesh.settings.state_dir / "secrets" / "tools.toml")
+    secrets = write_secrets(mesh.settings.state_dir / "secrets" / "tools.toml", TOOL_CREDENTIALS)
     mesh.configure(retry_backoff_s=(0.1,), policy_file=POLICY, tool_secrets_file=secrets)
     desk = Desk(mesh.settings.redis_url, namespace=f"desk-{mesh.settings.subject_prefix}")
     for agent in roles(mesh, desk):

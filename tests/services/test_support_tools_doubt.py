@@ -12,8 +12,8 @@ import pytest
 from jetmesh import MeshSettings, ToolCall
 from jetmesh.envelope import new_id
 from services.support.systems import Desk
-from services.toolgate.support import support_tools
-from subjects.support import Case, Refund, RouteDecision, Ticket
+from services.support.tools import support_tools
+from services.support.wire import Case, Refund, RouteDecision, Ticket
 
 pytestmark = pytest.mark.integration
 

@@ -141,3 +141,18 @@ def test_jwt_headers_agree_with_the_library() -> None:
     assert jwt.get_unverified_header(token) == CALLER_TOKEN_HEADER | {"kid": key.kid}
     assert jwt.get_unverified_header(cert) == CERTIFICATE_HEADER | {"kid": root.kid}
     assert CERTIFICATE_HEADER["typ"] == CERT_TYP
+
+
+def test_meshes_are_gathered_from_services() -> None:
+    from services import demo, research, support
+    from subjects.meshes import meshes
+
+    found = {mesh.name: mesh for mesh in meshes()}
+    assert set(found) == {"research", "support"}, "the demo declares no wire types"
+    assert [r.agent for r in found["support"].roles] == list(support.ROLES)
+    assert [r.agent for r in found["research"].roles] == list(research.ROLES)
+    assert demo.MESHES == ("services.support", "services.research")
+    catalogued = {t.name for t in CATALOGUE.types}
+    for mesh in found.values():
+        assert {mesh_type(tp) for tp in mesh.types} <= catalogued
+        assert {(mesh.name, r.agent) for r in mesh.roles} <= {(r.mesh, r.agent) for r in ROLES}

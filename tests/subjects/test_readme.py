@@ -15,9 +15,9 @@ from jetmesh.identity.certificates import Certificate
 from jetmesh.identity.keys import KeyPair, b64d
 from jetmesh.identity.signing import Signer
 from jetmesh.identity.tokens import token_key_id, verify_token
+from services.support.wire import Ticket
 from subjects.catalogue import mesh_type
 from subjects.identity import CallerTokenClaims
-from subjects.support import Ticket
 
 README = Path(__file__).resolve().parents[2] / "subjects" / "README.md"
 

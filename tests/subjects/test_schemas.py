@@ -16,7 +16,9 @@ from jetmesh.identity.certificates import issue_certificate
 from jetmesh.identity.keys import KeyPair
 from jetmesh.identity.tokens import mint_token
 from jetmesh.patterns import ApprovalRequest, Draft, DraftRequest, Review, ReviewRequest, Verdict
-from subjects import generate, research, support
+from services.research import wire as research
+from services.support import wire as support
+from subjects import generate
 from subjects.catalogue import SCHEMA_TYPES, mesh_type, schema_file
 from subjects.identity import CallerTokenClaims, CertificateClaims
 

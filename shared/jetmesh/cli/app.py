@@ -1,5 +1,5 @@
-"""``jetmesh``: run the embedded servers, agents, tasks, keys, events, replay, signals and
-approvals, and the demo."""
+"""``jetmesh``: run the embedded servers, agents and meshes, tasks, keys, events, replay,
+signals and approvals."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import typer
 from . import (
     admin,
     approve,
-    demo,
     dlq,
     events,
     keys,
+    launch,
     policy,
     publish,
     replay,
@@ -31,6 +31,7 @@ app.command("up")(servers.up)
 app.command("down")(servers.down)
 app.command("status")(servers.status)
 app.command("run")(run.run)
+app.command("launch")(launch.launch_command)
 app.command("publish")(publish.publish)
 app.command("events")(events.events)
 app.command("replay")(replay.replay)
@@ -41,7 +42,6 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(policy.app, name="policy")
 app.add_typer(admin.app, name="admin")
-app.command("demo")(demo.demo)
 
 
 def main() -> None:

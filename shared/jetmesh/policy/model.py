@@ -43,6 +43,7 @@ from pydantic import (
 
 from .._exceptions import ConfigError, PolicyError
 from ..addresses import TOKEN_RE
+from .files import PolicyFile, read_files
 
 SCOPE_RE = re.compile(r"^[a-z][a-z0-9_-]*(:[a-z][a-z0-9_*-]*)+\Z")
 """A scope: lower-case words joined by ``:`` (``kb:read``, ``refund:write``)."""
@@ -56,8 +57,8 @@ REDIS_PATTERN_RE = re.compile(r"^[!-~]+\Z")
 MAX_DEPTH = 32
 
 DEFAULT_POLICY = "default.toml"
-"""The shipped default policy (in this package): every role of the reference meshes, the
-``cli`` ingress and the ``toolgate`` tool gateway."""
+"""The library's own roles (in this package): the ``cli`` ingress and the ``toolgate`` tool
+gateway. Every policy file is laid over them (:func:`load_policy`)."""
 
 
 def _name(value: str) -> str:
@@ -259,39 +260,127 @@ def parse_policy(data: dict[str, Any], path: Path | str = "<policy>") -> Policy:
 
 
 def load_policy(path: Path) -> Policy:
-    """Read and validate a TOML policy file.
+    """Read a TOML policy file and the files it includes, laid over the library's roles.
+
+    The library's own roles (``cli``, ``toolgate``: ``jetmesh/policy/default.toml``) come
+    first; each file then adds its roles, included files before the file that includes
+    them. A file may add to a library role's lists (``calls``, ``scopes``, ``tools``,
+    ``publish``, ``consume``, ``redis_keys``, ``signal_senders``: cli's ``calls`` naming
+    the mesh's entry role, say) but not change the rest of it; a role of a mesh is defined
+    in one file only. ``max_delegation_depth`` is the smallest a file sets.
 
     Raises:
-        PolicyError: the file is missing, not TOML, or does not validate.
+        PolicyError: a file is missing or not TOML, does not validate, changes a library
+            role, or defines a role another file defines (naming both files).
     """
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise PolicyError(path, [f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(path, [f"{path}: not valid TOML: {exc}"]) from None
-    return parse_policy(data, path)
+    return _laid([_library_file(), *read_files(path)], path)
 
 
 def default_policy() -> Policy:
-    """The shipped default policy (``jetmesh/policy/default.toml``).
+    """The library's own roles alone (``jetmesh/policy/default.toml``): the policy of a
+    mesh that names no policy file.
 
     Raises:
         PolicyError: the shipped file does not validate (a packaging mistake).
     """
-    text = resources.files(__package__).joinpath(DEFAULT_POLICY).read_text()
-    return parse_policy(tomllib.loads(text), f"jetmesh/policy/{DEFAULT_POLICY}")
+    library = _library_file()
+    return parse_policy(library.data, library.path)
 
 
 def mesh_policy(policy_file: Path | None) -> Policy:
-    """The policy in ``policy_file`` (``settings.policy_file``), or the shipped default.
+    """The policy in ``policy_file`` (``settings.policy_file``) over the library's roles,
+    or the library's roles alone.
 
     Raises:
         PolicyError: the file is missing, not TOML, or does not validate.
     """
     return load_policy(policy_file) if policy_file is not None else default_policy()
+
+
+class _PolicyLayer(BaseModel):
+    """One file's part of a policy: roles (of its own, or added to the library's) and the
+    depth it allows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_delegation_depth: int | None = Field(default=None, ge=1, le=MAX_DEPTH)
+    roles: dict[Name, RoleGrant] = Field(default_factory=dict)
+
+
+LIBRARY_LISTS = ("calls", "scopes", "tools", "publish", "consume", "redis_keys", "signal_senders")
+"""The fields of a library role that a mesh's file may add to."""
+
+
+def _library_file() -> PolicyFile:
+    text = resources.files(__package__).joinpath(DEFAULT_POLICY).read_text()
+    return PolicyFile(Path(f"jetmesh/policy/{DEFAULT_POLICY}"), tomllib.loads(text))
+
+
+def _laid(files: list[PolicyFile], path: Path) -> Policy:
+    """The roles of ``files`` (the library's first) laid over each other."""
+    problems: list[str] = []
+    layers: list[tuple[Path, _PolicyLayer]] = []
+    for file in files:
+        try:
+            layers.append((file.path, _PolicyLayer.model_validate(file.data)))
+        except ValidationError as exc:
+            problems += _problems(exc, file.path)
+    if problems:
+        raise PolicyError(path, problems)
+    (library_path, library), mesh_layers = layers[0], layers[1:]
+    roles = dict(library.roles)
+    defined_in = dict.fromkeys(roles, library_path)
+    for where, layer in mesh_layers:
+        for name, grant in layer.roles.items():
+            if name in library.roles:
+                roles[name] = _added(roles[name], grant, f"{where}: roles.{name}", problems)
+            elif name in defined_in:
+                problems.append(
+                    f"{where}: roles.{name}: already defined in {defined_in[name]} "
+                    "(a role is defined in one file)"
+                )
+            else:
+                roles[name], defined_in[name] = grant, where
+    if problems:
+        raise PolicyError(path, problems)
+    depths = [d for _, layer in layers if (d := layer.max_delegation_depth) is not None]
+    data: dict[str, Any] = {"roles": roles}
+    if depths:
+        data["max_delegation_depth"] = min(depths)
+    return parse_policy(data, path)
+
+
+def _added(base: RoleGrant, more: RoleGrant, where: str, problems: list[str]) -> RoleGrant:
+    """The library role ``base`` with ``more``'s lists added; a change to anything else is
+    a problem."""
+    for name in sorted(more.model_fields_set - set(LIBRARY_LISTS)):
+        if getattr(more, name) != getattr(base, name):
+            problems.append(
+                f"{where}.{name}: a library role; a file may add to its "
+                f"{', '.join(LIBRARY_LISTS)}, not change its {name}"
+            )
+    tools = dict(base.tools)
+    for tool, grant in more.tools.items():
+        if tools.setdefault(tool, grant) != grant:
+            problems.append(f"{where}.tools.{tool}: already granted otherwise")
+    senders = None
+    if base.signal_senders is not None or more.signal_senders is not None:
+        senders = (base.signal_senders or frozenset()) | (more.signal_senders or frozenset())
+    return base.model_copy(
+        update={
+            "calls": base.calls | more.calls,
+            "scopes": base.scopes | more.scopes,
+            "tools": tools,
+            "publish": _joined(base.publish, more.publish),
+            "consume": _joined(base.consume, more.consume),
+            "redis_keys": _joined(base.redis_keys, more.redis_keys),
+            "signal_senders": senders,
+        }
+    )
+
+
+def _joined(first: tuple[str, ...], then: tuple[str, ...]) -> tuple[str, ...]:
+    return (*first, *(item for item in then if item not in first))
 
 
 @functools.lru_cache(maxsize=8)
@@ -300,8 +389,9 @@ def _policy_at(path: Path, _changed: tuple[int, int]) -> Policy:
 
 
 def policy_of(path: Path | None) -> Policy | None:
-    """The policy in ``path`` for a running process: read once, and again when the file
-    changes (its modification time or size); None without a path.
+    """The policy in ``path`` for a running process (:func:`load_policy`): read once, and
+    again when the file changes (its modification time or size; not the files it includes);
+    None without a path.
 
     Raises:
         PolicyError: the file is missing, not TOML, or does not validate.

@@ -4,6 +4,7 @@
 - :mod:`~jetmesh.toolgate.registry`: tools by name, each an async function of a ``ToolCall``.
 - :mod:`~jetmesh.toolgate.credentials`: credentials from a secrets file (re-read when it
   changes) or the environment, for one call at a time.
+- :mod:`~jetmesh.toolgate.secrets_file`: a secrets file of stand-in credentials (demos).
 - :mod:`~jetmesh.toolgate.gateway`: the ``toolgate`` role's checks (policy, scopes, approvals)
   and runs.
 
@@ -20,6 +21,7 @@ Example:
 from .credentials import Credential, Credentials, env_name
 from .gateway import Toolgate, delegated_scopes
 from .registry import FindFn, Tool, ToolCall, ToolFn, ToolRegistry
+from .secrets_file import write_secrets
 from .wire import (
     RECONCILED,
     RECORDED,
@@ -56,4 +58,5 @@ __all__ = [
     "canonical_json",
     "delegated_scopes",
     "env_name",
+    "write_secrets",
 ]

@@ -1,9 +1,10 @@
-"""``jetmesh demo``: the two reference meshes end to end on servers that enforce the
-shipped policy, then their event trees.
+"""The demo: the two reference meshes end to end on servers that enforce their policy,
+then their event trees (``python -m services.demo``, ``make demo``).
 
 Starts nats-server and redis-server on free loopback ports under ``<state_dir>/demo`` as
-``jetmesh up`` does (:func:`jetmesh.provision.up_servers`): every role of the shipped
-policy a NATS user and, for agents, a Redis user, generated into the demo's keys
+``jetmesh up`` does (:func:`jetmesh.provision.up_servers`): every role of the demo's
+policy (:data:`services.demo.POLICY`: the support and the research meshes' files over the
+library's roles) a NATS user and, for agents, a Redis user, generated into the demo's keys
 directory; then the admin step (streams, consumers, registry, each role's certificate from
 the policy). Shows that a client without credentials is refused by both servers, starts
 every role of the support and research meshes and the tool gateway as its own process,
@@ -22,38 +23,39 @@ import time
 from collections import Counter
 from contextlib import ExitStack
 
-from services import research as research_mesh
-from services import support as support_mesh
+from jetmesh import MeshSettings
+from jetmesh.cli.common import console, run_async, settings
+from jetmesh.cli.events import render
+from jetmesh.cli.ingress import CLI_IDENTITY, cli_client
+from jetmesh.cli.launch import MeshPackage
+from jetmesh.embedded import EmbeddedStack, Endpoint, free_port
+from jetmesh.event_log import build_tree, read_settled, total_usage
+from jetmesh.logins import admin_login
+from jetmesh.memory.connection import connect as connect_redis
+from jetmesh.models.offline import MODEL
+from jetmesh.policy import Policy, load_policy
+from jetmesh.processes import start_all
+from jetmesh.provision import up_servers
+from jetmesh.toolgate import write_secrets
+from services.demo import MESHES, POLICY
+from services.demo.flows import Ran, handoffs, research, support
 from services.support.systems import Desk
-from services.toolgate import write_secrets
 
-from ..embedded import EmbeddedStack, Endpoint, free_port
-from ..event_log import build_tree, read_settled, total_usage
-from ..logins import admin_login
-from ..memory.connection import connect as connect_redis
-from ..models.offline import MODEL
-from ..policy import Policy, default_policy
-from ..processes import start_all
-from ..provision import up_servers
-from ..settings import MeshSettings
-from .common import console, run_async, settings
-from .demo_flows import Ran, handoffs, research, support
-from .events import render
-from .ingress import CLI_IDENTITY, cli_client
+PACKAGES = [MeshPackage.of(name) for name in MESHES]
+"""The meshes the demo runs."""
 
-ROLES = {
-    **{role: f"services.support.{role}:agent" for role in support_mesh.ROLES},
-    **{role: f"services.research.{role}:agent" for role in research_mesh.ROLES},
-    "toolgate": support_mesh.TOOLGATE,
-}
+ROLES = {name: target for mesh in PACKAGES for name, target in mesh.targets.items()}
 """Every role of both meshes and the tool gateway, one process each."""
+
+TOOL_CREDENTIALS = [tool for mesh in PACKAGES for tool in mesh.tool_credentials]
+"""The tools whose stand-in credentials the gateway gets."""
 
 ANSWER_TIMEOUT_S = 2.0
 """How long a server may take to refuse a client without credentials."""
 
 
 def demo() -> None:
-    """Run both reference meshes on servers that enforce the shipped policy and print their
+    """Run both reference meshes on servers that enforce their policy and print their
     event trees."""
     base = settings()
     home = base.state_dir / "demo"
@@ -66,12 +68,12 @@ def demo() -> None:
             "redis_url": f"redis://127.0.0.1:{free_port()}/0",
             "state_dir": home,
             "keys_dir": home / "keys",
-            "policy_file": None,
+            "policy_file": POLICY,
             "model_provider": "offline",
-            "tool_secrets_file": write_secrets(home / "secrets" / "tools.toml"),
+            "tool_secrets_file": write_secrets(home / "secrets" / "tools.toml", TOOL_CREDENTIALS),
         }
     )
-    policy = default_policy()
+    policy = load_policy(POLICY)
     with ExitStack() as stack:
         stack.callback(EmbeddedStack(s).down)
         done = up_servers(s, policy)
@@ -82,7 +84,7 @@ def demo() -> None:
             soft_wrap=True,
         )
         console.print(
-            f"[bold]policy[/bold]   the shipped default: {len(policy.roles)} roles, each a NATS "
+            f"[bold]policy[/bold]   {' + '.join(MESHES)}: {len(policy.roles)} roles, each a NATS "
             f"user (nkey) and, for agents, a Redis user ({s.resolved_keys_dir})",
             highlight=False,
             soft_wrap=True,

@@ -22,7 +22,7 @@ import msgspec
 from jetmesh import ToolCall, ToolRegistry
 from services.support.knowledge import articles
 from services.support.systems import Desk
-from subjects.support import Case, Handoff, KbHits, KbQuery, Refund, RefundReceipt
+from services.support.wire import Case, Handoff, KbHits, KbQuery, Refund, RefundReceipt
 
 _WORD = re.compile(r"[a-z0-9]+")
 

@@ -1,4 +1,4 @@
-"""What ``jetmesh demo`` sends: support tickets (one per route, an unknown class, one the
+"""What the demo sends: support tickets (one per route, an unknown class, one the
 critic never approves, refunds under and over the limit, a person approving and denying
 through the same code as ``jetmesh approve``), and one research question."""
 
@@ -10,16 +10,15 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 
+from jetmesh import MeshClient
+from jetmesh.cli.approve import decide
+from jetmesh.cli.render import markup
+from jetmesh.envelope import new_id
+from jetmesh.event_log import read_events
+from jetmesh.runtime.approval import APPROVAL_REQUESTED, Verdict
+from services.research.wire import Question, Report
 from services.support.systems import Desk
-from subjects.research import Question, Report
-from subjects.support import RefundAsk, Resolution, Ticket
-
-from ..client import MeshClient
-from ..envelope import new_id
-from ..event_log import read_events
-from ..patterns.approval import APPROVAL_REQUESTED, Verdict
-from .approve import decide
-from .render import markup
+from services.support.wire import RefundAsk, Resolution, Ticket
 
 SCOPES = ["kb:read", "refund:write", "handoff:write"]
 """What the support portal's ingress grants a customer's token."""

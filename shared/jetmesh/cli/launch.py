@@ -1,0 +1,133 @@
+"""``jetmesh launch <package>``: every role of a mesh as its own process, until SIGINT or
+SIGTERM; then each drains and stops.
+
+A mesh is a package that names its roles; the command reads, from the package::
+
+    ROLES = ("router", "worker")                   # modules of the package with an ``agent``
+    PROCESSES = {"toolgate": "mymesh.toolgate:agent"}   # optional: more processes by name
+    TOOL_CREDENTIALS = ("refund",)                 # optional: tools needing a credential
+    POLICY = Path(__file__).with_name("policy.toml")    # optional: the mesh's policy file
+
+Each role runs as ``jetmesh run <package>.<role>:agent`` on this process's ``JETMESH_*``
+settings. Without ``JETMESH_POLICY_FILE``, the processes get the mesh's ``POLICY``; without
+``JETMESH_TOOL_SECRETS_FILE``, a mesh with ``TOOL_CREDENTIALS`` gets
+``<state_dir>/secrets/tools.toml``, written with a random stand-in credential per tool when
+missing (set the variable to a file of real credentials for real systems). A mesh's
+``__main__`` is ``launch("<package>")``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+
+from ..processes import AgentProcess
+from ..settings import MeshSettings
+from ..toolgate.secrets_file import write_secrets
+from .common import err_console, settings
+
+
+@dataclass(frozen=True)
+class MeshPackage:
+    """What a mesh's package declares: its roles, other processes, tools needing a
+    credential and its policy file."""
+
+    name: str
+    roles: tuple[str, ...]
+    processes: Mapping[str, str] = field(default_factory=dict)
+    tool_credentials: tuple[str, ...] = ()
+    policy: Path | None = None
+
+    @classmethod
+    def of(cls, name: str) -> MeshPackage:
+        """Read the package ``name`` (importing it).
+
+        Raises:
+            ImportError: no such package.
+            TypeError: it declares no ``ROLES``.
+        """
+        package = importlib.import_module(name)
+        roles = getattr(package, "ROLES", None)
+        if not roles:
+            raise TypeError(f"{name} declares no ROLES (its roles' module names)")
+        policy = getattr(package, "POLICY", None)
+        return cls(
+            name=name,
+            roles=tuple(roles),
+            processes=dict(getattr(package, "PROCESSES", {})),
+            tool_credentials=tuple(getattr(package, "TOOL_CREDENTIALS", ())),
+            policy=Path(policy) if policy is not None else None,
+        )
+
+    @property
+    def targets(self) -> dict[str, str]:
+        """Each process's name and ``module:agent`` target: the roles, then the others."""
+        return {
+            **{role: f"{self.name}.{role}:agent" for role in self.roles},
+            **self.processes,
+        }
+
+    def settings_for(self, settings: MeshSettings) -> MeshSettings:
+        """``settings`` with the mesh's policy file and stand-in tool credentials where
+        they name none (writing the stand-ins when missing)."""
+        update: dict[str, object] = {}
+        if settings.policy_file is None and self.policy is not None:
+            update["policy_file"] = self.policy
+        if settings.tool_secrets_file is None and self.tool_credentials:
+            secrets = settings.state_dir / "secrets" / "tools.toml"
+            if not secrets.exists():
+                write_secrets(secrets, self.tool_credentials)
+            update["tool_secrets_file"] = secrets
+        return settings.model_copy(update=update) if update else settings
+
+
+def launch(package: str, *, mesh_settings: MeshSettings | None = None) -> None:
+    """Start a process per role of ``package`` (and one per other process it declares) on
+    ``mesh_settings`` (default: this process's), wait for a stop signal, stop them all. Where
+    ``jetmesh up`` generated the roles' users, each process connects as its role."""
+    mesh = MeshPackage.of(package)
+    s = mesh.settings_for(mesh_settings or MeshSettings())
+    started: list[AgentProcess] = []
+    stop = {"now": False}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["now"] = True
+
+    previous = {n: signal.signal(n, on_signal) for n in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print(f"{'policy':<13} {s.policy_file or 'the shipped default'}", flush=True)
+        if s.tool_secrets_file is not None:
+            print(f"{'credentials':<13} {s.tool_secrets_file}", flush=True)
+        for name, target in mesh.targets.items():
+            log = s.state_dir / "logs" / f"{name}.log"
+            proc = AgentProcess([target], s, log_file=log).start()
+            started.append(proc)
+            print(f"{name:<13} pid {proc.pid}  log {log}", flush=True)
+        print(f"{package}: {len(started)} processes running; Ctrl-C stops them", flush=True)
+        while not stop["now"]:
+            signal.pause()
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def launch_command(
+    package: str = typer.Argument(..., help="the mesh's package, e.g. services.support"),
+) -> None:
+    """Run every role of a mesh (its package's ROLES, and its other PROCESSES) as its own
+    process until SIGTERM or Ctrl-C, then drain them."""
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        mesh = MeshPackage.of(package)
+    except (ImportError, TypeError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    launch(mesh.name, mesh_settings=settings())

@@ -1,5 +1,5 @@
 """What the servers promise about acknowledged writes is set in their configuration: the
-embedded servers and the deployment files in deploy/ agree, and both servers accept it."""
+embedded servers and the deployment files in compose/ agree, and both servers accept it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import redis
 from jetmesh.embedded import NatsServer, RedisServer, free_port, wait_for_port
 from jetmesh.embedded.binaries import nats_server_binary, redis_server_binary
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "compose"
 
 
 def jetstream_block(config: str) -> str:

@@ -16,24 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Self, TypeVar
 
 import msgspec
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
-from redis.asyncio import Redis
 
 from . import events as ev
 from ._exceptions import ConfigError, ForgedReply, MeshTimeout, RejectedMessage
-from .addresses import Subjects
-from .bus.connection import connect
-from .bus.publisher import StreamPublisher
 from .bus.tracing import TRACEPARENT_HEADER, traceparent
 from .calls import PendingCalls, decode_reply
+from .dead_letters import reject
 from .envelope import (
     Envelope,
     Kind,
@@ -46,16 +39,12 @@ from .envelope import (
 from .envelope import now as clock
 from .identity.delegation import LinkSigner, digest, mint_link
 from .identity.keystore import Identity
-from .identity.registry import KeyRegistry
 from .identity.signing import BatchSigner, Signer
 from .identity.tokens import mint_token
-from .identity.trust import TrustStore
-from .identity.verifier import MSG_ID_HEADER, Verified, Verifier
+from .identity.verifier import MSG_ID_HEADER
 from .ingress import record_accepted, start_chain
-from .logins import ServerLogin, role_login
-from .memory.connection import connect as connect_redis
-from .refusals import reject
-from .runtime.limits import PlanLimits
+from .logins import ServerLogin
+from .mesh_connection import MeshConnection
 from .settings import MeshSettings
 from .signals import send_signal, waiting_step
 
@@ -67,8 +56,10 @@ T = TypeVar("T")
 _NULL = msgspec.Raw(b"null")
 
 
-class MeshClient:
-    """A connection to the mesh under one identity (an agent role or an ingress)."""
+class MeshClient(MeshConnection):
+    """A connection to the mesh under one identity (an agent role or an ingress) that
+    signs what it sends and waits for replies (see :class:`MeshConnection` for the
+    servers, the registry and verification)."""
 
     def __init__(
         self,
@@ -85,139 +76,25 @@ class MeshClient:
                 directory holds them (``nats/<name>.nk``, ``redis/<name>.pass``), else the
                 servers' default user (open servers).
         """
-        self.settings = settings
-        self.login = (
-            login if login is not None else role_login(settings, identity.name)
-        )
-        self.identity = identity
-        self.name = identity.name
-        self.instance = instance or new_id().lower()[-10:]
-        self.subjects = Subjects(settings.subject_prefix)
+        super().__init__(settings, identity, roots=roots, instance=instance, login=login)
         self.signer = Signer(identity.key)
         self.batch_signer = BatchSigner(self.signer) if settings.batch_signing else None
-        self._keys = KeyRegistry(settings)
-        self.trust = TrustStore(
-            roots,
-            self._keys.certificate,
-            leeway_s=settings.clock_skew_s,
-            revocations=self._keys.revocation,
-        )
-        self.verifier = Verifier(
-            self.trust,
-            self.subjects,
-            max_payload_bytes=settings.max_payload_bytes,
-            max_age_s=settings.max_message_age_s,
-            clock_skew_s=settings.clock_skew_s,
-            max_call_depth=PlanLimits.of(settings).max_call_depth,
-        )
         self._links = LinkSigner(identity.key)
-        self.certificate = self.trust.add(identity.certificate)
         self.reply_subject = self.subjects.reply(self.name, self.instance)
         self.pending = PendingCalls()
-        self._nc: NATS | None = None
-        self._js: JetStreamContext | None = None
-        self._publisher: StreamPublisher | None = None
-        self._redis: Redis | None = None
-        self._closed = False
-        self.reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
-        self.shut_out = asyncio.Event()
-        """Set when nats-server kept refusing this identity's credentials after it had
-        connected (its role shut out by ``jetmesh keys revoke``): the connection is closed."""
-        """Coroutines run after the connection comes back (a replica renews its pulls)."""
 
-    # -- lifecycle -------------------------------------------------------------------------
-
-    async def start(self) -> MeshClient:
-        """Connect, listen for replies; returns self. Connected as a role (servers that
-        enforce the policy), bind to the streams and the registry the admin made and check
-        that this identity's certificate is there; otherwise declare the streams and the
-        registry and register this identity.
-
-        Raises:
-            NotProvisioned: as a role, the registry or this identity's certificate in it is
-                missing (run ``jetmesh up``).
-            ConfigError: this identity's key id is revoked.
-        """
-        self._nc = await connect(
-            self.settings.nats_url,
-            f"{self.name}/{self.instance}",
-            on_reconnect=self.reconnect_listeners,
-            on_refused=self.shut_out.set,
-            **self.login.nats_options(),
-        )
-        self._js = self._nc.jetstream()
-        try:
-            await self._keys.join(self._js, self.identity, as_role=self.login.is_role)
-        except ConfigError:
-            await self._nc.close()
-            raise
-        self._publisher = StreamPublisher(self._nc)
-        await self._publisher.start()
-        await self._nc.subscribe(self.reply_subject, cb=self._on_reply)
-        await self._nc.flush()
+    async def start(self) -> Self:
+        """Connect and listen for replies; returns self (see
+        :meth:`MeshConnection.start`)."""
+        await super().start()
+        await self.nc.subscribe(self.reply_subject, cb=self._on_reply)
+        await self.nc.flush()
         return self
 
     async def close(self) -> None:
-        """Flush events, drain the connection, close Redis. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
+        """Cancel the calls still waiting, then close (safe to call twice)."""
         self.pending.cancel_all()
-        if self._publisher is not None:
-            await self._publisher.close(timeout=self.settings.drain_timeout_s)
-        if self._nc is not None and not self._nc.is_closed:
-            try:
-                await self._nc.drain()
-            except Exception as exc:  # closing anyway
-                log.debug("drain failed: %s", exc)
-                await self._nc.close()
-        if self._redis is not None:
-            await self._redis.aclose()
-
-    async def __aenter__(self) -> MeshClient:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @property
-    def nc(self) -> NATS:
-        if self._nc is None:
-            raise ConfigError("MeshClient is not started")
-        return self._nc
-
-    @property
-    def js(self) -> JetStreamContext:
-        if self._js is None:
-            raise ConfigError("MeshClient is not started")
-        return self._js
-
-    @property
-    def publisher(self) -> StreamPublisher:
-        if self._publisher is None:
-            raise ConfigError("MeshClient is not started")
-        return self._publisher
-
-    @property
-    def redis(self) -> Redis:
-        """The Redis connection for working memory, opened on first use."""
-        if self._redis is None:
-            self._redis = connect_redis(
-                self.settings.redis_url,
-                retry_s=self.settings.redis_retry_s,
-                **self.login.redis_options(),
-            )
-        return self._redis
-
-    @property
-    def registry(self) -> KeyValue:
-        """The registry bucket: certificates by key id, and revocations."""
-        return self._keys.bucket
+        await super().close()
 
     # -- building and sending --------------------------------------------------------------
 
@@ -305,6 +182,11 @@ class MeshClient:
     async def send_reply(self, envelope: Envelope, subject: str) -> None:
         data, headers = await self.seal_batched(envelope)
         await self.nc.publish(subject, data, headers=headers)
+
+    async def store_sealed(self, subject: str, envelope: Envelope) -> None:
+        """Sign ``envelope`` on its own (:meth:`seal`), publish it on ``subject`` and wait
+        until a stream stored it."""
+        await self.store(subject, *self.seal(envelope))
 
     def event_envelope(
         self, workflow: str, event: ev.Event, *, caller: str, parent: str | None = None
@@ -433,9 +315,7 @@ class MeshClient:
 
     async def _on_reply(self, msg: Msg) -> None:
         try:
-            verified = await self.verifier.verify(
-                msg.subject, msg.data, msg.headers, stored_at=None
-            )
+            verified = await self.verify(msg, stored_at=None)
         except RejectedMessage as exc:
             try:
                 await reject(self, msg.subject, msg.data, msg.headers, exc)
@@ -536,10 +416,4 @@ class MeshClient:
             step=agent,
             timeout=timeout,
             type_=type_,
-        )
-
-    async def verify(self, msg: Msg, *, stored_at: float | None, audit: bool = False) -> Verified:
-        """Verify a received message (see :class:`~jetmesh.identity.verifier.Verifier`)."""
-        return await self.verifier.verify(
-            msg.subject, msg.data, msg.headers, stored_at=stored_at, audit=audit
         )

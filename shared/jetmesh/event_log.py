@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from . import events as ev
 from ._exceptions import RejectedMessage
 from .bus.direct import Stored, read_from
-from .client import MeshClient
 from .envelope import decode_body, decode_envelope
 from .identity.tokens import Caller
+from .mesh_protocols import EventLogReading
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class TaskNode:
 
 
 async def read_events(
-    mesh: MeshClient, workflow: str, *, timeout: float = 5.0
+    mesh: EventLogReading, workflow: str, *, timeout: float = 5.0
 ) -> list[LoggedEvent]:
     """All events of ``workflow`` stored so far, in stream order, each verified (signature,
     signer, caller). Read by direct gets (:mod:`jetmesh.bus.direct`), no consumer: a role
@@ -110,13 +110,13 @@ async def read_events(
     subject = mesh.subjects.workflow_events(workflow)
     out: list[LoggedEvent] = []
     async with asyncio.timeout(timeout):
-        async for stored in read_from(mesh.js, mesh.settings.events_stream, subject):
+        async for stored in read_from(mesh, mesh.settings.events_stream, subject):
             out.append(await _verify_event(mesh, stored))
     return out
 
 
 async def read_settled(
-    mesh: MeshClient, workflow: str, *, timeout: float = 5.0
+    mesh: EventLogReading, workflow: str, *, timeout: float = 5.0
 ) -> list[LoggedEvent]:
     """Like :func:`read_events`, but re-reads (for up to ``timeout``) while some task has
     started and not yet finished: agents publish events asynchronously."""
@@ -141,11 +141,9 @@ def _open(node: TaskNode) -> bool:
     )
 
 
-async def _verify_event(mesh: MeshClient, stored: Stored) -> LoggedEvent:
+async def _verify_event(mesh: EventLogReading, stored: Stored) -> LoggedEvent:
     try:
-        verified = await mesh.verifier.verify(
-            stored.subject, stored.data, stored.headers, stored_at=stored.stored_at, audit=True
-        )
+        verified = await mesh.verify(stored, stored_at=stored.stored_at, audit=True)
     except RejectedMessage as exc:
         env = decode_envelope(stored.data)
         return LoggedEvent(

@@ -15,19 +15,39 @@ Example:
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import msgspec
 
 from . import events as ev
 from .envelope import Envelope, new_id
+from .mesh_protocols import EventWriting, Sending, Verifying
 
-if TYPE_CHECKING:
-    from .client import MeshClient
+
+class ChainStarting(Verifying, Protocol):
+    """What starting a delegation chain takes: the caller token verified, and the first
+    link signed by this identity."""
+
+    def delegate(
+        self,
+        after: str,
+        *,
+        to: str,
+        workflow: str,
+        step: str,
+        scopes: Iterable[str],
+        expires: float,
+    ) -> str: ...
+
+
+class Ingress(ChainStarting, Sending, EventWriting, Protocol):
+    """What an ingress does before the first task leaves: the chain, the task and the
+    ``accepted`` event."""
 
 
 async def start_chain(
-    mesh: MeshClient, token: str, *, to: str, workflow: str, step: str
+    mesh: ChainStarting, token: str, *, to: str, workflow: str, step: str
 ) -> tuple[str, ...]:
     """The delegation chain of a workflow ``mesh`` starts: one link that binds ``token``
     (verified here) to ``workflow`` and hands its scopes, until its expiry, to ``to`` for
@@ -36,7 +56,7 @@ async def start_chain(
     Raises:
         InvalidToken, ExpiredToken, RevokedKey: ``token`` does not verify.
     """
-    caller = await mesh.trust.caller(token)
+    caller = await mesh.verify_token(token)
     return (
         mesh.delegate(
             token, to=to, workflow=workflow, step=step, scopes=caller.scopes, expires=caller.expires
@@ -45,7 +65,7 @@ async def start_chain(
 
 
 async def ingress_task(
-    mesh: MeshClient,
+    mesh: Ingress,
     agent: str,
     body: Any,
     *,
@@ -65,7 +85,7 @@ async def ingress_task(
 
 
 async def record_accepted(
-    mesh: MeshClient, workflow: str, agent: str, body: msgspec.Raw, *, type_: str, token: str
+    mesh: Ingress, workflow: str, agent: str, body: msgspec.Raw, *, type_: str, token: str
 ) -> None:
     """Verify ``token`` and write the workflow's ``accepted`` event (its root, with the
     task's body).
@@ -73,7 +93,7 @@ async def record_accepted(
     Raises:
         InvalidToken, ExpiredToken, RevokedKey: ``token`` does not verify.
     """
-    caller = await mesh.trust.caller(token)
+    caller = await mesh.verify_token(token)
     event = ev.Event(
         kind=ev.ACCEPTED,
         agent=mesh.name,

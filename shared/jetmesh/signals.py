@@ -35,22 +35,25 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
 from . import events as ev
 from ._exceptions import ConfigError, PublishFailed, RejectedMessage, SignalRefused, SignalTimeout
-from .bus.direct import Stored, next_stored, read_from
+from .bus.direct import MessageStore, Stored, next_stored, read_from
+from .dead_letters.refusals import DeadLettering, reject
 from .envelope import decode_body, type_name
-from .refusals import reject
-
-if TYPE_CHECKING:
-    from .client import MeshClient
+from .mesh_protocols import Verifying
 
 log = logging.getLogger("jetmesh.signals")
 
 T = TypeVar("T")
+
+
+class Signalling(DeadLettering, Verifying, MessageStore, Protocol):
+    """What sending and waiting for signals take: the workflow's log read and verified,
+    a signal stored, and a refused one dead-lettered."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ class ReceivedSignal(msgspec.Struct, frozen=True):
         return Signal(name=name, value=value, sender=self.sender, caller=self.caller, at=self.at)
 
 
-async def waiting_step(mesh: MeshClient, workflow: str, name: str) -> str:
+async def waiting_step(mesh: Signalling, workflow: str, name: str) -> str:
     """The step of ``workflow`` that waits (or waited) for signal ``name``, from the
     verified ``waiting`` events of its log.
 
@@ -101,11 +104,9 @@ async def waiting_step(mesh: MeshClient, workflow: str, name: str) -> str:
     """
     steps: set[str] = set()
     subject = mesh.subjects.event(workflow, ev.WAITING)
-    async for stored in read_from(mesh.js, mesh.settings.events_stream, subject):
+    async for stored in read_from(mesh, mesh.settings.events_stream, subject):
         try:
-            verified = await mesh.verifier.verify(
-                stored.subject, stored.data, stored.headers, stored_at=stored.stored_at, audit=True
-            )
+            verified = await mesh.verify(stored, stored_at=stored.stored_at, audit=True)
             event = decode_body(verified.envelope, ev.Event)
         except RejectedMessage:
             continue
@@ -121,7 +122,7 @@ async def waiting_step(mesh: MeshClient, workflow: str, name: str) -> str:
 
 
 async def send_signal(
-    mesh: MeshClient, workflow: str, name: str, value: Any, *, token: str, step: str
+    mesh: Signalling, workflow: str, name: str, value: Any, *, token: str, step: str
 ) -> None:
     """Store signal ``name`` with ``value`` for the waiting ``step`` in ``workflow``'s
     log; returns once stored.
@@ -130,7 +131,7 @@ async def send_signal(
         InvalidToken: ``token`` is not a valid caller token.
         PublishFailed: the stream did not store it, or ``value`` is too large for it.
     """
-    caller = await mesh.trust.caller(token)
+    caller = await mesh.verify_token(token)
     raw = value if isinstance(value, msgspec.Raw) else msgspec.Raw(msgspec.json.encode(value))
     event = ev.Event(
         kind=ev.SIGNAL,
@@ -147,9 +148,8 @@ async def send_signal(
     envelope = mesh.event_envelope(workflow, event, caller=token)
     if decode_body(envelope, ev.Event).body != event.body:  # the payload would not fit
         raise PublishFailed(f"signal {name!r}: payload over {mesh.settings.max_payload_bytes} B")
-    data, headers = mesh.seal(envelope)
     async with asyncio.timeout(mesh.settings.call_timeout_s):
-        await mesh.publisher.publish(mesh.subjects.event(workflow, ev.SIGNAL), data, headers)
+        await mesh.store_sealed(mesh.subjects.event(workflow, ev.SIGNAL), envelope)
 
 
 POLL_MIN_S = 0.02
@@ -160,7 +160,7 @@ most four direct gets a second per waiting step."""
 
 
 async def wait_signal(
-    mesh: MeshClient,
+    mesh: Signalling,
     workflow: str,
     name: str,
     returns: type[T],
@@ -188,7 +188,7 @@ async def wait_signal(
     timed_out = SignalTimeout(name, f"no signal {name!r} for workflow {workflow}")
     after, pause = 0, POLL_MIN_S
     while True:
-        stored = await next_stored(mesh.js, mesh.settings.events_stream, subject, after)
+        stored = await next_stored(mesh, mesh.settings.events_stream, subject, after)
         if stored is None:  # everything stored so far is read
             left = deadline - time.time()
             if left <= 0:
@@ -200,9 +200,7 @@ async def wait_signal(
         if stored.stored_at > deadline:  # the log is in order: nothing after this counts
             raise timed_out
         try:
-            verified = await mesh.verifier.verify(
-                stored.subject, stored.data, stored.headers, stored_at=stored.stored_at, audit=True
-            )
+            verified = await mesh.verify(stored, stored_at=stored.stored_at, audit=True)
             event = decode_body(verified.envelope, ev.Event)
             if event.kind != ev.SIGNAL or event.key != name or event.step != step:
                 continue
@@ -225,7 +223,7 @@ async def wait_signal(
 
 
 async def _refuse(
-    mesh: MeshClient,
+    mesh: Signalling,
     stored: Stored,
     envelope: Any,
     step: str,

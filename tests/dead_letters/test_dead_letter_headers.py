@@ -19,9 +19,8 @@ import pytest
 from nats.js.errors import APIError, NotFoundError
 
 from jetmesh import MeshSettings
-from jetmesh.dead_letters import KEPT_HEADERS, MSG_ID_HEADER
+from jetmesh.dead_letters import KEPT_HEADERS, MSG_ID_HEADER, UNVERIFIED_WORKFLOW
 from jetmesh.identity import signing
-from jetmesh.refusals import UNVERIFIED_WORKFLOW
 from tests.harness.mesh import Echo, EchoAgent, Mesh, kinds
 
 pytestmark = pytest.mark.integration

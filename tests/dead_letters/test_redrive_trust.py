@@ -14,12 +14,16 @@ import pytest
 
 from jetmesh import Agent, CallFailed, Context, MeshClient, MeshSettings, Reject
 from jetmesh.cli.ingress import admin_client
-from jetmesh.dead_letters import DeadLetter, list_dead_letters
+from jetmesh.dead_letters import (
+    REDRIVE_REFUSED,
+    REDRIVEN,
+    UNVERIFIED_WORKFLOW,
+    DeadLetter,
+    list_dead_letters,
+)
 from jetmesh.envelope import new_id
 from jetmesh.event_log import LoggedEvent, read_events
 from jetmesh.processes import settings_env
-from jetmesh.redrive import REDRIVE_REFUSED, REDRIVEN
-from jetmesh.refusals import UNVERIFIED_WORKFLOW
 from tests.harness.secured import SecuredMesh
 
 pytestmark = pytest.mark.integration

@@ -37,13 +37,12 @@ from jetmesh import (
     Replica,
     Subjects,
 )
-from jetmesh.dead_letters import DETAIL_HEADER, REASON_HEADER, SUBJECT_HEADER
+from jetmesh.dead_letters import DETAIL_HEADER, REASON_HEADER, SUBJECT_HEADER, UNVERIFIED_WORKFLOW
 from jetmesh.envelope import new_id
 from jetmesh.event_log import LoggedEvent, TaskNode, build_tree, read_events, read_settled
 from jetmesh.identity.keys import KeyPair
 from jetmesh.identity.signing import Signer
 from jetmesh.processes import AgentProcess, settings_env
-from jetmesh.refusals import UNVERIFIED_WORKFLOW
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """Where ``jetmesh run`` must start for ``tests.harness.agents`` to import."""

@@ -8,7 +8,8 @@ import asyncio
 import pytest
 
 from jetmesh.models import ModelReply, OfflineProvider, build_request
-from jetmesh.models.offline import MODEL, PROVIDER, parse
+from jetmesh.models.offline import MODEL, PROVIDER
+from jetmesh.models.prompt import parse
 from jetmesh.models.text import embed, estimate_tokens, similarity
 
 LABELS = "task: classify\nlabels: billing, technical, product"

@@ -21,6 +21,7 @@ import msgspec
 import pytest
 
 from jetmesh import Envelope, ErrorBody, MeshClient
+from jetmesh.dead_letters import UNVERIFIED_WORKFLOW
 from jetmesh.envelope import decode_body
 from jetmesh.event_log import LoggedEvent
 from jetmesh.identity.certificates import default_permissions, issue_certificate
@@ -28,7 +29,6 @@ from jetmesh.identity.keys import KeyPair, b64d, b64e
 from jetmesh.identity.signing import SCHEME_HEADER, SIGNATURE_HEADER
 from jetmesh.identity.tokens import mint_token
 from jetmesh.identity.verifier import MSG_ID_HEADER
-from jetmesh.refusals import UNVERIFIED_WORKFLOW
 from tests.harness.mesh import (
     WAIT_S,
     Echo,

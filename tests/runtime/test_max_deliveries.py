@@ -24,6 +24,7 @@ from jetmesh.dead_letters import (
     MSG_ID_HEADER,
     REASON_HEADER,
     TASK_SEQ_HEADER,
+    UNVERIFIED_WORKFLOW,
     get_dead_letter,
     list_dead_letters,
     with_task,
@@ -32,7 +33,6 @@ from jetmesh.event_log import LoggedEvent, read_events
 from jetmesh.ingress import ingress_task
 from jetmesh.memory import keys as redis_keys
 from jetmesh.processes import settings_env
-from jetmesh.refusals import UNVERIFIED_WORKFLOW
 
 pytestmark = pytest.mark.integration
 

@@ -22,13 +22,13 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from jetmesh import Envelope, Event, EventPayload, PublishFailed
 from jetmesh.bus.direct import read_from
+from jetmesh.dead_letters import UNVERIFIED_WORKFLOW
 from jetmesh.envelope import decode_envelope, encode_envelope, new_id, type_name
 from jetmesh.event_log import LoggedEvent, build_tree
 from jetmesh.identity.verifier import MSG_ID_HEADER
 from jetmesh.memory import keys
 from jetmesh.memory.functions import FINISH
 from jetmesh.processes import settings_env
-from jetmesh.refusals import UNVERIFIED_WORKFLOW
 from jetmesh.replay.history import history_of
 from jetmesh.runtime.ledger import Recorded
 from tests.security.compromised import CompromisedRole, TargetMesh

@@ -9,7 +9,7 @@ Each answer is one stored message, its original headers and bytes, plus the stre
 ``Nats-Sequence`` and ``Nats-Time-Stamp``; a 404 means there is none after ``n``.
 
 Example:
-    >>> async for stored in read_from(js, "MESH_EVENTS", "mesh.event.W1.>"):  # doctest: +SKIP
+    >>> async for stored in read_from(mesh, "MESH_EVENTS", "mesh.event.W1.>"):  # doctest: +SKIP
     ...     print(stored.seq, stored.subject)
 """
 
@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
-from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
 STREAM_HEADERS = frozenset(
@@ -32,6 +33,20 @@ STREAM_HEADERS = frozenset(
     }
 )
 """Headers a direct get adds to the stored message's own."""
+
+
+class MessageStore(Protocol):
+    """A stream's stored messages, read one at a time by sequence (JetStream's own
+    context is one; so is a :class:`~jetmesh.MeshClient`)."""
+
+    async def get_msg(
+        self,
+        stream_name: str,
+        seq: int | None = None,
+        subject: str | None = None,
+        direct: bool | None = False,
+        next: bool | None = False,
+    ) -> RawStreamMsg: ...
 
 
 @dataclass(frozen=True)
@@ -48,12 +63,12 @@ class Stored:
 
 
 async def next_stored(
-    js: JetStreamContext, stream: str, subject: str, after: int = 0
+    store: MessageStore, stream: str, subject: str, after: int = 0
 ) -> Stored | None:
     """The first message of ``stream`` on ``subject`` (wildcards allowed) with a sequence
     above ``after``, or None if there is none yet."""
     try:
-        raw = await js.get_msg(stream, seq=after + 1, subject=subject, next=True, direct=True)
+        raw = await store.get_msg(stream, seq=after + 1, subject=subject, next=True, direct=True)
     except NotFoundError:
         return None
     headers = {k: v for k, v in (raw.headers or {}).items() if k not in STREAM_HEADERS}
@@ -67,10 +82,10 @@ async def next_stored(
 
 
 async def read_from(
-    js: JetStreamContext, stream: str, subject: str, after: int = 0
+    store: MessageStore, stream: str, subject: str, after: int = 0
 ) -> AsyncIterator[Stored]:
     """Every message of ``stream`` on ``subject`` after ``after``, in stream order, up to
     the last one stored when it is reached."""
-    while (stored := await next_stored(js, stream, subject, after)) is not None:
+    while (stored := await next_stored(store, stream, subject, after)) is not None:
         yield stored
         after = stored.seq

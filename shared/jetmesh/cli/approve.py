@@ -8,7 +8,7 @@ import typer
 
 from ..client import MeshClient
 from ..event_log import read_events
-from ..patterns.approval import (
+from ..runtime.approval import (
     APPROVAL_DENIED,
     APPROVAL_ESCALATED,
     APPROVAL_GRANTED,

@@ -2,7 +2,7 @@
 
 Dead letters are read and removed as the admin (on servers that enforce the policy); a
 redriven task is verified as its role's original and sent by the ``cli`` ingress
-(:mod:`jetmesh.redrive`). Everything printed from a dead letter is shown as data
+(:mod:`jetmesh.dead_letters.redrive`). Everything printed from a dead letter is shown as data
 (:mod:`.render`).
 """
 
@@ -16,8 +16,8 @@ from rich.table import Table
 
 from ..client import MeshClient
 from ..dead_letters import DeadLetter, get_dead_letter, list_dead_letters, with_task
+from ..dead_letters import redrive as redrive_letter
 from ..logins import admin_login
-from ..redrive import redrive as redrive_letter
 from ..settings import MeshSettings
 from .common import console, run_async, settings
 from .ingress import CLI_IDENTITY, admin_client, cli_client
@@ -64,7 +64,7 @@ def list_(
     async def go() -> list[DeadLetter]:
         async with admin_client(settings()) as mesh:
             return await list_dead_letters(
-                mesh.js, mesh.settings.dlq_stream, _subject(agent or None), limit=limit
+                mesh, mesh.settings.dlq_stream, _subject(agent or None), limit=limit
             )
 
     letters = run_async(go())
@@ -105,8 +105,8 @@ def show(seq: int = typer.Argument(..., help="sequence number from `jetmesh dlq 
 
     async def go() -> DeadLetter:
         async with admin_client(settings()) as mesh:
-            letter = await get_dead_letter(mesh.js, mesh.settings.dlq_stream, seq)
-            return await with_task(mesh.js, mesh.settings.tasks_stream, letter)
+            letter = await get_dead_letter(mesh, mesh.settings.dlq_stream, seq)
+            return await with_task(mesh, mesh.settings.tasks_stream, letter)
 
     show_letter(run_async(go()))
 
@@ -126,8 +126,8 @@ async def redrive_seq(s: MeshSettings, seq: int, ingress: str = CLI_IDENTITY) ->
         if enforced:
             await sender.start()
         try:
-            letter = await get_dead_letter(admin.js, s.dlq_stream, seq)
-            letter = await with_task(admin.js, s.tasks_stream, letter)
+            letter = await get_dead_letter(admin, s.dlq_stream, seq)
+            letter = await with_task(admin, s.tasks_stream, letter)
             task = await redrive_letter(sender, letter, operator=admin)
         finally:
             await sender.flush_events()

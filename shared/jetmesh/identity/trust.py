@@ -61,7 +61,7 @@ from .revocation import Revocation
 from .tokens import Caller, token_key_id, verify_token
 from .untrusted import shown
 
-log = logging.getLogger("jetmesh.trust")
+log = logging.getLogger("jetmesh.identity.trust")
 
 CertificateLookup = Callable[[str], Awaitable[str | None]]
 """Returns the certificate JWT registered under a key id, None when there is none; raises

@@ -1,6 +1,6 @@
 """The rules and templates behind each ``task`` of the offline provider.
 
-Each function takes the parsed :class:`~jetmesh.models.offline.Prompt` and returns the
+Each function takes the parsed :class:`~jetmesh.models.prompt.Prompt` and returns the
 reply's text, ending with a ``method:`` line that names the rule used and the model. No
 rule understands language: they count shared word stems, compare hashed bag-of-words
 vectors (:mod:`jetmesh.models.text`) and fill templates.
@@ -11,12 +11,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
+from .prompt import Prompt
 from .text import content_stems, cosine, embed, sentences, similarity, stem, words
-
-if TYPE_CHECKING:
-    from .offline import Prompt
 
 LEXICON: Final[dict[str, str]] = {
     "billing": "refund charge charged invoice payment pay paid bill billing price pricing "

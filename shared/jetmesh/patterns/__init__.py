@@ -11,7 +11,7 @@ answers the same messages can play any role (docs/patterns.md shows them).
   ``jetmesh deny``, with a timeout and an escalation.
 """
 
-from .approval import (
+from ..runtime.approval import (
     Approval,
     ApprovalRequest,
     Verdict,

@@ -175,7 +175,7 @@ class ContextBase(abc.ABC):
         """The configured model (``JETMESH_MODEL_*``): ``await ctx.model.complete(prompt)``.
         Each call is a step: journaled, recorded in a ``model`` event with its tokens and
         cost, and answered from the history in a re-run."""
-        return StepModel(self)
+        return StepModel(self.next_step, self._complete)
 
     def conversation(self, name: str = "default") -> Conversation:
         """A conversation of this agent in this workflow, for model calls."""
@@ -404,7 +404,9 @@ class ContextBase(abc.ABC):
             ToolRefused: the gateway refused it (a subclass for each reason).
             CallFailed: the tool failed (after the gateway's retries).
         """
-        from .tool_calls import DEFAULT_APPROVAL_TIMEOUT_S, call_tool  # tools build on the context
+        # Imported here: the tool gateway's package (jetmesh.toolgate, whose wire types
+        # tool_calls speaks) loads the gateway, an agent built on this runtime.
+        from .tool_calls import DEFAULT_APPROVAL_TIMEOUT_S, call_tool
 
         return await call_tool(
             self,

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from nats.aio.msg import Msg
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .. import events as ev
@@ -30,17 +31,18 @@ from .._exceptions import (
 )
 from ..bus.delivery import delivery_of
 from ..bus.streams import ADVISORIES_MAX_AGE_S
-from ..client import MeshClient
-from ..envelope import Envelope, ErrorBody, encode
-from ..identity.tokens import Caller
-from ..memory import keys
-from ..refusals import (
+from ..dead_letters import (
     UNVERIFIED_WORKFLOW,
+    DeadLettering,
     dead_letter,
     dead_letter_failed,
     error_reply,
     reject,
 )
+from ..envelope import Envelope, ErrorBody, encode
+from ..identity.tokens import Caller
+from ..memory import keys
+from ..mesh_protocols import Sending, Verifying
 from ..settings import MeshSettings
 from .context import Context
 from .last_delivery import KeptTask, LastDeliveries
@@ -59,11 +61,19 @@ class _MaxDeliveries(msgspec.Struct):
     deliveries: int = 0
 
 
+class GivingUp(DeadLettering, Sending, Verifying, Protocol):
+    """What a replica's failure paths take: dead letters and events, error replies, kept
+    tasks verified again, and Redis (the kept tasks, :mod:`.last_delivery`)."""
+
+    @property
+    def redis(self) -> Redis: ...
+
+
 class Failures:
     """The failure paths of one replica of ``agent``."""
 
     def __init__(
-        self, mesh: MeshClient, settings: MeshSettings, agent: str, ledger: StepLedger | None
+        self, mesh: GivingUp, settings: MeshSettings, agent: str, ledger: StepLedger | None
     ) -> None:
         self.mesh = mesh
         self.settings = settings
@@ -184,9 +194,7 @@ class Failures:
         if not kept.data:
             return None
         try:
-            verified = await self.mesh.verifier.verify(
-                kept.subject, kept.data, kept.headers, stored_at=kept.stored_at
-            )
+            verified = await self.mesh.verify(kept, stored_at=kept.stored_at)
         except RejectedMessage as exc:
             log.warning("kept task on %s does not verify: %s", kept.subject, exc)
             return None

@@ -18,10 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -31,10 +32,6 @@ from ..envelope import encode
 from ..models import ModelProvider, ModelReply, ModelRequest, PriceTable, request_digest
 from ..models.base import MODEL_REPLY_TYPE, Turn, build_request
 from .ledger import Recorded, StepLedger
-
-if TYPE_CHECKING:
-    from .context import Context
-    from .context_base import ContextBase
 
 FROM_JOURNAL = "from the journal: not asked again"
 """The ``detail`` of a ``model`` event whose reply came from the journal."""
@@ -50,11 +47,38 @@ class Models:
     prices: PriceTable
 
 
-class StepModel:
-    """``ctx.model``: the configured model, called as a step of the handler."""
+class ModelStepContext(Protocol):
+    """What a model call takes of the handler's context it is a step of
+    (:class:`~jetmesh.runtime.context.Context` is one)."""
 
-    def __init__(self, ctx: ContextBase) -> None:
-        self._ctx = ctx
+    @property
+    def workflow(self) -> str: ...
+
+    @property
+    def agent(self) -> str: ...
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]: ...
+
+    async def emit_event(self, kind: str, **fields: Any) -> None: ...
+
+
+class StepModel:
+    """``ctx.model``: the configured model, called as a step of the handler.
+
+    Args:
+        next_step: numbers the next step of the task (``ctx.next_step``).
+        complete: answers a request as the step it was numbered (the context's own way:
+            journaled on the mesh, from the history in a re-run).
+    """
+
+    def __init__(
+        self,
+        next_step: Callable[[str], str],
+        complete: Callable[[ModelRequest, str], Awaitable[ModelReply]],
+    ) -> None:
+        self._next_step = next_step
+        self._complete = complete
 
     def complete(
         self,
@@ -92,8 +116,8 @@ class StepModel:
             stop=stop,
             model=model,
         )
-        step = self._ctx.next_step("model")
-        return self._ctx._complete(request, step)
+        step = self._next_step("model")
+        return self._complete(request, step)
 
 
 def model_fields(
@@ -121,7 +145,7 @@ def model_fields(
 
 
 async def complete_step(
-    ctx: Context,
+    ctx: ModelStepContext,
     models: Models | None,
     ledger: StepLedger | None,
     request: ModelRequest,

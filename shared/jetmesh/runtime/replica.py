@@ -23,7 +23,7 @@ from .. import events as ev
 from .._exceptions import MemoryDenied, Reject, RejectedMessage, ScopeDenied, ToolRefused
 from ..bus.delivery import Delivery, delivery_of
 from ..bus.pull import PullFeed
-from ..bus.streams import advisories_stream, bind_consumers, ensure_consumer
+from ..bus.streams import advisories_stream
 from ..client import MeshClient
 from ..envelope import Envelope, decode_body, encode, type_name
 from ..identity.certificates import verify_certificate
@@ -130,10 +130,7 @@ class Replica:
             return
         await self.mesh.start()
         try:
-            if self.mesh.login.is_role:
-                await bind_consumers(self.mesh.js, self.settings, self.agent.name)
-            else:
-                await ensure_consumer(self.mesh.js, self.settings, self.agent.name)
+            await self.mesh.join_consumers(self.agent.name)
         except BaseException:
             await self.mesh.close()
             raise

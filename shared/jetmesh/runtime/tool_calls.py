@@ -23,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -47,9 +47,7 @@ from .._exceptions import (
 )
 from ..policy.model import Policy
 from ..toolgate.wire import TOOLGATE, ToolApprovalAsk, ToolRequest, ToolResult, args_digest
-
-if TYPE_CHECKING:
-    from .context_base import ContextBase
+from .approval import ApprovalContext, require_approval
 
 T = TypeVar("T")
 
@@ -76,8 +74,16 @@ REFUSALS: dict[str, type[ToolRefused]] = {
 """The gateway's refusal codes and the exception each raises in the agent."""
 
 
+class ToolCallContext(ApprovalContext, Protocol):
+    """What a tool call takes of the handler's context
+    (:class:`~jetmesh.runtime.context_base.ContextBase` is one): an approval's needs,
+    and the scope check."""
+
+    async def require_scope(self, scope: str, *, what: str = "") -> None: ...
+
+
 async def call_tool(
-    ctx: ContextBase,
+    ctx: ToolCallContext,
     name: str,
     args: Any,
     *,
@@ -125,7 +131,7 @@ async def call_tool(
 
 
 async def _approved(
-    ctx: ContextBase,
+    ctx: ToolCallContext,
     name: str,
     args: dict[str, Any],
     digest: str,
@@ -133,7 +139,6 @@ async def _approved(
     timeout: float,
 ) -> str:
     """Wait for a person's approval of this call; its approval token."""
-    from ..patterns.approval import require_approval  # the patterns build on the runtime
 
     shown = msgspec.json.encode(args, order="sorted").decode()
     decision = await require_approval(

@@ -9,14 +9,32 @@ digest, sent as the verdict's ``approval``.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import msgspec
 
 from .._exceptions import ConfigError
-from ..client import MeshClient
 from ..envelope import type_name
 from ..events import Event
 from ..identity.approvals import DEFAULT_APPROVAL_TTL_S, mint_approval
+from ..identity.certificates import Certificate
+from ..identity.keystore import Identity
+from ..mesh_protocols import Verifying
 from .wire import ToolApprovalAsk, args_digest
+
+
+class Minting(Verifying, Protocol):
+    """What minting an approval takes: an ingress identity (its certificate and key)
+    and the person's caller token verified."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def certificate(self) -> Certificate: ...
+
+    @property
+    def identity(self) -> Identity: ...
 
 
 def tool_ask(asked: Event) -> ToolApprovalAsk | None:
@@ -47,7 +65,7 @@ def describe(ask: ToolApprovalAsk) -> str:
 
 
 async def approval_token(
-    mesh: MeshClient,
+    mesh: Minting,
     ask: ToolApprovalAsk,
     *,
     workflow: str,
@@ -64,7 +82,7 @@ async def approval_token(
     """
     if not mesh.certificate.ingress:
         raise ConfigError(f"{mesh.name} is not an ingress; it cannot mint approvals")
-    person = await mesh.trust.caller(person_token)
+    person = await mesh.verify_token(person_token)
     return mint_approval(
         mesh.identity.key,
         subject=person.subject,

@@ -306,7 +306,7 @@ class Toolgate:
 
     async def _recheck_caller(self, request: ToolRequest, ctx: Context) -> None:
         try:
-            again = await ctx.mesh.trust.caller(ctx.task.caller)
+            again = await ctx.mesh.verify_token(ctx.task.caller)
         except RejectedMessage as exc:
             raise CallerInvalid(request.tool, f"the caller token: {exc}") from None
         if again.subject != ctx.caller.subject:
@@ -379,7 +379,7 @@ class Toolgate:
     async def _verify(self, token: str, tool: str, ctx: Context) -> ApprovalClaims:
         kid = approval_key_id(token, tool)
         try:
-            issuer, _ = await ctx.mesh.trust.certificate(kid)
+            issuer = await ctx.mesh.certificate_of(kid)
         except RejectedMessage as exc:
             raise ApprovalInvalid(tool, f"the approval's key: {exc}") from None
         claims = verify_approval(token, issuer, tool=tool, leeway_s=ctx.mesh.settings.clock_skew_s)

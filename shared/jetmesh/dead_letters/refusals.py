@@ -15,17 +15,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from . import events as ev
-from ._exceptions import PublishFailed, RejectedMessage
-from .dead_letters import dead_letter_headers
-from .envelope import Envelope, ErrorBody
-
-if TYPE_CHECKING:
-    from .client import MeshClient
+from .. import events as ev
+from .._exceptions import PublishFailed, RejectedMessage
+from ..envelope import Envelope, ErrorBody
+from ..mesh_protocols import EventWriting, Member, Sending, Storing
+from .headers import dead_letter_headers
 
 log = logging.getLogger("jetmesh.refusals")
+
+
+class DeadLettering(EventWriting, Storing, Protocol):
+    """What dead-lettering takes: storing the letter on this identity's dead-letter
+    subject, and writing the audit events."""
+
 
 DEAD_LETTER_TIMEOUT_S = 5.0
 
@@ -38,7 +42,7 @@ it every time); ``reason`` is why it was given up on, ``detail`` the subject, th
 stream sequence when known, and the last error."""
 
 
-def audit_workflow(mesh: MeshClient, envelope: Envelope | None) -> str:
+def audit_workflow(mesh: Member, envelope: Envelope | None) -> str:
     """The workflow an audit event about ``envelope`` goes to: its own when it was read and
     is a valid subject token, else :data:`UNVERIFIED_WORKFLOW`."""
     if envelope is None:
@@ -51,7 +55,7 @@ def audit_workflow(mesh: MeshClient, envelope: Envelope | None) -> str:
 
 
 async def reject(
-    mesh: MeshClient,
+    mesh: DeadLettering,
     subject: str,
     data: bytes,
     headers: Mapping[str, str] | None,
@@ -105,7 +109,7 @@ async def reject(
 
 
 async def dead_letter(
-    mesh: MeshClient,
+    mesh: DeadLettering,
     subject: str,
     data: bytes,
     headers: Mapping[str, str] | None,
@@ -132,9 +136,7 @@ async def dead_letter(
     try:
         async with asyncio.timeout(DEAD_LETTER_TIMEOUT_S):
             # no stream: fail now; the delivery's own backoff tries again (max_deliver)
-            await mesh.publisher.publish(
-                mesh.subjects.dlq(mesh.name), data, dl_headers, no_stream_s=0.0
-            )
+            await mesh.store(mesh.subjects.dlq(mesh.name), data, dl_headers, no_stream_s=0.0)
     except PublishFailed:
         raise
     except Exception as exc:  # timed out, disconnected: the same for the caller
@@ -142,7 +144,7 @@ async def dead_letter(
 
 
 async def dead_letter_failed(
-    mesh: MeshClient,
+    mesh: EventWriting,
     subject: str,
     envelope: Envelope | None,
     reason: str,
@@ -173,7 +175,7 @@ async def dead_letter_failed(
 
 
 async def error_reply(
-    mesh: MeshClient, task: Envelope, error: ErrorBody, *, caller: str | None = None
+    mesh: Sending, task: Envelope, error: ErrorBody, *, caller: str | None = None
 ) -> None:
     """Tell the caller of ``task`` that it failed.
 

@@ -25,13 +25,18 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
 from .. import events as ev
 from .._exceptions import ApprovalTimeout, SignalTimeout
 from ..envelope import encode, type_name
-from ..runtime.context_base import ContextBase
+from ..identity.tokens import Caller
+from ..signals import Signal
+
+T = TypeVar("T")
 
 APPROVAL_REQUESTED = "approval-requested"
 """Event: a step asks for approval (its step in ``callee_step``, the signal's name in
@@ -95,6 +100,31 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     """The approval token the verdict carried (a tool call's approval), or ""."""
 
 
+class ApprovalContext(Protocol):
+    """What asking for an approval takes of a handler's context
+    (:class:`~jetmesh.runtime.context_base.ContextBase` is one): its place in the
+    workflow, a step key, events, a signal to wait for and a call to escalate with."""
+
+    @property
+    def workflow(self) -> str: ...
+
+    @property
+    def agent(self) -> str: ...
+
+    @property
+    def caller(self) -> Caller: ...
+
+    def next_step(self, agent: str) -> str: ...
+
+    async def emit_event(self, kind: str, **fields: Any) -> None: ...
+
+    async def wait_for(self, name: str, *, returns: type[T], timeout: float) -> Signal[T]: ...
+
+    def call(
+        self, agent: str, body: Any, *, returns: type[T], timeout: float | None = None
+    ) -> Awaitable[T]: ...
+
+
 def approval_signal(step: str) -> str:
     """The name of the signal that decides the approval at ``step`` (a subject-safe
     token: step keys hold ``/`` and ``.``, signal names may not)."""
@@ -102,7 +132,7 @@ def approval_signal(step: str) -> str:
 
 
 async def require_approval(
-    ctx: ContextBase,
+    ctx: ApprovalContext,
     action: str,
     *,
     timeout: float,

@@ -30,24 +30,30 @@ events. It may send only to the roles its policy ``calls``: a dead letter of ano
 is refused ``not-permitted`` before anything is sent.
 
 Example:
-    >>> letter = await get_dead_letter(admin.js, settings.dlq_stream, 42)  # doctest: +SKIP
+    >>> letter = await get_dead_letter(admin, settings.dlq_stream, 42)  # doctest: +SKIP
     >>> task = await redrive(cli, letter, operator=admin)                  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
-from . import events as ev
-from ._exceptions import BadDelegation, RedriveRefused, RejectedMessage
-from .client import MeshClient
-from .dead_letters import DeadLetter
-from .envelope import Envelope
-from .identity.signing import KEY_HEADER
-from .identity.verifier import MSG_ID_HEADER
-from .ingress import start_chain
-from .memory import keys
+from redis.asyncio import Redis
+
+from .. import events as ev
+from .._exceptions import BadDelegation, RedriveRefused, RejectedMessage
+from ..bus.direct import MessageStore
+from ..envelope import Envelope
+from ..identity.certificates import Certificate
+from ..identity.signing import KEY_HEADER
+from ..identity.verifier import MSG_ID_HEADER
+from ..ingress import Ingress, start_chain
+from ..memory import keys
+from ..mesh_protocols import Message
+from ..settings import MeshSettings
 from .refusals import audit_workflow
+from .stored import DeadLetter
 
 REDRIVEN = "redriven"
 """Event kind: a dead letter's task was sent again (``task`` is the new one)."""
@@ -55,8 +61,30 @@ REDRIVE_REFUSED = "redrive-refused"
 """Event kind: a dead letter that did not verify as its role's original task; nothing sent."""
 
 
+class Operating(MessageStore, Protocol):
+    """Who clears the step's result and removes the dead letter (the admin)."""
+
+    @property
+    def settings(self) -> MeshSettings: ...
+
+    @property
+    def redis(self) -> Redis: ...
+
+    async def delete_msg(self, stream_name: str, seq: int) -> bool: ...
+
+
+class Redriving(Ingress, Operating, Protocol):
+    """The ingress that redrives: verifies, sends the task and writes the events (and
+    operates, when no other operator is given)."""
+
+    @property
+    def certificate(self) -> Certificate:
+        """Its own certificate (the roles it may send tasks to)."""
+        ...
+
+
 async def verify_original(
-    ingress: MeshClient, letter: DeadLetter
+    ingress: Redriving, letter: DeadLetter
 ) -> tuple[Envelope, tuple[str, ...]]:
     """The dead letter's task, verified as the original of the role it is filed for, and
     the delegation chain to send it again with (see the module's docstring).
@@ -81,7 +109,7 @@ async def verify_original(
     headers = {**letter.headers, MSG_ID_HEADER: original.id}
     chain = original.chain
     try:
-        await ingress.verifier.verify(subject, letter.data, headers, stored_at=original.created)
+        await ingress.verify(Message(subject, letter.data, headers), stored_at=original.created)
     except BadDelegation as exc:
         if original.chain or not await _sent_by_ingress(ingress, letter):
             raise RedriveRefused(letter.seq, exc.reason, exc.detail) from None
@@ -99,17 +127,17 @@ async def verify_original(
     return original, chain
 
 
-async def _sent_by_ingress(ingress: MeshClient, letter: DeadLetter) -> bool:
+async def _sent_by_ingress(ingress: Redriving, letter: DeadLetter) -> bool:
     """Whether the key that signed the letter's task (already verified) is an ingress's."""
     try:
-        cert, _ = await ingress.trust.certificate(letter.headers.get(KEY_HEADER, ""))
+        cert = await ingress.certificate_of(letter.headers.get(KEY_HEADER, ""))
     except RejectedMessage:
         return False
     return cert.ingress
 
 
 async def redrive(
-    ingress: MeshClient, letter: DeadLetter, *, operator: MeshClient | None = None
+    ingress: Redriving, letter: DeadLetter, *, operator: Operating | None = None
 ) -> Envelope:
     """Send ``letter``'s task again; returns the new task envelope.
 
@@ -144,7 +172,7 @@ async def redrive(
         prefix = ingress.settings.subject_prefix
         await operator.redis.delete(keys.result(prefix, original.workflow, original.to, step))
     await ingress.send_task(task)
-    await operator.js.delete_msg(operator.settings.dlq_stream, letter.seq)
+    await operator.delete_msg(operator.settings.dlq_stream, letter.seq)
     await ingress.emit(
         original.workflow,
         ev.Event(
@@ -166,7 +194,7 @@ async def redrive(
     return task
 
 
-async def _audit_refusal(ingress: MeshClient, letter: DeadLetter, exc: RedriveRefused) -> None:
+async def _audit_refusal(ingress: Redriving, letter: DeadLetter, exc: RedriveRefused) -> None:
     """The ``redrive-refused`` event (in the task's workflow when it has a readable one)."""
     envelope = letter.envelope()
     await ingress.emit(

@@ -85,7 +85,7 @@ from .runtime.agent import Agent
 from .runtime.context import Context
 from .runtime.gathering import Failed, Ok, Outcome, PendingCall
 from .runtime.replica import Replica
-from .runtime.runner import run_forever
+from .runtime.runner import serve
 from .settings import MeshSettings
 from .signals import Signal
 from .toolgate import Credentials, ToolCall, Toolgate, ToolRegistry
@@ -180,5 +180,5 @@ __all__ = [
     "WidenedDelegation",
     "WorkingMemory",
     "__version__",
-    "run_forever",
+    "serve",
 ]

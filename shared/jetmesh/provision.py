@@ -18,7 +18,7 @@ subject. Connected as the ``admin`` user, :func:`provision`
    sets the memory limit (:func:`jetmesh.memory.admin.provision_redis`).
 
 Every part is idempotent: running it twice changes nothing the first run made, except
-certificates close to expiry, which are renewed. :func:`up_servers` is ``jetmesh up``:
+certificates close to expiry, which are renewed. :func:`bring_up` is ``jetmesh up``:
 the users generated from the policy, the embedded servers started with them, then this.
 
 Example:
@@ -196,9 +196,7 @@ async def _provision_redis(settings: MeshSettings) -> RedisProvisioned:
     Raises:
         ConfigError: Redis is unreachable, or refused the admin.
     """
-    redis = connect_redis(
-        settings.redis_url, retry_s=5.0, **admin_login(settings).redis_options()
-    )
+    redis = connect_redis(settings.redis_url, retry_s=5.0, **admin_login(settings).redis_options())
     try:
         return await provision_redis(redis, settings)
     except RedisError as exc:
@@ -209,20 +207,21 @@ async def _provision_redis(settings: MeshSettings) -> RedisProvisioned:
 
 @dataclass(frozen=True)
 class Up:
-    """What :func:`up_servers` did."""
+    """What :func:`bring_up` did."""
 
     status: StackStatus
     provisioned: Provisioned | None
     """None on open servers (nothing to provision: every process declares for itself)."""
 
 
-def up_servers(settings: MeshSettings, policy: Policy | None) -> Up:
+async def bring_up(settings: MeshSettings, policy: Policy | None) -> Up:
     """``jetmesh up``: the root key; with ``policy``, every role's users generated into the
     keys directory (:class:`~jetmesh.policy.servers.ServerAuth`), nats-server and
     redis-server started with them, then :func:`provision`. With None, open servers
     (development only: every client is the servers' default user).
 
-    Servers that already answer at the configured URLs are reused as they run.
+    Servers that already answer at the configured URLs are reused as they run. The
+    command line's edge runs it: :func:`jetmesh.cli.servers.up_servers`.
 
     Raises:
         ServerStartError: a server did not come up.
@@ -231,7 +230,7 @@ def up_servers(settings: MeshSettings, policy: Policy | None) -> Up:
     """
     KeyStore(settings.resolved_keys_dir).init_root()
     if policy is None:
-        return Up(EmbeddedStack(settings).up(), None)
+        return Up(await asyncio.to_thread(EmbeddedStack(settings).up), None)
     auth = ServerAuth.generate(policy, settings)
-    status = EmbeddedStack(settings, auth=auth).up()
-    return Up(status, asyncio.run(provision(settings, policy)))
+    status = await asyncio.to_thread(EmbeddedStack(settings, auth=auth).up)
+    return Up(status, await provision(settings, policy))

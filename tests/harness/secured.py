@@ -1,5 +1,5 @@
 """A mesh on servers that enforce a policy, started by the code `jetmesh up` runs
-(:func:`jetmesh.provision.up_servers`): every role a NATS user and a Redis user, the admin
+(:func:`jetmesh.cli.servers.up_servers`): every role a NATS user and a Redis user, the admin
 step done, every client connected as its role.
 
 Example:
@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from jetmesh import Agent, KeyStore, MeshClient, MeshSettings, Replica
+from jetmesh.cli.servers import up_servers
 from jetmesh.embedded import EmbeddedStack, free_port
 from jetmesh.policy import Policy, parse_policy
-from jetmesh.provision import up_servers
 
 POLICY = {
     "roles": {

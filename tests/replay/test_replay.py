@@ -9,7 +9,6 @@ from typing import NamedTuple
 
 import msgspec
 import pytest
-from tests.harness.replay_agents import SOLD_OUT, Count, Order, Receipt
 
 from jetmesh import Event, EventPayload, MeshClient, WorkingMemory
 from jetmesh.envelope import new_id
@@ -17,6 +16,7 @@ from jetmesh.replay import DIVERGED, SAME, SKIPPED, RerunReport, TaskReplay, his
 from jetmesh.runtime.agent import Agent
 from tests.harness import replay_agents as shop_code
 from tests.harness.mesh import REPO_ROOT, Mesh, jetmesh
+from tests.harness.replay_agents import SOLD_OUT, Count, Order, Receipt
 
 pytestmark = pytest.mark.integration
 

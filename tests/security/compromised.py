@@ -29,13 +29,13 @@ from redis.asyncio import Redis
 
 from jetmesh import Envelope, KeyStore, MeshClient, MeshSettings, WorkingMemory
 from jetmesh.cli.ingress import admin_client
+from jetmesh.cli.servers import up_servers
 from jetmesh.dead_letters import DeadLetter, list_dead_letters
 from jetmesh.embedded import EmbeddedStack, free_port
 from jetmesh.event_log import LoggedEvent, read_events
 from jetmesh.logins import nats_seed_file, redis_password_file
 from jetmesh.policy import parse_policy
 from jetmesh.processes import AgentProcess
-from jetmesh.provision import up_servers
 from tests.security import target_agents
 
 

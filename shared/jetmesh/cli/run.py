@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
 
 from .._exceptions import ConfigError
-from ..runtime.runner import load_agent, run_forever
+from ..runtime.agent import Agent
+from ..runtime.runner import load_agent, serve
+from ..settings import MeshSettings
 from .common import err_console, settings
+
+
+def run_forever(agents: Sequence[Agent], settings: MeshSettings | None = None) -> None:
+    """A process's entry point: :func:`~jetmesh.runtime.runner.serve` the agents on
+    uvloop when available, until SIGTERM or SIGINT (``jetmesh run``, and a service's
+    ``python -m``).
+
+    Raises:
+        ConfigError: a replica cannot start, or nats-server shut a role out.
+    """
+    settings = settings or MeshSettings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        import uvloop
+
+        uvloop.run(serve(agents, settings))
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        asyncio.run(serve(agents, settings))
 
 
 def run(

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import typer
 
 from ..embedded import EmbeddedStack, StackStatus
 from ..identity.keystore import KeyStore
-from ..policy import PolicyError, mesh_policy
-from ..provision import up_servers
+from ..policy import Policy, PolicyError, mesh_policy
+from ..provision import Up, bring_up
+from ..settings import MeshSettings
 from .admin import print_provisioned
 from .common import console, err_console, settings
 from .render import markup
+
+
+def up_servers(settings: MeshSettings, policy: Policy | None) -> Up:
+    """:func:`~jetmesh.provision.bring_up` on an event loop of its own: ``jetmesh up``,
+    for callers without one (this command, the demo, test fixtures).
+
+    Raises:
+        ServerStartError, ConfigError: as :func:`~jetmesh.provision.bring_up`.
+    """
+    return asyncio.run(bring_up(settings, policy))
 
 
 def _print(status: StackStatus) -> None:

@@ -1,5 +1,17 @@
-"""Running agents as processes: identity, signals, event loop. Used by ``jetmesh run`` and
-``services/<name>/__main__.py``; library code never installs signal handlers."""
+"""Running agents in a process: their identities, one replica each, a drain at the end.
+
+:func:`serve` is the async entry point; the event loop is started at the edge (``jetmesh
+run``, :func:`jetmesh.cli.run.run_forever`). With ``handle_signals`` (the default) it stops
+on SIGTERM or SIGINT, as ``jetmesh run`` does; an embedding process that handles its own
+signals passes ``handle_signals=False`` and sets ``stop`` itself.
+
+Example:
+    >>> stop = asyncio.Event()                                              # doctest: +SKIP
+    >>> running = asyncio.create_task(                                      # doctest: +SKIP
+    ...     serve([agent], settings, handle_signals=False, stop=stop))
+    >>> stop.set()                                                          # doctest: +SKIP
+    >>> await running                                                       # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
@@ -54,11 +66,27 @@ def make_replica(agent: Agent, settings: MeshSettings, models: Models | None = N
     return Replica(agent, settings, identity, roots=store.roots(), models=models)
 
 
-async def serve(agents: Sequence[Agent], settings: MeshSettings) -> None:
-    """Run one replica of each agent until SIGTERM or SIGINT, then drain them."""
-    stop = asyncio.Event()
+async def serve(
+    agents: Sequence[Agent],
+    settings: MeshSettings,
+    *,
+    handle_signals: bool = True,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run one replica of each agent until ``stop`` is set, then drain them.
+
+    Args:
+        handle_signals: set ``stop`` on SIGTERM or SIGINT (handlers on the running loop,
+            removed on return); False for a process that handles its own signals.
+        stop: the event that ends the run (a new one by default).
+
+    Raises:
+        ConfigError: a replica cannot start, or nats-server shut a role out.
+    """
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     models = Models(provider_from(settings), prices_from(settings))  # one per process
     replicas = [make_replica(a, settings, models) for a in agents]
@@ -71,6 +99,8 @@ async def serve(agents: Sequence[Agent], settings: MeshSettings) -> None:
     finally:
         await asyncio.gather(*(_drain(r) for r in replicas))
         await models.provider.aclose()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 async def _start_unless_stopped(replicas: Sequence[Replica], stop: asyncio.Event) -> bool:
@@ -127,15 +157,3 @@ async def _drain(replica: Replica) -> None:
         await replica.drain()
     except Exception as exc:  # one that never finished starting has little to drain
         log.debug("drain of %s: %s", replica.agent.name, exc)
-
-
-def run_forever(agents: Sequence[Agent], settings: MeshSettings | None = None) -> None:
-    """Process entry point: uvloop when available, then :func:`serve`."""
-    settings = settings or MeshSettings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        import uvloop
-
-        uvloop.run(serve(agents, settings))
-    except ImportError:  # pragma: no cover - platforms without uvloop
-        asyncio.run(serve(agents, settings))

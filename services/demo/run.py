@@ -2,7 +2,7 @@
 then their event trees (``python -m services.demo``, ``make demo``).
 
 Starts nats-server and redis-server on free loopback ports under ``<state_dir>/demo`` as
-``jetmesh up`` does (:func:`jetmesh.provision.up_servers`): every role of the demo's
+``jetmesh up`` does (:func:`jetmesh.cli.servers.up_servers`): every role of the demo's
 policy (:data:`services.demo.POLICY`: the support and the research meshes' files over the
 library's roles) a NATS user and, for agents, a Redis user, generated into the demo's keys
 directory; then the admin step (streams, consumers, registry, each role's certificate from
@@ -28,6 +28,7 @@ from jetmesh.cli.common import console, run_async, settings
 from jetmesh.cli.events import render
 from jetmesh.cli.ingress import CLI_IDENTITY, cli_client
 from jetmesh.cli.launch import MeshPackage
+from jetmesh.cli.servers import up_servers
 from jetmesh.embedded import EmbeddedStack, Endpoint, free_port
 from jetmesh.event_log import build_tree, read_settled, total_usage
 from jetmesh.logins import admin_login
@@ -35,7 +36,6 @@ from jetmesh.memory.connection import connect as connect_redis
 from jetmesh.models.offline import MODEL
 from jetmesh.policy import Policy, load_policy
 from jetmesh.processes import start_all
-from jetmesh.provision import up_servers
 from jetmesh.toolgate import write_secrets
 from services.demo import MESHES, POLICY
 from services.demo.flows import Ran, handoffs, research, support

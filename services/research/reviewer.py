@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 
-from jetmesh import Agent, Context, run_forever
+from jetmesh import Agent, Context
+from jetmesh.cli.run import run_forever
 from jetmesh.patterns import Review
 from services.research.corpus import distinct, labels
 from services.research.wire import CritiqueRequest

@@ -5,7 +5,8 @@ hand-off once per step, however often the task runs. Scope ``handoff:write``."""
 
 from __future__ import annotations
 
-from jetmesh import Agent, Context, run_forever
+from jetmesh import Agent, Context
+from jetmesh.cli.run import run_forever
 from services.support.policy import HANDOFF_WRITE, permitted, refusal
 from services.support.wire import Case, Handoff, Resolution
 

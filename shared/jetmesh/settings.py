@@ -52,8 +52,9 @@ class MeshSettings(BaseSettings):
     """Where keys and certificates live; defaults to ``<state_dir>/keys``."""
 
     policy_file: Path | None = None
-    """The policy (TOML) of agent roles: calls, scopes, tools (docs/security.md); read by
-    ``jetmesh policy`` when no file is given."""
+    """The policy (TOML) of agent roles: calls, scopes, tools (docs/security.md), laid over
+    the library's own roles (``cli``, ``toolgate``), and the files it includes; without it,
+    those roles alone. Read by ``jetmesh up`` and ``jetmesh policy`` when no file is given."""
 
     tool_secrets_file: Path | None = None
     """The tool gateway's credentials (TOML, or JSON by suffix: ``tool = "credential"``),

@@ -40,7 +40,7 @@ async def decide(
 ) -> str:
     """Send ``verdict`` for the approval at ``step``, signed for the caller of ``token``, if
     the workflow asked for one there and it is still open; returns why not ("" when sent).
-    ``jetmesh approve``, ``jetmesh deny`` and ``jetmesh demo`` decide through it.
+    ``jetmesh approve``, ``jetmesh deny`` and the demo decide through it.
 
     A tool call's approval (``ctx.tool``) gets an approval token for the caller of
     ``token``, bound to the tool, its args' digest, the workflow and the step; what was

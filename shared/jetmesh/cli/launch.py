@@ -101,7 +101,8 @@ def launch(package: str, *, mesh_settings: MeshSettings | None = None) -> None:
 
     previous = {n: signal.signal(n, on_signal) for n in (signal.SIGINT, signal.SIGTERM)}
     try:
-        print(f"{'policy':<13} {s.policy_file or 'the shipped default'}", flush=True)
+        policy = s.policy_file or "the library's roles alone"
+        print(f"{'policy':<13} {policy}", flush=True)
         if s.tool_secrets_file is not None:
             print(f"{'credentials':<13} {s.tool_secrets_file}", flush=True)
         for name, target in mesh.targets.items():

@@ -6,7 +6,7 @@
 - :mod:`~jetmesh.policy.servers`: nats-server users (nkeys) and Redis ACL users from it.
 
 Example:
-    >>> policy = load_policy(Path("deploy/policy/support.toml"))  # doctest: +SKIP
+    >>> policy = load_policy(Path("services/support/policy.toml"))  # doctest: +SKIP
     >>> role_permissions(policy, "kb", MeshSettings()).consume  # doctest: +SKIP
     'mesh.agent.kb.task'
 """

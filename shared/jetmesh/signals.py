@@ -42,7 +42,7 @@ import msgspec
 from . import events as ev
 from ._exceptions import ConfigError, PublishFailed, RejectedMessage, SignalRefused, SignalTimeout
 from .bus.direct import MessageStore, Stored, next_stored, read_from
-from .dead_letters.refusals import DeadLettering, reject
+from .dead_letters import DeadLettering, reject
 from .envelope import decode_body, type_name
 from .mesh_protocols import Verifying
 

@@ -3,10 +3,10 @@
 
 - :mod:`.headers`: what a dead letter keeps of the original's headers, and the
   ``Mesh-Dlq-*`` headers that say why.
-- :mod:`.refusals`: refusing a message (dead letter and ``rejected`` event), storing a dead
-  letter, giving up on one that cannot be stored, and the error reply to a failed task's
-  caller.
-- :mod:`.stored`: a dead letter as stored, listed and read by its sequence.
+- :mod:`.publishing`: storing a dead letter, and giving up on one that cannot be stored.
+- :mod:`.refusals`: refusing a message (dead letter and ``rejected`` event), and the error
+  reply to a failed task's caller.
+- :mod:`.reading`: a dead letter as stored, listed and read by its sequence.
 - :mod:`.redrive`: verifying a dead letter as its role's original task and sending it
   again.
 
@@ -31,8 +31,7 @@ from .headers import (
     dead_letter_headers,
     header_text,
 )
-from .redrive import REDRIVE_REFUSED, REDRIVEN, Operating, Redriving, redrive, verify_original
-from .refusals import (
+from .publishing import (
     DEAD_LETTER_FAILED,
     DEAD_LETTER_TIMEOUT_S,
     UNVERIFIED_WORKFLOW,
@@ -40,10 +39,10 @@ from .refusals import (
     audit_workflow,
     dead_letter,
     dead_letter_failed,
-    error_reply,
-    reject,
 )
-from .stored import DeadLetter, get_dead_letter, list_dead_letters, with_task
+from .reading import DeadLetter, get_dead_letter, list_dead_letters, with_task
+from .redrive import REDRIVE_REFUSED, REDRIVEN, Operating, Redriving, redrive, verify_original
+from .refusals import error_reply, reject
 
 __all__ = [
     "AGENT_HEADER",

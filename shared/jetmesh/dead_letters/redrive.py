@@ -52,8 +52,8 @@ from ..ingress import Ingress, start_chain
 from ..memory import keys
 from ..mesh_protocols import Message
 from ..settings import MeshSettings
-from .refusals import audit_workflow
-from .stored import DeadLetter
+from .publishing import audit_workflow
+from .reading import DeadLetter
 
 REDRIVEN = "redriven"
 """Event kind: a dead letter's task was sent again (``task`` is the new one)."""

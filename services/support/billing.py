@@ -13,7 +13,7 @@ import msgspec
 
 from jetmesh import Agent, ApprovalDenied, ApprovalTimeout, Context
 from jetmesh.cli.run import run_forever
-from services.support.policy import REFUND_WRITE, permitted, refusal
+from services.support.scopes import REFUND_WRITE, permitted, refusal
 from services.support.settings import SupportSettings
 from services.support.teams import escalate, resolve
 from services.support.wire import Case, Refund, RefundAsk, RefundReceipt, Resolution

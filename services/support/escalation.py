@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from jetmesh import Agent, Context
 from jetmesh.cli.run import run_forever
-from services.support.policy import HANDOFF_WRITE, permitted, refusal
+from services.support.scopes import HANDOFF_WRITE, permitted, refusal
 from services.support.wire import Case, Handoff, Resolution
 
 HANDOFF = "handoff"

@@ -10,7 +10,7 @@ import msgspec
 from jetmesh import Agent, Context
 from jetmesh.cli.run import run_forever
 from services.support.knowledge import articles
-from services.support.policy import KB_READ, permitted, refusal
+from services.support.scopes import KB_READ, permitted, refusal
 from services.support.wire import Article, KbHits, KbQuery
 
 _RANKED = re.compile(r"^(\S+)\s+([0-9.]+)\s*$")

@@ -25,7 +25,7 @@ from ..envelope import Envelope
 from ..identity.tokens import Caller
 from ..models import ModelReply, ModelRequest, request_digest
 from ..models.base import changed_parts
-from ..runtime.context_base import ContextBase, Handoff, MemorySpace
+from ..runtime.context_base import Authority, ContextBase, MemorySpace
 from ..runtime.limits import PlanLimits
 from ..signals import ReceivedSignal, Signal
 from .history import Payload, TaskHistory
@@ -139,7 +139,7 @@ class ReplayContext(ContextBase):
         returns: type[T],
         step: str,
         timeout: float | None,
-        handoff: Handoff,
+        handoff: Authority,
     ) -> T:
         self.asked_calls.add(step)
         recorded = self.recorded.call(step)

@@ -18,7 +18,7 @@ from ..identity.tokens import Caller
 from ..models import ModelReply, ModelRequest
 from ..policy.model import Policy, policy_of
 from ..signals import ReceivedSignal, Signal, wait_signal
-from .context_base import ContextBase, Handoff, MemorySpace
+from .context_base import Authority, ContextBase, MemorySpace
 from .ledger import Recorded, StepLedger
 from .limits import PlanLimits
 from .model_steps import Models, complete_step
@@ -97,7 +97,7 @@ class Context(ContextBase):
         returns: type[T],
         step: str,
         timeout: float | None,
-        handoff: Handoff,
+        handoff: Authority,
     ) -> T:
         started = time.perf_counter()
         if self._ledger is not None:

@@ -38,7 +38,7 @@ from .model_steps import StepModel
 T = TypeVar("T")
 
 
-class Handoff(NamedTuple):
+class Authority(NamedTuple):
     """The authority a call hands on: these scopes, until then (Unix seconds)."""
 
     scopes: frozenset[str]
@@ -111,7 +111,7 @@ class ContextBase(abc.ABC):
         returns: type[T],
         step: str,
         timeout: float | None,
-        handoff: Handoff,
+        handoff: Authority,
     ) -> T:
         """Carry out the call that :meth:`call` numbered ``step``, handing the callee
         ``handoff`` of this hop's authority."""
@@ -256,17 +256,17 @@ class ContextBase(abc.ABC):
         allowed = ", ".join(sorted(calls)) or "no role"
         return f"the policy lets {self.agent} call {allowed}, not {agent}"
 
-    def _handoff(self, scopes: Iterable[str] | None, expires_in: float | None) -> Handoff | str:
+    def _handoff(self, scopes: Iterable[str] | None, expires_in: float | None) -> Authority | str:
         """What a call hands on, or why it may not."""
         held = self.delegated_scopes
         expires = self.delegation.expires if self.delegation else self.caller.expires
         if expires_in is not None:
             expires = min(expires, time.time() + expires_in)
         if scopes is None:
-            return Handoff(held, expires)
+            return Authority(held, expires)
         asked = frozenset(scopes)
         if asked <= held:
-            return Handoff(asked, expires)
+            return Authority(asked, expires)
         wider = ", ".join(sorted(asked - held))
         return f"{self.agent} cannot hand on {wider}: not delegated to it"
 

@@ -15,6 +15,7 @@ from jetmesh.policy import (
     load_policy,
     mesh_policy,
     parse_policy,
+    policy_of,
     role_permissions,
 )
 from jetmesh.settings import MeshSettings
@@ -297,3 +298,17 @@ def test_signal_senders_must_be_declared_roles(tmp_path: Path) -> None:
     path.write_text('[roles.approver]\nsignal_senders = ["ghost"]\n')
     with pytest.raises(PolicyError, match="signal_senders: 'ghost' is not a declared role"):
         load_policy(path)
+
+
+def test_a_running_process_sees_a_change_to_an_included_file(tmp_path: Path) -> None:
+    (tmp_path / "mesh.toml").write_text('[roles.desk]\ndescription = "takes greetings"\n')
+    top = write(tmp_path, 'include = ["mesh.toml"]\n[roles.cli]\ncalls = ["desk"]\n')
+    first = policy_of(top)
+    assert first is not None and first.roles["desk"].calls == frozenset()
+    assert policy_of(top) is first  # nothing changed: not read again
+    (tmp_path / "mesh.toml").write_text(
+        '[roles.desk]\ndescription = "takes greetings"\ncalls = ["writer"]\n[roles.writer]\n'
+    )
+    changed = policy_of(top)
+    assert changed is not first
+    assert changed is not None and changed.roles["desk"].calls == frozenset({"writer"})

@@ -22,14 +22,13 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -383,23 +382,45 @@ def _joined(first: tuple[str, ...], then: tuple[str, ...]) -> tuple[str, ...]:
     return (*first, *(item for item in then if item not in first))
 
 
-@functools.lru_cache(maxsize=8)
-def _policy_at(path: Path, _changed: tuple[int, int]) -> Policy:
-    return load_policy(path)
+class _Loaded(NamedTuple):
+    """A policy as :func:`policy_of` read it: the files it came from and their stamps."""
+
+    files: tuple[Path, ...]
+    stamps: tuple[tuple[int, int] | None, ...]
+    policy: Policy
+
+
+_LOADED: dict[Path, _Loaded] = {}
+_LOADED_MAX = 8
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """A file's modification time and size (None: it is gone)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def policy_of(path: Path | None) -> Policy | None:
     """The policy in ``path`` for a running process (:func:`load_policy`): read once, and
-    again when the file changes (its modification time or size; not the files it includes);
-    None without a path.
+    again when it or a file it includes changes (modification time or size); None without
+    a path.
 
     Raises:
-        PolicyError: the file is missing, not TOML, or does not validate.
+        PolicyError: a file is missing, not TOML, or does not validate.
     """
     if path is None:
         return None
-    try:
-        st = path.stat()
-    except OSError:
-        return load_policy(path)  # raises PolicyError naming the problem
-    return _policy_at(path, (st.st_mtime_ns, st.st_size))
+    seen = _LOADED.get(path)
+    if seen is not None and tuple(_stamp(f) for f in seen.files) == seen.stamps:
+        return seen.policy
+    # stamped before load_policy reads them: a change in between shows as a newer stamp
+    files = tuple(f.path for f in read_files(path))
+    stamps = tuple(_stamp(f) for f in files)
+    policy = load_policy(path)
+    if path not in _LOADED and len(_LOADED) >= _LOADED_MAX:
+        _LOADED.pop(next(iter(_LOADED)))
+    _LOADED[path] = _Loaded(files, stamps, policy)
+    return policy

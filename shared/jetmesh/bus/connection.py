@@ -25,7 +25,7 @@ AUTH_REFUSED = "authorization violation"
 AUTH_HINT = (
     "on servers that enforce a policy a process connects as its role, with the seed "
     "`jetmesh up` writes to <keys dir>/nats/<role>.nk for every role of that policy "
-    "(JETMESH_POLICY_FILE, else the shipped one)"
+    "(JETMESH_POLICY_FILE, else the library's own roles)"
 )
 
 

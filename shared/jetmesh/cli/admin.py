@@ -51,7 +51,7 @@ def print_provisioned(done: Provisioned) -> None:
 
 
 def provision_policy(s: MeshSettings, file: Path | None) -> Provisioned:
-    """Load the policy (FILE, ``settings.policy_file`` or the shipped one) and provision it;
+    """Load the policy (FILE, ``settings.policy_file`` or the library's own roles) and provision it;
     a policy that does not validate is printed and exits 1."""
     try:
         policy = mesh_policy(file if file is not None else s.policy_file)
@@ -67,7 +67,7 @@ def provision_policy(s: MeshSettings, file: Path | None) -> Provisioned:
 @app.command("provision")
 def provision_command(
     file: Path | None = typer.Argument(
-        None, help="the policy (TOML); default JETMESH_POLICY_FILE, else the shipped one"
+        None, help="the policy (TOML); default JETMESH_POLICY_FILE, else the library's roles alone"
     ),
 ) -> None:
     """As the NATS admin user, create the streams, every role's consumers (with their filter

@@ -36,7 +36,7 @@ def _items(values: frozenset[str]) -> str:
 @app.command("check")
 def check(
     file: Path | None = typer.Argument(
-        None, help="the policy (TOML); default JETMESH_POLICY_FILE, else the shipped one"
+        None, help="the policy (TOML); default JETMESH_POLICY_FILE, else the library's roles alone"
     ),
 ) -> None:
     """Validate FILE and print each role with its scopes, tools and derived permissions."""
@@ -69,7 +69,7 @@ def check(
 @app.command("servers")
 def servers(
     file: Path | None = typer.Argument(
-        None, help="the policy (TOML); default JETMESH_POLICY_FILE, else the shipped one"
+        None, help="the policy (TOML); default JETMESH_POLICY_FILE, else the library's roles alone"
     ),
     out: Path = typer.Option(..., help="directory for nats-users.conf and redis-users.acl"),
 ) -> None:

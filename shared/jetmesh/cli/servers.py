@@ -40,7 +40,7 @@ def up(
     ),
 ) -> None:
     """Start nats-server (JetStream) and redis-server in the state directory, enforcing
-    the policy (JETMESH_POLICY_FILE, else the shipped one): a NATS user and a Redis user
+    the policy (JETMESH_POLICY_FILE, else the library's own roles): a NATS user and a Redis user
     per role, then the admin step (streams, consumers, registry, certificates). Servers
     already answering at the configured URLs are reused."""
     s = settings()
@@ -61,7 +61,7 @@ def up(
     if done.provisioned is None:
         console.print("open   servers without users: every client may do anything")
         return
-    source = s.policy_file or "the shipped default"
+    source = s.policy_file or "the library's roles alone (cli, toolgate)"
     assert policy is not None
     console.print(
         f"policy {source}: {len(policy.roles)} roles, each a NATS user "

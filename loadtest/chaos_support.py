@@ -49,12 +49,11 @@ from pathlib import Path
 import uvloop
 
 from jetmesh import CallFailed, MeshClient, MeshSettings
-from jetmesh.cli.approve import decide
-from jetmesh.cli.ingress import admin_client, cli_client
+from jetmesh.cli import admin_client, cli_client, decide
 from jetmesh.embedded import free_port
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
-from jetmesh.runtime.approval import APPROVAL_REQUESTED, Verdict
+from jetmesh.patterns import APPROVAL_REQUESTED, Verdict
 from jetmesh.toolgate import write_secrets
 from loadtest.support_audit import Audit, audit_run
 from loadtest.support_fleet import Fleet, Servers, wait_gone

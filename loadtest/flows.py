@@ -38,11 +38,10 @@ from typing import Any
 
 import uvloop
 
-from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects
+from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects, load_agent
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
 from jetmesh.processes import start_all
-from jetmesh.runtime.runner import load_agent
 from jetmesh.toolgate import write_secrets
 from loadtest.driver import drive
 from loadtest.floor import run_floor

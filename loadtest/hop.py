@@ -33,7 +33,7 @@ import msgspec
 import uvloop
 
 from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects
-from jetmesh.embedded.nats import SYNC_INTERVAL
+from jetmesh.embedded import SYNC_INTERVAL
 from jetmesh.envelope import new_id
 from jetmesh.processes import AgentProcess
 from loadtest.driver import drive

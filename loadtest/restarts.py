@@ -31,8 +31,7 @@ import uvloop
 from redis.asyncio import Redis
 
 from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects
-from jetmesh.embedded import NatsServer, RedisServer
-from jetmesh.embedded.process import ServerProcess
+from jetmesh.embedded import NatsServer, RedisServer, ServerProcess
 from jetmesh.processes import AgentProcess
 from loadtest.tally import TALLY, send_load, wait_all_ran
 

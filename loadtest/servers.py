@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from jetmesh.embedded import NatsServer, RedisServer
-from jetmesh.embedded.nats import SYNC_INTERVAL
+from jetmesh.embedded import SYNC_INTERVAL, NatsServer, RedisServer
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from jetmesh import events as ev
 from jetmesh.dead_letters import list_dead_letters, with_task
 from jetmesh.event_log import LoggedEvent, TaskNode, build_tree, read_events
 from jetmesh.logins import admin_login
-from jetmesh.toolgate.wire import TOOL
+from jetmesh.toolgate import TOOL
 from services.support.systems import NAMESPACE, Desk
 from services.support.wire import RefundReceipt
 

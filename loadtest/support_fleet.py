@@ -21,8 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from jetmesh import MeshSettings
-from jetmesh.embedded import EmbeddedStack
-from jetmesh.embedded.pids import pid_alive, read_pid_file
+from jetmesh.embedded import EmbeddedStack, pid_alive, read_pid_file
 from jetmesh.processes import AgentProcess, settings_env
 
 SERVERS = ("nats", "redis")

@@ -23,11 +23,10 @@ from typing import Any, Final, Literal
 import msgspec
 
 from jetmesh import dead_letters as dlq
-from jetmesh.bus.tracing import TRACEPARENT_HEADER
+from jetmesh.bus import TRACEPARENT_HEADER
 from jetmesh.envelope import ENVELOPE_VERSION, Envelope, ErrorBody, Kind
 from jetmesh.events import EVENT_TYPE, Event
-from jetmesh.identity.signing import KEY_HEADER, PATH_HEADER, SCHEME_HEADER, SIGNATURE_HEADER
-from jetmesh.identity.verifier import MSG_ID_HEADER
+from jetmesh.identity import KEY_HEADER, MSG_ID_HEADER, PATH_HEADER, SCHEME_HEADER, SIGNATURE_HEADER
 from jetmesh.patterns import (
     ApprovalRequest,
     Draft,

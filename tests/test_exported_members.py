@@ -1,6 +1,8 @@
-"""The public API is ``jetmesh.__all__``: complete, sorted, and nothing in it missing.
+"""The root package's ``jetmesh.__all__``: complete, sorted, and nothing in it missing; every
+exception of the tree exported. In the style of httpx's ``tests/test_exported_members.py``.
 
-In the style of httpx's ``tests/test_exported_members.py``.
+The rest of the public API (each subpackage's ``__all__``, and the few public modules) is
+tested in tests/test_public_api.py.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pytest
 import jetmesh
 from jetmesh import _exceptions
 
-PUBLIC_MODULES = [
+ROOT_MODULES = [
     "jetmesh._exceptions",
     "jetmesh.envelope",
     "jetmesh.events",
@@ -24,7 +26,7 @@ PUBLIC_MODULES = [
     "jetmesh.identity.keystore",
     "jetmesh.identity.tokens",
 ]
-"""Modules whose every public class is meant for users, so each must be exported."""
+"""Modules whose every public class is meant for users, so the root package exports each."""
 
 
 def test_all_names_exist() -> None:
@@ -99,7 +101,7 @@ def test_every_mesh_error_anywhere_is_exported() -> None:
     assert not stray, f"MeshError subclasses not exported from jetmesh: {stray}"
 
 
-@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+@pytest.mark.parametrize("module_name", ROOT_MODULES)
 def test_public_classes_of_user_facing_modules_are_exported(module_name: str) -> None:
     module = importlib.import_module(module_name)
     classes = {

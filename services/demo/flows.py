@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from rich.console import Console
 
 from jetmesh import MeshClient
-from jetmesh.cli.approve import decide
-from jetmesh.cli.render import markup
+from jetmesh.cli import decide, markup
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
-from jetmesh.runtime.approval import APPROVAL_REQUESTED, Verdict
+from jetmesh.patterns import APPROVAL_REQUESTED, Verdict
 from services.research.wire import Question, Report
 from services.support.systems import Desk
 from services.support.wire import RefundAsk, Resolution, Ticket

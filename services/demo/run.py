@@ -24,16 +24,21 @@ from collections import Counter
 from contextlib import ExitStack
 
 from jetmesh import MeshSettings
-from jetmesh.cli.common import console, run_async, settings
-from jetmesh.cli.events import render
-from jetmesh.cli.ingress import CLI_IDENTITY, cli_client
-from jetmesh.cli.launch import MeshPackage
-from jetmesh.cli.servers import up_servers
+from jetmesh.cli import (
+    CLI_IDENTITY,
+    MeshPackage,
+    cli_client,
+    console,
+    run_async,
+    settings,
+    up_servers,
+)
+from jetmesh.cli import render_workflow as render
 from jetmesh.embedded import EmbeddedStack, Endpoint, free_port
 from jetmesh.event_log import build_tree, read_settled, total_usage
 from jetmesh.logins import admin_login
 from jetmesh.memory.connection import connect as connect_redis
-from jetmesh.models.offline import MODEL
+from jetmesh.models import OFFLINE_MODEL as MODEL
 from jetmesh.policy import Policy, load_policy
 from jetmesh.processes import start_all
 from jetmesh.toolgate import write_secrets

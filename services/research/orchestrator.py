@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from jetmesh import Agent, Context, Failed
-from jetmesh.cli.run import run_forever
+from jetmesh.cli import run_forever
 from jetmesh.patterns import Review, Round, fan_out, refine
 from services.research.corpus import sources_of
 from services.research.settings import ResearchSettings

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from jetmesh import Agent, Context
-from jetmesh.cli.run import run_forever
+from jetmesh.cli import run_forever
 from services.research.corpus import documents, words
 from services.research.settings import ResearchSettings
 from services.research.wire import Finding, Source, SubQuestion

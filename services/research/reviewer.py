@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from jetmesh import Agent, Context
-from jetmesh.cli.run import run_forever
+from jetmesh.cli import run_forever
 from jetmesh.patterns import Review
 from services.research.corpus import distinct, labels
 from services.research.wire import CritiqueRequest

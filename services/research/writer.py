@@ -4,7 +4,7 @@ revises it with the reviewer's critique: the sources it asks for, the points it 
 from __future__ import annotations
 
 from jetmesh import Agent, Context
-from jetmesh.cli.run import run_forever
+from jetmesh.cli import run_forever
 from services.research.corpus import distinct, labels, sources_of
 from services.research.researcher import strip_method
 from services.research.reviewer import missing_points

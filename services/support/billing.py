@@ -12,7 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from jetmesh import Agent, ApprovalDenied, ApprovalTimeout, Context
-from jetmesh.cli.run import run_forever
+from jetmesh.cli import run_forever
 from services.support.scopes import REFUND_WRITE, permitted, refusal
 from services.support.settings import SupportSettings
 from services.support.teams import escalate, resolve

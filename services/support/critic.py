@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from jetmesh import Agent, Context
-from jetmesh.cli.run import run_forever
+from jetmesh.cli import run_forever
 from jetmesh.patterns import Review, ReviewRequest
 
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+")

@@ -6,7 +6,7 @@ hand-off once per step, however often the task runs. Scope ``handoff:write``."""
 from __future__ import annotations
 
 from jetmesh import Agent, Context
-from jetmesh.cli.run import run_forever
+from jetmesh.cli import run_forever
 from services.support.scopes import HANDOFF_WRITE, permitted, refusal
 from services.support.wire import Case, Handoff, Resolution
 

@@ -8,7 +8,7 @@ import re
 import msgspec
 
 from jetmesh import Agent, Context
-from jetmesh.cli.run import run_forever
+from jetmesh.cli import run_forever
 from services.support.knowledge import articles
 from services.support.scopes import KB_READ, permitted, refusal
 from services.support.wire import Article, KbHits, KbQuery

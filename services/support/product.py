@@ -1,6 +1,6 @@
 """product: answers product tickets from the knowledge base, in a critic loop."""
 
-from jetmesh.cli.run import run_forever
+from jetmesh.cli import run_forever
 from services.support.settings import SupportSettings
 from services.support.teams import team_agent
 

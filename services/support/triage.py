@@ -6,7 +6,7 @@ refund goes to billing without asking the model."""
 from __future__ import annotations
 
 from jetmesh import Agent, Context
-from jetmesh.cli.run import run_forever
+from jetmesh.cli import run_forever
 from jetmesh.patterns import Classification, Routes, classify_with_model, route
 from services.support.settings import SupportSettings
 from services.support.wire import Case, Resolution, RouteDecision, Ticket

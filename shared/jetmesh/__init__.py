@@ -11,6 +11,11 @@ Example:
     ...     return Echo(text=msg.text.upper())
 
 Run it with ``jetmesh run my_module:agent``.
+
+The public API is ``__all__`` here, in each subpackage (``jetmesh.identity``, ``jetmesh.bus``,
+...) and in a few modules of their own (``jetmesh.settings``, ``jetmesh.envelope``, ...);
+every other module is internal and may change without notice. docs/ARCHITECTURE.md ("Public
+API") lists them.
 """
 
 from ._exceptions import (
@@ -85,7 +90,7 @@ from .runtime.agent import Agent
 from .runtime.context import Context
 from .runtime.gathering import Failed, Ok, Outcome, PendingCall
 from .runtime.replica import Replica
-from .runtime.runner import serve
+from .runtime.runner import load_agent, serve
 from .settings import MeshSettings
 from .signals import Signal
 from .toolgate import Credentials, ToolCall, Toolgate, ToolRegistry
@@ -180,5 +185,6 @@ __all__ = [
     "WidenedDelegation",
     "WorkingMemory",
     "__version__",
+    "load_agent",
     "serve",
 ]

@@ -31,6 +31,17 @@ import msgspec
 from ._exceptions import Malformed, SchemaViolation
 from .ids import new_id
 
+__all__ = [
+    "ENVELOPE_VERSION",
+    "Envelope",
+    "ErrorBody",
+    "Kind",
+    "decode_body",
+    "decode_envelope",
+    "encode",
+    "new_id",
+]
+
 ENVELOPE_VERSION = 1
 
 Kind = Literal["task", "reply", "error", "event"]
@@ -101,9 +112,6 @@ class ErrorBody(msgspec.Struct, frozen=True):
 _encoder = msgspec.json.Encoder()
 _envelope_decoder = msgspec.json.Decoder(Envelope)
 _members_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
-
-
-__all__ = ["Envelope", "ErrorBody", "decode_body", "decode_envelope", "encode", "new_id", "now"]
 
 
 def now() -> float:

@@ -17,6 +17,16 @@ from .envelope import decode_body, decode_envelope
 from .identity.tokens import Caller
 from .mesh_protocols import EventLogReading
 
+__all__ = [
+    "LoggedEvent",
+    "ModelUsage",
+    "TaskNode",
+    "build_tree",
+    "read_events",
+    "read_settled",
+    "total_usage",
+]
+
 
 @dataclass(frozen=True)
 class LoggedEvent:

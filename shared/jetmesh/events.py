@@ -15,6 +15,28 @@ from typing import Final
 
 import msgspec
 
+__all__ = [
+    "ACCEPTED",
+    "CALL",
+    "CALL_REFUSED",
+    "COMPLETED",
+    "DENIED",
+    "EFFECT",
+    "EVENT_TYPE",
+    "FAILED",
+    "KINDS",
+    "MODEL",
+    "REJECTED",
+    "REPLY",
+    "RETRIED",
+    "SIGNAL",
+    "SIGNALLED",
+    "STARTED",
+    "WAITING",
+    "Event",
+    "EventPayload",
+]
+
 EVENT_TYPE: Final = "mesh.Event/1"
 
 ACCEPTED: Final = "accepted"

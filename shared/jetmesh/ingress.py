@@ -24,6 +24,8 @@ from . import events as ev
 from .envelope import Envelope, new_id
 from .mesh_protocols import EventWriting, Sending, Verifying
 
+__all__ = ["ChainStarting", "Ingress", "ingress_task", "record_accepted", "start_chain"]
+
 
 class ChainStarting(Verifying, Protocol):
     """What starting a delegation chain takes: the caller token verified, and the first

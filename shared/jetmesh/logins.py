@@ -26,6 +26,15 @@ from .policy.derive import inbox_prefix
 from .policy.servers import ADMIN, REDIS_ADMIN
 from .settings import MeshSettings
 
+__all__ = [
+    "OPEN",
+    "ServerLogin",
+    "admin_login",
+    "nats_seed_file",
+    "redis_password_file",
+    "role_login",
+]
+
 DEFAULT_INBOX_PREFIX = "_INBOX"
 
 

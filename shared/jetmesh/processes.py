@@ -15,6 +15,8 @@ from pathlib import Path
 from ._exceptions import ConfigError
 from .settings import MeshSettings
 
+__all__ = ["AgentProcess", "settings_env", "start_all"]
+
 
 def settings_env(settings: MeshSettings) -> dict[str, str]:
     """Environment variables that give a child process the same settings."""

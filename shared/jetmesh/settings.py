@@ -19,6 +19,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+__all__ = ["DEFAULT_NATS_URL", "DEFAULT_REDIS_URL", "DEFAULT_STATE_DIR", "MeshSettings"]
+
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_STATE_DIR = Path(".jetmesh")

@@ -1,5 +1,43 @@
-"""The ``jetmesh`` command line."""
+"""The ``jetmesh`` command line, and the pieces a mesh's own entry point is built from.
+
+``__all__`` is this package's public API; its modules are internal and may change without
+notice (see "Public API" in docs/ARCHITECTURE.md).
+
+- :func:`run_forever` runs a module's agents until a signal (``python -m services.kb``);
+  :func:`launch` runs a mesh package, one process per role (``python -m services.support``).
+- :func:`cli_client` and :func:`admin_client`: a client as the ``cli`` ingress or the admin.
+- :func:`up_servers`, :func:`decide`, :func:`render_workflow`: ``jetmesh up``,
+  ``jetmesh approve``/``deny`` and ``jetmesh events`` as functions.
+
+Example:
+    >>> if __name__ == "__main__":      # doctest: +SKIP
+    ...     launch("services.support")
+"""
 
 from .app import app, main
+from .approve import decide
+from .common import console, run_async, settings
+from .events import render as render_workflow
+from .ingress import CLI_IDENTITY, admin_client, cli_client
+from .launch import MeshPackage, launch
+from .render import markup
+from .run import run_forever
+from .servers import up_servers
 
-__all__ = ["app", "main"]
+__all__ = [
+    "CLI_IDENTITY",
+    "MeshPackage",
+    "admin_client",
+    "app",
+    "cli_client",
+    "console",
+    "decide",
+    "launch",
+    "main",
+    "markup",
+    "render_workflow",
+    "run_async",
+    "run_forever",
+    "settings",
+    "up_servers",
+]

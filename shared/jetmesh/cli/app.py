@@ -45,4 +45,5 @@ app.add_typer(admin.app, name="admin")
 
 
 def main() -> None:
+    """The ``jetmesh`` command."""
     app()

@@ -54,6 +54,7 @@ def _unverified(node: TaskNode) -> str:
 
 
 def render(workflow: str, roots: list[TaskNode]) -> Tree:
+    """A workflow's task tree as ``jetmesh events`` prints it, one branch a hop."""
     tree = Tree(Text.assemble("workflow ", (plain(workflow, limit=80), "bold")))
 
     def add(parent: Tree, node: TaskNode) -> None:

@@ -12,6 +12,9 @@
 
 ``jetmesh dlq`` (:mod:`jetmesh.cli.dlq`) is the command line over these names.
 
+``__all__`` is this package's public API; its modules are internal and may change without
+notice (see "Public API" in docs/ARCHITECTURE.md).
+
 Example:
     >>> letters = await list_dead_letters(admin, stream, "mesh.dlq.>")  # doctest: +SKIP
     >>> task = await redrive(cli, letters[0], operator=admin)           # doctest: +SKIP

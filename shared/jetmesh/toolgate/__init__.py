@@ -11,6 +11,9 @@
 The agent side is ``ctx.tool`` (:mod:`jetmesh.runtime.tool_calls`); approval tokens are in
 :mod:`jetmesh.identity.approvals`. See docs/toolgate.md.
 
+``__all__`` is this package's public API; its modules are internal and may change without
+notice (see "Public API" in docs/ARCHITECTURE.md).
+
 Example:
     >>> tools = ToolRegistry()                                          # doctest: +SKIP
     >>> tools.add("search", search, needs_credential=False)             # doctest: +SKIP

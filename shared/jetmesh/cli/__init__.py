@@ -3,11 +3,16 @@
 ``__all__`` is this package's public API; its modules are internal and may change without
 notice (see "Public API" in docs/ARCHITECTURE.md).
 
-- :func:`run_forever` runs a module's agents until a signal (``python -m services.kb``);
-  :func:`launch` runs a mesh package, one process per role (``python -m services.support``).
-- :func:`cli_client` and :func:`admin_client`: a client as the ``cli`` ingress or the admin.
+- :func:`run_forever` runs a module's agents until a signal
+  (``python -m services.support.kb``); :func:`launch` runs a mesh package
+  (:class:`MeshPackage`), one process per role (``python -m services.support``).
+- :func:`cli_client` and :func:`admin_client`: a client as the ``cli`` ingress
+  (:data:`CLI_IDENTITY`) or as the admin.
 - :func:`up_servers`, :func:`decide`, :func:`render_workflow`: ``jetmesh up``,
   ``jetmesh approve``/``deny`` and ``jetmesh events`` as functions.
+- :data:`console`, :func:`run_async`, :func:`settings`, :func:`markup`: the commands' console,
+  async entry point, settings from the environment and escaping of shown data, for a
+  mesh's own command line (services/demo).
 
 Example:
     >>> if __name__ == "__main__":      # doctest: +SKIP

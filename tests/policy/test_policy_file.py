@@ -304,11 +304,13 @@ def test_a_running_process_sees_a_change_to_an_included_file(tmp_path: Path) -> 
     (tmp_path / "mesh.toml").write_text('[roles.desk]\ndescription = "takes greetings"\n')
     top = write(tmp_path, 'include = ["mesh.toml"]\n[roles.cli]\ncalls = ["desk"]\n')
     first = policy_of(top)
-    assert first is not None and first.roles["desk"].calls == frozenset()
+    assert first is not None
+    assert first.roles["desk"].calls == frozenset()
     assert policy_of(top) is first  # nothing changed: not read again
     (tmp_path / "mesh.toml").write_text(
         '[roles.desk]\ndescription = "takes greetings"\ncalls = ["writer"]\n[roles.writer]\n'
     )
     changed = policy_of(top)
     assert changed is not first
-    assert changed is not None and changed.roles["desk"].calls == frozenset({"writer"})
+    assert changed is not None
+    assert changed.roles["desk"].calls == frozenset({"writer"})

@@ -72,10 +72,16 @@ async def test_every_ticket_is_refunded_exactly_once(
 async def test_the_gateway_runs_each_refund_once_per_step(
     report: tuple[SupportChaosReport, str],
 ) -> None:
-    """Holds once the gateway is at most once per step by its own ledger (issue 10, item 3);
-    until then a step may log two ``tool ok`` events (the desk's key still pays once)."""
+    """The gateway runs a refund at most once per step, by its own ledger: no step logs two
+    ``tool ok`` events, and every step has one, or was a run in doubt (the gateway killed
+    between the run and its record) that the next delivery settled by finding the payout at
+    the desk (``tool reconciled``: not run again)."""
     done, summary = report
-    assert done.audit.tool_runs.get("refund") == Counter({1: 40}), summary
+    runs = done.audit.tool_runs.get("refund", Counter())
+    assert set(runs) <= {1}, summary
+    reconciled = done.audit.tool_outcomes["refund reconciled"]
+    assert runs[1] <= 40, summary
+    assert runs[1] + reconciled >= 40, summary
 
 
 async def test_no_dead_letter_of_a_task_that_started(

@@ -133,3 +133,21 @@ def test_start_failure_reports_the_log_tail(tmp_path: Path) -> None:
         server.start(timeout=5.0)
     assert not server.running
     assert not port_open(server.host, server.port)
+
+
+def test_redis_serves_once_started_even_while_a_large_file_loads(
+    fresh_redis_server: RedisServer,
+) -> None:
+    """``start`` returns once the append-only file is loaded, not when the port opens (a
+    client's first command would be ``LOADING``)."""
+    server = fresh_redis_server
+    keys = 400_000
+    with redis.Redis.from_url(server.url) as client:
+        pipe = client.pipeline(transaction=False)
+        for n in range(keys):
+            pipe.set(f"k{n}", n)
+        pipe.execute()
+    server.stop()
+    server.start()
+    with redis.Redis.from_url(server.url) as client:
+        assert client.dbsize() == keys

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -170,7 +171,9 @@ class ServerProcess(ABC):
         self, pid: int, timeout: float, alive: Callable[[], bool], abort: Callable[[], None]
     ) -> None:
         try:
+            deadline = time.monotonic() + timeout
             wait_for_port(self.host, self.port, timeout=timeout, alive=alive)
+            self.await_serving(deadline)
         except (TimeoutError, ChildProcessError) as exc:
             abort()
             reason = "exited" if isinstance(exc, ChildProcessError) else f"not ready in {timeout}s"
@@ -178,6 +181,15 @@ class ServerProcess(ABC):
                 f"{self.name} (pid {pid}) {reason} at {self.address}; "
                 f"log {self.log_file}:\n{self.log_tail()}"
             ) from exc
+
+    def await_serving(self, deadline: float) -> None:
+        """Block, once the port is open, until the server answers requests (by default the
+        open port is enough; a server that loads its data first waits for that).
+
+        Raises:
+            TimeoutError: it still does not serve at ``deadline`` (``time.monotonic()``).
+        """
+        return
 
     def __enter__(self) -> Self:
         self.start()

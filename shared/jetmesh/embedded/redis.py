@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,6 +22,9 @@ APPENDFSYNC = "always"
 
 MAX_MEMORY_BYTES = 1024 * 1024 * 1024
 """The default memory limit (``maxmemory``); ``MeshSettings.redis_max_memory_bytes``."""
+
+LOADING_POLL_S = 0.05
+"""How often a starting server is asked whether it still loads its append-only file."""
 
 MAX_BULK_BYTES = 1024 * 1024
 """The default ``proto-max-bulk-len``: the largest string one command may send or make
@@ -87,6 +92,31 @@ class RedisServer(ServerProcess):
         """``redis://[:password@]host:port/0``."""
         auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
         return f"redis://{auth}{self.address}/0"
+
+    def await_serving(self, deadline: float) -> None:
+        """Block until the server has loaded its append-only file: until ``PING`` is answered
+        with anything but ``-LOADING`` (a server that wants a password first says
+        ``-NOAUTH`` before it says whether it loads; with a known password it is given).
+
+        Raises:
+            TimeoutError: still loading at ``deadline``.
+        """
+        while True:
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1.0) as conn:
+                    if self.password is not None:
+                        secret = self.password.encode()
+                        conn.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret))
+                        conn.recv(256)
+                    conn.sendall(b"PING\r\n")
+                    loading = conn.recv(256).startswith(b"-LOADING")
+            except OSError:
+                loading = True  # not answering yet
+            if not loading:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"redis-server at {self.address} still loads its data")
+            time.sleep(LOADING_POLL_S)
 
     def command(self) -> list[str]:
         """Return the ``redis-server`` command line.

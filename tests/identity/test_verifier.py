@@ -24,7 +24,7 @@ from jetmesh.addresses import Subjects
 from jetmesh.envelope import encode_envelope, new_id
 from jetmesh.identity import verifier as verifier_module
 from jetmesh.identity.keys import KeyPair, b64d, b64e
-from jetmesh.identity.signing import SCHEME_HEADER, SIGNATURE_HEADER, Signer
+from jetmesh.identity.signing import KEY_HEADER, SCHEME_HEADER, SIGNATURE_HEADER, Signer
 from jetmesh.identity.tokens import mint_token
 from jetmesh.identity.verifier import MSG_ID_HEADER, Verifier
 
@@ -76,6 +76,24 @@ async def test_oversized_is_refused_before_anything_else(pki, task) -> None:
 async def test_unsigned(verifier: Verifier, task, headers) -> None:
     with pytest.raises(Unsigned):
         await verifier.verify(TASK, task[1], headers, stored_at=time.time())
+
+
+@pytest.mark.parametrize(
+    ("dropped", "detail"),
+    [
+        ({KEY_HEADER, SIGNATURE_HEADER}, "no Mesh-Key and no Mesh-Sig header"),
+        ({SIGNATURE_HEADER}, "no Mesh-Sig header"),
+        ({KEY_HEADER}, "no Mesh-Key header"),
+    ],
+)
+async def test_unsigned_names_the_missing_header(
+    verifier: Verifier, task, dropped: set[str], detail: str
+) -> None:
+    _, data, headers = task
+    kept = {k: v for k, v in headers.items() if k not in dropped}
+    with pytest.raises(Unsigned) as refused:
+        await verifier.verify(TASK, data, kept, stored_at=time.time())
+    assert refused.value.detail == detail
 
 
 @pytest.mark.parametrize("scheme", [None, "ed448", "ED25519", ""])

@@ -150,7 +150,10 @@ class Verifier:
         kid = headers.get(KEY_HEADER)
         signature = headers.get(SIGNATURE_HEADER)
         if not kid or not signature:
-            raise Unsigned("no Mesh-Key / Mesh-Sig headers")
+            missing = [
+                name for name, v in ((KEY_HEADER, kid), (SIGNATURE_HEADER, signature)) if not v
+            ]
+            raise Unsigned(f"no {' and no '.join(missing)} header")
         if scheme not in KNOWN_SCHEMES:
             raise Unsigned(f"unknown signature scheme {shown(scheme)}")
         at = stored_at if audit else None

@@ -12,6 +12,7 @@ from . import (
     events,
     keys,
     launch,
+    memory,
     policy,
     publish,
     replay,
@@ -34,6 +35,7 @@ app.command("run")(run.run)
 app.command("launch")(launch.launch_command)
 app.command("publish")(publish.publish)
 app.command("events")(events.events)
+app.command("memory")(memory.memory)
 app.command("replay")(replay.replay)
 app.command("signal")(signal.signal)
 app.command("approve")(approve.approve)

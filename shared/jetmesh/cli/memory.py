@@ -1,0 +1,216 @@
+"""``jetmesh memory <workflow> [agent]``: a workflow's working memory, as the admin reads it.
+
+Each agent's keys of the workflow (``<prefix>:wf:<workflow>:<agent>:<key>``, hashes of
+``v`` version, ``d`` JSON value, ``w`` id of the last write) with their version, last
+write, expiry and value. Every string shown was written by some role, possibly a
+compromised one, so it is shown as data (:mod:`.render`); a key under the workflow whose
+name is not a memory key (``jetmesh`` never writes one: a role's key pattern ``*`` also
+matches ``:``) is listed apart, with the role whose pattern reaches it.
+
+Example:
+    $ jetmesh memory 01KBF8W1W4Q1TQ5XKQ0D8Q7V6C writer       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import typer
+from redis.asyncio import Redis
+from rich.text import Text
+
+from ..addresses import TOKEN_RE
+from ..logins import admin_login
+from ..memory.connection import connect
+from ..settings import MeshSettings
+from .common import console, run_async, settings
+from .render import markup, plain
+
+SCAN_COUNT = 1000
+VALUE_LIMIT = 200
+"""Characters of a value shown by default (``--width``)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One Redis key under the workflow's working memory, as stored."""
+
+    agent: str
+    key: str
+    redis_key: str
+    fields: dict[str, bytes] = field(default_factory=dict)
+    ttl_s: int | None = None
+    """Seconds left before it expires; None: no expiry."""
+    problem: str = ""
+    """Why it is not a working-memory value jetmesh wrote ("" when it is one)."""
+
+    @property
+    def version(self) -> int | None:
+        raw = self.fields.get("v")
+        return int(raw) if raw is not None and raw.isdigit() else None
+
+    @property
+    def write(self) -> str | None:
+        raw = self.fields.get("w")
+        return None if raw is None else raw.decode(errors="replace")
+
+    def value(self) -> tuple[bool, Any]:
+        """(True, the decoded value) when ``d`` is JSON, else (False, None)."""
+        data = self.fields.get("d")
+        if data is None:
+            return False, None
+        try:
+            return True, msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            return False, None
+
+
+def is_token(value: str) -> bool:
+    """Whether ``value`` is a subject token (a workflow id, an agent name, a memory key)."""
+    return TOKEN_RE.match(value) is not None
+
+
+def _text(raw: bytes | str) -> str:
+    return raw if isinstance(raw, str) else raw.decode(errors="replace")
+
+
+def _split(redis_key: str, base: str) -> tuple[str, str, str]:
+    """(agent, key, problem) of a Redis key under ``base`` (``<prefix>:wf:<workflow>:``)."""
+    agent, _, key = redis_key[len(base) :].partition(":")
+    if not is_token(agent) or not is_token(key):
+        owners = [part for part in redis_key[len(base) :].split(":")[:-1] if is_token(part)]
+        who = " or ".join(f"'{o}'" for o in owners) or "no role"
+        return agent, key, f"not a memory key name (within the key pattern of {who})"
+    return agent, key, ""
+
+
+async def read_memory(
+    redis: Redis, prefix: str, workflow: str, agent: str | None = None
+) -> list[Entry]:
+    """Every key of ``workflow``'s working memory (of ``agent`` only, when given), sorted
+    by agent and key.
+
+    Raises:
+        ValueError: ``workflow`` or ``agent`` is not a subject token.
+    """
+    if not is_token(workflow) or (agent is not None and not is_token(agent)):
+        raise ValueError("a workflow id and an agent name are subject tokens (A-Z a-z 0-9 _ -)")
+    base = f"{prefix}:wf:{workflow}:"
+    pattern = f"{base}{agent}:*" if agent else f"{base}*"
+    found = sorted({_text(k) async for k in redis.scan_iter(match=pattern, count=SCAN_COUNT)})
+    if not found:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in found:
+            pipe.hgetall(key)
+            pipe.ttl(key)
+        replies = await pipe.execute(raise_on_error=False)
+    entries = []
+    for i, redis_key in enumerate(found):
+        stored, ttl = replies[2 * i], replies[2 * i + 1]
+        owner, key, problem = _split(redis_key, base)
+        if isinstance(stored, Exception):  # another type than a hash (WRONGTYPE)
+            stored, problem = {}, problem or "not a hash"
+        fields = {_text(name): value for name, value in stored.items()}
+        if not problem and ("v" not in fields or "d" not in fields):
+            problem = "a hash without a version (v) and a value (d)"
+        left = ttl if isinstance(ttl, int) and ttl >= 0 else None
+        entries.append(Entry(owner, key, redis_key, fields, left, problem))
+    return sorted(entries, key=lambda e: (e.agent, e.key, e.redis_key))
+
+
+def _expiry(ttl_s: int | None) -> str:
+    if ttl_s is None:
+        return "no expiry"
+    if ttl_s >= 86400:
+        return f"expires in {ttl_s / 86400:.1f} days"
+    if ttl_s >= 3600:
+        return f"expires in {ttl_s / 3600:.1f} h"
+    return f"expires in {ttl_s} s"
+
+
+def entry_lines(entry: Entry, *, width: int) -> list[Text]:
+    """An entry as ``jetmesh memory`` prints it: a heading line, then the value on one
+    line cut at ``width`` characters, then any other field of the hash."""
+    version = entry.version
+    head = Text.assemble(
+        ("  " + plain(entry.key, limit=80), "bold"),
+        f"  version {version if version is not None else '?'}",
+        f"  write {plain(entry.write or '-', limit=40)}",
+        f"  {_expiry(entry.ttl_s)}",
+    )
+    lines = [head]
+    if entry.problem:
+        lines.append(Text(f"    ! {entry.problem}: {plain(entry.redis_key, limit=200)}", "red"))
+    ok, value = entry.value()
+    if ok:
+        shown = msgspec.json.encode(value).decode()
+        lines.append(Text("    " + plain(shown, limit=width)))
+    elif "d" in entry.fields:
+        lines.append(Text("    (not JSON) " + plain(entry.fields["d"], limit=width), "red"))
+    for name in sorted(set(entry.fields) - {"v", "d", "w"}):
+        lines.append(
+            Text(f"    field {plain(name, limit=40)} = {plain(entry.fields[name], limit=width)}")
+        )
+    return lines
+
+
+def entry_json(entry: Entry) -> dict[str, Any]:
+    """An entry for ``--json``: what the command shows, and the hash's fields as text."""
+    ok, value = entry.value()
+    return {
+        "agent": entry.agent,
+        "key": entry.key,
+        "redis_key": entry.redis_key,
+        "version": entry.version,
+        "write": entry.write,
+        "ttl_s": entry.ttl_s,
+        "value": value if ok else None,
+        "fields": {name: _text(raw) for name, raw in sorted(entry.fields.items())},
+        "problem": entry.problem or None,
+    }
+
+
+async def _read(s: MeshSettings, workflow: str, agent: str | None) -> list[Entry]:
+    redis = connect(s.redis_url, retry_s=s.redis_retry_s, **admin_login(s).redis_options())
+    try:
+        return await read_memory(redis, s.subject_prefix, workflow, agent)
+    finally:
+        await redis.aclose()
+
+
+def memory(
+    workflow: str = typer.Argument(..., help="workflow id (printed by publish and demo)"),
+    agent: str | None = typer.Argument(None, help="only this agent's memory"),
+    as_json: bool = typer.Option(False, "--json", help="every key and field as JSON"),
+    width: int = typer.Option(VALUE_LIMIT, min=20, help="characters of a value shown"),
+) -> None:
+    """Show a workflow's working memory: each agent's keys, values, versions and the
+    fields Redis holds (read as the admin)."""
+    if not is_token(workflow):
+        raise typer.BadParameter("not a workflow id (A-Z a-z 0-9 _ -)", param_hint="WORKFLOW")
+    if agent is not None and not is_token(agent):
+        raise typer.BadParameter("not an agent name (A-Z a-z 0-9 _ -)", param_hint="AGENT")
+    entries = run_async(_read(settings(), workflow, agent))
+    if as_json:
+        out = {"workflow": workflow, "memory": [entry_json(e) for e in entries]}
+        sys.stdout.write(json.dumps(out, indent=2, ensure_ascii=True) + "\n")
+        if not entries:
+            raise typer.Exit(1)
+        return
+    if not entries:
+        whose = f" of agent {markup(agent)}" if agent else ""
+        console.print(f"no working memory{whose} for workflow {markup(workflow)}", highlight=False)
+        raise typer.Exit(1)
+    console.print(Text.assemble("workflow ", (workflow, "bold")), highlight=False)
+    current = None
+    for entry in entries:
+        if entry.agent != current:
+            current = entry.agent
+            console.print(Text("agent " + plain(entry.agent, limit=80), "bold cyan"))
+        for line in entry_lines(entry, width=width):
+            console.print(line, highlight=False, soft_wrap=True)

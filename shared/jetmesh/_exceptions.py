@@ -11,8 +11,12 @@ Every error jetmesh raises derives from :class:`MeshError`::
     ├── MeshTimeout (+ TimeoutError)  a call's deadline passed
     ├── CallFailed                    the called agent answered with an error
     ├── PublishFailed                 the stream refused a message, or no stream takes it
+    │   └── PublishRefused            the policy or nats-server does not let this client
+    │                                 publish there (``jetmesh publish`` to a role not called)
     ├── RedriveRefused                a dead letter whose task does not verify as the
-    │                                 original of the role it is filed for; nothing sent
+    │   │                             original of the role it is filed for; nothing sent
+    │   └── NotATask                  a dead letter whose bytes are no task envelope (a
+    │                                 refused reply, event or raw message): nothing to send
     ├── RejectedMessage               a message failed verification; ``reason`` is a stable code
     │   ├── Oversized                 body over ``max_payload_bytes``
     │   ├── Unsigned                  no signature headers, or an unknown scheme
@@ -128,6 +132,24 @@ class PublishFailed(MeshError):
     """The stream refused a message (or no stream takes its subject)."""
 
 
+class PublishRefused(PublishFailed):
+    """This client may not publish on the subject: the policy in force does not list the
+    role among those its identity ``calls`` (checked before anything is sent), or
+    nats-server refused the publish (a permissions violation, reported at once instead of
+    waiting for a reply that cannot come).
+
+    Attributes:
+        identity: who publishes (``cli``, or another ingress).
+        subject: where it may not publish.
+    """
+
+    def __init__(self, identity: str, subject: str, detail: str) -> None:
+        super().__init__(f"{identity} may not publish to {subject}: {detail}")
+        self.identity = identity
+        self.subject = subject
+        self.detail = detail
+
+
 class RedriveRefused(MeshError):
     """A dead letter that ``jetmesh dlq redrive`` will not send again: its task does not
     verify as one sent to the role whose dead-letter subject holds it (the signature with
@@ -147,6 +169,16 @@ class RedriveRefused(MeshError):
         self.seq = seq
         self.reason = reason
         self.detail = detail
+
+
+class NotATask(RedriveRefused):
+    """A dead letter whose bytes are not a task envelope: a refused reply or event, or raw
+    bytes that were never one (``jetmesh publish --raw``). There is no task to send
+    again: nothing is sent and the dead letter stays (``jetmesh dlq show`` prints what it
+    holds). ``reason`` is ``not-a-task``."""
+
+    def __init__(self, seq: int, detail: str) -> None:
+        super().__init__(seq, "not-a-task", detail)
 
 
 class RejectedMessage(MeshError):

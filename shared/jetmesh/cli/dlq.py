@@ -116,6 +116,7 @@ async def redrive_seq(s: MeshSettings, seq: int, ingress: str = CLI_IDENTITY) ->
     the ingress ``ingress``; returns what was sent.
 
     Raises:
+        NotATask: it holds no task envelope (nothing sent).
         RedriveRefused: it does not hold its role's original task, or the ingress may not
             send there (nothing sent).
         ConfigError: there is no dead letter ``seq``.

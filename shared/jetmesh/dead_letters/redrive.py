@@ -42,7 +42,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from .. import events as ev
-from .._exceptions import BadDelegation, RedriveRefused, RejectedMessage
+from .._exceptions import BadDelegation, NotATask, RedriveRefused, RejectedMessage
 from ..bus.direct import MessageStore
 from ..envelope import Envelope
 from ..identity.certificates import Certificate
@@ -90,12 +90,14 @@ async def verify_original(
     the delegation chain to send it again with (see the module's docstring).
 
     Raises:
+        NotATask: its bytes are not a task envelope.
         RedriveRefused: not a task of that role, or it does not verify (``reason`` says
             which check failed), or ``ingress`` may not send to that role.
     """
     original = letter.envelope()
     if original is None or original.kind != "task":
-        raise RedriveRefused(letter.seq, "not-a-task", "its bytes are not a task envelope")
+        what = "its bytes are not an envelope" if original is None else f"a {original.kind}"
+        raise NotATask(letter.seq, f"{what}, not a task: there is nothing to send again")
     owner = letter.owner
     if not owner or original.to != owner:
         raise RedriveRefused(

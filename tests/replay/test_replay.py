@@ -125,18 +125,25 @@ async def test_rerun_with_the_same_code_is_the_same_and_touches_nothing(
 
 
 @pytest.mark.parametrize(
-    ("changed", "step", "what", "expected", "got"),
+    ("changed", "step", "what", "expected", "got", "changes"),
     [
-        (shop_code.shop_other_target, STOCK, "target", "stock", "warehouse"),
-        (shop_code.shop_other_body, PRICER, "body", '"qty":2', '"qty":3'),
-        (shop_code.shop_other_result, SHOP, "result", '"total":6', '"total":7'),
-        (shop_code.shop_no_charge, SHOP, "extra-effect", "", ""),
-        (shop_code.shop_waits, SHOP, "extra-signal", "", ""),
+        (shop_code.shop_other_target, STOCK, "target", "stock", "warehouse", ()),
+        (shop_code.shop_other_body, PRICER, "body", '"qty":2', '"qty":3', ("qty: 2 -> 3",)),
+        (shop_code.shop_other_result, SHOP, "result", '"total":6', '"total":7', ("total: 6 -> 7",)),
+        (shop_code.shop_no_charge, SHOP, "extra-effect", "", "", ()),
+        (shop_code.shop_waits, SHOP, "extra-signal", "", "", ()),
     ],
     ids=["other-target", "other-body", "other-result", "other-effect", "a-wait"],
 )
 async def test_changed_code_diverges_at_its_step(
-    mesh: Mesh, shop: Run, changed: Agent, step: str, what: str, expected: str, got: str
+    mesh: Mesh,
+    shop: Run,
+    changed: Agent,
+    step: str,
+    what: str,
+    expected: str,
+    got: str,
+    changes: tuple[str, ...],
 ) -> None:
     report = await rerun_with(mesh, shop, changed, shop_code.stock, shop_code.pricer)
 
@@ -148,6 +155,7 @@ async def test_changed_code_diverges_at_its_step(
     assert (divergence.step, divergence.what) == (step, what)
     assert expected in divergence.expected
     assert got in divergence.got
+    assert divergence.changes == changes, "each changed field, and only those"
     assert shop_code.charges == [6], "no effect ran during the re-run"
 
 
@@ -227,7 +235,13 @@ async def test_cli_shows_the_history_and_reruns_it(
     assert f"body at {PRICER}: call to pricer sent another body" in out
     assert 'expected test.Order/1 {"item":"apple","qty":2}' in out
     assert 'got      test.Order/1 {"item":"apple","qty":3}' in out
+    assert "changed  qty: 2 -> 3" in out
     assert "re-run of 3 task(s): 1 same, 1 diverged, 1 skipped" in out
+
+    code, out, err = await jetmesh(mesh, "replay", shop.workflow, "--rerun", "--width=20", *changed)
+    assert code == 1, out + err
+    assert 'expected test.Order/1 {"it...' in out, "--width cuts the bodies shown"
+    assert "changed  qty: 2 -> 3" in out, "the changed field is shown whatever the width"
 
     code, out, err = await jetmesh(mesh, "replay", shop.workflow, "--json", "--rerun", *changed)
     assert code == 1, err

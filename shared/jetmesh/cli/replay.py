@@ -102,9 +102,10 @@ def render_history(recorded: WorkflowHistory, width: int = WIDTH) -> Tree:
     return tree
 
 
-def render_report(report: RerunReport) -> list[str]:
+def render_report(report: RerunReport, width: int = WIDTH) -> list[str]:
     """One line per re-run task (same, diverged or skipped, and why), then each divergence
-    with what the history expected and what the new code did."""
+    with what the history expected and what the new code did (each cut to ``width``) and,
+    for a body or a result, each field that changed."""
     shown = [(plain(t.step, limit=200), plain(t.agent, limit=40)) for t in report.tasks]
     steps = max((len(step) for step, _ in shown), default=0)
     agents = max((len(agent) for _, agent in shown), default=0)
@@ -126,9 +127,14 @@ def render_report(report: RerunReport) -> list[str]:
                 f"{pad}[red]{markup(d.what)}[/red] at {markup(d.step)}: {markup(d.detail)}"
             )
             if d.expected or d.got:
-                lines.append(f"{pad}  expected {markup(d.expected) or '-'}")
-                lines.append(f"{pad}  got      {markup(d.got) or '-'}")
+                lines.append(f"{pad}  expected {markup(_cut(d.expected, width)) or '-'}")
+                lines.append(f"{pad}  got      {markup(_cut(d.got, width)) or '-'}")
+            lines.extend(f"{pad}  changed  {markup(change)}" for change in d.changes)
     return lines
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _json_payload(p: Payload | None) -> dict[str, Any] | None:
@@ -235,7 +241,7 @@ def replay(
         console.print(render_history(recorded, width))
     else:
         console.print(f"workflow [bold]{markup(workflow)}[/bold] re-run with the current code")
-        console.print("\n".join(render_report(report)), highlight=False)
+        console.print("\n".join(render_report(report, width)), highlight=False)
         counts = {s: sum(t.status == s for t in report.tasks) for s in (SAME, DIVERGED)}
         skipped = len(report.tasks) - sum(counts.values())
         console.print(

@@ -52,6 +52,9 @@ MISSING_MODEL = "missing-model"
 """A recorded model call that the new code did not make."""
 PROMPT = "prompt"
 """A model call asked another request (prompt, system, limits) than the recorded one."""
+FULL = 1 << 20
+"""A body's preview in a divergence is whole (up to 1 MiB): the reader cuts it to its width."""
+
 RESULT = "result"
 """The handler returned another result."""
 OUTCOME = "outcome"
@@ -71,7 +74,11 @@ class Divergence:
     """One of the constants of this module (``target``, ``body``, ``result``, ...)."""
     detail: str
     expected: str = ""
+    """What the history holds (for a body or a result: its type and whole JSON)."""
     got: str = ""
+    """What the re-run did instead."""
+    changes: tuple[str, ...] = ()
+    """For a body or a result: each field that changed, ``path: before -> after``."""
 
 
 class Stopped(BaseException):
@@ -120,9 +127,15 @@ class ReplayContext(ContextBase):
         return self._space
 
     def _diverged(
-        self, step: str, what: str, detail: str, expected: str = "", got: str = ""
+        self,
+        step: str,
+        what: str,
+        detail: str,
+        expected: str = "",
+        got: str = "",
+        changes: tuple[str, ...] = (),
     ) -> None:
-        self.divergences.append(Divergence(step, what, detail, expected, got))
+        self.divergences.append(Divergence(step, what, detail, expected, got, changes))
 
     def _stop(self, why: str, *, incomplete: bool = False) -> Stopped:
         """Stop the handler here: it diverged (already recorded), or, when ``incomplete``,
@@ -166,8 +179,9 @@ class ReplayContext(ContextBase):
                 step,
                 BODY,
                 f"call to {agent} sent another body",
-                expected=was.preview(),
-                got=sent.preview(),
+                expected=was.preview(FULL),
+                got=sent.preview(FULL),
+                changes=tuple(was.changes_to(sent)),
             )
         reply = recorded.reply
         if reply is None:  # the recorded call got no reply: it timed out

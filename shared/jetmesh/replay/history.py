@@ -21,6 +21,7 @@ from ..envelope import type_name
 from ..event_log import LoggedEvent, TaskNode, build_tree, read_settled
 from ..identity.tokens import Caller
 from ..runtime.ledger import Recorded
+from .diff import field_changes
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,14 @@ class Payload:
         if self.body is None or other.body is None:
             return False
         return self.type == other.type and _json(self.body) == _json(other.body)
+
+    def changes_to(self, other: Payload) -> list[str]:
+        """The fields ``other`` changed, as :func:`~jetmesh.replay.diff.field_changes` lists
+        them (a change of type first); none when either body is missing."""
+        if self.body is None or other.body is None:
+            return []
+        changed = [f"type: {self.type} -> {other.type}"] if self.type != other.type else []
+        return changed + field_changes(_json(self.body), _json(other.body))
 
     def preview(self, width: int = 60) -> str:
         """``type {json}``, cut to ``width`` characters of JSON."""

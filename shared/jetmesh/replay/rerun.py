@@ -31,7 +31,7 @@ from ..runtime.agent import Agent, Handler
 from ..runtime.context_base import MemorySpace
 from ..runtime.limits import PlanLimits
 from ..settings import MeshSettings
-from .context import INPUT, OUTCOME, RESULT, Divergence, ReplayContext
+from .context import FULL, INPUT, OUTCOME, RESULT, Divergence, ReplayContext
 from .history import Payload, TaskHistory, WorkflowHistory
 
 SAME = "same"
@@ -229,8 +229,9 @@ def _compare(task: TaskHistory, outcome: _Outcome, ctx: ReplayContext, out: Task
                     task.step,
                     RESULT,
                     "another result",
-                    expected=recorded.preview(),
-                    got=outcome.value.preview(),
+                    expected=recorded.preview(FULL),
+                    got=outcome.value.preview(FULL),
+                    changes=tuple(recorded.changes_to(outcome.value)),
                 )
             )
     elif task.status in ("failed", "rejected"):

@@ -21,13 +21,14 @@ from typing import Any
 import msgspec
 import typer
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from rich.text import Text
 
 from ..addresses import TOKEN_RE
 from ..logins import admin_login
 from ..memory.connection import connect
 from ..settings import MeshSettings
-from .common import console, run_async, settings
+from .common import console, err_console, run_async, settings
 from .render import markup, plain
 
 SCAN_COUNT = 1000
@@ -195,7 +196,14 @@ def memory(
         raise typer.BadParameter("not a workflow id (A-Z a-z 0-9 _ -)", param_hint="WORKFLOW")
     if agent is not None and not is_token(agent):
         raise typer.BadParameter("not an agent name (A-Z a-z 0-9 _ -)", param_hint="AGENT")
-    entries = run_async(_read(settings(), workflow, agent))
+    s = settings()
+    try:
+        entries = run_async(_read(s, workflow, agent))
+    except RedisError as exc:
+        err_console.print(
+            f"[red]error:[/red] Redis at {markup(s.redis_url)}: {markup(exc)}", highlight=False
+        )
+        raise typer.Exit(1) from None
     if as_json:
         out = {"workflow": workflow, "memory": [entry_json(e) for e in entries]}
         sys.stdout.write(json.dumps(out, indent=2, ensure_ascii=True) + "\n")

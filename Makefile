@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint types bench bench-flows chaos chaos-support restarts poison schemas clean down
+.PHONY: demo test check lint types docs bench bench-flows chaos chaos-support restarts poison schemas clean down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ types: $(STAMP)
 	$(BIN)/mypy
 
 check: lint types test
+
+# The docs site (mkdocs.yml): docs/ and the API reference from the docstrings, into .site/.
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtest.hop
@@ -52,4 +56,4 @@ down: $(STAMP)
 	$(BIN)/jetmesh down
 
 clean:
-	rm -rf $(VENV) .jetmesh .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .jetmesh .pytest_cache .mypy_cache .ruff_cache .site

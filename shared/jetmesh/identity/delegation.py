@@ -306,10 +306,14 @@ def check_chain(
         ingress: whether the first link's signer is an ingress.
         token: the task's caller token (the first link's ``prev`` is its digest).
         caller: that token, verified.
-        workflow, step, sender, to: the task's.
+        workflow: the task's workflow.
+        step: the task's step key.
+        sender: the task's sender.
         sender_ingress: the task's sender is an ingress: it may send a link made by
             another role again (``dlq redrive``).
+        to: the task's recipient.
         at: when the task was sent or stored; links must not have expired by then.
+        leeway_s: how far ``at`` may pass a link's expiry, for clock skew.
 
     Raises:
         BadDelegation: a link is out of place (removed, reordered, spliced, another

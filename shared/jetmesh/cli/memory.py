@@ -134,12 +134,13 @@ def _expiry(ttl_s: int | None) -> str:
     return f"expires in {ttl_s} s"
 
 
-def entry_lines(entry: Entry, *, width: int) -> list[Text]:
-    """An entry as ``jetmesh memory`` prints it: a heading line, then the value on one
-    line cut at ``width`` characters, then any other field of the hash."""
+def entry_lines(entry: Entry, *, width: int, pad: int = 0) -> list[Text]:
+    """An entry as ``jetmesh memory`` prints it: a heading line (its key padded to
+    ``pad``), then the value on one line cut at ``width`` characters, then any other field
+    of the hash."""
     version = entry.version
     head = Text.assemble(
-        ("  " + plain(entry.key, limit=80), "bold"),
+        (f"  {plain(entry.key, limit=80):<{pad}}", "bold"),
         f"  version {version if version is not None else '?'}",
         f"  write {plain(entry.write or '-', limit=40)}",
         f"  {_expiry(entry.ttl_s)}",
@@ -215,10 +216,11 @@ def memory(
         console.print(f"no working memory{whose} for workflow {markup(workflow)}", highlight=False)
         raise typer.Exit(1)
     console.print(Text.assemble("workflow ", (workflow, "bold")), highlight=False)
-    current = None
+    current, pad = None, 0
     for entry in entries:
         if entry.agent != current:
             current = entry.agent
+            pad = min(32, max(len(plain(e.key, limit=80)) for e in entries if e.agent == current))
             console.print(Text("agent " + plain(entry.agent, limit=80), "bold cyan"))
-        for line in entry_lines(entry, width=width):
+        for line in entry_lines(entry, width=width, pad=pad):
             console.print(line, highlight=False, soft_wrap=True)

@@ -1,6 +1,6 @@
 """Every Redis key jetmesh writes, in one place (also listed in docs/memory.md).
 
-    <prefix>:wf:<workflow>:<agent>:<key>       working memory value (hash: v, d)
+    <prefix>:wf:<workflow>:<agent>:<key>       working memory value (hash: v, d, w)
     <prefix>:conv:<workflow>:<agent>:<name>    conversation (list of JSON messages)
     <prefix>:journal:<agent>:<workflow>:<step> reply of a call, as the caller received it
     <prefix>:result:<workflow>:<agent>:<step>  result of a handled task, for duplicates

@@ -1,4 +1,10 @@
-"""Working memory of a workflow, in Redis, namespaced per agent, versioned.
+"""Working memory of a workflow, in Redis, one role's (namespaced per agent), versioned.
+
+A role's memory of a workflow is read and written by that role's replicas only: on servers
+that enforce the policy its Redis user's key patterns hold no other role's keys, and another
+role's :class:`WorkingMemory` raises :class:`~jetmesh.MemoryDenied` on a read as on a write.
+State other roles need is asked of its owner (docs/memory.md, "Sharing state between
+roles").
 
 Each value is a hash ``{v: version, d: JSON, w: write id}``. Writes are compare-and-set on
 the version (``jetmesh_cas``, a function of the mesh's Redis library: atomic in Redis), so
@@ -43,7 +49,7 @@ class Versioned(NamedTuple, Generic[T]):
 
 
 class WorkingMemory:
-    """One agent's view of one workflow's memory."""
+    """One role's memory of one workflow (readable and writable by that role only)."""
 
     def __init__(
         self,

@@ -143,7 +143,7 @@ def test_effective_scopes_only_narrow() -> None:
 
 
 def test_cli_check() -> None:
-    result = CliRunner().invoke(app, ["policy", "check", str(SUPPORT)])
+    result = CliRunner().invoke(app, ["policy", "check", str(SUPPORT), "--detail"])
     assert result.exit_code == 0, result.output
     assert "billing (agent)" in result.output
     assert "consumes   mesh.agent.kb.task" in result.output

@@ -18,8 +18,9 @@ app = typer.Typer(
 )
 
 
-def print_provisioned(done: Provisioned) -> None:
-    """One line per kind of thing made sure of."""
+def print_provisioned(done: Provisioned, s: MeshSettings | None = None) -> None:
+    """One line per kind of thing made sure of, and one per role's task consumer as the
+    server holds it (with ``s``, the replicas' delays before a failed task comes back)."""
     roles = sorted({consumer for _, consumer in done.consumers})
     console.print(f"admin  streams  {', '.join(done.streams)}", highlight=False, soft_wrap=True)
     console.print(
@@ -27,11 +28,20 @@ def print_provisioned(done: Provisioned) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    for r in done.redelivery:
+    if done.task_consumers:
+        retries = ", ".join(f"{b:g}" for b in s.retry_backoff_s) if s else ""
         console.print(
-            f"admin  delivery AckWait {r.ack_wait_s:g} s (in-progress acks every "
-            f"{r.ack_wait_s / 3:.3g} s), max_deliver {r.max_deliver}, "
-            f"max_ack_pending {r.max_ack_pending}",
+            "admin  delivery as nats-server holds each role's task consumer (a changed "
+            "ack_wait_s, max_deliver or max_ack_pending applies when this step runs again: "
+            "`jetmesh admin provision`)"
+            + (f"; a failed task is sent back after {retries} s (retry_backoff_s)" if s else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+    width = max((len(c.role) for c in done.task_consumers), default=0)
+    for consumer in done.task_consumers:
+        console.print(
+            f"admin    {consumer.role:<{width}}  {consumer.describe()}",
             highlight=False,
             soft_wrap=True,
         )
@@ -71,6 +81,9 @@ def provision_command(
     ),
 ) -> None:
     """As the NATS admin user, create the streams, every role's consumers (with their filter
-    subjects) and the registry, and issue each role's certificate from the policy into it.
+    subjects) and the registry, and issue each role's certificate from the policy into it;
+    print each role's task consumer as the server holds it. Run it again after changing
+    ack_wait_s, max_deliver or max_ack_pending: replicas do not change their consumers.
     Safe to run again. `jetmesh up` runs it."""
-    print_provisioned(provision_policy(settings(), file))
+    s = settings()
+    print_provisioned(provision_policy(s, file), s)

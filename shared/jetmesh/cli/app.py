@@ -20,6 +20,7 @@ from . import (
     servers,
     signal,
 )
+from .help import flow_help
 
 app = typer.Typer(
     name="jetmesh",
@@ -44,6 +45,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(policy.app, name="policy")
 app.add_typer(admin.app, name="admin")
+flow_help(app)  # after every registration: each paragraph of help flows in any width
 
 
 def main() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
 from ..policy import PolicyError, all_permissions, mesh_policy
+from ..policy.derive import RolePermissions
 from ..policy.model import Policy
 from ..policy.servers import ServerAuth
 from .common import console, err_console, settings
@@ -33,37 +35,70 @@ def _items(values: frozenset[str]) -> str:
     return ", ".join(sorted(values)) if values else "-"
 
 
+def summary_table(policy: Policy, permissions: list[RolePermissions]) -> Table:
+    """One row per role: its kind, the roles it calls, its scopes, its tools and how many
+    Redis key patterns it may use."""
+    table = Table("role", "kind", "calls", "scopes", "tools", "redis patterns")
+    for perms in permissions:
+        grant = policy.roles[perms.name]
+        table.add_row(
+            perms.name,
+            "ingress" if perms.ingress else "agent",
+            _items(grant.calls),
+            _items(grant.scopes),
+            _items(frozenset(grant.tools)),
+            str(len(perms.redis_keys)),
+        )
+    return table
+
+
+def print_detail(policy: Policy, perms: RolePermissions) -> None:
+    """A role's grant and the server permissions derived from it, a line each."""
+    grant = policy.roles[perms.name]
+    kind = "ingress" if perms.ingress else "agent"
+    console.print(f"\n[bold]{perms.name}[/bold] ({kind})", highlight=False)
+    console.print(f"  calls      {_items(grant.calls)}", highlight=False)
+    console.print(f"  scopes     {_items(grant.scopes)}", highlight=False)
+    tools = [
+        f"{name}{' (irreversible)' if tool.irreversible else ''}"
+        + (f" needs {tool.scope}" if tool.scope else "")
+        for name, tool in sorted(grant.tools.items())
+    ]
+    console.print(f"  tools      {', '.join(tools) or '-'}", highlight=False)
+    if perms.consume:
+        console.print(f"  consumes   {perms.consume}", highlight=False)
+    for subject in perms.publish:
+        console.print(f"  publish    {subject}", highlight=False)
+    for subject in perms.subscribe:
+        console.print(f"  subscribe  {subject}", highlight=False)
+    for pattern in perms.redis_keys:
+        console.print(f"  redis      {pattern}", highlight=False)
+
+
 @app.command("check")
 def check(
     file: Path | None = typer.Argument(
         None, help="the policy (TOML); default JETMESH_POLICY_FILE, else the library's roles alone"
     ),
+    detail: bool = typer.Option(
+        False,
+        "--detail",
+        help="after the summary, each role's tools and the NATS subjects and Redis key "
+        "patterns derived from it",
+    ),
 ) -> None:
-    """Validate FILE and print each role with its scopes, tools and derived permissions."""
+    """Validate FILE and print a summary of its roles: what each calls, its scopes, its tools
+    and its number of Redis key patterns (--detail: every derived permission too)."""
     policy = _load(file)
-    s = settings()
+    permissions = all_permissions(policy, settings())
     console.print(f"max_delegation_depth {policy.max_delegation_depth}", highlight=False)
-    for perms in all_permissions(policy, s):
-        grant = policy.roles[perms.name]
-        kind = "ingress" if perms.ingress else "agent"
-        console.print(f"\n[bold]{perms.name}[/bold] ({kind})", highlight=False)
-        console.print(f"  calls      {_items(grant.calls)}", highlight=False)
-        console.print(f"  scopes     {_items(grant.scopes)}", highlight=False)
-        tools = [
-            f"{name}{' (irreversible)' if tool.irreversible else ''}"
-            + (f" needs {tool.scope}" if tool.scope else "")
-            for name, tool in sorted(grant.tools.items())
-        ]
-        console.print(f"  tools      {', '.join(tools) or '-'}", highlight=False)
-        if perms.consume:
-            console.print(f"  consumes   {perms.consume}", highlight=False)
-        for subject in perms.publish:
-            console.print(f"  publish    {subject}", highlight=False)
-        for subject in perms.subscribe:
-            console.print(f"  subscribe  {subject}", highlight=False)
-        for pattern in perms.redis_keys:
-            console.print(f"  redis      {pattern}", highlight=False)
-    console.print(f"\nok: {len(policy.roles)} roles", highlight=False)
+    console.print(summary_table(policy, permissions))
+    if detail:
+        for perms in permissions:
+            print_detail(policy, perms)
+        console.print()
+    hint = "" if detail else " (--detail: each role's subjects and Redis patterns)"
+    console.print(f"ok: {len(policy.roles)} roles{hint}", highlight=False)
 
 
 @app.command("servers")

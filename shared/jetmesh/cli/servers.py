@@ -76,7 +76,7 @@ def up(
             "`jetmesh down` then `jetmesh up` to start it with these",
             highlight=False,
         )
-    print_provisioned(done.provisioned)
+    print_provisioned(done.provisioned, s)
 
 
 def down() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from msgspec.structs import replace
+
 from jetmesh import events as ev
 from jetmesh.event_log import LoggedEvent, _open, build_tree
 
@@ -160,3 +162,71 @@ def test_a_call_event_written_into_another_roles_task_takes_no_hop_over() -> Non
     (billing,) = triage.children
     assert (billing.agent, billing.verified, billing.status) == ("billing", True, "completed")
     assert [(e.signer, e.verified) for e in triage.events][:1] == [("kb", False)]
+
+
+def at(
+    when: float, kind: str, agent: str, task: str, parent: str | None, step: str, **kw: object
+) -> LoggedEvent:
+    """``logged``, at ``when`` (seconds)."""
+    item = logged(kind, agent, task, parent, step, **kw)
+    return LoggedEvent(replace(item.event, at=when), WF, agent, True, caller="alice")
+
+
+def resumed(*, billing_done_at: float, caller_gave_up: bool) -> list[LoggedEvent]:
+    """triage calls billing at 1 s; billing is killed once and completes on its second
+    attempt; a redelivery of the finished step is answered from the ledger."""
+    step = "triage/billing.1"
+    out = [
+        logged(ev.ACCEPTED, "cli", None, None, "triage", target="triage"),
+        at(1.0, ev.CALL, "triage", "t1", None, "triage", target="billing", callee_step=step),
+        at(2.0, "routed", "billing", "t2", "t1", step, detail="to refunds"),
+        at(12.0, ev.STARTED, "billing", "t2", "t1", step, attempt=2),
+        at(12.5, "routed", "billing", "t2", "t1", step, detail="to refunds"),
+        at(billing_done_at, ev.COMPLETED, "billing", "t2", "t1", step, duration_ms=3.0, attempt=2),
+        at(
+            billing_done_at + 9,
+            ev.COMPLETED,
+            "billing",
+            "t2",
+            "t1",
+            step,
+            duration_ms=0.0,
+            attempt=3,
+            reason=ev.FROM_LEDGER,
+        ),
+    ]
+    if caller_gave_up:
+        out.append(
+            at(
+                11.0,
+                ev.RETRIED,
+                "triage",
+                "t1",
+                None,
+                "triage",
+                reason="MeshTimeout",
+                detail="no reply from billing",
+            )
+        )
+    return sorted(out, key=lambda item: item.event.at)
+
+
+def test_a_resumed_step_shows_its_run_time_its_total_and_the_ledger_answer() -> None:
+    (root,) = build_tree(resumed(billing_done_at=13.0, caller_gave_up=False))
+    (billing,) = root.children[0].children
+    assert (billing.status, billing.attempts, billing.duration_ms) == ("completed", 3, 3.0)
+    assert billing.answered_again == 1
+    assert billing.notes == [
+        "21.0 s from call to last answer",
+        "answered from the ledger (the handler did not run again)",
+        "routed: to refunds",
+    ], "one routed note for the two runs that emitted it"
+
+
+def test_a_step_finished_after_its_caller_gave_up_is_marked() -> None:
+    (root,) = build_tree(resumed(billing_done_at=13.0, caller_gave_up=True))
+    (billing,) = root.children[0].children
+    assert "finished after its caller's timeout" in billing.notes
+    (root,) = build_tree(resumed(billing_done_at=10.0, caller_gave_up=True))
+    (billing,) = root.children[0].children
+    assert "finished after its caller's timeout" not in billing.notes, "it finished in time"

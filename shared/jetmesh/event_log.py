@@ -107,6 +107,8 @@ class TaskNode:
     """Custom events the handler emitted (``ctx.emit``), as ``kind: detail``."""
     usage: ModelUsage = field(default_factory=ModelUsage)
     """Its model calls' tokens and cost."""
+    answered_again: int = 0
+    """How many times its recorded result was sent again without running the handler."""
     children: list[TaskNode] = field(default_factory=list)
     events: list[LoggedEvent] = field(default_factory=list)
 
@@ -206,6 +208,13 @@ def build_tree(events: list[LoggedEvent]) -> list[TaskNode]:
             called.setdefault((key, e.callee_step), e.target or "")
     for node in nodes.values():
         _check_called(node, nodes.get(node.parent or ""), called)
+    _link(roots, nodes)
+    return roots
+
+
+def _link(roots: list[TaskNode], nodes: dict[str, TaskNode]) -> None:
+    """Put each task under the task (or ingress entry) that caused it, in call order, with
+    what its attempts did noted."""
     for node in nodes.values():
         caused_by = nodes.get(node.parent or "")
         if caused_by is not None:
@@ -216,9 +225,10 @@ def build_tree(events: list[LoggedEvent]) -> list[TaskNode]:
             roots.append(node)
     for node in [*roots, *nodes.values()]:
         _note_sent_again(node.children)
+    for node in nodes.values():
+        _note_attempts(node, nodes.get(node.parent or ""))
     for node in nodes.values():  # calls made together log in any order: show the code's
         node.children.sort(key=_call_number)
-    return roots
 
 
 def _add_entry(roots: list[TaskNode], logged: LoggedEvent) -> None:
@@ -271,6 +281,73 @@ def _note_sent_again(children: list[TaskNode]) -> None:
         if child.step in seen:
             child.notes.insert(0, "sent again: the same step")
         seen.add(child.step)
+
+
+def _completed(node: TaskNode, e: ev.Event) -> None:
+    if e.reason == ev.FROM_LEDGER:  # the handler did not run: keep the run's time
+        node.answered_again += 1
+    else:
+        node.duration_ms = e.duration_ms
+    node.status = "completed"
+    node.type = node.type or e.type
+    node.attempts = max(node.attempts, e.attempt)
+
+
+def _note_attempts(node: TaskNode, caller: TaskNode | None) -> None:
+    """Mark what a tree of one attempt would hide: a step answered from its record without
+    running again, the time from its call (or first event) to its last answer when it took
+    more than one attempt, and a step that finished after its caller had given up on it."""
+    done = [e.event.at for e in node.events if e.verified and e.event.kind == ev.COMPLETED]
+    if not done:
+        return
+    marks = []
+    called = _called_at(node, caller)
+    ran = [
+        e.event.at
+        for e in node.events
+        if e.verified and e.event.kind == ev.COMPLETED and e.event.reason != ev.FROM_LEDGER
+    ]
+    gave_up = _timed_out_at(caller, after=called) if caller is not None else None
+    if ran and gave_up is not None and min(ran) > gave_up:
+        marks.append("finished after its caller's timeout")
+    if node.attempts > 1:
+        began = called if called is not None else min(e.event.at for e in node.events)
+        marks.append(f"{max(done) - began:.1f} s from call to last answer")
+    if node.answered_again:
+        again = f" x{node.answered_again}" if node.answered_again > 1 else ""
+        marks.append(f"answered from the ledger{again} (the handler did not run again)")
+    after = 1 if node.notes and node.notes[0].startswith("sent again") else 0
+    node.notes[after:after] = marks
+
+
+def _called_at(node: TaskNode, caller: TaskNode | None) -> float | None:
+    """When ``caller`` first logged the call of ``node``'s step."""
+    if caller is None:
+        return None
+    return min(
+        (
+            e.event.at
+            for e in caller.events
+            if e.verified and e.event.kind == ev.CALL and e.event.callee_step == node.step
+        ),
+        default=None,
+    )
+
+
+def _timed_out_at(caller: TaskNode, *, after: float | None) -> float | None:
+    """When ``caller`` first gave up waiting for a reply (a ``MeshTimeout`` retried or
+    failed its task) after ``after``."""
+    return min(
+        (
+            e.event.at
+            for e in caller.events
+            if e.verified
+            and e.event.kind in (ev.RETRIED, ev.FAILED)
+            and "MeshTimeout" in f"{e.event.reason} {e.event.detail}"
+            and (after is None or e.event.at >= after)
+        ),
+        default=None,
+    )
 
 
 def _call_number(node: TaskNode) -> int:
@@ -336,10 +413,7 @@ def _apply(node: TaskNode, logged: LoggedEvent) -> None:
         if node.status not in _FINISHED:  # a started stored late (its publish waited out
             node.status = "running"  # a restart) does not reopen a finished task
     elif e.kind == ev.COMPLETED:
-        node.status = "completed"
-        node.duration_ms = e.duration_ms
-        node.type = node.type or e.type
-        node.attempts = max(node.attempts, e.attempt)
+        _completed(node, e)
     elif e.kind in (ev.FAILED, ev.REJECTED):
         node.status = e.kind
         node.detail = f"{e.reason}: {e.detail}"
@@ -351,4 +425,6 @@ def _apply(node: TaskNode, logged: LoggedEvent) -> None:
         node.status = "retrying"
         node.detail = f"{e.reason}: {e.detail}"
     elif e.kind not in ev.KINDS:
-        node.notes.append(f"{e.kind}: {e.detail}" if e.detail else e.kind)
+        note = f"{e.kind}: {e.detail}" if e.detail else e.kind
+        if note not in node.notes:  # a handler run again emits its events again
+            node.notes.append(note)

@@ -404,6 +404,7 @@ class Replica:
             attempt=attempt,
             type=task.type,
             duration_ms=0.0,
+            reason=ev.FROM_LEDGER,
             detail=f"-> {recorded.type} (step already done: recorded result sent again)",
             body=ev.EventPayload(type=recorded.type, value=recorded.body),
         )

@@ -161,7 +161,12 @@ class MeshSettings(BaseSettings):
     """How long JetStream waits for an ack before redelivering a task. A running task is
     kept by in-progress acks every ``ack_wait_s / 3``, so this is how long a task whose
     replica died waits before another replica resumes it; it must leave room for that
-    within a call's deadline (``call_timeout_s`` at least ``2 * ack_wait_s``)."""
+    within a call's deadline (``call_timeout_s`` at least ``2 * ack_wait_s``). A setting of
+    the role's consumer, as ``max_deliver`` and ``max_ack_pending`` are: on servers that
+    enforce the policy a replica cannot change it, so a new value takes effect when the
+    admin step runs again (``jetmesh admin provision`` or ``jetmesh up``, which print each
+    role's consumer as the server holds it); on open servers each replica updates it when
+    it starts."""
 
     max_deliver: int = Field(default=5, gt=0)
     """Deliveries of one task before it is dead-lettered."""

@@ -12,7 +12,6 @@ from pathlib import Path
 import nats
 import pytest
 import redis
-from nats.js.api import ConsumerConfig
 from typer.testing import CliRunner
 
 from jetmesh.cli.app import app
@@ -113,35 +112,3 @@ def test_up_open_starts_servers_without_users(up_env: MeshSettings) -> None:
     assert "PONG" in anonymous_connect(up_env.nats_url)
     with redis.Redis.from_url(up_env.redis_url) as plain:
         assert plain.ping()
-
-
-def test_admin_provision_applies_and_prints_changed_consumer_settings(
-    up_env: MeshSettings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """AckWait and the other consumer settings change only when the admin step runs again;
-    it prints them per role as nats-server then holds them."""
-    result = CliRunner().invoke(app, ["up"])
-    assert result.exit_code == 0, result.output
-    monkeypatch.setenv("JETMESH_ACK_WAIT_S", "4")
-    monkeypatch.setenv("JETMESH_MAX_DELIVER", "3")
-    monkeypatch.setenv("JETMESH_MAX_ACK_PENDING", "16")
-
-    again = CliRunner().invoke(app, ["admin", "provision"])
-
-    assert again.exit_code == 0, again.output
-    assert re.search(
-        r"^admin    kb +AckWait 4 s, max_deliver 3, max_ack_pending 16$", again.output, re.MULTILINE
-    ), again.output
-    held = asyncio.run(task_consumer(up_env, "kb"))
-    assert (held.ack_wait, held.max_deliver, held.max_ack_pending) == (4.0, 3, 16)
-
-
-async def task_consumer(settings: MeshSettings, role: str) -> ConsumerConfig:
-    """``role``'s task consumer's configuration, read as the admin."""
-    nc = await nats.connect(
-        settings.nats_url, allow_reconnect=False, **admin_login(settings).nats_options()
-    )
-    try:
-        return (await nc.jetstream().consumer_info(settings.tasks_stream, role)).config
-    finally:
-        await nc.close()

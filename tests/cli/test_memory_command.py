@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from jetmesh import Agent, Context, MeshSettings
 from jetmesh.embedded import free_port
 from jetmesh.envelope import new_id
+from jetmesh.memory import Message
 from jetmesh.policy import parse_policy
 from jetmesh.processes import settings_env
 from tests.harness.mesh import Mesh
@@ -42,7 +43,8 @@ class Noted(msgspec.Struct, frozen=True):
 
 
 def writer(name: str = "writer") -> Agent:
-    """An agent that writes its draft twice and a note with the task's text."""
+    """An agent that writes its draft twice, a note with the task's text, and the text as
+    a message of its conversation ``support``."""
     agent = Agent(name)
 
     @agent.handler
@@ -50,6 +52,7 @@ def writer(name: str = "writer") -> Agent:
         await ctx.memory.set("draft", {"text": "one"})
         version = await ctx.memory.update("draft", dict, lambda d: {**(d or {}), "round": 2})
         await ctx.memory.set("note", msg.text)
+        await ctx.conversation("support").append(Message("user", msg.text))
         return Noted(version)
 
     return agent
@@ -103,6 +106,10 @@ async def test_shows_each_key_with_its_version_write_and_value(mesh: Mesh) -> No
     note = next(line for line in lines if line.startswith("  note "))
     assert "version 1" in note
     assert lines[lines.index(note) + 1] == '    "hello"'
+    assert lines[-2:] == [
+        "  conversation support  1 message  expires in 7.0 days",
+        "    newest user: hello",
+    ], out
 
 
 async def test_json_gives_every_field_of_the_stored_hash(mesh: Mesh, redis: Redis) -> None:
@@ -125,6 +132,9 @@ async def test_json_gives_every_field_of_the_stored_hash(mesh: Mesh, redis: Redi
     assert draft["write"] == stored[b"w"].decode()
     assert draft["problem"] is None
     assert 0 < draft["ttl_s"] <= 7 * 24 * 3600
+    (support,) = shown["conversations"]
+    assert (support["agent"], support["name"], support["messages"]) == ("writer", "support", 1)
+    assert support["newest"] == {"role": "user", "content": "hello", "name": ""}
 
 
 async def test_an_unknown_workflow_or_agent_is_said_and_exits_1(mesh: Mesh) -> None:
@@ -140,7 +150,7 @@ async def test_an_unknown_workflow_or_agent_is_said_and_exits_1(mesh: Mesh) -> N
 
     code, out, _ = await run_cli(mesh.settings, "memory", unknown, "--json")
     assert code == 1
-    assert json.loads(out) == {"workflow": unknown, "memory": []}
+    assert json.loads(out) == {"workflow": unknown, "memory": [], "conversations": []}
 
 
 async def test_a_malformed_workflow_id_is_refused_before_reading(mesh: Mesh) -> None:
@@ -159,12 +169,15 @@ async def test_hostile_values_are_shown_as_data(mesh: Mesh) -> None:
     value = lines[lines.index(next(li for li in lines if li.startswith("  note "))) + 1]
     assert value.startswith('    "\\u001b[2J[bold red]'), value  # JSON's own escape, as text
     assert re.search(r"\]…\(\+\d+\)$", value), "cut at --width characters"
+    assert lines[-1] == "    newest user: \\x1b[2J[bold red]owned[…(+12)", "cut, then escaped"
 
     code, out, _ = await run_cli(mesh.settings, "memory", workflow, "--json")
     assert code == 0
     assert out.isascii()
-    (note_entry,) = [e for e in json.loads(out)["memory"] if e["key"] == "note"]
+    shown = json.loads(out)
+    (note_entry,) = [e for e in shown["memory"] if e["key"] == "note"]
     assert note_entry["value"] == HOSTILE
+    assert shown["conversations"][0]["newest"]["content"] == HOSTILE
 
 
 async def test_a_key_no_memory_write_makes_is_flagged(mesh: Mesh, redis: Redis) -> None:
@@ -188,6 +201,11 @@ async def test_a_key_no_memory_write_makes_is_flagged(mesh: Mesh, redis: Redis) 
     code, out, _ = await run_cli(mesh.settings, "memory", workflow, "writer", "--json")
     (odd,) = [e for e in json.loads(out)["memory"] if e["key"] == "odd"]
     assert (odd["problem"], odd["fields"], odd["version"]) == ("not a hash", {}, None)
+
+    await redis.set(f"{prefix}:conv:{workflow}:writer:odd", "a string")
+    code, out, _ = await run_cli(mesh.settings, "memory", workflow, "writer", "--json")
+    problems = {c["name"]: c["problem"] for c in json.loads(out)["conversations"]}
+    assert problems == {"odd": "not a list", "support": None}
 
 
 @pytest.fixture

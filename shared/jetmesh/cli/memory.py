@@ -2,7 +2,8 @@
 
 Each agent's keys of the workflow (``<prefix>:wf:<workflow>:<agent>:<key>``, hashes of
 ``v`` version, ``d`` JSON value, ``w`` id of the last write) with their version, last
-write, expiry and value. Every string shown was written by some role, possibly a
+write, expiry and value; and its conversations (``<prefix>:conv:<workflow>:<agent>:<name>``)
+with their length and newest message. Every string shown was written by some role, possibly a
 compromised one, so it is shown as data (:mod:`.render`); a key under the workflow whose
 name is not a memory key (``jetmesh`` never writes one: a role's key pattern ``*`` also
 matches ``:``) is listed apart, with the role whose pattern reaches it.
@@ -70,6 +71,29 @@ class Entry:
             return False, None
 
 
+@dataclass(frozen=True)
+class ConversationEntry:
+    """One conversation of the workflow (``<prefix>:conv:<workflow>:<agent>:<name>``)."""
+
+    agent: str
+    name: str
+    redis_key: str
+    messages: int
+    ttl_s: int | None = None
+    last: bytes | None = None
+    """The newest message, as stored (JSON of ``{role, content, name}``)."""
+    problem: str = ""
+
+    def last_message(self) -> tuple[bool, Any]:
+        """(True, the newest message decoded) when it is JSON, else (False, None)."""
+        if self.last is None:
+            return False, None
+        try:
+            return True, msgspec.json.decode(self.last)
+        except msgspec.DecodeError:
+            return False, None
+
+
 def is_token(value: str) -> bool:
     """Whether ``value`` is a subject token (a workflow id, an agent name, a memory key)."""
     return TOKEN_RE.match(value) is not None
@@ -80,13 +104,28 @@ def _text(raw: bytes | str) -> str:
 
 
 def _split(redis_key: str, base: str) -> tuple[str, str, str]:
-    """(agent, key, problem) of a Redis key under ``base`` (``<prefix>:wf:<workflow>:``)."""
+    """(agent, key, problem) of a Redis key under ``base`` (``<prefix>:wf:<workflow>:``
+    or ``<prefix>:conv:<workflow>:``)."""
     agent, _, key = redis_key[len(base) :].partition(":")
     if not is_token(agent) or not is_token(key):
         owners = [part for part in redis_key[len(base) :].split(":")[:-1] if is_token(part)]
         who = " or ".join(f"'{o}'" for o in owners) or "no role"
         return agent, key, f"not a memory key name (within the key pattern of {who})"
     return agent, key, ""
+
+
+def _check(workflow: str, agent: str | None) -> None:
+    if not is_token(workflow) or (agent is not None and not is_token(agent)):
+        raise ValueError("a workflow id and an agent name are subject tokens (A-Z a-z 0-9 _ -)")
+
+
+async def _scan(redis: Redis, base: str, agent: str | None) -> list[str]:
+    pattern = f"{base}{agent}:*" if agent else f"{base}*"
+    return sorted({_text(k) async for k in redis.scan_iter(match=pattern, count=SCAN_COUNT)})
+
+
+def _ttl(reply: object) -> int | None:
+    return reply if isinstance(reply, int) and reply >= 0 else None
 
 
 async def read_memory(
@@ -98,11 +137,9 @@ async def read_memory(
     Raises:
         ValueError: ``workflow`` or ``agent`` is not a subject token.
     """
-    if not is_token(workflow) or (agent is not None and not is_token(agent)):
-        raise ValueError("a workflow id and an agent name are subject tokens (A-Z a-z 0-9 _ -)")
+    _check(workflow, agent)
     base = f"{prefix}:wf:{workflow}:"
-    pattern = f"{base}{agent}:*" if agent else f"{base}*"
-    found = sorted({_text(k) async for k in redis.scan_iter(match=pattern, count=SCAN_COUNT)})
+    found = await _scan(redis, base, agent)
     if not found:
         return []
     async with redis.pipeline(transaction=False) as pipe:
@@ -119,9 +156,40 @@ async def read_memory(
         fields = {_text(name): value for name, value in stored.items()}
         if not problem and ("v" not in fields or "d" not in fields):
             problem = "a hash without a version (v) and a value (d)"
-        left = ttl if isinstance(ttl, int) and ttl >= 0 else None
-        entries.append(Entry(owner, key, redis_key, fields, left, problem))
+        entries.append(Entry(owner, key, redis_key, fields, _ttl(ttl), problem))
     return sorted(entries, key=lambda e: (e.agent, e.key, e.redis_key))
+
+
+async def read_conversations(
+    redis: Redis, prefix: str, workflow: str, agent: str | None = None
+) -> list[ConversationEntry]:
+    """Every conversation of ``workflow`` (of ``agent`` only, when given): its length,
+    expiry and newest message, sorted by agent and name.
+
+    Raises:
+        ValueError: ``workflow`` or ``agent`` is not a subject token.
+    """
+    _check(workflow, agent)
+    base = f"{prefix}:conv:{workflow}:"
+    found = await _scan(redis, base, agent)
+    if not found:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in found:
+            pipe.llen(key)
+            pipe.ttl(key)
+            pipe.lindex(key, -1)
+        replies = await pipe.execute(raise_on_error=False)
+    entries = []
+    for i, redis_key in enumerate(found):
+        length, ttl, last = replies[3 * i : 3 * i + 3]
+        owner, name, problem = _split(redis_key, base)
+        if isinstance(length, Exception):  # another type than a list (WRONGTYPE)
+            length, last, problem = 0, None, problem or "not a list"
+        entries.append(
+            ConversationEntry(owner, name, redis_key, int(length), _ttl(ttl), last, problem)
+        )
+    return sorted(entries, key=lambda e: (e.agent, e.name, e.redis_key))
 
 
 def _expiry(ttl_s: int | None) -> str:
@@ -161,6 +229,41 @@ def entry_lines(entry: Entry, *, width: int, pad: int = 0) -> list[Text]:
     return lines
 
 
+def conversation_lines(entry: ConversationEntry, *, width: int) -> list[Text]:
+    """A conversation as ``jetmesh memory`` prints it: its name, length and expiry, then
+    its newest message cut at ``width`` characters."""
+    head = Text.assemble(
+        ("  conversation " + plain(entry.name, limit=80), "bold"),
+        f"  {entry.messages} message{'s' if entry.messages != 1 else ''}",
+        f"  {_expiry(entry.ttl_s)}",
+    )
+    lines = [head]
+    if entry.problem:
+        lines.append(Text(f"    ! {entry.problem}: {plain(entry.redis_key, limit=200)}", "red"))
+    ok, last = entry.last_message()
+    if ok and isinstance(last, dict):
+        who = plain(last.get("role", "?"), limit=40)
+        content = plain(last.get("content", ""), limit=width)
+        lines.append(Text(f"    newest {who}: {content}"))
+    elif entry.last is not None:
+        lines.append(Text("    newest (not JSON) " + plain(entry.last, limit=width), "red"))
+    return lines
+
+
+def conversation_json(entry: ConversationEntry) -> dict[str, Any]:
+    """A conversation for ``--json``: its length, expiry and newest message."""
+    ok, last = entry.last_message()
+    return {
+        "agent": entry.agent,
+        "name": entry.name,
+        "redis_key": entry.redis_key,
+        "messages": entry.messages,
+        "ttl_s": entry.ttl_s,
+        "newest": last if ok else (None if entry.last is None else _text(entry.last)),
+        "problem": entry.problem or None,
+    }
+
+
 def entry_json(entry: Entry) -> dict[str, Any]:
     """An entry for ``--json``: what the command shows, and the hash's fields as text."""
     ok, value = entry.value()
@@ -177,10 +280,13 @@ def entry_json(entry: Entry) -> dict[str, Any]:
     }
 
 
-async def _read(s: MeshSettings, workflow: str, agent: str | None) -> list[Entry]:
+async def _read(
+    s: MeshSettings, workflow: str, agent: str | None
+) -> tuple[list[Entry], list[ConversationEntry]]:
     redis = connect(s.redis_url, retry_s=s.redis_retry_s, **admin_login(s).redis_options())
     try:
-        return await read_memory(redis, s.subject_prefix, workflow, agent)
+        values = await read_memory(redis, s.subject_prefix, workflow, agent)
+        return values, await read_conversations(redis, s.subject_prefix, workflow, agent)
     finally:
         await redis.aclose()
 
@@ -192,35 +298,41 @@ def memory(
     width: int = typer.Option(VALUE_LIMIT, min=20, help="characters of a value shown"),
 ) -> None:
     """Show a workflow's working memory: each agent's keys, values, versions and the
-    fields Redis holds (read as the admin)."""
+    fields Redis holds, and its conversations (read as the admin)."""
     if not is_token(workflow):
         raise typer.BadParameter("not a workflow id (A-Z a-z 0-9 _ -)", param_hint="WORKFLOW")
     if agent is not None and not is_token(agent):
         raise typer.BadParameter("not an agent name (A-Z a-z 0-9 _ -)", param_hint="AGENT")
     s = settings()
     try:
-        entries = run_async(_read(s, workflow, agent))
+        entries, conversations = run_async(_read(s, workflow, agent))
     except RedisError as exc:
         err_console.print(
             f"[red]error:[/red] Redis at {markup(s.redis_url)}: {markup(exc)}", highlight=False
         )
         raise typer.Exit(1) from None
     if as_json:
-        out = {"workflow": workflow, "memory": [entry_json(e) for e in entries]}
+        out = {
+            "workflow": workflow,
+            "memory": [entry_json(e) for e in entries],
+            "conversations": [conversation_json(c) for c in conversations],
+        }
         sys.stdout.write(json.dumps(out, indent=2, ensure_ascii=True) + "\n")
-        if not entries:
+        if not entries and not conversations:
             raise typer.Exit(1)
         return
-    if not entries:
+    if not entries and not conversations:
         whose = f" of agent {markup(agent)}" if agent else ""
         console.print(f"no working memory{whose} for workflow {markup(workflow)}", highlight=False)
         raise typer.Exit(1)
     console.print(Text.assemble("workflow ", (workflow, "bold")), highlight=False)
-    current, pad = None, 0
-    for entry in entries:
-        if entry.agent != current:
-            current = entry.agent
-            pad = min(32, max(len(plain(e.key, limit=80)) for e in entries if e.agent == current))
-            console.print(Text("agent " + plain(entry.agent, limit=80), "bold cyan"))
-        for line in entry_lines(entry, width=width, pad=pad):
+    for owner in sorted({e.agent for e in entries} | {c.agent for c in conversations}):
+        console.print(Text("agent " + plain(owner, limit=80), "bold cyan"))
+        values = [e for e in entries if e.agent == owner]
+        pad = min(32, max((len(plain(e.key, limit=80)) for e in values), default=0))
+        lines = [line for e in values for line in entry_lines(e, width=width, pad=pad)]
+        for c in conversations:
+            if c.agent == owner:
+                lines += conversation_lines(c, width=width)
+        for line in lines:
             console.print(line, highlight=False, soft_wrap=True)

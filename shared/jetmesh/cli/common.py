@@ -34,7 +34,11 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
         return uvloop.run(coro)
     except MeshError as exc:
-        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {markup(exc)}", highlight=False)
+        err_console.print(
+            f"[red]error:[/red] {type(exc).__name__}: {markup(exc)}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
     except ImportError:  # pragma: no cover
         return asyncio.run(coro)

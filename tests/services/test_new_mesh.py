@@ -248,5 +248,5 @@ def test_the_page_kills_a_writer_mid_greeting_and_the_greeting_is_answered(
     assert msgspec.json.decode(reply[0]) == msgspec.json.decode(reply_shown)
     assert slow.endswith("&"), "the slow greeting is in flight while the writer is killed"
     tree = shown(printed["jetmesh events WORKFLOW"])
-    assert tree == shown(tree_shown)
+    assert tree == shown(tree_shown), printed["jetmesh events WORKFLOW"]
     assert any(f"{package}.Greeting/1 completed x2" in line for line in tree), tree

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +36,8 @@ T = TypeVar("T")
 
 PERMISSIONS_VIOLATION = "permissions violation"
 """What nats-server's error says when it refuses a client a subject (lowercased)."""
+
+_REFUSED_SUBJECT = re.compile(r'for (?:publish|subscription) to "([^"]+)"', re.IGNORECASE)
 
 
 def check_may_call(mesh: MeshClient, agent: str) -> None:
@@ -75,7 +78,8 @@ async def refused_fast(nc: NATS, work: Awaitable[T], identity: str, subject: str
     refused publish then waits for an ack or a reply that never comes.
 
     Raises:
-        PublishRefused: nats-server refused a publish or subscription of ``nc`` first.
+        PublishRefused: nats-server refused a publish or subscription of ``nc`` first (on
+            the subject its error names, else ``subject``).
     """
     refusal: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     forward = nc._error_cb
@@ -95,7 +99,11 @@ async def refused_fast(nc: NATS, work: Awaitable[T], identity: str, subject: str
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        raise PublishRefused(identity, subject, f"nats-server refused it ({refusal.result()})")
+        said = refusal.result()
+        named = _REFUSED_SUBJECT.search(said)
+        # nats-py lowercases the server's error: keep ``subject``'s case when it is the one
+        refused = named.group(1) if named and named.group(1) != subject.lower() else subject
+        raise PublishRefused(identity, refused, f"nats-server refused it ({said})")
     finally:
         nc._error_cb = forward
         if not task.done():

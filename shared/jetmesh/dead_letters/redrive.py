@@ -96,7 +96,13 @@ async def verify_original(
     """
     original = letter.envelope()
     if original is None or original.kind != "task":
-        what = "its bytes are not an envelope" if original is None else f"a {original.kind}"
+        if not letter.data:
+            what = "it holds no bytes (its task is no longer in the tasks stream)"
+        elif original is None:
+            what = "its bytes are not an envelope"
+        else:
+            article = "an" if original.kind[:1] in ("a", "e", "i", "o", "u") else "a"
+            what = f"it holds {article} {original.kind}"
         raise NotATask(letter.seq, f"{what}, not a task: there is nothing to send again")
     owner = letter.owner
     if not owner or original.to != owner:

@@ -62,13 +62,13 @@ def check_may_call(mesh: MeshClient, agent: str) -> None:
                 f"({', '.join(calls) or 'none'})",
             )
     if not mesh.certificate.may_publish(subject):
-        source = s.policy_file or "the library's roles alone (no JETMESH_POLICY_FILE)"
+        here = s.policy_file or "none: the library's roles alone"
         raise PublishRefused(
             mesh.name,
             subject,
-            f"its certificate does not name {agent!r} among the roles it calls (issued by "
-            f"the admin step from the policy in force; here: {source}); add {agent!r} to "
-            f"roles.{mesh.name}.calls and run `jetmesh admin provision`",
+            f"its certificate does not name {agent!r} among the roles it calls (the admin "
+            f"step issued it from the policy it was given; JETMESH_POLICY_FILE here: {here}); "
+            f"add {agent!r} to roles.{mesh.name}.calls and run `jetmesh admin provision`",
         )
 
 

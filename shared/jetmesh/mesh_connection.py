@@ -94,6 +94,9 @@ class MeshConnection:
         self._redis: Redis | None = None
         self._closed = False
         self.reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
+        self.error_listeners: list[Callable[[Exception], None]] = []
+        """Called with each error nats-server reports on this connection (other than a
+        refusal of its credentials): add to it while something waits on the answer."""
         """Coroutines run after the connection comes back (a replica renews its pulls)."""
         self.shut_out = asyncio.Event()
         """Set when nats-server kept refusing this identity's credentials after it had
@@ -117,6 +120,7 @@ class MeshConnection:
             f"{self.name}/{self.instance}",
             on_reconnect=self.reconnect_listeners,
             on_refused=self.shut_out.set,
+            error_listeners=self.error_listeners,
             **self.login.nats_options(),
         )
         self._js = self._nc.jetstream()

@@ -35,6 +35,7 @@ async def connect(
     *,
     on_reconnect: Sequence[Callable[[], Awaitable[None]]] = (),
     on_refused: Callable[[], None] | None = None,
+    error_listeners: Sequence[Callable[[Exception], None]] = (),
     **options: Any,
 ) -> NATS:
     """Connect with unlimited reconnects, a reconnect buffer, and logged state changes.
@@ -48,6 +49,8 @@ async def connect(
         on_reconnect: coroutines to run after each reconnect (the list is read at that
             time, so listeners may be added later).
         on_refused: called once the client gave up on credentials the server refuses.
+        error_listeners: called with each other error the server reports (a permissions
+            violation of a publish or a subscription, say); the list is read at that time.
         **options: passed through to ``nats.connect``.
 
     Raises:
@@ -73,6 +76,11 @@ async def connect(
                 asyncio.get_running_loop().create_task(_give_up(client, on_refused))
             return
         log.warning("nats error (%s): %s", name, exc)
+        for listener in list(error_listeners):
+            try:
+                listener(exc)
+            except Exception as failed:
+                log.warning("error listener failed (%s): %s", name, failed)
 
     async def on_disconnect() -> None:
         if not (client.is_closed or client.is_draining):

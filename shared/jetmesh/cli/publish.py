@@ -14,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 import typer
-from nats.aio.client import Client as NATS
 
 from .._exceptions import PublishRefused
 from ..client import MeshClient
@@ -72,24 +71,25 @@ def check_may_call(mesh: MeshClient, agent: str) -> None:
         )
 
 
-async def refused_fast(nc: NATS, work: Awaitable[T], identity: str, subject: str) -> T:
+async def refused_fast(
+    listeners: list[Callable[[Exception], None]], work: Awaitable[T], identity: str, subject: str
+) -> T:
     """Await ``work``, or raise as soon as nats-server reports a permissions violation on
-    ``nc``. nats-py hands that error to the connection's error callback only, and the
-    refused publish then waits for an ack or a reply that never comes.
+    the connection whose error ``listeners`` these are (``MeshClient.error_listeners``).
+    nats-py reports that error to the connection's error callback only, and the refused
+    publish then waits for an ack or a reply that never comes.
 
     Raises:
-        PublishRefused: nats-server refused a publish or subscription of ``nc`` first (on
-            the subject its error names, else ``subject``).
+        PublishRefused: nats-server refused a publish or subscription of the connection
+            first (on the subject its error names, else ``subject``).
     """
     refusal: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    forward = nc._error_cb
 
-    async def on_error(exc: Exception) -> None:
+    def on_error(exc: Exception) -> None:
         if PERMISSIONS_VIOLATION in str(exc).lower() and not refusal.done():
             refusal.set_result(str(exc))
-        await forward(exc)
 
-    nc._error_cb = on_error
+    listeners.append(on_error)
     task = asyncio.ensure_future(work)
     try:
         either: list[asyncio.Future[Any]] = [task, refusal]
@@ -105,7 +105,7 @@ async def refused_fast(nc: NATS, work: Awaitable[T], identity: str, subject: str
         refused = named.group(1) if named and named.group(1) != subject.lower() else subject
         raise PublishRefused(identity, refused, f"nats-server refused it ({said})")
     finally:
-        nc._error_cb = forward
+        listeners.remove(on_error)
         if not task.done():
             task.cancel()
 
@@ -152,7 +152,9 @@ def publish_raw(
             subject = mesh.subjects.task(agent)
             headers = mesh.signer.headers(data) if sign else {}
             headers = {k: v for k, v in headers.items() if k not in drop} | add
-            await refused_fast(mesh.nc, mesh.store(subject, data, headers), mesh.name, subject)
+            await refused_fast(
+                mesh.error_listeners, mesh.store(subject, data, headers), mesh.name, subject
+            )
             return subject, headers
 
     return run_async(go())
@@ -226,7 +228,7 @@ def publish(
             tok = token or mesh.mint_token(caller, tenant=tenant, scopes=scope)
             sending["started"] = True
             result = await refused_fast(
-                mesh.nc,
+                mesh.error_listeners,
                 mesh.request(
                     agent,
                     decoded,

@@ -10,7 +10,8 @@ subject. Connected as the ``admin`` user, :func:`provision`
    configuration a replica on open servers declares for itself, and updates existing
    ones to it (AckWait, max deliveries, max ack pending: replicas connected as their role
    cannot, so a changed setting takes effect when this step runs again), then reads each
-   task consumer back from the server (:class:`TaskConsumer`, printed by the command);
+   task consumer as the server holds it after (:class:`~jetmesh.bus.streams.TaskConsumer`,
+   printed by the command);
 3. declares the registry bucket;
 4. issues each role's certificate from the policy (its subjects, scopes and ingress flag;
    a valid certificate that already says so is kept) and puts it in the registry;
@@ -35,13 +36,13 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from nats.js import JetStreamContext
 from redis.exceptions import RedisError
 
 from ._exceptions import ConfigError, RejectedMessage
 from .addresses import Subjects
 from .bus.connection import connect
 from .bus.streams import (
+    TaskConsumer,
     advisories_stream,
     ensure_consumer,
     ensure_registry,
@@ -62,53 +63,6 @@ from .settings import MeshSettings
 from .shutout import let_in
 
 CONNECT_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class TaskConsumer:
-    """A role's task consumer as nats-server holds it after the admin step (read back from
-    its consumer info): what a changed ``ack_wait_s``, ``max_deliver`` or
-    ``max_ack_pending`` became. Replicas never change it: a new setting takes effect when
-    the admin step runs again (``jetmesh admin provision``, ``jetmesh up``)."""
-
-    role: str
-    ack_wait_s: float
-    """AckWait: how long an unacknowledged delivery waits before it is delivered again."""
-    max_deliver: int
-    """Deliveries of one task before it is dead-lettered."""
-    max_ack_pending: int
-    """Tasks in flight for the role across all its replicas."""
-    backoff_s: tuple[float, ...] = ()
-    """The server's own redelivery delays, if the consumer has any (the library sets none:
-    a replica sends a failed task back after ``retry_backoff_s``)."""
-
-    def describe(self) -> str:
-        """``AckWait 10 s, max_deliver 5, max_ack_pending 1024`` (and the backoff, if any)."""
-        text = (
-            f"AckWait {self.ack_wait_s:g} s, max_deliver {self.max_deliver}, "
-            f"max_ack_pending {self.max_ack_pending}"
-        )
-        if self.backoff_s:
-            text += f", backoff {', '.join(f'{b:g}' for b in self.backoff_s)} s"
-        return text
-
-
-async def read_task_consumer(
-    js: JetStreamContext, settings: MeshSettings, role: str
-) -> TaskConsumer:
-    """``role``'s task consumer as the server holds it.
-
-    Raises:
-        nats.js.errors.NotFoundError: there is no such consumer.
-    """
-    config = (await js.consumer_info(settings.tasks_stream, role)).config
-    return TaskConsumer(
-        role=role,
-        ack_wait_s=float(config.ack_wait or 0.0),
-        max_deliver=int(config.max_deliver or 0),
-        max_ack_pending=int(config.max_ack_pending or 0),
-        backoff_s=tuple(float(b) for b in config.backoff or ()),
-    )
 
 
 @dataclass(frozen=True)
@@ -215,9 +169,8 @@ async def provision(
         consumers: list[tuple[str, str]] = []
         task_consumers: list[TaskConsumer] = []
         for agent in policy.agents:
-            await ensure_consumer(js, settings, agent)
+            task_consumers.append(await ensure_consumer(js, settings, agent))
             consumers += [(settings.tasks_stream, agent), (advisories_stream(settings), agent)]
-            task_consumers.append(await read_task_consumer(js, settings, agent))
         registry = await ensure_registry(js, settings)
         issued: list[tuple[str, str]] = []
         for role in sorted(policy.roles):

@@ -5,7 +5,7 @@ notice (see "Public API" in docs/ARCHITECTURE.md).
 
 Example:
     >>> nc = await connect(settings.nats_url, "kb")                  # doctest: +SKIP
-    >>> redelivery = await ensure_consumer(nc.jetstream(), settings, "kb")  # doctest: +SKIP
+    >>> consumer = await ensure_consumer(nc.jetstream(), settings, "kb")    # doctest: +SKIP
 """
 
 from .connection import connect
@@ -13,7 +13,13 @@ from .delivery import Delivery, delivery_of
 from .direct import Stored, read_from
 from .publisher import StreamPublisher
 from .pull import PullFeed
-from .streams import bind_registry, ensure_consumer, ensure_registry, stream_configs
+from .streams import (
+    TaskConsumer,
+    bind_registry,
+    ensure_consumer,
+    ensure_registry,
+    stream_configs,
+)
 from .tracing import TRACEPARENT_HEADER, trace_id_of, traceparent
 
 __all__ = [
@@ -22,6 +28,7 @@ __all__ = [
     "PullFeed",
     "Stored",
     "StreamPublisher",
+    "TaskConsumer",
     "bind_registry",
     "connect",
     "delivery_of",

@@ -166,26 +166,47 @@ def advisories_consumer_config(settings: MeshSettings, agent: str) -> ConsumerCo
 
 
 @dataclass(frozen=True)
-class Redelivery:
-    """How a task consumer redelivers, as the server holds it."""
+class TaskConsumer:
+    """A role's task consumer as nats-server holds it after the admin step (the consumer
+    info of its create-or-update): what a changed ``ack_wait_s``, ``max_deliver`` or
+    ``max_ack_pending`` became. Replicas never change it: a new setting takes effect when
+    the admin step runs again (``jetmesh admin provision``, ``jetmesh up``)."""
 
+    role: str
     ack_wait_s: float
     """AckWait: how long an unacknowledged delivery waits before it is delivered again."""
     max_deliver: int
+    """Deliveries of one task before it is dead-lettered."""
     max_ack_pending: int
+    """Tasks in flight for the role across all its replicas."""
+    backoff_s: tuple[float, ...] = ()
+    """The server's own redelivery delays, if the consumer has any (the library sets none:
+    a replica sends a failed task back after ``retry_backoff_s``)."""
+
+    def describe(self) -> str:
+        """``AckWait 10 s, max_deliver 5, max_ack_pending 1024`` (and the backoff, if any)."""
+        text = (
+            f"AckWait {self.ack_wait_s:g} s, max_deliver {self.max_deliver}, "
+            f"max_ack_pending {self.max_ack_pending}"
+        )
+        if self.backoff_s:
+            text += f", backoff {', '.join(f'{b:g}' for b in self.backoff_s)} s"
+        return text
 
 
-async def ensure_consumer(js: JetStreamContext, settings: MeshSettings, agent: str) -> Redelivery:
+async def ensure_consumer(js: JetStreamContext, settings: MeshSettings, agent: str) -> TaskConsumer:
     """Create ``agent``'s durable consumers (tasks, advisories), or update existing ones
     to the current settings (AckWait, max deliveries, max ack pending: the server's
     create-or-update). Returns what the tasks consumer holds after it."""
     info = await js.add_consumer(settings.tasks_stream, consumer_config(settings, agent))
     await js.add_consumer(advisories_stream(settings), advisories_consumer_config(settings, agent))
     config = info.config
-    return Redelivery(
+    return TaskConsumer(
+        role=agent,
         ack_wait_s=float(config.ack_wait or 0.0),
         max_deliver=int(config.max_deliver or 0),
         max_ack_pending=int(config.max_ack_pending or 0),
+        backoff_s=tuple(float(b) for b in config.backoff or ()),
     )
 
 

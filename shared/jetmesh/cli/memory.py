@@ -27,6 +27,7 @@ from rich.text import Text
 
 from ..addresses import TOKEN_RE
 from ..logins import admin_login
+from ..memory import keys
 from ..memory.connection import connect
 from ..settings import MeshSettings
 from .common import console, err_console, run_async, settings
@@ -138,7 +139,7 @@ async def read_memory(
         ValueError: ``workflow`` or ``agent`` is not a subject token.
     """
     _check(workflow, agent)
-    base = f"{prefix}:wf:{workflow}:"
+    base = keys.workflow_memory(prefix, workflow)
     found = await _scan(redis, base, agent)
     if not found:
         return []
@@ -170,7 +171,7 @@ async def read_conversations(
         ValueError: ``workflow`` or ``agent`` is not a subject token.
     """
     _check(workflow, agent)
-    base = f"{prefix}:conv:{workflow}:"
+    base = keys.workflow_conversations(prefix, workflow)
     found = await _scan(redis, base, agent)
     if not found:
         return []

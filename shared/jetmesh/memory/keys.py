@@ -30,12 +30,23 @@ from ..envelope import MAX_STEP_CHARS, is_step
 from ..ids import new_id
 
 
+def workflow_memory(prefix: str, workflow: str) -> str:
+    """Where every role's working memory of ``workflow`` starts (``<agent>:<key>`` follows)."""
+    return f"{prefix}:wf:{workflow}:"
+
+
+def workflow_conversations(prefix: str, workflow: str) -> str:
+    """Where every role's conversations of ``workflow`` start (``<agent>:<name>`` follows)."""
+    return f"{prefix}:conv:{workflow}:"
+
+
 def memory(prefix: str, workflow: str, agent: str, key: str) -> str:
-    return f"{prefix}:wf:{workflow}:{agent}:{check_token(key, 'memory key')}"
+    return f"{workflow_memory(prefix, workflow)}{agent}:{check_token(key, 'memory key')}"
 
 
 def conversation(prefix: str, workflow: str, agent: str, name: str) -> str:
-    return f"{prefix}:conv:{workflow}:{agent}:{check_token(name, 'conversation name')}"
+    name = check_token(name, "conversation name")
+    return f"{workflow_conversations(prefix, workflow)}{agent}:{name}"
 
 
 def journal(prefix: str, workflow: str, agent: str, step: str) -> str:

@@ -1,14 +1,17 @@
 """Which lifecycle events a task writes: ``started`` only for handlers that run long (or
-for redeliveries), ``completed`` always, with the duration."""
+for redeliveries), ``completed`` always, with the duration; and that each delivery is
+settled only after the event that says how it ended was sent."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
 import pytest
+from nats.aio.msg import Msg
 
-from jetmesh import Agent, Context, Retry
+from jetmesh import Agent, Context, MeshClient, Retry
 from jetmesh.envelope import new_id
 from jetmesh.runtime.replica import STARTED_AFTER_S
 from tests.harness.mesh import Mesh, kinds
@@ -66,3 +69,33 @@ async def test_a_redelivery_announces_itself_at_once(mesh: Mesh) -> None:
     await mesh.start_replicas(napper())
     kinds_seen = await run(mesh, Nap(0.0, fail_first=True))
     assert kinds_seen == ["retried", "started", "completed"]
+
+
+async def test_each_delivery_is_settled_after_the_event_that_ends_it(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica killed between the two must leave the task unsettled (delivered again),
+    never settled with its end missing from the log: on one connection, the event sent
+    first is the one that reaches the server first."""
+    order: list[str] = []
+    emit, ack, nak = MeshClient.emit, Msg.ack, Msg.nak
+
+    async def emit_seen(self: MeshClient, workflow: str, event: Any, **kw: Any) -> None:
+        if event.agent == "napper":
+            order.append(event.kind)
+        await emit(self, workflow, event, **kw)
+
+    async def ack_seen(self: Msg) -> None:
+        order.append("ack")
+        await ack(self)
+
+    async def nak_seen(self: Msg, delay: float | None = None) -> None:
+        order.append("nak")
+        await nak(self, delay)
+
+    monkeypatch.setattr(MeshClient, "emit", emit_seen)
+    monkeypatch.setattr(Msg, "ack", ack_seen)
+    monkeypatch.setattr(Msg, "nak", nak_seen)
+    await mesh.start_replicas(napper())
+    await run(mesh, Nap(0.0, fail_first=True))
+    assert order == ["retried", "nak", "started", "completed", "ack"]

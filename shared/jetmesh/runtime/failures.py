@@ -156,8 +156,10 @@ class Failures:
             )
             await advisory.term()
             return
-        await advisory.ack()
         await self._out_of_deliveries(kept, seq, info.deliveries, detail)
+        await advisory.ack()
+        if kept.data:
+            await self.last.forget(seq)
 
     async def _out_of_deliveries(
         self, kept: KeptTask, seq: int, deliveries: int, detail: str
@@ -180,7 +182,6 @@ class Failures:
                 caller="",
             )
             return
-        await self.last.forget(seq)
         task = await self._verified(kept)
         if task is None:
             return
@@ -251,8 +252,8 @@ class Failures:
         delay = exc.delay if isinstance(exc, Retry) else self.settings.backoff_for(attempt)
         if not isinstance(exc, HandlerControl):
             ctx.log.warning("handler failed (attempt %d): %r", attempt, exc)
-        await msg.nak(delay=delay)
         await ctx.emit_event(ev.RETRIED, reason=reason, detail=str(exc)[:1024])
+        await msg.nak(delay=delay)
 
     async def denied(
         self, msg: Msg, ctx: Context, exc: ScopeDenied | ToolRefused | MemoryDenied, attempt: int
@@ -316,8 +317,8 @@ class Failures:
             with contextlib.suppress(Exception):
                 await self.ledger.finish(task.workflow, self.agent, step, recorded)
         await error_reply(self.mesh, task, error)
-        await msg.term()
         await self.record_failure(task, attempt, reason, detail, caller=caller.subject)
+        await msg.term()
 
     async def record_failure(
         self, task: Envelope, attempt: int, reason: str, detail: str, *, caller: str = ""

@@ -5,6 +5,11 @@ on servers that enforce the policy, binds to the one the admin made), then fetch
 ``drain()`` stops fetching, lets in-flight tasks finish within ``drain_timeout_s``, naks
 what is left (so another replica takes it at once), flushes events and closes. Both are
 idempotent. Signals are the caller's business (see ``jetmesh run``).
+
+A delivery is settled (ack, nak, term) after the event that says how it ended: both go out
+on one connection, in order, so a replica killed in between leaves the task unsettled (it
+is delivered again and logs its end again, from the ledger) rather than settled with no
+``completed`` in the log.
 """
 
 from __future__ import annotations
@@ -280,8 +285,6 @@ class Replica:
         ):
             return
         await self._reply(task, recorded)
-        await msg.ack()
-        self.handled += 1
         await ctx.emit_event(
             ev.COMPLETED,
             duration_ms=duration_ms,
@@ -289,6 +292,8 @@ class Replica:
             detail=f"-> {recorded.type}",
             body=ev.EventPayload(type=recorded.type, value=recorded.body),
         )
+        await msg.ack()  # after its event (module docstring)
+        self.handled += 1
 
     async def _begin(
         self, msg: Msg, task: Envelope, caller: Caller, attempt: int, step: str, holder: str
@@ -396,7 +401,6 @@ class Replica:
     ) -> None:
         """A step already done: send its recorded reply, do not run the handler again."""
         await self._reply(task, recorded)
-        await msg.ack()
         await self.failures.task_event(
             task,
             ev.COMPLETED,
@@ -408,6 +412,7 @@ class Replica:
             detail=f"-> {recorded.type} (step already done: recorded result sent again)",
             body=ev.EventPayload(type=recorded.type, value=recorded.body),
         )
+        await msg.ack()
 
     async def _announce_loop(self) -> None:
         """Emit ``started`` for first deliveries whose handler has run ``STARTED_AFTER_S``:

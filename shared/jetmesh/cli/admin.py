@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..deploy_secrets import write_deploy_secrets
 from ..policy import PolicyError, mesh_policy
 from ..provision import Provisioned, provision
 from ..settings import MeshSettings
@@ -87,3 +88,43 @@ def provision_command(
     Safe to run again. `jetmesh up` runs it."""
     s = settings()
     print_provisioned(provision_policy(s, file), s)
+
+
+@app.command("secrets")
+def secrets_command(
+    out: Path = typer.Option(..., "--out", help="the directory to write them in (made 0700)"),
+    file: Path | None = typer.Option(
+        None,
+        "--policy",
+        help="the policy (TOML); default JETMESH_POLICY_FILE, else the library's roles alone",
+    ),
+    tools: list[str] = typer.Option(
+        [],
+        "--tool",
+        help="a tool needing a credential: a stand-in goes to OUT/tools.toml when that file "
+        "is missing (repeatable; put real credentials there)",
+    ),
+) -> None:
+    """Write every secret of a deployment from the policy, with no server running: a keys
+    directory per role (OUT/<role>: its key and certificate, the roots, its NATS seed and
+    Redis password, nothing else), the admin step's (OUT/admin: the root key and every
+    role's), and the servers' users (OUT/servers/nats-users.conf, redis-users.acl). Safe to
+    run again: keys, seeds and passwords are kept, certificates renewed near expiry."""
+    s = settings()
+    try:
+        policy = mesh_policy(file if file is not None else s.policy_file)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            err_console.print(
+                f"[red]error:[/red] {markup(problem)}", highlight=False, soft_wrap=True
+            )
+        raise typer.Exit(1) from None
+    written = write_deploy_secrets(out, policy, s, tools=tools)
+    renewed = ", ".join(written.renewed) or "none (all kept)"
+    console.print(f"secrets  {out}: {len(written.roles)} roles and admin", highlight=False)
+    console.print(f"secrets  certificates issued: {renewed}", highlight=False, soft_wrap=True)
+    console.print(
+        f"secrets  servers: {written.nats_users.name}, {written.redis_acl.name}", highlight=False
+    )
+    if written.tools_file is not None:
+        console.print(f"secrets  tool credentials: {written.tools_file}", highlight=False)

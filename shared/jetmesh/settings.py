@@ -192,6 +192,13 @@ class MeshSettings(BaseSettings):
     drain_timeout_s: float = Field(default=20.0, gt=0)
     """How long a stopping replica waits for in-flight tasks."""
 
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of an agent process's HTTP health endpoints (``/healthz``, ``/readyz``); None:
+    no endpoints; 0: a free port, printed at start (``jetmesh run --health-port``)."""
+
+    health_host: str = "127.0.0.1"
+    """Address the health endpoints listen on (``0.0.0.0`` in a container)."""
+
     step_ledger: bool = True
     """Journal calls, record step results and lease running steps in Redis, so that a
     handler survives the crash of its replica and a step never runs twice at once; off:

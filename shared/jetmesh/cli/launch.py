@@ -12,8 +12,9 @@ Each role runs as ``jetmesh run <package>.<role>:agent`` on this process's ``JET
 settings. Without ``JETMESH_POLICY_FILE``, the processes get the mesh's ``POLICY``; without
 ``JETMESH_TOOL_SECRETS_FILE``, a mesh with ``TOOL_CREDENTIALS`` gets
 ``<state_dir>/secrets/tools.toml``, written with a random stand-in credential per tool when
-missing (set the variable to a file of real credentials for real systems). A mesh's
-``__main__`` is ``launch("<package>")``.
+missing (set the variable to a file of real credentials for real systems). With
+``--health-port-base N`` the process started i-th (from 0, in the order printed) serves its
+health endpoints on port ``N + i``. A mesh's ``__main__`` is ``launch("<package>")``.
 """
 
 from __future__ import annotations
@@ -87,10 +88,20 @@ class MeshPackage:
         return settings.model_copy(update=update) if update else settings
 
 
-def launch(package: str, *, mesh_settings: MeshSettings | None = None) -> None:
+def launch(
+    package: str,
+    *,
+    mesh_settings: MeshSettings | None = None,
+    health_port_base: int | None = None,
+) -> None:
     """Start a process per role of ``package`` (and one per other process it declares) on
     ``mesh_settings`` (default: this process's), wait for a stop signal, stop them all. Where
-    ``jetmesh up`` generated the roles' users, each process connects as its role."""
+    ``jetmesh up`` generated the roles' users, each process connects as its role.
+
+    Args:
+        health_port_base: the i-th process started (from 0) serves its health endpoints on
+            this port plus i (printed beside it); None: as ``mesh_settings`` say.
+    """
     mesh = MeshPackage.of(package)
     s = mesh.settings_for(mesh_settings or MeshSettings())
     started: list[AgentProcess] = []
@@ -105,11 +116,19 @@ def launch(package: str, *, mesh_settings: MeshSettings | None = None) -> None:
         print(f"{'policy':<13} {policy}", flush=True)
         if s.tool_secrets_file is not None:
             print(f"{'credentials':<13} {s.tool_secrets_file}", flush=True)
-        for name, target in mesh.targets.items():
+        for i, (name, target) in enumerate(mesh.targets.items()):
             log = s.state_dir / "logs" / f"{name}.log"
-            proc = AgentProcess([target], s, log_file=log).start()
+            own = s
+            if health_port_base is not None:
+                own = s.model_copy(update={"health_port": health_port_base + i})
+            proc = AgentProcess([target], own, log_file=log).start()
             started.append(proc)
-            print(f"{name:<13} pid {proc.pid}  log {log}", flush=True)
+            health = f"  health http://{own.health_host}:{own.health_port}"
+            print(
+                f"{name:<13} pid {proc.pid}  log {log}"
+                + (health if own.health_port is not None else ""),
+                flush=True,
+            )
         print(f"{package}: {len(started)} processes running; Ctrl-C stops them", flush=True)
         while not stop["now"]:
             signal.pause()
@@ -122,6 +141,14 @@ def launch(package: str, *, mesh_settings: MeshSettings | None = None) -> None:
 
 def launch_command(
     package: str = typer.Argument(..., help="the mesh's package, e.g. services.support"),
+    health_port_base: int | None = typer.Option(
+        None,
+        "--health-port-base",
+        min=1,
+        max=65535,
+        help="serve each process's /healthz and /readyz: the i-th process (from 0, as "
+        "printed) on this port plus i",
+    ),
 ) -> None:
     """Run every role of a mesh (its package's ROLES, and its other PROCESSES) as its own
     process until SIGTERM or Ctrl-C, then drain them."""
@@ -131,4 +158,7 @@ def launch_command(
     except (ImportError, TypeError) as exc:
         err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
-    launch(mesh.name, mesh_settings=settings())
+    if health_port_base is not None and health_port_base + len(mesh.targets) - 1 > 65535:
+        err_console.print(f"[red]error:[/red] {len(mesh.targets)} ports from {health_port_base}")
+        raise typer.Exit(2)
+    launch(mesh.name, mesh_settings=settings(), health_port_base=health_port_base)

@@ -1,4 +1,5 @@
-"""``jetmesh run module:agent``: one replica of each named agent, in this process."""
+"""``jetmesh run module:agent``: one replica of each named agent, in this process; with
+``--health-port``, its health endpoints (docs/configuration.md, "Health endpoints")."""
 
 from __future__ import annotations
 
@@ -37,17 +38,28 @@ def run_forever(agents: Sequence[Agent], settings: MeshSettings | None = None) -
 
 def run(
     targets: list[str] = typer.Argument(..., help="module:attribute of each Agent to run"),
+    health_port: int | None = typer.Option(
+        None,
+        "--health-port",
+        min=0,
+        max=65535,
+        help="serve GET /healthz and /readyz on this port (0: a free one, printed); "
+        "the address is JETMESH_HEALTH_HOST (default 127.0.0.1)",
+    ),
 ) -> None:
     """Run a replica of each agent until SIGTERM or Ctrl-C, then drain. Start the same
     command again to add a replica: replicas share the role's work."""
     sys.path.insert(0, str(Path.cwd()))
+    s = settings()
+    if health_port is not None:
+        s = s.model_copy(update={"health_port": health_port})
     try:
         agents = [load_agent(t) for t in targets]
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     try:
-        run_forever(agents, settings())
+        run_forever(agents, s)
     except ConfigError as exc:  # not provisioned, refused by the servers
         err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
         raise typer.Exit(1) from None

@@ -5,6 +5,11 @@ run``, :func:`jetmesh.cli.run.run_forever`). With ``handle_signals`` (the defaul
 on SIGTERM or SIGINT, as ``jetmesh run`` does; an embedding process that handles its own
 signals passes ``handle_signals=False`` and sets ``stop`` itself.
 
+With ``health_port`` set, the process answers ``/healthz`` and ``/readyz``
+(:mod:`jetmesh.runtime.health`) from before its replicas start until after they drained;
+``/readyz`` says each replica's state (:func:`replica_state`), ``draining`` for all as soon
+as ``stop`` is set, so that a probe takes the process out of service before the drain ends.
+
 Example:
     >>> stop = asyncio.Event()                                              # doctest: +SKIP
     >>> running = asyncio.create_task(                                      # doctest: +SKIP
@@ -28,8 +33,9 @@ from ..identity.keystore import KeyStore
 from ..models import prices_from, provider_from
 from ..settings import MeshSettings
 from .agent import Agent
+from .health import READY, HealthServer
 from .model_steps import Models
-from .replica import Replica
+from .replica import Replica, ReplicaState
 
 log = logging.getLogger("jetmesh.runner")
 
@@ -81,7 +87,8 @@ async def serve(
         stop: the event that ends the run (a new one by default).
 
     Raises:
-        ConfigError: a replica cannot start, or nats-server shut a role out.
+        ConfigError: a replica cannot start, nats-server shut a role out, or the health
+            endpoints cannot listen on ``health_host:health_port``.
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,7 +97,16 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     models = Models(provider_from(settings), prices_from(settings))  # one per process
     replicas = [make_replica(a, settings, models) for a in agents]
+    health: HealthServer | None = None
     try:
+        if settings.health_port is not None:
+            health = HealthServer(
+                lambda: readiness(replicas, stopping=stop.is_set()),
+                host=settings.health_host,
+                port=settings.health_port,
+            )
+            await health.start()
+            print(f"health: {health.url}/healthz {health.url}/readyz", flush=True)
         if not await _start_unless_stopped(replicas, stop):
             log.info("stopped while starting (servers not reached yet)")
             return
@@ -99,8 +115,43 @@ async def serve(
     finally:
         await asyncio.gather(*(_drain(r) for r in replicas))
         await models.provider.aclose()
+        if health is not None:
+            await health.close()
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+def replica_state(replica: Replica) -> str:
+    """What ``/readyz`` says of a replica: ``running`` (started, bound to its consumer, its
+    NATS connection up) or why not: ``starting``, ``reconnecting``, ``disconnected``,
+    ``shut out`` (its credentials refused), ``draining``, ``stopped``."""
+    if replica.state is ReplicaState.NEW:
+        return "starting"
+    if replica.state is ReplicaState.DRAINING:
+        return "draining"
+    if replica.state is ReplicaState.STOPPED:
+        return "stopped"
+    if replica.mesh.shut_out.is_set():
+        return "shut out"
+    nc = replica.mesh.nc
+    if nc.is_draining:
+        return "draining"
+    if nc.is_reconnecting:
+        return "reconnecting"
+    if not nc.is_connected:
+        return "disconnected"
+    return READY
+
+
+def readiness(replicas: Sequence[Replica], *, stopping: bool = False) -> dict[str, str]:
+    """Each replica's state by its role's name (:func:`replica_state`); all ``draining``
+    once the process is ``stopping``, before the replicas begin to drain."""
+    return {
+        r.agent.name: "draining"
+        if stopping and r.state is not ReplicaState.STOPPED
+        else replica_state(r)
+        for r in replicas
+    }
 
 
 async def _start_unless_stopped(replicas: Sequence[Replica], stop: asyncio.Event) -> bool:

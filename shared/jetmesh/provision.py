@@ -44,6 +44,7 @@ from .bus.connection import connect
 from .bus.streams import (
     TaskConsumer,
     advisories_stream,
+    await_jetstream,
     ensure_consumer,
     ensure_registry,
     ensure_streams,
@@ -165,6 +166,7 @@ async def provision(
     )
     try:
         js = nc.jetstream()
+        await await_jetstream(js)
         await ensure_streams(js, settings)
         consumers: list[tuple[str, str]] = []
         task_consumers: list[TaskConsumer] = []

@@ -79,7 +79,29 @@ class MeshSettings(BaseSettings):
     """JetStream key-value bucket of agent certificates, by key id."""
 
     stream_replicas: int = Field(default=1, ge=1, le=5)
-    """Replicas of each stream (3 in a production cluster)."""
+    """Replicas of each stream and of the registry bucket, unless one of the settings below
+    says otherwise for it: 1 on one nats-server, 3 on a cluster (``jetmesh up --cluster 3``
+    sets 3; docs/durability.md says what each promises). A stream's replicas can be changed
+    later by running the admin step again."""
+
+    tasks_replicas: int | None = Field(default=None, ge=1, le=5)
+    """Replicas of MESH_TASKS and its max-deliveries advisories; None: ``stream_replicas``."""
+
+    events_replicas: int | None = Field(default=None, ge=1, le=5)
+    """Replicas of MESH_EVENTS (the audit trail); None: ``stream_replicas``."""
+
+    dlq_replicas: int | None = Field(default=None, ge=1, le=5)
+    """Replicas of MESH_DLQ; None: ``stream_replicas``."""
+
+    registry_replicas: int | None = Field(default=None, ge=1, le=5)
+    """Replicas of the certificate registry bucket; None: ``stream_replicas``."""
+
+    nats_sync_interval: str = Field(default="always", pattern=r"^(always|[0-9]+(ms|s|m|h))$")
+    """How often the embedded nats-servers fsync JetStream's files: ``always`` (every
+    write before it is acknowledged) or a duration such as ``2m`` (nats-server's own
+    default: an acknowledged message can be lost on power loss within it). A server's
+    setting, so it applies to every stream on it; servers ``jetmesh up`` did not start
+    keep their own."""
 
     tasks_max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
     """How long tasks stay in MESH_TASKS (for audit and redrive)."""

@@ -10,8 +10,11 @@ something is missing.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -32,6 +35,10 @@ from ..settings import MeshSettings
 
 DLQ_MAX_AGE_S = 30 * 24 * 3600.0
 ADVISORIES_MAX_AGE_S = 7 * 24 * 3600.0
+
+JETSTREAM_READY_S = 30.0
+"""How long the admin step waits for JetStream to answer: a new cluster's nodes elect a
+leader first (seconds)."""
 
 PROVISION_HINT = "run `jetmesh up` (or `jetmesh admin provision` as the admin)"
 
@@ -67,10 +74,11 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
       the others'; no dead letter is dropped before an operator deals with it.
     """
     subjects = Subjects(settings.subject_prefix)
+    replicas = settings.stream_replicas
+    tasks_replicas = settings.tasks_replicas or replicas
     common = {
         "retention": RetentionPolicy.LIMITS,
         "storage": StorageType.FILE,
-        "num_replicas": settings.stream_replicas,
         "duplicate_window": settings.duplicate_window_s,
         "max_msg_size": settings.message_limit_bytes,
     }
@@ -83,6 +91,7 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
             max_msgs=settings.tasks_max_msgs,
             discard=DiscardPolicy.NEW,
             description="jetmesh tasks, one subject per agent role",
+            num_replicas=tasks_replicas,
             **common,  # type: ignore[arg-type]
         ),
         StreamConfig(
@@ -94,6 +103,7 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
             discard=DiscardPolicy.OLD,
             description="jetmesh workflow events: the audit trail",
             allow_direct=True,  # read by direct gets: a role may not create consumers
+            num_replicas=settings.events_replicas or replicas,
             **common,  # type: ignore[arg-type]
         ),
         StreamConfig(
@@ -105,6 +115,7 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
             discard=DiscardPolicy.OLD,
             description="JetStream's max-deliveries advisories of jetmesh tasks, kept until "
             "a replica of the role has dead-lettered the task",
+            num_replicas=tasks_replicas,
             **common,  # type: ignore[arg-type]
         ),
         StreamConfig(
@@ -117,6 +128,7 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
             discard=DiscardPolicy.NEW,
             discard_new_per_subject=True,
             description="jetmesh dead letters with their reasons",
+            num_replicas=settings.dlq_replicas or replicas,
             **{**common, "max_msg_size": settings.server_max_payload_bytes},  # type: ignore[arg-type]
         ),
     ]
@@ -128,6 +140,24 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.add_stream(config)
     except BadRequestError:
         await js.update_stream(config)
+
+
+async def await_jetstream(js: JetStreamContext, timeout: float = JETSTREAM_READY_S) -> None:
+    """Wait until JetStream answers account requests: at once on a running server; on a
+    new cluster, once its nodes have elected a leader.
+
+    Raises:
+        TimeoutError: no answer within ``timeout`` (the last error is chained).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await js.account_info()
+            return
+        except (NatsError, TimeoutError) as exc:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"JetStream did not answer in {timeout:g} s: {exc}") from exc
+            await asyncio.sleep(0.2)
 
 
 async def ensure_streams(js: JetStreamContext, settings: MeshSettings) -> None:
@@ -221,7 +251,7 @@ async def ensure_registry(js: JetStreamContext, settings: MeshSettings) -> KeyVa
                 description="jetmesh agent certificates by key id",
                 history=1,
                 storage=StorageType.FILE,
-                replicas=settings.stream_replicas,
+                replicas=settings.registry_replicas or settings.stream_replicas,
             )
         )
 

@@ -52,6 +52,16 @@ class Endpoint:
         port = first.port if first.port is not None else default_port
         return cls(url, first.scheme, first.hostname, port, password, len(parts))
 
+    @classmethod
+    def parse_all(cls, url: str, *, default_port: int) -> list[Endpoint]:
+        """Parse each URL of a comma-separated list (each with ``count`` 1).
+
+        Raises:
+            ValueError: If a URL has no host or a malformed port.
+        """
+        parts = [part.strip() for part in url.split(",") if part.strip()]
+        return [cls.parse(part, default_port=default_port) for part in parts or [url]]
+
     @property
     def is_loopback(self) -> bool:
         """Whether the host is ``localhost`` or an address in 127.0.0.0/8 or ``::1``."""

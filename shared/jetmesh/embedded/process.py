@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -22,6 +23,17 @@ from typing import Self
 from jetmesh._exceptions import ServerStartError
 from jetmesh.embedded.pids import pid_alive, signal_group, spawn_detached, terminate_pid
 from jetmesh.embedded.ports import free_port, host_port, port_open, wait_for_port
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` whole with ``text``, readable by this user only (0600): a server's
+    configuration with a secret in it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    tmp.replace(path)
 
 
 class ServerProcess(ABC):

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from jetmesh.embedded.binaries import redis_server_binary
-from jetmesh.embedded.process import ServerProcess
+from jetmesh.embedded.process import ServerProcess, write_private
 
 APPENDFSYNC = "always"
 """Every acknowledged write is on disk (see :class:`RedisServer`)."""
@@ -61,6 +61,11 @@ class RedisServer(ServerProcess):
             noeviction``); 0 for none.
         max_bulk_bytes: The largest string a command may send or make
             (``proto-max-bulk-len``, at least 1 MiB).
+        replica_of: ``(host, port)`` of the primary this server replicates, for a primary
+            watched by Sentinels; None: a primary (Sentinels may make it a replica later).
+        primary_password: The ``default`` (admin) user's password on the primary, which a
+            replica authenticates with; written to a file only the server's user reads,
+            not put on the command line.
     """
 
     name = "redis"
@@ -78,8 +83,12 @@ class RedisServer(ServerProcess):
         aclfile: Path | None = None,
         maxmemory: int = MAX_MEMORY_BYTES,
         max_bulk_bytes: int = MAX_BULK_BYTES,
+        replica_of: tuple[str, int] | None = None,
+        primary_password: str | None = None,
     ) -> None:
         super().__init__(port, data_dir=data_dir, host=host, log_file=log_file)
+        self.replica_of = replica_of
+        self.primary_password = primary_password
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.password = password
@@ -118,6 +127,25 @@ class RedisServer(ServerProcess):
                 raise TimeoutError(f"redis-server at {self.address} still loads its data")
             time.sleep(LOADING_POLL_S)
 
+    @property
+    def replication_file(self) -> Path:
+        """The config file with how this server reaches its primary (read first)."""
+        return self.data_dir / "replication.conf"
+
+    def prepare(self) -> None:
+        """Create the data directory and the replication file (0600).
+
+        Raises:
+            OSError: If the file cannot be written.
+        """
+        super().prepare()
+        lines = ["# Written by jetmesh on every start; edits are lost."]
+        if self.primary_password is not None:
+            lines += ["masteruser default", f"masterauth {conf_quoted(self.primary_password)}"]
+        if self.replica_of is not None:
+            lines.append(f"replicaof {self.replica_of[0]} {self.replica_of[1]}")
+        write_private(self.replication_file, "\n".join(lines) + "\n")
+
     def command(self) -> list[str]:
         """Return the ``redis-server`` command line.
 
@@ -132,6 +160,7 @@ class RedisServer(ServerProcess):
             auth = ["--requirepass", self.password]
         return [
             redis_server_binary(),
+            str(self.replication_file.resolve()),
             "--port", str(self.port),
             "--bind", self.host,
             "--dir", str(self.data_dir),
@@ -144,3 +173,8 @@ class RedisServer(ServerProcess):
             "--daemonize", "no",
             *auth,
         ]  # fmt: skip
+
+
+def conf_quoted(value: str) -> str:
+    """``value`` as one argument of a redis.conf line."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

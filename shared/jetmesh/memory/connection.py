@@ -15,13 +15,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
+
+from .redis_url import SentinelTarget, is_sentinel_url
 
 __all__ = ["connect", "retry_policy"]
 
 BACKOFF_BASE_S = 0.05
 BACKOFF_CAP_S = 0.5
+CONNECT_TIMEOUT_S = 2.0
 
 
 def retry_policy(retry_s: float) -> Retry:
@@ -46,7 +50,16 @@ def connect(
     url: str, *, retry_s: float, username: str | None = None, password: str | None = None
 ) -> Redis:
     """A client for ``url`` that retries commands through outages of up to ``retry_s``;
-    as ``username`` with ``password`` when given (an ACL user: a role, or the admin)."""
+    as ``username`` with ``password`` when given (an ACL user: a role, or the admin).
+
+    ``url`` may name Sentinels (``redis+sentinel://``, :mod:`.redis_url`): the client asks
+    them for the primary, and again after a failover (a command in flight then is retried,
+    like one through a restart); the same user authenticates to the Sentinels.
+    """
+    if is_sentinel_url(url):
+        return _through_sentinels(
+            SentinelTarget.parse(url), retry_s=retry_s, username=username, password=password
+        )
     auth: dict[str, Any] = {}
     if password is not None:
         url = without_userinfo(url)
@@ -55,6 +68,27 @@ def connect(
         url,
         retry=retry_policy(retry_s),
         retry_on_error=[ConnectionError, TimeoutError],
-        socket_connect_timeout=2.0,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
         **auth,
     )
+
+
+def _through_sentinels(
+    target: SentinelTarget, *, retry_s: float, username: str | None, password: str | None
+) -> Redis:
+    if password is None:
+        username, password = target.username, target.password
+    auth: dict[str, Any] = {"username": username, "password": password} if password else {}
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels),
+        sentinel_kwargs={"socket_connect_timeout": CONNECT_TIMEOUT_S, **auth},
+    )
+    options: dict[str, Any] = {
+        "db": target.db,
+        "retry": retry_policy(retry_s),
+        "retry_on_error": [ConnectionError, TimeoutError],
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        **auth,
+    }
+    primary: Redis = sentinels.master_for(target.service, **options)
+    return primary

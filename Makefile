@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m services.demo
 
+# Two workers (one per core of the reference machine), each test module on one worker: a
+# module's servers and its fault run are set up once.
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared services subjects tests loadtest

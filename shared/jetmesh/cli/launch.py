@@ -159,6 +159,10 @@ def launch_command(
         err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     if health_port_base is not None and health_port_base + len(mesh.targets) - 1 > 65535:
-        err_console.print(f"[red]error:[/red] {len(mesh.targets)} ports from {health_port_base}")
+        err_console.print(
+            f"[red]error:[/red] --health-port-base {health_port_base} leaves no room for "
+            f"{len(mesh.targets)} processes' ports (up to 65535)",
+            soft_wrap=True,
+        )
         raise typer.Exit(2)
     launch(mesh.name, mesh_settings=settings(), health_port_base=health_port_base)

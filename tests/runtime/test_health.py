@@ -21,7 +21,7 @@ import pytest
 from jetmesh import ConfigError, KeyStore, MeshClient, MeshSettings, Subjects
 from jetmesh.embedded import NatsServer, RedisServer, free_port
 from jetmesh.processes import settings_env
-from jetmesh.runtime.health import MAX_HEADER_BYTES, MAX_LINE_BYTES, HealthServer
+from jetmesh.runtime.health import MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_LINE_BYTES, HealthServer
 from tests.conftest import isolated_settings
 from tests.harness.agents import Done, Job
 from tests.harness.mesh import REPO_ROOT
@@ -169,6 +169,24 @@ async def test_a_request_cut_short_gets_400(served: tuple[HealthServer, dict[str
     writer.close()
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert await get(server.port, "/healthz") == (200, {"status": "alive"})
+
+
+async def test_connections_past_the_limit_are_closed_unanswered(
+    served: tuple[HealthServer, dict[str, str]],
+) -> None:
+    """Idle connections hold their slots until their deadline; one more is closed at once,
+    and once they are gone the server answers again."""
+    server, _ = served
+    idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(MAX_CONNECTIONS)]
+    try:
+        assert await wait_for(lambda: get(server.port, "/healthz"), lambda s, _: s == 0) == (0, {})
+    finally:
+        for _, writer in idle:
+            writer.close()
+    assert await wait_for(lambda: get(server.port, "/healthz"), lambda s, _: s == 200) == (
+        200,
+        {"status": "alive"},
+    )
 
 
 async def test_close_is_idempotent_and_ends_open_connections() -> None:

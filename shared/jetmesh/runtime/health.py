@@ -7,8 +7,9 @@ both bodies name each replica's state (``{"status": "not ready", "replicas": {"b
 
 The server runs on the process's event loop (``asyncio.start_server``) and speaks just
 enough HTTP/1.1 for a probe: one request per connection, read with bounded lines, a bounded
-header block and a deadline; a malformed or oversized request gets a 400 or 431 and the
-connection is closed. Nothing a client sends can stop the process.
+header block and a deadline, at most :data:`MAX_CONNECTIONS` at once; a malformed or
+oversized request gets a 400 or 431 and the connection is closed. Nothing a client sends
+can stop the process.
 
 :func:`jetmesh.serve` starts one when ``health_port`` is set (``jetmesh run --health-port``),
 before its replicas start, and closes it after they drained.
@@ -53,6 +54,9 @@ READ_TIMEOUT_S = 5.0
 
 WRITE_TIMEOUT_S = 5.0
 """How long a client has to take the answer."""
+
+MAX_CONNECTIONS = 64
+"""Connections served at once; one more is closed unanswered (probes come one at a time)."""
 
 _REASONS = {
     200: "OK",
@@ -152,15 +156,16 @@ class HealthServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
+        if len(self._connections) >= MAX_CONNECTIONS or task is None:
+            writer.close()
+            return
+        self._connections.add(task)
         try:
             await self._answer(reader, writer)
         except Exception as exc:  # a client that went away, or worse: never the process
             log.debug("health connection: %s", exc)
         finally:
-            if task is not None:
-                self._connections.discard(task)
+            self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

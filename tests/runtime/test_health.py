@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from jetmesh import ConfigError, KeyStore, MeshClient, MeshSettings, Subjects
+from jetmesh import ConfigError, KeyStore, MeshClient, MeshSettings, Replica, Subjects
 from jetmesh.embedded import NatsServer, RedisServer, free_port
 from jetmesh.processes import settings_env
 from jetmesh.runtime.health import MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_LINE_BYTES, HealthServer
+from jetmesh.runtime.runner import readiness, replica_state
 from tests.conftest import isolated_settings
 from tests.harness.agents import Done, Job
-from tests.harness.mesh import REPO_ROOT
+from tests.harness.mesh import REPO_ROOT, EchoAgent, Mesh
 
 WAIT_S = 20.0
 """How long a poll waits for a state to show."""
@@ -205,6 +206,21 @@ async def test_a_taken_port_is_a_config_error() -> None:
     async with HealthServer(lambda: {}, host="127.0.0.1", port=0) as first:
         with pytest.raises(ConfigError, match="cannot listen"):
             await HealthServer(lambda: {}, host="127.0.0.1", port=first.port).start()
+
+
+# -- what the runner reports of its replicas -----------------------------------------------
+
+
+@pytest.mark.integration
+async def test_readiness_follows_a_replicas_lifecycle(mesh: Mesh, echo: EchoAgent) -> None:
+    (replica,) = await mesh.start_replicas(echo.agent)
+    assert readiness([replica]) == {"echo": "running"}
+    assert readiness([replica], stopping=True) == {"echo": "draining"}, "on SIGTERM, at once"
+    await replica.drain()
+    assert readiness([replica]) == {"echo": "stopped"}
+    assert readiness([replica], stopping=True) == {"echo": "stopped"}
+    fresh = Replica(echo.agent, mesh.settings, mesh.identity("echo"), roots=mesh.roots)
+    assert replica_state(fresh) == "starting"
 
 
 # -- a jetmesh run process -----------------------------------------------------------------

@@ -21,6 +21,7 @@ import pytest
 from jetmesh import ConfigError, KeyStore, MeshClient, MeshSettings, Replica, Subjects
 from jetmesh.embedded import NatsServer, RedisServer, free_port
 from jetmesh.processes import settings_env
+from jetmesh.runtime import health
 from jetmesh.runtime.health import MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_LINE_BYTES, HealthServer
 from jetmesh.runtime.runner import readiness, replica_state
 from tests.conftest import isolated_settings
@@ -111,6 +112,30 @@ async def test_readyz_is_503_until_every_replica_runs(
 async def test_no_replica_is_not_ready() -> None:
     async with HealthServer(lambda: {}, host="127.0.0.1", port=0) as server:
         assert (await get(server.port, "/readyz"))[0] == 503
+
+
+async def test_a_failing_readiness_check_is_not_ready() -> None:
+    def broken() -> dict[str, str]:
+        raise RuntimeError("no state")
+
+    async with HealthServer(broken, host="127.0.0.1", port=0) as server:
+        assert await get(server.port, "/readyz") == (
+            503,
+            {"status": "not ready", "error": "readiness check failed: no state"},
+        )
+        assert await get(server.port, "/healthz") == (200, {"status": "alive"})
+
+
+async def test_a_request_not_sent_in_time_gets_408(
+    served: tuple[HealthServer, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(health, "READ_TIMEOUT_S", 0.2)
+    server, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\n")  # and never the end of its headers
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
 
 
 async def test_other_paths_and_methods(served: tuple[HealthServer, dict[str, str]]) -> None:

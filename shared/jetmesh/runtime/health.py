@@ -202,7 +202,11 @@ class HealthServer:
             return 405, {"error": f"{method[:20]} is not allowed: GET {path}"}
         if path == "/healthz":
             return 200, {"status": "alive"}
-        states = dict(self.readiness())
+        try:
+            states = dict(self.readiness())
+        except Exception as exc:  # a failing check is a "not ready", never a dropped probe
+            log.warning("readiness check failed: %s: %s", type(exc).__name__, exc)
+            return 503, {"status": "not ready", "error": f"readiness check failed: {exc}"}
         ready = bool(states) and all(state == READY for state in states.values())
         return (200 if ready else 503), {
             "status": "ready" if ready else "not ready",

@@ -30,7 +30,7 @@ from ._exceptions import ConfigError
 from .addresses import Subjects
 from .bus.connection import connect
 from .bus.publisher import NO_STREAM_S, StreamPublisher
-from .bus.streams import bind_consumers, ensure_consumer
+from .bus.streams import bind_consumers, ensure_consumer, through_elections
 from .envelope import new_id
 from .identity.certificates import Certificate
 from .identity.keystore import Identity
@@ -124,8 +124,11 @@ class MeshConnection:
             **self.login.nats_options(),
         )
         self._js = self._nc.jetstream()
+        js = self._js
         try:
-            await self._keys.join(self._js, self.identity, as_role=self.login.is_role)
+            await through_elections(
+                lambda: self._keys.join(js, self.identity, as_role=self.login.is_role)
+            )
         except ConfigError:
             await self._nc.close()
             raise
@@ -202,9 +205,9 @@ class MeshConnection:
             NotProvisioned: as a role, a consumer is missing.
         """
         if self.login.is_role:
-            await bind_consumers(self.js, self.settings, agent)
+            await through_elections(lambda: bind_consumers(self.js, self.settings, agent))
         else:
-            await ensure_consumer(self.js, self.settings, agent)
+            await through_elections(lambda: ensure_consumer(self.js, self.settings, agent))
 
     # -- checking what others signed (mesh_protocols.Verifying) ----------------------------
 

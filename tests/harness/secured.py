@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from jetmesh import Agent, KeyStore, MeshClient, MeshSettings, Replica
-from jetmesh.cli.servers import up_servers
+from jetmesh.cli.servers import cluster_settings, up_servers
 from jetmesh.embedded import EmbeddedStack, free_port
 from jetmesh.policy import Policy, parse_policy
+from tests.harness.cluster_ports import cluster_bases
 
 POLICY = {
     "roles": {
@@ -30,13 +31,23 @@ POLICY = {
 class SecuredMesh:
     """Servers of one test that enforce :data:`POLICY`, and the clients it starts."""
 
-    def __init__(self, state_dir: Path, policy: Policy | None = None) -> None:
+    def __init__(self, state_dir: Path, policy: Policy | None = None, *, nodes: int = 1) -> None:
+        """With ``nodes`` > 1, a local cluster as ``jetmesh up --cluster nodes`` runs it."""
         self.policy = policy or parse_policy(POLICY)
-        self.settings = MeshSettings(
-            state_dir=state_dir,
-            nats_url=f"nats://127.0.0.1:{free_port()}",
-            redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        )
+        if nodes > 1:
+            nats, redis = cluster_bases(nodes)
+            base = MeshSettings(
+                state_dir=state_dir,
+                nats_url=f"nats://127.0.0.1:{nats}",
+                redis_url=f"redis://127.0.0.1:{redis}/0",
+            )
+            self.settings = cluster_settings(base, nodes)
+        else:
+            self.settings = MeshSettings(
+                state_dir=state_dir,
+                nats_url=f"nats://127.0.0.1:{free_port()}",
+                redis_url=f"redis://127.0.0.1:{free_port()}/0",
+            )
         self.keys = KeyStore(self.settings.resolved_keys_dir)
         self.replicas: list[Replica] = []
         self.clients: list[MeshClient] = []

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -26,7 +30,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from .._exceptions import NotProvisioned
@@ -35,6 +39,8 @@ from ..settings import MeshSettings
 
 DLQ_MAX_AGE_S = 30 * 24 * 3600.0
 ADVISORIES_MAX_AGE_S = 7 * 24 * 3600.0
+
+T = TypeVar("T")
 
 JETSTREAM_READY_S = 30.0
 """How long the admin step waits for JetStream to answer: a new cluster's nodes elect a
@@ -140,6 +146,35 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.add_stream(config)
     except BadRequestError:
         await js.update_stream(config)
+
+
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    NatsTimeoutError,
+    NoRespondersError,
+    ServiceUnavailableError,
+    TimeoutError,
+)
+"""What a JetStream request raises while a stream, a consumer or the cluster's metadata
+has no leader (a node died: its peers elect another within seconds)."""
+
+
+async def through_elections(
+    call: Callable[[], Awaitable[T]], timeout: float = JETSTREAM_READY_S
+) -> T:
+    """``call()``, asked again while JetStream is between leaders (:data:`UNAVAILABLE`),
+    for up to ``timeout`` seconds; any other error at once.
+
+    Raises:
+        the last :data:`UNAVAILABLE` error once ``timeout`` has passed.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except UNAVAILABLE:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.25)
 
 
 async def await_jetstream(js: JetStreamContext, timeout: float = JETSTREAM_READY_S) -> None:

@@ -90,5 +90,18 @@ def _through_sentinels(
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         **auth,
     }
-    primary: Redis = sentinels.master_for(target.service, **options)
+    primary = sentinels.master_for(target.service, redis_class=_ThroughSentinels, **options)
+    assert isinstance(primary, _ThroughSentinels)
+    primary.sentinel_clients = list(sentinels.sentinels)
     return primary
+
+
+class _ThroughSentinels(Redis):
+    """The primary's client, which closes its connections to the Sentinels with its own."""
+
+    sentinel_clients: list[Redis] = []
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for client in self.sentinel_clients:
+            await client.aclose()

@@ -1,0 +1,205 @@
+"""A local cluster as ``jetmesh up --cluster 3`` runs it: three nats-servers in one JetStream
+cluster with every stream at 3 replicas, Redis primary + replica + three Sentinels, the
+same users and permissions as one node; and a mesh on it that goes on when the tasks
+stream's leader or the Redis primary is SIGKILLed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+
+from jetmesh.bus.connection import connect
+from jetmesh.cli.servers import up_servers
+from jetmesh.embedded import EmbeddedStack, ServerState
+from jetmesh.embedded.pids import pid_alive, read_pid_file
+from jetmesh.logins import admin_login
+from jetmesh.memory.redis_url import SentinelTarget
+from tests.harness.agents import Plan, Report, counter, planner
+from tests.harness.secured import SecuredMesh
+
+pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.timeout(180)]
+
+STREAMS = ("MESH_TASKS", "MESH_EVENTS", "MESH_DLQ", "MESH_TASKS_ADVISORIES", "KV_MESH_KEYS")
+
+
+@pytest.fixture(scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SecuredMesh]:
+    mesh = SecuredMesh(tmp_path_factory.mktemp("cluster"), nodes=3)
+    await asyncio.to_thread(mesh.up)
+    try:
+        yield mesh
+    finally:
+        await mesh.aclose()
+        await asyncio.to_thread(mesh.down)
+
+
+@pytest.fixture
+async def served(cluster: SecuredMesh) -> AsyncIterator[SecuredMesh]:
+    """planner -> counter replicas on the cluster, drained after the test."""
+    await cluster.start_replicas(counter, planner)
+    try:
+        yield cluster
+    finally:
+        await cluster.aclose()
+        cluster.replicas.clear()
+        cluster.clients.clear()
+
+
+async def stream_peers(mesh: SecuredMesh) -> dict[str, tuple[int, str | None, list[bool]]]:
+    """Each stream's replicas setting, leader, and whether each other peer is current."""
+    s = mesh.settings
+    nc = await connect(s.nats_url, "test/peers", **admin_login(s).nats_options())
+    try:
+        js = nc.jetstream()
+        out = {}
+        for name in STREAMS:
+            info = await js.stream_info(name)
+            assert info.cluster is not None
+            out[name] = (
+                info.config.num_replicas,
+                info.cluster.leader,
+                [bool(r.current) for r in info.cluster.replicas or []],
+            )
+        return out
+    finally:
+        await nc.close()
+
+
+async def await_all_current(mesh: SecuredMesh, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        peers = await stream_peers(mesh)
+        if all(
+            n == 3 and leader and current == [True, True] for n, leader, current in peers.values()
+        ):
+            return
+        assert time.monotonic() < deadline, f"streams not back to 3 current peers: {peers}"
+        await asyncio.sleep(0.5)
+
+
+def kill(mesh: SecuredMesh, server: str) -> int:
+    pid = read_pid_file(EmbeddedStack(mesh.settings).pid_file(server))
+    assert pid is not None and pid_alive(pid), server
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+async def plan(mesh: SecuredMesh, timeout: float = 40.0) -> Report:
+    cli = await mesh.ingress()
+    return await cli.request(
+        "planner", Plan(pause_s=0), token=cli.mint_token("alice"), returns=Report, timeout=timeout
+    )
+
+
+def sentinel(mesh: SecuredMesh, role: str | None) -> aioredis.Redis:
+    """The first Sentinel, as ``role`` with its Redis password (None: as nobody)."""
+    host, port = SentinelTarget.parse(mesh.settings.redis_url).sentinels[0]
+    if role is None:
+        return aioredis.Redis(host=host, port=port)
+    name = "default" if role == "admin" else role
+    password = (mesh.settings.resolved_keys_dir / "redis" / f"{name}.pass").read_text().strip()
+    return aioredis.Redis(host=host, port=port, username=name, password=password)
+
+
+async def primary(mesh: SecuredMesh) -> tuple[str, int]:
+    client = sentinel(mesh, "admin")
+    try:
+        found = await client.sentinel_get_master_addr_by_name("jetmesh")
+    finally:
+        await client.aclose()
+    host, port = found
+    return (host.decode() if isinstance(host, bytes) else host), int(port)
+
+
+def data_node(mesh: SecuredMesh, port: int) -> str:
+    status = EmbeddedStack(mesh.settings).status()
+    (name,) = [s.name for s in status.servers if s.name.startswith("redis") and f":{port}" in s.url]
+    return name
+
+
+async def test_every_server_runs_and_every_stream_has_three_current_peers(
+    cluster: SecuredMesh,
+) -> None:
+    status = EmbeddedStack(cluster.settings).status()
+    assert [s.name for s in status.servers] == [
+        "nats-1", "nats-2", "nats-3", "redis-1", "redis-2",
+        "sentinel-1", "sentinel-2", "sentinel-3",
+    ]  # fmt: skip
+    assert all(s.state is ServerState.RUNNING and s.owned for s in status.servers)
+    await await_all_current(cluster)
+    config = (cluster.settings.state_dir / "nats-1" / "nats.conf").read_text()
+    assert 'server_name: "nats-1"' in config and "nats-route://route:" in config
+    assert (cluster.settings.state_dir / "nats-1" / "nats.conf").stat().st_mode & 0o077 == 0
+
+
+async def test_a_role_may_only_ask_the_sentinels_where_the_primary_is(
+    cluster: SecuredMesh,
+) -> None:
+    kb = sentinel(cluster, "counter")
+    try:
+        host, port = await kb.sentinel_get_master_addr_by_name("jetmesh")
+        assert (host.decode(), port) == await primary(cluster)
+        for command in (
+            ("SENTINEL", "FAILOVER", "jetmesh"),
+            ("SENTINEL", "SET", "jetmesh", "quorum", "1"),
+            ("SENTINEL", "REMOVE", "jetmesh"),
+            ("SENTINEL", "MONITOR", "other", "127.0.0.1", "1", "1"),
+            ("SENTINEL", "CONFIG", "SET", "resolve-hostnames", "yes"),
+            ("ACL", "LIST"),
+        ):
+            with pytest.raises(NoPermissionError):
+                await kb.execute_command(*command)
+    finally:
+        await kb.aclose()
+    nobody = sentinel(cluster, None)
+    try:
+        with pytest.raises((AuthenticationError, ResponseError)):
+            await nobody.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "jetmesh")
+    finally:
+        await nobody.aclose()
+
+
+async def test_a_workflow_goes_on_when_the_tasks_stream_leader_is_killed(
+    served: SecuredMesh,
+) -> None:
+    assert (await plan(served)).parts == [1, 2]
+    leader = (await stream_peers(served))["MESH_TASKS"][1]
+    assert leader is not None
+    killed = kill(served, leader)
+    assert (await plan(served)).parts == [1, 2]  # a new leader, elected by the other two
+    assert not pid_alive(killed)
+    await asyncio.to_thread(up_servers, served.settings, served.policy)  # `jetmesh up` again
+    await await_all_current(served)
+    assert (await stream_peers(served))["MESH_TASKS"][0] == 3
+
+
+async def test_memory_goes_on_when_the_redis_primary_is_killed(served: SecuredMesh) -> None:
+    assert (await plan(served)).parts == [1, 2]  # counter writes working memory
+    old = await primary(served)
+    old_node = data_node(served, old[1])
+    kill(served, old_node)
+    assert (await plan(served)).parts == [1, 2]  # retried through the failover
+    new = await primary(served)
+    assert new != old
+    # `jetmesh up` starts the killed node again, as a replica of the primary the
+    # Sentinels name now.
+    status = await asyncio.to_thread(up_servers, served.settings, served.policy)
+    assert {s.name: s.state for s in status.status.servers}[old_node] is ServerState.STARTED
+    password = (served.settings.resolved_keys_dir / "redis" / "default.pass").read_text().strip()
+    node = aioredis.Redis(port=old[1], username="default", password=password)
+    try:
+        deadline = time.monotonic() + 20
+        while (role := (await node.info("replication"))["role"]) != "slave":
+            assert time.monotonic() < deadline, role
+            await asyncio.sleep(0.2)
+    finally:
+        await node.aclose()
+    assert await primary(served) == new

@@ -1,0 +1,22 @@
+#!/bin/sh
+# Starts a data pod of the `redis` StatefulSet. The primary is whichever pod the Sentinels
+# name; when none answers (a new deployment) it is redis-0. The admin's password goes into a
+# file of the pod's own volume, not on the command line.
+set -eu
+self="$(hostname).redis"
+cp /etc/redis-users/users.acl /data/users.acl
+primary=""
+for i in 0 1 2; do
+  primary="$(redis-cli -h "redis-sentinel-$i.redis-sentinel" -p 26379 --raw \
+    SENTINEL get-master-addr-by-name jetmesh 2>/dev/null | head -n 1)" || primary=""
+  [ -n "$primary" ] && break
+done
+[ -n "$primary" ] || primary="redis-0.redis"
+umask 077
+{
+  echo "include /etc/redis/redis.conf"
+  echo "masterauth $(cat /etc/redis-users/default.pass)"
+  echo "replica-announce-ip $self"
+  if [ "$primary" != "$self" ]; then echo "replicaof $primary 6379"; fi
+} > /data/redis.conf
+exec redis-server /data/redis.conf

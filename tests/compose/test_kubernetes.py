@@ -1,0 +1,606 @@
+"""compose/kubernetes/ as Kubernetes, KEDA, the NATS chart and the policy want it, checked
+offline (no cluster, no kustomize binary).
+
+The kustomization is rendered the way ``kubectl apply -k`` would for what matters here: its
+resources are read, its generators are made from the files ``jetmesh admin secrets`` writes
+(``secrets/`` is that directory), ``jetmesh-roots`` as ``kubectl create secret
+--from-file=secrets/admin/roots`` makes it, and the namespace is set. Then:
+
+- every object is valid against the Kubernetes JSON schemas (strict: no unknown field) of
+  the oldest and the newest version ``kubernetes-validate`` ships;
+- every ScaledObject against KEDA's CRD schema, vendored: schemas/keda-scaledobject-v1alpha1.json
+  is the ``openAPIV3Schema`` of ``config/crd/bases/keda.sh_scaledobjects.yaml`` of
+  https://github.com/kedacore/keda at tag v2.20.2 (commit
+  68a5b5028f35b22d50597c69819ab32c4e92f21a);
+- nats-values.yaml against the chart's own keys: the chart has no values.schema.json, so
+  every key we set must be one of its values.yaml (schemas/nats-chart-values.yaml is
+  ``helm/charts/nats/values.yaml`` of https://github.com/nats-io/k8s at tag nats-2.14.2,
+  commit 957650fba03e2e6ad8b5d54d66358f67a431157b), and the server configuration it makes
+  passes ``nats-server -t``;
+- what the policy and the settings say: a Deployment, a PodDisruptionBudget and a
+  ScaledObject per role, each role's keys directory built from its own Secret alone, the
+  probes on the health port, a grace period longer than the drain, KEDA reading each
+  role's consumer on the tasks stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import posixpath
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from jetmesh import MeshSettings
+from jetmesh.embedded.binaries import nats_server_binary
+from jetmesh.memory.redis_url import SentinelTarget
+from jetmesh.policy import mesh_policy
+from jetmesh.policy.servers import ACCOUNT
+from services import research, support
+from tests.compose.conftest import COMPOSE_DIR, DEMO_POLICY, ROOT
+
+KUBE = COMPOSE_DIR / "kubernetes"
+SCHEMAS = Path(__file__).with_name("schemas")
+KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
+"""The oldest and the newest Kubernetes whose schemas kubernetes-validate ships (and we check)."""
+ROOTS_SECRET = "jetmesh-roots"
+ROOTS_FILE = "secrets/roots.yaml"
+"""Made at deploy time by kubectl from secrets/admin/roots (README.md): not in the tree."""
+NATS_RELEASE = "nats"
+NATS_CONFIG_DIR = PurePosixPath("/etc/nats-config")
+"""Where the chart mounts nats.conf; its includes are relative to it."""
+AGENT_TARGETS = {
+    **{role: f"services.support.{role}:agent" for role in support.ROLES},
+    **support.PROCESSES,
+    **{role: f"services.research.{role}:agent" for role in research.ROLES},
+}
+"""Every process of both meshes: its roles, and the tool gateway."""
+
+Manifest = dict[str, Any]
+
+
+# --- rendering --------------------------------------------------------------------------
+
+
+def kustomization() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((KUBE / "kustomization.yaml").read_text())
+    return loaded
+
+
+def load_resources(names: list[str]) -> list[Manifest]:
+    docs: list[Manifest] = []
+    for name in names:
+        if name == ROOTS_FILE:
+            continue
+        docs += [d for d in yaml.safe_load_all((KUBE / name).read_text()) if d]
+    return docs
+
+
+def _file_source(entry: str) -> tuple[str, str]:
+    key, eq, path = entry.partition("=")
+    return (key, path) if eq else (PurePosixPath(entry).name, entry)
+
+
+def generator_files(secrets: Path) -> Iterator[tuple[str, str, Path]]:
+    """(generator name, key, file) of every file a generator reads, ``secrets/`` being
+    ``secrets``."""
+    spec = kustomization()
+    for generator in [*spec.get("configMapGenerator", []), *spec.get("secretGenerator", [])]:
+        for entry in generator.get("files", []):
+            key, path = _file_source(entry)
+            source = KUBE / path
+            if path.startswith("secrets/"):
+                source = secrets / path.removeprefix("secrets/")
+            yield generator["name"], key, source
+
+
+def _literals(generator: dict[str, Any]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in generator.get("literals", []))
+
+
+def generated(secrets: Path) -> list[Manifest]:
+    """The ConfigMaps and Secrets the kustomization's generators make (names without the
+    content hash kustomize appends: it rewrites the references along with them), and the
+    roots Secret as ``kubectl create secret generic --from-file`` makes it."""
+    spec = kustomization()
+    data: dict[str, dict[str, str]] = {}
+    for name, key, source in generator_files(secrets):
+        data.setdefault(name, {})[key] = source.read_text()
+    objects: list[Manifest] = []
+    for generator in spec.get("configMapGenerator", []):
+        name = generator["name"]
+        merged = {**_literals(generator), **data.get(name, {})}
+        objects.append(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": merged}
+        )
+    for generator in spec.get("secretGenerator", []):
+        name = generator["name"]
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data[name].items()}
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name},
+                "type": "Opaque",
+                "data": encoded,
+            }
+        )
+    roots = {
+        p.name: base64.b64encode(p.read_bytes()).decode()
+        for p in sorted((secrets / "admin" / "roots").glob("*.pub"))
+    }
+    objects.append(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": ROOTS_SECRET}, "data": roots}
+    )
+    return objects
+
+
+def render(secrets: Path) -> list[Manifest]:
+    """What ``kubectl apply -k compose/kubernetes`` applies, for the checks here."""
+    spec = kustomization()
+    objects = copy.deepcopy(load_resources(spec["resources"])) + generated(secrets)
+    for obj in objects:
+        if obj["kind"] != "Namespace":
+            obj["metadata"]["namespace"] = spec["namespace"]
+    return objects
+
+
+@pytest.fixture(scope="module")
+def rendered(deploy_secrets: Path) -> list[Manifest]:
+    return render(deploy_secrets)
+
+
+def of_kind(objects: list[Manifest], kind: str) -> dict[str, Manifest]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def env_of(objects: list[Manifest], container: dict[str, Any]) -> dict[str, str]:
+    """A container's environment: its ConfigMaps (envFrom), then its own ``env``."""
+    maps = of_kind(objects, "ConfigMap")
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(maps[source["configMapRef"]["name"]]["data"])
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    return env
+
+
+def pod_spec(workload: Manifest) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def visible_files(pod: dict[str, Any], container: dict[str, Any], under: str) -> set[str]:
+    """The files of Secret volumes ``container`` sees below ``under``, relative to it, as
+    the kubelet lays them out (``items`` paths, ``subPath`` mounts); a Secret volume without
+    items shows every key of the Secret, written ``*`` here."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    files: set[str] = set()
+    root = PurePosixPath(under)
+    for mount in container.get("volumeMounts", []):
+        where = PurePosixPath(mount["mountPath"])
+        if where != root and root not in where.parents:
+            continue
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        paths = [i["path"] for i in secret.get("items", [])] or ["*"]
+        sub = mount.get("subPath")
+        for path in paths:
+            if sub is not None:
+                if path == sub:
+                    path = "."
+                elif path.startswith(sub + "/"):
+                    path = path.removeprefix(sub + "/")
+                else:
+                    continue
+            full = where / path
+            files.add(str(full.relative_to(root)))
+    return files
+
+
+def mounted_secrets(pod: dict[str, Any]) -> set[str]:
+    return {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+
+
+# --- schemas ----------------------------------------------------------------------------
+
+
+def kubernetes_problems(obj: Manifest, version: str) -> list[str]:
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [f"{obj['kind']}/{obj['metadata']['name']}: {exc.message}"]
+    return []
+
+
+def keda_problems(obj: Manifest) -> list[str]:
+    schema = json.loads((SCHEMAS / "keda-scaledobject-v1alpha1.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(obj)]
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    listed = set(kustomization()["resources"])
+    present = {
+        str(p.relative_to(KUBE))
+        for p in KUBE.rglob("*.yaml")
+        if "secrets" not in p.relative_to(KUBE).parts
+        and p.name not in ("kustomization.yaml", "nats-values.yaml")
+    }
+    assert listed == present | {ROOTS_FILE}
+
+
+def test_every_file_a_generator_reads_is_there(deploy_secrets: Path) -> None:
+    """The tree's files, and what ``jetmesh admin secrets --tool refund --tool handoff``
+    writes: a generator naming a file it does not write would stop ``kubectl apply -k``."""
+    missing = [str(f) for _, _, f in generator_files(deploy_secrets) if not f.is_file()]
+    assert missing == []
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_object_is_valid_kubernetes(rendered: list[Manifest], version: str) -> None:
+    objects = [o for o in rendered if o["apiVersion"] != "keda.sh/v1alpha1"]
+    assert len(objects) > 40
+    assert [p for o in objects for p in kubernetes_problems(o, version)] == []
+
+
+def test_every_scaled_object_is_valid_for_keda(rendered: list[Manifest]) -> None:
+    scaled = list(of_kind(rendered, "ScaledObject").values())
+    assert scaled
+    assert [p for o in scaled for p in keda_problems(o)] == []
+
+
+def test_the_schemas_catch_what_is_wrong(rendered: list[Manifest]) -> None:
+    deployment = copy.deepcopy(of_kind(rendered, "Deployment")["billing"])
+    pod_spec(deployment)["containers"][0]["readinessProbe"]["httpGet"]["pth"] = "/readyz"
+    assert kubernetes_problems(deployment, KUBERNETES_VERSIONS[0])
+    scaled = copy.deepcopy(of_kind(rendered, "ScaledObject")["billing"])
+    scaled["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 64  # KEDA wants strings
+    del scaled["spec"]["scaleTargetRef"]
+    assert len(keda_problems(scaled)) == 2
+
+
+# --- the roles --------------------------------------------------------------------------
+
+
+def test_every_role_has_a_deployment_a_budget_and_a_scaler(rendered: list[Manifest]) -> None:
+    policy = mesh_policy(DEMO_POLICY)
+    agents = {name for name, role in policy.roles.items() if not role.ingress}
+    assert agents == set(AGENT_TARGETS)
+    for kind in ("Deployment", "ScaledObject"):
+        assert set(of_kind(rendered, kind)) == agents, kind
+    servers = {"redis", "redis-sentinel"}
+    assert set(of_kind(rendered, "PodDisruptionBudget")) == agents | servers
+
+
+def test_each_deployment_runs_its_role(rendered: list[Manifest]) -> None:
+    for role, deployment in of_kind(rendered, "Deployment").items():
+        (container,) = pod_spec(deployment)["containers"]
+        assert container["command"][:3] == ["jetmesh", "run", AGENT_TARGETS[role]], role
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items(), role
+        budget = of_kind(rendered, "PodDisruptionBudget")[role]
+        assert budget["spec"]["selector"]["matchLabels"] == selector, role
+        assert "replicas" not in deployment["spec"], f"{role}: KEDA owns the replicas"
+
+
+def test_each_role_sees_its_own_keys_directory_and_nothing_else(
+    rendered: list[Manifest], deploy_secrets: Path
+) -> None:
+    """The files a role's container finds in JETMESH_KEYS_DIR are those of
+    ``secrets/<role>/``, from its own Secret and the roots'."""
+    secrets = of_kind(rendered, "Secret")
+    for role, deployment in of_kind(rendered, "Deployment").items():
+        pod = pod_spec(deployment)
+        (container,) = pod["containers"]
+        keys_dir = env_of(rendered, container)["JETMESH_KEYS_DIR"]
+        written = {
+            str(p.relative_to(deploy_secrets / role))
+            for p in (deploy_secrets / role).rglob("*")
+            if p.is_file()
+        }
+        roots = {f"roots/{name}" for name in secrets[ROOTS_SECRET]["data"]}
+        seen = visible_files(pod, container, keys_dir)
+        assert seen == (written - roots) | {"roots/*"}, role
+        extra = {"jetmesh-tool-credentials"} if role == "toolgate" else set()
+        assert mounted_secrets(pod) == {f"jetmesh-{role}", ROOTS_SECRET} | extra, role
+        role_secret = next(v for v in pod["volumes"] if v["name"] == "keys")["secret"]
+        assert {i["key"] for i in role_secret["items"]} == set(secrets[f"jetmesh-{role}"]["data"])
+        assert all(m.get("readOnly") for m in container["volumeMounts"] if m["name"] != "tmp")
+
+
+def test_a_role_given_another_role_secret_is_found(rendered: list[Manifest]) -> None:
+    deployment = copy.deepcopy(of_kind(rendered, "Deployment")["billing"])
+    pod = pod_spec(deployment)
+    next(v for v in pod["volumes"] if v["name"] == "keys")["secret"]["secretName"] = "jetmesh-kb"
+    assert mounted_secrets(pod) != {"jetmesh-billing", ROOTS_SECRET}
+
+
+def test_the_probes_ask_the_health_port(rendered: list[Manifest]) -> None:
+    for role, deployment in of_kind(rendered, "Deployment").items():
+        (container,) = pod_spec(deployment)["containers"]
+        command = container["command"]
+        port = int(command[command.index("--health-port") + 1])
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports == {"health": port}, role
+        paths = {}
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = container[probe]["httpGet"]
+            assert ports.get(get["port"], get["port"]) == port, (role, probe)
+            paths[probe] = get["path"]
+        assert paths["readinessProbe"] == "/readyz", role
+        assert paths["livenessProbe"] == paths["startupProbe"] == "/healthz", role
+        assert env_of(rendered, container)["JETMESH_HEALTH_HOST"] == "0.0.0.0"
+
+
+def test_the_grace_period_outlasts_the_drain(rendered: list[Manifest]) -> None:
+    default = MeshSettings.model_fields["drain_timeout_s"].default
+    for role, deployment in of_kind(rendered, "Deployment").items():
+        pod = pod_spec(deployment)
+        (container,) = pod["containers"]
+        drain = float(env_of(rendered, container).get("JETMESH_DRAIN_TIMEOUT_S", default))
+        grace = pod["terminationGracePeriodSeconds"]
+        assert grace >= max(drain, default) + 10, role
+
+
+def test_every_process_reaches_the_cluster_and_the_sentinels(rendered: list[Manifest]) -> None:
+    sentinels = of_kind(rendered, "StatefulSet")["redis-sentinel"]
+    service = sentinels["spec"]["serviceName"]
+    expected = tuple(
+        (f"{sentinels['metadata']['name']}-{i}.{service}", 26379)
+        for i in range(sentinels["spec"]["replicas"])
+    )
+    monitor = re.search(
+        r"^sentinel monitor (\S+) ", (KUBE / "redis" / "sentinel.conf").read_text(), re.M
+    )
+    assert monitor is not None
+    workloads = [*of_kind(rendered, "Deployment").values(), *of_kind(rendered, "Job").values()]
+    for workload in workloads:
+        for container in pod_spec(workload)["containers"]:
+            env = env_of(rendered, container)
+            target = SentinelTarget.parse(env["JETMESH_REDIS_URL"])
+            assert target.sentinels == expected
+            assert target.service == monitor.group(1)
+            assert env["JETMESH_NATS_URL"] == f"nats://{NATS_RELEASE}:4222"
+            assert env["JETMESH_STREAM_REPLICAS"] == "3"
+            policy = PurePosixPath(env["JETMESH_POLICY_FILE"])
+            assert policy.is_relative_to("/etc/jetmesh/policy")
+
+
+def test_the_policy_config_map_is_the_demo_policy() -> None:
+    """The kustomization reads only files under its directory: the policy files are copies,
+    kept equal to the meshes' own, laid out so that the demo's includes resolve."""
+    copies = {
+        "demo.toml": ROOT / "services" / "demo" / "policy.toml",
+        "support.toml": ROOT / "services" / "support" / "policy.toml",
+        "research.toml": ROOT / "services" / "research" / "policy.toml",
+    }
+    for name, source in copies.items():
+        assert (KUBE / "policy" / name).read_text() == source.read_text(), name
+    deployment = next(yaml.safe_load_all((KUBE / "agents" / "billing.yaml").read_text()))
+    volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == "policy")
+    items = {i["key"]: i["path"] for i in volume["configMap"]["items"]}
+    assert items == {
+        "demo.toml": "demo/policy.toml",
+        "support.toml": "support/policy.toml",
+        "research.toml": "research/policy.toml",
+    }
+
+
+def test_the_admin_job_provisions_as_the_admin(
+    rendered: list[Manifest], deploy_secrets: Path
+) -> None:
+    """The admin step's Secret holds everything of ``secrets/admin/`` but the roots (from
+    their own Secret), laid out as the keys directory it copies them into."""
+    (job,) = of_kind(rendered, "Job").values()
+    pod = pod_spec(job)
+    (container,) = pod["containers"]
+    assert container["command"] == ["jetmesh", "admin", "provision"]
+    (init,) = pod["initContainers"]
+    admin = next(v for v in pod["volumes"] if v["name"] == "admin-secret")["secret"]
+    written = {
+        str(p.relative_to(deploy_secrets / "admin"))
+        for p in (deploy_secrets / "admin").rglob("*")
+        if p.is_file() and p.parent.name != "roots"
+    }
+    assert {i["path"] for i in admin["items"]} == written
+    assert mounted_secrets(pod) == {"jetmesh-admin", ROOTS_SECRET}
+    assert "/secrets/admin/* " in init["command"][-1]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["spec"]["backoffLimit"] >= 5
+
+
+# --- KEDA -------------------------------------------------------------------------------
+
+
+def test_keda_reads_each_role_consumer_on_the_tasks_stream(rendered: list[Manifest]) -> None:
+    values = yaml.safe_load((KUBE / "nats-values.yaml").read_text())
+    monitor = values["config"]["monitor"]
+    assert monitor["enabled"] is True
+    namespace = kustomization()["namespace"]
+    endpoint = f"{NATS_RELEASE}-headless.{namespace}.svc.cluster.local:{monitor['port']}"
+    for role, scaled in of_kind(rendered, "ScaledObject").items():
+        assert scaled["spec"]["scaleTargetRef"]["name"] == role
+        (trigger,) = scaled["spec"]["triggers"]
+        assert trigger["type"] == "nats-jetstream"
+        meta = trigger["metadata"]
+        assert meta["consumer"] == role
+        assert meta["stream"] == MeshSettings().tasks_stream
+        assert meta["account"] == ACCOUNT
+        assert meta["natsServerMonitoringEndpoint"] == endpoint
+        assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
+
+
+# --- NATS -------------------------------------------------------------------------------
+
+
+FREE_FORM = {"merge", "patch", "topologySpreadConstraints", "env"}
+"""Chart keys whose contents are ours (nats.conf, JSON patches, maps), not the chart's keys."""
+
+
+def unknown_keys(ours: Any, chart: Any, at: str = "") -> list[str]:
+    if not isinstance(ours, dict):
+        return []
+    unknown: list[str] = []
+    for key, value in ours.items():
+        where = f"{at}.{key}" if at else key
+        if not isinstance(chart, dict) or key not in chart:
+            unknown.append(where)
+        elif key not in FREE_FORM:
+            unknown += unknown_keys(value, chart[key], where)
+    return unknown
+
+
+def chart_values() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((SCHEMAS / "nats-chart-values.yaml").read_text())
+    return loaded
+
+
+def nats_values() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((KUBE / "nats-values.yaml").read_text())
+    return loaded
+
+
+def test_nats_values_are_the_chart_keys() -> None:
+    assert unknown_keys(nats_values(), chart_values()) == []
+    wrong = {"config": {"jetStream": {"enabled": True}}, "natsbox": {}}
+    assert unknown_keys(wrong, chart_values()) == ["config.jetStream", "natsbox"]
+
+
+def compose_nats_setting(name: str) -> str:
+    conf = (COMPOSE_DIR / "nats" / "nats.conf").read_text()
+    found = re.search(rf"^\s*{name}:\s*(\S+)\s*$", conf, re.M)
+    assert found is not None, name
+    return found.group(1)
+
+
+def test_nats_values_make_a_durable_three_node_cluster() -> None:
+    config = nats_values()["config"]
+    assert config["cluster"] == {"enabled": True, "replicas": 3}
+    jetstream = config["jetstream"]
+    assert jetstream["enabled"] is True
+    assert jetstream["fileStore"]["pvc"]["enabled"] is True
+    assert jetstream["merge"]["sync_interval"] == compose_nats_setting("sync_interval")
+    assert config["merge"]["max_payload"] == f"<< {compose_nats_setting('max_payload')} >>"
+
+
+def users_include() -> tuple[PurePosixPath, str]:
+    """Where the users file the chart's configuration includes is, and the Secret mounted
+    there."""
+    values = nats_values()
+    (include,) = [v for k, v in values["config"]["merge"].items() if k.endswith("$include")]
+    resolved = PurePosixPath(posixpath.normpath(NATS_CONFIG_DIR / include))
+    (mount,) = [p["value"] for p in values["container"]["patch"]]
+    (volume,) = [p["value"] for p in values["podTemplate"]["patch"]]
+    assert mount["name"] == volume["name"]
+    assert resolved.parent == PurePosixPath(mount["mountPath"])
+    return resolved, volume["secret"]["secretName"]
+
+
+def test_the_users_include_is_the_generated_secret(rendered: list[Manifest]) -> None:
+    path, secret_name = users_include()
+    assert path == PurePosixPath("/etc/nats-users/nats-users.conf")
+    (generator,) = [g for g in kustomization()["secretGenerator"] if g["name"] == secret_name]
+    # the chart names it as it is: no content hash in its name
+    assert generator["options"]["disableNameSuffixHash"] is True
+    assert path.name in of_kind(rendered, "Secret")[secret_name]["data"]
+
+
+def chart_config(values: dict[str, Any], users: str) -> str:
+    """nats.conf as the chart writes it from ``values`` (files/config/*.yaml, then
+    ``config.merge``; a ``$include`` key becomes an include directive), with the server's
+    directories moved under a test's temporary one."""
+    config = values["config"]
+    lines = [
+        "port: 4222",
+        f"http_port: {config['monitor']['port']}",
+        "jetstream {",
+        '  store_dir: "STORE"',
+        f"  max_file_store: {config['jetstream']['fileStore']['pvc']['size'].replace('i', '')}",
+        *(f"  {k}: {v}" for k, v in config["jetstream"]["merge"].items()),
+        "}",
+    ]
+    for key, value in sorted(config["merge"].items()):
+        if key.endswith("$include"):
+            lines.append(f"include {users};")
+        else:
+            lines.append(f"{key}: {str(value).removeprefix('<< ').removesuffix(' >>')}")
+    return "\n".join(lines) + "\n"
+
+
+def test_the_chart_config_with_the_generated_users_passes_nats_server(
+    deploy_secrets: Path, tmp_path: Path
+) -> None:
+    etc = tmp_path / "etc"
+    conf_dir = etc / NATS_CONFIG_DIR.name
+    path, _ = users_include()
+    users_dir = etc / path.parent.name
+    conf_dir.mkdir(parents=True)
+    users_dir.mkdir()
+    (users_dir / path.name).write_text((deploy_secrets / "servers" / path.name).read_text())
+    (include,) = [v for k, v in nats_values()["config"]["merge"].items() if k.endswith("$include")]
+    conf = chart_config(nats_values(), include).replace("STORE", str(tmp_path / "js"))
+    (conf_dir / "nats.conf").write_text(conf)
+    checked = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(conf_dir / "nats.conf")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+    (users_dir / path.name).write_text("accounts { MESH { users: [ {nkey: broken} ] ")
+    broken = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(conf_dir / "nats.conf")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert broken.returncode != 0
+
+
+# --- Redis ------------------------------------------------------------------------------
+
+
+def directives(text: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line.partition(" ")
+            found.setdefault(name, value)
+    return found
+
+
+def test_redis_keeps_the_compose_durability_settings() -> None:
+    ours = directives((KUBE / "redis" / "redis.conf").read_text())
+    compose = directives((COMPOSE_DIR / "redis" / "primary.conf").read_text())
+    for name in ("appendonly", "appendfsync", "save", "maxmemory-policy", "aclfile", "masteruser"):
+        assert ours[name] == compose[name], name
+    sentinel = directives((KUBE / "redis" / "sentinel.conf").read_text())
+    composed = directives((COMPOSE_DIR / "redis" / "sentinel.conf").read_text())
+    assert sentinel["port"] == composed["port"]
+
+
+def test_redis_pods_get_the_acl_and_the_admin_password(rendered: list[Manifest]) -> None:
+    secrets = of_kind(rendered, "Secret")
+    assert set(secrets["redis-users"]["data"]) == {"users.acl", "default.pass"}
+    for name in ("redis", "redis-sentinel"):
+        pod = pod_spec(of_kind(rendered, "StatefulSet")[name])
+        assert mounted_secrets(pod) == {"redis-users"}, name
+        (container,) = pod["containers"]
+        script = container["command"][-1]
+        config = of_kind(rendered, "ConfigMap")["redis-config"]["data"]
+        assert PurePosixPath(script).name in config, name
+        assert "/etc/redis-users/default.pass" in config[PurePosixPath(script).name], name

@@ -9,12 +9,14 @@ same environment variables compose sets."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -92,6 +94,11 @@ def loopback_config(client: int, cluster: int, http: int, store: Path) -> str:
     return replace_once(text, 'store_dir: "/data/jetstream"', f'store_dir: "{store}"')
 
 
+def monitoring(http_port: int, endpoint: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/{endpoint}", timeout=5) as got:
+        return json.load(got)
+
+
 def wait_healthy(http_port: int, proc: subprocess.Popen[bytes], log: str) -> None:
     """Until the node's /healthz says JetStream is current (the cluster has a meta leader)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -130,6 +137,9 @@ async def test_three_nodes_form_a_jetstream_cluster(
     urls = [f"nats://127.0.0.1:{ports[n][0]}" for n in nodes]
     nc = await nats.connect(urls, nkeys_seed_str=seed, allow_reconnect=False)
     try:
+        for node in nodes:  # each stores a message on disk before acknowledging it
+            varz = await asyncio.to_thread(monitoring, ports[node][2], "varz")
+            assert varz["jetstream"]["config"]["sync_always"] is True
         js = nc.jetstream()
         config = StreamConfig(
             name="COMPOSE_R3", subjects=["compose.r3"], num_replicas=3, storage=StorageType.FILE

@@ -135,6 +135,12 @@ def test_replica_and_sentinels_follow_the_primary(
         "replicated"
     )
     assert replica.info("replication")["master_link_status"] == "up"
+    # both acknowledge a write once it is in the append-only file (docs/durability.md)
+    for server in (primary, replica):
+        assert server.config_get("appendonly") == {"appendonly": "yes"}
+        assert server.config_get("appendfsync") == {"appendfsync": "always"}
+        assert server.config_get("save") == {"save": ""}
+        assert server.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
     # both servers know the roles' users, from the generated ACL file
     for service in ("redis-primary", "redis-replica"):
         assert servers.client(service, "billing").ping() is True  # its password is taken

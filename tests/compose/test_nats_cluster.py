@@ -15,12 +15,14 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import pytest
 from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import APIError, NoStreamResponseError
 
 from jetmesh.embedded import free_port
 from jetmesh.embedded.binaries import nats_server_binary
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.integration
 
 NATS_CONF = COMPOSE_DIR / "nats" / "nats.conf"
 READY_TIMEOUT_S = 30.0
+T = TypeVar("T")
 
 
 def compose_env(node: str) -> dict[str, str]:
@@ -112,6 +115,20 @@ def wait_healthy(http_port: int, proc: subprocess.Popen[bytes], log: str) -> Non
     raise AssertionError(f"no healthy node at :{http_port} in {READY_TIMEOUT_S} s")
 
 
+async def retried(ask: Callable[[], Awaitable[T]]) -> T:
+    """``ask()``'s answer, asking again while the cluster settles: nodes are healthy once
+    they have a meta leader, before every peer has joined it, and a new stream's subject
+    reaches the other nodes a moment after it was created."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        try:
+            return await ask()
+        except (APIError, NoStreamResponseError, nats.errors.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def test_three_nodes_form_a_jetstream_cluster(
     deploy_secrets: Path, tmp_path: Path, processes: Processes
 ) -> None:
@@ -144,8 +161,9 @@ async def test_three_nodes_form_a_jetstream_cluster(
         config = StreamConfig(
             name="COMPOSE_R3", subjects=["compose.r3"], num_replicas=3, storage=StorageType.FILE
         )
-        info = await js.add_stream(config)
-        ack = await js.publish("compose.r3", b"stored on three")
+        await retried(lambda: js.add_stream(config))
+        once = {"Nats-Msg-Id": "compose-r3-1"}  # asked again: stored once
+        ack = await retried(lambda: js.publish("compose.r3", b"stored on three", headers=once))
         assert ack.seq == 1
         info = await js.stream_info("COMPOSE_R3")
         assert info.cluster is not None

@@ -28,25 +28,35 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import posixpath
 import re
+import signal
+import stat
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
-from typing import Any
+from subprocess import Popen
+from typing import Any, TypeVar
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from redis import Redis
+from redis.exceptions import NoPermissionError, RedisError
+from redis.sentinel import Sentinel
 
 from jetmesh import MeshSettings
-from jetmesh.embedded.binaries import nats_server_binary
+from jetmesh.embedded import free_port
+from jetmesh.embedded.binaries import nats_server_binary, redis_server_binary
 from jetmesh.memory.redis_url import SentinelTarget
 from jetmesh.policy import mesh_policy
 from jetmesh.policy.servers import ACCOUNT
 from services import research, support
-from tests.compose.conftest import COMPOSE_DIR, DEMO_POLICY, ROOT
+from tests.compose.conftest import COMPOSE_DIR, DEMO_POLICY, ROOT, Processes
 
 KUBE = COMPOSE_DIR / "kubernetes"
 SCHEMAS = Path(__file__).with_name("schemas")
@@ -66,6 +76,7 @@ AGENT_TARGETS = {
 """Every process of both meshes: its roles, and the tool gateway."""
 
 Manifest = dict[str, Any]
+T = TypeVar("T")
 
 
 # --- rendering --------------------------------------------------------------------------
@@ -604,3 +615,105 @@ def test_redis_pods_get_the_acl_and_the_admin_password(rendered: list[Manifest])
         config = of_kind(rendered, "ConfigMap")["redis-config"]["data"]
         assert PurePosixPath(script).name in config, name
         assert "/etc/redis-users/default.pass" in config[PurePosixPath(script).name], name
+
+
+# --- Redis, started by its own scripts on loopback ----------------------------------------
+
+
+def eventually(probe: Callable[[], T | None], what: str, timeout_s: float = 20.0) -> T:
+    """``probe()``'s first answer that is not None (its errors count as no answer yet)."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            answer = probe()
+        except (RedisError, OSError) as exc:
+            last, answer = exc, None
+        if answer is not None:
+            return answer
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: no answer in {timeout_s} s (last error: {last})")
+
+
+class Pod:
+    """A pod's files on loopback: compose/kubernetes/redis/ copied under ``root`` with the
+    pod's paths (/etc/redis, /etc/redis-users, /data) moved there, the other pods' names
+    and the ports replaced by loopback ones, and the Secret's files in place."""
+
+    def __init__(self, root: Path, secrets: Path, ports: dict[str, int]) -> None:
+        self.root = root
+        for sub in ("etc/redis", "etc/redis-users", "data"):
+            (root / sub).mkdir(parents=True)
+        users = root / "etc" / "redis-users"
+        (users / "users.acl").write_text((secrets / "servers" / "redis-users.acl").read_text())
+        (users / "default.pass").write_text(
+            (secrets / "admin" / "redis" / "default.pass").read_text()
+        )
+        for source in (KUBE / "redis").iterdir():
+            if source.suffix in (".conf", ".sh"):
+                text = source.read_text()
+                text = text.replace("/etc/", f"{root}/etc/").replace("/data", f"{root}/data")
+                text = text.replace("bind * -::*", "bind 127.0.0.1")
+                text = text.replace("port 6379", f"port {ports['redis']}")
+                text = text.replace("port 26379", f"port {ports['sentinel']}")
+                text = text.replace("redis-0.redis 6379", f"127.0.0.1 {ports['redis']}")
+                (root / "etc" / "redis" / source.name).write_text(text)
+
+    def start(self, processes: Processes, name: str, script: str, pod: str) -> Popen[bytes]:
+        shim = self.root / "bin"
+        shim.mkdir(exist_ok=True)
+        if not (shim / "redis-server").exists():
+            (shim / "redis-server").symlink_to(redis_server_binary())
+        env = {"POD_NAME": pod, "PATH": f"{shim}:{os.environ['PATH']}"}
+        return processes.start(name, ["sh", str(self.root / "etc" / "redis" / script)], env)
+
+
+def test_redis_and_a_sentinel_started_by_their_scripts_serve_the_roles(
+    deploy_secrets: Path, processes: Processes, tmp_path: Path
+) -> None:
+    """redis-0 starts as the primary (no Sentinel answers yet), a Sentinel from its script
+    watches it with the admin's password, lets each role's user ask where the primary is
+    and nothing more, and keeps what it learnt across a restart."""
+    ports = {"redis": free_port(), "sentinel": free_port()}
+    admin = (deploy_secrets / "admin" / "redis" / "default.pass").read_text().strip()
+    billing = (deploy_secrets / "admin" / "redis" / "billing.pass").read_text().strip()
+    with ExitStack() as clients:
+
+        def client(port: int, **auth: str) -> Redis:
+            return clients.enter_context(Redis(port=port, **auth))
+
+        data_pod = Pod(tmp_path / "redis-0", deploy_secrets, ports)
+        data_pod.start(processes, "redis-0", "start-redis.sh", "redis-0")
+        primary = client(ports["redis"], username="default", password=admin)
+        role = eventually(lambda: primary.info("replication")["role"], "the primary")
+        assert role == "master", processes.log("redis-0")
+        written = data_pod.root / "data" / "redis.conf"
+        assert stat.S_IMODE(written.stat().st_mode) == 0o600
+        assert "replicaof" not in written.read_text()
+
+        sentinel_pod = Pod(tmp_path / "redis-sentinel-0", deploy_secrets, ports)
+        started = sentinel_pod.start(processes, "sentinel", "start-sentinel.sh", "redis-sentinel-0")
+        as_billing = client(ports["sentinel"], username="billing", password=billing)
+        where = ("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "jetmesh")
+        answer = eventually(lambda: as_billing.execute_command(*where), "the Sentinel")
+        assert [a.decode() for a in answer] == ["127.0.0.1", str(ports["redis"])]
+        with pytest.raises(NoPermissionError):
+            as_billing.execute_command("SENTINEL", "FAILOVER", "jetmesh")
+        with pytest.raises(RedisError):
+            client(ports["sentinel"]).execute_command(*where)
+        auth = {"username": "billing", "password": billing}
+        sentinels = Sentinel([("127.0.0.1", ports["sentinel"])], sentinel_kwargs=auth)
+        for each in sentinels.sentinels:
+            clients.enter_context(each)
+        through = clients.enter_context(sentinels.master_for("jetmesh", **auth))
+        assert through.ping() is True
+
+        os.killpg(started.pid, signal.SIGTERM)
+        started.wait(timeout=10)
+        sentinel_pod.start(processes, "sentinel-again", "start-sentinel.sh", "redis-sentinel-0")
+        answer = eventually(lambda: as_billing.execute_command(*where), "the restarted Sentinel")
+        assert [a.decode() for a in answer] == ["127.0.0.1", str(ports["redis"])]
+    conf = (sentinel_pod.root / "data" / "sentinel.conf").read_text().splitlines()
+    assert len([line for line in conf if line.startswith("sentinel monitor ")]) == 1
+    assert len([line for line in conf if line.startswith("user billing ")]) == 1
+    assert any(line.startswith("sentinel myid ") for line in conf)

@@ -1,14 +1,16 @@
 #!/bin/sh
 # Starts a data pod of the `redis` StatefulSet. The primary is whichever pod the Sentinels
 # name; when none answers (a new deployment) it is redis-0. The admin's password goes into a
-# file of the pod's own volume, not on the command line.
+# file on the pod's own volume, not on the command line.
 set -eu
-self="$(hostname).redis"
+self="${POD_NAME}.redis"
 cp /etc/redis-users/users.acl /data/users.acl
 primary=""
 for i in 0 1 2; do
-  primary="$(redis-cli -h "redis-sentinel-$i.redis-sentinel" -p 26379 --raw \
+  primary="$(REDISCLI_AUTH="$(cat /etc/redis-users/default.pass)" redis-cli --user default \
+    -h "redis-sentinel-$i.redis-sentinel" -p 26379 --raw \
     SENTINEL get-master-addr-by-name jetmesh 2>/dev/null | head -n 1)" || primary=""
+  case "$primary" in *" "* | *ERR* | *NOAUTH*) primary="" ;; esac
   [ -n "$primary" ] && break
 done
 [ -n "$primary" ] || primary="redis-0.redis"

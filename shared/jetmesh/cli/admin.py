@@ -92,23 +92,27 @@ def provision_command(
 
 @app.command("secrets")
 def secrets_command(
-    out: Path = typer.Option(..., "--out", help="the directory to write them in (made 0700)"),
+    out: Path = typer.Option(
+        ..., "--out", metavar="DIR", help="the directory to write them in (made 0700)"
+    ),
     file: Path | None = typer.Option(
         None,
         "--policy",
+        metavar="FILE",
         help="the policy (TOML); default JETMESH_POLICY_FILE, else the library's roles alone",
     ),
     tools: list[str] = typer.Option(
         [],
         "--tool",
-        help="a tool needing a credential: a stand-in goes to OUT/tools.toml when that file "
+        metavar="TOOL",
+        help="a tool needing a credential: a stand-in goes to DIR/tools.toml when that file "
         "is missing (repeatable; put real credentials there)",
     ),
 ) -> None:
     """Write every secret of a deployment from the policy, with no server running: a keys
-    directory per role (OUT/<role>: its key and certificate, the roots, its NATS seed and
-    Redis password, nothing else), the admin step's (OUT/admin: the root key and every
-    role's), and the servers' users (OUT/servers/nats-users.conf, redis-users.acl). Safe to
+    directory per role (DIR/<role>: its key and certificate, the roots, its NATS seed and
+    Redis password, nothing else), the admin step's (DIR/admin: the root key and every
+    role's), and the servers' users (DIR/servers/nats-users.conf, redis-users.acl). Safe to
     run again: keys, seeds and passwords are kept, certificates renewed near expiry."""
     s = settings()
     try:

@@ -52,6 +52,8 @@ from redis.sentinel import Sentinel
 from jetmesh import MeshSettings
 from jetmesh.embedded import free_port
 from jetmesh.embedded.binaries import nats_server_binary, redis_server_binary
+from jetmesh.identity.keystore import KeyStore
+from jetmesh.logins import admin_login
 from jetmesh.memory.redis_url import SentinelTarget
 from jetmesh.policy import mesh_policy
 from jetmesh.policy.servers import ACCOUNT
@@ -717,3 +719,68 @@ def test_redis_and_a_sentinel_started_by_their_scripts_serve_the_roles(
     assert len([line for line in conf if line.startswith("sentinel monitor ")]) == 1
     assert len([line for line in conf if line.startswith("user billing ")]) == 1
     assert any(line.startswith("sentinel myid ") for line in conf)
+
+
+# --- the admin Job's keys directory -------------------------------------------------------
+
+
+def secret_volume(at: Path, files: dict[str, str]) -> None:
+    """A Secret volume as the kubelet writes it: the files in a timestamped directory,
+    ``..data`` linking to it, and a link per top-level name into ``..data``."""
+    real = at / "..2026_12_02_00_00_00.000000000"
+    for path, text in files.items():
+        (real / path).parent.mkdir(parents=True, exist_ok=True)
+        (real / path).write_text(text)
+    (at / "..data").symlink_to(real.name)
+    for top in {PurePosixPath(p).parts[0] for p in files}:
+        (at / top).symlink_to(f"..data/{top}")
+
+
+def test_the_admin_job_copies_a_keys_directory_the_admin_step_reads(
+    rendered: list[Manifest], deploy_secrets: Path, tmp_path: Path
+) -> None:
+    """The init container's command, run on Secret volumes laid out as the kubelet does,
+    leaves a private keys directory with the admin's login, its identity and the roots."""
+    (job,) = of_kind(rendered, "Job").values()
+    pod = pod_spec(job)
+    (init,) = pod["initContainers"]
+    secrets = of_kind(rendered, "Secret")
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for name, where in mounts.items():
+        local = tmp_path / where.lstrip("/")
+        local.mkdir(parents=True)
+        secret = volumes[name].get("secret")
+        if secret is None:
+            continue
+        data = {
+            k: base64.b64decode(v).decode()
+            for k, v in secrets[secret["secretName"]]["data"].items()
+        }
+        items = secret.get("items") or [{"key": k, "path": k} for k in data]
+        secret_volume(local, {i["path"]: data[i["key"]] for i in items})
+    command = init["command"][-1]
+    for where in mounts.values():
+        command = command.replace(where, str(tmp_path / where.lstrip("/")))
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+    (container,) = pod["containers"]
+    keys = tmp_path / env_of(rendered, container)["JETMESH_KEYS_DIR"].lstrip("/")
+    assert not list(keys.glob("..*"))
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in keys.rglob("*"))
+    store = KeyStore(keys)
+    assert store.has_root()
+    roots = {PurePosixPath(name).stem for name in secrets[ROOTS_SECRET]["data"]}
+    assert roots
+    assert set(store.roots()) == roots
+    assert (
+        store.certificate("billing").kid
+        == KeyStore(deploy_secrets / "billing").certificate("billing").kid
+    )
+    login = admin_login(MeshSettings(keys_dir=keys))
+    assert login.user == "admin"
+    assert login.nats_seed is not None
+    admin_password = deploy_secrets / "admin" / "redis" / "default.pass"
+    assert login.redis_password == admin_password.read_text().strip()

@@ -71,16 +71,20 @@ class Processes:
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
 
-    def stop_all(self) -> None:
-        for proc in self.started:
+    def stop(self, *procs: subprocess.Popen[bytes]) -> None:
+        """SIGTERM to each process group, SIGKILL to those still there after 10 s."""
+        for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.started:
+        for proc in procs:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
+
+    def stop_all(self) -> None:
+        self.stop(*self.started)
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,11 +71,12 @@ class Loopback:
             text = text.replace(f"replica-announce-ip {name}", "replica-announce-ip 127.0.0.1")
         return text.replace("bind * -::*", "bind 127.0.0.1").replace("dir /data\n", "")
 
-    def start(self, service: str) -> None:
-        """Run ``service``'s entrypoint with its mounts where compose puts them."""
+    def start(self, service: str) -> subprocess.Popen[bytes]:
+        """Run ``service``'s entrypoint with its mounts where compose puts them (its data
+        directory kept from a run before, as a volume is)."""
         spec = self.compose["services"][service]
         data = self.tmp / service / "data"
-        data.mkdir(parents=True)
+        data.mkdir(parents=True, exist_ok=True)
         paths = {"/data": str(data)}
         for volume in spec["volumes"]:
             source, target = volume.split(":")[:2]
@@ -96,7 +99,7 @@ class Loopback:
         for target in sorted(paths, key=len, reverse=True):
             script = script.replace(target, shlex.quote(paths[target]))
         env = {"PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}"}
-        self.processes.start(service, ["sh", "-c", script], env)
+        return self.processes.start(service, ["sh", "-c", script], env)
 
     def client(self, service: str, user: str | None = None) -> Redis:
         password = None
@@ -192,3 +195,31 @@ def test_a_replica_without_the_admin_password_is_refused(
     servers.secrets = deploy_secrets  # the test asks as the real admin
     replica = servers.client("redis-replica", "default")
     assert replica.info("replication")["master_link_status"] == "down"
+
+
+def test_a_restart_keeps_a_shut_out_role_out_until_the_users_change(
+    deploy_secrets: Path, tmp_path: Path, processes: Processes
+) -> None:
+    servers = Loopback(tmp_path, deploy_secrets, processes)
+    running = servers.start("redis-primary")
+    admin = servers.client("redis-primary", "default")
+    eventually(lambda: admin.ping() or None, "the primary answers")
+    admin.acl_setuser("billing", enabled=False)  # as the shut-out step does
+    admin.execute_command("ACL", "SAVE")
+    processes.stop(running)
+
+    running = servers.start("redis-primary")  # same secrets: the saved users are kept
+    eventually(lambda: admin.ping() or None, "the primary answers again")
+    assert "off" in admin.acl_getuser("billing")["flags"]
+    processes.stop(running)
+
+    # `jetmesh admin secrets` wrote other users (here: one line more): they are taken
+    changed = tmp_path / "changed"
+    shutil.copytree(deploy_secrets, changed)
+    acl = changed / "servers" / "redis-users.acl"
+    acl.write_text(acl.read_text() + "user newcomer off\n")
+    servers.secrets = changed
+    servers.start("redis-primary")
+    eventually(lambda: admin.ping() or None, "the primary answers with the new users")
+    assert "on" in admin.acl_getuser("billing")["flags"]
+    assert admin.acl_getuser("newcomer") is not None

@@ -23,6 +23,13 @@ fi
 monitor="$(printf '%s\n' "$learnt" | grep '^sentinel monitor ' || true)"
 rest="$(printf '%s\n' "$learnt" | grep -v -E '^sentinel monitor |^$' || true)"
 [ -n "$monitor" ] || monitor="$(grep '^sentinel monitor ' "$base")"
+# a Sentinel that cannot resolve its primary's name at start does not watch it: wait for the
+# name (a data pod's name resolves as soon as the pod has an address)
+primary_host="$(printf '%s\n' "$monitor" | awk '{ print $4 }')"
+until getent hosts "$primary_host" > /dev/null; do
+  echo "waiting for $primary_host to resolve"
+  sleep 2
+done
 
 umask 077
 {

@@ -784,3 +784,37 @@ def test_the_admin_job_copies_a_keys_directory_the_admin_step_reads(
     assert login.nats_seed is not None
     admin_password = deploy_secrets / "admin" / "redis" / "default.pass"
     assert login.redis_password == admin_password.read_text().strip()
+
+
+def test_a_restarted_redis_pod_keeps_a_shut_out_role_out_until_the_users_change(
+    deploy_secrets: Path, processes: Processes, tmp_path: Path
+) -> None:
+    ports = {"redis": free_port(), "sentinel": free_port()}
+    admin = (deploy_secrets / "admin" / "redis" / "default.pass").read_text().strip()
+    pod = Pod(tmp_path / "redis-0", deploy_secrets, ports)
+
+    def start(name: str) -> Popen[bytes]:
+        started = pod.start(processes, name, "start-redis.sh", "redis-0")
+        with Redis(port=ports["redis"], username="default", password=admin) as probe:
+            eventually(lambda: probe.ping() or None, name)
+        return started
+
+    def billing_flags() -> list[str]:
+        with Redis(port=ports["redis"], username="default", password=admin) as client:
+            flags: list[str] = client.acl_getuser("billing")["flags"]
+            return flags
+
+    first = start("redis-0")
+    with Redis(port=ports["redis"], username="default", password=admin) as client:
+        client.acl_setuser("billing", enabled=False)  # as the shut-out step does
+        client.acl_save()
+    os.killpg(first.pid, signal.SIGTERM)
+    first.wait(timeout=10)
+    second = start("redis-0-again")
+    assert "off" in billing_flags()
+    os.killpg(second.pid, signal.SIGTERM)
+    second.wait(timeout=10)
+    users = pod.root / "etc" / "redis-users" / "users.acl"
+    users.write_text(users.read_text() + "\n")  # `jetmesh admin secrets` wrote other users
+    start("redis-0-new-users")
+    assert "on" in billing_flags()

@@ -4,7 +4,13 @@
 # file on the pod's own volume, not on the command line.
 set -eu
 self="${POD_NAME}.redis"
-cp /etc/redis-users/users.acl /data/users.acl
+# The users file is copied into the data directory (ACL SAVE writes there: a role shut out
+# stays out across restarts) only when it differs from the one copied last time, that is
+# when `jetmesh admin secrets` wrote other users (a changed policy). As compose does.
+if ! cmp -s /etc/redis-users/users.acl /data/users.acl.from; then
+  cp /etc/redis-users/users.acl /data/users.acl
+  cp /etc/redis-users/users.acl /data/users.acl.from
+fi
 primary=""
 for i in 0 1 2; do
   primary="$(REDISCLI_AUTH="$(cat /etc/redis-users/default.pass)" redis-cli --user default \

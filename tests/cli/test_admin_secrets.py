@@ -19,9 +19,9 @@ from jetmesh.cli import app
 from jetmesh.deploy_secrets import write_deploy_secrets
 from jetmesh.embedded import NatsServer, RedisServer
 from jetmesh.identity.certificates import verify_certificate
-from jetmesh.policy import mesh_policy, parse_policy
+from jetmesh.policy import mesh_policy, parse_policy, role_permissions
 from jetmesh.processes import AgentProcess
-from jetmesh.provision import provision
+from jetmesh.provision import certificate_subjects, provision
 from tests.harness.agents import Plan, Report
 from tests.harness.mesh import REPO_ROOT
 
@@ -95,7 +95,10 @@ def test_layout_modes_and_certificates(tmp_path: Path, policy_file: Path) -> Non
     roots = store.roots()
     planner = verify_certificate((out / "planner" / "planner.cert").read_text().strip(), roots)
     assert planner.scopes == frozenset({"plan:write"})
-    assert any(s.endswith(".counter.task") or "counter" in s for s in planner.publish)
+    perms = role_permissions(mesh_policy(policy_file), "planner", MeshSettings())
+    publish, subscribe = certificate_subjects(perms, Subjects())
+    assert (list(planner.publish), list(planner.subscribe)) == (publish, subscribe)
+    assert "mesh.agent.counter.task" in planner.publish  # it may call counter
     assert verify_certificate((out / "cli" / "cli.cert").read_text().strip(), roots).ingress
     # a role's copy is the admin's, and the servers' files name every role's user
     for role in AGENTS:

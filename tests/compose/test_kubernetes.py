@@ -31,6 +31,7 @@ import json
 import os
 import posixpath
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -818,3 +819,80 @@ def test_a_restarted_redis_pod_keeps_a_shut_out_role_out_until_the_users_change(
     users.write_text(users.read_text() + "\n")  # `jetmesh admin secrets` wrote other users
     start("redis-0-new-users")
     assert "on" in billing_flags()
+
+
+# --- kustomize itself, where kubectl is installed ------------------------------------------
+
+
+HASHED = re.compile(r"-[a-z0-9]{10}$")
+"""The content hash kustomize appends to a generated ConfigMap's or Secret's name."""
+
+
+def referenced_names(objects: list[Manifest]) -> set[str]:
+    """Every ConfigMap and Secret a pod template names (volumes, envFrom)."""
+    names: set[str] = set()
+    for obj in objects:
+        template = obj.get("spec", {}).get("template", {}).get("spec", {})
+        for volume in template.get("volumes", []):
+            if "secret" in volume:
+                names.add(volume["secret"]["secretName"])
+            if "configMap" in volume:
+                names.add(volume["configMap"]["name"])
+        for container in [*template.get("containers", []), *template.get("initContainers", [])]:
+            names |= {s["configMapRef"]["name"] for s in container.get("envFrom", [])}
+    return names
+
+
+def test_kubectl_kustomize_builds_what_is_checked_here(
+    rendered: list[Manifest], deploy_secrets: Path, tmp_path: Path
+) -> None:
+    """``kubectl kustomize`` (kustomize as kubectl ships it) on the directory with its
+    secrets in place, as README.md's steps leave it: the same objects as the offline
+    rendering above, each valid, every reference to a generated object rewritten to it."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    tree = tmp_path / "kubernetes"
+    shutil.copytree(KUBE, tree, ignore=shutil.ignore_patterns("secrets"))
+    shutil.copytree(deploy_secrets, tree / "secrets")
+    roots = subprocess.run(
+        [
+            kubectl,
+            "create",
+            "secret",
+            "generic",
+            ROOTS_SECRET,
+            "--dry-run=client",
+            "-o",
+            "yaml",
+            f"--from-file={tree / 'secrets' / 'admin' / 'roots'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    (tree / ROOTS_FILE).write_text(roots.stdout)
+    built = subprocess.run(
+        [kubectl, "kustomize", str(tree)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert built.returncode == 0, built.stderr
+    objects = [d for d in yaml.safe_load_all(built.stdout) if d]
+
+    def identity(obj: Manifest, built: bool) -> tuple[str, str, str | None]:
+        name = obj["metadata"]["name"]
+        if built and obj["kind"] in ("ConfigMap", "Secret") and name != "jetmesh-nats-users":
+            name = HASHED.sub("", name)
+        return obj["kind"], name, obj["metadata"].get("namespace")
+
+    assert sorted(identity(o, True) for o in objects) == sorted(
+        identity(o, False) for o in rendered
+    )
+    names = {o["metadata"]["name"] for o in objects if o["kind"] in ("ConfigMap", "Secret")}
+    assert referenced_names(objects) <= names
+    assert "jetmesh-nats-users" in names  # the chart's values name it as it is
+    for obj in objects:
+        if obj["kind"] == "ScaledObject":
+            assert keda_problems(obj) == []
+        else:
+            assert kubernetes_problems(obj, KUBERNETES_VERSIONS[0]) == []

@@ -38,6 +38,8 @@ TASKS = 240
 IN_FLIGHT = 48
 """Tasks asked at once: twice what the three processes run at once, so each is full."""
 PAUSE_S = 0.25
+"""A handler's mean pause; task ``n`` pauses from half of it to one and a half times it
+(:func:`pause_for`), so that the processes' tasks do not end in step."""
 CONCURRENCY = 8
 DRAIN_TIMEOUT_S = 10.0
 POLICY = {"roles": {"cli": {"ingress": True, "calls": [TALLY]}, TALLY: {}}}
@@ -57,9 +59,13 @@ agent = Agent(TALLY, concurrency=CONCURRENCY, description="a step of work, count
 """For the processes: ``jetmesh run tests.faults.test_scale_in:agent``."""
 
 
+def pause_for(n: int) -> float:
+    return PAUSE_S * (0.5 + (n % 5) / 4)
+
+
 @agent.handler
 async def step(msg: Tally, ctx: Context) -> Stepped:
-    await asyncio.sleep(PAUSE_S)
+    await asyncio.sleep(pause_for(msg.n))
     await ctx.memory.update("runs", int, lambda n: (n or 0) + 1)
     return Stepped(msg.n, os.getpid(), time.time())
 
@@ -126,6 +132,7 @@ async def test_two_of_three_processes_scaled_in_under_load(
 
         load = asyncio.gather(*(one(n) for n in range(TASKS)))
         await a_quarter.wait()
+        await asyncio.sleep(PAUSE_S / 2)  # not just as tasks end: while they run
         assert len(answered) < TASKS // 2, "the scale-in falls in the middle of the load"
         leaving, staying = procs[:2], procs[2]
         sigterm_at = time.time()

@@ -9,6 +9,7 @@ names it is reached at, its port, and its data directory (a volume in compose)."
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -19,11 +20,12 @@ from typing import Any, TypeVar
 
 import pytest
 from redis import Redis
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError, ResponseError
 
 from jetmesh.embedded import free_port
 from jetmesh.embedded.binaries import redis_server_binary
+from jetmesh.embedded.sentinel import ROLE_COMMANDS
 from tests.compose.conftest import COMPOSE_DIR, Processes, load_compose
 
 pytestmark = pytest.mark.integration
@@ -78,28 +80,39 @@ class Loopback:
         data = self.tmp / service / "data"
         data.mkdir(parents=True, exist_ok=True)
         paths = {"/data": str(data)}
+        scripts: dict[str, Path] = {}
         for volume in spec["volumes"]:
             source, target = volume.split(":")[:2]
-            if source.startswith("./"):
-                conf = self.rewrite((COMPOSE_DIR / source).read_text())
-                port = self.ports[service]
-                conf = conf.replace("\nport 26379\n", f"\nport {port}\n")
-                conf = conf.replace("\nport 6379\n", f"\nport {port}\n")
-                assert f"\nport {port}\n" in conf, f"{source} names its port"
+            if source.endswith(".sh"):
+                scripts[target] = COMPOSE_DIR / source
+            elif source.startswith("./"):
                 copy = self.tmp / service / Path(target).name
-                copy.write_text(f"dir {data}\n{conf}")
+                copy.write_text(f"dir {data}\n{self.config(service, COMPOSE_DIR / source)}")
                 paths[target] = str(copy)
         for secret in spec["secrets"]:
             name = secret if isinstance(secret, str) else secret["source"]
             file = self.compose["secrets"][name]["file"].removeprefix("./secrets/")
             paths[f"/run/secrets/{name}"] = str(self.secrets / file)
         entrypoint = spec["entrypoint"]
-        assert entrypoint[:2] == ["sh", "-c"]
-        script = entrypoint[2].replace("$$", "$")  # compose's escape of a literal $
-        for target in sorted(paths, key=len, reverse=True):
-            script = script.replace(target, shlex.quote(paths[target]))
+        if entrypoint[:2] == ["sh", "-c"]:
+            script = entrypoint[2].replace("$$", "$")  # compose's escape of a literal $
+        else:
+            assert entrypoint[0] == "sh", entrypoint
+            script = scripts[entrypoint[1]].read_text()
+        # every container path at once (a host path put in is not rewritten again)
+        pattern = "|".join(re.escape(t) for t in sorted(paths, key=len, reverse=True))
+        script = re.sub(pattern, lambda m: shlex.quote(paths[m.group(0)]), script)
         env = {"PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}"}
         return self.processes.start(service, ["sh", "-c", script], env)
+
+    def config(self, service: str, source: Path) -> str:
+        """``source`` with loopback names and this service's port."""
+        conf = self.rewrite(source.read_text())
+        port = self.ports[service]
+        conf = conf.replace("\nport 26379\n", f"\nport {port}\n")
+        conf = conf.replace("\nport 6379\n", f"\nport {port}\n")
+        assert f"\nport {port}\n" in conf, f"{source} names its port"
+        return conf
 
     def client(self, service: str, user: str | None = None) -> Redis:
         password = None
@@ -152,7 +165,7 @@ def test_replica_and_sentinels_follow_the_primary(
 
     primary_port = str(servers.ports["redis-primary"])
     for sentinel in ("sentinel-1", "sentinel-2", "sentinel-3"):
-        client = servers.client(sentinel)
+        client = servers.client(sentinel, "default")
         addr = eventually(
             lambda c=client: c.execute_command("SENTINEL", "get-master-addr-by-name", "jetmesh"),
             f"{sentinel} knows the primary",
@@ -172,6 +185,24 @@ def test_replica_and_sentinels_follow_the_primary(
         master = client.sentinel_master("jetmesh")
         assert master["is_master_down"] is False
         assert "s_down" not in master["flags"], "it authenticates to the primary"
+
+    # a role asks a Sentinel where the primary is, as itself, and may do nothing else
+    billing = servers.client("sentinel-2", "billing")
+    where = billing.execute_command("SENTINEL", "get-master-addr-by-name", "jetmesh")
+    assert list(where) == ["127.0.0.1", primary_port]
+    with pytest.raises(NoPermissionError):
+        billing.execute_command("SENTINEL", "failover", "jetmesh")
+    with pytest.raises(NoPermissionError):
+        billing.execute_command("SENTINEL", "set", "jetmesh", "quorum", "1")
+    with pytest.raises(AuthenticationError):  # and nobody without a password
+        servers.client("sentinel-2").execute_command("SENTINEL", "masters")
+
+
+def test_a_role_asks_sentinels_what_the_embedded_ones_let_it() -> None:
+    script = (COMPOSE_DIR / "redis" / "start-sentinel.sh").read_text()
+    found = re.search(r"^role_commands='resetchannels -@all (.*)'$", script, re.M)
+    assert found is not None
+    assert tuple(found.group(1).split()) == ROLE_COMMANDS
 
 
 def test_a_replica_without_the_admin_password_is_refused(

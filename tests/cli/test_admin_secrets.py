@@ -48,10 +48,12 @@ def policy_file(tmp_path: Path) -> Path:
     return path
 
 
-def secrets_cli(out: Path, *args: str) -> tuple[int, str]:
+def secrets_cli(out: Path, *args: str, policy_env: Path | None = None) -> tuple[int, str]:
     """Run ``jetmesh admin secrets --out OUT ARGS`` in-process: (exit code, output)."""
     env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("JETMESH_")}
     env["JETMESH_STATE_DIR"] = str(out.parent / "unused-state")
+    if policy_env is not None:
+        env["JETMESH_POLICY_FILE"] = str(policy_env)
     result = CliRunner().invoke(app, ["admin", "secrets", "--out", str(out), *args], env=env)
     return result.exit_code, result.output
 
@@ -132,6 +134,19 @@ def test_run_again_keeps_everything_and_renews_what_expires(
     assert after["counter/counter.cert"] == after["admin/counter.cert"]
     changed = {name for name in before if after[name] != before[name]}
     assert changed == {"admin/counter.cert", "counter/counter.cert"}
+
+
+def test_the_policy_is_jetmesh_policy_file_else_the_library_roles(
+    tmp_path: Path, policy_file: Path
+) -> None:
+    code, output = secrets_cli(tmp_path / "from-env", policy_env=policy_file)
+    assert code == 0, output
+    assert (tmp_path / "from-env" / "planner" / "planner.cert").exists()
+    code, output = secrets_cli(tmp_path / "library")
+    assert code == 0, output
+    assert "certificates issued: cli, toolgate" in output
+    roles = {p.name for p in (tmp_path / "library").iterdir()}
+    assert roles == {"admin", "servers", "cli", "toolgate"}
 
 
 def test_tool_credentials_are_written_once(tmp_path: Path, policy_file: Path) -> None:

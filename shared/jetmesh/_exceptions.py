@@ -17,6 +17,8 @@ Every error jetmesh raises derives from :class:`MeshError`::
     │   │                             original of the role it is filed for; nothing sent
     │   └── NotATask                  a dead letter whose bytes are no task envelope (a
     │                                 refused reply, event or raw message): nothing to send
+    ├── RegistryUnavailable           a certificate could not be read (servers away, a
+    │                                 cluster electing a leader): nothing decided, try later
     ├── RejectedMessage               a message failed verification; ``reason`` is a stable code
     │   ├── Oversized                 body over ``max_payload_bytes``
     │   ├── Unsigned                  no signature headers, or an unknown scheme
@@ -179,6 +181,13 @@ class NotATask(RedriveRefused):
 
     def __init__(self, seq: int, detail: str) -> None:
         super().__init__(seq, "not-a-task", detail)
+
+
+class RegistryUnavailable(MeshError):
+    """The certificate a message names could not be read from the registry (servers away,
+    a cluster electing a leader): nothing was decided about the message, and its receiver
+    takes it again later (a task is sent back with its delivery's backoff) instead of
+    refusing it."""
 
 
 class RejectedMessage(MeshError):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from redis.exceptions import RedisError
 
@@ -49,6 +50,7 @@ from .bus.streams import (
     ensure_registry,
     ensure_streams,
     stream_configs,
+    through_elections,
 )
 from .embedded import EmbeddedStack, StackStatus
 from .identity.certificates import verify_certificate
@@ -165,21 +167,28 @@ async def provision(
         **admin_login(settings).nats_options(),
     )
     try:
+        # Each request is asked again while a cluster elects a leader (a node just died or
+        # came back): every step is idempotent.
         js = nc.jetstream()
         await await_jetstream(js)
-        await ensure_streams(js, settings)
+        await through_elections(lambda: ensure_streams(js, settings))
         consumers: list[tuple[str, str]] = []
         task_consumers: list[TaskConsumer] = []
         for agent in policy.agents:
-            task_consumers.append(await ensure_consumer(js, settings, agent))
+            task_consumers.append(
+                await through_elections(partial(ensure_consumer, js, settings, agent))
+            )
             consumers += [(settings.tasks_stream, agent), (advisories_stream(settings), agent)]
-        registry = await ensure_registry(js, settings)
+        registry = await through_elections(lambda: ensure_registry(js, settings))
         issued: list[tuple[str, str]] = []
         for role in sorted(policy.roles):
             identity = issue_from_policy(store, policy, role, settings)
-            await registry.put(identity.key.kid, identity.certificate.encode())
+            cert = identity.certificate.encode()
+            await through_elections(partial(registry.put, identity.key.kid, cert))
             issued.append((role, identity.key.kid))
-        readmitted = await let_in(settings, policy, registry, dict(issued))
+        readmitted = await through_elections(
+            lambda: let_in(settings, policy, registry, dict(issued))
+        )
     finally:
         await nc.close()
     redis = await _provision_redis(settings)

@@ -14,8 +14,8 @@ from pathlib import Path
 from jetmesh import Agent, KeyStore, MeshClient, MeshSettings, Replica
 from jetmesh.cli.servers import cluster_settings, up_servers
 from jetmesh.embedded import EmbeddedStack, free_port
+from jetmesh.embedded.stack import free_cluster_ports
 from jetmesh.policy import Policy, parse_policy
-from tests.harness.cluster_ports import cluster_bases
 
 POLICY = {
     "roles": {
@@ -35,7 +35,7 @@ class SecuredMesh:
         """With ``nodes`` > 1, a local cluster as ``jetmesh up --cluster nodes`` runs it."""
         self.policy = policy or parse_policy(POLICY)
         if nodes > 1:
-            nats, redis = cluster_bases(nodes)
+            nats, redis = free_cluster_ports(nodes)
             base = MeshSettings(
                 state_dir=state_dir,
                 nats_url=f"nats://127.0.0.1:{nats}",

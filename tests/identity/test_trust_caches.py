@@ -17,6 +17,8 @@ from jetmesh import (
     ExpiredKey,
     InvalidToken,
     Misaddressed,
+    RegistryUnavailable,
+    RejectedMessage,
     UnknownKey,
 )
 from jetmesh.addresses import Subjects
@@ -197,6 +199,25 @@ async def test_an_unreadable_registry_keeps_the_cached_certificate(
     trust._lookup = broken  # the bucket cannot be read for a while
     clock.now += trust_module.CERTIFICATE_TTL_S + 0.1
     assert (await trust.certificate(billing.kid))[0] is cert
+
+
+async def test_an_unreadable_registry_decides_nothing_about_an_unknown_key(
+    pki: Any, billing: KeyPair
+) -> None:
+    """A certificate that cannot be read (servers away, a cluster electing a leader) is not
+    a refusal: the message is taken again later, not dead-lettered as from an unknown key."""
+    trust = pki.trust()
+
+    async def broken(kid: str) -> str | None:
+        raise TimeoutError("nats: timeout")
+
+    trust._lookup = broken
+    with pytest.raises(RegistryUnavailable) as raised:
+        await trust.certificate(billing.kid)
+    assert not isinstance(raised.value, RejectedMessage)
+    trust._lookup = pki.lookup  # readable again: the key is known, nothing was cached
+    cert, _ = await trust.certificate(billing.kid)
+    assert cert.kid == billing.kid
 
 
 async def test_a_reissued_certificate_that_expired_is_refused(

@@ -19,6 +19,7 @@ from .streams import (
     ensure_consumer,
     ensure_registry,
     stream_configs,
+    through_elections,
 )
 from .tracing import TRACEPARENT_HEADER, trace_id_of, traceparent
 
@@ -36,6 +37,7 @@ __all__ = [
     "ensure_registry",
     "read_from",
     "stream_configs",
+    "through_elections",
     "trace_id_of",
     "traceparent",
 ]

@@ -30,9 +30,11 @@ log = logging.getLogger("jetmesh.events")
 
 ACK_TIMEOUT_S = 5.0
 """A publish whose ack does not come in this time is sent again (same ``Nats-Msg-Id``)."""
-NO_STREAM_S = 2.0
+NO_STREAM_S = 15.0
 """How long "no responders" is asked again before a publish fails: JetStream may still be
-starting after a restart; a subject no stream takes fails after this."""
+starting after a restart, or, in a cluster, the stream's peers electing a new leader after
+its node died (nats-server's election timeouts are 4-9 s); a subject no stream takes
+fails after this."""
 NO_STREAM_RETRY_S = 0.1
 SWEEP_INTERVAL_S = 0.5
 MAX_ATTEMPTS = 20

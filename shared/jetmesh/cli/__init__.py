@@ -8,7 +8,8 @@ notice (see "Public API" in docs/ARCHITECTURE.md).
   (:class:`MeshPackage`), one process per role (``python -m services.support``).
 - :func:`cli_client` and :func:`admin_client`: a client as the ``cli`` ingress
   (:data:`CLI_IDENTITY`) or as the admin.
-- :func:`up_servers`, :func:`decide`, :func:`render_workflow`: ``jetmesh up``,
+- :func:`up_servers`, :func:`cluster_settings`, :func:`decide`, :func:`render_workflow`:
+  ``jetmesh up`` (and the settings of ``--cluster``),
   ``jetmesh approve``/``deny`` and ``jetmesh events`` as functions.
 - :data:`console`, :func:`run_async`, :func:`settings`, :func:`markup`: the commands' console,
   async entry point, settings from the environment and escaping of shown data, for a
@@ -27,7 +28,7 @@ from .ingress import CLI_IDENTITY, admin_client, cli_client
 from .launch import MeshPackage, launch
 from .render import markup
 from .run import run_forever
-from .servers import up_servers
+from .servers import cluster_settings, up_servers
 
 __all__ = [
     "CLI_IDENTITY",
@@ -35,6 +36,7 @@ __all__ = [
     "admin_client",
     "app",
     "cli_client",
+    "cluster_settings",
     "console",
     "decide",
     "launch",

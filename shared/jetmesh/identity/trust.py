@@ -42,6 +42,7 @@ from .._exceptions import (
     BadDelegation,
     ExpiredKey,
     ExpiredToken,
+    RegistryUnavailable,
     RevokedKey,
     UnknownKey,
 )
@@ -177,7 +178,9 @@ class TrustStore:
         try:
             token = await self._lookup(kid)
         except Exception as exc:
-            raise UnknownKey(f"cannot read the certificate of {kid}: {shown(exc, 200)}") from None
+            raise RegistryUnavailable(
+                f"cannot read the certificate of {kid}: {shown(exc, 200)}"
+            ) from None
         if token is None:
             self._missed(kid, now)
             raise UnknownKey(f"no certificate for key id {kid!r}")

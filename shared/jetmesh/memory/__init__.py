@@ -10,6 +10,7 @@ Example:
 """
 
 from .conversation import Conversation, Message
+from .redis_url import SentinelTarget
 from .working import Versioned, WorkingMemory
 
-__all__ = ["Conversation", "Message", "Versioned", "WorkingMemory"]
+__all__ = ["Conversation", "Message", "SentinelTarget", "Versioned", "WorkingMemory"]

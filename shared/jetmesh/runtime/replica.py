@@ -25,7 +25,14 @@ import msgspec
 from nats.aio.msg import Msg
 
 from .. import events as ev
-from .._exceptions import MemoryDenied, Reject, RejectedMessage, ScopeDenied, ToolRefused
+from .._exceptions import (
+    MemoryDenied,
+    RegistryUnavailable,
+    Reject,
+    RejectedMessage,
+    ScopeDenied,
+    ToolRefused,
+)
 from ..bus.delivery import Delivery, delivery_of
 from ..bus.pull import PullFeed
 from ..bus.streams import advisories_stream
@@ -215,6 +222,10 @@ class Replica:
             verified = await self.mesh.verify(msg, stored_at=delivery.stored_at)
         except RejectedMessage as exc:
             await self.failures.refuse(msg, exc)
+            return
+        except RegistryUnavailable as exc:  # nothing decided: take it again later
+            log.warning("task %s goes back: %s", msg.subject, exc)
+            await msg.nak(delay=self.settings.backoff_for(delivery.attempt))
             return
         try:
             handler = self.agent.handler_for(verified.envelope.type)

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint types docs bench bench-flows chaos chaos-support restarts poison schemas clean down
+.PHONY: demo test check lint types docs bench bench-flows chaos chaos-support cluster-chaos restarts poison schemas clean down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ docs: $(STAMP)
 	$(BIN)/python -m mkdocs build --strict
 
 bench: $(STAMP)
-	$(BIN)/python -m loadtest.hop
+	$(BIN)/python -m loadtest.hop --cluster
 
 bench-flows: $(STAMP)
 	$(BIN)/python -m loadtest.flows
@@ -44,6 +44,9 @@ chaos: $(STAMP)
 
 chaos-support: $(STAMP)
 	$(BIN)/python -m loadtest.chaos_support
+
+cluster-chaos: $(STAMP)
+	$(BIN)/python -m loadtest.cluster_chaos
 
 restarts: $(STAMP)
 	$(BIN)/python -m loadtest.restarts

@@ -157,6 +157,15 @@ class SupportChaosReport:
 
     def problems(self, config: SupportChaosConfig) -> list[str]:
         """Each target missed, in words (empty: all held)."""
+        out = self.outcome_problems()
+        if sum(self.agent_kills.values()) < config.agent_kills or any(
+            self.server_kills[s] < config.server_kills for s in ("nats", "redis")
+        ):
+            out.append("fewer kills than asked")
+        return out
+
+    def outcome_problems(self) -> list[str]:
+        """Each target about the tickets and their workflows missed, in words."""
         a, out = self.audit, []
         if self.completed != self.tickets or self.answered["refunded"] != self.tickets:
             out.append(f"{self.tickets - self.answered['refunded']} tickets not refunded")
@@ -179,23 +188,10 @@ class SupportChaosReport:
             out.append("events failing verification, forged or unreadable")
         if self.left_running:
             out.append(f"{self.left_running} processes left running")
-        if sum(self.agent_kills.values()) < config.agent_kills or any(
-            self.server_kills[s] < config.server_kills for s in ("nats", "redis")
-        ):
-            out.append("fewer kills than asked")
         return out
 
     def format(self, config: SupportChaosConfig) -> str:
-        a, settings = self.audit, self.settings or MeshSettings()
-
-        def counts(c: Counter[str] | Counter[int], zero: str = "0") -> str:
-            return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=str)) or zero
-
-        def once(c: Counter[int]) -> str:
-            more = sum(v for k, v in c.items() if k > 1)
-            return f"once {c.get(1, 0)}, twice or more {more}"
-
-        tools = "; ".join(f"{tool}: steps run {once(c)}" for tool, c in sorted(a.tool_runs.items()))
+        settings = self.settings or MeshSettings()
         missed = self.problems(config)
         limit = f"{DEFAULT_REFUND_LIMIT_EUR:g} EUR"
         return "\n".join(
@@ -207,37 +203,13 @@ class SupportChaosReport:
                 f"(AckWait {settings.ack_wait_s:g} s, call timeout {settings.call_timeout_s:g} s, "
                 f"max deliver {settings.max_deliver}); policy services/support/policy.toml; "
                 f"seed {self.seed}; {os.cpu_count()} CPUs",
-                f"tickets      sent {self.sent}  completed {self.completed} "
-                f"({counts(self.answered)})  failed {counts(self.failed)}  "
-                f"re-asked {self.re_asks} times ({self.re_asked} tickets)  "
-                f"approved by a person {self.approvals}",
-                f"refunds      {a.orders} orders (the desk's payouts): paid {once(a.paid)}, "
-                f"never {a.paid.get(0, 0)}; payouts for other orders {a.paid_unexpected}; "
-                f"desk's runs per idempotency key: {once(a.desk_runs)}",
-                f"tool runs    per gateway step (tool ok events): {tools or 'none'}",
-                f"tool events  {counts(a.tool_outcomes)}",
-                f"dead letters {sum(a.dead_letters.values())}: {counts(a.dead_letters, 'none')}; "
-                f"of tasks that had started or finished: {sum(a.dead_started.values())}"
-                + (f" ({counts(a.dead_started)})" if a.dead_started else ""),
-                f"stuck        {len(a.stuck)} workflows, "
-                f"{len(set(a.stuck) - set(self.unanswered))} of them answered "
-                f"({a.open_hops} hops started or sent, "
-                f"never finished); hops started more than once {a.redelivered}; "
-                f"finished hops the tree shows running {a.shown_running}; "
-                f"hops failed: {counts(a.failed_hops, 'none')}",
-                f"events       {a.events} of {a.workflows} workflows read as the admin: "
-                f"{a.unverified} failing verification, {a.forged} shown as forged, "
-                f"{a.unreadable} logs unreadable",
+                *self.outcome_lines(),
                 f"kills        agents {sum(self.agent_kills.values())} "
                 f"({counts(self.agent_kills)}), nats-server {self.server_kills['nats']}, "
                 f"redis-server {self.server_kills['redis']} (each restarted by jetmesh up); "
                 f"{self.processes} agent processes started, {self.left_running} processes "
                 "left running",
-                *(
-                    f"  open       {line}"
-                    + (" [unanswered]" if line.split(":", 1)[0] in self.unanswered else "")
-                    for line in a.stuck_detail[:10]
-                ),
+                *self.open_lines(),
                 f"time         {self.seconds:.1f} s ({self.load_seconds:.1f} s of load)",
                 "verdict      "
                 + (
@@ -249,8 +221,58 @@ class SupportChaosReport:
             ]
         )
 
+    def outcome_lines(self) -> list[str]:
+        """The report's lines on the tickets and what their workflows did."""
+        a = self.audit
+        tools = "; ".join(f"{tool}: steps run {once(c)}" for tool, c in sorted(a.tool_runs.items()))
+        return [
+            f"tickets      sent {self.sent}  completed {self.completed} "
+            f"({counts(self.answered)})  failed {counts(self.failed)}  "
+            f"re-asked {self.re_asks} times ({self.re_asked} tickets)  "
+            f"approved by a person {self.approvals}",
+            f"refunds      {a.orders} orders (the desk's payouts): paid {once(a.paid)}, "
+            f"never {a.paid.get(0, 0)}; payouts for other orders {a.paid_unexpected}; "
+            f"desk's runs per idempotency key: {once(a.desk_runs)}",
+            f"tool runs    per gateway step (tool ok events): {tools or 'none'}",
+            f"tool events  {counts(a.tool_outcomes)}",
+            f"dead letters {sum(a.dead_letters.values())}: {counts(a.dead_letters, 'none')}; "
+            f"of tasks that had started or finished: {sum(a.dead_started.values())}"
+            + (f" ({counts(a.dead_started)})" if a.dead_started else ""),
+            f"stuck        {len(a.stuck)} workflows, "
+            f"{len(set(a.stuck) - set(self.unanswered))} of them answered "
+            f"({a.open_hops} hops started or sent, "
+            f"never finished); hops started more than once {a.redelivered}; "
+            f"finished hops the tree shows running {a.shown_running}; "
+            f"hops failed: {counts(a.failed_hops, 'none')}",
+            f"events       {a.events} of {a.workflows} workflows read as the admin: "
+            f"{a.unverified} failing verification, {a.forged} shown as forged, "
+            f"{a.unreadable} logs unreadable",
+        ]
 
-class _Load:
+    def open_lines(self) -> list[str]:
+        """The first hops left open and steps a tool ran at twice, one line each."""
+        return [
+            *(
+                f"  open       {line}"
+                + (" [unanswered]" if line.split(":", 1)[0] in self.unanswered else "")
+                for line in self.audit.stuck_detail[:10]
+            ),
+            *(f"  twice      {line}" for line in self.audit.twice_detail[:10]),
+        ]
+
+
+def counts(c: Counter[str] | Counter[int], zero: str = "0") -> str:
+    """``key n, key n`` sorted by key, or ``zero``."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=str)) or zero
+
+
+def once(c: Counter[int]) -> str:
+    """A count of how many times each thing happened, as ``once N, twice or more M``."""
+    more = sum(v for k, v in c.items() if k > 1)
+    return f"once {c.get(1, 0)}, twice or more {more}"
+
+
+class TicketLoad:
     """The ingress side: sends the tickets, asks again, approves those over the limit."""
 
     def __init__(
@@ -284,9 +306,11 @@ class _Load:
         while self.next < c.tickets:
             i, self.next = self.next, self.next + 1
             await self.wait_kills(i * self.kill_events // c.tickets)
-            await self._ticket(client, c.ticket(self.report.run, i))
+            await self.send(client, c.ticket(self.report.run, i))
 
-    async def _ticket(self, client: MeshClient, ticket: Ticket) -> None:
+    async def send(self, client: MeshClient, ticket: Ticket) -> None:
+        """One ticket, asked again until answered or ``ticket_seconds`` passed; a ticket
+        over the limit is approved once the workflow asks."""
         c, report = self.config, self.report
         assert ticket.refund is not None
         workflow = new_id()
@@ -353,7 +377,7 @@ async def _chaos(
     config: SupportChaosConfig,
     fleet: Fleet,
     servers: Servers,
-    load: _Load,
+    load: TicketLoad,
     rng: random.Random,
 ) -> None:
     """The kills, each once its share of the load was sent; each server restarted by
@@ -402,7 +426,7 @@ async def _drive(
     report: SupportChaosReport,
 ) -> None:
     kill_events = config.agent_kills + 2 * config.server_kills
-    load = _Load(config, report, kill_events)
+    load = TicketLoad(config, report, kill_events)
     async with cli_client(settings) as client:
         started = time.perf_counter()
         try:

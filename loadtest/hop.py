@@ -11,10 +11,13 @@ of every step in Redis, what lets a handler resume after a crash without running
 twice).
 
     python -m loadtest.hop [--requests 20000] [--in-flight 64] [--runs 3]
-                           [--sync-interval always|2m]
+                           [--sync-interval always|2m] [--cluster]
 
 The server runs as embedded, with JetStream's ``sync_interval: always`` (an fsync per
 stored message); ``--sync-interval 2m`` measures the server's own default instead.
+``--cluster`` measures the hop again on three nats-servers with the streams at 3 replicas
+(``jetmesh up --cluster 3``), with ``sync_interval: always`` (``R3 always``) and with the
+server's default flush (``R3 2m``), in the same invocation as the floor.
 
 The floor varies by +-15% from run to run on a shared 2-core machine, so the benchmark
 alternates floor and hop and reports the median of the per-run ratios.
@@ -39,12 +42,14 @@ from jetmesh.processes import AgentProcess
 from loadtest.driver import drive
 from loadtest.echo import Blob
 from loadtest.floor import run_floor
-from loadtest.servers import nats_server, redis_server
+from loadtest.servers import nats_cluster, nats_server, redis_server
 from loadtest.stats import RunResult, format_table
 
 LOADER = "loader"
 HOP = "mesh hop"
 HOP_LEDGER = "hop+ledger"
+R3_ALWAYS = "R3 always"
+R3_FLUSH = "R3 2m"
 
 
 def blob_payload(size: int) -> Blob:
@@ -143,6 +148,34 @@ async def bench(args: argparse.Namespace) -> list[RunResult]:
                         warmup=args.warmup,
                     )
                 )
+        if args.cluster:
+            for name, sync in ((R3_ALWAYS, "always"), (R3_FLUSH, "2m")):
+                with nats_cluster(sync_interval=sync) as urls:
+                    for run in range(args.runs):
+                        settings = MeshSettings(
+                            nats_url=urls,
+                            redis_url=redis_url,
+                            step_ledger=False,
+                            stream_replicas=3,
+                            state_dir=Path(tmp) / f"{sync}-{run}",
+                            subject_prefix=f"bench{run}",
+                            tasks_stream=f"BENCH{run}_TASKS",
+                            events_stream=f"BENCH{run}_EVENTS",
+                            dlq_stream=f"BENCH{run}_DLQ",
+                            registry_bucket=f"BENCH{run}_KEYS",
+                            concurrency=args.in_flight,
+                        )
+                        results.append(
+                            await run_hop(
+                                settings,
+                                name=name,
+                                requests=args.requests,
+                                in_flight=args.in_flight,
+                                payload_size=args.payload_size,
+                                max_seconds=args.max_seconds,
+                                warmup=args.warmup,
+                            )
+                        )
     return results
 
 
@@ -163,6 +196,11 @@ def main(argv: list[str] | None = None) -> None:
         default=SYNC_INTERVAL,
         help="JetStream sync_interval of the server: always (as embedded) or e.g. 2m",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also measure the hop on three nats-servers, streams R3 (always and 2m)",
+    )
     args = parser.parse_args(argv)
     args.runs = min(max(args.runs, 1), 10)
     try:
@@ -176,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     floors = [r for r in results if r.name == "floor"]
     print(format_table(results))
-    for name in (HOP, HOP_LEDGER):
+    for name in (HOP, HOP_LEDGER, *((R3_ALWAYS, R3_FLUSH) if args.cluster else ())):
         hops = [r for r in results if r.name == name]
         ratios = [h.throughput / f.throughput for f, h in zip(floors, hops, strict=True)]
         print(f"ratio {name}/floor per run: " + ", ".join(f"{r:.3f}" for r in ratios))

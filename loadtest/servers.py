@@ -7,7 +7,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from jetmesh.embedded import SYNC_INTERVAL, NatsServer, RedisServer
+from jetmesh.embedded import (
+    SYNC_INTERVAL,
+    NatsCluster,
+    NatsServer,
+    RedisServer,
+    free_cluster_ports,
+)
+
+ROUTE_OFFSET = 2000
 
 
 @contextmanager
@@ -41,3 +49,40 @@ def redis_server(timeout: float = 10.0) -> Iterator[str]:
             yield server.url
         finally:
             server.stop(timeout=timeout)
+
+
+@contextmanager
+def nats_cluster(
+    nodes: int = 3, timeout: float = 10.0, *, sync_interval: str = SYNC_INTERVAL
+) -> Iterator[str]:
+    """A JetStream cluster of ``nodes`` nats-servers on loopback for the block, configured
+    as ``jetmesh up --cluster`` configures it.
+
+    Yields:
+        The nodes' URLs, comma separated (``JETMESH_NATS_URL``).
+    """
+    base, _ = free_cluster_ports(nodes)
+    ports = [base + i for i in range(nodes)]
+    with tempfile.TemporaryDirectory(prefix="loadtest-cluster-") as tmp:
+        servers = [
+            NatsServer(
+                port,
+                data_dir=Path(tmp) / f"nats-{i}",
+                sync_interval=sync_interval,
+                server_name=f"nats-{i}",
+                cluster=NatsCluster(
+                    name="bench",
+                    port=port + ROUTE_OFFSET,
+                    routes=tuple(f"127.0.0.1:{p + ROUTE_OFFSET}" for p in ports if p != port),
+                    password="bench-routes",
+                ),
+            )
+            for i, port in enumerate(ports, 1)
+        ]
+        try:
+            for server in servers:
+                server.start(timeout=timeout)
+            yield ",".join(server.url for server in servers)
+        finally:
+            for server in servers:
+                server.stop(timeout=timeout)

@@ -57,6 +57,8 @@ class Audit:
     stuck: list[str] = field(default_factory=list)
     """Workflows with an open hop."""
     stuck_detail: list[str] = field(default_factory=list)
+    twice_detail: list[str] = field(default_factory=list)
+    """``workflow: tool at step (n runs)`` of each step a tool ran more than once at."""
     """Each open hop: workflow, agent, step, status."""
     shown_running: int = 0
     """Hops that finished but that the tree (``jetmesh events``) shows running: their
@@ -136,8 +138,10 @@ def _count_log(workflow: str, logged: list[LoggedEvent], audit: Audit, started: 
             tools[(e.event.target or "?", e.event.step)] += 1
         if e.verified and e.event.kind in (TOOL, "tool-refused"):
             audit.tool_outcomes[f"{e.event.target} {e.event.reason}"] += 1
-    for (tool, _step), n in tools.items():
+    for (tool, step), n in tools.items():
         audit.tool_runs.setdefault(tool, Counter())[n] += 1
+        if n > 1:
+            audit.twice_detail.append(f"{workflow}: {tool} at {step} ({n} runs)")
     roots = build_tree(logged)
     nodes = _walk(roots)
     hops = [node for node in nodes if node.task is not None]

@@ -24,12 +24,11 @@ from jetmesh import MeshSettings
 from jetmesh.embedded import EmbeddedStack, pid_alive, read_pid_file
 from jetmesh.processes import AgentProcess, settings_env
 
-SERVERS = ("nats", "redis")
 UP_TIMEOUT_S = 90.0
 
 
 class Servers:
-    """nats-server and redis-server of a run, under ``settings.state_dir``."""
+    """The servers of a run (one of each, or a cluster), under ``settings.state_dir``."""
 
     def __init__(self, settings: MeshSettings, log_dir: Path) -> None:
         self.settings = settings
@@ -65,10 +64,9 @@ class Servers:
         if code != 0:
             tail = self.log.read_text(errors="replace")[-1500:]
             raise RuntimeError(f"jetmesh up exited {code}:\n{tail}")
-        for name in SERVERS:
-            pid = self.pid(name)
-            if pid is not None:
-                self.pids.add(pid)
+        for server in self.stack.status().servers:
+            if server.pid is not None:
+                self.pids.add(server.pid)
 
     def pid(self, name: str) -> int | None:
         return read_pid_file(self.stack.pid_file(name))
@@ -83,8 +81,24 @@ class Servers:
             raise RuntimeError(f"{name} (pid {pid}) outlived SIGKILL")
         self.kills.append(name)
 
+    def signal(self, name: str, signum: signal.Signals) -> None:
+        """Send ``signum`` to server ``name`` (SIGSTOP freezes it, SIGCONT lets it go on).
+
+        Raises:
+            RuntimeError: it is not running.
+        """
+        pid = self.pid(name)
+        if pid is None or not pid_alive(pid):
+            raise RuntimeError(f"{name} is not running (pid file {self.stack.pid_file(name)})")
+        os.kill(pid, signum)
+
+    @property
+    def names(self) -> list[str]:
+        """The servers of the run (``nats``, ``redis``; a cluster's ``nats-1``, ...)."""
+        return [server.name for server in self.stack.status().servers]
+
     def down(self) -> None:
-        """Stop both servers (``jetmesh down``); idempotent."""
+        """Stop every server (``jetmesh down``); idempotent."""
         self.stack.down()
 
     @property

@@ -47,6 +47,17 @@ class MeshSettings(BaseSettings):
     redis_retry_s: float = Field(default=30.0, ge=0)
     """How long a Redis command is retried while the server is unreachable (a restart)."""
 
+    redis_wait_replicas: int = Field(default=0, ge=0, le=5)
+    """With Redis replicas (a Sentinel URL), how many must have the step ledger's writes
+    (results, leases, journal) and the claims and records of ``ctx.once`` effects before
+    the step goes on (``WAIT``): a failover then cannot lose them, and an effect cannot
+    run twice because its claim was lost. 0: do not wait (one Redis server; replication
+    is asynchronous). ``jetmesh up --cluster`` sets 1."""
+
+    redis_wait_timeout_ms: int = Field(default=1000, gt=0)
+    """How long a write waits for ``redis_wait_replicas`` replicas; past it the step goes
+    on with a warning (the replica is down or behind: the next failover may lose it)."""
+
     state_dir: Path = DEFAULT_STATE_DIR
     """Project-local directory for embedded server data, pid files and development keys."""
 

@@ -21,7 +21,10 @@ from jetmesh.cli.servers import up_servers
 from jetmesh.embedded import EmbeddedStack, ServerState
 from jetmesh.embedded.pids import pid_alive, read_pid_file
 from jetmesh.logins import admin_login
+from jetmesh.memory import keys
+from jetmesh.memory.connection import connect as connect_redis
 from jetmesh.memory.redis_url import SentinelTarget
+from jetmesh.runtime.ledger import StepLedger
 from tests.harness.agents import Plan, Report, counter, planner
 from tests.harness.secured import SecuredMesh
 
@@ -205,3 +208,62 @@ async def test_memory_goes_on_when_the_redis_primary_is_killed(served: SecuredMe
     finally:
         await node.aclose()
     assert await primary(served) == new
+
+
+async def test_an_effects_claim_is_on_the_replica_before_the_effect_runs(
+    cluster: SecuredMesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With ``redis_wait_replicas`` (``jetmesh up --cluster`` sets 1) the ledger's writes
+    end in WAIT: an effect runs once its claim is on the replica, so a failover cannot lose
+    the claim and let the effect run again; a frozen replica is waited for up to the
+    timeout, then the step goes on and says so."""
+    s = cluster.settings
+    assert s.redis_wait_replicas == 1
+    admin = admin_login(s).redis_options()
+    redis = connect_redis(s.redis_url, retry_s=5.0, **admin)
+    ledger = StepLedger(redis, s.subject_prefix, ttl_s=60, wait_replicas=1, wait_timeout_ms=300)
+    _, primary_port = await primary(cluster)
+    (replica_node,) = [
+        x.name
+        for x in EmbeddedStack(s).status().servers
+        if x.name.startswith("redis-") and not x.url.endswith(f":{primary_port}")
+    ]
+    replica_port = int(
+        next(x.url for x in EmbeddedStack(s).status().servers if x.name == replica_node)
+        .rsplit(":", 1)[1]
+        .split("/")[0]
+    )
+    replica = aioredis.Redis(port=replica_port, username="default", password=admin["password"])
+    on_replica: list[bytes | None] = []
+    deadline = time.monotonic() + 20
+    while (await replica.info("replication")).get("master_link_status") != "up":
+        assert time.monotonic() < deadline, "the replica never caught up with the primary"
+        await asyncio.sleep(0.1)
+
+    async def effect() -> int:
+        on_replica.append(
+            await replica.get(keys.once(s.subject_prefix, "wf", "counter", "s1", "pay"))
+        )
+        return 1
+
+    try:
+        assert await ledger.once("wf", "counter", "s1", "pay", effect, int, holder="h") == 1
+        assert on_replica[0] is not None
+        assert b"running" in on_replica[0]
+
+        async def nothing() -> int:
+            return 2
+
+        kill_signal = signal.SIGSTOP
+        os.kill(read_pid_file(EmbeddedStack(s).pid_file(replica_node)) or 0, kill_signal)
+        try:
+            with caplog.at_level("WARNING", logger="jetmesh.memory"):
+                assert (
+                    await ledger.once("wf", "counter", "s2", "pay", nothing, int, holder="h") == 2
+                )
+        finally:
+            os.kill(read_pid_file(EmbeddedStack(s).pid_file(replica_node)) or 0, signal.SIGCONT)
+        assert "0 of 1 Redis replicas had the ledger's writes after 300 ms" in caplog.text
+    finally:
+        await replica.aclose()
+        await redis.aclose()

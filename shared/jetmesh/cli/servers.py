@@ -42,7 +42,8 @@ def _print(status: StackStatus) -> None:
 def cluster_settings(s: MeshSettings, nodes: int) -> MeshSettings:
     """``s`` as a local cluster: ``nodes`` nats-servers on consecutive ports from the
     configured one, a Redis primary and replica watched by three Sentinels (on the Redis
-    port + 20000, + 20001, + 20002), streams at 3 replicas (``nodes`` if fewer)."""
+    port + 20000, + 20001, + 20002), streams at 3 replicas (``nodes`` if fewer), the step
+    ledger's writes on the Redis replica before a step goes on."""
     nats = Endpoint.parse(s.nats_url, default_port=4222)
     redis = Endpoint.parse(s.redis_url, default_port=6379)
     host = "127.0.0.1" if nats.host == "localhost" else nats.host
@@ -55,6 +56,7 @@ def cluster_settings(s: MeshSettings, nodes: int) -> MeshSettings:
             "nats_url": urls,
             "redis_url": f"{SENTINEL_SCHEME}://{sentinels}/{DEFAULT_SERVICE}/0",
             "stream_replicas": min(nodes, 3),
+            "redis_wait_replicas": 1,
         }
     )
 
@@ -69,6 +71,7 @@ def _write_cluster_env(s: MeshSettings) -> Path:
         f"JETMESH_NATS_URL={s.nats_url}\n"
         f"JETMESH_REDIS_URL={s.redis_url}\n"
         f"JETMESH_STREAM_REPLICAS={s.stream_replicas}\n"
+        f"JETMESH_REDIS_WAIT_REPLICAS={s.redis_wait_replicas}\n"
     )
     return path
 

@@ -170,6 +170,7 @@ class RedisServer(ServerProcess):
             "--maxmemory", str(self.maxmemory),
             "--maxmemory-policy", "noeviction",
             "--proto-max-bulk-len", str(self.max_bulk_bytes),
+            "--repl-diskless-sync-delay", "0",  # one replica: no others to wait for
             "--daemonize", "no",
             *auth,
         ]  # fmt: skip

@@ -5,25 +5,76 @@ after its handler. Sending each command on its own costs a round trip and redis-
 per-command overhead every time; :class:`CommandBatcher` collects the commands issued in
 one turn of the event loop and sends them as one pipeline (not a transaction: each command
 is atomic on its own, as a function of the mesh's library where it must be).
+
+With ``wait_replicas``, each pipeline ends in ``WAIT``: its callers hear back once that many
+replicas have the pipeline's writes (or the timeout passed: logged), so a failover of the
+primary cannot lose them (:func:`replicated`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+log = logging.getLogger("jetmesh.memory")
 
 MAX_BATCH = 512
+
+
+async def replicated(
+    redis: Redis, commands: list[tuple[Any, ...]], wait_replicas: int, timeout_ms: int
+) -> list[Any]:
+    """Run ``commands`` in one pipeline on one connection and, with ``wait_replicas``, wait
+    until that many replicas have them (``WAIT``); their replies (errors as exceptions in
+    the list, as ``raise_on_error=False``)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.execute_command(*command)
+        _wait(pipe, wait_replicas, timeout_ms)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    if wait_replicas:
+        _check_wait(replies.pop(), wait_replicas, timeout_ms)
+    return replies
+
+
+def _wait(pipe: Pipeline, replicas: int, timeout_ms: int) -> None:
+    if replicas:
+        pipe.execute_command("WAIT", replicas, timeout_ms)
+
+
+def _check_wait(acked: Any, replicas: int, timeout_ms: int) -> None:
+    if isinstance(acked, Exception):
+        log.warning("WAIT for %d Redis replicas failed: %s", replicas, acked)
+    elif int(acked) < replicas:
+        log.warning(
+            "%d of %d Redis replicas had the ledger's writes after %d ms: a failover now "
+            "could lose them",
+            int(acked),
+            replicas,
+            timeout_ms,
+        )
 
 
 class CommandBatcher:
     """Runs Redis commands in per-loop-turn pipelines; each caller awaits its own reply."""
 
-    def __init__(self, redis: Redis, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        max_batch: int = MAX_BATCH,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> None:
         self._redis = redis
         self._max = max_batch
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -52,10 +103,12 @@ class CommandBatcher:
 
     async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for command, _ in batch:
-                    pipe.execute_command(*command)
-                replies = await pipe.execute(raise_on_error=False)
+            replies = await replicated(
+                self._redis,
+                [command for command, _ in batch],
+                self._wait_replicas,
+                self._wait_timeout_ms,
+            )
         except Exception as exc:  # the connection failed: every caller learns it
             for _, future in batch:
                 if not future.done():

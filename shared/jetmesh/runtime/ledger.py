@@ -24,7 +24,7 @@ the same pipeline as other tasks' ledger commands.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from .._exceptions import EffectInDoubt, MemoryFull, NotProvisioned
 from ..envelope import Envelope, encode
 from ..memory import keys
-from ..memory.batching import CommandBatcher
+from ..memory.batching import CommandBatcher, replicated
 from ..memory.functions import CLAIM, FINISH, TAKE_OVER, fcall, with_library
 from ..memory.refused import refused
 
@@ -90,11 +90,27 @@ _effect = msgspec.json.Decoder(_Effect)
 class StepLedger:
     """Journal, results and leases of one mesh (one subject prefix)."""
 
-    def __init__(self, redis: Redis, prefix: str, *, ttl_s: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        *,
+        ttl_s: int,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> None:
+        """
+        Args:
+            wait_replicas: how many Redis replicas must have each write before the step
+                goes on (``MeshSettings.redis_wait_replicas``; 0: none).
+        """
         self._redis = redis
         self._prefix = prefix
         self._ttl = ttl_s
-        self._batch = CommandBatcher(redis)
+        self._wait = (wait_replicas, wait_timeout_ms)
+        self._batch = CommandBatcher(
+            redis, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms
+        )
 
     # -- caller side -----------------------------------------------------------------------
 
@@ -113,7 +129,7 @@ class StepLedger:
         """
         key = keys.journal(self._prefix, workflow, agent, step)
         with refused(key, "journal"):
-            await self._redis.set(key, encode(record), ex=self._ttl)
+            await self._replicated(("SET", key, encode(record), "EX", self._ttl))
 
     # -- worker side -----------------------------------------------------------------------
 
@@ -225,9 +241,11 @@ class StepLedger:
         when the claim is ours and the effect is to run."""
         while True:
             with refused(redis_key, "claim the effect"):
-                if await self._redis.set(redis_key, claim, nx=True, ex=self._ttl):
+                taken, raw = await self._replicated(
+                    ("SET", redis_key, claim, "NX", "EX", self._ttl), ("GET", redis_key)
+                )
+                if taken:
                     return False, None
-                raw = await self._redis.get(redis_key)
             if raw is None:  # the claim was dropped meanwhile: claim again
                 continue
             recorded = _effect.decode(raw)
@@ -251,4 +269,13 @@ class StepLedger:
     async def _done(self, redis_key: str, result: object, holder: str) -> None:
         done = _Effect(state="done", holder=holder, result=msgspec.Raw(encode(result)))
         with refused(redis_key, "record the effect"):
-            await self._redis.set(redis_key, encode(done), ex=self._ttl)
+            await self._replicated(("SET", redis_key, encode(done), "EX", self._ttl))
+
+    async def _replicated(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """``commands`` in one pipeline, on the replicas too when asked; the first error
+        raised."""
+        replies = await replicated(self._redis, list(commands), *self._wait)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies

@@ -113,7 +113,13 @@ class Replica:
         self._leases: dict[asyncio.Task[None], tuple[str, str, str]] = {}
         """Steps whose lease a running task holds: (workflow, agent, step)."""
         self.ledger = (
-            StepLedger(self.mesh.redis, settings.subject_prefix, ttl_s=settings.memory_ttl_s)
+            StepLedger(
+                self.mesh.redis,
+                settings.subject_prefix,
+                ttl_s=settings.memory_ttl_s,
+                wait_replicas=settings.redis_wait_replicas,
+                wait_timeout_ms=settings.redis_wait_timeout_ms,
+            )
             if settings.step_ledger
             else None
         )

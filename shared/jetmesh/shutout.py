@@ -47,11 +47,12 @@ from redis.exceptions import RedisError
 from ._exceptions import ConfigError
 from .bus.connection import AUTH_REFUSED
 from .embedded import EmbeddedStack
+from .embedded.sentinel import role_user_rules
 from .identity.keys import write_secret
 from .identity.keystore import KeyStore
 from .identity.revocation import lookup_revocation
 from .logins import admin_login, nats_seed_file, redis_password_file
-from .memory.connection import connect as redis_connect
+from .memory.nodes import data_nodes, sentinels
 from .policy.model import Policy
 from .policy.servers import ServerAuth
 from .settings import MeshSettings
@@ -167,22 +168,36 @@ async def let_in(
     admin = admin_login(settings)
     if admin.redis_password is None:
         return ()
-    redis = redis_connect(settings.redis_url, retry_s=0, **admin.redis_options())
+    options = admin.redis_options()
+    nodes: list[Redis] = []
     try:
-        off = [role for role in policy.agents if role in current and await _is_off(redis, role)]
-        off = [role for role in off if await lookup_revocation(registry, current[role]) is None]
+        nodes = await data_nodes(settings.redis_url, **options)
+        off = {
+            role
+            for role in policy.agents
+            if role in current
+            for n in nodes
+            if await _is_off(n, role)
+        }
+        off = {role for role in off if await lookup_revocation(registry, current[role]) is None}
         if not off:
             return ()
         auth = ServerAuth.generate(policy, settings)
-        for role in off:
-            await _setuser(redis, auth.redis_user(role).setuser_args())
-        await _save_acl(redis)
+        for node in nodes:
+            for role in sorted(off):
+                await _setuser(node, auth.redis_user(role).setuser_args())
+            await _save_acl(node)
+        await _on_sentinels(
+            settings,
+            {role: ["resetpass", *role_user_rules(auth.redis_user(role).password)] for role in off},
+        )
     except RedisError as exc:
         log.warning("shut-out Redis users left off: Redis at %s: %s", settings.redis_url, exc)
         return ()
     finally:
-        await redis.aclose()
-    return tuple(off)
+        for node in nodes:
+            await node.aclose()
+    return tuple(sorted(off))
 
 
 async def _is_off(redis: Redis, role: str) -> bool:
@@ -212,29 +227,58 @@ def _replace_secret(path: Path, text: str) -> None:
 
 
 async def _redis_off(settings: MeshSettings, role: str) -> tuple[str, tuple[str, ...]]:
+    """``role``'s Redis user off with a new password on every data node (users are not
+    replicated: a replica promoted later must refuse it too) and on the Sentinels."""
     admin = admin_login(settings)
-    redis = redis_connect(settings.redis_url, retry_s=0, **admin.redis_options())
+    nodes: list[Redis] = []
     try:
-        if await redis.acl_getuser(role) is None:
+        nodes = await data_nodes(settings.redis_url, **admin.redis_options())
+        if await nodes[0].acl_getuser(role) is None:
             return f"no Redis user {role} (an ingress): nothing to switch off", ()
         password = secrets.token_urlsafe(32)
         _replace_secret(redis_password_file(settings.resolved_keys_dir, role), password)
-        await _setuser(redis, [role, "off", "resetpass", f">{password}"])
-        saved = await _save_acl(redis)
-        closed = await redis.client_kill_filter(user=role)
+        closed, unsaved = 0, 0
+        for node in nodes:
+            await _setuser(node, [role, "off", "resetpass", f">{password}"])
+            unsaved += not await _save_acl(node)
+            closed += await node.client_kill_filter(user=role)
+        sentinels_off = await _on_sentinels(settings, {role: ["off", "resetpass", f">{password}"]})
     except RedisError as exc:
         raise ConfigError(
             f"Redis at {settings.redis_url} did not let the admin shut {role} out: {exc}"
         ) from exc
     finally:
-        await redis.aclose()
-    line = f"Redis user {role} off, new password, {closed} connection(s) closed"
-    if saved:
+        for node in nodes:
+            await node.aclose()
+    where = (
+        f" on {len(nodes)} servers and {sentinels_off} Sentinels"
+        if len(nodes) > 1 or sentinels_off
+        else ""
+    )
+    line = f"Redis user {role} off{where}, new password, {closed} connection(s) closed"
+    if not unsaved:
         return line + " (ACL file saved)", ()
     return line, (
         f"redis-server at {settings.redis_url} keeps no ACL file: {role} is off until it "
         f"restarts; switch it off in that server's own configuration too",
     )
+
+
+async def _on_sentinels(settings: MeshSettings, users: Mapping[str, list[str]]) -> int:
+    """``ACL SETUSER`` of each of ``users`` on every Sentinel, and its configuration
+    written (a Sentinel keeps its users there); how many Sentinels took it."""
+    done = 0
+    for sentinel in sentinels(settings.redis_url, **admin_login(settings).redis_options()):
+        try:
+            for role, rules in users.items():
+                await _setuser(sentinel, [role, *rules])
+            await sentinel.execute_command("SENTINEL", "FLUSHCONFIG")  # type: ignore[no-untyped-call]
+            done += 1
+        except RedisError as exc:
+            log.warning("Sentinel did not take the users of %s: %s", ", ".join(users), exc)
+        finally:
+            await sentinel.aclose()
+    return done
 
 
 async def _nats_new_key(
@@ -251,9 +295,11 @@ async def _nats_new_key(
     pid = EmbeddedStack(settings, auth=auth).reload_nats()
     if pid is not None:
         line = f"NATS user {role}: new nkey, nats-server pid {pid} reloaded"
-        if old:
-            waited = await _old_seed_refused(settings.nats_url, old, timeout)
-            line += f", old nkey refused after {waited:.2f} s"
+        if old:  # each node of a cluster reloads on its own: every one must refuse it
+            urls = [u.strip() for u in settings.nats_url.split(",") if u.strip()]
+            waited = max([await _old_seed_refused(u, old, timeout) for u in urls])
+            nodes = f" by {len(urls)} nodes" if len(urls) > 1 else ""
+            line += f", old nkey refused{nodes} after {waited:.2f} s"
         return line, ()
     conf = auth.write_nats_config(Path(settings.state_dir) / "nats-users.conf")
     return f"NATS user {role}: new nkey, written to {conf}", (

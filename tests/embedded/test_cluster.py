@@ -25,6 +25,7 @@ from jetmesh.memory import keys
 from jetmesh.memory.connection import connect as connect_redis
 from jetmesh.memory.redis_url import SentinelTarget
 from jetmesh.runtime.ledger import StepLedger
+from jetmesh.shutout import shut_out
 from tests.harness.agents import Plan, Report, counter, planner
 from tests.harness.secured import SecuredMesh
 
@@ -267,3 +268,29 @@ async def test_an_effects_claim_is_on_the_replica_before_the_effect_runs(
     finally:
         await replica.aclose()
         await redis.aclose()
+
+
+async def test_a_role_shut_out_is_refused_by_every_redis_node_and_sentinel(
+    cluster: SecuredMesh,
+) -> None:
+    """Redis does not replicate its users: a shut-out made on the primary alone would let
+    the role back in on the replica it promotes. ``jetmesh keys revoke``'s shut-out turns
+    the user off on every data node and every Sentinel."""
+    s = cluster.settings
+    old = (s.resolved_keys_dir / "redis" / "approver.pass").read_text().strip()
+    done = await shut_out(s, cluster.policy, "approver")
+    assert "off on 2 servers and 3 Sentinels" in done.redis, done.redis
+    assert "old nkey refused by 3 nodes" in done.nats, done.nats
+    ports = [
+        int(x.url.rsplit(":", 1)[1].split("/")[0])
+        for x in EmbeddedStack(s).status().servers
+        if not x.name.startswith("nats")
+    ]
+    assert len(ports) == 5
+    for port in ports:
+        node = aioredis.Redis(port=port, username="approver", password=old)
+        try:
+            with pytest.raises((AuthenticationError, ResponseError)):
+                await node.ping()
+        finally:
+            await node.aclose()

@@ -68,6 +68,12 @@ def _acl_password(password: str) -> str:
     return "#" + hashlib.sha256(password.encode()).hexdigest()
 
 
+def role_user_rules(password: str) -> list[str]:
+    """A role's user on a Sentinel (``ACL SETUSER <role> ...``): on, with ``password``, and
+    allowed only to ask where the primary and its replicas are."""
+    return ["on", _acl_password(password), "resetchannels", "-@all", *ROLE_COMMANDS]
+
+
 class RedisSentinel(ServerProcess):
     """A Sentinel watching the primary ``service``.
 
@@ -135,8 +141,7 @@ class RedisSentinel(ServerProcess):
         lines += [
             f"user default on {secret} ~* &* +@all",
             *(
-                f"user {role} on {_acl_password(password)} resetchannels -@all "
-                + " ".join(ROLE_COMMANDS)
+                f"user {role} " + " ".join(role_user_rules(password))
                 for role, password in sorted(self.users.items())
                 if role != "default"
             ),

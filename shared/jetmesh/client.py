@@ -44,6 +44,7 @@ from .identity.tokens import mint_token
 from .identity.verifier import MSG_ID_HEADER
 from .ingress import record_accepted, start_chain
 from .logins import ServerLogin
+from .lost_replies import recorded_reply
 from .mesh_connection import MeshConnection
 from .settings import MeshSettings
 from .signals import send_signal, waiting_step
@@ -307,11 +308,31 @@ class MeshClient(MeshConnection):
         try:
             async with asyncio.timeout(timeout):
                 await self.send_task(task)
-                return await future
+                return await self._reply_to(task, future)
         except TimeoutError:
             raise MeshTimeout(f"no reply from {agent} within {timeout:.1f}s") from None
         finally:
             self.pending.forget(task.id)
+
+    async def _reply_to(self, task: Envelope, future: asyncio.Future[Envelope]) -> Envelope:
+        """The reply to ``task``; once none came for ``reply_lost_after_s``, also looked for
+        in the log, as its callee recorded it (:mod:`jetmesh.lost_replies`), again every
+        ``reply_lost_after_s`` until the caller's deadline."""
+        every = self.settings.reply_lost_after_s
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=every)
+            if done:
+                return future.result()
+            recorded = await recorded_reply(self, task)
+            if recorded is not None:
+                log.warning(
+                    "no reply from %s to task %s in %.0f s: its recorded answer is read from "
+                    "the log (a reply lost with its server)",
+                    task.to,
+                    task.id,
+                    every,
+                )
+                return recorded
 
     async def _on_reply(self, msg: Msg) -> None:
         try:

@@ -207,6 +207,12 @@ class MeshSettings(BaseSettings):
     retry_backoff_s: tuple[float, ...] = (0.2, 1.0, 5.0)
     """Delay before each redelivery after a failure; the last value repeats."""
 
+    reply_lost_after_s: float = Field(default=20.0, gt=0)
+    """A call whose reply has not come in this long looks for it in the workflow's log,
+    again as often until its deadline: a reply is not stored, and one in flight when its
+    nats-server died is gone, while the callee's signed ``completed`` event holds it
+    (docs/durability.md)."""
+
     call_timeout_s: float = Field(default=30.0, gt=0)
     """Default deadline of ``ctx.call``: at least ``2 * ack_wait_s``, so that a task whose
     replica died is redelivered (after at most ``ack_wait_s``) while its caller still waits,

@@ -105,6 +105,35 @@ async def run_hop(
         agent.stop()
 
 
+def _settings(
+    nats_url: str, redis_url: str, state_dir: Path, tag: str, args: argparse.Namespace
+) -> MeshSettings:
+    """A run's settings: its own state, subjects, streams and bucket (``tag``)."""
+    return MeshSettings(
+        nats_url=nats_url,
+        redis_url=redis_url,
+        state_dir=state_dir,
+        subject_prefix=f"bench{tag}",
+        tasks_stream=f"BENCH{tag}_TASKS",
+        events_stream=f"BENCH{tag}_EVENTS",
+        dlq_stream=f"BENCH{tag}_DLQ",
+        registry_bucket=f"BENCH{tag}_KEYS",
+        concurrency=args.in_flight,
+    )
+
+
+async def _hop(settings: MeshSettings, name: str, args: argparse.Namespace) -> RunResult:
+    return await run_hop(
+        settings,
+        name=name,
+        requests=args.requests,
+        in_flight=args.in_flight,
+        payload_size=args.payload_size,
+        max_seconds=args.max_seconds,
+        warmup=args.warmup,
+    )
+
+
 async def bench(args: argparse.Namespace) -> list[RunResult]:
     results: list[RunResult] = []
     with (
@@ -125,57 +154,20 @@ async def bench(args: argparse.Namespace) -> list[RunResult]:
             )
             for ledger in (False, True):
                 tag = f"{run}{'L' if ledger else ''}"
-                settings = MeshSettings(
-                    nats_url=url,
-                    redis_url=redis_url,
-                    step_ledger=ledger,
-                    state_dir=Path(tmp) / f"run{tag}",
-                    subject_prefix=f"bench{tag}",
-                    tasks_stream=f"BENCH{tag}_TASKS",
-                    events_stream=f"BENCH{tag}_EVENTS",
-                    dlq_stream=f"BENCH{tag}_DLQ",
-                    registry_bucket=f"BENCH{tag}_KEYS",
-                    concurrency=args.in_flight,
-                )
-                results.append(
-                    await run_hop(
-                        settings,
-                        name=HOP_LEDGER if ledger else HOP,
-                        requests=args.requests,
-                        in_flight=args.in_flight,
-                        payload_size=args.payload_size,
-                        max_seconds=args.max_seconds,
-                        warmup=args.warmup,
-                    )
-                )
+                settings = _settings(url, redis_url, Path(tmp) / f"run{tag}", tag, args)
+                settings = settings.model_copy(update={"step_ledger": ledger})
+                results.append(await _hop(settings, HOP_LEDGER if ledger else HOP, args))
         if args.cluster:
             for name, sync in ((R3_ALWAYS, "always"), (R3_FLUSH, "2m")):
                 with nats_cluster(sync_interval=sync) as urls:
                     for run in range(args.runs):
-                        settings = MeshSettings(
-                            nats_url=urls,
-                            redis_url=redis_url,
-                            step_ledger=False,
-                            stream_replicas=3,
-                            state_dir=Path(tmp) / f"{sync}-{run}",
-                            subject_prefix=f"bench{run}",
-                            tasks_stream=f"BENCH{run}_TASKS",
-                            events_stream=f"BENCH{run}_EVENTS",
-                            dlq_stream=f"BENCH{run}_DLQ",
-                            registry_bucket=f"BENCH{run}_KEYS",
-                            concurrency=args.in_flight,
+                        settings = _settings(
+                            urls, redis_url, Path(tmp) / f"{sync}-{run}", str(run), args
                         )
-                        results.append(
-                            await run_hop(
-                                settings,
-                                name=name,
-                                requests=args.requests,
-                                in_flight=args.in_flight,
-                                payload_size=args.payload_size,
-                                max_seconds=args.max_seconds,
-                                warmup=args.warmup,
-                            )
+                        settings = settings.model_copy(
+                            update={"step_ledger": False, "stream_replicas": 3}
                         )
+                        results.append(await _hop(settings, name, args))
     return results
 
 

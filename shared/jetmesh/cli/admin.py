@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..deploy_secrets import write_deploy_secrets
-from ..policy import PolicyError, mesh_policy
+from ..policy import Policy, PolicyError, mesh_policy
 from ..provision import Provisioned, provision
 from ..settings import MeshSettings
 from .common import console, err_console, run_async, settings
@@ -61,17 +61,23 @@ def print_provisioned(done: Provisioned, s: MeshSettings | None = None) -> None:
         )
 
 
-def provision_policy(s: MeshSettings, file: Path | None) -> Provisioned:
-    """Load the policy (FILE, ``settings.policy_file`` or the library's own roles) and provision it;
-    a policy that does not validate is printed and exits 1."""
+def policy_or_exit(file: Path | None) -> Policy:
+    """The policy of ``file`` (None: the library's own roles), laid over the library's;
+    one that does not validate is printed, problem by problem, and the command exits 1."""
     try:
-        policy = mesh_policy(file if file is not None else s.policy_file)
+        return mesh_policy(file)
     except PolicyError as exc:
         for problem in exc.problems:
             err_console.print(
                 f"[red]error:[/red] {markup(problem)}", highlight=False, soft_wrap=True
             )
         raise typer.Exit(1) from None
+
+
+def provision_policy(s: MeshSettings, file: Path | None) -> Provisioned:
+    """Load the policy (FILE, ``settings.policy_file`` or the library's own roles) and provision it;
+    a policy that does not validate is printed and exits 1."""
+    policy = policy_or_exit(file if file is not None else s.policy_file)
     return run_async(provision(s, policy))
 
 
@@ -115,14 +121,7 @@ def secrets_command(
     role's), and the servers' users (DIR/servers/nats-users.conf, redis-users.acl). Safe to
     run again: keys, seeds and passwords are kept, certificates renewed near expiry."""
     s = settings()
-    try:
-        policy = mesh_policy(file if file is not None else s.policy_file)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            err_console.print(
-                f"[red]error:[/red] {markup(problem)}", highlight=False, soft_wrap=True
-            )
-        raise typer.Exit(1) from None
+    policy = policy_or_exit(file if file is not None else s.policy_file)
     written = write_deploy_secrets(out, policy, s, tools=tools)
     renewed = ", ".join(written.renewed) or "none (all kept)"
     console.print(f"secrets  {out}: {len(written.roles)} roles and admin", highlight=False)

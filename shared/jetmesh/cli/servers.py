@@ -12,12 +12,11 @@ from ..embedded.ports import host_port
 from ..embedded.stack import SENTINEL_PORT_OFFSET
 from ..identity.keystore import KeyStore
 from ..memory.redis_url import DEFAULT_SERVICE, SENTINEL_SCHEME
-from ..policy import Policy, PolicyError, mesh_policy
+from ..policy import Policy
 from ..provision import Up, bring_up
 from ..settings import MeshSettings
-from .admin import print_provisioned
+from .admin import policy_or_exit, print_provisioned
 from .common import console, err_console, settings
-from .render import markup
 
 CLUSTER_ENV = "cluster.env"
 
@@ -103,16 +102,7 @@ def up(
         raise typer.Exit(2)
     if cluster:
         s = cluster_settings(s, cluster)
-    policy = None
-    if not open_:
-        try:
-            policy = mesh_policy(s.policy_file)
-        except PolicyError as exc:
-            for problem in exc.problems:
-                err_console.print(
-                    f"[red]error:[/red] {markup(problem)}", highlight=False, soft_wrap=True
-                )
-            raise typer.Exit(1) from None
+    policy = None if open_ else policy_or_exit(s.policy_file)
     done = up_servers(s, policy)
     _print(done.status)
     root = KeyStore(s.resolved_keys_dir).root()

@@ -294,3 +294,23 @@ async def test_a_role_shut_out_is_refused_by_every_redis_node_and_sentinel(
                 await node.ping()
         finally:
             await node.aclose()
+
+
+async def test_a_workflow_goes_on_without_a_sentinel_and_the_redis_replica(
+    served: SecuredMesh,
+) -> None:
+    """Any one node of each: with the first Sentinel a process would ask and the replica
+    SIGKILLed, processes ask the next Sentinel and the primary goes on alone (the ledger's
+    WAIT gives up after its timeout, logged); `jetmesh up` brings both back."""
+    _, primary_port = await primary(served)
+    (replica,) = [
+        x.name
+        for x in EmbeddedStack(served.settings).status().servers
+        if x.name.startswith("redis-") and not x.url.endswith(f":{primary_port}")
+    ]
+    for server in ("sentinel-1", replica):
+        kill(served, server)
+    assert (await plan(served)).parts == [1, 2]
+    status = await asyncio.to_thread(up_servers, served.settings, served.policy)
+    started = {s.name for s in status.status.servers if s.state is ServerState.STARTED}
+    assert started == {"sentinel-1", replica}

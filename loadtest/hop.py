@@ -17,7 +17,9 @@ The server runs as embedded, with JetStream's ``sync_interval: always`` (an fsyn
 stored message); ``--sync-interval 2m`` measures the server's own default instead.
 ``--cluster`` measures the hop again on three nats-servers with the streams at 3 replicas
 (``jetmesh up --cluster 3``), with ``sync_interval: always`` (``R3 always``) and with the
-server's default flush (``R3 2m``), in the same invocation as the floor.
+server's default flush (``R3 2m``), in the same invocation as the floor; and with the step
+ledger on a Redis primary with a replica, without and with ``redis_wait_replicas=1``
+(``R3+ledger``, ``R3+ledger+WAIT``: every ledger write on the replica before it goes on).
 
 The floor varies by +-15% from run to run on a shared 2-core machine, so the benchmark
 alternates floor and hop and reports the median of the per-run ratios.
@@ -42,7 +44,7 @@ from jetmesh.processes import AgentProcess
 from loadtest.driver import drive
 from loadtest.echo import Blob
 from loadtest.floor import run_floor
-from loadtest.servers import nats_cluster, nats_server, redis_server
+from loadtest.servers import nats_cluster, nats_server, redis_pair, redis_server
 from loadtest.stats import RunResult, format_table
 
 LOADER = "loader"
@@ -50,6 +52,8 @@ HOP = "mesh hop"
 HOP_LEDGER = "hop+ledger"
 R3_ALWAYS = "R3 always"
 R3_FLUSH = "R3 2m"
+R3_LEDGER = "R3+ledger"
+R3_WAIT = "R3+ledger+WAIT"
 
 
 def blob_payload(size: int) -> Blob:
@@ -168,6 +172,15 @@ async def bench(args: argparse.Namespace) -> list[RunResult]:
                             update={"step_ledger": False, "stream_replicas": 3}
                         )
                         results.append(await _hop(settings, name, args))
+            with nats_cluster() as urls, redis_pair() as pair_url:
+                for run in range(args.runs):
+                    for name, wait in ((R3_LEDGER, 0), (R3_WAIT, 1)):
+                        state = Path(tmp) / f"ledger-{wait}-{run}"
+                        settings = _settings(urls, pair_url, state, f"{wait}{run}", args)
+                        settings = settings.model_copy(
+                            update={"stream_replicas": 3, "redis_wait_replicas": wait}
+                        )
+                        results.append(await _hop(settings, name, args))
     return results
 
 
@@ -206,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     floors = [r for r in results if r.name == "floor"]
     print(format_table(results))
-    for name in (HOP, HOP_LEDGER, *((R3_ALWAYS, R3_FLUSH) if args.cluster else ())):
+    cluster = (R3_ALWAYS, R3_FLUSH, R3_LEDGER, R3_WAIT) if args.cluster else ()
+    for name in (HOP, HOP_LEDGER, *cluster):
         hops = [r for r in results if r.name == name]
         ratios = [h.throughput / f.throughput for f, h in zip(floors, hops, strict=True)]
         print(f"ratio {name}/floor per run: " + ", ".join(f"{r:.3f}" for r in ratios))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import redis
 
 from jetmesh.embedded import (
     SYNC_INTERVAL,
@@ -86,3 +89,38 @@ def nats_cluster(
         finally:
             for server in servers:
                 server.stop(timeout=timeout)
+
+
+@contextmanager
+def redis_pair(timeout: float = 10.0) -> Iterator[str]:
+    """A redis-server and a replica of it (AOF on, as embedded) for the block, the
+    replica in sync before it is given.
+
+    Yields:
+        The primary's URL.
+    """
+    with tempfile.TemporaryDirectory(prefix="loadtest-redis-pair-") as tmp:
+        primary = RedisServer(data_dir=Path(tmp) / "primary")
+        primary.start(timeout=timeout)
+        replica = RedisServer(
+            data_dir=Path(tmp) / "replica", replica_of=(primary.host, primary.port)
+        )
+        try:
+            replica.start(timeout=timeout)
+            _await_in_sync(replica.port, timeout)
+            yield primary.url
+        finally:
+            replica.stop(timeout=timeout)
+            primary.stop(timeout=timeout)
+
+
+def _await_in_sync(port: int, timeout: float) -> None:
+    client = redis.Redis(port=port, socket_connect_timeout=1.0)
+    deadline = time.monotonic() + timeout
+    try:
+        while client.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the replica on {port} did not catch up in {timeout:g} s")
+            time.sleep(0.05)
+    finally:
+        client.close()

@@ -8,6 +8,7 @@ import typer
 from . import (
     admin,
     approve,
+    cost,
     dlq,
     events,
     keys,
@@ -36,6 +37,7 @@ app.command("run")(run.run)
 app.command("launch")(launch.launch_command)
 app.command("publish")(publish.publish)
 app.command("events")(events.events)
+app.command("cost")(cost.cost)
 app.command("memory")(memory.memory)
 app.command("replay")(replay.replay)
 app.command("signal")(signal.signal)

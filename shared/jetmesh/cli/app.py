@@ -7,6 +7,7 @@ import typer
 
 from . import (
     admin,
+    agents,
     approve,
     cost,
     dlq,
@@ -37,6 +38,7 @@ app.command("run")(run.run)
 app.command("launch")(launch.launch_command)
 app.command("publish")(publish.publish)
 app.command("events")(events.events)
+app.command("agents")(agents.agents)
 app.command("cost")(cost.cost)
 app.command("memory")(memory.memory)
 app.command("replay")(replay.replay)

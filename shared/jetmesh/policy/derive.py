@@ -17,7 +17,11 @@ publish
     consumer); the policy's extra ``publish`` subjects.
 subscribe
     ``p.agent.R.reply.*`` (replies to its calls) and ``_INBOX.R.>`` (the role's own inbox
-    prefix: JetStream acks, pull deliveries and API responses); extra ``consume`` subjects.
+    prefix: JetStream acks, pull deliveries and API responses); extra ``consume`` subjects;
+    the NATS service API's requests that reach its replicas (``$SRV.<VERB>``,
+    ``$SRV.<VERB>.R`` and ``$SRV.<VERB>.R.*`` for PING, INFO and STATS: live discovery,
+    ``runtime/discovery.py``), answered through ``allow_responses`` (one reply to a
+    request it received, nothing else: no publish to another role's inbox).
     Tasks are not read by subscription: they come through the role's consumer, which an
     admin creates with the filter subject ``p.agent.R.task``.
 Redis keys (``memory/keys.py``)
@@ -30,7 +34,8 @@ Redis keys (``memory/keys.py``)
     key is shared between roles: what a role acts on is written by that role only.
 
 An ingress has no consumer: it publishes tasks to the roles it calls and events, and
-subscribes to its replies and inbox.
+subscribes to its replies and inbox. The ``cli`` ingress also publishes the service API's
+requests ``$SRV.PING``, ``$SRV.INFO`` and ``$SRV.STATS`` (``jetmesh agents``).
 """
 
 from __future__ import annotations
@@ -49,6 +54,27 @@ ROLE_FIRST_KINDS = ("journal", "once", "wait")
 """Redis key kinds with the agent's name first (``p:journal:R:*``): what a role records of
 its own calls, effects and waits, which it acts on when it runs again; no step name can
 make another role's pattern match them."""
+
+
+SERVICE_API_VERBS = ("PING", "INFO", "STATS")
+"""The NATS service API's requests a replica answers (``$SRV.<VERB>...``)."""
+
+DISCOVERY_ASKER = "cli"
+"""The ingress that may ask every service (``jetmesh agents``)."""
+
+
+def discovery_listens(role: str) -> list[str]:
+    """The service API subjects ``role``'s replicas subscribe to: every service's, the
+    role's, and one instance of it."""
+    out = []
+    for verb in SERVICE_API_VERBS:
+        out += [f"$SRV.{verb}", f"$SRV.{verb}.{role}", f"$SRV.{verb}.{role}.*"]
+    return out
+
+
+def discovery_asks() -> list[str]:
+    """The service API requests the :data:`DISCOVERY_ASKER` publishes."""
+    return [f"$SRV.{verb}" for verb in SERVICE_API_VERBS]
 
 
 def inbox_prefix(role: str) -> str:
@@ -72,6 +98,9 @@ class RolePermissions:
     redis_keys: tuple[str, ...]
     """Redis key patterns (glob), own namespaces first, then the shared ones."""
     inbox_prefix: str
+    responds: bool = False
+    """Whether it may answer a request it received (``allow_responses``): replicas answer
+    the service API's requests (live discovery)."""
 
 
 def _dedupe(items: list[str]) -> tuple[str, ...]:
@@ -130,8 +159,12 @@ def role_permissions(policy: Policy, role: str, settings: MeshSettings) -> RoleP
         redis = (*redis_key_patterns(p, role), *grant.redis_keys)
     publish += registry_reads(settings.registry_bucket)
     publish.append(events_reads(settings.events_stream))
+    if grant.ingress and role == DISCOVERY_ASKER:
+        publish += discovery_asks()
     publish += grant.publish
     subscribe = [f"{p}.agent.{role}.reply.*", f"{inbox_prefix(role)}.>", *grant.consume]
+    if not grant.ingress:
+        subscribe += discovery_listens(role)
     return RolePermissions(
         name=role,
         ingress=grant.ingress,
@@ -142,6 +175,7 @@ def role_permissions(policy: Policy, role: str, settings: MeshSettings) -> RoleP
         subscribe=_dedupe(subscribe),
         redis_keys=redis,
         inbox_prefix=inbox_prefix(role),
+        responds=not grant.ingress,
     )
 
 

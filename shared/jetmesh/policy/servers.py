@@ -36,6 +36,9 @@ from ..settings import MeshSettings
 from .derive import RolePermissions, all_permissions
 from .model import Policy
 
+RESPONSES = '{max: 1, expires: "10s"}'
+"""A replica may answer each request it received once, within 10 s (live discovery)."""
+
 ACCOUNT = "MESH"
 """The NATS account every jetmesh user belongs to (JetStream enabled)."""
 
@@ -219,6 +222,7 @@ class ServerAuth:
                 f"      {{nkey: {user.public_key}, permissions: {{",
                 f"        publish: {{allow: {_conf_list(p.publish)}}}",
                 f"        subscribe: {{allow: {_conf_list(p.subscribe)}}}",
+                *([f"        allow_responses: {RESPONSES}"] if p.responds else []),
                 "      }}",
             ]
         lines += ["    ]", "  }", "}", ""]

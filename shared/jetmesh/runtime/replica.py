@@ -47,6 +47,7 @@ from ..settings import MeshSettings
 from .agent import Agent
 from .context import Context
 from .deadline import DEADLINE_PASSED, deadline_refusal
+from .discovery import Counts, Discovery, ServiceCard
 from .failures import Failures
 from .ledger import UNAVAILABLE, Recorded, StepLedger
 from .limits import PlanLimits, plan_refusal
@@ -133,6 +134,7 @@ class Replica:
         self._advisories: PullFeed
         self._advisory_tasks: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._discovery: Discovery | None = None
 
     @property
     def instance(self) -> str:
@@ -173,6 +175,11 @@ class Replica:
         self.state = ReplicaState.RUNNING
         self._heartbeat = asyncio.create_task(self._progress_loop(), name="progress")
         self._announcer = asyncio.create_task(self._announce_loop(), name="announce")
+        card = ServiceCard.of(self.agent, self.settings, self.instance)
+        self._discovery = Discovery(
+            self.mesh.nc, card, lambda: Counts(len(self._inflight), self.handled)
+        )
+        await self._discovery.start()
         log.info(
             "%s replica %s running (concurrency %d)",
             self.agent.name,
@@ -452,6 +459,8 @@ class Replica:
             self.state = ReplicaState.STOPPED
             return
         self.state = ReplicaState.DRAINING
+        if self._discovery is not None:  # gone from `jetmesh agents` as it starts draining
+            await self._discovery.stop()
         timeout = timeout if timeout is not None else self.settings.drain_timeout_s
         await self._feed.stop()
         await self._advisories.stop()

@@ -66,7 +66,7 @@ async def settled_report(mesh: Mesh, by: GroupBy, calls: int, **kw: object) -> C
     client = await mesh.ingress()
     deadline = time.monotonic() + WAIT_S
     while True:
-        report = await cost_report(client, by=by, **kw)  # type: ignore[arg-type]
+        report = await cost_report(client, by=by, **kw)
         if report.total.calls >= calls or time.monotonic() > deadline:
             return report
         await asyncio.sleep(0.05)
@@ -105,7 +105,7 @@ async def test_totals_by_role_caller_tenant_and_model_equal_what_the_calls_used(
             cost[group][key] += sum(costs)
 
     for group in ("role", "caller", "tenant", "model"):
-        report = await settled_report(mesh, group, 5, since=since)  # type: ignore[arg-type]
+        report = await settled_report(mesh, group, 5, since=since)
         assert {line.key: line.calls for line in report.lines} == dict(want[group])
         for line in report.lines:
             assert line.cost_usd == pytest.approx(cost[group][line.key]), (group, line.key)

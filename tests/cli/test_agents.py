@@ -1,0 +1,102 @@
+"""``jetmesh agents`` on servers that enforce the policy: ``jetmesh run`` processes answer
+the NATS service API as their roles, the command lists them as the ``cli`` ingress, and a
+process stopped with SIGTERM is gone from the list."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jetmesh.processes import AgentProcess, settings_env
+from jetmesh.runtime.discovery import VERSION
+from tests.harness.agents import Plan, Report
+from tests.harness.mesh import REPO_ROOT
+from tests.harness.secured import SecuredMesh
+
+pytestmark = pytest.mark.integration
+
+
+async def agents(secured: SecuredMesh, *args: str) -> tuple[int, str, str]:
+    """``jetmesh agents ARGS`` as a process on the secured mesh's settings."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jetmesh.cli",
+        "agents",
+        *args,
+        env=settings_env(secured.settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def listed(secured: SecuredMesh) -> dict[str, dict[str, Any]]:
+    code, out, err = await agents(secured, "--json")
+    assert code == 0, err
+    return {row["role"]: row for row in json.loads(out)}
+
+
+def start(secured: SecuredMesh, name: str, log: Path) -> AgentProcess:
+    return AgentProcess([f"tests.harness.agents:{name}"], secured.settings, log_file=log)
+
+
+async def test_agents_lists_running_processes_and_forgets_stopped_ones(
+    secured: SecuredMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    procs = [
+        start(secured, "counter", tmp_path / "counter-1.log"),
+        start(secured, "counter", tmp_path / "counter-2.log"),
+        start(secured, "planner", tmp_path / "planner.log"),
+    ]
+    try:
+        await asyncio.gather(*(asyncio.to_thread(p.start) for p in procs))
+        cli = await secured.ingress()
+        report = await cli.request(
+            "planner", Plan(pause_s=0), token=cli.mint_token("bob"), returns=Report, timeout=10
+        )
+        assert report.parts == [1, 2]
+
+        rows = await listed(secured)
+        assert sorted(rows) == ["counter", "planner"]
+        counter, planner = rows["counter"], rows["planner"]
+        assert counter["replicas"] == 2
+        assert counter["versions"] == [VERSION]
+        pids = {i["metadata"]["pid"] for i in counter["instances"]}
+        assert pids == {str(procs[0].pid), str(procs[1].pid)}
+        assert counter["handled"] == 2  # the planner's two calls
+        assert counter["in_flight"] == 0
+        assert planner["handled"] == 1
+        [endpoint] = planner["instances"][0]["endpoints"]
+        assert endpoint["subject"] == "mesh.agent.planner.task"
+        assert endpoint["metadata"]["input_type"] == "test.Plan/1"
+        schema = json.loads(endpoint["metadata"]["input_schema"])
+        assert "pause_s" in schema["$defs"]["Plan"]["properties"]
+
+        code, out, _ = await agents(secured)
+        assert code == 0
+        header = out.splitlines()[0].split()
+        assert header[:3] == ["role", "replicas", "version"]
+        assert "counter" in out and "planner" in out
+        assert f"@{procs[2].pid}" not in out  # instance@host:pid
+        assert f":{procs[2].pid}" in out
+
+        assert await asyncio.to_thread(procs[0].stop, 10.0) == 0
+        rows = await listed(secured)
+        assert rows["counter"]["replicas"] == 1
+        assert rows["counter"]["instances"][0]["metadata"]["pid"] == str(procs[1].pid)
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(p.stop, 10.0) for p in procs))
+    code, out, _ = await agents(secured)
+    assert (code, out.strip()) == (0, "no agents answered")
+    assert await listed(secured) == {}
+    for proc in procs:  # the role's users could subscribe and answer: no violation logged
+        assert "ermissions violation" not in proc.log_file.read_text()

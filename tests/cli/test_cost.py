@@ -1,11 +1,13 @@
 """``jetmesh cost`` against replicas on the test servers: a table by group with its total,
-JSON, forged events on a line of their own, and bad options refused."""
+JSON, forged events on a line of their own, bad options refused; and as the admin on servers
+that enforce the policy."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +18,9 @@ import typer
 from jetmesh import Event, EventPayload
 from jetmesh.cli.cost import parse_since
 from jetmesh.envelope import new_id
+from jetmesh.processes import settings_env
 from tests.harness.mesh import WAIT_S, Mesh, jetmesh
+from tests.harness.secured import SecuredMesh
 from tests.test_cost import MODEL, Ask, Used, asker, priced
 
 pytestmark = pytest.mark.integration
@@ -113,3 +117,39 @@ def test_since_takes_a_duration_or_an_iso_time() -> None:
     assert parse_since("2026-01-02T04:04:05+01:00", now) == at
     with pytest.raises(typer.BadParameter):
         parse_since("-3h", now)
+
+
+async def test_cost_reads_as_the_admin_on_servers_that_enforce_the_policy(
+    secured: SecuredMesh,
+) -> None:
+    """The planner role of the secured mesh asks the model; ``jetmesh cost`` connects as the
+    admin and reads its events across workflows."""
+    await secured.start_replicas(asker("planner", calls=2))
+    client = await secured.ingress()
+    token = client.mint_token("dave", tenant="hooli", scopes=[])
+    used = await client.request("planner", Ask("plan a refund"), token=token, returns=Used)
+    env = settings_env(secured.settings)
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "jetmesh.cli",
+            "cost",
+            "--by",
+            "tenant",
+            "--json",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        report = json.loads(out)
+        if report["total"]["calls"] >= 2 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    (hooli,) = report["groups"]
+    assert (hooli["key"], hooli["calls"]) == ("hooli", 2)
+    assert hooli["tokens_in"] == sum(t_in for t_in, _ in used.tokens)
+    assert hooli["tokens_out"] == sum(t_out for _, t_out in used.tokens)

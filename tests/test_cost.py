@@ -158,7 +158,8 @@ async def test_a_forged_model_event_is_not_credited_to_the_role_it_names(
 
 async def test_only_events_stored_since_the_given_time_are_read(mesh: Mesh) -> None:
     """Sixty model events around a point in time, other events between them: the start is
-    found by probing the stream, and only the later thirty are counted."""
+    found by probing the stream, and only the later thirty are counted (the first thirty
+    when the point is the end)."""
     client = await mesh.ingress()
     token = mesh.token("carol", tenant="initech")
     workflow = new_id()
@@ -194,6 +195,8 @@ async def test_only_events_stored_since_the_given_time_are_read(mesh: Mesh) -> N
     assert report.total.cost_usd == pytest.approx(15.0)
     everything = await cost_report(client, by="caller", since=0.0, workflow=workflow)
     assert everything.total.calls == 60
+    before = await cost_report(client, by="role", since=0.0, until=mark, workflow=workflow)
+    assert before.total.calls == 30, "events stored after until are not read"
     assert after > 0
     assert (await cost_report(client, by="role", since=time.time() + 60)).total.calls == 0
 

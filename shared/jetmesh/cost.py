@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -185,14 +186,17 @@ async def first_after(store: EventLogReading, stream: str, subject: str, since: 
 
 
 async def read_model_events(
-    mesh: EventLogReading, *, since: float, workflow: str | None = None
+    mesh: EventLogReading, *, since: float, until: float, workflow: str | None = None
 ) -> AsyncIterator[LoggedEvent]:
-    """The ``model`` events stored since ``since`` (of ``workflow``, or of every
-    workflow), one at a time in stream order, each verified: the log is never held whole."""
+    """The ``model`` events stored from ``since`` to ``until`` (of ``workflow``, or of
+    every workflow), one at a time in stream order, each verified: the log is never held
+    whole, and a busy mesh's new events do not keep the read going."""
     stream = mesh.settings.events_stream
     subject = model_subject(mesh, workflow)
     after = await first_after(mesh, stream, subject, since)
     async for stored in read_from(mesh, stream, subject, after):
+        if stored.stored_at > until:
+            return
         yield await verify_model_event(mesh, stored)
 
 
@@ -222,16 +226,18 @@ async def cost_report(
     by: GroupBy,
     since: float,
     workflow: str | None = None,
+    until: float | None = None,
     timeout: float = 60.0,
 ) -> CostReport:
-    """The model calls stored since ``since`` (of ``workflow``, or of every workflow), added
-    up by ``by``; ``timeout`` bounds the whole read.
+    """The model calls stored from ``since`` to ``until`` (now by default), of ``workflow``
+    or of every workflow, added up by ``by``; ``timeout`` bounds the whole read.
 
     Raises:
         TimeoutError: the read took longer than ``timeout``.
     """
     report = CostReport(by=by, since=since)
+    end = time.time() if until is None else until
     async with asyncio.timeout(timeout):
-        async for logged in read_model_events(mesh, since=since, workflow=workflow):
+        async for logged in read_model_events(mesh, since=since, until=end, workflow=workflow):
             report.add(logged)
     return report

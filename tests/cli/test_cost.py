@@ -104,6 +104,9 @@ async def test_bad_options_are_refused(mesh: Mesh) -> None:
     code, _, err = await jetmesh(mesh, "cost", "--since", "yesterday")
     assert code == 2
     assert "neither a duration" in err
+    code, _, err = await jetmesh(mesh, "cost", "--timeout", "0")
+    assert code == 1
+    assert "took over 0 s to read" in err
 
 
 def test_since_takes_a_duration_or_an_iso_time() -> None:

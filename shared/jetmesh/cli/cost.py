@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ..cost import GROUPS, CostReport, GroupBy, cost_report
 from ..event_log import usd
-from .common import console, run_async, settings
+from .common import console, err_console, run_async, settings
 from .ingress import admin_client
 from .render import text
 
@@ -82,6 +82,7 @@ def cost(
     ),
     workflow: str = typer.Option("", help="only this workflow's calls"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    timeout: float = typer.Option(60.0, help="give up reading after this many seconds"),
 ) -> None:
     """What the model calls cost, by caller, tenant, role or model, the largest first.
 
@@ -95,9 +96,19 @@ def cost(
 
     async def go() -> CostReport:
         async with admin_client(settings()) as mesh:
-            return await cost_report(mesh, by=group, since=start, workflow=workflow or None)
+            return await cost_report(
+                mesh, by=group, since=start, workflow=workflow or None, timeout=timeout
+            )
 
-    report = run_async(go())
+    try:
+        report = run_async(go())
+    except TimeoutError:
+        err_console.print(
+            f"[red]error:[/red] the events since {_when(start)} took over {timeout:g} s to "
+            "read: a later --since, a --workflow, or a longer --timeout",
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
     if as_json:
         sys.stdout.write(msgspec.json.encode(report.as_dict()).decode() + "\n")
         return

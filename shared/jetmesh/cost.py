@@ -173,9 +173,9 @@ async def first_after(store: EventLogReading, stream: str, subject: str, since: 
     if probe is None:
         return 0
     lo, hi = probe.seq, probe.seq * 2  # all up to lo were stored before since
-    while (probe := await before(hi)) is not None:  # hi is not past the start yet
+    while (probe := await before(hi)) is not None:  # until reading after hi finds none
         lo, hi = probe.seq, probe.seq * 2
-    while hi - lo > 1:  # the start is after lo and at most hi + 1
+    while hi - lo > 1:  # the answer is in lo..hi: halve
         mid = (lo + hi) // 2
         probe = await before(mid)
         if probe is None:

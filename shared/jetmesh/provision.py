@@ -89,10 +89,10 @@ class Provisioned:
 def certificate_subjects(perms: RolePermissions, subjects: Subjects) -> tuple[list[str], list[str]]:
     """The subjects a role's certificate names: what receivers let it publish (tasks to its
     callees, replies to its callers, events, its dead letters, the policy's extras) and what
-    it subscribes to (its tasks and its replies). The JetStream API subjects of its server
-    user are the servers' business, not the receivers'."""
+    it subscribes to (its tasks and its replies). The JetStream API and service API (``$SRV``)
+    subjects of its server user are the servers' business, not the receivers'."""
     publish = [s for s in perms.publish if not s.startswith("$")]
-    subscribe = [s for s in perms.subscribe if not s.startswith("_INBOX.")]
+    subscribe = [s for s in perms.subscribe if not s.startswith(("_INBOX.", "$"))]
     if perms.consume is not None:
         subscribe.insert(0, perms.consume)
     return publish, subscribe

@@ -18,6 +18,7 @@ from jetmesh.policy import (
     policy_of,
     role_permissions,
 )
+from jetmesh.policy.derive import discovery_listens
 from jetmesh.settings import MeshSettings
 from services import demo, research, support
 
@@ -113,7 +114,9 @@ def test_derived_subjects_and_keys() -> None:
     assert "$JS.API.CONSUMER.MSG.NEXT.T.kb" in kb.publish
     assert "$JS.ACK.T.kb.>" in kb.publish
     assert not any("CREATE" in p or p.startswith("$JS.API.STREAM.CREATE") for p in kb.publish)
-    assert kb.subscribe == ("acme.agent.kb.reply.*", "_INBOX.kb.>")
+    assert kb.subscribe == ("acme.agent.kb.reply.*", "_INBOX.kb.>", *discovery_listens("kb"))
+    assert kb.responds
+    assert not any(p.startswith(("$SRV", "_INBOX")) for p in kb.publish)
     assert kb.redis_keys[:4] == (
         "acme:wf:*:kb:*", "acme:conv:*:kb:*", "acme:result:*:kb:*", "acme:lease:*:kb:*",
     )  # fmt: skip
@@ -128,6 +131,10 @@ def test_derived_subjects_and_keys() -> None:
     assert cli.redis_keys == ()
     assert "acme.agent.triage.task" in cli.publish
     assert "acme.dlq.cli" in cli.publish, "a reply the ingress refuses is dead-lettered"
+    assert {"$SRV.PING", "$SRV.INFO", "$SRV.STATS"} <= set(cli.publish)
+    assert not cli.responds
+    assert not any(p.startswith("$SRV") for p in cli.subscribe)
+    assert not any(p.startswith("$SRV") for p in triage.publish), "only the cli asks"
 
 
 def test_effective_scopes_only_narrow() -> None:

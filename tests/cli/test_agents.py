@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from jetmesh.logins import nats_seed_file
 from jetmesh.processes import AgentProcess, settings_env
 from jetmesh.runtime.discovery import VERSION
 from tests.harness.agents import Plan, Report
@@ -85,9 +87,9 @@ async def test_agents_lists_running_processes_and_forgets_stopped_ones(
         assert code == 0
         header = out.splitlines()[0].split()
         assert header[:3] == ["role", "replicas", "version"]
-        assert "counter" in out and "planner" in out
-        assert f"@{procs[2].pid}" not in out  # instance@host:pid
-        assert f":{procs[2].pid}" in out
+        assert "counter" in out
+        assert "planner" in out
+        assert f":{procs[2].pid}" in out  # instance@host:pid
 
         assert await asyncio.to_thread(procs[0].stop, 10.0) == 0
         rows = await listed(secured)
@@ -100,3 +102,30 @@ async def test_agents_lists_running_processes_and_forgets_stopped_ones(
     assert await listed(secured) == {}
     for proc in procs:  # the role's users could subscribe and answer: no violation logged
         assert "ermissions violation" not in proc.log_file.read_text()
+
+
+async def test_servers_that_do_not_let_the_cli_ask_are_an_error(
+    secured: SecuredMesh, tmp_path: Path
+) -> None:
+    """Users made before live discovery: the cli's requests are refused, which is an error
+    naming the fix, not an empty list. (Here the keys directory's ``cli`` seed is
+    ``counter``'s: a user that may not publish ``$SRV.PING``.)"""
+    keys = tmp_path / "keys"
+    seed = nats_seed_file(keys, "cli")
+    seed.parent.mkdir(parents=True)
+    shutil.copy2(nats_seed_file(secured.keys.directory, "counter"), seed)
+    settings = secured.settings.model_copy(update={"keys_dir": keys})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jetmesh.cli",
+        "agents",
+        env=settings_env(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert "no agents answered" not in out.decode()
+    assert "refused the cli's service API requests" in err.decode()
+    assert "jetmesh up" in err.decode()

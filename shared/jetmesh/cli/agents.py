@@ -15,6 +15,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from .._exceptions import ConfigError
 from ..bus.connection import connect
 from ..logins import role_login
 from ..runtime.discovery import SURVEY_WINDOW_S, Seen, survey
@@ -109,13 +110,28 @@ def table(rows: list[RoleRow]) -> Table:
 
 
 async def ask(s: MeshSettings, window_s: float = SURVEY_WINDOW_S) -> list[Seen]:
-    """The service instances that answer within ``window_s``, asked as the ``cli`` ingress."""
+    """The service instances that answer within ``window_s``, asked as the ``cli`` ingress.
+
+    Raises:
+        ConfigError: nats-server does not let the ``cli`` ask (users made before live
+            discovery: ``jetmesh up`` or ``jetmesh policy servers`` makes them again).
+    """
     login = role_login(s, CLI_IDENTITY)
-    nc = await connect(s.nats_url, "jetmesh agents", **login.nats_options())
+    errors: list[Exception] = []
+    nc = await connect(
+        s.nats_url, "jetmesh agents", error_listeners=[errors.append], **login.nats_options()
+    )
     try:
-        return await survey(nc, window_s=window_s)
+        seen = await survey(nc, window_s=window_s)
     finally:
         await nc.close()
+    refused = [e for e in errors if "permissions violation" in str(e).lower()]
+    if refused:
+        raise ConfigError(
+            f"nats-server refused the cli's service API requests ({refused[0]}): its users "
+            "predate live discovery; `jetmesh up` (or `jetmesh policy servers`) makes them again"
+        )
+    return seen
 
 
 def agents(

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 from nats.aio.msg import Msg
+from nats.micro.service import ServiceInfo, ServicePing, ServiceStats
 
 from jetmesh import Agent, Context
 from jetmesh.policy.derive import discovery_listens
@@ -180,3 +181,26 @@ def test_the_role_may_subscribe_to_every_subject_its_replicas_listen_on() -> Non
             assert any(matches(subject, p) for p in allowed), subject
         for subject in control_subjects(verb, "planner", "abc123")[1:]:
             assert not any(matches(subject, p) for p in allowed), subject
+
+
+async def test_the_answers_read_as_nats_micro_reads_them(mesh: Mesh) -> None:
+    """The service API's own client types (nats-py's ``nats.micro``) parse every answer:
+    what ``nats micro info`` and other NATS tooling read."""
+    role = unique("disc")
+    [replica] = await mesh.start_replicas(one_handed(role))
+    client = await mesh.ingress()
+
+    async def ask(verb: str) -> dict[str, Any]:
+        subject = control_subjects(verb, role, replica.instance)[-1]
+        answer: dict[str, Any] = json.loads((await client.nc.request(subject, b"", timeout=5)).data)
+        return answer
+
+    ping = ServicePing.from_dict(await ask("PING"))
+    assert (ping.name, ping.id, ping.version) == (role, replica.instance, VERSION)
+    info = ServiceInfo.from_dict(await ask("INFO"))
+    assert [(e.name, e.subject, e.queue_group) for e in info.endpoints] == [
+        ("shout", mesh.subjects.task(role), role)
+    ]
+    stats = ServiceStats.from_dict(await ask("STATS"))
+    assert stats.id == replica.instance
+    assert [e.num_requests for e in stats.endpoints] == [0]

@@ -83,6 +83,9 @@ class Servers:
 
     def signal(self, name: str, signum: signal.Signals) -> None:
         """Send ``signum`` to server ``name`` (SIGSTOP freezes it, SIGCONT lets it go on).
+        After SIGSTOP, returns once every thread of the server is stopped: the signal is
+        delivered to each thread as it next runs, and a thread still running could handle
+        one more message.
 
         Raises:
             RuntimeError: it is not running.
@@ -91,6 +94,8 @@ class Servers:
         if pid is None or not pid_alive(pid):
             raise RuntimeError(f"{name} is not running (pid file {self.stack.pid_file(name)})")
         os.kill(pid, signum)
+        if signum == signal.SIGSTOP and not _all_threads_stopped(pid, timeout=5.0):
+            raise RuntimeError(f"{name} (pid {pid}) is not stopped 5 s after SIGSTOP")
 
     @property
     def names(self) -> list[str]:
@@ -170,3 +175,24 @@ def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
     while time.monotonic() < give_up and any(pid_alive(p) for p in pids):
         time.sleep(0.05)
     return [p for p in pids if pid_alive(p)]
+
+
+def _all_threads_stopped(pid: int, timeout: float) -> bool:
+    """Whether every thread of ``pid`` is in the stopped state (``T`` in /proc) within
+    ``timeout`` (True where /proc is not there to ask)."""
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        return True
+    give_up = time.monotonic() + timeout
+    while True:
+        states = []
+        for stat in tasks.glob("*/stat"):
+            try:
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+            except (OSError, IndexError):
+                continue
+        if states and all(state in ("T", "t") for state in states):
+            return True
+        if time.monotonic() > give_up:
+            return False
+        time.sleep(0.01)

@@ -15,7 +15,7 @@ import pytest
 from nats.aio.msg import Msg
 from nats.micro.service import ServiceInfo, ServicePing, ServiceStats
 
-from jetmesh import Agent, Context
+from jetmesh import Agent, CallFailed, Context, Reject
 from jetmesh.policy.derive import discovery_listens
 from jetmesh.runtime.discovery import (
     INFO_TYPE,
@@ -97,7 +97,7 @@ async def test_replicas_answer_ping_info_and_stats_with_their_role_and_handlers(
         assert item.stats["endpoints"][0]["data"] == {
             "in_flight": 0,
             "handled": 0,
-            "errors": None,
+            "errors": 0,
         }
 
 
@@ -127,6 +127,30 @@ async def test_one_instance_answers_on_its_own_subject_and_stats_count_its_tasks
         assert endpoint["num_requests"] == replica.handled  # one handler: its figures
         assert endpoint["data"]["handled"] == replica.handled
     assert first.handled + second.handled == 3
+
+
+async def test_stats_count_the_deliveries_that_failed(mesh: Mesh) -> None:
+    """``errors``: deliveries refused, raised or given up on (here a handler's Reject)."""
+    role = unique("disc")
+    agent = Agent(role)
+
+    @agent.handler
+    async def shout(msg: Echo, ctx: Context) -> Echo:
+        if msg.text == "no":
+            raise Reject("told no")
+        return Echo(text=msg.text.upper())
+
+    (replica,) = await mesh.start_replicas(agent)
+    client = await mesh.ingress()
+    token = mesh.token()
+    assert (await client.request(role, Echo(text="yes"), token=token, returns=Echo)).text == "YES"
+    with pytest.raises(CallFailed):
+        await client.request(role, Echo(text="no"), token=token, returns=Echo)
+    stats_subject = control_subjects("STATS", role, replica.instance)[-1]
+    stats = json.loads((await client.nc.request(stats_subject, b"", timeout=5)).data)
+    [endpoint] = stats["endpoints"]
+    assert endpoint["data"] == {"in_flight": 0, "handled": 1, "errors": 1}
+    assert endpoint["num_errors"] == 1
 
 
 async def test_a_drained_replica_no_longer_answers(mesh: Mesh) -> None:

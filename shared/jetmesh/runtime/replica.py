@@ -108,6 +108,9 @@ class Replica:
         self.limits = PlanLimits.of(settings)
         self.state = ReplicaState.NEW
         self.handled = 0
+        self.failed = 0
+        """Deliveries that ended in a failure: refused, raised (sent back or given up on),
+        denied by the policy (``jetmesh agents``'s errors)."""
         self._owns_models = models is None
         self.models = models or Models(provider_from(settings), prices_from(settings))
         self._inflight: dict[asyncio.Task[None], Msg] = {}
@@ -177,7 +180,7 @@ class Replica:
         self._announcer = asyncio.create_task(self._announce_loop(), name="announce")
         card = ServiceCard.of(self.agent, self.settings, self.instance)
         self._discovery = Discovery(
-            self.mesh.nc, card, lambda: Counts(len(self._inflight), self.handled)
+            self.mesh.nc, card, lambda: Counts(len(self._inflight), self.handled, self.failed)
         )
         await self._discovery.start()
         log.info(
@@ -234,6 +237,7 @@ class Replica:
         try:
             verified = await self.mesh.verify(msg, stored_at=delivery.stored_at)
         except RejectedMessage as exc:
+            self.failed += 1
             await self.failures.refuse(msg, exc)
             return
         except RegistryUnavailable as exc:  # nothing decided: take it again later
@@ -249,6 +253,7 @@ class Replica:
         except RejectedMessage as exc:
             # A verified envelope: audit it in its workflow and answer its caller.
             exc.envelope = verified.envelope  # type: ignore[attr-defined]
+            self.failed += 1
             await self.failures.refuse(msg, exc)
             return
         task, caller = verified.envelope, verified.caller
@@ -284,21 +289,25 @@ class Replica:
             await msg.nak()
             raise
         except Reject as exc:
+            self.failed += 1
             await self.failures.finish_failed(
                 msg, task, caller, attempt, "rejected-by-handler", exc.reason, error_type="Reject"
             )
             return
         except (ScopeDenied, ToolRefused, MemoryDenied) as exc:  # the same would be refused
+            self.failed += 1
             await self.failures.denied(msg, ctx, exc, attempt)
             return
         except Exception as exc:
             if (refusal := plan_refusal(exc)) is not None:  # no retry: the plan is refused
                 reason, error_type, detail = refusal
+                self.failed += 1
                 await self.failures.finish_failed(
                     msg, task, caller, attempt, reason, detail, error_type=error_type
                 )
                 return
             await self._release(task, step, holder)
+            self.failed += 1
             await self.failures.after_failure(msg, ctx, exc, attempt)
             return
         finally:
@@ -337,6 +346,7 @@ class Replica:
         if late is None:
             return True
         await self._release(task, step, holder)  # nobody started it, nobody waits for it
+        self.failed += 1
         await self.failures.finish_failed(
             msg, task, caller, attempt, DEADLINE_PASSED, late, record=False
         )

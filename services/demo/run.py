@@ -27,6 +27,7 @@ from jetmesh import MeshSettings
 from jetmesh.cli import (
     CLI_IDENTITY,
     MeshPackage,
+    agents_table,
     cli_client,
     console,
     run_async,
@@ -182,6 +183,11 @@ async def _run(s: MeshSettings) -> None:
             )
             await research(mesh, console, ran)
             await mesh.flush_events()
+            console.print(
+                "\n[bold]live[/bold]     the replicas answering the NATS service API, as "
+                "`jetmesh agents` shows them:"
+            )
+            console.print(await agents_table(s))
             console.print(
                 f"\n[bold]redis[/bold]    connections by user: {await _redis_users(s)} "
                 "(default: the admin, counting these and reading the people's queue)",

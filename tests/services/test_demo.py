@@ -35,6 +35,9 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
         assert out.count("pid") == 0
         agents = out.split("\nagents   ", 1)[1].splitlines()[0]
         assert len(re.findall(r"\b\d+\b", agents)) == len(ROLES)
+        live = out.split("\nlive     ", 1)[1].split("\nredis    ", 1)[0]
+        for role in ROLES:  # each answers the service API as its role, one replica
+            assert re.search(rf"^{role} +1 ", live, re.M), f"{role} not live: {live}"
         for line in (
             "policy   services.support + services.research: 13 roles",
             "refused  a client without credentials: nats-server -ERR 'Authorization Violation', "

@@ -8,6 +8,7 @@ notice (see "Public API" in docs/ARCHITECTURE.md).
   (:class:`MeshPackage`), one process per role (``python -m services.support``).
 - :func:`cli_client` and :func:`admin_client`: a client as the ``cli`` ingress
   (:data:`CLI_IDENTITY`) or as the admin.
+- :func:`agents_table`: ``jetmesh agents``'s table of the replicas that answer.
 - :func:`up_servers`, :func:`cluster_settings`, :func:`decide`, :func:`render_workflow`:
   ``jetmesh up`` (and the settings of ``--cluster``),
   ``jetmesh approve``/``deny`` and ``jetmesh events`` as functions.
@@ -20,6 +21,7 @@ Example:
     ...     launch("services.support")
 """
 
+from .agents import agents_table
 from .app import app, main
 from .approve import decide
 from .common import console, run_async, settings
@@ -34,6 +36,7 @@ __all__ = [
     "CLI_IDENTITY",
     "MeshPackage",
     "admin_client",
+    "agents_table",
     "app",
     "cli_client",
     "cluster_settings",

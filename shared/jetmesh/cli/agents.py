@@ -134,6 +134,15 @@ async def ask(s: MeshSettings, window_s: float = SURVEY_WINDOW_S) -> list[Seen]:
     return seen
 
 
+async def agents_table(s: MeshSettings, window_s: float = SURVEY_WINDOW_S) -> Table:
+    """``jetmesh agents``'s table: the replicas that answer the service API, by role.
+
+    Raises:
+        ConfigError: as :func:`ask`.
+    """
+    return table(by_role(await ask(s, window_s)))
+
+
 def agents(
     as_json: bool = typer.Option(False, "--json", help="print the answers as JSON"),
     wait: float = typer.Option(SURVEY_WINDOW_S, help="seconds to collect answers"),

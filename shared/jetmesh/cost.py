@@ -32,10 +32,8 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from . import events as ev
-from ._exceptions import RejectedMessage
 from .bus.direct import Stored, next_stored, read_from
-from .envelope import decode_body, decode_envelope
-from .event_log import LoggedEvent, usd
+from .event_log import LoggedEvent, usd, verify_event
 from .mesh_protocols import EventLogReading
 from .runtime.model_steps import FROM_JOURNAL
 
@@ -197,27 +195,7 @@ async def read_model_events(
     async for stored in read_from(mesh, stream, subject, after):
         if stored.stored_at > until:
             return
-        yield await verify_model_event(mesh, stored)
-
-
-async def verify_model_event(mesh: EventLogReading, stored: Stored) -> LoggedEvent:
-    """One stored event, verified: its signature, its caller token, and that its signer is
-    the agent it names."""
-    try:
-        verified = await mesh.verify(stored, stored_at=stored.stored_at, audit=True)
-    except RejectedMessage as exc:
-        env = decode_envelope(stored.data)
-        return LoggedEvent(
-            decode_body(env, ev.Event), env.workflow, env.sender, False, problem=exc.reason
-        )
-    body = decode_body(verified.envelope, ev.Event)
-    signer = verified.certificate.name
-    workflow = verified.envelope.workflow
-    if body.agent != signer:
-        problem = f"forged: signed by {signer}, names {body.agent}"
-        return LoggedEvent(body, workflow, signer, False, problem=problem)
-    caller = verified.caller.subject if verified.caller else ""
-    return LoggedEvent(body, workflow, signer, True, caller=caller, identity=verified.caller)
+        yield await verify_event(mesh, stored)
 
 
 async def cost_report(

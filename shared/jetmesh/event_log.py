@@ -123,7 +123,7 @@ async def read_events(
     out: list[LoggedEvent] = []
     async with asyncio.timeout(timeout):
         async for stored in read_from(mesh, mesh.settings.events_stream, subject):
-            out.append(await _verify_event(mesh, stored))
+            out.append(await verify_event(mesh, stored))
     return out
 
 
@@ -153,7 +153,9 @@ def _open(node: TaskNode) -> bool:
     )
 
 
-async def _verify_event(mesh: EventLogReading, stored: Stored) -> LoggedEvent:
+async def verify_event(mesh: EventLogReading, stored: Stored) -> LoggedEvent:
+    """One stored event, verified: its signature, its caller token, and that its signer is
+    the agent it names (a forged one is returned unverified, with the problem)."""
     try:
         verified = await mesh.verify(stored, stored_at=stored.stored_at, audit=True)
     except RejectedMessage as exc:

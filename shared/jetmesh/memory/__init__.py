@@ -10,7 +10,15 @@ Example:
 """
 
 from .conversation import Conversation, Message
+from .nodes import sentinel_view
 from .redis_url import SentinelTarget
 from .working import Versioned, WorkingMemory
 
-__all__ = ["Conversation", "Message", "SentinelTarget", "Versioned", "WorkingMemory"]
+__all__ = [
+    "Conversation",
+    "Message",
+    "SentinelTarget",
+    "Versioned",
+    "WorkingMemory",
+    "sentinel_view",
+]

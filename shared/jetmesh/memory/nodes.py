@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from .connection import CONNECT_TIMEOUT_S, connect
 from .redis_url import SentinelTarget, is_sentinel_url
 
-__all__ = ["data_nodes", "sentinels"]
+__all__ = ["data_nodes", "sentinel_view", "sentinels"]
 
 
 def _client(host: str, port: int, db: int, auth: dict[str, Any]) -> Redis:
@@ -47,6 +47,18 @@ async def data_nodes(url: str, **auth: Any) -> list[Redis]:
     if not is_sentinel_url(url):
         return [connect(url, retry_s=0, **auth)]
     target = SentinelTarget.parse(url)
+    primary, replicas = await sentinel_view(url, **auth)
+    return [_client(h, p, target.db, auth) for h, p in (primary, *replicas)]
+
+
+async def sentinel_view(url: str, **auth: Any) -> tuple[tuple[str, int], list[tuple[str, int]]]:
+    """(host, port) of the primary and of each replica, as the first Sentinel of a
+    ``redis+sentinel://`` URL that answers knows them.
+
+    Raises:
+        redis.exceptions.ConnectionError: no Sentinel answered.
+    """
+    target = SentinelTarget.parse(url)
     for host, port in target.sentinels:
         sentinel = _client(host, port, 0, auth)
         try:
@@ -59,7 +71,6 @@ async def data_nodes(url: str, **auth: Any) -> list[Redis]:
         if not isinstance(primary, tuple):
             continue
         name, number = primary
-        nodes = [(name.decode() if isinstance(name, bytes) else str(name), int(number))]
-        nodes += [(str(r["ip"]), int(r["port"])) for r in replicas]
-        return [_client(h, p, target.db, auth) for h, p in nodes]
+        first = (name.decode() if isinstance(name, bytes) else str(name), int(number))
+        return first, [(str(r["ip"]), int(r["port"])) for r in replicas]
     raise RedisConnectionError(f"no Sentinel of {urlsplit(target.url()).netloc} answered")

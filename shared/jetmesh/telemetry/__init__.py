@@ -1,0 +1,1 @@
+"""OpenTelemetry for the mesh: traces (traces.py) and metrics (metrics.py) set up from the standard OTEL_* variables."""

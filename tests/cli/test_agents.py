@@ -1,6 +1,7 @@
 """``jetmesh agents`` on servers that enforce the policy: ``jetmesh run`` processes answer
-the NATS service API as their roles, the command lists them as the ``cli`` ingress, and a
-process stopped with SIGTERM is gone from the list."""
+the NATS service API as their roles (with their consumer's lag, which each role may read),
+the command lists them as the ``cli`` ingress, and a process stopped with SIGTERM, or
+killed with SIGKILL, is gone from the next list."""
 
 from __future__ import annotations
 
@@ -46,6 +47,17 @@ async def listed(secured: SecuredMesh) -> dict[str, dict[str, Any]]:
     return {row["role"]: row for row in json.loads(out)}
 
 
+async def lag_read(secured: SecuredMesh) -> dict[str, dict[str, Any]]:
+    """The listing once every role reports its lag (read every few seconds)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for _ in range(100):
+        rows = await listed(secured)
+        if all(row["lag"] is not None for row in rows.values()):
+            return rows
+        await asyncio.sleep(0.1)
+    return rows
+
+
 def start(secured: SecuredMesh, name: str, log: Path) -> AgentProcess:
     return AgentProcess([f"tests.harness.agents:{name}"], secured.settings, log_file=log)
 
@@ -77,6 +89,9 @@ async def test_agents_lists_running_processes_and_forgets_stopped_ones(
         assert counter["handled"] == 2  # the planner's two calls
         assert counter["in_flight"] == 0
         assert planner["handled"] == 1
+        rows = await lag_read(secured)  # each role may read its own consumer's info
+        assert (rows["counter"]["lag"], rows["counter"]["ack_pending"]) == (0, 0)
+        assert rows["planner"]["lag"] == 0
         [endpoint] = planner["instances"][0]["endpoints"]
         assert endpoint["subject"] == "mesh.agent.planner.task"
         assert endpoint["metadata"]["input_type"] == "test.Plan/1"
@@ -87,6 +102,7 @@ async def test_agents_lists_running_processes_and_forgets_stopped_ones(
         assert code == 0
         header = out.splitlines()[0].split()
         assert header[:3] == ["role", "replicas", "version"]
+        assert header[-4:] == ["errors", "lag", "last", "seen"]
         assert "counter" in out
         assert "planner" in out
         assert f":{procs[2].pid}" in out  # instance@host:pid
@@ -95,6 +111,10 @@ async def test_agents_lists_running_processes_and_forgets_stopped_ones(
         rows = await listed(secured)
         assert rows["counter"]["replicas"] == 1
         assert rows["counter"]["instances"][0]["metadata"]["pid"] == str(procs[1].pid)
+
+        await asyncio.to_thread(procs[1].kill)  # no drain: its connection just ends
+        rows = await listed(secured)
+        assert sorted(rows) == ["planner"]
     finally:
         await asyncio.gather(*(asyncio.to_thread(p.stop, 10.0) for p in procs))
     code, out, _ = await agents(secured)

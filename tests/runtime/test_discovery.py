@@ -4,19 +4,24 @@ it asks for are read as data (junk is skipped)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import uuid
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 from nats.aio.msg import Msg
 from nats.micro.service import ServiceInfo, ServicePing, ServiceStats
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from jetmesh import Agent, CallFailed, Context, Reject
 from jetmesh.policy.derive import discovery_listens
+from jetmesh.runtime import lag
 from jetmesh.runtime.discovery import (
     INFO_TYPE,
     PING_TYPE,
@@ -27,6 +32,8 @@ from jetmesh.runtime.discovery import (
     survey,
 )
 from tests.harness.mesh import Echo, Mesh
+from tests.harness.secured import SecuredMesh
+from tests.security.compromised import CompromisedRole
 
 pytestmark = pytest.mark.integration
 
@@ -94,11 +101,13 @@ async def test_replicas_answer_ping_info_and_stats_with_their_role_and_handlers(
         assert item.stats["type"] == STATS_TYPE
         # two handlers, counted together: the figures are in every endpoint's data
         assert [e["num_requests"] for e in item.stats["endpoints"]] == [0, 0]
-        assert item.stats["endpoints"][0]["data"] == {
+        data = item.stats["endpoints"][0]["data"]
+        assert {k: data[k] for k in ("in_flight", "handled", "errors")} == {
             "in_flight": 0,
             "handled": 0,
             "errors": 0,
         }
+        assert data["lag"] in (0, None)  # None until its first read of the consumer
 
 
 async def test_one_instance_answers_on_its_own_subject_and_stats_count_its_tasks(
@@ -149,7 +158,12 @@ async def test_stats_count_the_deliveries_that_failed(mesh: Mesh) -> None:
     stats_subject = control_subjects("STATS", role, replica.instance)[-1]
     stats = json.loads((await client.nc.request(stats_subject, b"", timeout=5)).data)
     [endpoint] = stats["endpoints"]
-    assert endpoint["data"] == {"in_flight": 0, "handled": 1, "errors": 1}
+    data = endpoint["data"]
+    assert {k: data[k] for k in ("in_flight", "handled", "errors")} == {
+        "in_flight": 0,
+        "handled": 1,
+        "errors": 1,
+    }
     assert endpoint["num_errors"] == 1
 
 
@@ -228,3 +242,117 @@ async def test_the_answers_read_as_nats_micro_reads_them(mesh: Mesh) -> None:
     stats = ServiceStats.from_dict(await ask("STATS"))
     assert stats.id == replica.instance
     assert [e.num_requests for e in stats.endpoints] == [0]
+
+
+async def stats_of(client_nc: Any, role: str, instance: str) -> dict[str, Any]:
+    subject = control_subjects("STATS", role, instance)[-1]
+    answer: dict[str, Any] = json.loads((await client_nc.request(subject, b"", timeout=5)).data)
+    return answer
+
+
+async def data_until(
+    client_nc: Any, role: str, instance: str, wanted: dict[str, Any]
+) -> dict[str, Any]:
+    """The STATS ``data`` of ``instance`` once it holds ``wanted`` (the lag is read every
+    :data:`lag.LAG_INTERVAL_S`), or the last one read after 200 asks."""
+    data: dict[str, Any] = {}
+    for _ in range(200):
+        data = (await stats_of(client_nc, role, instance))["endpoints"][0]["data"]
+        if all(data.get(k) == v for k, v in wanted.items()):
+            return data
+        await asyncio.sleep(0.05)
+    return data
+
+
+def gauge_reading(role: str) -> float | None:
+    """``jetmesh.consumer.lag`` for ``role`` as an SDK meter provider collects it from
+    the gauge's callback (a provider of the test's own: the global one is the process's)."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    provider.get_meter("jetmesh").create_observable_gauge(lag.GAUGE_NAME, callbacks=[lag.observe])
+    collected = reader.get_metrics_data()
+    provider.shutdown()
+    if collected is None:  # nothing observed at all
+        return None
+    for resource in collected.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                assert metric.name == lag.GAUGE_NAME
+                for point in metric.data.data_points:
+                    if point.attributes == {"jetmesh.role": role}:
+                        return float(point.value)
+    return None
+
+
+async def test_stats_report_the_consumer_lag_and_the_gauge_observes_it(mesh: Mesh) -> None:
+    """Three tasks for a replica that takes one at a time and holds it: one delivered
+    and not acknowledged, two stored and not delivered; once released, no lag."""
+    role = unique("lag")
+    agent = Agent(role, concurrency=1)
+    release = asyncio.Event()
+
+    @agent.handler
+    async def shout(msg: Echo, ctx: Context) -> Echo:
+        await release.wait()
+        return Echo(text=msg.text.upper())
+
+    (replica,) = await mesh.start_replicas(agent)
+    client = await mesh.ingress()
+    token = mesh.token()
+    calls = [
+        asyncio.create_task(client.request(role, Echo(text=f"t{i}"), token=token, returns=Echo))
+        for i in range(3)
+    ]
+    held = await data_until(client.nc, role, replica.instance, {"lag": 2, "ack_pending": 1})
+    assert (held["lag"], held["ack_pending"], held["in_flight"]) == (2, 1, 1)
+    assert gauge_reading(role) == 2  # what jetmesh.consumer.lag reports
+    release.set()
+    assert [r.text for r in await asyncio.gather(*calls)] == ["T0", "T1", "T2"]
+    done = await data_until(client.nc, role, replica.instance, {"lag": 0, "ack_pending": 0})
+    assert (done["lag"], done["ack_pending"], done["handled"]) == (0, 0, 3)
+    [seen] = [s for s in await survey(client.nc) if s.name == role]
+    counts = seen.replica_counts()
+    assert counts is not None
+    assert (counts.lag, counts.ack_pending) == (0, 0)
+    await replica.drain()
+    assert gauge_reading(role) is None  # a drained replica's consumer is no longer reported
+
+
+async def test_a_failed_lag_read_leaves_the_lag_unknown(mesh: Mesh) -> None:
+    """No such consumer (or a read refused): the reading stays None, STATS says None."""
+    client = await mesh.ingress()
+    watch = lag.LagWatch(client.nc.jetstream(), mesh.settings.tasks_stream, unique("none"))
+    assert await watch.read() is None
+    assert watch.last is None
+    with pytest.raises(ValueError, match="positive"):
+        lag.LagWatch(client.nc.jetstream(), "S", "c", interval_s=0)
+
+
+async def test_a_role_reads_its_own_consumers_lag_and_no_other_roles(
+    secured: SecuredMesh, tmp_path: Path
+) -> None:
+    """As a compromised ``counter`` on servers that enforce the policy: its own consumer's
+    info is readable (the lag its replicas report), ``planner``'s is refused."""
+    attacker = CompromisedRole.steal(
+        "counter", secured.keys.directory, tmp_path / "stolen", secured.settings
+    )
+    await attacker.start()
+    try:
+        errors: list[Exception] = []
+        attacker.mesh.error_listeners.append(errors.append)
+        stream = secured.settings.tasks_stream
+        own = lag.LagWatch(attacker.mesh.nc.jetstream(), stream, "counter")
+        assert await own.read() == lag.Lag(pending=0, ack_pending=0)
+        other = lag.LagWatch(attacker.mesh.nc.jetstream(), stream, "planner")
+        assert await other.read() is None
+        refused = f"$JS.API.CONSUMER.INFO.{stream}.planner".lower()
+        for _ in range(100):
+            if any(
+                "permissions violation" in (t := str(e).lower()) and refused in t for e in errors
+            ):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError(f"no permissions violation for {refused}: {errors}")
+    finally:
+        await attacker.aclose()

@@ -50,6 +50,13 @@ class RoleRow:
         known = [v for v in values if v is not None]
         return sum(known) if known else None
 
+    def consumer(self, what: str) -> int | None:
+        """The role's consumer's ``lag`` or ``ack_pending``: every replica reads the same
+        consumer, so the largest of their last readings; None when none reports it."""
+        values = [getattr(c, what) for r in self.replicas if (c := r.replica_counts())]
+        known = [v for v in values if v is not None]
+        return max(known) if known else None
+
     @property
     def last_seen(self) -> float:
         return max(r.last_seen for r in self.replicas)
@@ -62,6 +69,8 @@ class RoleRow:
             "in_flight": self.total("in_flight"),
             "handled": self.total("handled"),
             "errors": self.total("errors"),
+            "lag": self.consumer("lag"),
+            "ack_pending": self.consumer("ack_pending"),
             "last_seen": self.last_seen,
             "instances": [
                 {
@@ -94,6 +103,7 @@ def table(rows: list[RoleRow]) -> Table:
     for column in ("role", "replicas", "version", "instances", "in flight", "handled"):
         out.add_column(column, justify="right" if column in ("replicas",) else "left")
     out.add_column("errors")
+    out.add_column("lag")
     out.add_column("last seen")
     for row in rows:
         out.add_row(
@@ -104,6 +114,7 @@ def table(rows: list[RoleRow]) -> Table:
             _figure(row.total("in_flight")),
             _figure(row.total("handled")),
             _figure(row.total("errors")),
+            _figure(row.consumer("lag")),
             time.strftime("%H:%M:%S", time.localtime(row.last_seen)),
         )
     return out
@@ -148,7 +159,8 @@ def agents(
     wait: float = typer.Option(SURVEY_WINDOW_S, help="seconds to collect answers"),
 ) -> None:
     """List the agents that answer the NATS service API: role, replicas, version, where
-    they run, tasks in flight, handled, errors, last seen."""
+    they run, tasks in flight, handled, errors, consumer lag (tasks not yet delivered),
+    last seen."""
     rows = by_role(run_async(ask(settings(), wait)))
     if as_json:
         print(json.dumps([row.as_json() for row in rows], indent=2))

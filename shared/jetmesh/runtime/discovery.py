@@ -11,9 +11,12 @@ subjects addressed to every service, to its role and to itself::
 
     $SRV.<VERB>   $SRV.<VERB>.<role>   $SRV.<VERB>.<role>.<instance>
 
-The answers are informational. Any role may answer ``$SRV.PING`` (it sees the requests too)
-and nothing signs the answers, so a compromised role could answer in another role's name:
-nothing in jetmesh decides on them.
+STATS also reports the role's consumer lag as the replica last read it
+(:mod:`jetmesh.runtime.lag`).
+
+The answers are informational. Any role may answer ``$SRV.PING`` (it sees the requests
+too) and nothing signs the answers, so a compromised role could answer in another role's
+name: nothing in jetmesh decides on them.
 
 Example:
     >>> card = ServiceCard.of(agent, settings, instance)        # doctest: +SKIP
@@ -45,6 +48,7 @@ from ..envelope import type_name
 from ..policy.derive import SERVICE_API_VERBS
 from ..settings import MeshSettings
 from .agent import Agent, Handler
+from .lag import LagWatch
 
 log = logging.getLogger("jetmesh.discovery")
 
@@ -82,6 +86,11 @@ class Counts:
     handled: int
     errors: int | None = None
     """None where the replica does not count failed tasks."""
+    lag: int | None = None
+    """Tasks stored for the role's consumer and not yet delivered (``num_pending``); None
+    until the replica has read its consumer's info (:mod:`jetmesh.runtime.lag`)."""
+    ack_pending: int | None = None
+    """Tasks delivered to the role's consumer and not yet acknowledged."""
 
 
 def _schema(tp: Any) -> str:
@@ -142,6 +151,9 @@ class ServiceCard:
     description: str
     metadata: dict[str, str]
     endpoints: tuple[Endpoint, ...]
+    stream: str = ""
+    """The tasks stream of the role's consumer (named after the role), whose lag STATS
+    reports; empty: no lag read."""
 
     @classmethod
     def of(cls, agent: Agent, settings: MeshSettings, instance: str) -> ServiceCard:
@@ -159,6 +171,7 @@ class ServiceCard:
                 "jetmesh": VERSION,
             },
             endpoints=tuple(Endpoint.of(h, task, agent.name) for h in agent.handlers.values()),
+            stream=settings.tasks_stream,
         )
 
     def ping(self) -> dict[str, Any]:
@@ -192,13 +205,24 @@ class Discovery:
         self.counts = counts
         self.started = datetime.now(UTC)
         self._subscriptions: list[Subscription] = []
+        self.lag = LagWatch(nc.jetstream(), card.stream, card.role) if card.stream else None
+        """The role's consumer lag, read in the background while the replica answers."""
 
     def stats(self) -> dict[str, Any]:
         """The STATS answer. The replica counts tasks, not tasks per handler: every
         endpoint's ``data`` holds the replica's figures, and with a single handler its
-        ``num_requests`` / ``num_errors`` are those figures too."""
+        ``num_requests`` / ``num_errors`` are those figures too. ``lag`` and
+        ``ack_pending`` are the role's consumer's, as last read (None before the first
+        read, or where the read is refused)."""
         counts = self.counts()
-        data = {"in_flight": counts.in_flight, "handled": counts.handled, "errors": counts.errors}
+        lag = self.lag.last if self.lag is not None else None
+        data = {
+            "in_flight": counts.in_flight,
+            "handled": counts.handled,
+            "errors": counts.errors,
+            "lag": None if lag is None else lag.pending,
+            "ack_pending": None if lag is None else lag.ack_pending,
+        }
         single = len(self.card.endpoints) == 1
         errors = counts.errors or 0
         endpoints = [
@@ -230,10 +254,13 @@ class Discovery:
         return self.stats()
 
     async def start(self) -> None:
-        """Answer PING, INFO and STATS from now on. Idempotent."""
+        """Answer PING, INFO and STATS (and read the consumer's lag) from now on.
+        Idempotent."""
         if self._subscriptions:
             return
         self.started = datetime.now(UTC)
+        if self.lag is not None:
+            await self.lag.start()
         for verb in VERBS:
 
             async def answer(msg: Msg, verb: str = verb) -> None:
@@ -248,7 +275,9 @@ class Discovery:
                 self._subscriptions.append(await self.nc.subscribe(subject, cb=answer))
 
     async def stop(self) -> None:
-        """Stop answering. Idempotent."""
+        """Stop answering and reading the lag. Idempotent."""
+        if self.lag is not None:
+            await self.lag.stop()
         subscriptions, self._subscriptions = self._subscriptions, []
         for sub in subscriptions:
             try:
@@ -276,15 +305,21 @@ class Seen:
             data = endpoint.get("data") if isinstance(endpoint, dict) else None
             if isinstance(data, dict):
                 try:
-                    errors = data.get("errors")
                     return Counts(
                         in_flight=int(data.get("in_flight", 0)),
                         handled=int(data.get("handled", 0)),
-                        errors=None if errors is None else int(errors),
+                        errors=_optional_int(data.get("errors")),
+                        lag=_optional_int(data.get("lag")),
+                        ack_pending=_optional_int(data.get("ack_pending")),
                     )
                 except (TypeError, ValueError):
                     return None
         return None
+
+
+def _optional_int(value: Any) -> int | None:
+    """``value`` as an int, None as None (raises TypeError / ValueError on junk)."""
+    return None if value is None else int(value)
 
 
 def _text_map(value: Any) -> dict[str, str]:

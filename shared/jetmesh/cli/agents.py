@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import typer
+from nats.aio.client import Client
 from rich.table import Table
 
 from .._exceptions import ConfigError
@@ -97,52 +98,114 @@ def _figure(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def table(rows: list[RoleRow]) -> Table:
-    """The roles as ``jetmesh agents`` prints them (every value shown as data)."""
+@dataclass(frozen=True)
+class Rates:
+    """A role's tasks per second between two surveys (``jetmesh top``)."""
+
+    handled: float
+    errors: float | None
+    """None when its replicas do not count failed tasks."""
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def table(rows: list[RoleRow], rates: dict[str, Rates] | None = None) -> Table:
+    """The roles as ``jetmesh agents`` prints them (every value shown as data); with
+    ``rates`` (``jetmesh top``), handled/s and errors/s beside the totals, ``-`` for a
+    role not seen in the survey before."""
     out = Table(box=None, pad_edge=False)
     for column in ("role", "replicas", "version", "instances", "in flight", "handled"):
         out.add_column(column, justify="right" if column in ("replicas",) else "left")
+    if rates is not None:
+        out.add_column("handled/s")
     out.add_column("errors")
+    if rates is not None:
+        out.add_column("errors/s")
     out.add_column("lag")
     out.add_column("last seen")
     for row in rows:
-        out.add_row(
+        rate = rates.get(row.role) if rates is not None else None
+        cells = [
             plain(row.role, limit=64),
             str(len(row.replicas)),
             plain(", ".join(row.versions), limit=60),
             plain("\n".join(row.where), limit=1000, lines=True),
             _figure(row.total("in_flight")),
             _figure(row.total("handled")),
-            _figure(row.total("errors")),
+        ]
+        if rates is not None:
+            cells.append(_rate(rate.handled if rate else None))
+        cells.append(_figure(row.total("errors")))
+        if rates is not None:
+            cells.append(_rate(rate.errors if rate else None))
+        cells += [
             _figure(row.consumer("lag")),
             time.strftime("%H:%M:%S", time.localtime(row.last_seen)),
-        )
+        ]
+        out.add_row(*cells)
     return out
+
+
+class Surveyor:
+    """A connection as the ``cli`` ingress that asks the service API, as often as needed
+    (``jetmesh agents`` once, ``jetmesh top`` every few seconds).
+
+    Example:
+        >>> async with Surveyor(settings) as surveyor:          # doctest: +SKIP
+        ...     seen = await surveyor.ask()
+    """
+
+    def __init__(self, s: MeshSettings, name: str = "jetmesh agents") -> None:
+        self.settings = s
+        self.name = name
+        self._errors: list[Exception] = []
+        self._nc: Client | None = None
+
+    async def __aenter__(self) -> Surveyor:
+        login = role_login(self.settings, CLI_IDENTITY)
+        self._nc = await connect(
+            self.settings.nats_url,
+            self.name,
+            error_listeners=[self._errors.append],
+            **login.nats_options(),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            await nc.close()
+
+    async def ask(self, window_s: float = SURVEY_WINDOW_S) -> list[Seen]:
+        """The service instances that answer within ``window_s``.
+
+        Raises:
+            ConfigError: nats-server does not let the ``cli`` ask (users made before live
+                discovery: ``jetmesh up`` or ``jetmesh policy servers`` makes them again).
+        """
+        if self._nc is None:
+            raise RuntimeError("a Surveyor asks inside `async with`")
+        seen = await survey(self._nc, window_s=window_s)
+        refused = [e for e in self._errors if "permissions violation" in str(e).lower()]
+        if refused:
+            raise ConfigError(
+                f"nats-server refused the cli's service API requests ({refused[0]}): its "
+                "users predate live discovery; `jetmesh up` (or `jetmesh policy servers`) "
+                "makes them again"
+            )
+        return seen
 
 
 async def ask(s: MeshSettings, window_s: float = SURVEY_WINDOW_S) -> list[Seen]:
     """The service instances that answer within ``window_s``, asked as the ``cli`` ingress.
 
     Raises:
-        ConfigError: nats-server does not let the ``cli`` ask (users made before live
-            discovery: ``jetmesh up`` or ``jetmesh policy servers`` makes them again).
+        ConfigError: as :meth:`Surveyor.ask`.
     """
-    login = role_login(s, CLI_IDENTITY)
-    errors: list[Exception] = []
-    nc = await connect(
-        s.nats_url, "jetmesh agents", error_listeners=[errors.append], **login.nats_options()
-    )
-    try:
-        seen = await survey(nc, window_s=window_s)
-    finally:
-        await nc.close()
-    refused = [e for e in errors if "permissions violation" in str(e).lower()]
-    if refused:
-        raise ConfigError(
-            f"nats-server refused the cli's service API requests ({refused[0]}): its users "
-            "predate live discovery; `jetmesh up` (or `jetmesh policy servers`) makes them again"
-        )
-    return seen
+    async with Surveyor(s) as surveyor:
+        return await surveyor.ask(window_s)
 
 
 async def agents_table(s: MeshSettings, window_s: float = SURVEY_WINDOW_S) -> Table:

@@ -21,6 +21,7 @@ from . import (
     run,
     servers,
     signal,
+    top,
 )
 from .help import flow_help
 
@@ -39,6 +40,7 @@ app.command("launch")(launch.launch_command)
 app.command("publish")(publish.publish)
 app.command("events")(events.events)
 app.command("agents")(agents.agents)
+app.command("top")(top.top)
 app.command("cost")(cost.cost)
 app.command("memory")(memory.memory)
 app.command("replay")(replay.replay)

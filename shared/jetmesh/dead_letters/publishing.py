@@ -25,6 +25,7 @@ from .. import events as ev
 from .._exceptions import PublishFailed
 from ..envelope import Envelope
 from ..mesh_protocols import EventWriting, Member, Storing
+from ..telemetry import metrics
 from .headers import dead_letter_headers
 
 log = logging.getLogger("jetmesh.dead_letters")
@@ -91,6 +92,7 @@ async def dead_letter(
         raise
     except Exception as exc:  # timed out, disconnected: the same for the caller
         raise PublishFailed(f"dead letter of {subject} not stored: {exc!r}") from exc
+    metrics.dead_lettered(mesh.name, reason)
 
 
 async def dead_letter_failed(

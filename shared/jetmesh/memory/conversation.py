@@ -45,6 +45,7 @@ class Conversation:
         ttl_s: int = 7 * 24 * 3600,
     ) -> None:
         self._redis = redis
+        self.agent = agent
         self.key = keys.conversation(prefix, workflow, agent, name)
         self.max_messages = max_messages
         self.max_message_bytes = max_message_bytes
@@ -62,7 +63,7 @@ class Conversation:
         for data in encoded:
             if len(data) > self.max_message_bytes:
                 raise MemoryTooLarge(f"{self.key}: message of {len(data)} bytes")
-        with refused(self.key, "append to"):
+        with refused(self.key, "append to", role=self.agent):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(self.key, *encoded)
                 pipe.ltrim(self.key, -self.max_messages, -1)
@@ -73,18 +74,18 @@ class Conversation:
 
     async def window(self, last: int) -> list[Message]:
         """The newest ``last`` messages, oldest first."""
-        with refused(self.key, "read"):
+        with refused(self.key, "read", role=self.agent):
             raw = await self._redis.lrange(self.key, -last, -1) if last > 0 else []
         return [msgspec.json.decode(r, type=Message) for r in raw]
 
     async def trim(self, keep: int) -> None:
         """Drop all but the newest ``keep`` messages."""
-        with refused(self.key, "trim"):
+        with refused(self.key, "trim", role=self.agent):
             if keep <= 0:
                 await self._redis.delete(self.key)
             else:
                 await self._redis.ltrim(self.key, -keep, -1)
 
     async def clear(self) -> None:
-        with refused(self.key, "clear"):
+        with refused(self.key, "clear", role=self.agent):
             await self._redis.delete(self.key)

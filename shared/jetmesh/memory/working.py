@@ -77,7 +77,7 @@ class WorkingMemory:
 
     async def get_versioned(self, name: str, tp: type[T]) -> Versioned[T]:
         """The value and its version (0 and None when absent)."""
-        with refused(self.key(name), "read"):
+        with refused(self.key(name), "read", role=self.agent):
             raw_version, data = await self._redis.hmget(self.key(name), ["v", "d"])
         if raw_version is None or data is None:
             return Versioned(None, 0)
@@ -112,7 +112,7 @@ class WorkingMemory:
                 f"{self.key(name)}: {len(data)} bytes > limit {self.max_value_bytes}"
             )
         expected = "" if expected_version is None else str(expected_version)
-        with refused(self.key(name), "write"):
+        with refused(self.key(name), "write", role=self.agent):
             ok, version = await fcall(
                 self._redis,
                 CAS,
@@ -147,5 +147,5 @@ class WorkingMemory:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def delete(self, name: str) -> None:
-        with refused(self.key(name), "delete"):
+        with refused(self.key(name), "delete", role=self.agent):
             await self._redis.delete(self.key(name))

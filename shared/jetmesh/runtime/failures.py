@@ -44,6 +44,7 @@ from ..identity.tokens import Caller
 from ..memory import keys
 from ..mesh_protocols import Sending, Verifying
 from ..settings import MeshSettings
+from ..telemetry import metrics
 from .context import Context
 from .last_delivery import KeptTask, LastDeliveries
 from .ledger import Recorded, StepLedger
@@ -234,6 +235,8 @@ class Failures:
                     caller=caller,
                 )
         await msg.term()
+        metrics.refused(self.agent, exc.reason)
+        metrics.ended(metrics.REFUSED)
 
     async def after_failure(self, msg: Msg, ctx: Context, exc: Exception, attempt: int) -> None:
         task = ctx.task
@@ -254,6 +257,7 @@ class Failures:
             ctx.log.warning("handler failed (attempt %d): %r", attempt, exc)
         await ctx.emit_event(ev.RETRIED, reason=reason, detail=str(exc)[:1024])
         await msg.nak(delay=delay)
+        metrics.ended(metrics.RETRIED)
 
     async def denied(
         self, msg: Msg, ctx: Context, exc: ScopeDenied | ToolRefused | MemoryDenied, attempt: int
@@ -274,6 +278,7 @@ class Failures:
             exc.reason,
             exc.detail,
             error_type=type(exc).__name__,
+            outcome=metrics.DENIED,
         )
 
     async def finish_failed(
@@ -287,13 +292,16 @@ class Failures:
         *,
         error_type: str = "TaskFailed",
         record: bool = True,
+        outcome: str | None = None,
     ) -> None:
         """Dead-letter, answer with the error, terminate delivery, write ``failed``.
 
         With ``record``, the error becomes the step's result: a duplicate of the step gets
         the same answer instead of running the handler again. A dead letter that cannot be
         stored sends the task back with the delivery's backoff; on its last delivery the
-        task is given up on all the same, with a ``dead-letter-failed`` event.
+        task is given up on all the same, with a ``dead-letter-failed`` event. ``outcome``
+        is the delivery's in the metrics (by default ``dead-lettered`` when out of
+        deliveries, else ``failed``).
         """
         seq = delivery_of(msg.reply).stream_seq
         try:
@@ -319,6 +327,9 @@ class Failures:
         await error_reply(self.mesh, task, error)
         await self.record_failure(task, attempt, reason, detail, caller=caller.subject)
         await msg.term()
+        metrics.ended(
+            outcome or (metrics.DEAD_LETTERED if reason == MAX_DELIVERIES else metrics.FAILED)
+        )
 
     async def record_failure(
         self, task: Envelope, attempt: int, reason: str, detail: str, *, caller: str = ""

@@ -3,7 +3,10 @@
 ``GET /healthz`` answers 200 ``{"status": "alive"}`` while the process's event loop runs.
 ``GET /readyz`` answers 200 when every replica of the process is ready for work, else 503;
 both bodies name each replica's state (``{"status": "not ready", "replicas": {"billing":
-"reconnecting"}}``). Anything else is 404 (405 for a method other than GET or HEAD).
+"reconnecting"}}``). ``GET /metrics``, when the server is given a ``metrics`` source (as
+:func:`jetmesh.serve` does), answers 200 with the process's metrics in Prometheus's text
+format (:mod:`jetmesh.telemetry.metrics`). Anything else is 404 (405 for a method other
+than GET or HEAD).
 
 The server runs on the process's event loop (``asyncio.start_server``) and speaks just
 enough HTTP/1.1 for a probe: one request per connection, read with bounded lines, a bounded
@@ -32,7 +35,7 @@ from typing import Self
 
 from .._exceptions import ConfigError
 
-__all__ = ["READY", "HealthServer", "Readiness"]
+__all__ = ["READY", "Exposition", "HealthServer", "Readiness"]
 
 log = logging.getLogger("jetmesh.health")
 
@@ -42,6 +45,11 @@ READY = "running"
 Readiness = Callable[[], Mapping[str, str]]
 """Returns each replica's state (its role's name -> a state such as ``"running"``,
 ``"starting"``, ``"reconnecting"``, ``"draining"``); asked on every ``/readyz``."""
+
+Exposition = Callable[[], tuple[bytes, str]]
+"""Returns the body of ``/metrics`` and its content type; asked on every ``/metrics``."""
+
+JSON = "application/json"
 
 MAX_LINE_BYTES = 8 * 1024
 """Longest request line or header line read."""
@@ -65,6 +73,7 @@ _REASONS = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 
@@ -79,16 +88,26 @@ class _BadRequest(Exception):
 
 
 class HealthServer:
-    """``/healthz`` and ``/readyz`` on ``host:port``, answering from ``readiness``."""
+    """``/healthz``, ``/readyz`` (and ``/metrics``) on ``host:port``, answering from
+    ``readiness`` (and ``metrics``)."""
 
-    def __init__(self, readiness: Readiness, *, host: str, port: int) -> None:
+    def __init__(
+        self,
+        readiness: Readiness,
+        *,
+        host: str,
+        port: int,
+        metrics: Exposition | None = None,
+    ) -> None:
         """
         Args:
             readiness: each replica's state, asked on every ``/readyz``.
             host: the address to listen on (``0.0.0.0`` in a container).
             port: the port to listen on; 0 picks a free one (see :attr:`port`).
+            metrics: the body and content type of ``/metrics``; None: no ``/metrics``.
         """
         self.readiness = readiness
+        self.metrics = metrics
         self.host = host
         self._requested_port = port
         self._server: asyncio.Server | None = None
@@ -176,15 +195,14 @@ class HealthServer:
             async with asyncio.timeout(READ_TIMEOUT_S):
                 method, path = await _read_request(reader)
             head_only = method == "HEAD"
-            status, body = self.route(method, path)
+            status, payload, content_type = self.respond(method, path)
         except TimeoutError:
-            status, body = 408, {"error": "request not received in time"}
+            status, payload, content_type = _json(408, {"error": "request not received in time"})
         except _BadRequest as bad:
-            status, body = bad.status, {"error": bad.reason}
-        payload = json.dumps(body, sort_keys=True).encode() + b"\n"
+            status, payload, content_type = _json(bad.status, {"error": bad.reason})
         head = (
             f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-            "Content-Type: application/json\r\n"
+            f"Content-Type: {content_type}\r\n"
             f"Content-Length: {len(payload)}\r\n"
             "Cache-Control: no-store\r\n"
             "Connection: close\r\n\r\n"
@@ -192,6 +210,20 @@ class HealthServer:
         writer.write(head if head_only else head + payload)
         async with asyncio.timeout(WRITE_TIMEOUT_S):
             await writer.drain()
+
+    def respond(self, method: str, path: str) -> tuple[int, bytes, str]:
+        """The status, body and content type for ``method path``: ``/metrics`` from
+        :attr:`metrics`, the rest in JSON (:meth:`route`)."""
+        if self.metrics is None or path.split("?", 1)[0] != "/metrics":
+            return _json(*self.route(method, path))
+        if method not in ("GET", "HEAD"):
+            return _json(405, {"error": f"{method[:20]} is not allowed: GET /metrics"})
+        try:
+            body, content_type = self.metrics()
+        except Exception as exc:  # a failing collector is an error answer, not a dropped scrape
+            log.warning("metrics exposition failed: %s: %s", type(exc).__name__, exc)
+            return _json(500, {"error": f"metrics exposition failed: {exc}"})
+        return 200, body, content_type
 
     def route(self, method: str, path: str) -> tuple[int, dict[str, object]]:
         """The status and JSON body for ``method path``."""
@@ -212,6 +244,10 @@ class HealthServer:
             "status": "ready" if ready else "not ready",
             "replicas": states,
         }
+
+
+def _json(status: int, body: dict[str, object]) -> tuple[int, bytes, str]:
+    return status, json.dumps(body, sort_keys=True).encode() + b"\n", JSON
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:

@@ -24,6 +24,7 @@ the same pipeline as other tasks' ledger commands.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar, cast
 
 import msgspec
@@ -36,6 +37,7 @@ from ..memory import keys
 from ..memory.batching import CommandBatcher, replicated
 from ..memory.functions import CLAIM, FINISH, TAKE_OVER, fcall, with_library
 from ..memory.refused import refused
+from ..telemetry import metrics
 
 T = TypeVar("T")
 
@@ -83,6 +85,12 @@ class _Effect(msgspec.Struct, frozen=True):
     result: msgspec.Raw = msgspec.Raw(b"null")
 
 
+def _refused(key: str, what: str, agent: str) -> AbstractContextManager[None]:
+    """:func:`~jetmesh.memory.refused.refused`, its Redis errors counted as ``agent``'s
+    ledger errors in the metrics."""
+    return refused(key, what, role=agent, count=metrics.ledger_error)
+
+
 _recorded = msgspec.json.Decoder(Recorded)
 _effect = msgspec.json.Decoder(_Effect)
 
@@ -117,7 +125,7 @@ class StepLedger:
     async def journaled(self, workflow: str, agent: str, step: str) -> Recorded | None:
         """The reply ``agent`` journaled for its call ``step``, or None."""
         key = keys.journal(self._prefix, workflow, agent, step)
-        with refused(key, "read"):
+        with _refused(key, "read", agent):
             raw = await self._redis.get(key)
         return None if raw is None else _recorded.decode(raw)
 
@@ -128,7 +136,7 @@ class StepLedger:
             MemoryFull: Redis is at its memory limit.
         """
         key = keys.journal(self._prefix, workflow, agent, step)
-        with refused(key, "journal"):
+        with _refused(key, "journal", agent):
             await self._replicated(("SET", key, encode(record), "EX", self._ttl))
 
     # -- worker side -----------------------------------------------------------------------
@@ -145,7 +153,7 @@ class StepLedger:
         """
         result = keys.result(self._prefix, workflow, agent, step)
         lease = keys.lease(self._prefix, workflow, agent, step)
-        with refused(lease, "claim"):
+        with _refused(lease, "claim", agent):
             taken, raw = await with_library(
                 self._redis, lambda: self._batch.fcall(CLAIM, [result, lease], [holder, lease_ms])
             )
@@ -161,7 +169,7 @@ class StepLedger:
         result = keys.result(self._prefix, workflow, agent, step)
         lease = keys.lease(self._prefix, workflow, agent, step)
         record_bytes = encode(record)
-        with refused(result, "record"):
+        with _refused(result, "record", agent):
             await with_library(
                 self._redis,
                 lambda: self._batch.fcall(FINISH, [result, lease], [record_bytes, self._ttl]),
@@ -189,7 +197,7 @@ class StepLedger:
         first wait, the recorded time on a re-run (so a crash does not restart its
         timeout)."""
         key = keys.wait(self._prefix, workflow, agent, step, name)
-        with refused(key, "record the wait of"):
+        with _refused(key, "record the wait of", agent):
             await self._redis.set(key, repr(now), nx=True, ex=self._ttl)
             recorded = await self._redis.get(key)
         return float(recorded) if recorded is not None else now
@@ -217,20 +225,21 @@ class StepLedger:
         """
         redis_key = keys.once(self._prefix, workflow, agent, step, key)
         claim = encode(_Effect(state="running", holder=holder))
-        done, found = await self._claim_effect(redis_key, claim, returns, holder, reconcile)
+        done, found = await self._claim_effect(agent, redis_key, claim, returns, holder, reconcile)
         if done:
             return cast(T, found)
         try:
             result = await effect()
         except Exception:
-            with refused(redis_key, "drop the claim of"):  # it failed: a retry may run it
+            with _refused(redis_key, "drop the claim of", agent):  # it failed: a retry may run it
                 await self._redis.delete(redis_key)
             raise  # (cancelled mid-effect keeps the claim: that is in doubt)
-        await self._done(redis_key, result, holder)
+        await self._done(agent, redis_key, result, holder)
         return result
 
     async def _claim_effect(
         self,
+        agent: str,
         redis_key: str,
         claim: bytes,
         returns: type[T],
@@ -240,7 +249,7 @@ class StepLedger:
         """Claim the effect: ``(True, result)`` when it is done already, ``(False, None)``
         when the claim is ours and the effect is to run."""
         while True:
-            with refused(redis_key, "claim the effect"):
+            with _refused(redis_key, "claim the effect", agent):
                 taken, raw = await self._replicated(
                     ("SET", redis_key, claim, "NX", "EX", self._ttl), ("GET", redis_key)
                 )
@@ -260,15 +269,15 @@ class StepLedger:
                 )
             found = await reconcile()
             if found is not None:  # it happened: record it as done
-                await self._done(redis_key, found, holder)
+                await self._done(agent, redis_key, found, holder)
                 return True, found
-            with refused(redis_key, "take over the effect"):
+            with _refused(redis_key, "take over the effect", agent):
                 if await fcall(self._redis, TAKE_OVER, [redis_key], [raw, claim, self._ttl]):
                     return False, None  # it did not happen: the claim is ours, run it
 
-    async def _done(self, redis_key: str, result: object, holder: str) -> None:
+    async def _done(self, agent: str, redis_key: str, result: object, holder: str) -> None:
         done = _Effect(state="done", holder=holder, result=msgspec.Raw(encode(result)))
-        with refused(redis_key, "record the effect"):
+        with _refused(redis_key, "record the effect", agent):
             await self._replicated(("SET", redis_key, encode(done), "EX", self._ttl))
 
     async def _replicated(self, *commands: tuple[Any, ...]) -> list[Any]:

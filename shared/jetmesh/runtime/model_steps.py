@@ -29,8 +29,10 @@ import msgspec
 from .. import events as ev
 from .._exceptions import ConfigError, ModelError
 from ..envelope import encode
+from ..identity.tokens import Caller
 from ..models import ModelProvider, ModelReply, ModelRequest, PriceTable, request_digest
 from ..models.base import MODEL_REPLY_TYPE, Turn, build_request
+from ..telemetry import metrics
 from .ledger import Recorded, StepLedger
 
 FROM_JOURNAL = "from the journal: not asked again"
@@ -56,6 +58,9 @@ class ModelStepContext(Protocol):
 
     @property
     def agent(self) -> str: ...
+
+    @property
+    def caller(self) -> Caller: ...
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]: ...
@@ -189,5 +194,14 @@ async def complete_step(
         record = Recorded(kind="reply", type=MODEL_REPLY_TYPE, body=body, digest=digest)
         await ledger.journal(ctx.workflow, ctx.agent, step, record)
     cost = models.prices.cost(reply.model, reply.input_tokens, reply.output_tokens)
+    metrics.model_used(
+        ctx.agent,
+        caller=ctx.caller.subject,
+        tenant=ctx.caller.tenant,
+        model=reply.model,
+        tokens_in=reply.input_tokens,
+        tokens_out=reply.output_tokens,
+        cost_usd=cost,
+    )
     await ctx.emit_event(ev.MODEL, **model_fields(step, digest, reply, cost, duration_ms))
     return reply

@@ -44,6 +44,7 @@ from ..identity.tokens import Caller
 from ..memory import keys
 from ..models import prices_from, provider_from
 from ..settings import MeshSettings
+from ..telemetry import metrics
 from .agent import Agent
 from .context import Context
 from .deadline import DEADLINE_PASSED, deadline_refusal
@@ -225,13 +226,16 @@ class Replica:
 
     async def _process(self, msg: Msg) -> None:
         delivery = delivery_of(msg.reply)
-        if delivery.attempt < self.settings.max_deliver:
-            await self._handle(msg, delivery)
-            return
-        # Its last delivery: keep it for the max-deliveries advisory should this one fail.
-        last = self.failures.last
-        async with last.during(msg, stream_seq=delivery.stream_seq, stored_at=delivery.stored_at):
-            await self._handle(msg, delivery)
+        with metrics.handling(self.agent.name, delivery.attempt):
+            if delivery.attempt < self.settings.max_deliver:
+                await self._handle(msg, delivery)
+                return
+            # Its last delivery: keep it for the max-deliveries advisory should this fail.
+            last = self.failures.last
+            async with last.during(
+                msg, stream_seq=delivery.stream_seq, stored_at=delivery.stored_at
+            ):
+                await self._handle(msg, delivery)
 
     async def _handle(self, msg: Msg, delivery: Delivery) -> None:
         try:
@@ -327,6 +331,7 @@ class Replica:
         )
         await msg.ack()  # after its event (module docstring)
         self.handled += 1
+        metrics.ended(metrics.COMPLETED)
 
     async def _begin(
         self, msg: Msg, task: Envelope, caller: Caller, attempt: int, step: str, holder: str
@@ -447,6 +452,7 @@ class Replica:
             body=ev.EventPayload(type=recorded.type, value=recorded.body),
         )
         await msg.ack()
+        metrics.ended(metrics.COMPLETED)
 
     async def _announce_loop(self) -> None:
         """Emit ``started`` for first deliveries whose handler has run ``STARTED_AFTER_S``:

@@ -5,8 +5,9 @@ run``, :func:`jetmesh.cli.run.run_forever`). With ``handle_signals`` (the defaul
 on SIGTERM or SIGINT, as ``jetmesh run`` does; an embedding process that handles its own
 signals passes ``handle_signals=False`` and sets ``stop`` itself.
 
-With ``health_port`` set, the process answers ``/healthz`` and ``/readyz``
-(:mod:`jetmesh.runtime.health`) from before its replicas start until after they drained;
+With ``health_port`` set, the process answers ``/healthz``, ``/readyz`` and ``/metrics``
+(:mod:`jetmesh.runtime.health`, :mod:`jetmesh.telemetry.metrics`: the meter provider is
+installed here) from before its replicas start until after they drained;
 ``/readyz`` says each replica's state (:func:`replica_state`), ``draining`` for all as soon
 as ``stop`` is set, so that a probe takes the process out of service before the drain ends.
 
@@ -32,8 +33,9 @@ from ..addresses import Subjects
 from ..identity.keystore import KeyStore
 from ..models import prices_from, provider_from
 from ..settings import MeshSettings
+from ..telemetry import metrics
 from .agent import Agent
-from .health import READY, HealthServer
+from .health import READY, Exposition, HealthServer
 from .model_steps import Models
 from .replica import Replica, ReplicaState
 
@@ -98,15 +100,20 @@ async def serve(
     models = Models(provider_from(settings), prices_from(settings))  # one per process
     replicas = [make_replica(a, settings, models) for a in agents]
     health: HealthServer | None = None
+    meters = metrics.install([a.name for a in agents], prometheus=settings.health_port is not None)
     try:
         if settings.health_port is not None:
             health = HealthServer(
                 lambda: readiness(replicas, stopping=stop.is_set()),
                 host=settings.health_host,
                 port=settings.health_port,
+                metrics=_exposition(meters),
             )
             await health.start()
-            print(f"health: {health.url}/healthz {health.url}/readyz", flush=True)
+            print(
+                f"health: {health.url}/healthz {health.url}/readyz {health.url}/metrics",
+                flush=True,
+            )
         if not await _start_unless_stopped(replicas, stop):
             log.info("stopped while starting (servers not reached yet)")
             return
@@ -115,10 +122,19 @@ async def serve(
     finally:
         await asyncio.gather(*(_drain(r) for r in replicas))
         await models.provider.aclose()
+        metrics.flush()
         if health is not None:
             await health.close()
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+def _exposition(meters: metrics.Installed | None) -> Exposition | None:
+    """``/metrics``'s source: the installed provider's registry."""
+    if meters is None:
+        return None
+    registry = meters.registry
+    return lambda: (metrics.exposition(registry), metrics.CONTENT_TYPE)
 
 
 def replica_state(replica: Replica) -> str:

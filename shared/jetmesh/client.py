@@ -48,6 +48,7 @@ from .lost_replies import recorded_reply
 from .mesh_connection import MeshConnection
 from .settings import MeshSettings
 from .signals import send_signal, waiting_step
+from .telemetry import traces
 
 log = logging.getLogger("jetmesh.client")
 
@@ -86,7 +87,10 @@ class MeshClient(MeshConnection):
 
     async def start(self) -> Self:
         """Connect and listen for replies; returns self (see
-        :meth:`MeshConnection.start`)."""
+        :meth:`MeshConnection.start`). The first client of a process installs its tracer
+        provider when the ``OTEL_*`` variables ask for traces
+        (:func:`~jetmesh.telemetry.traces.install_tracing`)."""
+        traces.install_tracing(self.name, self.instance)
         await super().start()
         await self.nc.subscribe(self.reply_subject, cb=self._on_reply)
         await self.nc.flush()
@@ -176,9 +180,12 @@ class MeshClient(MeshConnection):
         return data, headers
 
     async def send_task(self, envelope: Envelope) -> None:
-        """Publish a task to its agent's subject and wait for the stream's ack."""
-        data, headers = await self.seal_batched(envelope)
-        await self.publisher.publish(self.subjects.task(envelope.to), data, headers)
+        """Publish a task to its agent's subject and wait for the stream's ack (in a
+        ``send`` span, tracing on)."""
+        subject = self.subjects.task(envelope.to)
+        with traces.sending(subject, envelope.id, envelope.workflow):
+            data, headers = await self.seal_batched(envelope)
+            await self.publisher.publish(subject, data, headers)
 
     async def send_reply(self, envelope: Envelope, subject: str) -> None:
         data, headers = await self.seal_batched(envelope)

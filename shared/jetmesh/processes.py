@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,10 +32,22 @@ def settings_env(settings: MeshSettings) -> dict[str, str]:
 class AgentProcess:
     """One ``jetmesh run <targets>`` child process."""
 
-    def __init__(self, targets: list[str], settings: MeshSettings, *, log_file: Path) -> None:
+    def __init__(
+        self,
+        targets: list[str],
+        settings: MeshSettings,
+        *,
+        log_file: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """
+        Args:
+            env: variables to set in the process besides the settings (``OTEL_*``, ...).
+        """
         self.targets = targets
         self.settings = settings
         self.log_file = log_file
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready_line = ""
 
@@ -50,7 +63,7 @@ class AgentProcess:
                 [sys.executable, "-m", "jetmesh.cli", "run", *self.targets],
                 stdout=subprocess.PIPE,
                 stderr=log,
-                env=settings_env(self.settings),
+                env=settings_env(self.settings) | self.env,
                 start_new_session=True,
             )
         assert self.proc.stdout is not None

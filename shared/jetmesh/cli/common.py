@@ -11,6 +11,7 @@ from rich.console import Console
 
 from .._exceptions import MeshError
 from ..settings import MeshSettings
+from ..telemetry.traces import shutdown_tracing
 from .render import markup
 
 T = TypeVar("T")
@@ -28,7 +29,8 @@ def settings() -> MeshSettings:
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on uvloop; print a MeshError as one line and exit 1."""
+    """Run a coroutine on uvloop; print a MeshError as one line and exit 1. The spans
+    of a command that traces are exported before it returns."""
     try:
         import uvloop
 
@@ -42,3 +44,5 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(1) from None
     except ImportError:  # pragma: no cover
         return asyncio.run(coro)
+    finally:
+        shutdown_tracing()

@@ -44,7 +44,7 @@ from ..identity.tokens import Caller
 from ..memory import keys
 from ..mesh_protocols import Sending, Verifying
 from ..settings import MeshSettings
-from ..telemetry import metrics
+from ..telemetry import metrics, traces
 from .context import Context
 from .last_delivery import KeptTask, LastDeliveries
 from .ledger import Recorded, StepLedger
@@ -206,6 +206,7 @@ class Failures:
         """Dead-letter and audit a refused task, then terminate its delivery. A dead letter
         that cannot be stored sends the task back with the delivery's backoff; on its last
         delivery it is given up on with a ``dead-letter-failed`` event."""
+        traces.failed("refused", exc.reason, exc.detail)
         delivery = delivery_of(msg.reply)
         last = delivery.attempt >= self.settings.max_deliver
         try:
@@ -255,6 +256,7 @@ class Failures:
         delay = exc.delay if isinstance(exc, Retry) else self.settings.backoff_for(attempt)
         if not isinstance(exc, HandlerControl):
             ctx.log.warning("handler failed (attempt %d): %r", attempt, exc)
+        traces.failed("retry", reason, str(exc), **{"jetmesh.retry.delay_s": delay})
         await ctx.emit_event(ev.RETRIED, reason=reason, detail=str(exc)[:1024])
         await msg.nak(delay=delay)
         metrics.ended(metrics.RETRIED)
@@ -265,6 +267,7 @@ class Failures:
         """Fail a task refused by the policy for good (no retry: the same would be refused
         again). A scope or a tool refusal was audited where it happened; Redis's refusal of
         a key is audited here, as a ``denied`` event."""
+        traces.failed("denied", exc.reason, exc.detail)
         if isinstance(exc, MemoryDenied):
             with contextlib.suppress(Exception):
                 await ctx.emit_event(
@@ -303,6 +306,7 @@ class Failures:
         is the delivery's in the metrics (by default ``dead-lettered`` when out of
         deliveries, else ``failed``).
         """
+        traces.failed("dead_letter", reason, detail)
         seq = delivery_of(msg.reply).stream_seq
         try:
             await dead_letter(

@@ -32,7 +32,7 @@ from ..envelope import encode
 from ..identity.tokens import Caller
 from ..models import ModelProvider, ModelReply, ModelRequest, PriceTable, request_digest
 from ..models.base import MODEL_REPLY_TYPE, Turn, build_request
-from ..telemetry import metrics
+from ..telemetry import metrics, traces
 from .ledger import Recorded, StepLedger
 
 FROM_JOURNAL = "from the journal: not asked again"
@@ -157,7 +157,26 @@ async def complete_step(
     step: str,
 ) -> ModelReply:
     """A model call of a handler on the mesh: from the journal if this step already asked
-    the same request, else from the provider, journaled, and recorded in an event."""
+    the same request, else from the provider, journaled, and recorded in an event; in a
+    ``chat {model}`` span, tracing on (:func:`~jetmesh.telemetry.traces.chat`)."""
+    if not traces.tracing_on() or models is None:
+        return await _complete_step(ctx, models, ledger, request, step)
+    model = request.model or models.provider.model
+    with traces.chat(models.provider.name, model, max_tokens=request.max_tokens):
+        reply = await _complete_step(ctx, models, ledger, request, step)
+        traces.chat_answered(
+            reply.model, reply.input_tokens, reply.output_tokens, reply.stop_reason
+        )
+        return reply
+
+
+async def _complete_step(
+    ctx: ModelStepContext,
+    models: Models | None,
+    ledger: StepLedger | None,
+    request: ModelRequest,
+    step: str,
+) -> ModelReply:
     if models is None:
         raise ConfigError("this context has no model provider")
     digest = request_digest(request)
@@ -165,6 +184,7 @@ async def complete_step(
         recorded = await ledger.journaled(ctx.workflow, ctx.agent, step)
         if recorded is not None and recorded.digest == digest:
             reply = _reply.decode(recorded.body)
+            traces.annotate({traces.FROM_RECORD: True})
             cost = models.prices.cost(reply.model, reply.input_tokens, reply.output_tokens)
             await ctx.emit_event(
                 ev.MODEL, **model_fields(step, digest, reply, cost, None, FROM_JOURNAL)

@@ -44,7 +44,7 @@ from ..identity.tokens import Caller
 from ..memory import keys
 from ..models import prices_from, provider_from
 from ..settings import MeshSettings
-from ..telemetry import metrics
+from ..telemetry import metrics, traces
 from .agent import Agent
 from .context import Context
 from .deadline import DEADLINE_PASSED, deadline_refusal
@@ -139,6 +139,11 @@ class Replica:
         self._advisory_tasks: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._discovery: Discovery | None = None
+        self._invoke_name = f"invoke_agent {agent.name}"
+        self._invoke_attributes = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": agent.name,
+        }
 
     @property
     def instance(self) -> str:
@@ -226,7 +231,10 @@ class Replica:
 
     async def _process(self, msg: Msg) -> None:
         delivery = delivery_of(msg.reply)
-        with metrics.handling(self.agent.name, delivery.attempt):
+        with (
+            traces.consuming(msg.subject, msg.headers, self.agent.name, delivery.attempt),
+            metrics.handling(self.agent.name, delivery.attempt),
+        ):
             if delivery.attempt < self.settings.max_deliver:
                 await self._handle(msg, delivery)
                 return
@@ -248,6 +256,7 @@ class Replica:
             log.warning("task %s goes back: %s", msg.subject, exc)
             await msg.nak(delay=self.settings.backoff_for(delivery.attempt))
             return
+        traces.received(verified.envelope.workflow, verified.envelope.id)
         try:
             handler = self.agent.handler_for(verified.envelope.type)
             body = decode_body(verified.envelope, handler.input_type)
@@ -284,7 +293,8 @@ class Replica:
         else:
             await ctx.emit_event(ev.STARTED, type=task.type)
         try:
-            result = await handler(body, ctx)
+            with traces.span(self._invoke_name, self._invoke_attributes):
+                result = await handler(body, ctx)
             recorded = Recorded(
                 kind="reply", type=type_name(type(result)), body=msgspec.Raw(encode(result))
             )
@@ -439,6 +449,7 @@ class Replica:
         self, msg: Msg, task: Envelope, caller: Caller, attempt: int, recorded: Recorded
     ) -> None:
         """A step already done: send its recorded reply, do not run the handler again."""
+        traces.annotate({traces.FROM_RECORD: True})
         await self._reply(task, recorded)
         await self.failures.task_event(
             task,

@@ -33,7 +33,7 @@ from ..addresses import Subjects
 from ..identity.keystore import KeyStore
 from ..models import prices_from, provider_from
 from ..settings import MeshSettings
-from ..telemetry import metrics
+from ..telemetry import metrics, traces
 from .agent import Agent
 from .health import READY, Exposition, HealthServer
 from .model_steps import Models
@@ -99,6 +99,9 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     models = Models(provider_from(settings), prices_from(settings))  # one per process
     replicas = [make_replica(a, settings, models) for a in agents]
+    traces.install_tracing(
+        "+".join(a.name for a in agents), replicas[0].instance if replicas else ""
+    )
     health: HealthServer | None = None
     meters = metrics.install([a.name for a in agents], prometheus=settings.health_port is not None)
     try:
@@ -123,6 +126,7 @@ async def serve(
         await asyncio.gather(*(_drain(r) for r in replicas))
         await models.provider.aclose()
         metrics.flush()
+        await asyncio.to_thread(traces.shutdown_tracing)  # export the last spans
         if health is not None:
             await health.close()
         for sig in signals:

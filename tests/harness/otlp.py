@@ -1,6 +1,7 @@
 """An OTLP/HTTP trace receiver for tests: a small ``http.server`` on 127.0.0.1 that decodes
 the ``ExportTraceServiceRequest`` of each ``POST /v1/traces`` (protobuf, gzip or not) and
-keeps its spans (other exports, ``/v1/metrics``, are answered and dropped), as a tracing backend would receive them from the processes of a mesh.
+keeps its spans, as a tracing backend would receive them from the processes of a mesh
+(other exports, ``/v1/metrics``, are answered and dropped).
 
 Example:
     >>> with OtlpReceiver() as receiver:                                 # doctest: +SKIP

@@ -1,1 +1,2 @@
-"""OpenTelemetry for the mesh: traces (traces.py) and metrics (metrics.py) set up from the standard OTEL_* variables."""
+"""OpenTelemetry for the mesh: traces (:mod:`.traces`) and metrics (:mod:`.metrics`), set
+up from the standard ``OTEL_*`` variables."""

@@ -237,6 +237,41 @@ async def test_a_taken_port_is_a_config_error() -> None:
 
 
 @pytest.mark.integration
+async def test_metrics_answers_the_exposition_with_its_content_type() -> None:
+    body = b"# TYPE up gauge\nup 1.0\n"
+    content_type = "text/plain; version=0.0.4; charset=utf-8"
+    async with HealthServer(
+        lambda: {}, host="127.0.0.1", port=0, metrics=lambda: (body, content_type)
+    ) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: prometheus\r\n\r\n")
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        head, _, got = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert f"Content-Type: {content_type}\r\n".encode() in head
+        assert f"Content-Length: {len(body)}".encode() in head
+        assert got == body
+        assert await get(server.port, "/metrics/") == (404, {"error": "no such path: /metrics/"})
+        assert (await exchange(server.port, b"PUT /metrics HTTP/1.1\r\n\r\n"))[0] == 405
+
+
+async def test_metrics_is_404_without_a_source_and_500_when_the_source_fails() -> None:
+    async with HealthServer(lambda: {}, host="127.0.0.1", port=0) as server:
+        assert (await get(server.port, "/metrics"))[0] == 404
+
+    def broken() -> tuple[bytes, str]:
+        raise RuntimeError("collector broke")
+
+    async with HealthServer(lambda: {}, host="127.0.0.1", port=0, metrics=broken) as server:
+        assert await get(server.port, "/metrics") == (
+            500,
+            {"error": "metrics exposition failed: collector broke"},
+        )
+        assert await get(server.port, "/healthz") == (200, {"status": "alive"})
+
+
 async def test_readiness_follows_a_replicas_lifecycle(mesh: Mesh, echo: EchoAgent) -> None:
     (replica,) = await mesh.start_replicas(echo.agent)
     assert readiness([replica]) == {"echo": "running"}

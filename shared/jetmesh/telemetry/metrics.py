@@ -16,7 +16,8 @@ the SDK's provider with:
   ``OTEL_EXPORTER_OTLP_*`` variables itself).
 
 The resource's ``service.name`` is ``OTEL_SERVICE_NAME`` or the process's roles joined by
-commas. A process has one provider: a second :func:`install` returns the first.
+``+`` (as its traces'). A process has one provider: a second :func:`install` returns the
+first.
 
 The figures are informational: they are what this process saw, never input to a decision.
 The caller and tenant of a model call are those of the task's verified caller token.
@@ -343,7 +344,7 @@ def install(roles: Sequence[str], *, prometheus: bool) -> Installed | None:
 
         pushing = PeriodicExportingMetricReader(OTLPMetricExporter())
         readers.append(pushing)
-    name = os.environ.get("OTEL_SERVICE_NAME") or ",".join(roles) or "jetmesh"
+    name = os.environ.get("OTEL_SERVICE_NAME") or "+".join(roles) or "jetmesh"
     provider = MeterProvider(metric_readers=readers, resource=Resource.create({SERVICE_NAME: name}))
     metrics.set_meter_provider(provider)
     if metrics.get_meter_provider() is not provider:

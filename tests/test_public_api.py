@@ -38,6 +38,7 @@ PUBLIC_PACKAGES = [
     "jetmesh.policy",
     "jetmesh.replay",
     "jetmesh.runtime",
+    "jetmesh.telemetry",
     "jetmesh.toolgate",
 ]
 """The root and every subpackage: what a user of each concept needs, in its ``__init__``."""

@@ -10,6 +10,10 @@ Every error jetmesh raises derives from :class:`MeshError`::
     ├── ServerStartError (+ RuntimeError)  an embedded server did not come up
     ├── MeshTimeout (+ TimeoutError)  a call's deadline passed
     ├── CallFailed                    the called agent answered with an error
+    ├── CallNotSent                   ``ctx.call``'s pre-flight refused the call: nothing sent
+    │   ├── NoReplicas                no replica serves the role, none seen lately
+    │   └── BodyRejected              the body fails the callee's published input schema
+    ├── BudgetExceeded                a model call would pass a caller's or tenant's budget
     ├── PublishFailed                 the stream refused a message, or no stream takes it
     │   └── PublishRefused            the policy or nats-server does not let this client
     │                                 publish there (``jetmesh publish`` to a role not called)
@@ -128,6 +132,90 @@ class CallFailed(MeshError):
         self.error_type = error_type
         self.message = message
         self.reason = reason
+
+
+class CallNotSent(MeshError):
+    """``ctx.call``'s pre-flight check (``call_preflight``, :mod:`jetmesh.runtime.preflight`)
+    found that the call cannot succeed: nothing was sent, and a ``call-refused`` event
+    with the ``reason`` says so.
+
+    Attributes:
+        agent: the role called.
+        reason: a stable code (the class's ``code``).
+        detail: what was found.
+    """
+
+    code = "call-not-sent"
+
+    def __init__(self, agent: str, detail: str) -> None:
+        super().__init__(f"{self.code}: {agent}: {detail}")
+        self.agent = agent
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        return self.code
+
+
+class NoReplicas(CallNotSent):
+    """No replica of the role answered the service API (the servers said nobody listens)
+    and none was seen within the positive cache's lifetime (``call_preflight =
+    "served"``). A handler that lets it escape is retried with its backoff: replicas
+    may come back."""
+
+    code = "no-replicas"
+
+    def __init__(self, agent: str, detail: str = "") -> None:
+        super().__init__(agent, detail or f"no replica of {agent} answered")
+
+
+class BodyRejected(CallNotSent, ValueError):
+    """The body does not match the input schema the callee publishes for its type
+    (``call_preflight`` ``"schema"`` or ``"served"``). A handler that lets it escape
+    fails at once (no retry: the same body would be rejected again).
+
+    Attributes:
+        type: the body's wire type.
+        errors: each violation, the field's path first (``text: 5 is not of type
+            'string'``).
+    """
+
+    code = "body-rejected"
+
+    def __init__(self, agent: str, type_: str, errors: list[str]) -> None:
+        super().__init__(agent, f"{type_} does not match its input schema: " + "; ".join(errors))
+        self.type = type_
+        self.errors = errors
+
+
+class BudgetExceeded(MeshError):
+    """A model call would pass a budget of the policy file (``[budgets.caller.<subject>]``
+    or ``[budgets.tenant.<tenant>]``): the provider is not asked, a ``model`` event with
+    ``reason`` ``budget-exceeded`` records it, and a handler that lets it escape fails at
+    once (no retry within the window: the same call would be refused again).
+
+    Attributes:
+        scope: ``caller`` or ``tenant``.
+        name: the caller's subject or the tenant.
+        limit: ``tokens`` or ``cost_usd``.
+        used: what was spent in the window before this call.
+        allowed: the budget.
+        window: the window's key (``day:2026-12-02``).
+    """
+
+    reason = "budget-exceeded"
+
+    def __init__(
+        self, scope: str, name: str, limit: str, used: float, allowed: float, window: str
+    ) -> None:
+        self.detail = f"the {scope} {name} has used {used:g} of its {allowed:g} {limit} in {window}"
+        super().__init__(f"{self.reason}: {self.detail}")
+        self.scope = scope
+        self.name = name
+        self.limit = limit
+        self.used = used
+        self.allowed = allowed
+        self.window = window
 
 
 class PublishFailed(MeshError):

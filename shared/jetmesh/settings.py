@@ -219,6 +219,23 @@ class MeshSettings(BaseSettings):
     with time left to run again. A step of up to ``(call_timeout_s - ack_wait_s) / 2`` of
     work (10 s with the defaults) that loses its replica once still answers in time."""
 
+    call_preflight: Literal["off", "schema", "served"] = "schema"
+    """What ``ctx.call`` checks before it sends a task, from the callee's answers to the NATS
+    service API (``$SRV.INFO.<role>``, cached per process: :mod:`jetmesh.runtime.preflight`).
+    ``"schema"``: a body that fails the input schema the callee publishes for its type is
+    refused (``BodyRejected``); a role nobody serves still gets the task, queued until a
+    replica comes (durability). ``"served"``: the same, and a call to a role that no
+    replica serves and that was not seen within ``call_preflight_ttl_s`` is refused
+    (``NoReplicas``) instead of waiting out its timeout. ``"off"``: nothing is asked."""
+
+    call_preflight_timeout_s: float = Field(default=0.5, gt=0)
+    """How long the pre-flight waits for a callee's ``$SRV.INFO`` answer; past it the call
+    is sent unchecked (the answer is only a hint; the callee checks anyway)."""
+
+    call_preflight_ttl_s: float = Field(default=30.0, gt=0)
+    """How long a callee's answer (served, its schemas) is kept before it is asked again.
+    A role found unserved is asked again after 2 s at most."""
+
     max_call_depth: int = Field(default=8, gt=0)
     """How deep calls may nest: the depth of a step key is its number of nested calls
     (``triage/billing.1/kb.1`` is 2). A call deeper is refused before it is sent

@@ -116,7 +116,8 @@ def test_derived_subjects_and_keys() -> None:
     assert not any("CREATE" in p or p.startswith("$JS.API.STREAM.CREATE") for p in kb.publish)
     assert kb.subscribe == ("acme.agent.kb.reply.*", "_INBOX.kb.>", *discovery_listens("kb"))
     assert kb.responds
-    assert not any(p.startswith(("$SRV", "_INBOX")) for p in kb.publish)
+    assert not any(p.startswith("_INBOX") for p in kb.publish)
+    assert [p for p in kb.publish if p.startswith("$SRV")] == ["$SRV.INFO.toolgate"]
     assert kb.redis_keys[:4] == (
         "acme:wf:*:kb:*", "acme:conv:*:kb:*", "acme:result:*:kb:*", "acme:lease:*:kb:*",
     )  # fmt: skip
@@ -134,7 +135,9 @@ def test_derived_subjects_and_keys() -> None:
     assert {"$SRV.PING", "$SRV.INFO", "$SRV.STATS"} <= set(cli.publish)
     assert not cli.responds
     assert not any(p.startswith("$SRV") for p in cli.subscribe)
-    assert not any(p.startswith("$SRV") for p in triage.publish), "only the cli asks"
+    assert [p for p in triage.publish if p.startswith("$SRV")] == [
+        f"$SRV.INFO.{callee}" for callee in sorted(policy.role("triage").calls)
+    ], "only the cli asks every service; a role asks INFO of its callees (pre-flight)"
 
 
 def test_effective_scopes_only_narrow() -> None:

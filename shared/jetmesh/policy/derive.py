@@ -3,18 +3,19 @@
 For an agent role ``R`` of a mesh with prefix ``p`` (tasks stream ``T``, registry ``B``):
 
 publish
-    ``p.agent.<callee>.task`` for each role ``R`` may call; ``p.agent.<caller>.reply.*``
-    for each role that may call ``R`` (its replies); ``p.event.>`` (events of the
-    workflows it takes part in); ``p.dlq.R`` (its own dead letters); and the JetStream API
-    calls of its own consumers only: ``$JS.API.CONSUMER.MSG.NEXT.<stream>.R``,
-    ``$JS.API.CONSUMER.INFO.<stream>.R`` and acks on ``$JS.ACK.<stream>.R.>`` for the tasks
-    stream and the advisories stream (no read of the tasks stream by sequence: a task that
-    runs out of deliveries is dead-lettered from what its last delivery kept in the role's
-    own Redis keys ``p:last:R:*``, see ``runtime/last_delivery.py``); reads of the registry
-    (``$JS.API.STREAM.INFO.KV_B``, ``$JS.API.DIRECT.GET.KV_B[.>]``,
-    ``$JS.API.STREAM.MSG.GET.KV_B``); direct gets of the events stream ``E``
-    (``$JS.API.DIRECT.GET.E``: the event tree and signal waits read the log with no
-    consumer); the policy's extra ``publish`` subjects.
+    ``p.agent.<callee>.task`` and ``$SRV.INFO.<callee>`` (``ctx.call``'s pre-flight: is it
+    served, what its handlers take; answered on the role's inbox) for each role ``R`` may
+    call; ``p.agent.<caller>.reply.*`` for each role that may call ``R`` (its replies);
+    ``p.event.>`` (events of the workflows it takes part in); ``p.dlq.R`` (its own dead
+    letters); and the JetStream API calls of its own consumers only:
+    ``$JS.API.CONSUMER.MSG.NEXT.<stream>.R``, ``$JS.API.CONSUMER.INFO.<stream>.R`` and acks
+    on ``$JS.ACK.<stream>.R.>`` for the tasks stream and the advisories stream (no read of
+    the tasks stream by sequence: a task that runs out of deliveries is dead-lettered from
+    what its last delivery kept in the role's own Redis keys ``p:last:R:*``, see
+    ``runtime/last_delivery.py``); reads of the registry (``$JS.API.STREAM.INFO.KV_B``,
+    ``$JS.API.DIRECT.GET.KV_B[.>]``, ``$JS.API.STREAM.MSG.GET.KV_B``); direct gets of the
+    events stream ``E`` (``$JS.API.DIRECT.GET.E``: the event tree and signal waits read the
+    log with no consumer); the policy's extra ``publish`` subjects.
 subscribe
     ``p.agent.R.reply.*`` (replies to its calls) and ``_INBOX.R.>`` (the role's own inbox
     prefix: JetStream acks, pull deliveries and API responses); extra ``consume`` subjects;
@@ -75,6 +76,15 @@ def discovery_listens(role: str) -> list[str]:
 def discovery_asks() -> list[str]:
     """The service API requests the :data:`DISCOVERY_ASKER` publishes."""
     return [f"$SRV.{verb}" for verb in SERVICE_API_VERBS]
+
+
+def preflight_asks(callees: list[str]) -> list[str]:
+    """The service API request a role's ``ctx.call`` pre-flight sends to each role it may
+    call (``$SRV.INFO.<callee>``, :mod:`jetmesh.runtime.preflight`): INFO alone, since its
+    answer says both that the callee is served and what its handlers take. Only the
+    callee's replicas receive it (no other role may subscribe to it), and they answer it
+    through ``allow_responses`` on the caller's own inbox."""
+    return [f"$SRV.INFO.{callee}" for callee in callees]
 
 
 def inbox_prefix(role: str) -> str:
@@ -161,6 +171,7 @@ def role_permissions(policy: Policy, role: str, settings: MeshSettings) -> RoleP
     publish.append(events_reads(settings.events_stream))
     if grant.ingress and role == DISCOVERY_ASKER:
         publish += discovery_asks()
+    publish += preflight_asks(sorted(grant.calls))
     publish += grant.publish
     subscribe = [f"{p}.agent.{role}.reply.*", f"{inbox_prefix(role)}.>", *grant.consume]
     if not grant.ingress:

@@ -22,6 +22,7 @@ from .context_base import Authority, ContextBase, MemorySpace
 from .ledger import Recorded, StepLedger
 from .limits import PlanLimits
 from .model_steps import Models, complete_step
+from .preflight import preflight_for
 
 T = TypeVar("T")
 
@@ -113,6 +114,8 @@ class Context(ContextBase):
                 return decode_reply(agent, recorded.as_envelope(self.task), returns)
         type_ = type_name(type(body))
         raw = body if isinstance(body, msgspec.Raw) else msgspec.Raw(encode(body))
+        if (unsent := await preflight_for(self._mesh).check(agent, raw, type_)) is not None:
+            await self._not_sent(agent, step, unsent)
         await self.emit_event(
             ev.CALL, target=agent, callee_step=step, body=ev.EventPayload(type=type_, value=raw)
         )

@@ -22,7 +22,7 @@ from typing import Any, Literal, NamedTuple, NoReturn, TypeVar, overload
 from redis.asyncio import Redis
 
 from .. import events as ev
-from .._exceptions import PlanLimitExceeded, ScopeDenied
+from .._exceptions import CallNotSent, PlanLimitExceeded, ScopeDenied
 from ..envelope import Envelope
 from ..identity.delegation import Delegation
 from ..identity.tokens import Caller
@@ -218,6 +218,10 @@ class ContextBase(abc.ABC):
             ScopeDenied: ``scopes`` names a scope not delegated to this hop, or a loaded
                 policy does not list ``agent`` in this role's ``calls``; nothing is sent,
                 and a ``denied`` event says so.
+            BodyRejected: ``body`` fails the input schema ``agent``'s replicas publish.
+            NoReplicas: no replica serves ``agent`` (``call_preflight = "served"``).
+                Both are found by the pre-flight (:mod:`jetmesh.runtime.preflight`):
+                nothing is sent, and a ``call-refused`` event says so.
         """
         preview = f"{self.task.step}/{agent}.{self._calls + 1}"
         refused = self.limits.check(preview, agent, self._sent + 1)
@@ -280,6 +284,17 @@ class ContextBase(abc.ABC):
             detail=refused.detail,
         )
         raise refused
+
+    async def _not_sent(self, agent: str, step: str, unsent: CallNotSent) -> NoReturn:
+        """Record a call its pre-flight refused (``call_preflight``), and raise."""
+        await self.emit_event(
+            ev.CALL_REFUSED,
+            target=agent,
+            callee_step=step,
+            reason=unsent.reason,
+            detail=unsent.detail,
+        )
+        raise unsent
 
     @overload
     async def gather(

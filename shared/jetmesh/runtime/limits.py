@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._exceptions import (
+    BodyRejected,
+    BudgetExceeded,
     CallFailed,
     FanOutExceeded,
     MemoryDenied,
@@ -31,10 +33,18 @@ from ..settings import MeshSettings
 
 _DEFAULTS = MeshSettings.model_fields
 PLAN_REASONS = frozenset(
-    {PlanTooDeep.code, FanOutExceeded.code, ScopeDenied.reason, MemoryDenied.reason}
+    {
+        PlanTooDeep.code,
+        FanOutExceeded.code,
+        ScopeDenied.reason,
+        MemoryDenied.reason,
+        BodyRejected.code,
+        BudgetExceeded.reason,
+    }
 )
 """Reasons that refuse a plan: a task that fails with one, or whose call failed with one,
-is not retried (the same plan, for the same caller, would be refused again)."""
+is not retried (the same plan, for the same caller, would be refused again: the same body
+rejected by the callee's schema, the same budget spent)."""
 
 
 def depth(step: str) -> int:
@@ -95,7 +105,7 @@ def plan_refusal(exc: BaseException) -> tuple[str, str, str] | None:
     here, or a call that failed because one was broken, or a scope denied, further down
     (its detail passed on as it is, not wrapped once per level). None for any other
     error."""
-    if isinstance(exc, PlanLimitExceeded):
+    if isinstance(exc, PlanLimitExceeded | BodyRejected | BudgetExceeded):
         return exc.reason, type(exc).__name__, exc.detail
     if isinstance(exc, CallFailed) and exc.reason in PLAN_REASONS:
         return exc.reason, exc.error_type, exc.message

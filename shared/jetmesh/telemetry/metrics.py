@@ -36,13 +36,14 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
 
 from opentelemetry import metrics
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -132,8 +133,20 @@ _duration = _meter.create_histogram(
     description="How long a replica took over a task's delivery, by how it ended.",
     explicit_bucket_boundaries_advisory=TASK_BUCKETS_S,
 )
-_in_flight = _meter.create_up_down_counter(
-    TASKS_IN_FLIGHT, unit="{task}", description="Deliveries being handled now."
+_in_flight: dict[str, int] = {}
+"""Deliveries being handled now, by role: counted in a plain dict and observed when read
+(an asynchronous up-down counter), which costs a delivery nothing in the SDK."""
+
+
+def _observe_in_flight(options: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(n, _role(role)) for role, n in list(_in_flight.items())]
+
+
+_meter.create_observable_up_down_counter(
+    TASKS_IN_FLIGHT,
+    callbacks=[_observe_in_flight],
+    unit="{task}",
+    description="Deliveries being handled now.",
 )
 _redeliveries = _meter.create_counter(
     TASK_REDELIVERIES,
@@ -211,7 +224,7 @@ class Handling:
         self._token: contextvars.Token[str | None] | None = None
 
     def __enter__(self) -> None:
-        _in_flight.add(1, self._attrs)
+        _in_flight[self._role] = _in_flight.get(self._role, 0) + 1
         self._token = _outcome.set(None)
         self._started = time.perf_counter()
 
@@ -222,7 +235,7 @@ class Handling:
         tb: TracebackType | None,
     ) -> None:
         elapsed = time.perf_counter() - self._started
-        _in_flight.add(-1, self._attrs)
+        _in_flight[self._role] -= 1
         outcome = _outcome.get() or RETRIED
         if self._token is not None:
             _outcome.reset(self._token)

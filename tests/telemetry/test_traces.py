@@ -25,6 +25,7 @@ from jetmesh.processes import AgentProcess, settings_env
 from jetmesh.telemetry.traces import tracing_configured
 from tests.harness.mesh import REPO_ROOT, Mesh
 from tests.harness.otlp import OtlpReceiver, ReceivedSpan, waterfall
+from tests.harness.traced_agents import POLICY
 
 pytestmark = pytest.mark.integration
 
@@ -51,17 +52,21 @@ async def jetmesh(mesh: Mesh, env: Mapping[str, str], *args: str) -> tuple[int, 
 async def run_workflow(
     mesh: Mesh, env: Mapping[str, str], logs: Path, *, forged: bool = False
 ) -> tuple[str, str]:
-    """Start the desk and the clerk as processes with ``env``, publish one question (and,
+    """Start the desk, and the clerk with the tool gateway, as processes with ``env`` (on
+    :data:`POLICY`), publish one question (and,
     with ``forged``, bytes that are no signed task), stop them (their last spans are
     exported as they stop). Returns the workflow id and the answer printed."""
+    policy = logs / "policy.toml"
+    policy.write_text(POLICY)
+    mesh.configure(policy_file=policy)
     procs = [
         AgentProcess(
-            [f"tests.harness.traced_agents:{role}"],
+            [f"tests.harness.traced_agents:{role}" for role in roles],
             mesh.settings,
-            log_file=logs / f"{role}.log",
+            log_file=logs / f"{roles[0]}.log",
             env=env,
         )
-        for role in ("desk", "clerk")
+        for roles in (["desk"], ["clerk", "toolgate"])
     ]
     try:
         await asyncio.gather(*(asyncio.to_thread(p.start) for p in procs))
@@ -105,6 +110,7 @@ async def test_one_workflow_is_one_trace_across_three_processes(
     monkeypatch.chdir(REPO_ROOT)
     prefix = mesh.settings.subject_prefix
     desk_subject, clerk_subject = f"{prefix}.agent.desk.task", f"{prefix}.agent.clerk.task"
+    gate_subject = f"{prefix}.agent.toolgate.task"
     with OtlpReceiver() as receiver:
         workflow, out = await run_workflow(mesh, receiver.env(), tmp_path, forged=True)
         received = receiver.snapshot()
@@ -112,6 +118,7 @@ async def test_one_workflow_is_one_trace_across_three_processes(
     answer = json.loads(out[: out.rindex("workflow")])
     assert answer["label"] == "billing"
     assert answer["secret_refused"] == "scope-denied"
+    assert answer["words"] == 7
 
     trace_id = trace_id_of(workflow)
     spans = [s for s in received if s.trace_id == trace_id]
@@ -134,9 +141,13 @@ async def test_one_workflow_is_one_trace_across_three_processes(
             f"process {desk_subject}": 1,
             "invoke_agent desk": 1,
             "chat offline-deterministic/templates-v1": 1,
+            "execute_tool lookup": 2,  # the desk's call, the gateway's run
+            f"send {gate_subject}": 1,
+            f"process {gate_subject}": 1,
+            "invoke_agent toolgate": 1,
             f"send {clerk_subject}": 2,
-            f"process {clerk_subject}": 2,
-            "invoke_agent clerk": 2,
+            f"process {clerk_subject}": 3,  # a retry, then a redelivery of the first
+            "invoke_agent clerk": 3,
         }
     )
     kinds = {s.name.split(" ")[0]: s.kind for s in spans}
@@ -145,8 +156,9 @@ async def test_one_workflow_is_one_trace_across_three_processes(
         "process": "CONSUMER",
         "invoke_agent": "INTERNAL",
         "chat": "CLIENT",
+        "execute_tool": "INTERNAL",
     }
-    assert {s.service for s in spans} == {"cli", "desk", "clerk"}
+    assert {s.service for s in spans} == {"cli", "desk", "clerk+toolgate"}
     assert all(s.resource.get("service.instance.id") for s in spans)
 
     # the parents: publish -> process -> invoke_agent -> (chat, send -> process -> ...)
@@ -158,19 +170,33 @@ async def test_one_workflow_is_one_trace_across_three_processes(
     assert by_id[desk.parent_id] is publish
     assert by_id[invoke_desk.parent_id] is desk
     assert by_id[chat.parent_id] is invoke_desk
+    asked, ran = named["execute_tool lookup"]
+    [gate_send] = named[f"send {gate_subject}"]
+    [gate] = named[f"process {gate_subject}"]
+    [invoke_gate] = named["invoke_agent toolgate"]
+    assert by_id[asked.parent_id] is invoke_desk
+    assert by_id[gate_send.parent_id] is asked
+    assert by_id[gate.parent_id] is gate_send
+    assert by_id[invoke_gate.parent_id] is gate
+    assert by_id[ran.parent_id] is invoke_gate
+    assert (asked.service, ran.service) == ("desk", "clerk+toolgate")
+    for s in (asked, ran):
+        assert s.attributes["gen_ai.operation.name"] == "execute_tool"
+        assert s.attributes["gen_ai.tool.name"] == "lookup"
+    assert ran.attributes["jetmesh.tool.key"] == f"{workflow}/desk/toolgate.2"
     sends = named[f"send {clerk_subject}"]
     assert all(by_id[s.parent_id] is invoke_desk for s in sends)
     clerks = named[f"process {clerk_subject}"]
-    assert sorted(by_id[c.parent_id].span_id for c in clerks) == sorted(s.span_id for s in sends)
+    assert [by_id[c.parent_id] for c in clerks] == [sends[0], sends[0], sends[1]]
     assert all(by_id[i.parent_id] in clerks for i in named["invoke_agent clerk"])
 
     # messaging attributes
-    for s in (publish, *sends):
+    for s in (publish, gate_send, *sends):
         assert s.attributes["messaging.system"] == "nats"
         assert s.attributes["messaging.operation.type"] == "send"
         assert s.attributes["messaging.message.conversation_id"] == workflow
         assert s.attributes["messaging.destination.name"] == s.name.removeprefix("send ")
-    for s, role in ((desk, "desk"), *((c, "clerk") for c in clerks)):
+    for s, role in ((desk, "desk"), (gate, "toolgate"), *((c, "clerk") for c in clerks)):
         assert s.attributes["messaging.system"] == "nats"
         assert s.attributes["messaging.operation.type"] == "process"
         assert s.attributes["messaging.consumer.group.name"] == role
@@ -181,8 +207,8 @@ async def test_one_workflow_is_one_trace_across_three_processes(
             s.attributes["messaging.message.id"]
             == by_id[s.parent_id].attributes["messaging.message.id"]
         )
-    message_ids = [s.attributes["messaging.message.id"] for s in (publish, *sends)]
-    assert len(set(message_ids)) == 3
+    message_ids = [s.attributes["messaging.message.id"] for s in (publish, gate_send, *sends)]
+    assert len(set(message_ids)) == 4
     assert invoke_desk.attributes["gen_ai.agent.name"] == "desk"
     assert invoke_desk.attributes["gen_ai.operation.name"] == "invoke_agent"
 
@@ -195,15 +221,28 @@ async def test_one_workflow_is_one_trace_across_three_processes(
     assert chat.attributes["gen_ai.usage.output_tokens"] > 0
     assert "jetmesh.from_record" not in chat.attributes
 
+    # the retry, then the redelivery
+    retried, redelivered, denied = clerks
+    assert retried.status == "ERROR"
+    retry = retried.event("jetmesh.retry")
+    assert retry is not None
+    assert retry.attributes["jetmesh.reason"] == "the filing cabinet is busy"
+    assert retry.attributes["jetmesh.retry.delay_s"] == 0.1
+    assert "jetmesh.delivery.attempt" not in retried.attributes
+    assert redelivered.status == "UNSET"
+    assert redelivered.attributes["jetmesh.delivery.attempt"] == 2
+    again = redelivered.event("jetmesh.redelivered")
+    assert again is not None
+    assert again.attributes["jetmesh.delivery.attempt"] == 2
+
     # the denied scope: an event on the clerk's process span, with ERROR status
-    denied = [c for c in clerks if c.status == "ERROR"]
-    assert len(denied) == 1
-    event = denied[0].event("jetmesh.denied")
+    assert denied.status == "ERROR"
+    event = denied.event("jetmesh.denied")
     assert event is not None
     assert event.attributes["jetmesh.reason"] == "scope-denied"
     assert "files:secret" in event.attributes["jetmesh.detail"]
-    assert denied[0].event("jetmesh.dead_letter") is not None
-    assert [s.status for s in (publish, desk, invoke_desk, chat)] == ["UNSET"] * 4
+    assert denied.event("jetmesh.dead_letter") is not None
+    assert {s.status for s in (publish, desk, invoke_desk, chat, asked, gate, ran)} == {"UNSET"}
 
     # the forged message: refused, on a process span of its own trace (it named none)
     [forged] = others
@@ -246,9 +285,9 @@ async def test_without_otel_variables_nothing_is_exported_and_headers_name_the_w
     tasks = [m for m in seen if m.subject.endswith(".task")]
     replies = [m for m in seen if ".reply" in m.subject]
     events = [m for m in seen if f".event.{workflow}." in m.subject]
-    assert len(tasks) == 3  # the desk's task, the clerk's two
+    assert len(tasks) == 4  # the desk's task, the gateway's, the clerk's two (one redelivered)
     assert len(events) >= 5
-    assert len(replies) >= 3  # the clerk's two (one an error), the desk's
+    assert len(replies) >= 4  # the gateway's, the clerk's two (one an error), the desk's
     parents = {
         (m.headers or {}).get("Nats-Msg-Id", ""): (m.headers or {}).get("traceparent", "")
         for m in tasks + replies + events

@@ -31,6 +31,7 @@ from ..runtime.agent import Agent, Handler
 from ..runtime.context_base import MemorySpace
 from ..runtime.limits import PlanLimits
 from ..settings import MeshSettings
+from ..telemetry import traces
 from .context import FULL, INPUT, OUTCOME, RESULT, Divergence, ReplayContext
 from .history import Payload, TaskHistory, WorkflowHistory
 
@@ -176,7 +177,15 @@ async def _rerun_task(
     ctx = ReplayContext(
         task, envelope, _caller(task), space=space, limits=limits, grant=agent.scopes
     )
-    outcome = await _run(handler, body, ctx, timeout)
+    attributes = {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": agent.name,
+        "gen_ai.conversation.id": envelope.workflow,
+        traces.REPLAYED: True,
+    }
+    with traces.span(f"invoke_agent {agent.name}", attributes):
+        outcome = await _run(handler, body, ctx, timeout)
+        traces.annotate({"jetmesh.replay.outcome": outcome.raised or "returned"})
     out.calls = len(ctx.asked_calls & {c.step for c in task.calls})
     out.effects = len(ctx.asked_effects & set(task.effects))
     out.models = len(ctx.asked_models & {m.step for m in task.models})

@@ -46,6 +46,7 @@ from .._exceptions import (
     UnknownTool,
 )
 from ..policy.model import Policy
+from ..telemetry import traces
 from ..toolgate.wire import TOOLGATE, ToolApprovalAsk, ToolRequest, ToolResult, args_digest
 from .approval import ApprovalContext, require_approval
 
@@ -94,7 +95,34 @@ async def call_tool(
     approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT_S,
     timeout: float | None = None,
 ) -> T:
-    """Run tool ``name`` with ``args`` through the tool gateway; see :meth:`Context.tool`."""
+    """Run tool ``name`` with ``args`` through the tool gateway, in an ``execute_tool``
+    span; see :meth:`Context.tool`."""
+    with traces.tool(name):
+        return await _call_tool(
+            ctx,
+            name,
+            args,
+            returns=returns,
+            policy=policy,
+            approval=approval,
+            action=action,
+            approval_timeout=approval_timeout,
+            timeout=timeout,
+        )
+
+
+async def _call_tool(
+    ctx: ToolCallContext,
+    name: str,
+    args: Any,
+    *,
+    returns: type[T],
+    policy: Policy | None,
+    approval: bool,
+    action: str,
+    approval_timeout: float,
+    timeout: float | None,
+) -> T:
     plain = msgspec.to_builtins(args)
     if not isinstance(plain, dict):
         raise TypeError(f"tool {name}: args must encode as a JSON object, not {type(plain)}")

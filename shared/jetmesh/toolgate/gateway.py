@@ -69,6 +69,7 @@ from ..policy.scopes import effective_scopes
 from ..runtime.agent import Agent
 from ..runtime.context import Context
 from ..runtime.context_base import ContextBase
+from ..telemetry import traces
 from .credentials import Credential, Credentials
 from .registry import Tool, ToolCall, ToolRegistry
 from .wire import (
@@ -242,6 +243,7 @@ class Toolgate:
                 ),
             )
         elif not doubt.ran:
+            traces.annotate({traces.FROM_RECORD: True})
             await self._record(
                 ctx,
                 TOOL,
@@ -267,7 +269,8 @@ class Toolgate:
         """Call the tool's function once, with its ``tool`` event (``ok`` or ``error``)."""
         started = time.perf_counter()
         try:
-            value = await tool.fn(call)
+            with traces.tool(tool.name, **{"jetmesh.tool.key": call.key}):
+                value = await tool.fn(call)
         except Exception as exc:
             failed = f"{type(exc).__name__}: {exc}"
             if credential is not None:  # never let an error message carry the secret

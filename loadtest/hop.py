@@ -11,7 +11,7 @@ of every step in Redis, what lets a handler resume after a crash without running
 twice).
 
     python -m loadtest.hop [--requests 20000] [--in-flight 64] [--runs 3]
-                           [--sync-interval always|2m] [--cluster]
+                           [--sync-interval always|2m] [--cluster] [--tracing]
 
 The server runs as embedded, with JetStream's ``sync_interval: always`` (an fsync per
 stored message); ``--sync-interval 2m`` measures the server's own default instead.
@@ -21,6 +21,10 @@ server's default flush (``R3 2m``), in the same invocation as the floor; and wit
 ledger on a Redis primary with a replica, without and with ``redis_wait_replicas=1``
 (``R3+ledger``, ``R3+ledger+WAIT``: every ledger write on the replica before it goes on).
 
+``--tracing`` measures the hop once more with OpenTelemetry traces on (``hop+traces``): the
+caller and the echo agent export their spans over OTLP/HTTP to a sink in this process that
+counts and drops them (:mod:`loadtest.otlp_sink`); the other rows run with tracing off.
+
 The floor varies by +-15% from run to run on a shared 2-core machine, so the benchmark
 alternates floor and hop and reports the median of the per-run ratios.
 """
@@ -28,6 +32,7 @@ alternates floor and hop and reports the median of the per-run ratios.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import sys
@@ -41,9 +46,11 @@ from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects
 from jetmesh.embedded import SYNC_INTERVAL
 from jetmesh.envelope import new_id
 from jetmesh.processes import AgentProcess
+from jetmesh.telemetry import shutdown_tracing
 from loadtest.driver import drive
 from loadtest.echo import Blob
 from loadtest.floor import run_floor
+from loadtest.otlp_sink import SpanSink
 from loadtest.servers import nats_cluster, nats_server, redis_pair, redis_server
 from loadtest.stats import RunResult, format_table
 
@@ -54,6 +61,7 @@ R3_ALWAYS = "R3 always"
 R3_FLUSH = "R3 2m"
 R3_LEDGER = "R3+ledger"
 R3_WAIT = "R3+ledger+WAIT"
+HOP_TRACES = "hop+traces"
 
 
 def blob_payload(size: int) -> Blob:
@@ -138,7 +146,25 @@ async def _hop(settings: MeshSettings, name: str, args: argparse.Namespace) -> R
     )
 
 
-async def bench(args: argparse.Namespace) -> list[RunResult]:
+async def _traced_hop(
+    settings: MeshSettings, sink: SpanSink, args: argparse.Namespace
+) -> RunResult:
+    """The hop with traces on in the caller (this process) and the echo agent, exported to
+    ``sink``; tracing is off again afterwards, its variables gone."""
+    saved = {name: os.environ.get(name) for name in sink.env()}
+    os.environ.update(sink.env())
+    try:
+        return await _hop(settings, HOP_TRACES, args)
+    finally:
+        await asyncio.to_thread(shutdown_tracing)  # the caller's last spans
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+async def bench(args: argparse.Namespace, sink: SpanSink | None = None) -> list[RunResult]:
     results: list[RunResult] = []
     with (
         nats_server(sync_interval=args.sync_interval) as url,
@@ -161,6 +187,9 @@ async def bench(args: argparse.Namespace) -> list[RunResult]:
                 settings = _settings(url, redis_url, Path(tmp) / f"run{tag}", tag, args)
                 settings = settings.model_copy(update={"step_ledger": ledger})
                 results.append(await _hop(settings, HOP_LEDGER if ledger else HOP, args))
+            if sink is not None:
+                settings = _settings(url, redis_url, Path(tmp) / f"run{run}T", f"{run}T", args)
+                results.append(await _traced_hop(settings, sink, args))
         if args.cluster:
             for name, sync in ((R3_ALWAYS, "always"), (R3_FLUSH, "2m")):
                 with nats_cluster(sync_interval=sync) as urls:
@@ -206,10 +235,16 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also measure the hop on three nats-servers, streams R3 (always and 2m)",
     )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also measure the hop with OpenTelemetry traces exported (hop+traces)",
+    )
     args = parser.parse_args(argv)
     args.runs = min(max(args.runs, 1), 10)
     try:
-        results = uvloop.run(bench(args))
+        with SpanSink() as sink:
+            results = uvloop.run(bench(args, sink if args.tracing else None))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
@@ -220,11 +255,19 @@ def main(argv: list[str] | None = None) -> None:
     floors = [r for r in results if r.name == "floor"]
     print(format_table(results))
     cluster = (R3_ALWAYS, R3_FLUSH, R3_LEDGER, R3_WAIT) if args.cluster else ()
-    for name in (HOP, HOP_LEDGER, *cluster):
+    traced = (HOP_TRACES,) if args.tracing else ()
+    for name in (HOP, HOP_LEDGER, *traced, *cluster):
         hops = [r for r in results if r.name == name]
         ratios = [h.throughput / f.throughput for f, h in zip(floors, hops, strict=True)]
         print(f"ratio {name}/floor per run: " + ", ".join(f"{r:.3f}" for r in ratios))
         print(f"median ratio {name}/floor: {statistics.median(ratios):.3f}")
+    if args.tracing:
+        hops = sum(r.requests + args.warmup for r in results if r.name == HOP_TRACES)
+        print(
+            f"spans exported with traces on: {sink.spans} in {sink.exports} exports "
+            f"({sink.spans / max(hops, 1):.2f} per hop: the caller's send, the agent's "
+            "process and invoke_agent)"
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
 from collections import Counter
@@ -313,3 +314,47 @@ async def test_without_otel_variables_nothing_is_exported_and_headers_name_the_w
 )
 def test_which_variables_turn_tracing_on(environ: dict[str, str], on: bool) -> None:
     assert tracing_configured(environ) is on
+
+
+INSTALL_TWICE = """
+import os, sys
+from jetmesh.telemetry import install_tracing, shutdown_tracing, tracing_on
+from jetmesh.telemetry import traces
+endpoint = os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT")
+assert not install_tracing("first", "i-0") and not tracing_on()  # nothing asked yet
+os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+assert install_tracing("first", "i-1") and tracing_on()
+assert install_tracing("second", "i-2")  # the provider is installed: no change
+with traces.span("one", {}):
+    pass
+shutdown_tracing()
+assert not tracing_on()
+with traces.span("dropped", {}):
+    pass
+assert install_tracing("third", "i-3")
+with traces.span("two", {}):
+    pass
+shutdown_tracing()
+shutdown_tracing()
+"""
+
+
+async def test_a_provider_is_installed_once_until_shut_down(tmp_path: Path) -> None:
+    """Installing asks the variables each time until a provider is installed; then it
+    changes nothing until the provider is shut down (its spans exported), after which a
+    new one may be installed (the benchmark turns tracing on for one run)."""
+    with OtlpReceiver() as receiver:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            INSTALL_TWICE,
+            env=dict(os.environ) | receiver.env(),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        spans = receiver.snapshot()
+    assert [(s.name, s.service, s.resource["service.instance.id"]) for s in spans] == [
+        ("one", "first", "i-1"),
+        ("two", "third", "i-3"),
+    ]

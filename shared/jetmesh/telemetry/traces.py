@@ -69,9 +69,10 @@ _workflow_trace: contextvars.ContextVar[int] = contextvars.ContextVar(
 
 
 class _State:
-    """Whether this process traces (decided once, by :func:`install_tracing`)."""
+    """Whether this process traces (:func:`install_tracing`)."""
 
-    decided = False
+    global_set = False
+    """Whether OpenTelemetry's global provider is ours (it can be set once a process)."""
     on = False
     provider: TracerProvider | None = None
     tracer: trace.Tracer = trace.NoOpTracer()
@@ -115,17 +116,17 @@ def tracing_on() -> bool:
 
 
 def install_tracing(service: str, instance: str) -> bool:
-    """Install the process's tracer provider if the variables ask for one; once per process
-    (later calls change nothing). Returns whether tracing is on.
+    """Install the process's tracer provider if the variables ask for one and it has none
+    yet (later calls change nothing until :func:`shutdown_tracing`). Returns whether
+    tracing is on. The first provider installed is also OpenTelemetry's global one.
 
     Args:
         service: ``service.name`` unless ``OTEL_SERVICE_NAME`` (or
             ``OTEL_RESOURCE_ATTRIBUTES``) names it: the role, or the process's name.
         instance: ``service.instance.id``: the replica's or the client's instance.
     """
-    if _state.decided:
-        return _state.on
-    _state.decided = True
+    if _state.on:
+        return True
     if not tracing_configured():
         return False
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -141,7 +142,9 @@ def install_tracing(service: str, instance: str) -> bool:
         resource=Resource.create(attributes), id_generator=_workflow_ids(), shutdown_on_exit=True
     )
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
+    if not _state.global_set:
+        trace.set_tracer_provider(provider)
+        _state.global_set = True
     _state.provider = provider
     _state.tracer = provider.get_tracer(TRACER_NAME)
     _state.on = True
@@ -151,7 +154,8 @@ def install_tracing(service: str, instance: str) -> bool:
 
 def shutdown_tracing() -> None:
     """Export the spans still buffered and stop the provider (blocks for up to the
-    exporter's timeout; safe to call twice, and when tracing is off)."""
+    exporter's timeout; safe to call twice, and when tracing is off). Tracing is off
+    afterwards, until :func:`install_tracing` installs a new provider."""
     provider, _state.provider = _state.provider, None
     _state.on = False
     _state.tracer = trace.NoOpTracer()

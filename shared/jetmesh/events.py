@@ -76,7 +76,8 @@ MODEL: Final = "model"
 CALL_REFUSED: Final = "call-refused"
 """A call broke the plan's limits and was not sent: the agent in ``target``, the step it
 would have had in ``callee_step``, ``plan-too-deep`` or ``fan-out-exceeded`` in
-``reason`` (or, from the call's pre-flight, ``body-rejected`` or ``no-replicas``). (Not in :data:`KINDS`: trees show it as a note, like a handler's own events.)"""
+``reason`` (or, from the call's pre-flight, ``body-rejected`` or ``no-replicas``). (Not in
+:data:`KINDS`: trees show it as a note, like a handler's own events.)"""
 
 DENIED: Final = "denied"
 """A hop asked for a scope outside the caller's scopes ∩ its agent's grant

@@ -1,0 +1,193 @@
+"""Metrics pushed over OTLP/HTTP: a ``jetmesh run`` process with no health port and
+``OTEL_EXPORTER_OTLP_ENDPOINT`` set sends its figures to a receiver in the test (a small
+``http.server`` decoding each ``POST /v1/metrics``), with the resource's service.name; with
+``OTEL_METRICS_EXPORTER=none`` it sends none."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+from jetmesh.processes import settings_env
+from tests.harness.mesh import REPO_ROOT, WAIT_S, Mesh
+from tests.harness.metered_agents import METERED, Done, Job
+
+pytestmark = pytest.mark.integration
+
+Point = tuple[str, frozenset[tuple[str, str]]]
+
+
+def _attributes(pairs: Any) -> frozenset[tuple[str, str]]:
+    return frozenset((kv.key, kv.value.string_value) for kv in pairs if isinstance(kv, KeyValue))
+
+
+class MetricsReceiver:
+    """Keeps the latest value of each point of each metric pushed to ``/v1/metrics``
+    (cumulative: the latest is the total), and the service names it came from."""
+
+    def __init__(self) -> None:
+        self.points: dict[Point, float] = {}
+        self.services: set[str] = set()
+        self.exports = 0
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.headers.get("Content-Encoding", "") == "gzip":
+                    body = gzip.decompress(body)
+                if self.path == "/v1/metrics":
+                    receiver.add(ExportMetricsServiceRequest.FromString(body))
+                answer = ExportMetricsServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def add(self, request: ExportMetricsServiceRequest) -> None:
+        with self._lock:
+            self.exports += 1
+            for resource_metrics in request.resource_metrics:
+                resource = dict(_attributes(resource_metrics.resource.attributes))
+                self.services.add(resource.get("service.name", ""))
+                for scope in resource_metrics.scope_metrics:
+                    for metric in scope.metrics:
+                        for point in metric.histogram.data_points:
+                            key = (f"{metric.name}.count", _attributes(point.attributes))
+                            self.points[key] = float(point.count)
+                            self.points[(f"{metric.name}.sum", key[1])] = point.sum
+                        for number in metric.sum.data_points:
+                            value = number.as_double or float(number.as_int)
+                            self.points[(metric.name, _attributes(number.attributes))] = value
+
+    def value(self, name: str, **attributes: str) -> float:
+        want = set(attributes.items())
+        with self._lock:
+            return sum(v for (n, got), v in self.points.items() if n == name and want <= got)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> MetricsReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def receiver() -> Iterator[MetricsReceiver]:
+    with MetricsReceiver() as received:
+        yield received
+
+
+def start(mesh: Mesh, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``jetmesh run tests.harness.metered_agents:agent`` (no health port) with ``env``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "jetmesh.cli", "run", "tests.harness.metered_agents:agent"],
+            stdout=out,
+            stderr=out,
+            env={**settings_env(mesh.settings), **env},
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+
+
+async def until_ready(log: Path) -> None:
+    give_up = time.monotonic() + WAIT_S
+    while time.monotonic() < give_up:
+        text = await asyncio.to_thread(log.read_text)
+        if "ready: " in text:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never ready:\n{text}")
+
+
+async def stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return await asyncio.to_thread(proc.wait, 30)
+
+
+async def test_a_process_pushes_its_metrics_to_the_otlp_endpoint(
+    mesh: Mesh, receiver: MetricsReceiver, tmp_path: Path
+) -> None:
+    log = tmp_path / "pushing.log"
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        "OTEL_SERVICE_NAME": "metered-otlp",
+    }
+    proc = start(mesh, log, env)
+    try:
+        await until_ready(log)
+        client = await mesh.ingress()
+        for n in range(3):
+            assert (await client.request(METERED, Job(n), token=mesh.token(), returns=Done)).id == n
+        count = "jetmesh.task.duration.count"
+        labels = {"jetmesh.role": METERED, "jetmesh.outcome": "completed"}
+        give_up = time.monotonic() + WAIT_S
+        while time.monotonic() < give_up:
+            if receiver.value(count, **labels) >= 3:
+                break
+            await asyncio.sleep(0.1)
+        assert receiver.value(count, **labels) == 3.0, log.read_text()
+        assert receiver.value("jetmesh.task.duration.sum", **labels) > 0.0
+        assert receiver.services == {"metered-otlp"}
+        assert "/metrics" not in log.read_text(), "no health port: nothing served"
+        assert await stop(proc) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+async def test_otel_metrics_exporter_none_pushes_nothing(
+    mesh: Mesh, receiver: MetricsReceiver, tmp_path: Path
+) -> None:
+    log = tmp_path / "silent.log"
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_METRIC_EXPORT_INTERVAL": "100",
+        "OTEL_METRICS_EXPORTER": "none",
+    }
+    proc = start(mesh, log, env)
+    try:
+        await until_ready(log)
+        client = await mesh.ingress()
+        assert (await client.request(METERED, Job(1), token=mesh.token(), returns=Done)).id == 1
+        assert await stop(proc) == 0, log.read_text()  # a stop flushes what is pushed
+        assert receiver.exports == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

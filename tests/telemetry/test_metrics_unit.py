@@ -11,11 +11,15 @@ from uuid import uuid4
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError
 
 from jetmesh import MemoryDenied
+from jetmesh.embedded import RedisServer, free_port
 from jetmesh.memory.refused import refused as memory_refused
+from jetmesh.memory.working import WorkingMemory
+from jetmesh.runtime.ledger import StepLedger
 from jetmesh.telemetry import metrics
 
 Labels = frozenset[tuple[str, str]]
@@ -167,3 +171,47 @@ def test_otlp_is_on_when_an_endpoint_is_set_and_not_turned_off(
     env: dict[str, str], pushes: bool
 ) -> None:
     assert metrics.otlp_configured(env) is pushes
+
+
+# -- against real servers ------------------------------------------------------------------
+
+
+@pytest.mark.integration
+async def test_a_key_outside_the_roles_redis_user_is_a_memory_error(
+    installed: metrics.Installed, redis_server: RedisServer
+) -> None:
+    """A Redis user limited to its own keys (as ``jetmesh up`` makes one per role) reads
+    another's: Redis answers NOPERM, the memory raises MemoryDenied, and the role's
+    memory errors count it."""
+    name = role()
+    user, password = f"u{uuid4().hex[:8]}", uuid4().hex
+    admin = Redis.from_url(redis_server.url)
+    await admin.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys=[f"{name}:*"], commands=["+@all"]
+    )
+    limited = Redis.from_url(redis_server.url, username=user, password=password)
+    try:
+        memory = WorkingMemory(limited, "elsewhere", "wf1", name)
+        with pytest.raises(MemoryDenied):
+            await memory.get("draft", str)
+    finally:
+        await limited.aclose()
+        await admin.acl_deluser(user)
+        await admin.aclose()
+    errors = "jetmesh_memory_errors_total"
+    assert value(installed, errors, jetmesh_role=name, error_type="MemoryDenied") == 1.0
+
+
+@pytest.mark.integration
+async def test_an_unreachable_redis_is_a_ledger_error(installed: metrics.Installed) -> None:
+    name = role()
+    nowhere = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1.0)
+    try:
+        ledger = StepLedger(nowhere, "t", ttl_s=60)
+        with pytest.raises(RedisConnectionError):
+            await ledger.journaled("wf1", name, "step-1")
+    finally:
+        await nowhere.aclose()
+    errors = "jetmesh_ledger_errors_total"
+    assert value(installed, errors, jetmesh_role=name, error_type="ConnectionError") == 1.0
+    assert value(installed, "jetmesh_memory_errors_total", jetmesh_role=name) == 0.0

@@ -213,7 +213,8 @@ def tree(spans: list[ReceivedSpan]) -> Iterator[tuple[int, ReceivedSpan]]:
 
 def waterfall(spans: list[ReceivedSpan], width: int = 32) -> str:
     """The spans drawn as a tracing UI's waterfall: one line per span, indented under its
-    parent, with its service, its duration and a bar placed on the trace's timeline."""
+    parent, with its service, its duration and a bar placed on the trace's timeline (``!``:
+    ERROR status), and under it a line per event (``jetmesh.*``: its reason)."""
     if not spans:
         return ""
     start = min(s.start_ns for s in spans)
@@ -231,4 +232,10 @@ def waterfall(spans: list[ReceivedSpan], width: int = 32) -> str:
         lines.append(
             f"{label}{s.service.ljust(service_width)}{s.duration_ms:8.1f} ms |{bar}|{flag}"
         )
+        for event in s.events:
+            if event.name.startswith("jetmesh."):
+                why = event.attributes.get("jetmesh.reason") or event.attributes.get(
+                    "jetmesh.delivery.attempt", ""
+                )
+                lines.append(f"{'  ' * (depth + 1)}· {event.name}: {why}")
     return "\n".join(lines)

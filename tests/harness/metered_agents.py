@@ -2,15 +2,16 @@
 (``tests.harness.metered_agents:agent``, run from the repository root).
 
 ``metered`` answers a :class:`Job`, asks the model for an :class:`Ask` (returning the tokens
-the reply counted), and fails every delivery of a :class:`Boom` (retried, then given up on
-as out of deliveries).
+the reply counted), fails every delivery of a :class:`Boom` (retried, then given up on as
+out of deliveries), rejects a :class:`Refuse` (``Reject``: failed at once) and asks for a
+scope nobody granted it on a :class:`Overreach` (denied).
 """
 
 from __future__ import annotations
 
 import msgspec
 
-from jetmesh import Agent, Context
+from jetmesh import Agent, Context, Reject
 
 METERED = "metered"
 
@@ -29,6 +30,18 @@ class Ask(msgspec.Struct, frozen=True):
 
 class Boom(msgspec.Struct, frozen=True):
     __mesh_type__ = "test.MeteredBoom/1"
+
+    id: int
+
+
+class Refuse(msgspec.Struct, frozen=True):
+    __mesh_type__ = "test.MeteredRefuse/1"
+
+    id: int
+
+
+class Overreach(msgspec.Struct, frozen=True):
+    __mesh_type__ = "test.MeteredOverreach/1"
 
     id: int
 
@@ -59,3 +72,14 @@ async def ask(question: Ask, ctx: Context) -> Done:
 @agent.handler
 async def boom(job: Boom, ctx: Context) -> Done:
     raise RuntimeError(f"boom {job.id} (attempt {ctx.attempt})")
+
+
+@agent.handler
+async def refuse(job: Refuse, ctx: Context) -> Done:
+    raise Reject("not-wanted")
+
+
+@agent.handler
+async def overreach(job: Overreach, ctx: Context) -> Done:
+    await ctx.require_scope("payments:write", what=f"job {job.id}")
+    return Done(job.id)

@@ -21,7 +21,7 @@ from jetmesh.models import PriceTable
 from jetmesh.processes import settings_env
 from jetmesh.telemetry.metrics import CONTENT_TYPE
 from tests.harness.mesh import REPO_ROOT, WAIT_S, Mesh
-from tests.harness.metered_agents import METERED, Ask, Boom, Done, Job
+from tests.harness.metered_agents import METERED, Ask, Boom, Done, Job, Overreach, Refuse
 
 pytestmark = pytest.mark.integration
 
@@ -152,6 +152,10 @@ async def test_metrics_count_what_the_process_was_sent(
             METERED, Boom(1), token=mesh.token("bob", tenant="globex"), returns=Done
         )
 
+    for unwanted in (Refuse(1), Overreach(2)):
+        with pytest.raises(CallFailed):
+            await client.request(METERED, unwanted, token=mesh.token("dave"), returns=Done)
+
     attacker = await mesh.attacker()
     token = mesh.token("mallory", tenant="acme")
     forged = mesh.seal(Job(99), to=METERED, token=token)
@@ -163,7 +167,14 @@ async def test_metrics_count_what_the_process_was_sent(
 
     role = {"jetmesh_role": METERED}
     durations = "jetmesh_task_duration_seconds_count"
-    want_outcomes = {"completed": 4.0, "refused": 2.0, "retried": 1.0, "dead-lettered": 1.0}
+    want_outcomes = {
+        "completed": 4.0,
+        "refused": 2.0,
+        "retried": 1.0,
+        "dead-lettered": 1.0,
+        "failed": 1.0,
+        "denied": 1.0,
+    }
     give_up = time.monotonic() + WAIT_S
     while True:
         status, headers, text = await http_get(port, "/metrics")
@@ -186,9 +197,11 @@ async def test_metrics_count_what_the_process_was_sent(
         "bad-signature": 1.0,
         "schema-violation": 1.0,
         "max-deliveries": 1.0,
+        "rejected-by-handler": 1.0,
+        "scope-denied": 1.0,
     }
     # every completed task's duration is in a bucket at or under +Inf, and took some time
-    assert total(samples, "jetmesh_task_duration_seconds_bucket", le="+Inf", **role) == 8.0
+    assert total(samples, "jetmesh_task_duration_seconds_bucket", le="+Inf", **role) == 10.0
     assert total(samples, "jetmesh_task_duration_seconds_sum", **role) > 0.0
 
     call = {

@@ -8,11 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from jetmesh.logins import nats_seed_file
 from jetmesh.processes import AgentProcess, settings_env
@@ -58,18 +61,45 @@ async def lag_read(secured: SecuredMesh) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def start(secured: SecuredMesh, name: str, log: Path) -> AgentProcess:
-    return AgentProcess([f"tests.harness.agents:{name}"], secured.settings, log_file=log)
+def start(secured: SecuredMesh, name: str, log: Path, *args: str) -> AgentProcess:
+    return AgentProcess([f"tests.harness.agents:{name}", *args], secured.settings, log_file=log)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def gauge(port: int, role: str) -> float | None:
+    """``jetmesh_consumer_lag`` for ``role`` on the process's ``/metrics``, once it is
+    there (the first lag read comes right after the replica starts)."""
+    for _ in range(100):
+        text = await asyncio.to_thread(
+            lambda: (
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+                .read()
+                .decode()
+            )
+        )
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "jetmesh_consumer_lag" and sample.labels["jetmesh_role"] == role:
+                    return float(sample.value)
+        await asyncio.sleep(0.1)
+    return None
 
 
 async def test_agents_lists_running_processes_and_forgets_stopped_ones(
     secured: SecuredMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(REPO_ROOT)
+    port = free_port()
     procs = [
         start(secured, "counter", tmp_path / "counter-1.log"),
         start(secured, "counter", tmp_path / "counter-2.log"),
-        start(secured, "planner", tmp_path / "planner.log"),
+        start(secured, "planner", tmp_path / "planner.log", "--health-port", str(port)),
     ]
     try:
         await asyncio.gather(*(asyncio.to_thread(p.start) for p in procs))
@@ -92,6 +122,7 @@ async def test_agents_lists_running_processes_and_forgets_stopped_ones(
         rows = await lag_read(secured)  # each role may read its own consumer's info
         assert (rows["counter"]["lag"], rows["counter"]["ack_pending"]) == (0, 0)
         assert rows["planner"]["lag"] == 0
+        assert await gauge(port, "planner") == 0.0  # jetmesh.consumer.lag, scraped
         [endpoint] = planner["instances"][0]["endpoints"]
         assert endpoint["subject"] == "mesh.agent.planner.task"
         assert endpoint["metadata"]["input_type"] == "test.Plan/1"

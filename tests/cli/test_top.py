@@ -122,7 +122,7 @@ async def test_top_as_a_command_stops_after_its_iterations_or_on_ctrl_c(
         assert cmd.returncode == 0, err.decode()
         titles = [line for line in out.decode().splitlines() if line.startswith("jetmesh top")]
         assert len(titles) == 2  # not a terminal: each survey printed after the other
-        assert all("every 0.2s  1 roles, 1 replicas" in t for t in titles)
+        assert all("every 0.2s  1 role, 1 replica" in t for t in titles)
         assert f":{proc.pid}" in out.decode()
 
         cmd = await top(secured, "--once")

@@ -62,6 +62,10 @@ def rates(before: list[Seen], after: list[Seen], elapsed_s: float) -> dict[str, 
     return out
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 @dataclass(frozen=True)
 class Frame:
     """One survey as ``jetmesh top`` shows it."""
@@ -79,7 +83,7 @@ class Frame:
         stamp = time.strftime("%H:%M:%S", time.localtime(self.at))
         title = Text(
             f"jetmesh top  {stamp}  every {self.interval_s:g}s  "
-            f"{len(rows)} roles, {replicas} replicas",
+            f"{_count(len(rows), 'role')}, {_count(replicas, 'replica')}",
             style="bold",
         )
         if not rows:

@@ -125,7 +125,7 @@ async def serve(
     finally:
         await asyncio.gather(*(_drain(r) for r in replicas))
         await models.provider.aclose()
-        metrics.flush()
+        await asyncio.to_thread(metrics.flush)  # push the last figures (OTLP)
         await asyncio.to_thread(traces.shutdown_tracing)  # export the last spans
         if health is not None:
             await health.close()

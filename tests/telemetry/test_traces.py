@@ -3,8 +3,8 @@
 in the test (:mod:`tests.harness.otlp`). One workflow is one trace whose id is the
 workflow's, every span's parent is among the spans received, and the spans follow the
 OTel messaging and GenAI conventions; a refusal and a denied scope are span events with
-ERROR status. With tracing off, nothing is exported and the headers still carry the
-workflow's trace id."""
+ERROR status; ``jetmesh replay --rerun`` of the workflow is marked as such. With tracing
+off, nothing is exported and the headers still carry the workflow's trace id."""
 
 from __future__ import annotations
 
@@ -114,6 +114,18 @@ async def test_one_workflow_is_one_trace_across_three_processes(
     gate_subject = f"{prefix}.agent.toolgate.task"
     with OtlpReceiver() as receiver:
         workflow, out = await run_workflow(mesh, receiver.env(), tmp_path, forged=True)
+        code, _, err = await jetmesh(
+            mesh,
+            receiver.env(),
+            "replay",
+            workflow,
+            "--rerun",
+            "--agent",
+            "tests.harness.traced_agents:desk",
+            "--agent",
+            "tests.harness.traced_agents:clerk",
+        )
+        assert code == 0, err
         received = receiver.snapshot()
     assert receiver.errors == []
     answer = json.loads(out[: out.rindex("workflow")])
@@ -245,8 +257,21 @@ async def test_one_workflow_is_one_trace_across_three_processes(
     assert denied.event("jetmesh.dead_letter") is not None
     assert {s.status for s in (publish, desk, invoke_desk, chat, asked, gate, ran)} == {"UNSET"}
 
+    # the re-run: each handler in an invoke_agent span of its own, marked
+    replayed = [s for s in others if s.attributes.get("jetmesh.replayed")]
+    assert sorted(s.name for s in replayed) == ["invoke_agent clerk"] * 2 + ["invoke_agent desk"]
+    assert all(s.service == "cli" and not s.parent_id for s in replayed)
+    assert {s.attributes["gen_ai.conversation.id"] for s in replayed} == {workflow}
+    [desk_again] = [s for s in replayed if s.name == "invoke_agent desk"]
+    assert desk_again.attributes["jetmesh.replay.outcome"] == "returned"
+
+    replay_traces = {s.trace_id for s in replayed}
+    [tool_again] = [s for s in others if s.trace_id in replay_traces and s not in replayed]
+    assert tool_again.name == "execute_tool lookup"  # ctx.tool, answered from the history
+    assert tool_again.parent_id == desk_again.span_id
+
     # the forged message: refused, on a process span of its own trace (it named none)
-    [forged] = others
+    [forged] = [s for s in others if s.trace_id not in replay_traces]
     assert (forged.name, forged.kind, forged.service) == (
         f"process {desk_subject}",
         "CONSUMER",

@@ -200,15 +200,28 @@ class BudgetExceeded(MeshError):
         limit: ``tokens`` or ``cost_usd``.
         used: what was spent in the window before this call.
         allowed: the budget.
-        window: the window's key (``day:2026-12-02``).
+        window: the window, for people (``day 2026-12-02T00:00:00Z``).
+        asked: what the call may add (its estimated input and its ``max_tokens``, or
+            their price).
     """
 
     reason = "budget-exceeded"
 
     def __init__(
-        self, scope: str, name: str, limit: str, used: float, allowed: float, window: str
+        self,
+        scope: str,
+        name: str,
+        limit: str,
+        used: float,
+        allowed: float,
+        window: str,
+        *,
+        asked: float = 0,
     ) -> None:
-        self.detail = f"the {scope} {name} has used {used:g} of its {allowed:g} {limit} in {window}"
+        self.detail = (
+            f"the {scope} {name} has used {used:g} of its {allowed:g} {limit} in the "
+            f"{window} window, and this call may add {asked:g}"
+        )
         super().__init__(f"{self.reason}: {self.detail}")
         self.scope = scope
         self.name = name
@@ -216,6 +229,7 @@ class BudgetExceeded(MeshError):
         self.used = used
         self.allowed = allowed
         self.window = window
+        self.asked = asked
 
 
 class PublishFailed(MeshError):

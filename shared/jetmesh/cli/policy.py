@@ -73,6 +73,8 @@ def print_detail(policy: Policy, perms: RolePermissions) -> None:
         console.print(f"  subscribe  {subject}", highlight=False)
     for pattern in perms.redis_keys:
         console.print(f"  redis      {pattern}", highlight=False)
+    for pattern in perms.redis_reads:
+        console.print(f"  redis      {pattern} (read only)", highlight=False)
 
 
 @app.command("check")

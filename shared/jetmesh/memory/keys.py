@@ -9,6 +9,9 @@
     <prefix>:wait:<agent>:<workflow>:<step>:<name>  when a step began waiting for a signal
     <prefix>:replay:<run>                      scratch prefix of a re-run's memory
     <prefix>:last:<agent>:<stream seq>         a task's bytes kept on its last delivery
+    <prefix>:spend:<agent>:<scope>:<window>:<name>  model tokens and cost the role's calls
+                                               spent for a caller or tenant in a budget's
+                                               window (hash: tokens, cost_usd)
 
 ``<prefix>`` is the subject prefix (``mesh``). Workflow ids and agent names are subject
 tokens (no ``:``); memory key names are checked the same way; steps may contain ``/`` and
@@ -78,6 +81,14 @@ def last_delivery(prefix: str, agent: str, stream_seq: int) -> str:
     """A task of ``agent`` kept by the replica that took its last delivery, for the
     max-deliveries advisory (:mod:`jetmesh.runtime.last_delivery`); the role's own key."""
     return f"{prefix}:last:{agent}:{stream_seq}"
+
+
+def spend(prefix: str, agent: str, scope: str, window: str, name: str) -> str:
+    """What ``agent``'s model calls spent for the caller or tenant ``name`` (``scope``) in
+    a budget's ``window`` (``<seconds>s<number>``): the role's own key, role first, which
+    every role may read and only it may write (:mod:`jetmesh.runtime.budgets`). ``name``
+    comes last: a subject may hold ``:``."""
+    return f"{prefix}:spend:{agent}:{scope}:{window}:{name}"
 
 
 def ledger_step(step: str, task_id: str) -> str:

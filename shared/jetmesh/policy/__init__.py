@@ -1,6 +1,7 @@
 """The policy: one file that says what each agent role may do, and what follows from it.
 
 - :mod:`~jetmesh.policy.model`: the TOML file, validated (roles, calls, scopes, tools).
+- :mod:`~jetmesh.policy.budgets`: model budgets by caller and by tenant.
 - :mod:`~jetmesh.policy.scopes`: the scopes of a hop (caller ∩ grant ∩ narrowings).
 - :mod:`~jetmesh.policy.derive`: a role's NATS subjects and Redis key patterns.
 - :mod:`~jetmesh.policy.servers`: nats-server users (nkeys) and Redis ACL users from it.
@@ -15,6 +16,7 @@ Example:
 """
 
 from .._exceptions import PolicyError
+from .budgets import Budget, Budgets
 from .derive import RolePermissions, all_permissions, inbox_prefix, role_permissions
 from .model import (
     Policy,
@@ -29,6 +31,8 @@ from .model import (
 from .scopes import effective_scopes
 
 __all__ = [
+    "Budget",
+    "Budgets",
     "Policy",
     "PolicyError",
     "RoleGrant",

@@ -29,10 +29,13 @@ Redis keys (``memory/keys.py``)
     its own namespaces only, with the role's name in the key: ``p:wf:*:R:*`` (working
     memory), ``p:conv:*:R:*`` (conversations), ``p:result:*:R:*`` and ``p:lease:*:R:*``
     (its step results and leases); ``p:journal:R:*`` (replies its calls received),
-    ``p:once:R:*`` (its side-effect claims) and ``p:wait:R:*`` (when its waits began), the
-    role first so that no step name lets the pattern reach another role's; then the
-    policy's extra ``redis_keys`` (an outside system the role reaches through Redis). No
-    key is shared between roles: what a role acts on is written by that role only.
+    ``p:once:R:*`` (its side-effect claims), ``p:wait:R:*`` (when its waits began) and
+    ``p:spend:R:*`` (what its model calls spent against budgets), the role first so that
+    no step name lets the pattern reach another role's; then the policy's extra
+    ``redis_keys`` (an outside system the role reaches through Redis). No key is shared
+    between roles: what a role acts on is written by that role only. One pattern is read
+    only: ``p:spend:*``, every role's spending, which a budget check adds up
+    (``runtime/budgets.py``).
 
 An ingress has no consumer: it publishes tasks to the roles it calls and events, and
 subscribes to its replies and inbox. The ``cli`` ingress also publishes the service API's
@@ -51,7 +54,7 @@ from .model import Policy
 OWN_KEY_KINDS = ("wf", "conv", "result", "lease")
 """Redis key kinds with the agent's name as the token after the workflow."""
 
-ROLE_FIRST_KINDS = ("journal", "once", "wait")
+ROLE_FIRST_KINDS = ("journal", "once", "wait", "spend")
 """Redis key kinds with the agent's name first (``p:journal:R:*``): what a role records of
 its own calls, effects and waits, which it acts on when it runs again; no step name can
 make another role's pattern match them."""
@@ -111,6 +114,8 @@ class RolePermissions:
     responds: bool = False
     """Whether it may answer a request it received (``allow_responses``): replicas answer
     the service API's requests (live discovery)."""
+    redis_reads: tuple[str, ...] = ()
+    """Redis key patterns (glob) it may read and not write: every role's spending."""
 
 
 def _dedupe(items: list[str]) -> tuple[str, ...]:
@@ -156,6 +161,7 @@ def role_permissions(policy: Policy, role: str, settings: MeshSettings) -> RoleP
     consumers: tuple[tuple[str, str], ...] = ()
     consume = None
     redis: tuple[str, ...] = ()
+    redis_reads: tuple[str, ...] = ()
     if not grant.ingress:
         consume = subjects.task(role)
         consumers = ((settings.tasks_stream, role), (advisories_stream(settings), role))
@@ -167,6 +173,7 @@ def role_permissions(policy: Policy, role: str, settings: MeshSettings) -> RoleP
                 f"$JS.ACK.{stream}.{consumer}.>",
             ]
         redis = (*redis_key_patterns(p, role), *grant.redis_keys)
+        redis_reads = (f"{p}:spend:*",)
     publish += registry_reads(settings.registry_bucket)
     publish.append(events_reads(settings.events_stream))
     if grant.ingress and role == DISCOVERY_ASKER:
@@ -187,6 +194,7 @@ def role_permissions(policy: Policy, role: str, settings: MeshSettings) -> RoleP
         redis_keys=redis,
         inbox_prefix=inbox_prefix(role),
         responds=not grant.ingress,
+        redis_reads=redis_reads,
     )
 
 

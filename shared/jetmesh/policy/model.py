@@ -14,6 +14,10 @@ reported with the file, the role, the field and what is wrong::
     scopes = ["kb:read", "refund:write"]
     tools.refund = { scope = "refund:write", irreversible = true }
 
+    [budgets.tenant.acme]            # model spending (:mod:`jetmesh.policy.budgets`)
+    tokens = 100000
+    per = "day"
+
 Example:
     >>> policy = load_policy(Path("policy.toml"))  # doctest: +SKIP
     >>> policy.roles["billing"].scopes
@@ -42,6 +46,7 @@ from pydantic import (
 
 from .._exceptions import ConfigError, PolicyError
 from ..addresses import TOKEN_RE
+from .budgets import Budgets
 from .files import PolicyFile, read_files
 
 SCOPE_RE = re.compile(r"^[a-z][a-z0-9_-]*(:[a-z][a-z0-9_*-]*)+\Z")
@@ -184,6 +189,9 @@ class Policy(BaseModel):
     roles: dict[Name, RoleGrant]
     """Roles by name."""
 
+    budgets: Budgets = Field(default_factory=Budgets)
+    """Model token and cost budgets by caller and by tenant."""
+
     @field_validator("roles")
     @classmethod
     def _some_roles(cls, roles: dict[str, RoleGrant]) -> dict[str, RoleGrant]:
@@ -304,6 +312,7 @@ class _PolicyLayer(BaseModel):
 
     max_delegation_depth: int | None = Field(default=None, ge=1, le=MAX_DEPTH)
     roles: dict[Name, RoleGrant] = Field(default_factory=dict)
+    budgets: Budgets = Field(default_factory=Budgets)
 
 
 LIBRARY_LISTS = ("calls", "scopes", "tools", "publish", "consume", "redis_keys", "signal_senders")
@@ -342,8 +351,13 @@ def _laid(files: list[PolicyFile], path: Path) -> Policy:
                 roles[name], defined_in[name] = grant, where
     if problems:
         raise PolicyError(path, problems)
+    budgets = Budgets()
+    for where, layer in layers:
+        budgets = budgets.joined(layer.budgets, str(where), problems)
+    if problems:
+        raise PolicyError(path, problems)
     depths = [d for _, layer in layers if (d := layer.max_delegation_depth) is not None]
-    data: dict[str, Any] = {"roles": roles}
+    data: dict[str, Any] = {"roles": roles, "budgets": budgets}
     if depths:
         data["max_delegation_depth"] = min(depths)
     return parse_policy(data, path)

@@ -137,10 +137,12 @@ class RedisUser:
 
 
 def redis_rules(permissions: RolePermissions) -> tuple[str, ...]:
-    """ACL rules of an agent role: its key patterns and :data:`REDIS_COMMANDS`."""
+    """ACL rules of an agent role: its key patterns, those it may only read (``%R~``), and
+    :data:`REDIS_COMMANDS`."""
     return (
         "resetkeys",
         *(f"~{pattern}" for pattern in permissions.redis_keys),
+        *(f"%R~{pattern}" for pattern in permissions.redis_reads),
         "resetchannels",
         *REDIS_COMMANDS,
     )

@@ -18,6 +18,7 @@ from ..identity.tokens import Caller
 from ..models import ModelReply, ModelRequest
 from ..policy.model import Policy, policy_of
 from ..signals import ReceivedSignal, Signal, wait_signal
+from .budgets import spending_for
 from .context_base import Authority, ContextBase, MemorySpace
 from .ledger import Recorded, StepLedger
 from .limits import PlanLimits
@@ -153,7 +154,8 @@ class Context(ContextBase):
         return decode_reply(agent, reply, returns)
 
     async def _complete(self, request: ModelRequest, step: str) -> ModelReply:
-        return await complete_step(self, self._models, self._ledger, request, step)
+        spending = spending_for(self._policy(), self._mesh, self.agent)
+        return await complete_step(self, self._models, self._ledger, request, step, spending)
 
     async def once(
         self,

@@ -33,6 +33,7 @@ from ..identity.tokens import Caller
 from ..models import ModelProvider, ModelReply, ModelRequest, PriceTable, request_digest
 from ..models.base import MODEL_REPLY_TYPE, Turn, build_request
 from ..telemetry import metrics, traces
+from .budgets import Spending, check_budget
 from .ledger import Recorded, StepLedger
 
 FROM_JOURNAL = "from the journal: not asked again"
@@ -155,15 +156,16 @@ async def complete_step(
     ledger: StepLedger | None,
     request: ModelRequest,
     step: str,
+    spending: Spending | None = None,
 ) -> ModelReply:
     """A model call of a handler on the mesh: from the journal if this step already asked
     the same request, else from the provider, journaled, and recorded in an event; in a
     ``chat {model}`` span, tracing on (:func:`~jetmesh.telemetry.traces.chat`)."""
     if not traces.tracing_on() or models is None:
-        return await _complete_step(ctx, models, ledger, request, step)
+        return await _complete_step(ctx, models, ledger, request, step, spending)
     model = request.model or models.provider.model
     with traces.chat(models.provider.name, model, max_tokens=request.max_tokens):
-        reply = await _complete_step(ctx, models, ledger, request, step)
+        reply = await _complete_step(ctx, models, ledger, request, step, spending)
         traces.chat_answered(
             reply.model, reply.input_tokens, reply.output_tokens, reply.stop_reason
         )
@@ -176,6 +178,7 @@ async def _complete_step(
     ledger: StepLedger | None,
     request: ModelRequest,
     step: str,
+    spending: Spending | None,
 ) -> ModelReply:
     if models is None:
         raise ConfigError("this context has no model provider")
@@ -193,6 +196,17 @@ async def _complete_step(
         if recorded is not None:
             ctx.log.warning("model call %s asks another request than its journal entry", step)
     provider = models.provider
+    model = request.model or provider.model
+    await check_budget(
+        ctx,
+        spending,
+        request,
+        models.prices,
+        provider=provider.name,
+        model=model,
+        step=step,
+        digest=digest,
+    )
     started = time.perf_counter()
     try:
         reply = await provider.complete(request)
@@ -223,5 +237,7 @@ async def _complete_step(
         tokens_out=reply.output_tokens,
         cost_usd=cost,
     )
+    if spending is not None:
+        await spending.count(ctx.caller, reply, cost)
     await ctx.emit_event(ev.MODEL, **model_fields(step, digest, reply, cost, duration_ms))
     return reply

@@ -7,6 +7,7 @@ may not read (the clerk's scope check refuses it; the desk goes on without it)."
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -115,3 +116,16 @@ def __getattr__(name: str) -> Any:
     tools = ToolRegistry()
     tools.add("lookup", lookup, needs_credential=False)
     return Toolgate(load_policy(settings.policy_file), tools, Credentials(None)).agent()
+
+
+class Stall(msgspec.Struct, frozen=True):
+    __mesh_type__ = "test.Stall/1"
+
+
+staller = Agent("staller", description="never finishes: its test kills each of its processes")
+
+
+@staller.handler
+async def stall(_: Stall, ctx: Context) -> Stall:
+    await asyncio.Event().wait()
+    return Stall()

@@ -14,7 +14,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import nats
@@ -383,3 +383,74 @@ async def test_a_provider_is_installed_once_until_shut_down(tmp_path: Path) -> N
         ("one", "first", "i-1"),
         ("two", "third", "i-3"),
     ]
+
+
+async def test_a_task_out_of_deliveries_is_dead_lettered_in_its_trace(
+    mesh: Mesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each process that takes the task is SIGKILLed while its handler runs; once the task
+    is out of deliveries, the process that handles the max-deliveries advisory
+    dead-letters it in a ``dead_letter`` span, the child of the publisher's ``send``."""
+    monkeypatch.chdir(REPO_ROOT)
+    s = mesh.configure(ack_wait_s=1.5, max_deliver=2)
+    subject = f"{s.subject_prefix}.agent.staller.task"
+    started: list[Msg] = []
+    nc = await nats.connect(s.nats_url)
+
+    async def keep(msg: Msg) -> None:
+        started.append(msg)
+
+    await nc.subscribe(f"{s.subject_prefix}.event.*.started", cb=keep)
+
+    async def until(done: Callable[[], bool], what: str) -> None:
+        for _ in range(300):
+            if done():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"never: {what}")
+
+    def staller(n: int) -> AgentProcess:
+        return AgentProcess(
+            ["tests.harness.traced_agents:staller"],
+            s,
+            log_file=tmp_path / f"staller-{n}.log",
+            env=receiver.env(),
+        )
+
+    with OtlpReceiver() as receiver:
+        first = await asyncio.to_thread(staller(1).start)
+        publish = asyncio.create_task(
+            jetmesh(mesh, receiver.env(), "publish", "staller", "{}", "--type", "test.Stall/1")
+        )
+        try:
+            await until(lambda: len(started) == 1, "the first delivery started")
+            first.kill()
+            first.stop()  # (its pipe closed)
+            second = await asyncio.to_thread(staller(2).start)
+            await until(lambda: len(started) == 2, "the last delivery started (and was kept)")
+            second.kill()
+            second.stop()
+            third = await asyncio.to_thread(staller(3).start)
+            code, _, err = await publish
+            assert code == 1
+            assert "delivered 2 times without an ack" in err
+            assert await asyncio.to_thread(third.stop, 15.0) == 0
+        finally:
+            publish.cancel()
+            await nc.close()
+        found = re.search(r"^workflow (\S+) \(see", err, re.MULTILINE)
+        assert found is not None, err
+        spans = receiver.snapshot()
+    workflow = found.group(1)
+    trace_id = trace_id_of(workflow)
+    [send] = [x for x in spans if x.name == f"send {subject}"]
+    [given_up] = [x for x in spans if x.name == f"dead_letter {subject}"]
+    assert (send.trace_id, send.service) == (trace_id, "cli")
+    assert (given_up.trace_id, given_up.parent_id) == (trace_id, send.span_id)
+    assert (given_up.kind, given_up.service, given_up.status) == ("CLIENT", "staller", "ERROR")
+    assert given_up.attributes["messaging.operation.type"] == "settle"
+    assert given_up.attributes["messaging.consumer.group.name"] == "staller"
+    assert given_up.attributes["messaging.message.id"] == send.attributes["messaging.message.id"]
+    event = given_up.event("jetmesh.dead_letter")
+    assert event is not None
+    assert event.attributes["jetmesh.reason"] == "max-deliveries"

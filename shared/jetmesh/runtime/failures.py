@@ -157,6 +157,7 @@ class Failures:
             )
             await advisory.term()
             return
+        traces.gave_up(kept.subject, kept.headers, self.agent, MAX_DELIVERIES, detail)
         await self._out_of_deliveries(kept, seq, info.deliveries, detail)
         await advisory.ack()
         if kept.data:

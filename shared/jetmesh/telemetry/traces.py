@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ..ids import id_value
 
@@ -62,6 +63,7 @@ ATTEMPT = "jetmesh.delivery.attempt"
 """Attribute of a ``process`` span: the delivery count of the task (set from 2 on)."""
 
 _NO_SPAN = contextlib.nullcontext()
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 _workflow_trace: contextvars.ContextVar[int] = contextvars.ContextVar(
     "jetmesh_workflow_trace", default=0
@@ -257,9 +259,7 @@ def consuming(subject: str, headers: Mapping[str, str] | None, role: str, attemp
 def _consuming(
     subject: str, headers: Mapping[str, str] | None, role: str, attempt: int
 ) -> Iterator[Span]:
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    parent = TraceContextTextMapPropagator().extract(headers or {})
+    parent = _PROPAGATOR.extract(headers or {})
     with _state.tracer.start_as_current_span(
         f"process {subject}", context=parent, kind=SpanKind.CONSUMER
     ) as span:
@@ -279,6 +279,35 @@ def _consuming(
                 span.set_attribute(ATTEMPT, attempt)
                 span.add_event("jetmesh.redelivered", {ATTEMPT: attempt})
         yield span
+
+
+def gave_up(
+    subject: str, headers: Mapping[str, str] | None, role: str, reason: str, detail: str
+) -> None:
+    """A ``dead_letter {subject}`` span, the child of the span the task's ``traceparent``
+    names, for a task dead-lettered outside any delivery of it (the max-deliveries
+    advisory of a task whose replicas all died): a ``jetmesh.dead_letter`` event and ERROR
+    status, as on a ``process`` span."""
+    if not _state.on:
+        return
+    with _state.tracer.start_as_current_span(
+        f"dead_letter {subject}",
+        context=_PROPAGATOR.extract(headers or {}),
+        kind=SpanKind.CLIENT,
+        attributes={
+            "messaging.system": MESSAGING_SYSTEM,
+            "messaging.operation.type": "settle",
+            "messaging.operation.name": "dead_letter",
+            "messaging.destination.name": subject,
+            "messaging.consumer.group.name": role,
+            **(
+                {"messaging.message.id": headers["Nats-Msg-Id"]}
+                if headers and "Nats-Msg-Id" in headers
+                else {}
+            ),
+        },
+    ):
+        failed("dead_letter", reason, detail)
 
 
 def received(workflow: str, message_id: str) -> None:

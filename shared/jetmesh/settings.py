@@ -230,11 +230,13 @@ class MeshSettings(BaseSettings):
 
     call_preflight_timeout_s: float = Field(default=0.5, gt=0)
     """How long the pre-flight waits for a callee's ``$SRV.INFO`` answer; past it the call
-    is sent unchecked (the answer is only a hint; the callee checks anyway)."""
+    is sent unchecked and a role seen served stays so (the answer is only a hint; the
+    callee checks anyway)."""
 
     call_preflight_ttl_s: float = Field(default=30.0, gt=0)
-    """How long a callee's answer (served, its schemas) is kept before it is asked again.
-    A role found unserved is asked again after 2 s at most."""
+    """How long a callee's answer (served, its schemas) is kept before it is asked again,
+    in the background while calls go on with it. A role found unserved is asked again
+    after 2 s at most."""
 
     max_call_depth: int = Field(default=8, gt=0)
     """How deep calls may nest: the depth of a step key is its number of nested calls

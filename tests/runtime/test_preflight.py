@@ -6,6 +6,7 @@ from the cache until its answer is ``call_preflight_ttl_s`` old."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -23,7 +24,7 @@ from jetmesh import (
     MeshTimeout,
     NoReplicas,
 )
-from jetmesh.runtime.preflight import MISS_TTL_S, Preflight, info_subject
+from jetmesh.runtime.preflight import MISS_TTL_S, Preflight, info_subject, own_schema
 from tests.harness.mesh import Echo, EchoAgent, Mesh, kinds
 
 pytestmark = pytest.mark.integration
@@ -244,7 +245,9 @@ async def test_the_cache_is_asked_again_after_its_ttl_and_a_miss_after_two_secon
     assert preflight.asked == 1, "fresh: answered from the cache"
     now[0] += 2.0
     assert await preflight.check(callee, Echo(text="z"), "test.Echo/1") is None
-    assert preflight.asked == 2, "stale: asked again"
+    await preflight.settled()
+    assert preflight.asked == 2, "stale: asked again, in the background"
+    assert preflight._callees[callee].asked == now[0]
 
     refused = await preflight.check(nobody, Echo(text="x"), "test.Echo/1")
     assert isinstance(refused, NoReplicas)
@@ -274,9 +277,13 @@ async def test_a_role_seen_lately_is_not_refused_while_its_replicas_restart(
     assert await preflight.check(callee, Echo(text="x"), "test.Echo/1") is None
     assert preflight.asked == 1
     now[0] += 2.0
+    assert await preflight.check(callee, Echo(text="x"), "test.Echo/1") is None, (
+        "the stale answer while the role is asked again"
+    )
+    await preflight.settled()
+    assert preflight.asked == 2
     refused = await preflight.check(callee, Echo(text="x"), "test.Echo/1")
     assert isinstance(refused, NoReplicas)
-    assert preflight.asked == 2
 
 
 async def test_types_the_callee_does_not_publish_are_left_to_it(mesh: Mesh) -> None:
@@ -289,3 +296,52 @@ async def test_types_the_callee_does_not_publish_are_left_to_it(mesh: Mesh) -> N
     assert isinstance(refused, BodyRejected)
     assert refused.errors == ["text: 1 is not of type 'string'"]
     assert refused.type == "test.Echo/1"
+
+
+async def test_a_body_of_the_type_the_callee_publishes_is_not_validated_again(
+    mesh: Mesh,
+) -> None:
+    """The same schema as the callee's, the same type: a valid body by construction."""
+    callee = unique("echo")
+    await mesh.start_replicas(EchoAgent(callee).agent)
+    client = await mesh.ingress()
+    answer = await client.nc.request(info_subject(callee), b"", timeout=5.0)
+    (endpoint,) = json.loads(answer.data)["endpoints"]
+    assert own_schema(Echo) == endpoint["metadata"]["input_schema"]
+    preflight = Preflight(client.nc, mode="schema")
+    assert await preflight.check(callee, Echo(text="x"), "test.Echo/1") is None
+    assert preflight._callees[callee].validators == {}, "no validator built: not validated"
+    assert await preflight.check(callee, {"text": "x"}, "test.Echo/1") is None
+    assert list(preflight._callees[callee].validators) == ["test.Echo/1"]
+    refused = await preflight.check(callee, {"text": ["x"]}, "test.Echo/1")
+    assert isinstance(refused, BodyRejected)
+    assert refused.errors == ["text: ['x'] is not of type 'string'"]
+
+
+async def test_an_answer_that_does_not_come_in_time_decides_nothing(own_mesh: Mesh) -> None:
+    """Someone listens but does not answer (a frozen or overloaded replica): a role seen
+    served stays served, one never seen is not refused; the calls go on."""
+    callee, silent = unique("echo"), unique("silent")
+    (replica,) = await own_mesh.start_replicas(EchoAgent(callee).agent)
+    client = await own_mesh.ingress()
+    now = [1000.0]
+    preflight = Preflight(client.nc, mode="served", timeout_s=0.2, ttl_s=30.0, clock=lambda: now[0])
+    assert await preflight.check(callee, Echo(text="x"), "test.Echo/1") is None
+    await replica.drain(timeout=5.0)
+    own_mesh.replicas.remove(replica)
+    listener = await own_mesh.attacker()
+    for role in (callee, silent):
+        await listener.nc.subscribe(info_subject(role))  # never answers
+    await listener.nc.flush()
+
+    now[0] += 31.0
+    assert await preflight.check(callee, Echo(text="x"), "test.Echo/1") is None
+    await preflight.settled()
+    assert preflight.asked == 2
+    kept = preflight._callees[callee]
+    assert kept.served is True
+    assert "test.Echo/1" in kept.schemas, "its schemas kept"
+    assert isinstance(await preflight.check(callee, Mistyped(text=1), "test.Echo/1"), BodyRejected)
+
+    assert await preflight.check(silent, Echo(text="x"), "test.Echo/1") is None
+    assert preflight._callees[silent].served is None

@@ -115,7 +115,7 @@ class Context(ContextBase):
                 return decode_reply(agent, recorded.as_envelope(self.task), returns)
         type_ = type_name(type(body))
         raw = body if isinstance(body, msgspec.Raw) else msgspec.Raw(encode(body))
-        if (unsent := await preflight_for(self._mesh).check(agent, raw, type_)) is not None:
+        if (unsent := await preflight_for(self._mesh).check(agent, body, type_)) is not None:
             await self._not_sent(agent, step, unsent)
         await self.emit_event(
             ev.CALL, target=agent, callee_step=step, body=ev.EventPayload(type=type_, value=raw)

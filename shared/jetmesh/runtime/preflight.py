@@ -4,7 +4,8 @@ Before a call is sent, the caller asks the callee's replicas the NATS service AP
 ``$SRV.INFO.<role>`` (:mod:`jetmesh.runtime.discovery`): the first answer says the role
 is served and carries each handler's input type and JSON Schema. The answer is cached
 per process and per callee role, so the first call to a role pays one round trip and the
-calls after it none, until the answer is ``call_preflight_ttl_s`` old. With
+calls after it none; once the answer is ``call_preflight_ttl_s`` old the role is asked
+again in the background while calls go on with it. With
 ``call_preflight`` (:class:`~jetmesh.MeshSettings`):
 
 ``"schema"`` (the default)
@@ -22,10 +23,12 @@ calls after it none, until the answer is ``call_preflight_ttl_s`` old. With
     nothing is asked.
 
 An answer that does not come within ``call_preflight_timeout_s`` (servers slow, replicas
-frozen, a policy that does not grant the request) decides nothing: the call is sent. A
-body whose type the answering replica has no handler for is left to the callee too (a
-replica of a newer version may take it). An unanswered or unserved role is asked again
-after :data:`MISS_TTL_S` at most.
+frozen, a policy that does not grant the request) decides nothing: the call is sent, and a
+role seen served stays so (someone listens). A body whose type the answering replica has
+no handler for is left to the callee (a replica of a newer version may take it), and a
+body of the very type whose schema the callee publishes is not validated again
+(:func:`own_schema`). An unanswered or unserved role is asked again after
+:data:`MISS_TTL_S` at most.
 
 Who may answer: on servers that enforce the policy, ``$SRV.INFO.<role>`` reaches only the
 role's own replicas (no other role may subscribe to it) and only they may answer it
@@ -42,6 +45,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -153,22 +157,29 @@ class Preflight:
         return BodyRejected(role, type_, errors) if errors else None
 
     async def callee(self, role: str) -> Callee:
-        """What is known of ``role``: from the cache while it is fresh, else asked (one
-        request at a time per role; concurrent calls share it)."""
-        now = self.clock()
+        """What is known of ``role``: from the cache while it is fresh; a served role's
+        stale answer while it is asked again in the background (no call waits for a role
+        it saw served); else asked, one request at a time per role, shared by the calls
+        that wait for it."""
         known = self._callees.get(role)
         if known is not None:
             fresh = self.ttl_s if known.served else min(MISS_TTL_S, self.ttl_s)
-            if now - known.asked < fresh:
+            if self.clock() - known.asked < fresh:
                 return known
         pending = self._asking.get(role)
         if pending is None:
-            pending = asyncio.ensure_future(self._ask(role))
+            pending = asyncio.ensure_future(self._ask(role, known))
             self._asking[role] = pending
             pending.add_done_callback(lambda _: self._asking.pop(role, None))
+        if known is not None and known.served:
+            return known
         return await asyncio.shield(pending)
 
-    async def _ask(self, role: str) -> Callee:
+    async def settled(self) -> None:
+        """Wait for the requests under way (tests, and a clean stop)."""
+        await asyncio.gather(*self._asking.values(), return_exceptions=True)
+
+    async def _ask(self, role: str, known: Callee | None) -> Callee:
         self.asked += 1
         asked = self.clock()
         try:
@@ -176,7 +187,10 @@ class Preflight:
         except NoRespondersError:
             callee = Callee(asked, False)
         except (TimeoutError, NatsTimeout):
-            callee = Callee(asked, None)
+            if known is not None and known.served:  # someone listens: slow, not gone
+                callee = Callee(asked, True, known.schemas, known.validators)
+            else:
+                callee = Callee(asked, None)
         except Exception as exc:  # a hint only: never let asking break the call
             log.debug("pre-flight of %s not asked: %s", role, exc)
             callee = Callee(asked, None)
@@ -186,8 +200,13 @@ class Preflight:
         return callee
 
     def _violations(self, callee: Callee, body: Any, type_: str) -> list[str]:
+        schema = callee.schemas.get(type_)
+        if schema is None or (
+            isinstance(body, msgspec.Struct) and own_schema(type(body)) == schema
+        ):
+            return []  # nothing published for it, or the very type the callee takes
         if type_ not in callee.validators:
-            callee.validators[type_] = _validator(callee.schemas.get(type_))
+            callee.validators[type_] = _validator(schema)
         validator = callee.validators[type_]
         if validator is None:
             return []
@@ -198,6 +217,18 @@ class Preflight:
             return [f"(body): not JSON: {exc}"]
         found = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.path)))
         return [_describe(e) for e in found[:MAX_ERRORS]]
+
+
+@functools.cache
+def own_schema(tp: type[Any]) -> str:
+    """``tp``'s JSON Schema as a replica publishes it (``discovery.Endpoint``: sorted keys,
+    no spaces). A body of a type whose schema is the one the callee publishes was encoded
+    from that schema's type, so it is not validated again (msgspec checks value
+    constraints, ``Meta(gt=0)``, when decoding, not when building: the callee still does)."""
+    try:
+        return json.dumps(msgspec.json.schema(tp), sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return ""
 
 
 def _schemas(data: bytes, role: str) -> dict[str, str]:

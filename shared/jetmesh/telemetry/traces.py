@@ -8,8 +8,8 @@ then installs a ``TracerProvider`` exporting over OTLP/HTTP in batches (the expo
 batch processor read their own variables: endpoint, headers, timeout,
 ``OTEL_BSP_SCHEDULE_DELAY``, ...); ``jetmesh run`` and every :class:`~jetmesh.MeshClient`
 call it when they start, :func:`shutdown_tracing` exports what is left when the process
-stops. With nothing configured no provider is installed, and the helpers here cost one
-flag test per message.
+stops. With nothing configured no provider is installed, and each helper here costs one
+flag test.
 
 The trace id of every span of a workflow is the workflow's own
 (:func:`trace_id_of`), so ``jetmesh events`` and a tracing backend
@@ -18,9 +18,10 @@ meet on one id: the root span of a workflow (the first ``send``) takes it from
 ``traceparent`` header, whose span id is the span that sent the message.
 
 Example:
-    >>> install_tracing("gateway", "01J...")                         # doctest: +SKIP
-    >>> with sending("mesh.agent.desk.task", envelope):               # doctest: +SKIP
-    ...     await publish(...)
+    >>> install_tracing("gateway", instance)                         # doctest: +SKIP
+    True
+    >>> with sending(subject, envelope.id, envelope.workflow):        # doctest: +SKIP
+    ...     await publisher.publish(subject, *seal(envelope))
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ MESSAGING_SYSTEM = "nats"
 
 FROM_RECORD = "jetmesh.from_record"
 """Attribute (true) of a span whose work was not done again: a step answered from the step
-ledger, a call or a model reply taken from the journal."""
+ledger (``process``), a model reply taken from the journal (``chat``), a tool call the
+gateway answered from its record (its ``invoke_agent``)."""
 
 REPLAYED = "jetmesh.replayed"
 """Attribute (true) of a span of ``jetmesh replay --rerun``: a handler run again from a
@@ -223,23 +225,24 @@ def sending(subject: str, message_id: str, workflow: str) -> Any:
 def _sending(subject: str, message_id: str, workflow: str) -> Iterator[Span]:
     trace_id = trace_number(workflow)
     parent, links = _workflow_context(trace_id)
+    attributes = {
+        "messaging.system": MESSAGING_SYSTEM,
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "send",
+        "messaging.destination.name": subject,
+        "messaging.message.id": message_id,
+        "messaging.message.conversation_id": workflow,
+    }
     with (
         _root_of(trace_id),
         _state.tracer.start_as_current_span(
-            f"send {subject}", context=parent, kind=SpanKind.PRODUCER, links=links
+            f"send {subject}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            links=links,
+            attributes=attributes,
         ) as span,
     ):
-        if span.is_recording():
-            span.set_attributes(
-                {
-                    "messaging.system": MESSAGING_SYSTEM,
-                    "messaging.operation.type": "send",
-                    "messaging.operation.name": "send",
-                    "messaging.destination.name": subject,
-                    "messaging.message.id": message_id,
-                    "messaging.message.conversation_id": workflow,
-                }
-            )
         yield span
 
 
@@ -259,25 +262,25 @@ def consuming(subject: str, headers: Mapping[str, str] | None, role: str, attemp
 def _consuming(
     subject: str, headers: Mapping[str, str] | None, role: str, attempt: int
 ) -> Iterator[Span]:
-    parent = _PROPAGATOR.extract(headers or {})
+    attributes: dict[str, Any] = {
+        "messaging.system": MESSAGING_SYSTEM,
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": subject,
+        "messaging.consumer.group.name": role,
+    }
+    if headers and (message_id := headers.get("Nats-Msg-Id")):
+        attributes["messaging.message.id"] = message_id
+    if attempt > 1:
+        attributes[ATTEMPT] = attempt
     with _state.tracer.start_as_current_span(
-        f"process {subject}", context=parent, kind=SpanKind.CONSUMER
+        f"process {subject}",
+        context=_PROPAGATOR.extract(headers or {}),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
     ) as span:
-        if span.is_recording():
-            span.set_attributes(
-                {
-                    "messaging.system": MESSAGING_SYSTEM,
-                    "messaging.operation.type": "process",
-                    "messaging.operation.name": "process",
-                    "messaging.destination.name": subject,
-                    "messaging.consumer.group.name": role,
-                }
-            )
-            if headers and (message_id := headers.get("Nats-Msg-Id")):
-                span.set_attribute("messaging.message.id", message_id)
-            if attempt > 1:
-                span.set_attribute(ATTEMPT, attempt)
-                span.add_event("jetmesh.redelivered", {ATTEMPT: attempt})
+        if attempt > 1 and span.is_recording():
+            span.add_event("jetmesh.redelivered", {ATTEMPT: attempt})
         yield span
 
 
@@ -332,6 +335,8 @@ def span(name: str, attributes: Mapping[str, Any], kind: SpanKind = SpanKind.INT
 def chat(provider: str, model: str, *, max_tokens: int) -> Any:
     """The ``chat {model}`` CLIENT span of one model call (GenAI conventions), current
     while it lasts; :func:`chat_answered` adds the reply's usage."""
+    if not _state.on:
+        return _NO_SPAN
     return span(
         f"chat {model}",
         {
@@ -360,6 +365,8 @@ def chat_answered(model: str, input_tokens: int, output_tokens: int, stop_reason
 def tool(name: str, **attributes: Any) -> Any:
     """The ``execute_tool {name}`` span of one tool call (GenAI conventions), current
     while it lasts: in the agent that asks for it and in the tool gateway that runs it."""
+    if not _state.on:
+        return _NO_SPAN
     return span(
         f"execute_tool {name}",
         {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name, **attributes},

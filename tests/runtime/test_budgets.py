@@ -195,6 +195,10 @@ async def test_spending_is_summed_over_every_roles_counters(mesh: Mesh, tmp_path
 def test_a_budget_sets_a_limit_and_names_in_two_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="a budget sets tokens, cost_usd or both"):
         Budget(per="day")
+    for wrong in ("fortnight", 0, True):
+        with pytest.raises(ValueError, match="is not a window"):
+            Budget(tokens=1, per=wrong)  # type: ignore[arg-type]
+    assert Budget(tokens=1, per=600).window(1200.5) == (2, "600s 1970-01-01T00:20:00Z")
     first = tmp_path / "a.toml"
     second = tmp_path / "b.toml"
     second.write_text("[roles.other]\n\n[budgets.tenant.acme]\ntokens = 5\n")

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 PERIODS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 """The named windows, in seconds."""
@@ -38,7 +38,15 @@ PERIODS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 BUDGET_SCOPES = ("caller", "tenant")
 """Whose spending a budget limits: a caller's subject, or a tenant."""
 
-Period = Literal["minute", "hour", "day", "week"] | Annotated[int, Field(ge=1)]
+
+def _period(value: object) -> object:
+    """One clear error for a window that is neither a name nor a number of seconds."""
+    if value in PERIODS or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f"{value!r} is not a window (minute, hour, day, week, or seconds >= 1)")
+
+
+Period = Annotated[Literal["minute", "hour", "day", "week"] | int, BeforeValidator(_period)]
 
 
 class Budget(BaseModel):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -97,17 +98,20 @@ async def frames(
     interval_s: float = DEFAULT_INTERVAL_S,
     iterations: int | None = None,
     window_s: float = SURVEY_WINDOW_S,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[Frame]:
-    """Survey the service API every ``interval_s`` (``iterations`` times, or until the
-    caller stops iterating), each survey with the rates since the one before.
+    """Survey the service API every ``interval_s`` (``iterations`` times, until ``stop``
+    is set, or until the caller stops iterating), each survey with the rates since the one
+    before. A survey under way when ``stop`` is set is finished first.
 
     Raises:
         ConfigError: nats-server does not let the ``cli`` ask (as ``jetmesh agents``).
     """
+    stop = stop or asyncio.Event()
     async with Surveyor(s, "jetmesh top") as surveyor:
         before: tuple[list[Seen], float] | None = None
         done = 0
-        while iterations is None or done < iterations:
+        while (iterations is None or done < iterations) and not stop.is_set():
             started = time.monotonic()
             seen = await surveyor.ask(window_s)
             ended = time.monotonic()
@@ -116,14 +120,22 @@ async def frames(
             before = (seen, ended)
             done += 1
             if iterations is None or done < iterations:
-                await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+                pause = max(0.0, interval_s - (time.monotonic() - started))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
 
 
 async def show(s: MeshSettings, out: Console, *, interval_s: float, iterations: int | None) -> None:
-    """Show the frames on ``out``: in place on a terminal, one after another otherwise."""
+    """Show the frames on ``out``: in place on a terminal, one after another otherwise.
+    Ctrl-C (SIGINT) or SIGTERM stops it after the survey under way, so its connection is
+    closed in order rather than torn down in the middle of a request."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     live = Live(console=out, auto_refresh=False) if out.is_terminal else None
     with live or contextlib.nullcontext():
-        async for frame in frames(s, interval_s=interval_s, iterations=iterations):
+        async for frame in frames(s, interval_s=interval_s, iterations=iterations, stop=stop):
             if live is not None:
                 live.update(frame.render(), refresh=True)
             else:
@@ -141,5 +153,4 @@ def top(
     every --interval seconds, with handled/s and errors/s per role since the survey
     before, tasks in flight and consumer lag. Ctrl-C stops it."""
     count = 1 if once else iterations
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stopped, the screen as it was
-        run_async(show(settings(), console, interval_s=interval, iterations=count))
+    run_async(show(settings(), console, interval_s=interval, iterations=count))

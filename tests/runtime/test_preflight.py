@@ -345,3 +345,9 @@ async def test_an_answer_that_does_not_come_in_time_decides_nothing(own_mesh: Me
 
     assert await preflight.check(silent, Echo(text="x"), "test.Echo/1") is None
     assert preflight._callees[silent].served is None
+    assert preflight.asked == 3
+    now[0] += MISS_TTL_S
+    assert await preflight.check(silent, Echo(text="x"), "test.Echo/1") is None
+    assert silent in preflight._asking, "the call did not wait for the silent role again"
+    await preflight.settled()
+    assert preflight.asked == 4

@@ -157,10 +157,12 @@ class Preflight:
         return BodyRejected(role, type_, errors) if errors else None
 
     async def callee(self, role: str) -> Callee:
-        """What is known of ``role``: from the cache while it is fresh; a served role's
-        stale answer while it is asked again in the background (no call waits for a role
-        it saw served); else asked, one request at a time per role, shared by the calls
-        that wait for it."""
+        """What is known of ``role``: from the cache while it is fresh; a stale answer
+        that is not "nobody listens" while it is asked again in the background (no call
+        waits for a role it saw served, nor again for one that did not answer in time:
+        such a call is sent anyway); else asked, one request at a time per role, shared by
+        the calls that wait for it. Only the first call to a role, and a call to a role
+        the servers said nobody serves (an answer that comes at once), wait."""
         known = self._callees.get(role)
         if known is not None:
             fresh = self.ttl_s if known.served else min(MISS_TTL_S, self.ttl_s)
@@ -171,7 +173,7 @@ class Preflight:
             pending = asyncio.ensure_future(self._ask(role, known))
             self._asking[role] = pending
             pending.add_done_callback(lambda _: self._asking.pop(role, None))
-        if known is not None and known.served:
+        if known is not None and known.served is not False:
             return known
         return await asyncio.shield(pending)
 

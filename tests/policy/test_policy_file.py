@@ -160,6 +160,19 @@ def test_cli_check() -> None:
     assert "ok: 9 roles" in result.output
 
 
+def test_cli_check_lists_the_budgets(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[roles.writer]\n"
+        "[budgets.tenant.acme]\ntokens = 100000\ncost_usd = 5.0\n"
+        "[budgets.caller.alice]\ntokens = 2000\nper = 60\n",
+    )
+    result = CliRunner().invoke(app, ["policy", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "budget caller alice: 2000 tokens per 60 s" in result.output
+    assert "budget tenant acme: 100000 tokens, $5 per day" in result.output
+
+
 def test_cli_check_reports_errors(tmp_path: Path) -> None:
     path = write(tmp_path, '[roles.triage]\ncalls = ["nobody"]\n')
     result = CliRunner().invoke(app, ["policy", "check", str(path)])

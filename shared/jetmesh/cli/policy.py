@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from ..policy import PolicyError, all_permissions, mesh_policy
+from ..policy.budgets import Budget
 from ..policy.derive import RolePermissions
 from ..policy.model import Policy
 from ..policy.servers import ServerAuth
@@ -77,6 +78,24 @@ def print_detail(policy: Policy, perms: RolePermissions) -> None:
         console.print(f"  redis      {pattern} (read only)", highlight=False)
 
 
+def _budgets(policy: Policy) -> list[tuple[str, str, Budget]]:
+    return [
+        *(("caller", name, b) for name, b in sorted(policy.budgets.caller.items())),
+        *(("tenant", name, b) for name, b in sorted(policy.budgets.tenant.items())),
+    ]
+
+
+def budget_text(budget: Budget) -> str:
+    """A budget for people: ``100000 tokens, $5 per day`` or ``2000 tokens per 60 s``."""
+    limits = []
+    if budget.tokens is not None:
+        limits.append(f"{budget.tokens} tokens")
+    if budget.cost_usd is not None:
+        limits.append(f"${budget.cost_usd:g}")
+    per = budget.per if isinstance(budget.per, str) else f"{budget.per} s"
+    return f"{', '.join(limits)} per {per}"
+
+
 @app.command("check")
 def check(
     file: Path | None = typer.Argument(
@@ -95,6 +114,8 @@ def check(
     permissions = all_permissions(policy, settings())
     console.print(f"max_delegation_depth {policy.max_delegation_depth}", highlight=False)
     console.print(summary_table(policy, permissions))
+    for scope, name, budget in _budgets(policy):
+        console.print(f"budget {scope} {name}: {budget_text(budget)}", highlight=False)
     if detail:
         for perms in permissions:
             print_detail(policy, perms)

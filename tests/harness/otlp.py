@@ -1,4 +1,5 @@
-"""An OTLP/HTTP trace receiver for tests: a small ``http.server`` on 127.0.0.1 that decodes
+"""An OTLP/HTTP trace receiver for tests: a small ``http.server`` on 127.0.0.1
+(:class:`loadtest.otlp_sink.OtlpHttpServer`) that decodes
 the ``ExportTraceServiceRequest`` of each ``POST /v1/traces`` (protobuf, gzip or not) and
 keeps its spans, as a tracing backend would receive them from the processes of a mesh
 (other exports, ``/v1/metrics``, are answered and dropped).
@@ -12,15 +13,11 @@ Example:
 
 from __future__ import annotations
 
-import gzip
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -28,6 +25,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+from loadtest.otlp_sink import OtlpHttpServer
 
 KINDS = {
     ProtoSpan.SPAN_KIND_INTERNAL: "INTERNAL",
@@ -110,56 +109,25 @@ def decode_spans(body: bytes) -> list[ReceivedSpan]:
     return spans
 
 
-class OtlpReceiver:
+class OtlpReceiver(OtlpHttpServer):
     """Receives OTLP/HTTP trace exports on a free loopback port, in a thread."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
-        self.errors: list[str] = []
         self.other_posts: list[str] = []
         """The paths of exports other than traces (``/v1/metrics``, ...)."""
-        self._lock = threading.Lock()
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(length)
-                if self.headers.get("Content-Encoding", "") == "gzip":
-                    body = gzip.decompress(body)
-                if self.path != "/v1/traces":  # metrics, logs: accepted, not kept
-                    receiver.other_posts.append(self.path)
-                    self.send_response(200)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                try:
-                    spans = decode_spans(body)
-                except DecodeError as exc:
-                    receiver.errors.append(f"undecodable export: {exc}")
-                    self.send_error(400)
-                    return
-                with receiver._lock:
-                    receiver.spans.extend(spans)
-                    receiver.requests += 1
-                answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def received(self, path: str, body: bytes) -> bytes:
+        if path != "/v1/traces":  # metrics, logs: accepted, not kept
+            self.other_posts.append(path)
+            return b""
+        spans = decode_spans(body)
+        with self._lock:
+            self.spans.extend(spans)
+            self.requests += 1
+        return ExportTraceServiceResponse().SerializeToString()
 
     def env(self, schedule_delay_ms: int = 200) -> dict[str, str]:
         """The variables that make a process export its traces here."""
@@ -184,15 +152,6 @@ class OtlpReceiver:
                 return spans
             time.sleep(0.1)
         return self.snapshot()
-
-    def __enter__(self) -> OtlpReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
 
 
 def tree(spans: list[ReceivedSpan]) -> Iterator[tuple[int, ReceivedSpan]]:

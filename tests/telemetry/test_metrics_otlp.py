@@ -1,19 +1,16 @@
 """Metrics pushed over OTLP/HTTP: a ``jetmesh run`` process with no health port and
-``OTEL_EXPORTER_OTLP_ENDPOINT`` set sends its figures to a receiver in the test (a small
-``http.server`` decoding each ``POST /v1/metrics``), with the resource's service.name; with
-``OTEL_METRICS_EXPORTER=none`` it sends none."""
+``OTEL_EXPORTER_OTLP_ENDPOINT`` set sends its figures to a receiver in the test (decoding
+each ``POST /v1/metrics`` on a ``loadtest.otlp_sink.OtlpHttpServer``), with the resource's
+service.name; with ``OTEL_METRICS_EXPORTER=none`` it sends none."""
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from jetmesh.processes import settings_env
+from loadtest.otlp_sink import OtlpHttpServer
 from tests.harness.mesh import REPO_ROOT, WAIT_S, Mesh
 from tests.harness.metered_agents import METERED, Done, Job
 
@@ -37,36 +35,20 @@ def _attributes(pairs: Any) -> frozenset[tuple[str, str]]:
     return frozenset((kv.key, kv.value.string_value) for kv in pairs if isinstance(kv, KeyValue))
 
 
-class MetricsReceiver:
+class MetricsReceiver(OtlpHttpServer):
     """Keeps the latest value of each point of each metric pushed to ``/v1/metrics``
     (cumulative: the latest is the total), and the service names it came from."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.points: dict[Point, float] = {}
         self.services: set[str] = set()
         self.exports = 0
-        self._lock = threading.Lock()
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.headers.get("Content-Encoding", "") == "gzip":
-                    body = gzip.decompress(body)
-                if self.path == "/v1/metrics":
-                    receiver.add(ExportMetricsServiceRequest.FromString(body))
-                answer = ExportMetricsServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+    def received(self, path: str, body: bytes) -> bytes:
+        if path == "/v1/metrics":
+            self.add(ExportMetricsServiceRequest.FromString(body))
+        return ExportMetricsServiceResponse().SerializeToString()
 
     def add(self, request: ExportMetricsServiceRequest) -> None:
         with self._lock:
@@ -88,20 +70,6 @@ class MetricsReceiver:
         want = set(attributes.items())
         with self._lock:
             return sum(v for (n, got), v in self.points.items() if n == name and want <= got)
-
-    @property
-    def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> MetricsReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
 
 
 @pytest.fixture

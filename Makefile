@@ -34,7 +34,7 @@ docs: $(STAMP)
 	$(BIN)/python -m mkdocs build --strict
 
 bench: $(STAMP)
-	$(BIN)/python -m loadtest.hop --cluster
+	$(BIN)/python -m loadtest.hop --cluster --tracing
 
 bench-flows: $(STAMP)
 	$(BIN)/python -m loadtest.flows

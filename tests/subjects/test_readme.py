@@ -1,20 +1,27 @@
-"""subjects/README.md's worked example is a correct test vector for other languages."""
+"""subjects/README.md's worked example is a correct test vector for other languages: its
+signature, its caller token and its delegation chain, which jetmesh's own verification
+accepts (and refuses once any character of the link changes)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from jetmesh import BadDelegation, RejectedMessage
 from jetmesh.addresses import Subjects
 from jetmesh.bus.tracing import trace_id_of
 from jetmesh.envelope import decode_body, decode_envelope
-from jetmesh.identity.certificates import Certificate
+from jetmesh.identity.certificates import Certificate, issue_certificate
+from jetmesh.identity.delegation import digest, mint_link
 from jetmesh.identity.keys import KeyPair, b64d
 from jetmesh.identity.signing import Signer
 from jetmesh.identity.tokens import token_key_id, verify_token
+from jetmesh.identity.trust import TrustStore
 from services.support.wire import Ticket
 from subjects.catalogue import mesh_type
 from subjects.identity import CallerTokenClaims
@@ -27,12 +34,13 @@ def vector() -> dict[str, str]:
     text = README.read_text(encoding="utf-8")
     fields = dict(
         re.findall(
-            r"^(seed \(base64url\)|Mesh-Key|Mesh-Sig|bytes|traceparent|subject): (.+)$",
+            r"^(seed \(base64url\)|Mesh-Key|Mesh-Sig|bytes|traceparent|subject"
+            r"|link 0 header|link 0 claims): (.+)$",
             text,
             re.MULTILINE,
         )
     )
-    assert len(fields) == 6, f"README example lines not found: {sorted(fields)}"
+    assert len(fields) == 8, f"README example lines not found: {sorted(fields)}"
     return fields
 
 
@@ -77,3 +85,92 @@ def test_caller_token_is_valid_and_matches_its_schema(vector: dict[str, str], ke
     claims = msgspec.json.decode(b64d(env.caller.split(".")[1]), type=CallerTokenClaims)
     caller = verify_token(env.caller, ingress, at=claims.iat + 1)
     assert (caller.subject, caller.tenant) == (claims.sub, claims.tenant)
+
+
+def _caller_claims(token: str) -> CallerTokenClaims:
+    return msgspec.json.decode(b64d(token.split(".")[1]), type=CallerTokenClaims)
+
+
+def test_chain_is_the_link_an_ingress_mints(vector: dict[str, str], key: KeyPair) -> None:
+    """The example's chain is exactly what jetmesh's ingress makes for this task (Ed25519 is
+    deterministic, so this is also how the example was produced), and the decoded header and
+    claims shown next to it are its parts."""
+    env = decode_envelope(vector["bytes"].encode())
+    token = _caller_claims(env.caller)
+    assert env.chain == (
+        mint_link(
+            key,
+            to=env.to,
+            workflow=env.workflow,
+            step=env.step,
+            scopes=token.scopes,
+            expires=token.exp,
+            prev=digest(env.caller),
+            now=token.iat,
+        ),
+    )
+    header, claims, _ = env.chain[0].split(".")
+    assert b64d(header).decode() == vector["link 0 header"]
+    assert b64d(claims).decode() == vector["link 0 claims"]
+    prev = msgspec.json.decode(vector["link 0 claims"])["prev"]
+    token_digest = hashlib.sha256(env.caller.encode("ascii")).digest()
+    assert prev == base64.urlsafe_b64encode(token_digest).decode().rstrip("=")
+    assert len(prev) == 43
+
+
+def _trust(key: KeyPair) -> TrustStore:
+    """A trust store whose registry holds the example key's certificate, an ingress."""
+    root = KeyPair("root", bytes(range(32)))
+    cert = issue_certificate(
+        root,
+        key,
+        publish=["mesh.agent.*.task"],
+        subscribe=[],
+        ingress=True,
+        ttl_s=4e9 - 1764000000,
+        now=1764000000 - 60,
+    )
+
+    async def lookup(kid: str) -> str | None:
+        return cert if kid == key.kid else None
+
+    return TrustStore({root.kid: root.public_key}, lookup)
+
+
+async def test_chain_verifies(vector: dict[str, str], key: KeyPair) -> None:
+    env = decode_envelope(vector["bytes"].encode())
+    trust = _trust(key)
+    signer, _ = await trust.certificate(key.kid, at=env.created)
+    caller = await trust.caller(env.caller, at=env.created)
+    delegation = await trust.delegation(env, caller, signer=signer, at=env.created)
+    assert delegation.path == ("acme-ingest", "triage")
+    assert delegation.scopes == caller.scopes == frozenset({"kb:read"})
+    assert delegation.expires == caller.expires
+    link, ingress = await trust.link(env.chain[0], at=env.created)  # its own signature too
+    assert ingress
+    assert link.prev == digest(env.caller)
+
+
+async def test_the_task_without_its_chain_is_refused(vector: dict[str, str], key: KeyPair) -> None:
+    env = msgspec.structs.replace(decode_envelope(vector["bytes"].encode()), chain=())
+    trust = _trust(key)
+    signer, _ = await trust.certificate(key.kid, at=env.created)
+    caller = await trust.caller(env.caller, at=env.created)
+    with pytest.raises(BadDelegation, match="without a delegation chain"):
+        await trust.delegation(env, caller, signer=signer, at=env.created)
+
+
+async def test_chain_is_refused_when_a_character_of_the_link_changes(
+    vector: dict[str, str], key: KeyPair
+) -> None:
+    """Every character of the link counts: changed anywhere (header, claims, signature, a
+    dot), the link is refused when verified on its own signature, as every hop after the
+    first verifies it."""
+    env = decode_envelope(vector["bytes"].encode())
+    trust = _trust(key)
+    text = env.chain[0]
+    for i, c in enumerate(text):
+        changed = text[:i] + ("B" if c == "A" else "A") + text[i + 1 :]
+        with pytest.raises(RejectedMessage):
+            await trust.link(changed, at=env.created)
+    await trust.link(text, at=env.created)  # the unchanged one still verifies

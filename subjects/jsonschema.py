@@ -2,7 +2,9 @@
 
 msgspec writes the schema; two things are added for readers in other languages:
 
-- each field's docstring (the string under it in the class body) as its ``description``;
+- each field's docstring (the string under it in the class body) as its ``description``,
+  or, where that docstring points at Python source, the text of
+  :data:`WIRE_DESCRIPTIONS`;
 - ``msgspec.Raw`` fields (the envelope's ``body``) become "any JSON value": msgspec cannot
   describe a ``Raw`` default, and on the wire a body is simply the payload's JSON.
 
@@ -24,6 +26,17 @@ import msgspec.inspect as mi
 
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 RAW_DESCRIPTION: Final = "Any JSON value: the payload, of the type named in `type`."
+WIRE_DESCRIPTIONS: Final[dict[tuple[str, str], str]] = {
+    ("jetmesh.envelope.Envelope", "chain"): (
+        "Tasks (required): the delegation chain from ingress to this task, first hop first, "
+        "one link per hop: an EdDSA compact JWS with header typ mesh-delegation+jwt and claims "
+        "iss, to, wf, step, scopes, exp and prev (base64url without padding of the SHA-256 of "
+        "the previous link's text, or of the caller token's for the first link). See "
+        '"The delegation chain" in subjects/README.md.'
+    ),
+}
+"""Field descriptions, by (class, field), for readers in other languages: they replace a
+docstring that refers the reader to Python source."""
 
 
 def schema_of(tp: type[msgspec.Struct], name: str) -> dict[str, Any]:
@@ -94,10 +107,11 @@ def _describe_fields(definition: dict[str, Any], cls: type[Any]) -> None:
     if cls.__doc__:
         definition["description"] = inspect.cleandoc(cls.__doc__)
     properties: dict[str, dict[str, Any]] = definition.get("properties", {})
+    name = f"{cls.__module__}.{cls.__qualname__}"
     for field, doc in _field_docs(cls).items():
         prop = properties.get(field)
         if prop is not None and "description" not in prop:
-            prop["description"] = doc
+            prop["description"] = WIRE_DESCRIPTIONS.get((name, field), doc)
 
 
 def _field_docs(cls: type[Any]) -> dict[str, str]:

@@ -174,3 +174,12 @@ async def test_chain_is_refused_when_a_character_of_the_link_changes(
         with pytest.raises(RejectedMessage):
             await trust.link(changed, at=env.created)
     await trust.link(text, at=env.created)  # the unchanged one still verifies
+
+
+def test_envelope_schema_points_at_the_readme_for_the_chain() -> None:
+    schema = msgspec.json.decode((README.parent / "schemas" / "mesh.Envelope.v1.json").read_bytes())
+    (envelope,) = schema["$defs"].values()
+    chain = envelope["properties"]["chain"]["description"]
+    assert "subjects/README.md" in chain
+    assert ":mod:" not in chain
+    assert "### The delegation chain" in README.read_text(encoding="utf-8")

@@ -56,6 +56,7 @@ poison: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/python -m subjects.generate
+	$(BIN)/python -m subjects.vectors
 
 down: $(STAMP)
 	$(BIN)/jetmesh down

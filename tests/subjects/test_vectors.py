@@ -9,11 +9,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from jetmesh._exceptions import RejectedMessage
 from jetmesh.addresses import Subjects
-from jetmesh.identity import KeyPair, TrustStore, Verifier
+from jetmesh.identity import KeyPair, TrustStore, Verifier, issue_certificate, merkle, mint_token
+from jetmesh.identity.delegation import mint_link
 from subjects import vectors
 
 FILES = sorted(vectors.VECTORS_DIR.glob("*.json"))
@@ -37,7 +39,9 @@ CASES = [
 
 def verdict(spec: dict[str, Any], case: dict[str, Any]) -> tuple[str, str | None]:
     """What jetmesh's Verifier says about one case: a fresh trust store and verifier each
-    time (no cache or seen-set carried between cases), judged at the file's ``now``."""
+    time (no cache or seen-set carried between cases), judged at the file's ``now``: as a
+    stored message read back (``audit``), so freshness, certificates, tokens and links are
+    judged at ``stored_at`` rather than the wall clock."""
     registry: dict[str, str] = spec["registry"]
 
     async def lookup(kid: str) -> str | None:
@@ -101,3 +105,36 @@ def test_each_file_is_self_contained(path: Path) -> None:
     assert verdicts == {"accept", "reject"}
     names = [case["name"] for case in spec["cases"]]
     assert len(names) == len(set(names))
+
+
+def test_the_generator_builds_jwts_and_links_as_jetmesh_mints_them() -> None:
+    key = vectors.GATEWAY
+    minted = mint_link(
+        key,
+        to="triage",
+        workflow=vectors.WORKFLOW,
+        step="triage",
+        scopes=["b", "a"],
+        expires=vectors.NOW + 1800,
+        prev="p",
+        now=vectors.NOW - 30,
+    )
+    assert vectors.link(key, to="triage", step="triage", scopes=["a", "b"], prev="p") == minted
+    token = mint_token(key, subject="alice", tenant="acme", scopes=["kb:read"], ttl_s=60)
+    ours = vectors.caller_token(key)
+    assert set(jwt.decode(ours, options={"verify_signature": False})) == set(
+        jwt.decode(token, options={"verify_signature": False})
+    )
+    assert jwt.get_unverified_header(ours) == jwt.get_unverified_header(token)
+    cert = issue_certificate(vectors.ROOT, key, publish=[], subscribe=[], ttl_s=60)
+    ours = vectors.certificate(key)
+    assert set(jwt.decode(ours, options={"verify_signature": False})) == set(
+        jwt.decode(cert, options={"verify_signature": False})
+    )
+    assert jwt.get_unverified_header(ours) == jwt.get_unverified_header(cert)
+
+
+@pytest.mark.parametrize("count", range(1, 10))
+def test_the_generators_merkle_tree_is_jetmeshs(count: int) -> None:
+    messages = [bytes([i]) * (i + 1) for i in range(count)]
+    assert vectors.merkle(messages) == merkle.build(messages)

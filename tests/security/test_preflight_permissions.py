@@ -8,11 +8,13 @@ request, so only they can answer it: a role may not subscribe to another's
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from nats.errors import NoRespondersError
 
 from jetmesh.policy.derive import role_permissions
 from jetmesh.runtime.preflight import Preflight, info_subject
@@ -49,7 +51,14 @@ async def test_the_role_asks_its_callee_and_gets_the_callees_answer(
     await secured.start_replicas(counter)
     errors: list[Exception] = []
     planner.mesh.error_listeners.append(errors.append)
-    answer = await planner.mesh.nc.request(info_subject("counter"), b"", timeout=5.0)
+    answer = None
+    for _ in range(50):  # the replica's subscriptions reach the server soon after it starts
+        try:
+            answer = await planner.mesh.nc.request(info_subject("counter"), b"", timeout=5.0)
+            break
+        except NoRespondersError:
+            await asyncio.sleep(0.1)
+    assert answer is not None, "counter's replica never answered its INFO"
     info = json.loads(answer.data)
     assert info["name"] == "counter"
     assert [e["metadata"]["input_type"] for e in info["endpoints"]] == ["test.Job/1"]

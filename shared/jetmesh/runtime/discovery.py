@@ -254,8 +254,8 @@ class Discovery:
         return self.stats()
 
     async def start(self) -> None:
-        """Answer PING, INFO and STATS (and read the consumer's lag) from now on: the
-        server has the subscriptions when it returns. Idempotent."""
+        """Answer PING, INFO and STATS (and read the consumer's lag) from now on.
+        Idempotent."""
         if self._subscriptions:
             return
         self.started = datetime.now(UTC)
@@ -273,10 +273,6 @@ class Discovery:
 
             for subject in control_subjects(verb, self.card.role, self.card.instance):
                 self._subscriptions.append(await self.nc.subscribe(subject, cb=answer))
-        try:  # the server has the subscriptions once start returns: asked at once, answered
-            await self.nc.flush(timeout=5)
-        except Exception as exc:  # informational: a server away answers after reconnecting
-            log.debug("discovery subscriptions not flushed: %s", exc)
 
     async def stop(self) -> None:
         """Stop answering and reading the lag. Idempotent."""

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +79,12 @@ def receiver() -> Iterator[MetricsReceiver]:
         yield received
 
 
-def start(mesh: Mesh, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``jetmesh run tests.harness.metered_agents:agent`` (no health port) with ``env``."""
+@contextmanager
+def running(mesh: Mesh, log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """``jetmesh run tests.harness.metered_agents:agent`` (no health port) with ``env``,
+    killed on the way out if the test did not stop it."""
     with log.open("ab") as out:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "jetmesh.cli", "run", "tests.harness.metered_agents:agent"],
             stdout=out,
             stderr=out,
@@ -89,6 +92,12 @@ def start(mesh: Mesh, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]
             cwd=REPO_ROOT,
             start_new_session=True,
         )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
 
 
 async def until_ready(log: Path) -> None:
@@ -115,8 +124,7 @@ async def test_a_process_pushes_its_metrics_to_the_otlp_endpoint(
         "OTEL_METRIC_EXPORT_INTERVAL": "200",
         "OTEL_SERVICE_NAME": "metered-otlp",
     }
-    proc = start(mesh, log, env)
-    try:
+    with running(mesh, log, env) as proc:
         await until_ready(log)
         client = await mesh.ingress()
         for n in range(3):
@@ -133,10 +141,6 @@ async def test_a_process_pushes_its_metrics_to_the_otlp_endpoint(
         assert receiver.services == {"metered-otlp"}
         assert "/metrics" not in log.read_text(), "no health port: nothing served"
         assert await stop(proc) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
 
 
 async def test_otel_metrics_exporter_none_pushes_nothing(
@@ -148,14 +152,9 @@ async def test_otel_metrics_exporter_none_pushes_nothing(
         "OTEL_METRIC_EXPORT_INTERVAL": "100",
         "OTEL_METRICS_EXPORTER": "none",
     }
-    proc = start(mesh, log, env)
-    try:
+    with running(mesh, log, env) as proc:
         await until_ready(log)
         client = await mesh.ingress()
         assert (await client.request(METERED, Job(1), token=mesh.token(), returns=Done)).id == 1
         assert await stop(proc) == 0, log.read_text()  # a stop flushes what is pushed
         assert receiver.exports == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)

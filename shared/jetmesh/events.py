@@ -19,6 +19,7 @@ __all__ = [
     "ACCEPTED",
     "CALL",
     "CALL_REFUSED",
+    "CHUNK",
     "COMPLETED",
     "DENIED",
     "EFFECT",
@@ -84,9 +85,13 @@ DENIED: Final = "denied"
 (``ctx.require_scope``): ``reason`` ``scope-denied``, ``key`` the scope, ``detail`` who
 lacks it, ``target`` what it was for."""
 
+CHUNK: Final = "chunk"
+"""A partial result a handler streamed (``ctx.stream``): its index in ``key``, the chunk in
+``body`` (:mod:`jetmesh.runtime.streaming`)."""
+
 KINDS: Final = (
     ACCEPTED, STARTED, CALL, REPLY, COMPLETED, RETRIED, FAILED, REJECTED, EFFECT,
-    SIGNAL, WAITING, SIGNALLED, MODEL, DENIED,
+    SIGNAL, WAITING, SIGNALLED, MODEL, DENIED, CHUNK,
 )  # fmt: skip
 
 

@@ -156,3 +156,12 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     """For ``model``: the call's cost by the price table (None: the table lacks the model)."""
     digest: str = ""
     """For ``model``: a hash of the request, so a re-run can tell a changed prompt."""
+    message: str = ""
+    """For ``rejected`` and ``dead-letter-failed``: the refused message's ``Nats-Msg-Id`` as
+    its sender set it, so that the sender can tell which of its messages it was; at most
+    256 characters, a non-printable character escaped as ``\\xNN``, ``\\uNNNN`` or
+    ``\\UNNNNNNNN`` and a backslash as ``\\\\``. Chosen by the sender: never used for a
+    decision."""
+    seq: int | None = None
+    """For ``rejected`` and ``dead-letter-failed``: the refused task's sequence in the tasks
+    stream, when it was delivered from there (None for a reply or a signal)."""

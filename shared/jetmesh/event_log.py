@@ -25,6 +25,7 @@ __all__ = [
     "read_events",
     "read_settled",
     "total_usage",
+    "verify_event",
 ]
 
 

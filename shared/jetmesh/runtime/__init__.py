@@ -18,6 +18,7 @@ from .context_base import Authority, ContextBase
 from .gathering import Failed, Ok, Outcome, PendingCall
 from .ledger import StepLedger
 from .limits import PlanLimits
+from .preflight import Preflight, preflight_for
 
 __all__ = [
     "Agent",
@@ -29,5 +30,7 @@ __all__ = [
     "Outcome",
     "PendingCall",
     "PlanLimits",
+    "Preflight",
     "StepLedger",
+    "preflight_for",
 ]

@@ -26,6 +26,7 @@ from .headers import (
     KEPT_HEADERS,
     MAX_DETAIL,
     MAX_KEPT_VALUE,
+    MAX_MESSAGE_ID,
     MSG_ID_HEADER,
     REASON_HEADER,
     SUBJECT_HEADER,
@@ -33,6 +34,7 @@ from .headers import (
     TIME_HEADER,
     dead_letter_headers,
     header_text,
+    refused_message_id,
 )
 from .publishing import (
     DEAD_LETTER_FAILED,
@@ -55,6 +57,7 @@ __all__ = [
     "KEPT_HEADERS",
     "MAX_DETAIL",
     "MAX_KEPT_VALUE",
+    "MAX_MESSAGE_ID",
     "MSG_ID_HEADER",
     "REASON_HEADER",
     "REDRIVEN",
@@ -76,6 +79,7 @@ __all__ = [
     "header_text",
     "list_dead_letters",
     "redrive",
+    "refused_message_id",
     "reject",
     "verify_original",
     "with_task",

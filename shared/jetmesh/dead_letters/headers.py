@@ -48,6 +48,40 @@ MAX_KEPT_VALUE = 4096
 headers in all; a message refused for that must still be stored)."""
 
 
+MAX_MESSAGE_ID = 256
+"""The longest ``Nats-Msg-Id`` a refusal's event repeats (:func:`refused_message_id`)."""
+
+
+def refused_message_id(headers: Mapping[str, object] | None) -> str:
+    """A refused message's ``Nats-Msg-Id`` as its sender set it, fit to be written in an
+    event: every character that is not printable escaped as ``ascii()`` writes it
+    (``\\x00``, ``\\u200b``), a backslash doubled, and cut, at a whole character, to
+    :data:`MAX_MESSAGE_ID` characters; ``""`` when it has none. The sender chose it: it
+    lets a publisher find its message, and nothing is decided by it.
+
+    Example:
+        >>> refused_message_id({"Nats-Msg-Id": "01J\\r\\nX-Evil: 1"})
+        '01J\\\\r\\\\nX-Evil: 1'
+    """
+    raw = (headers or {}).get("Nats-Msg-Id")
+    if raw is None:
+        return ""
+    out: list[str] = []
+    size = 0
+    for char in header_text(raw):
+        if char == "\\":
+            piece = "\\\\"
+        elif char.isprintable():
+            piece = char
+        else:
+            piece = ascii(char)[1:-1]
+        size += len(piece)
+        if size > MAX_MESSAGE_ID:
+            break
+        out.append(piece)
+    return "".join(out)
+
+
 def _one_line(text: str, limit: int) -> str:
     return text.replace("\r", " ").replace("\n", " ")[:limit]
 

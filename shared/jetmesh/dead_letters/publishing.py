@@ -104,9 +104,12 @@ async def dead_letter_failed(
     *,
     task_seq: int | None = None,
     caller: str = "",
+    message: str = "",
 ) -> None:
     """Write the ``dead-letter-failed`` event of a message given up on without a dead
-    letter (in its workflow when its envelope was read, else in ``_unverified``)."""
+    letter (in its workflow when its envelope was read, else in ``_unverified``), naming
+    it by its ``Nats-Msg-Id`` (``message``, as :func:`.headers.refused_message_id` makes
+    it printable) and its tasks stream sequence (``seq``) when known."""
     where = f" (tasks stream sequence {task_seq})" if task_seq is not None else ""
     log.error("gave up dead-lettering %s%s: %s", subject, where, error)
     await mesh.emit(
@@ -121,6 +124,8 @@ async def dead_letter_failed(
             step=envelope.step if envelope else "",
             reason=reason,
             detail=f"{subject}{where}: not dead-lettered: {error}"[:1024],
+            message=message,
+            seq=task_seq,
         ),
         caller=caller,
     )

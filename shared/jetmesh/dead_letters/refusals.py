@@ -14,6 +14,7 @@ from .. import events as ev
 from .._exceptions import PublishFailed, RejectedMessage
 from ..envelope import Envelope, ErrorBody
 from ..mesh_protocols import Sending
+from .headers import refused_message_id
 from .publishing import DeadLettering, audit_workflow, dead_letter, dead_letter_failed
 
 log = logging.getLogger("jetmesh.refusals")
@@ -29,13 +30,15 @@ async def reject(
     last_try: bool = True,
     task_seq: int | None = None,
 ) -> None:
-    """Dead-letter a refused message with its reason and audit it as an event.
+    """Dead-letter a refused message with its reason and audit it as a ``rejected`` event
+    that names it as its sender can: its ``Nats-Msg-Id`` (``message``) and, for a task,
+    its sequence in the tasks stream (``seq``).
 
     Args:
         last_try: when the dead letter cannot be stored, give up (a ``rejected`` and a
             ``dead-letter-failed`` event) instead of raising; a message that is not
             redelivered (a reply) is always on its last try.
-        task_seq: the message's sequence in the tasks stream, named if it is given up on.
+        task_seq: the message's sequence in the tasks stream, when it came from there.
 
     Raises:
         PublishFailed: the dead letter was not stored and this is not the last try (the
@@ -51,6 +54,7 @@ async def reject(
             raise
         failure = dl_exc
     workflow = audit_workflow(mesh, envelope)
+    message = refused_message_id(headers)
     await mesh.emit(
         workflow,
         ev.Event(
@@ -64,12 +68,21 @@ async def reject(
             type=envelope.type if envelope else "",
             reason=exc.reason,
             detail=f"{subject}: {exc.detail}"[:1024],
+            message=message,
+            seq=task_seq,
         ),
         caller="",
     )
     if failure is not None:
         await dead_letter_failed(
-            mesh, subject, envelope, exc.reason, failure, task_seq=task_seq, caller=""
+            mesh,
+            subject,
+            envelope,
+            exc.reason,
+            failure,
+            task_seq=task_seq,
+            caller="",
+            message=message,
         )
 
 

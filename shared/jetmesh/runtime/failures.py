@@ -37,6 +37,7 @@ from ..dead_letters import (
     dead_letter,
     dead_letter_failed,
     error_reply,
+    refused_message_id,
     reject,
 )
 from ..envelope import Envelope, ErrorBody, encode
@@ -153,7 +154,14 @@ class Failures:
             task = await self._verified(kept)
             caller = task.caller if task is not None else ""
             await dead_letter_failed(
-                self.mesh, kept.subject, task, MAX_DELIVERIES, exc, task_seq=seq, caller=caller
+                self.mesh,
+                kept.subject,
+                task,
+                MAX_DELIVERIES,
+                exc,
+                task_seq=seq,
+                caller=caller,
+                message=refused_message_id(kept.headers),
             )
             await advisory.term()
             return
@@ -319,7 +327,14 @@ class Failures:
                 await msg.nak(delay=self.settings.backoff_for(attempt))
                 return
             await dead_letter_failed(
-                self.mesh, msg.subject, task, reason, exc, task_seq=seq, caller=task.caller
+                self.mesh,
+                msg.subject,
+                task,
+                reason,
+                exc,
+                task_seq=seq,
+                caller=task.caller,
+                message=refused_message_id(msg.headers),
             )
         error = ErrorBody(error_type, detail, reason)
         if record and self.ledger is not None:

@@ -2,8 +2,10 @@
 their real wire formats (request checks, answers, error bodies), with scripted failures.
 
 Every request is recorded; by default each is answered with ``echo: <last user turn>``
-and word-count usage. Queue scripted answers with :meth:`FakeModelServer.then` to make
-the next requests fail (401, 429 with ``Retry-After``, 500, malformed JSON, a slow answer).
+and word-count usage; a request with ``stream: true`` gets the same answer as server-sent
+events, word by word, in the API's streaming format. Queue scripted answers with
+:meth:`FakeModelServer.then` to make the next requests fail (401, 429 with ``Retry-After``,
+500, malformed JSON, a slow answer).
 
 Example:
     >>> with FakeModelServer(key="sk-test") as server:                # doctest: +SKIP
@@ -122,6 +124,8 @@ class FakeModelServer:
         scripted = self._next()
         if scripted is None or (scripted.status == 200 and scripted.body is None):
             delay = scripted.delay_s if scripted else 0.0
+            if body.get("stream") is True:
+                return 200, {"content-type": SSE}, _sse(api.stream(body)), delay
             return 200, {}, json.dumps(api.reply(body)).encode(), delay
         data: bytes
         if isinstance(scripted.body, bytes):
@@ -131,6 +135,24 @@ class FakeModelServer:
         else:
             data = json.dumps(scripted.body).encode()
         return scripted.status, scripted.headers, data, scripted.delay_s
+
+
+SSE = "text/event-stream"
+
+
+def _sse(events: list[tuple[str, str]]) -> bytes:
+    """Server-sent events: ``event:`` (when named) and ``data:`` lines, a blank line after
+    each."""
+    out = []
+    for name, data in events:
+        out.append((f"event: {name}\n" if name else "") + f"data: {data}\n\n")
+    return "".join(out).encode()
+
+
+def stream_words(text: str) -> list[str]:
+    """The pieces the fake streams ``text`` in: each word with the space before it."""
+    words = text.split(" ")
+    return [words[0], *(f" {w}" for w in words[1:])]
 
 
 def _last_user(body: dict[str, Any]) -> str:
@@ -193,6 +215,32 @@ class _OpenAI:
             },
             "system_fingerprint": "fp_44709d6fcb",
         }
+
+    @staticmethod
+    def stream(body: dict[str, Any]) -> list[tuple[str, str]]:
+        """Chat Completions chunks, the usage chunk when ``stream_options.include_usage``,
+        then ``[DONE]``."""
+        whole = _OpenAI.reply(body)
+        base = {
+            "id": whole["id"],
+            "object": "chat.completion.chunk",
+            "created": whole["created"],
+            "model": whole["model"],
+            "system_fingerprint": whole["system_fingerprint"],
+        }
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> tuple[str, str]:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return "", json.dumps({**base, "choices": [choice], "usage": None})
+
+        text = whole["choices"][0]["message"]["content"]
+        events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        events += [chunk({"content": piece}) for piece in stream_words(text)]
+        events.append(chunk({}, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append(("", json.dumps({**base, "choices": [], "usage": whole["usage"]})))
+        events.append(("", "[DONE]"))
+        return events
 
     @staticmethod
     def error(status: int) -> Any:
@@ -258,6 +306,48 @@ class _Anthropic:
         }
 
     @staticmethod
+    def stream(body: dict[str, Any]) -> list[tuple[str, str]]:
+        """The Messages events: message_start, a text block's deltas, message_delta with
+        the stop reason and output tokens, message_stop (and a ping)."""
+        whole = _Anthropic.reply(body)
+        start = {
+            **whole,
+            "content": [],
+            "stop_reason": None,
+            "usage": {"input_tokens": whole["usage"]["input_tokens"], "output_tokens": 1},
+        }
+        events = [
+            ("message_start", {"type": "message_start", "message": start}),
+            (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            ),
+            ("ping", {"type": "ping"}),
+        ]
+        for piece in stream_words(whole["content"][0]["text"]):
+            delta = {"type": "text_delta", "text": piece}
+            events.append(
+                ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+            )
+        events += [
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": whole["usage"]["output_tokens"]},
+                },
+            ),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        return [(name, json.dumps(data)) for name, data in events]
+
+    @staticmethod
     def error(status: int) -> Any:
         kinds = {
             429: (
@@ -288,7 +378,7 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
                 time.sleep(delay)
             try:
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", extra.pop("content-type", "application/json"))
                 self.send_header("content-length", str(len(data)))
                 for name, value in extra.items():
                     self.send_header(name, value)

@@ -5,6 +5,10 @@ up to ``max_retries`` times, waiting as the server asks (``retry-after-ms``, ``R
 in seconds or as an HTTP date) or else with exponential backoff and jitter. Anything else
 is the request's fault and is raised at once as :class:`~jetmesh.ModelError`, with the
 message from the provider's error body.
+
+A streamed answer (:meth:`JsonPoster.stream`, server-sent events) is retried the same way
+until its status says it began; once it began, a broken stream is not retried (what was
+handed on cannot be taken back): it fails with :class:`~jetmesh.ModelUnavailable`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import asyncio
 import email.utils
 import random
 import time
-from typing import Any, Final
+from collections.abc import AsyncGenerator
+from contextlib import AsyncExitStack
+from typing import Any, Final, NamedTuple
 
 import httpx
 import msgspec
@@ -80,23 +86,107 @@ class JsonPoster:
                 status = response.status_code
                 if 200 <= status < 300:
                     return response.content
-                failure = error_message(response)
-                if status not in RETRY_STATUSES and status < 500:
-                    raise ModelError(self.provider, failure, status=status)
-                wait = retry_after(response)
-                if wait is not None and wait > MAX_RETRY_AFTER_S:
-                    raise ModelUnavailable(
-                        self.provider, f"{failure}; asked to wait {wait:g} s", status=status
-                    )
+                failure, wait = self._refused(response)
             if attempt == self.max_retries:
                 tries = f"{attempt + 1} tr{'y' if attempt == 0 else 'ies'}"
                 raise ModelUnavailable(self.provider, f"{failure} ({tries})", status=status)
             await asyncio.sleep(wait if wait is not None else self._backoff(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _refused(self, response: httpx.Response) -> tuple[str, float | None]:
+        """What a non-2xx answer says, and how long it asks to wait before a retry.
+
+        Raises:
+            ModelError: a status that retrying cannot fix.
+            ModelUnavailable: it asks for a wait over :data:`MAX_RETRY_AFTER_S`.
+        """
+        status = response.status_code
+        failure = error_message(response)
+        if status not in RETRY_STATUSES and status < 500:
+            raise ModelError(self.provider, failure, status=status)
+        wait = retry_after(response)
+        if wait is not None and wait > MAX_RETRY_AFTER_S:
+            raise ModelUnavailable(
+                self.provider, f"{failure}; asked to wait {wait:g} s", status=status
+            )
+        return failure, wait
+
+    async def stream(self, path: str, payload: dict[str, Any]) -> AsyncGenerator[ServerEvent]:
+        """POST ``payload`` and yield the server-sent events of the 2xx answer as they come.
+
+        Raises:
+            ModelError: as :meth:`post`.
+            ModelUnavailable: no answer began after the retries, or the stream broke.
+        """
+        url = self.base_url + path
+        data = msgspec.json.encode(payload)
+        for attempt in range(self.max_retries + 1):
+            status = 0
+            async with AsyncExitStack() as stack:
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        response = await stack.enter_async_context(
+                            self._client.stream(
+                                "POST", url, content=data, headers={"accept": "text/event-stream"}
+                            )
+                        )
+                        if not 200 <= response.status_code < 300:
+                            await response.aread()
+                except (TimeoutError, httpx.TimeoutException):
+                    failure, wait = f"no answer within {self.timeout_s:g} s", None
+                except httpx.TransportError as exc:
+                    failure, wait = f"cannot reach {url}: {exc or type(exc).__name__}", None
+                else:
+                    status = response.status_code
+                    if 200 <= status < 300:
+                        async for event in _events(self.provider, response):
+                            yield event
+                        return
+                    failure, wait = self._refused(response)
+            if attempt == self.max_retries:
+                tries = f"{attempt + 1} tr{'y' if attempt == 0 else 'ies'}"
+                raise ModelUnavailable(self.provider, f"{failure} ({tries})", status=status)
+            await asyncio.sleep(wait if wait is not None else self._backoff(attempt))
+
     def _backoff(self, attempt: int) -> float:
         delay = min(self.backoff_s * 2.0**attempt, MAX_BACKOFF_S)
         return delay * (0.5 + random.random() / 2)  # jitter, not secrecy
+
+
+class ServerEvent(NamedTuple):
+    """One server-sent event: its ``event:`` name ("" when none) and its ``data:``."""
+
+    event: str
+    data: str
+
+
+async def _events(provider: str, response: httpx.Response) -> AsyncGenerator[ServerEvent]:
+    """The server-sent events of ``response``'s body (lines ``event:`` and ``data:``, an
+    empty line ending each; comments and other fields ignored).
+
+    Raises:
+        ModelUnavailable: the connection broke or timed out mid-stream.
+    """
+    name, data = "", list[str]()
+    try:
+        async for line in response.aiter_lines():
+            if not line:
+                if data:
+                    yield ServerEvent(name, "\n".join(data))
+                name, data = "", []
+                continue
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+    except (httpx.TransportError, httpx.TimeoutException) as exc:
+        raise ModelUnavailable(
+            provider, f"the stream broke after it began: {exc or type(exc).__name__}", status=200
+        ) from None
+    if data:
+        yield ServerEvent(name, "\n".join(data))
 
 
 def error_message(response: httpx.Response) -> str:

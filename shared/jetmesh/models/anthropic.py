@@ -6,6 +6,11 @@ system prompt as the top-level ``system``, and ``temperature`` and ``stop_sequen
 set; reads the ``text`` blocks of ``content``, ``stop_reason`` and
 ``usage.input_tokens``/``usage.output_tokens``.
 
+Streamed (:meth:`AnthropicProvider.stream`), it sends ``stream: true`` and reads the
+events ``message_start`` (model, input tokens), ``content_block_delta`` (``text_delta``
+pieces), ``message_delta`` (stop reason, output tokens) and ``message_stop``; an
+``error`` event fails the call.
+
 Example:
     >>> provider = AnthropicProvider(model="claude-3-5-haiku-latest", api_key="...")
     ...                                                               # doctest: +SKIP
@@ -14,14 +19,15 @@ Example:
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Any, Final
 
 import httpx
 import msgspec
 
-from .._exceptions import ModelError
+from .._exceptions import ModelError, ModelUnavailable
 from ._http import JsonPoster, decode
-from .base import ModelReply, ModelRequest
+from .base import ModelReply, ModelRequest, OnText
 
 DEFAULT_BASE_URL: Final = "https://api.anthropic.com"
 API_VERSION: Final = "2023-06-01"
@@ -42,6 +48,30 @@ class _Message(msgspec.Struct):
     model: str = ""
     stop_reason: str | None = None
     usage: _Usage | None = None
+
+
+class _Started(msgspec.Struct):
+    model: str = ""
+    usage: _Usage | None = None
+
+
+class _Delta(msgspec.Struct):
+    type: str = ""
+    text: str = ""
+    stop_reason: str | None = None
+
+
+class _Error(msgspec.Struct):
+    type: str = ""
+    message: str = ""
+
+
+class _StreamEvent(msgspec.Struct):
+    type: str
+    message: _Started | None = None
+    delta: _Delta | None = None
+    usage: _Usage | None = None
+    error: _Error | None = None
 
 
 class AnthropicProvider:
@@ -107,6 +137,46 @@ class AnthropicProvider:
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             stop_reason=answer.stop_reason or "",
+        )
+
+    async def stream(self, request: ModelRequest, on_text: OnText) -> ModelReply:
+        """See :meth:`jetmesh.models.base.StreamingProvider.stream`."""
+        model = request.model or self._model
+        body = payload(request, model) | {"stream": True}
+        texts: list[str] = []
+        started, reason, tokens_in, tokens_out = _Started(), "", 0, 0
+        async with aclosing(self._http.stream("/v1/messages", body)) as events:
+            async for event in events:
+                data: _StreamEvent = decode(self.name, event.data.encode(), _StreamEvent)
+                if data.type == "error":
+                    error = data.error or _Error()
+                    said = f"{error.type}: {error.message}".strip(": ")
+                    raise ModelError(self.name, said or "an error event", status=200)
+                if data.type == "message_start" and data.message is not None:
+                    started = data.message
+                    tokens_in = started.usage.input_tokens if started.usage else 0
+                elif data.type == "content_block_delta" and data.delta is not None:
+                    if data.delta.type == "text_delta" and data.delta.text:
+                        texts.append(data.delta.text)
+                        await on_text(data.delta.text)
+                elif data.type == "message_delta":
+                    reason = (data.delta.stop_reason if data.delta else None) or reason
+                    if data.usage is not None:
+                        tokens_out = data.usage.output_tokens
+                        tokens_in = data.usage.input_tokens or tokens_in
+                elif data.type == "message_stop":
+                    break
+            else:
+                raise ModelUnavailable(
+                    self.name, "the stream ended before message_stop", status=200
+                )
+        return ModelReply(
+            text="".join(texts),
+            model=started.model or model,
+            provider=self.name,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            stop_reason=reason,
         )
 
     async def aclose(self) -> None:

@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Final, Protocol, runtime_checkable
 
 import msgspec
@@ -99,6 +99,38 @@ class ModelProvider(Protocol):
     async def aclose(self) -> None:
         """Release connections. Safe to call twice."""
         ...
+
+
+OnText = Callable[[str], Awaitable[None]]
+"""Takes each piece of a streamed output as it comes."""
+
+
+@runtime_checkable
+class StreamingProvider(ModelProvider, Protocol):
+    """A provider that can hand on its output as it comes."""
+
+    async def stream(self, request: ModelRequest, on_text: OnText) -> ModelReply:
+        """Answer ``request``, passing each piece of the output to ``on_text`` as it
+        comes; the reply has the whole text.
+
+        Raises:
+            ModelError, ModelUnavailable: as :meth:`ModelProvider.complete`; a failure
+                after some output was handed on is raised like one before it.
+        """
+        ...
+
+
+async def stream_complete(
+    provider: ModelProvider, request: ModelRequest, on_text: OnText
+) -> ModelReply:
+    """``provider``'s reply to ``request``, its output handed to ``on_text`` as it comes;
+    a provider that cannot stream hands it on whole, once answered."""
+    if isinstance(provider, StreamingProvider):
+        return await provider.stream(request, on_text)
+    reply = await provider.complete(request)
+    if reply.text:
+        await on_text(reply.text)
+    return reply
 
 
 class Turn(Protocol):

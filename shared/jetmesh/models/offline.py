@@ -48,7 +48,15 @@ import re
 from typing import Final
 
 from . import templates
-from .base import END_TURN, MAX_TOKENS, STOP_SEQUENCE, ModelReply, ModelRequest, build_request
+from .base import (
+    END_TURN,
+    MAX_TOKENS,
+    STOP_SEQUENCE,
+    ModelReply,
+    ModelRequest,
+    OnText,
+    build_request,
+)
 from .prompt import Prompt, parse
 from .text import TOKENS_PER_WORD, estimate_tokens
 
@@ -82,8 +90,24 @@ class OfflineProvider:
             stop_reason=stop_reason,
         )
 
+    async def stream(self, request: ModelRequest, on_text: OnText) -> ModelReply:
+        """As :meth:`complete`, its text handed to ``on_text`` word by word (each word
+        with the white space after it), the same pieces every time."""
+        reply = await self.complete(request)
+        for piece in words(reply.text):
+            await on_text(piece)
+        return reply
+
     async def aclose(self) -> None:
         return None
+
+
+def words(text: str) -> list[str]:
+    """``text`` in the pieces the offline provider streams: leading white space, then
+    each word with the white space after it; joined, they are ``text``."""
+    pieces = re.findall(r"\S+\s*", text)
+    lead = text[: len(text) - len(text.lstrip())]
+    return [lead, *pieces] if lead else pieces
 
 
 def _limit(text: str, max_tokens: int, stop: tuple[str, ...]) -> tuple[str, str]:

@@ -7,6 +7,10 @@ accept. Sends ``model``, ``messages`` (the system prompt first, as a ``system`` 
 ``choices[0].message.content``, ``choices[0].finish_reason`` and
 ``usage.prompt_tokens``/``usage.completion_tokens``.
 
+Streamed (:meth:`OpenAIProvider.stream`), it sends ``stream: true`` and
+``stream_options.include_usage``, and reads ``choices[0].delta.content`` of each
+``data:`` event until ``data: [DONE]``, the usage from the last chunk.
+
 Example:
     >>> provider = OpenAIProvider(model="gpt-4o-mini", api_key="sk-...")  # doctest: +SKIP
     >>> reply = await provider.complete(build_request("Say hi"))        # doctest: +SKIP
@@ -14,14 +18,15 @@ Example:
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Any, Final
 
 import httpx
 import msgspec
 
-from .._exceptions import ModelError
+from .._exceptions import ModelError, ModelUnavailable
 from ._http import JsonPoster, decode
-from .base import END_TURN, MAX_TOKENS, ModelReply, ModelRequest
+from .base import END_TURN, MAX_TOKENS, ModelReply, ModelRequest, OnText
 
 DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
 
@@ -46,6 +51,32 @@ class _Completion(msgspec.Struct):
     choices: list[_Choice]
     model: str = ""
     usage: _Usage | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _DeltaChoice(msgspec.Struct):
+    delta: _Delta = msgspec.field(default_factory=_Delta)
+    index: int = 0
+    finish_reason: str | None = None
+
+
+class _Error(msgspec.Struct):
+    message: str = ""
+    type: str = ""
+
+
+class _StreamChunk(msgspec.Struct):
+    choices: list[_DeltaChoice] = msgspec.field(default_factory=list)
+    model: str = ""
+    usage: _Usage | None = None
+    error: _Error | None = None
+
+
+DONE: Final = "[DONE]"
+"""The ``data:`` of the event that ends a stream."""
 
 
 class OpenAIProvider:
@@ -108,6 +139,41 @@ class OpenAIProvider:
         return ModelReply(
             text=choice.message.content or "",
             model=answer.model or model,
+            provider=self._name,
+            input_tokens=usage.prompt_tokens,
+            output_tokens=usage.completion_tokens,
+            stop_reason=_STOP_REASONS.get(reason, reason),
+        )
+
+    async def stream(self, request: ModelRequest, on_text: OnText) -> ModelReply:
+        """See :meth:`jetmesh.models.base.StreamingProvider.stream`."""
+        model = request.model or self._model
+        body = payload(request, model) | {"stream": True, "stream_options": {"include_usage": True}}
+        texts: list[str] = []
+        answered, reason, usage, done = "", "", _Usage(), False
+        async with aclosing(self._http.stream("/chat/completions", body)) as events:
+            async for event in events:
+                if event.data.strip() == DONE:
+                    done = True
+                    break
+                chunk: _StreamChunk = decode(self._name, event.data.encode(), _StreamChunk)
+                if chunk.error is not None:
+                    said = f"{chunk.error.type}: {chunk.error.message}".strip(": ")
+                    raise ModelError(self._name, said or "an error event", status=200)
+                answered = chunk.model or answered
+                usage = chunk.usage or usage
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    if choice.delta.content:
+                        texts.append(choice.delta.content)
+                        await on_text(choice.delta.content)
+                    reason = choice.finish_reason or reason
+        if not done:
+            raise ModelUnavailable(self._name, f"the stream ended before {DONE}", status=200)
+        return ModelReply(
+            text="".join(texts),
+            model=answered or model,
             provider=self._name,
             input_tokens=usage.prompt_tokens,
             output_tokens=usage.completion_tokens,

@@ -13,13 +13,12 @@ the scheme's definition, independently of jetmesh's own tree code.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from ..generate import Output, run
 from .chains import LINK_TYPE, TRIAGE, chains, digest, link
 from .common import (
     BILLING,
@@ -93,6 +92,7 @@ __all__ = [
     "link",
     "main",
     "merkle",
+    "output",
     "problems",
     "render",
     "seed",
@@ -124,43 +124,23 @@ def render() -> dict[str, str]:
     }
 
 
+def output() -> Output:
+    """The vector files, as an :class:`~subjects.generate.Output`."""
+    return Output(render(), owned=("*.json",), label="vectors/")
+
+
 def problems(root: Path = VECTORS_DIR) -> list[str]:
-    expected = render()
-    found = []
-    for name, content in sorted(expected.items()):
-        target = root / name
-        if not target.exists():
-            found.append(f"missing: vectors/{name}")
-        elif target.read_text(encoding="utf-8") != content:
-            found.append(f"stale:   vectors/{name}")
-    found += [
-        f"extra:   vectors/{p.name}" for p in sorted(root.glob("*.json")) if p.name not in expected
-    ]
-    return found
+    """Differences between :func:`render` and the files under ``root``, one line each."""
+    return output().problems(root)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    return run(
+        argv,
         prog="python -m subjects.vectors",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__,
+        root=VECTORS_DIR,
+        output=output,
+        noun="vector files",
+        hint=HINT,
     )
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if stale")
-    parser.add_argument("--dir", type=Path, default=VECTORS_DIR, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    found = problems(args.dir)
-    if args.check:
-        for line in found:
-            print(line, file=sys.stderr)
-        if found:
-            print(f"conformance vectors are out of date: {HINT}", file=sys.stderr)
-            return 1
-        print(f"{len(render())} vector files are up to date")
-        return 0
-    for name, content in render().items():
-        (args.dir / name).write_text(content, encoding="utf-8", newline="\n")
-    for target in args.dir.glob("*.json"):
-        if target.name not in render():
-            target.unlink()
-    print(f"{len(found)} of {len(render())} vector files changed")
-    return 0

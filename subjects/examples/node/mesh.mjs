@@ -1,0 +1,548 @@
+// The jetmesh wire contract of subjects/README.md, with node:crypto only: key ids, the
+// strict base64url and JSON it asks for, caller tokens, delegation links, signed envelopes,
+// and the checks every receiver makes (both signature schemes).
+
+import { createHash, randomBytes } from "node:crypto";
+import { readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { ed25519FromSeed, ed25519Verify } from "./ed25519.mjs";
+
+export const SCHEME_PLAIN = "ed25519";
+export const SCHEME_MERKLE = "ed25519-merkle-sha256";
+export const KINDS = ["task", "reply", "error", "event"];
+export const DEFAULT_LIMITS = {
+  max_payload_bytes: 256 * 1024,
+  max_age_s: 110,
+  clock_skew_s: 5,
+  leeway_s: 5,
+  max_call_depth: 8,
+};
+const TOKEN_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const ULID_RE = /^[0-9A-HJKMNP-TV-Z]{26}$/;
+const KEY_ID_RE = /^[A-Za-z0-9_-]{1,64}-[0-9a-f]{16}$/;
+const STEP_RE = /^[A-Za-z0-9_\-./]{1,1024}$/;
+const MERKLE_PREFIX = Buffer.from("jetmesh/merkle/v1\0", "latin1");
+
+/** A refusal: `reason` is one of the `rejected` event's codes. */
+export class Refused extends Error {
+  constructor(reason, detail) {
+    super(`${reason}: ${detail}`);
+    this.reason = reason;
+    this.detail = detail;
+  }
+}
+
+// -- encodings ------------------------------------------------------------------------------
+
+export const b64e = (bytes) => Buffer.from(bytes).toString("base64url");
+
+/** base64url without padding, only the one spelling of its bytes; null otherwise. */
+export function b64d(text) {
+  if (typeof text !== "string" || !/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1) {
+    return null;
+  }
+  const bytes = Buffer.from(text, "base64url");
+  return bytes.toString("base64url") === text ? bytes : null;
+}
+
+export const sha256 = (...parts) => {
+  const hash = createHash("sha256");
+  for (const part of parts) hash.update(part);
+  return hash.digest();
+};
+
+/** JSON.parse that refuses an object naming a member twice (at any depth). */
+export function parseStrictJson(text) {
+  let at = 0;
+  const ws = () => {
+    while (at < text.length && " \t\n\r".includes(text[at])) at++;
+  };
+  const fail = (what) => {
+    throw new SyntaxError(`${what} at ${at}`);
+  };
+  const string = () => {
+    const start = at;
+    at++;
+    while (at < text.length && text[at] !== '"') at += text[at] === "\\" ? 2 : 1;
+    if (at >= text.length) fail("unterminated string");
+    at++;
+    return JSON.parse(text.slice(start, at));
+  };
+  const value = () => {
+    ws();
+    const c = text[at];
+    if (c === "{") {
+      at++;
+      const out = {};
+      const names = new Set();
+      ws();
+      if (text[at] === "}") {
+        at++;
+        return out;
+      }
+      for (;;) {
+        ws();
+        if (text[at] !== '"') fail("expected a member name");
+        const name = string();
+        if (names.has(name)) fail(`member ${JSON.stringify(name)} named twice`);
+        names.add(name);
+        ws();
+        if (text[at] !== ":") fail("expected ':'");
+        at++;
+        Object.defineProperty(out, name, { value: value(), enumerable: true, writable: true });
+        ws();
+        if (text[at] === ",") {
+          at++;
+          continue;
+        }
+        if (text[at] === "}") {
+          at++;
+          return out;
+        }
+        fail("expected ',' or '}'");
+      }
+    }
+    if (c === "[") {
+      at++;
+      const out = [];
+      ws();
+      if (text[at] === "]") {
+        at++;
+        return out;
+      }
+      for (;;) {
+        out.push(value());
+        ws();
+        if (text[at] === ",") {
+          at++;
+          continue;
+        }
+        if (text[at] === "]") {
+          at++;
+          return out;
+        }
+        fail("expected ',' or ']'");
+      }
+    }
+    if (c === '"') return string();
+    const m = /^(?:-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null)/.exec(text.slice(at));
+    if (!m) fail("unexpected character");
+    at += m[0].length;
+    return JSON.parse(m[0]);
+  };
+  const out = value();
+  ws();
+  if (at !== text.length) fail("trailing characters");
+  return out;
+}
+
+const isObject = (v) => typeof v === "object" && v !== null && !Array.isArray(v);
+
+// -- keys -----------------------------------------------------------------------------------
+
+export const keyId = (owner, publicKey) => `${owner}-${sha256(publicKey).toString("hex").slice(0, 16)}`;
+
+/** A key file (`<name>.key`): the owner's name, then the 32-byte seed in base64url. */
+export function loadIdentityKey(path) {
+  const [owner, seedText, ...rest] = readFileSync(path, "utf8").split(/\s+/).filter(Boolean);
+  const seed = b64d(seedText ?? "");
+  if (!owner || rest.length || !seed || seed.length !== 32) {
+    throw new Error(`${path} is not a key file (owner, then a base64url 32-byte seed)`);
+  }
+  return identityFromSeed(owner, seed);
+}
+
+export function identityFromSeed(owner, seed) {
+  const key = ed25519FromSeed(seed);
+  return { owner, publicKey: key.publicKey, kid: keyId(owner, key.publicKey), sign: key.sign };
+}
+
+/** Trusted roots from a directory of `<kid>.pub` files (owner, then base64url public key). */
+export function loadRoots(directory) {
+  const roots = {};
+  for (const name of readdirSync(directory)) {
+    if (!name.endsWith(".pub")) continue;
+    const [, keyText] = readFileSync(join(directory, name), "utf8").split(/\s+/).filter(Boolean);
+    const key = b64d(keyText ?? "");
+    if (key && key.length === 32) roots[name.slice(0, -4)] = key;
+  }
+  if (!Object.keys(roots).length) throw new Error(`no trusted root key in ${directory}`);
+  return roots;
+}
+
+// -- ids ------------------------------------------------------------------------------------
+
+const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/** A ULID: 48 bits of milliseconds, 80 random bits, Crockford base32. */
+export function ulid(ms = Date.now()) {
+  const bytes = Buffer.concat([Buffer.alloc(6), randomBytes(10)]);
+  bytes.writeUIntBE(ms, 0, 6);
+  let value = BigInt("0x" + bytes.toString("hex"));
+  let out = "";
+  for (let i = 0; i < 26; i++) {
+    out = CROCKFORD[Number(value & 31n)] + out;
+    value >>= 5n;
+  }
+  return out;
+}
+
+/** The 128 bits of a ULID, as 32 hex digits (the workflow's trace id). */
+export function ulidHex(id) {
+  let value = 0n;
+  for (const c of id) value = (value << 5n) | BigInt(CROCKFORD.indexOf(c));
+  return value.toString(16).padStart(32, "0");
+}
+
+// -- JWTs -----------------------------------------------------------------------------------
+
+export function signJwt(identity, header, claims) {
+  const input = `${b64e(Buffer.from(JSON.stringify(header)))}.${b64e(Buffer.from(JSON.stringify(claims)))}`;
+  return `${input}.${b64e(identity.sign(Buffer.from(input, "ascii")))}`;
+}
+
+/** Header, claims and signature of a compact JWS, read strictly; null when it is not one. */
+export function readJwt(text) {
+  if (typeof text !== "string") return null;
+  const parts = text.split(".");
+  if (parts.length !== 3) return null;
+  const [h, c, s] = parts.map(b64d);
+  if (!h || !c || !s) return null;
+  try {
+    const header = parseStrictJson(h.toString("utf8"));
+    const claims = parseStrictJson(c.toString("utf8"));
+    if (!isObject(header) || !isObject(claims)) return null;
+    return { header, claims, signature: s, input: Buffer.from(`${parts[0]}.${parts[1]}`, "ascii") };
+  } catch {
+    return null;
+  }
+}
+
+const timeOk = (claims, now, leeway) =>
+  typeof claims.exp === "number" &&
+  claims.exp + leeway >= now &&
+  (claims.nbf === undefined || (typeof claims.nbf === "number" && claims.nbf - leeway <= now));
+
+/** A certificate verified against `roots` (untrusted-certificate, expired-key). */
+export function verifyCertificate(text, roots, now, leeway, expectedKid) {
+  const jwt = readJwt(text);
+  if (!jwt) throw new Refused("untrusted-certificate", "not a compact JWS");
+  const { header, claims } = jwt;
+  const root = roots[header.kid];
+  if (header.alg !== "EdDSA" || header.typ !== "jetmesh-cert+jwt" || !root) {
+    throw new Refused("untrusted-certificate", `not signed by a trusted root (${header.kid})`);
+  }
+  if (!ed25519Verify(root, jwt.input, jwt.signature)) {
+    throw new Refused("untrusted-certificate", "root signature does not verify");
+  }
+  const pub = b64d(claims.pub);
+  if (typeof claims.sub !== "string" || !pub || pub.length !== 32 || claims.kid !== keyId(claims.sub, pub)) {
+    throw new Refused("untrusted-certificate", "certificate claims are not a key's");
+  }
+  if (expectedKid !== undefined && claims.kid !== expectedKid) {
+    throw new Refused("untrusted-certificate", `certificate is for ${claims.kid}, not ${expectedKid}`);
+  }
+  if (!timeOk(claims, now, leeway)) throw new Refused("expired-key", `${claims.kid} is out of date`);
+  return {
+    kid: claims.kid,
+    sub: claims.sub,
+    publicKey: pub,
+    publish: Array.isArray(claims.publish) ? claims.publish : [],
+    subscribe: Array.isArray(claims.subscribe) ? claims.subscribe : [],
+    scopes: Array.isArray(claims.scopes) ? claims.scopes : [],
+    ingress: claims.ingress === true,
+  };
+}
+
+/** A caller token, minted by an ingress identity. */
+export function mintToken(identity, { subject, tenant = "", scopes = [], ttlS = 3600, now = Date.now() / 1000 }) {
+  const iat = Math.floor(now);
+  const claims = {
+    iss: identity.owner,
+    sub: subject,
+    tenant,
+    scopes: [...new Set(scopes)].sort(),
+    iat,
+    nbf: iat,
+    exp: iat + ttlS,
+    jti: ulid(),
+  };
+  return signJwt(identity, { alg: "EdDSA", kid: identity.kid, typ: "JWT" }, claims);
+}
+
+/** A delegation link: `after` is the caller token (link 0) or the link before. */
+export function mintLink(identity, after, { to, workflow, step, scopes, expires, now = Date.now() / 1000 }) {
+  const claims = {
+    iss: identity.owner,
+    to,
+    wf: workflow,
+    step,
+    scopes: [...new Set(scopes)].sort(),
+    iat: Math.floor(now),
+    exp: expires,
+    prev: b64e(sha256(Buffer.from(after, "ascii"))),
+  };
+  return signJwt(identity, { alg: "EdDSA", kid: identity.kid, typ: "mesh-delegation+jwt" }, claims);
+}
+
+// -- envelopes ------------------------------------------------------------------------------
+
+export class Subjects {
+  constructor(prefix = "mesh") {
+    this.prefix = prefix;
+  }
+  task(agent) {
+    return `${this.prefix}.agent.${agent}.task`;
+  }
+  reply(agent, instance) {
+    return `${this.prefix}.agent.${agent}.reply.${instance}`;
+  }
+  events(workflow) {
+    return `${this.prefix}.event.${workflow}.>`;
+  }
+}
+
+/** The bytes to publish and their headers: `Mesh-Sig` over exactly these bytes. */
+export function seal(identity, envelope) {
+  const data = Buffer.from(JSON.stringify(envelope), "utf8");
+  const headers = {
+    "Mesh-Sig-Scheme": SCHEME_PLAIN,
+    "Mesh-Key": identity.kid,
+    "Mesh-Sig": b64e(identity.sign(data)),
+    "Nats-Msg-Id": envelope.id,
+    traceparent: `00-${ulidHex(envelope.workflow)}-${randomBytes(8).toString("hex")}-01`,
+  };
+  return { data, headers };
+}
+
+// -- receiving ------------------------------------------------------------------------------
+
+/** Whether NATS `pattern` (with `*` and `>`) matches `subject`. */
+export function subjectMatches(pattern, subject) {
+  const p = pattern.split(".");
+  const s = subject.split(".");
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === ">") return i < s.length;
+    if (i >= s.length || (p[i] !== "*" && p[i] !== s[i])) return false;
+  }
+  return p.length === s.length;
+}
+
+/** The Merkle root a `Mesh-Sig-Path` (`<index>/<count>/<path>`) leads to, or null. */
+export function merkleRoot(data, pathHeader) {
+  const m = /^(\d+)\/(\d+)\/([A-Za-z0-9_-]*)$/.exec(pathHeader ?? "");
+  if (!m) return null;
+  let index = Number(m[1]);
+  let count = Number(m[2]);
+  const path = b64d(m[3]);
+  if (!path || path.length % 32 || index >= count) return null;
+  const siblings = [];
+  for (let i = 0; i < path.length; i += 32) siblings.push(path.subarray(i, i + 32));
+  let node = sha256(Buffer.from([0]), data);
+  let used = 0;
+  while (count > 1) {
+    if (index % 2 === 1) {
+      if (used >= siblings.length) return null;
+      node = sha256(Buffer.from([1]), siblings[used++], node);
+    } else if (index + 1 < count) {
+      if (used >= siblings.length) return null;
+      node = sha256(Buffer.from([1]), node, siblings[used++]);
+    }
+    index = Math.floor(index / 2);
+    count = Math.floor((count + 1) / 2);
+  }
+  return used === siblings.length ? node : null;
+}
+
+/**
+ * What a receiver reads certificates and revocations through: `certificate(kid)` and
+ * `revoked(kid)` (async; the registry bucket), the trusted `roots`, the `limits`.
+ */
+export class Verifier {
+  constructor({ roots, certificate, revoked = async () => false, prefix = "mesh", limits = {}, seen = null }) {
+    this.roots = roots;
+    this.lookup = certificate;
+    this.revoked = revoked;
+    this.subjects = new Subjects(prefix);
+    this.limits = { ...DEFAULT_LIMITS, ...limits };
+    this.seen = seen;
+  }
+
+  /** The verified certificate of `kid` (unknown-key, untrusted-certificate, expired-key, revoked-key). */
+  async certificate(kid, now) {
+    if (typeof kid !== "string" || !KEY_ID_RE.test(kid)) throw new Refused("unknown-key", `not a key id: ${kid}`);
+    const text = await this.lookup(kid);
+    if (!text) throw new Refused("unknown-key", `no certificate for ${kid}`);
+    const cert = verifyCertificate(text, this.roots, now, this.limits.leeway_s, kid);
+    if (await this.revoked(kid)) throw new Refused("revoked-key", `${kid} is revoked`);
+    return cert;
+  }
+
+  /**
+   * Run every check of "Checks every receiver makes" on one received message; returns
+   * `{ envelope, certificate, token, chain }` or throws Refused with the first failure.
+   * `storedAt` is the stream's storage time (JetStream) or the receiving time.
+   */
+  async verify(subject, data, headers, { now = Date.now() / 1000, storedAt = now, core = false } = {}) {
+    const L = this.limits;
+    if (data.length > L.max_payload_bytes) throw new Refused("oversized", `${data.length} bytes`);
+    const scheme = headers["Mesh-Sig-Scheme"] ?? SCHEME_PLAIN;
+    const kid = headers["Mesh-Key"];
+    const sigText = headers["Mesh-Sig"];
+    if (!kid || !sigText || ![SCHEME_PLAIN, SCHEME_MERKLE].includes(scheme)) {
+      throw new Refused("unsigned", "no Mesh-Key or Mesh-Sig, or an unknown scheme");
+    }
+    const cert = await this.certificate(kid, now);
+    const sig = b64d(sigText);
+    let signed = data;
+    if (scheme === SCHEME_MERKLE) {
+      const root = merkleRoot(data, headers["Mesh-Sig-Path"]);
+      signed = root && Buffer.concat([MERKLE_PREFIX, root]);
+    }
+    if (!sig || !signed || !ed25519Verify(cert.publicKey, signed, sig)) {
+      throw new Refused("bad-signature", `signature of ${kid} does not verify`);
+    }
+    let env;
+    try {
+      env = parseStrictJson(data.toString("utf8"));
+    } catch (err) {
+      throw new Refused("malformed", err.message);
+    }
+    this.checkShape(env);
+    this.checkAddress(subject, env, cert);
+    if (storedAt - env.created > L.max_age_s + L.clock_skew_s || env.created - storedAt > L.clock_skew_s) {
+      throw new Refused("stale", `created ${env.created}, stored ${storedAt}`);
+    }
+    if (core) {
+      if (this.seen?.has(env.id)) throw new Refused("replayed", `${env.id} seen before`);
+      this.seen?.add(env.id);
+    } else if (headers["Nats-Msg-Id"] !== env.id) {
+      throw new Refused("replayed", "Nats-Msg-Id is not the envelope's id");
+    }
+    const token = env.caller ? await this.verifyToken(env.caller, now) : null;
+    let chain = null;
+    if (env.kind === "task") {
+      if (!token) throw new Refused("invalid-token", "a task carries a caller token");
+      chain = await this.verifyChain(env, token, kid, now);
+      const depth = env.step.split("/").length - 1;
+      if (env.step && depth > L.max_call_depth) throw new Refused("plan-too-deep", `${depth} calls deep`);
+    }
+    return { envelope: env, certificate: cert, token, chain };
+  }
+
+  checkShape(env) {
+    const bad = (what) => {
+      throw new Refused("malformed", what);
+    };
+    if (!isObject(env)) bad("not a JSON object");
+    for (const field of ["id", "kind", "workflow", "sender", "to"]) {
+      if (typeof env[field] !== "string") bad(`${field} is not a string`);
+    }
+    if (typeof env.created !== "number") bad("created is not a number");
+    if (!("body" in env)) bad("no body");
+    if (!TOKEN_RE.test(env.id) || !TOKEN_RE.test(env.workflow)) bad("id or workflow is not a subject token");
+    if (!KINDS.includes(env.kind)) bad(`unknown kind ${env.kind}`);
+    for (const field of ["type", "step"]) {
+      if (env[field] !== undefined && typeof env[field] !== "string") bad(`${field} is not a string`);
+    }
+    for (const field of ["parent", "reply_to", "caller"]) {
+      if (env[field] !== undefined && env[field] !== null && typeof env[field] !== "string") bad(`${field} is not a string`);
+    }
+    if (env.chain !== undefined && env.chain !== null && !Array.isArray(env.chain)) bad("chain is not an array");
+    if (env.kind === "task" && env.step && !STEP_RE.test(env.step)) bad("step has characters outside the set");
+  }
+
+  checkAddress(subject, env, cert) {
+    const miss = (what) => {
+      throw new Refused("misaddressed", what);
+    };
+    const p = this.subjects.prefix;
+    if (env.sender !== cert.sub) miss(`sender ${env.sender} is not the signer ${cert.sub}`);
+    if (!cert.publish.some((pattern) => subjectMatches(pattern, subject))) miss(`${cert.sub} may not publish to ${subject}`);
+    const parts = subject.split(".");
+    const rest = subject.startsWith(`${p}.`) ? subject.slice(p.length + 1).split(".") : [];
+    if (rest[0] === "agent" && rest.length === 3 && rest[2] === "task") {
+      if (env.to !== rest[1]) miss("to is not the subject's agent");
+      if (env.kind !== "task") miss(`kind ${env.kind} on a task subject`);
+    } else if (rest[0] === "agent" && rest.length === 4 && rest[2] === "reply") {
+      if (env.to !== rest[1]) miss("to is not the subject's agent");
+      if (!["reply", "error"].includes(env.kind)) miss(`kind ${env.kind} on a reply subject`);
+    } else if (rest[0] === "event" && rest.length === 3) {
+      if (rest[1] !== env.workflow) miss("the subject names another workflow");
+      if (env.kind !== "event") miss(`kind ${env.kind} on an event subject`);
+    } else {
+      miss(`${parts.join(".")} is no subject of the mesh`);
+    }
+    if (env.reply_to && !subjectMatches(`${p}.agent.${env.sender}.reply.*`, env.reply_to)) {
+      miss("reply_to is not one of the sender's reply subjects");
+    }
+  }
+
+  async verifyToken(text, now) {
+    const jwt = readJwt(text);
+    if (!jwt || jwt.header.alg !== "EdDSA" || typeof jwt.header.kid !== "string") {
+      throw new Refused("invalid-token", "not an EdDSA JWT");
+    }
+    const cert = await this.certificate(jwt.header.kid, now);
+    if (!ed25519Verify(cert.publicKey, jwt.input, jwt.signature)) {
+      throw new Refused("invalid-token", "token signature does not verify");
+    }
+    if (!cert.ingress) throw new Refused("invalid-token", `${cert.sub} is not an ingress`);
+    const c = jwt.claims;
+    if (typeof c.sub !== "string" || typeof c.iat !== "number" || typeof c.exp !== "number" || typeof c.jti !== "string") {
+      throw new Refused("invalid-token", "a claim is missing");
+    }
+    if (!timeOk(c, now, this.limits.leeway_s)) throw new Refused("expired-token", "token out of date");
+    return { text, claims: c, scopes: Array.isArray(c.scopes) ? c.scopes : [], issuer: cert };
+  }
+
+  async verifyChain(env, token, taskKid, now) {
+    const chain = env.chain;
+    if (!Array.isArray(chain) || !chain.length) throw new Refused("bad-delegation", "no delegation chain");
+    if (chain.length > this.limits.max_call_depth + 1) throw new Refused("plan-too-deep", `${chain.length} links`);
+    const bad = (what) => {
+      throw new Refused("bad-delegation", what);
+    };
+    const links = [];
+    for (const [n, text] of chain.entries()) {
+      const jwt = typeof text === "string" ? readJwt(text) : null;
+      if (!jwt) bad(`link ${n} is not a compact JWS`);
+      const { header, claims } = jwt;
+      if (header.alg !== "EdDSA" || header.typ !== "mesh-delegation+jwt" || typeof header.kid !== "string" || "crit" in header) {
+        bad(`link ${n} header`);
+      }
+      const cert = await this.certificate(header.kid, now);
+      const last = n === chain.length - 1;
+      if (!(last && header.kid === taskKid) && !ed25519Verify(cert.publicKey, jwt.input, jwt.signature)) {
+        bad(`link ${n} signature`);
+      }
+      for (const k of ["iss", "to", "wf", "step", "prev"]) if (typeof claims[k] !== "string") bad(`link ${n} ${k}`);
+      if (typeof claims.exp !== "number") bad(`link ${n} exp`);
+      if (claims.scopes !== undefined && !(Array.isArray(claims.scopes) && claims.scopes.every((s) => typeof s === "string"))) {
+        bad(`link ${n} scopes`);
+      }
+      if (claims.iss !== cert.sub) bad(`link ${n} iss is not its signer`);
+      links.push({ text, claims, cert });
+    }
+    if (!links[0].cert.ingress) bad("link 0 is not from an ingress");
+    for (const [n, { claims }] of links.entries()) {
+      const before = n === 0 ? null : links[n - 1].claims;
+      const prevText = n === 0 ? token.text : links[n - 1].text;
+      if (claims.prev !== b64e(sha256(Buffer.from(prevText, "ascii")))) bad(`link ${n} prev`);
+      if (claims.wf !== env.workflow) bad(`link ${n} workflow`);
+      if (before) {
+        if (claims.iss !== before.to) bad(`link ${n} iss is not link ${n - 1}'s to`);
+        if (!claims.step.startsWith(`${before.step}/`)) bad(`link ${n} step not nested`);
+      }
+      const allowed = new Set(before ? before.scopes ?? [] : token.scopes);
+      if (!(claims.scopes ?? []).every((s) => allowed.has(s))) throw new Refused("delegation-widened", `link ${n} scopes`);
+      if (claims.exp > (before ? before.exp : token.claims.exp)) throw new Refused("delegation-widened", `link ${n} exp`);
+      if (claims.exp + this.limits.clock_skew_s < now) throw new Refused("expired-token", `link ${n} expired`);
+    }
+    const last = links[links.length - 1];
+    if (last.claims.to !== env.to || last.claims.step !== (env.step ?? "")) bad("last link is not for this task");
+    const senderCert = await this.certificate(taskKid, now);
+    if (last.claims.iss !== env.sender && !senderCert.ingress) bad("last link is not the sender's");
+    return links.map((l) => l.claims);
+  }
+}

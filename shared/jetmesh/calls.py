@@ -7,11 +7,15 @@ workflow and step. Anything else that names a waiting call as its parent is refu
 (:class:`~jetmesh.ForgedReply`) and leaves the call waiting for its real reply: a role
 that may answer this caller (it is called by it for other steps) cannot answer the
 caller's calls to other roles.
+
+A call that takes its callee's streamed chunks (:mod:`jetmesh.runtime.streaming`) gets them
+by the same rule: a chunk goes to the call only from the role called, for that call.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -42,6 +46,7 @@ class _Call:
     workflow: str
     step: str
     future: asyncio.Future[Envelope]
+    on_chunk: Callable[[Envelope], None] | None = None
 
 
 class PendingCalls:
@@ -50,14 +55,52 @@ class PendingCalls:
     def __init__(self) -> None:
         self._waiting: dict[str, _Call] = {}
 
-    def expect(self, task: Envelope) -> asyncio.Future[Envelope]:
-        """Wait for the reply to ``task`` (sent to ``task.to``)."""
+    def expect(
+        self, task: Envelope, on_chunk: Callable[[Envelope], None] | None = None
+    ) -> asyncio.Future[Envelope]:
+        """Wait for the reply to ``task`` (sent to ``task.to``); ``on_chunk`` takes the
+        chunks its callee streams meanwhile (None: they are dropped)."""
         future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        self._waiting[task.id] = _Call(task.to, task.workflow, task.step, future)
+        self._waiting[task.id] = _Call(task.to, task.workflow, task.step, future, on_chunk)
         return future
 
     def forget(self, task_id: str) -> None:
         self._waiting.pop(task_id, None)
+
+    def _answering(self, reply: Envelope, signer: str, what: str) -> _Call | None:
+        """The waiting call ``reply`` answers, checked: None if nobody waits for it.
+
+        Raises:
+            ForgedReply: it names a waiting call but is not that call's callee's, for it.
+        """
+        call = self._waiting.get(reply.parent or "")
+        if call is None or call.future.done():
+            return None
+        if signer != call.callee:
+            raise ForgedReply(
+                f"{what} to call {reply.parent} ({call.callee}, step {call.step!r}) "
+                f"signed by {signer}"
+            )
+        if reply.workflow != call.workflow or reply.step != call.step:
+            raise ForgedReply(
+                f"{what} to call {reply.parent} of workflow {call.workflow} step "
+                f"{call.step!r} names workflow {reply.workflow} step {reply.step!r}"
+            )
+        return call
+
+    def chunk(self, chunk: Envelope, signer: str) -> bool:
+        """Hand a streamed ``chunk``, verified as signed by ``signer``, to the call it
+        belongs to; False if nobody waits for it or the call takes no chunks.
+
+        Raises:
+            ForgedReply: as :meth:`resolve`; the call keeps waiting.
+            Malformed: its body is no chunk of that call (from the call's ``on_chunk``).
+        """
+        call = self._answering(chunk, signer, "chunk")
+        if call is None or call.on_chunk is None:
+            return False
+        call.on_chunk(chunk)
+        return True
 
     def resolve(self, reply: Envelope, signer: str) -> bool:
         """Hand ``reply``, verified as signed by ``signer``'s key, to the call it answers;
@@ -67,19 +110,9 @@ class PendingCalls:
             ForgedReply: it names a waiting call as its parent but is not that call's
                 answer (another signer, workflow or step); the call keeps waiting.
         """
-        call = self._waiting.get(reply.parent or "")
-        if call is None or call.future.done():
+        call = self._answering(reply, signer, "reply")
+        if call is None:
             return False
-        if signer != call.callee:
-            raise ForgedReply(
-                f"reply to call {reply.parent} ({call.callee}, step {call.step!r}) "
-                f"signed by {signer}"
-            )
-        if reply.workflow != call.workflow or reply.step != call.step:
-            raise ForgedReply(
-                f"reply to call {reply.parent} of workflow {call.workflow} step "
-                f"{call.step!r} names workflow {reply.workflow} step {reply.step!r}"
-            )
         del self._waiting[reply.parent or ""]
         call.future.set_result(reply)
         return True

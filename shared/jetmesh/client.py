@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Self, TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
 
 from . import events as ev
-from ._exceptions import ConfigError, ForgedReply, MeshTimeout, RejectedMessage
+from ._exceptions import ConfigError, MeshTimeout, RejectedMessage
 from .bus.tracing import TRACEPARENT_HEADER, traceparent
 from .calls import PendingCalls, decode_reply
 from .dead_letters import reject
@@ -285,12 +285,14 @@ class MeshClient(MeshConnection):
         timeout: float | None = None,
         type_: str | None = None,
         chain: tuple[str, ...] | None = None,
+        on_chunk: Callable[[Envelope], None] | None = None,
     ) -> Envelope:
         """Like :meth:`call`, but return the verified reply envelope (``reply`` or
         ``error``) undecoded, for callers that record it.
 
         ``chain`` is the task's delegation chain; None starts one here, which only an
-        ingress may (see :meth:`delegate`).
+        ingress may (see :meth:`delegate`). ``on_chunk`` takes the chunks the callee
+        streams meanwhile (:mod:`jetmesh.runtime.streaming`), checked as replies are.
 
         Raises:
             MeshTimeout: no reply before the deadline.
@@ -311,7 +313,7 @@ class MeshClient(MeshConnection):
             type_=type_,
             chain=chain,
         )
-        future = self.pending.expect(task)
+        future = self.pending.expect(task, on_chunk)
         try:
             async with asyncio.timeout(timeout):
                 await self.send_task(task)
@@ -350,10 +352,13 @@ class MeshClient(MeshConnection):
             except Exception as dl_exc:  # a reply is not redelivered: say so loudly
                 log.error("refused reply on %s not dead-lettered: %s", msg.subject, dl_exc)
             return
+        envelope, signer = verified.envelope, verified.certificate.name
         try:
-            if not self.pending.resolve(verified.envelope, verified.certificate.name):
-                log.debug("late or unexpected reply %s", verified.envelope.id)
-        except ForgedReply as exc:
+            if envelope.type == ev.EVENT_TYPE and envelope.kind == "reply":  # a streamed chunk
+                self.pending.chunk(envelope, signer)
+            elif not self.pending.resolve(envelope, signer):
+                log.debug("late or unexpected reply %s", envelope.id)
+        except RejectedMessage as exc:  # forged, or no chunk of the call it names
             exc.envelope = verified.envelope  # type: ignore[attr-defined]
             try:
                 await reject(self, msg.subject, msg.data, msg.headers, exc)

@@ -27,6 +27,7 @@ from ..models import ModelReply, ModelRequest, request_digest
 from ..models.base import changed_parts
 from ..runtime.context_base import Authority, ContextBase, MemorySpace
 from ..runtime.limits import PlanLimits
+from ..runtime.streaming import ChunkFeed
 from ..signals import ReceivedSignal, Signal
 from .history import Payload, TaskHistory
 
@@ -153,6 +154,7 @@ class ReplayContext(ContextBase):
         step: str,
         timeout: float | None,
         handoff: Authority,
+        feed: ChunkFeed | None = None,
     ) -> T:
         self.asked_calls.add(step)
         recorded = self.recorded.call(step)
@@ -190,8 +192,9 @@ class ReplayContext(ContextBase):
             raise self._stop(f"the reply to {step} was {reply.missing}", incomplete=True)
         return decode_reply(agent, reply.as_reply().as_envelope(self.task), returns)
 
-    async def _complete(self, request: ModelRequest, step: str) -> ModelReply:
-        """The recorded reply of the model call ``step``; no model is asked."""
+    async def _complete(self, request: ModelRequest, step: str, stream: bool) -> ModelReply:
+        """The recorded reply of the model call ``step``; no model is asked, and nothing
+        streams."""
         self.asked_models.add(step)
         recorded = self.recorded.model(step)
         if recorded is None:
@@ -252,6 +255,11 @@ class ReplayContext(ContextBase):
         if recorded.body is None:
             raise self._stop(f"the signal {name!r} was {recorded.missing}", incomplete=True)
         return msgspec.json.decode(recorded.body, type=ReceivedSignal).decode(name, returns)
+
+    async def stream(self, chunk: Any) -> bool:
+        """Nothing: a re-run streams nothing to anyone (the recorded run's chunks are in
+        its log)."""
+        return False
 
     async def emit_event(self, kind: str, **fields: Any) -> None:
         self.events.append((kind, fields))

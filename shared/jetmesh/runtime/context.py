@@ -24,6 +24,7 @@ from .ledger import Recorded, StepLedger
 from .limits import PlanLimits
 from .model_steps import Models, complete_step
 from .preflight import preflight_for
+from .streaming import ChunkFeed, ChunkSink, read_chunks
 
 T = TypeVar("T")
 
@@ -66,6 +67,7 @@ class Context(ContextBase):
         self._mesh = mesh
         self._ledger = ledger
         self._models = models
+        self._chunks: ChunkSink | None = None
 
     @property
     def mesh(self) -> MeshClient:
@@ -100,6 +102,7 @@ class Context(ContextBase):
         step: str,
         timeout: float | None,
         handoff: Authority,
+        feed: ChunkFeed | None = None,
     ) -> T:
         started = time.perf_counter()
         if self._ledger is not None:
@@ -112,6 +115,11 @@ class Context(ContextBase):
                     detail="from the journal",
                     **_reply_fields(recorded),
                 )
+                if feed is not None:  # its chunks, as the callee stored them
+                    for chunk in await read_chunks(
+                        self._mesh, self.workflow, step=step, agent=agent
+                    ):
+                        feed.put(chunk)
                 return decode_reply(agent, recorded.as_envelope(self.task), returns)
         type_ = type_name(type(body))
         raw = body if isinstance(body, msgspec.Raw) else msgspec.Raw(encode(body))
@@ -129,6 +137,7 @@ class Context(ContextBase):
             step=step,
             timeout=timeout,
             type_=type_,
+            on_chunk=feed.add if feed is not None else None,
             chain=(
                 *self.task.chain,
                 self._mesh.delegate(
@@ -153,9 +162,38 @@ class Context(ContextBase):
         )
         return decode_reply(agent, reply, returns)
 
-    async def _complete(self, request: ModelRequest, step: str) -> ModelReply:
+    async def _complete(self, request: ModelRequest, step: str, stream: bool) -> ModelReply:
         spending = spending_for(self._policy(), self._mesh, self.agent)
-        return await complete_step(self, self._models, self._ledger, request, step, spending)
+        chunks = self._chunk_sink() if stream else None
+        return await complete_step(
+            self, self._models, self._ledger, request, step, spending, chunks
+        )
+
+    def _chunk_sink(self) -> ChunkSink:
+        if self._chunks is None:
+            self._chunks = ChunkSink(
+                self._mesh,
+                self.task,
+                agent=self.agent,
+                caller=self.caller.subject,
+                attempt=self.attempt,
+            )
+        return self._chunks
+
+    async def stream(self, chunk: Any) -> bool:
+        """Send ``chunk`` (a ``str``, a Struct, anything that encodes as JSON) as this
+        task's next partial result: stored as a ``chunk`` event of the workflow, and sent
+        to the caller while it waits (``ctx.call(..., stream=True)``, ``jetmesh publish
+        --stream``). See :mod:`jetmesh.runtime.streaming`.
+
+        Returns:
+            False when an earlier run of this step (a redelivery) stored this index
+            already: it is neither stored nor sent again.
+
+        Raises:
+            Oversized: the chunk would take its event over ``max_payload_bytes``.
+        """
+        return await self._chunk_sink().send(chunk)
 
     async def once(
         self,

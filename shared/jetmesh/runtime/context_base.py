@@ -34,6 +34,7 @@ from ..signals import Signal
 from .gathering import OnFailure, Outcome, PendingCall, gather
 from .limits import PlanLimits
 from .model_steps import StepModel
+from .streaming import ChunkFeed, StreamingCall
 
 T = TypeVar("T")
 
@@ -112,13 +113,21 @@ class ContextBase(abc.ABC):
         step: str,
         timeout: float | None,
         handoff: Authority,
+        feed: ChunkFeed | None = None,
     ) -> T:
         """Carry out the call that :meth:`call` numbered ``step``, handing the callee
-        ``handoff`` of this hop's authority."""
+        ``handoff`` of this hop's authority; ``feed`` takes the chunks it streams."""
 
     @abc.abstractmethod
-    async def _complete(self, request: ModelRequest, step: str) -> ModelReply:
-        """Answer the model call that ``ctx.model`` numbered ``step``."""
+    async def _complete(self, request: ModelRequest, step: str, stream: bool) -> ModelReply:
+        """Answer the model call that ``ctx.model`` numbered ``step``; ``stream``: its
+        output goes out as this task's chunks (:meth:`stream`) as it comes."""
+
+    @abc.abstractmethod
+    async def stream(self, chunk: Any) -> bool:
+        """Send ``chunk`` (a ``str``, a Struct, anything that encodes as JSON) as this
+        task's next partial result (see :mod:`jetmesh.runtime.streaming`); False when an
+        earlier run of this step already stored it."""
 
     @abc.abstractmethod
     async def once(
@@ -189,6 +198,7 @@ class ContextBase(abc.ABC):
         self._calls += 1
         return f"{self.task.step}/{agent}.{self._calls}"
 
+    @overload
     def call(
         self,
         agent: str,
@@ -198,8 +208,38 @@ class ContextBase(abc.ABC):
         timeout: float | None = None,
         scopes: Iterable[str] | None = None,
         expires_in: float | None = None,
-    ) -> PendingCall[T]:
+        stream: Literal[False] = False,
+    ) -> PendingCall[T]: ...
+
+    @overload
+    def call(
+        self,
+        agent: str,
+        body: Any,
+        *,
+        returns: type[T],
+        timeout: float | None = None,
+        scopes: Iterable[str] | None = None,
+        expires_in: float | None = None,
+        stream: Literal[True],
+    ) -> StreamingCall[T]: ...
+
+    def call(
+        self,
+        agent: str,
+        body: Any,
+        *,
+        returns: type[T],
+        timeout: float | None = None,
+        scopes: Iterable[str] | None = None,
+        expires_in: float | None = None,
+        stream: bool = False,
+    ) -> PendingCall[T] | StreamingCall[T]:
         """Send ``body`` to ``agent`` and await its reply as ``returns``.
+
+        With ``stream=True`` the callee's partial results (its ``ctx.stream``) come too:
+        ``async for chunk in call`` yields them as they arrive, then ``await
+        call.result()`` gives the reply (:class:`~jetmesh.runtime.streaming.StreamingCall`).
 
         The step key is taken when ``call`` is invoked, not when it is awaited, so calls
         passed to :meth:`gather` get their keys in argument order. The call is sent when
@@ -213,6 +253,7 @@ class ContextBase(abc.ABC):
         Raises:
             MeshTimeout: no reply within ``timeout`` seconds (default ``call_timeout_s``).
             CallFailed: the agent answered with an error.
+                (With ``stream=True``, these end the iteration and :meth:`result`.)
             PlanTooDeep, FanOutExceeded: the call would break ``max_call_depth`` or
                 ``max_fan_out``; it is not sent, and a ``call-refused`` event says so.
             ScopeDenied: ``scopes`` names a scope not delegated to this hop, or a loaded
@@ -223,6 +264,23 @@ class ContextBase(abc.ABC):
                 Both are found by the pre-flight (:mod:`jetmesh.runtime.preflight`):
                 nothing is sent, and a ``call-refused`` event says so.
         """
+        feed = ChunkFeed() if stream else None
+        pending = self._pending_call(agent, body, returns, timeout, scopes, expires_in, feed)
+        if feed is None:
+            return pending
+        return StreamingCall(agent, pending.step, lambda: pending, feed)
+
+    def _pending_call(
+        self,
+        agent: str,
+        body: Any,
+        returns: type[T],
+        timeout: float | None,
+        scopes: Iterable[str] | None,
+        expires_in: float | None,
+        feed: ChunkFeed | None,
+    ) -> PendingCall[T]:
+        """The call :meth:`call` makes, numbered now, sent when awaited."""
         preview = f"{self.task.step}/{agent}.{self._calls + 1}"
         refused = self.limits.check(preview, agent, self._sent + 1)
         if refused is not None:
@@ -245,7 +303,7 @@ class ContextBase(abc.ABC):
         step = self.next_step(agent)
 
         def start(timeout_s: float | None) -> Awaitable[T]:
-            return self._call(agent, body, returns, step, timeout_s, handoff)
+            return self._call(agent, body, returns, step, timeout_s, handoff, feed)
 
         return PendingCall(agent, step, start, timeout=timeout)
 

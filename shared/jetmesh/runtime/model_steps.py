@@ -31,7 +31,7 @@ from .._exceptions import ConfigError, ModelError
 from ..envelope import encode
 from ..identity.tokens import Caller
 from ..models import ModelProvider, ModelReply, ModelRequest, PriceTable, request_digest
-from ..models.base import MODEL_REPLY_TYPE, Turn, build_request
+from ..models.base import MODEL_REPLY_TYPE, Turn, build_request, stream_complete
 from ..telemetry import metrics, traces
 from .budgets import Spending, check_budget
 from .ledger import Recorded, StepLedger
@@ -69,19 +69,38 @@ class ModelStepContext(Protocol):
     async def emit_event(self, kind: str, **fields: Any) -> None: ...
 
 
+class ModelChunks(Protocol):
+    """Where a streamed model call's output goes: the task's chunks
+    (:class:`~jetmesh.runtime.streaming.ChunkSink` is one)."""
+
+    async def text(self, text: str, step: str) -> None:
+        """The next piece of model call ``step``'s output."""
+        ...
+
+    async def flush(self) -> None:
+        """Until every piece handed on is stored."""
+        ...
+
+    async def skip(self, step: str) -> None:
+        """Model call ``step`` was answered from the journal: its pieces are not sent
+        again."""
+        ...
+
+
 class StepModel:
     """``ctx.model``: the configured model, called as a step of the handler.
 
     Args:
         next_step: numbers the next step of the task (``ctx.next_step``).
         complete: answers a request as the step it was numbered (the context's own way:
-            journaled on the mesh, from the history in a re-run).
+            journaled on the mesh, from the history in a re-run), streaming its output
+            as the task's chunks when asked to.
     """
 
     def __init__(
         self,
         next_step: Callable[[str], str],
-        complete: Callable[[ModelRequest, str], Awaitable[ModelReply]],
+        complete: Callable[[ModelRequest, str, bool], Awaitable[ModelReply]],
     ) -> None:
         self._next_step = next_step
         self._complete = complete
@@ -95,8 +114,13 @@ class StepModel:
         temperature: float | None = None,
         stop: Sequence[str] = (),
         model: str = "",
+        stream: bool = False,
     ) -> Awaitable[ModelReply]:
         """Ask the model; returns its reply (text, model, tokens, stop reason).
+
+        With ``stream=True`` the output also goes out as it comes, piece by piece, as the
+        task's chunks (``ctx.stream``); the reply is journaled whole as without it. A
+        reply taken from the journal does not stream again.
 
         The step key is taken when ``complete`` is invoked, not when it is awaited, so
         calls passed to ``ctx.gather`` get their keys in argument order.
@@ -123,7 +147,7 @@ class StepModel:
             model=model,
         )
         step = self._next_step("model")
-        return self._complete(request, step)
+        return self._complete(request, step, stream)
 
 
 def model_fields(
@@ -157,15 +181,18 @@ async def complete_step(
     request: ModelRequest,
     step: str,
     spending: Spending | None = None,
+    chunks: ModelChunks | None = None,
 ) -> ModelReply:
     """A model call of a handler on the mesh: from the journal if this step already asked
     the same request, else from the provider, journaled, and recorded in an event; in a
-    ``chat {model}`` span, tracing on (:func:`~jetmesh.telemetry.traces.chat`)."""
+    ``chat {model}`` span, tracing on (:func:`~jetmesh.telemetry.traces.chat`). With
+    ``chunks``, the provider's output also goes there as it comes (not when answered from
+    the journal)."""
     if not traces.tracing_on() or models is None:
-        return await _complete_step(ctx, models, ledger, request, step, spending)
+        return await _complete_step(ctx, models, ledger, request, step, spending, chunks)
     model = request.model or models.provider.model
     with traces.chat(models.provider.name, model, max_tokens=request.max_tokens):
-        reply = await _complete_step(ctx, models, ledger, request, step, spending)
+        reply = await _complete_step(ctx, models, ledger, request, step, spending, chunks)
         traces.chat_answered(
             reply.model, reply.input_tokens, reply.output_tokens, reply.stop_reason
         )
@@ -179,6 +206,7 @@ async def _complete_step(
     request: ModelRequest,
     step: str,
     spending: Spending | None,
+    chunks: ModelChunks | None = None,
 ) -> ModelReply:
     if models is None:
         raise ConfigError("this context has no model provider")
@@ -192,6 +220,8 @@ async def _complete_step(
             await ctx.emit_event(
                 ev.MODEL, **model_fields(step, digest, reply, cost, None, FROM_JOURNAL)
             )
+            if chunks is not None:
+                await chunks.skip(step)
             return reply
         if recorded is not None:
             ctx.log.warning("model call %s asks another request than its journal entry", step)
@@ -209,7 +239,16 @@ async def _complete_step(
     )
     started = time.perf_counter()
     try:
-        reply = await provider.complete(request)
+        if chunks is None:
+            reply = await provider.complete(request)
+        else:
+            sink = chunks
+
+            async def on_text(text: str) -> None:
+                await sink.text(text, step)
+
+            reply = await stream_complete(provider, request, on_text)
+            await sink.flush()
     except ModelError as exc:
         await ctx.emit_event(
             ev.MODEL,

@@ -262,3 +262,18 @@ async def test_the_conformance_vectors_give_the_expected_verdicts() -> None:
     }
     assert len(expected) > 40
     assert got == expected
+
+
+async def test_the_readme_example_is_reproduced_from_its_seed(tmp_path: Path) -> None:
+    readme = REPO_ROOT / "subjects" / "README.md"
+    code, out, err = await node("readme.mjs", str(readme))
+    assert code == 0, err
+    assert json.loads(out) == {"key_id": True, "signature": True, "link": True, "prev": True}
+
+    text = readme.read_text()
+    (signature,) = [line for line in text.splitlines() if line.startswith("Mesh-Sig: ")]
+    changed = signature[:-1] + ("A" if signature[-1] != "A" else "Q")
+    (tmp_path / "README.md").write_text(text.replace(signature, changed))
+    code, out, err = await node("readme.mjs", str(tmp_path / "README.md"))
+    assert code == 0, err
+    assert json.loads(out)["signature"] is False

@@ -1,27 +1,35 @@
 """subjects/README.md's worked example is a correct test vector for other languages: its
 signature, its caller token and its delegation chain, which jetmesh's own verification
-accepts (and refuses once any character of the link changes)."""
+accepts (and refuses once any character of the link changes). Its lists are the code's:
+the refusal reasons, the fields of a refusal, and what an ingress role may publish and
+subscribe to on servers that enforce a policy."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import re
+import tomllib
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from jetmesh import BadDelegation, RejectedMessage
+from jetmesh import BadDelegation, FanOutExceeded, PlanLimitExceeded, RejectedMessage
+from jetmesh import events as ev
 from jetmesh.addresses import Subjects
 from jetmesh.bus.tracing import trace_id_of
+from jetmesh.dead_letters import DEAD_LETTER_FAILED, MAX_MESSAGE_ID, UNVERIFIED_WORKFLOW
 from jetmesh.envelope import decode_body, decode_envelope
+from jetmesh.events import Event
 from jetmesh.identity.certificates import Certificate, issue_certificate
 from jetmesh.identity.delegation import digest, mint_link
 from jetmesh.identity.keys import KeyPair, b64d
 from jetmesh.identity.signing import Signer
 from jetmesh.identity.tokens import token_key_id, verify_token
 from jetmesh.identity.trust import TrustStore
+from jetmesh.policy import Policy, parse_policy, role_permissions
+from jetmesh.settings import MeshSettings
 from services.support.wire import Ticket
 from subjects.catalogue import mesh_type
 from subjects.identity import CallerTokenClaims
@@ -183,3 +191,89 @@ def test_envelope_schema_points_at_the_readme_for_the_chain() -> None:
     assert "subjects/README.md" in chain
     assert ":mod:" not in chain
     assert "### The delegation chain" in README.read_text(encoding="utf-8")
+
+
+# -- the route on enforced servers, refusals, files --------------------------------------
+
+
+def _section(title: str) -> str:
+    """The text of the README's section ``title`` (to the next heading of its level)."""
+    text = README.read_text(encoding="utf-8")
+    level = "#" * (len(title) - len(title.lstrip("#")))
+    start = text.index(f"\n{title}\n")
+    end = text.find(f"\n{level} ", start + len(title) + 2)
+    return text[start : end if end >= 0 else len(text)]
+
+
+def _rejected_codes() -> set[str]:
+    """The code of every refusal a receiver can audit as ``rejected``: every
+    ``RejectedMessage``, except the base class's and those only a sender raises on its own
+    call (``call-refused`` events: ``plan-limit-exceeded`` is their base, ``fan-out-exceeded``
+    counts calls made, not links received)."""
+    found: set[str] = set()
+    todo: list[type[RejectedMessage]] = [RejectedMessage]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.code)
+        todo += cls.__subclasses__()
+    return found - {RejectedMessage.code, PlanLimitExceeded.code, FanOutExceeded.code}
+
+
+def test_the_reasons_listed_are_the_codes_receivers_refuse_with() -> None:
+    section = _section("## Matching a refusal to your message")
+    listed = set(re.findall(r"^\| `([a-z-]+)` \|", section, re.MULTILINE))
+    fields = {"reason", "agent", "message", "seq", "task", "detail"}
+    assert listed - fields == _rejected_codes()
+
+
+def test_the_refusal_fields_are_event_fields() -> None:
+    section = _section("## Matching a refusal to your message")
+    table = section.split("| Field | Value |")[1].split("\n\n")[0]
+    named = set(re.findall(r"^\| `([a-z_]+)` \|", table, re.MULTILINE))
+    assert named == {"reason", "agent", "message", "seq", "task", "detail"}
+    assert named <= set(Event.__struct_fields__)
+    assert f"at most {MAX_MESSAGE_ID} characters" in table
+    assert f"`{UNVERIFIED_WORKFLOW}`" in section
+    assert f"mesh.event.{UNVERIFIED_WORKFLOW}.{ev.REJECTED}" in section
+    assert f"`{DEAD_LETTER_FAILED}`" in section
+
+
+def _readme_policy() -> Policy:
+    section = _section("## Publishing on servers that enforce a policy")
+    toml = section.split("```toml\n")[1].split("```")[0]
+    data = tomllib.loads(toml)
+    (name,) = data["roles"]
+    for callee in data["roles"][name]["calls"]:
+        data["roles"][callee] = {}
+    return parse_policy(data)
+
+
+def test_the_policy_example_is_an_ingress_role() -> None:
+    grant = _readme_policy().role("acme-ingest")
+    assert grant.ingress
+    assert grant.calls == frozenset({"triage"})
+
+
+def test_the_permissions_listed_are_what_the_servers_allow_an_ingress() -> None:
+    section = _section("## Publishing on servers that enforce a policy")
+    block = section.split("What the role may do, all of it")[1].split("```\n")[1]
+    listed = re.findall(r"^(publish|subscribe) +(\S+)$", block, re.MULTILINE)
+    settings = MeshSettings(  # the names the README shows, whatever the environment says
+        subject_prefix="mesh",
+        events_stream="MESH_EVENTS",
+        registry_bucket="MESH_KEYS",
+    )
+    derived = role_permissions(_readme_policy(), "acme-ingest", settings)
+
+    def rendered(kind: str) -> set[str]:
+        return {
+            subject.replace("<name>", "acme-ingest").replace("<callee>", "triage")
+            for k, subject in listed
+            if k == kind
+        }
+
+    assert rendered("publish") == set(derived.publish)
+    assert rendered("subscribe") == set(derived.subscribe)
+    assert derived.inbox_prefix == "_INBOX.acme-ingest"
+    assert f"`{derived.inbox_prefix}`" in section
+    assert "$JS.API.INFO" not in derived.publish

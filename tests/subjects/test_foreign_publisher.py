@@ -213,6 +213,18 @@ async def test_a_tampered_task_is_refused_and_the_refusal_found(foreign: Foreign
     }
 
 
+async def test_a_task_naming_another_sender_is_refused(foreign: ForeignMesh) -> None:
+    run = await foreign.publish("--body", json.dumps({"text": "as echo"}), "--sender", "echo")
+
+    assert run.code == 0, run.out
+    assert run.out["task"]["sender"] == "echo"
+    refusal = run.out["refusal"]
+    assert (refusal["reason"], refusal["agent"]) == ("misaddressed", "echo")
+    assert (refusal["message"], refusal["seq"]) == (run.out["task"]["id"], run.out["task"]["seq"])
+    assert "echo" in refusal["detail"]
+    assert foreign.echo.seen == []
+
+
 async def test_the_role_cannot_publish_to_another_roles_subject(foreign: ForeignMesh) -> None:
     run = await foreign.publish("--body", json.dumps({"text": "not yours"}), agent="billing")
 

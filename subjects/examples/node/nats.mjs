@@ -95,9 +95,9 @@ export class NatsConnection {
     }
     socket.write(`CONNECT ${JSON.stringify(connect)}${CRLF}`);
     await nc.ping();
-    await nc.subscribe(`${inboxPrefix}.${nc.token()}.>`, (msg) => nc.answer(msg)).then((sub) => {
-      nc.inbox = sub.subject.slice(0, -2);
-    });
+    // one subscription for every answer: a role may subscribe only under _INBOX.<role>.
+    nc.inbox = `${inboxPrefix}.${nc.token()}`;
+    nc.subscribe(`${nc.inbox}.>`, (msg) => nc.answer(msg));
     return nc;
   }
 
@@ -192,7 +192,7 @@ export class NatsConnection {
     if (sub) sub.callback(msg);
   }
 
-  async subscribe(subject, callback) {
+  subscribe(subject, callback) {
     const sid = String(this.nextSid++);
     this.subs.set(sid, { subject, callback });
     this.socket.write(`SUB ${subject} ${sid}${CRLF}`);

@@ -3,8 +3,8 @@
 // Node's built-ins only: connect to nats-server as the role (nkey), mint the caller token
 // and the chain's first link, sign the envelope, publish it through JetStream, wait for the
 // reply and verify it, then (--events) read the workflow's events back by direct get and
-// verify each. Prints one JSON object; exit code 0 when the reply (or, with --tamper, the
-// refusal) was seen, 1 otherwise, 2 on bad arguments.
+// verify each. Prints one JSON object; exit code 0 when the reply (or, with --tamper or
+// --sender, the refusal) was seen, 1 otherwise, 2 on bad arguments.
 //
 //   node publish.mjs --server nats://127.0.0.1:4222 --keys .jetmesh/keys --role acme-ingest \
 //       --agent echo --body '{"text":"hi"}' --events
@@ -47,6 +47,7 @@ const OPTIONS = {
   timeout: { type: "string", default: "10" },
   events: { type: "boolean", default: false },
   tamper: { type: "boolean", default: false },
+  sender: { type: "string" },
 };
 
 function options(argv) {
@@ -97,10 +98,12 @@ async function nextStored(nc, stream, subject, after) {
   const msg = await nc.request(`$JS.API.DIRECT.GET.${stream}`, JSON.stringify({ seq: after + 1, next_by_subj: subject }));
   if (msg.status === 404) return null;
   if (msg.status) throw new NatsError("direct-get", `${msg.status} ${msg.description}`);
+  const storedAt = Date.parse(msg.headers["Nats-Time-Stamp"]) / 1000;
+  if (!Number.isFinite(storedAt)) throw new NatsError("direct-get", "no Nats-Time-Stamp on a stored message");
   return {
     subject: msg.headers["Nats-Subject"],
     seq: Number(msg.headers["Nats-Sequence"]),
-    storedAt: Date.parse(msg.headers["Nats-Time-Stamp"]) / 1000,
+    storedAt,
     headers: msg.headers,
     data: msg.data,
   };
@@ -168,7 +171,7 @@ async function main() {
     const replySubject = subjects.reply(identity.owner, instance);
     const replies = [];
     let wake = () => {};
-    await nc.subscribe(replySubject, (msg) => {
+    nc.subscribe(replySubject, (msg) => {
       replies.push(msg);
       wake();
     });
@@ -183,7 +186,7 @@ async function main() {
       id,
       kind: "task",
       workflow: id,
-      sender: identity.owner,
+      sender: opts.sender ?? identity.owner, // --sender: claim another name, to see the refusal
       to: opts.agent,
       created: now,
       type: opts.type,
@@ -199,7 +202,7 @@ async function main() {
     const { data, headers } = seal(identity, envelope);
     if (opts.tamper) data[data.indexOf("body")] ^= 0x01; // after signing: the signature no longer fits
     const subject = subjects.task(opts.agent);
-    result.task = { id, workflow: id, subject, tampered: opts.tamper };
+    result.task = { id, workflow: id, subject, tampered: opts.tamper, sender: envelope.sender };
     let ack;
     try {
       const answer = await nc.request(subject, data, { headers, timeoutMs: opts.timeoutMs });
@@ -215,7 +218,7 @@ async function main() {
     }
     Object.assign(result.task, { stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate === true });
 
-    if (opts.tamper) {
+    if (opts.tamper || envelope.sender !== identity.owner) {
       result.refusal = await awaitRefusal(nc, verifier, opts, subjects, result.task, opts.timeoutMs);
       return result.refusal ? 0 : 1;
     }

@@ -108,6 +108,9 @@ class JwksKeys:
         self._keys = {k.key_id: k for k in found.keys if k.key_id}
 
 
+_KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+"""The JWK ``kty`` each family of algorithms needs (by the alg's first two letters)."""
+
 _JWT_REASONS: tuple[tuple[type[Exception], str], ...] = (
     (jwt.ExpiredSignatureError, "token-expired"),
     (jwt.ImmatureSignatureError, "token-not-yet-valid"),
@@ -148,8 +151,13 @@ class JwtCallers:
             raise Problem("unknown-key", "the token names no kid")
         jwk = await self.keys.key(kid)
         declared = getattr(jwk, "_jwk_data", {}).get("alg")
-        if declared is not None and declared != alg:
-            raise Problem("algorithm-refused", f"key {kid!r} is for {declared}, token says {alg}")
+        if (declared is not None and declared != alg) or _KEY_TYPES.get(str(alg)[:2]) != (
+            jwk.key_type
+        ):
+            raise Problem(
+                "algorithm-refused",
+                f"key {kid!r} ({jwk.key_type}, {declared or 'any alg'}) is not for {alg}",
+            )
         claims = self._decode(token, jwk, str(alg))
         return _caller_of(claims, self.issuer)
 
@@ -165,6 +173,8 @@ class JwtCallers:
                 leeway=i.leeway_s,
                 options={"require": ["exp", "iss", "aud", i.subject_claim]},
             )
+        except (TypeError, ValueError) as exc:  # a key PyJWT cannot use for the alg
+            raise Problem("bad-signature", f"token refused: {exc}") from None
         except jwt.PyJWTError as exc:
             reason = next((r for t, r in _JWT_REASONS if isinstance(exc, t)), "token-malformed")
             raise Problem(reason, f"token refused: {exc}") from None

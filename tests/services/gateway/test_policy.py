@@ -14,4 +14,5 @@ def test_the_demo_policy_has_the_gateway_as_an_ingress_calling_the_entry_roles()
     gateway = policy.roles["gateway"]
     assert gateway.ingress
     assert sorted(gateway.calls) == ["orchestrator", "triage"]
-    assert not gateway.scopes and not gateway.redis_keys
+    assert not gateway.scopes
+    assert not gateway.redis_keys

@@ -8,6 +8,7 @@ import typer
 from rich.text import Text
 from rich.tree import Tree
 
+from .. import events as ev
 from ..event_log import LoggedEvent, TaskNode, build_tree, read_events, total_usage, usd
 from .common import console, run_async, settings
 from .ingress import admin_client
@@ -31,6 +32,9 @@ def node_label(node: TaskNode) -> Text:
     signed = ("signed ok", "green") if node.verified else (_unverified(node), "red")
     tries = f" x{node.attempts}" if node.attempts > 1 else ""
     notes = "; ".join([*node.notes, node.detail] if node.detail else node.notes)
+    if chunks := streamed(node):
+        said = f"streamed {chunks} chunk{'s' if chunks != 1 else ''}"
+        notes = f"{said}; {notes}" if notes else said
     if node.usage.calls:
         notes = f"{node.usage}; {notes}" if notes else str(node.usage)
     label = Text.assemble(
@@ -44,6 +48,11 @@ def node_label(node: TaskNode) -> Text:
     if notes:
         label.append(f"  {plain(notes, limit=500)}", style="dim")
     return label
+
+
+def streamed(node: TaskNode) -> int:
+    """How many chunks the hop streamed (its own role's, each index once)."""
+    return len({e.event.key for e in node.events if e.verified and e.event.kind == ev.CHUNK})
 
 
 def _unverified(node: TaskNode) -> str:

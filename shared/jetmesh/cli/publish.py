@@ -20,16 +20,18 @@ from typing import Any, TypeVar
 
 import msgspec
 import typer
+from rich.text import Text
 
 from .._exceptions import PublishRefused
 from ..client import MeshClient
 from ..envelope import new_id
 from ..logins import admin_login
 from ..policy import mesh_policy
+from ..runtime.streaming import Chunk, StreamingCall, stream_request
 from ..settings import MeshSettings
 from .common import console, err_console, run_async, settings
 from .ingress import cli_client
-from .render import json_text, markup, text
+from .render import json_text, markup, plain, text
 
 T = TypeVar("T")
 
@@ -160,6 +162,31 @@ def publish_raw(
     return run_async(go())
 
 
+class ChunkPrinter:
+    """Prints streamed chunks as they come: text as it is (no line break added), anything
+    else as a line of JSON, on a line of its own."""
+
+    def __init__(self) -> None:
+        self.mid_line = False
+        """Text was printed that did not end its line."""
+
+    def show(self, chunk: Chunk) -> None:
+        value = chunk.value
+        if isinstance(value, str):
+            console.print(Text(plain(value, lines=True)), end="", soft_wrap=True)
+            if value:
+                self.mid_line = not value.endswith("\n")
+            return
+        self.end_line()
+        console.print(text(bytes(chunk.raw)), soft_wrap=True)
+
+    def end_line(self) -> None:
+        """Break the line if text left it open."""
+        if self.mid_line:
+            console.print()
+            self.mid_line = False
+
+
 def publish(
     agent: str = typer.Argument(..., help="the agent role to send the task to"),
     body: str = typer.Argument(
@@ -184,6 +211,12 @@ def publish(
     ),
     header: list[str] = typer.Option(
         [], "--header", help="with --raw: send this NAME:VALUE header too (repeatable)"
+    ),
+    stream: bool = typer.Option(
+        False,
+        "--stream",
+        help="print the chunks the role streams as they come, then the result "
+        "(`jetmesh events WORKFLOW` counts them per step)",
     ),
 ) -> None:
     """Start a workflow: mint a caller token (or use --token), send BODY to AGENT, print the
@@ -221,15 +254,30 @@ def publish(
         raise typer.BadParameter(f"body is not JSON: {exc}") from None
     workflow = new_id()
     sending = {"started": False}
+    printer = ChunkPrinter()
 
     async def go() -> bytes:
         async with cli_client(s) as mesh:
             check_may_call(mesh, agent)
             tok = token or mesh.mint_token(caller, tenant=tenant, scopes=scope)
             sending["started"] = True
-            result = await refused_fast(
-                mesh.error_listeners,
-                mesh.request(
+            work: Awaitable[msgspec.Raw]
+            if stream:
+                work = _streamed(
+                    printer,
+                    stream_request(
+                        mesh,
+                        agent,
+                        decoded,
+                        token=tok,
+                        returns=msgspec.Raw,
+                        timeout=timeout,
+                        workflow=workflow,
+                        type_=type_,
+                    ),
+                )
+            else:
+                work = mesh.request(
                     agent,
                     decoded,
                     token=tok,
@@ -237,15 +285,16 @@ def publish(
                     timeout=timeout,
                     workflow=workflow,
                     type_=type_,
-                ),
-                mesh.name,
-                mesh.subjects.task(agent),
+                )
+            result = await refused_fast(
+                mesh.error_listeners, work, mesh.name, mesh.subjects.task(agent)
             )
             return bytes(result)
 
     try:
         result = run_async(go())
     except typer.Exit:
+        printer.end_line()
         where = (
             f"see `jetmesh events {workflow}` and `jetmesh dlq list`"
             if sending["started"]
@@ -253,5 +302,13 @@ def publish(
         )
         err_console.print(f"workflow {workflow} ({where})", highlight=False, soft_wrap=True)
         raise
+    printer.end_line()
     console.print(json_text(result) or text(result), soft_wrap=True)
     console.print(f"workflow {workflow}")
+
+
+async def _streamed(printer: ChunkPrinter, call: StreamingCall[msgspec.Raw]) -> msgspec.Raw:
+    """Print the call's chunks as they come; its result."""
+    async for chunk in call:
+        printer.show(chunk)
+    return await call.result()

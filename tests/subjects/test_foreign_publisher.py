@@ -220,6 +220,7 @@ async def test_a_task_naming_another_sender_is_refused(foreign: ForeignMesh) -> 
     assert run.out["task"]["sender"] == "echo"
     refusal = run.out["refusal"]
     assert (refusal["reason"], refusal["agent"]) == ("misaddressed", "echo")
+    assert refusal["workflow"] == "_unverified"  # its envelope's workflow is not trusted
     assert (refusal["message"], refusal["seq"]) == (run.out["task"]["id"], run.out["task"]["seq"])
     assert "echo" in refusal["detail"]
     assert foreign.echo.seen == []

@@ -77,6 +77,40 @@ def test_the_committed_document_is_what_the_generator_writes(doc: Document) -> N
     assert generate.render()[asyncapi.ASYNCAPI_FILE] == generate.dump(doc)
 
 
+def test_check_finds_the_document_stale_or_missing_and_write_repairs_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert generate.main(["--dir", str(tmp_path)]) == 0
+    target = tmp_path / asyncapi.ASYNCAPI_FILE
+    assert target.read_text(encoding="utf-8") == generate.render()[asyncapi.ASYNCAPI_FILE]
+    target.write_text("{}\n", encoding="utf-8")
+    capsys.readouterr()
+    assert generate.main(["--check", "--dir", str(tmp_path)]) == 1
+    assert "stale:   asyncapi.json" in capsys.readouterr().err
+    target.unlink()
+    assert generate.main(["--check", "--dir", str(tmp_path)]) == 1
+    assert "missing: asyncapi.json" in capsys.readouterr().err
+    assert generate.main(["--dir", str(tmp_path)]) == 0
+    assert "written: asyncapi.json" in capsys.readouterr().out
+    assert generate.problems(tmp_path) == []
+
+
+@pytest.mark.parametrize("check", [[], ["--check"]], ids=["write", "check"])
+def test_a_generator_renders_its_files_once(tmp_path: Path, check: list[str]) -> None:
+    calls: list[int] = []
+
+    def output() -> generate.Output:
+        calls.append(1)
+        return generate.Output({"a.json": "{}\n", "b/c.json": "[]\n"}, owned=("*.json",))
+
+    args = dict(prog="gen", doc=None, root=tmp_path, output=output, noun="files", hint="")
+    (tmp_path / "old.json").write_text("{}\n", encoding="utf-8")
+    assert generate.run([*check, "--dir", str(tmp_path)], **args) == (1 if check else 0)
+    assert calls == [1]
+    assert (tmp_path / "old.json").exists() == bool(check)
+    assert (tmp_path / "b" / "c.json").exists() != bool(check)
+
+
 def test_the_document_is_valid_asyncapi_3(
     validator: jsonschema.protocols.Validator, doc: Document
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ POLICY = {
 }
 """The Node publisher may start workflows at ``echo`` and nowhere else (not ``billing``)."""
 
+NODE_ENV = {k: v for k, v in os.environ.items() if not k.startswith("JETMESH_") and k != "NATS_URL"}
+"""The script reads its options from these too: the tests give every one on the command line."""
+
 if NODE is None:
     pytest.skip(
         "node is not installed: the foreign publisher example runs on Node.js",
@@ -71,6 +75,7 @@ async def node(script: str, *args: str) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=REPO_ROOT,
+        env=NODE_ENV,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), RUN_TIMEOUT_S)
@@ -244,7 +249,7 @@ async def test_a_seed_that_is_not_the_roles_is_refused_by_the_server(
 ) -> None:
     keys = tmp_path / "keys"
     shutil.copytree(foreign.keys_dir, keys)
-    # the admin's seed: a valid nkey, but another user than the identity's role
+    # billing's seed: a valid nkey, of another user than the identity's role
     (keys / "nats" / f"{ROLE}.nk").write_text((keys / "nats" / "billing.nk").read_text())
     billing = await foreign.publish("--body", "{}", keys=keys)
     assert billing.code == 1
@@ -290,3 +295,19 @@ async def test_the_readme_example_is_reproduced_from_its_seed(tmp_path: Path) ->
     code, out, err = await node("readme.mjs", str(tmp_path / "README.md"))
     assert code == 0, err
     assert json.loads(out)["signature"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--role", ROLE, "--agent", "echo", "--body", "{not json"], "JSON"),
+        (["--agent", "echo"], "--role and --agent are required"),
+        (["--role", ROLE, "--agent", "echo", "--no-such-option"], "no-such-option"),
+    ],
+)
+async def test_bad_options_are_refused_before_connecting(args: list[str], says: str) -> None:
+    code, out, err = await node("publish.mjs", *args)
+    assert code == 2
+    assert out == ""
+    assert err.startswith("publish.mjs: ")
+    assert says in err

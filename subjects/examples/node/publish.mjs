@@ -229,8 +229,11 @@ async function main() {
       const msg = replies.shift();
       if (!msg) {
         await new Promise((resolve) => {
-          wake = resolve;
-          setTimeout(resolve, Math.max(0, deadline - Date.now()));
+          const timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
         });
         continue;
       }

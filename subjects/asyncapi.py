@@ -83,6 +83,17 @@ _LOCATIONS: Final = {
     ("event", "workflow"): "$message.payload#/workflow",
 }
 """Where a message says the value of a parameter, by (subject, parameter)."""
+_CORRELATION: Final = {
+    "task": {
+        "description": "The task's id; its reply (or error) carries it as parent.",
+        "location": "$message.payload#/id",
+    },
+    "reply": {
+        "description": "The id of the task it answers.",
+        "location": "$message.payload#/parent",
+    },
+}
+"""How a reply is matched to its task, by subject."""
 
 _INFO = """\
 The subjects and messages of a jetmesh mesh: agents that talk over NATS with signed JSON
@@ -243,6 +254,9 @@ def _add_message(messages: dict[str, Any], subject: SubjectSpec, payload: str | 
                 "required": ["type", "body"],
             },
         }
+    correlation = _CORRELATION.get(subject.name)
+    if correlation:
+        message["correlationId"] = correlation
     if _signed(subject):
         message["traits"] = [_ref("components", "messageTraits", SIGNED_TRAIT)]
     messages[key] = message

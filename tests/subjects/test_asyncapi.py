@@ -209,6 +209,7 @@ def test_every_catalogue_subject_type_and_role_is_in_it(doc: Document) -> None:
         channel = addresses[role.subject]
         (message,) = (resolve(doc, r["$ref"]) for r in channel["messages"].values())
         assert message["payload"]["properties"]["type"]["const"] == role.accepts
+        assert message["correlationId"]["location"] == "$message.payload#/id"
         operation = doc["operations"][f"sendTask.{role.agent}"]
         assert operation["action"] == "send"
         replies = [deref(doc, r["$ref"]) for r in operation["reply"]["messages"]]
@@ -216,6 +217,7 @@ def test_every_catalogue_subject_type_and_role_is_in_it(doc: Document) -> None:
             role.returns,
             "mesh.ErrorBody/1",
         ]
+        assert {m["correlationId"]["location"] for m in replies} == {"$message.payload#/parent"}
     assert {o["action"] for o in doc["operations"].values()} == {"send", "receive"}
     assert doc["servers"]["embedded"]["protocol"] == "nats"
 

@@ -190,6 +190,9 @@ class ReplayContext(ContextBase):
             raise MeshTimeout(f"no reply from {agent} in the recorded run")
         if reply.body is None:
             raise self._stop(f"the reply to {step} was {reply.missing}", incomplete=True)
+        if feed is not None:  # a streamed call: the chunks its callee streamed then
+            for chunk in recorded.chunks:
+                feed.put(chunk)
         return decode_reply(agent, reply.as_reply().as_envelope(self.task), returns)
 
     async def _complete(self, request: ModelRequest, step: str, stream: bool) -> ModelReply:

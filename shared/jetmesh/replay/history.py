@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 import msgspec
 
 from .. import events as ev
+from .._exceptions import Malformed
 from ..client import MeshClient
 from ..envelope import type_name
 from ..event_log import LoggedEvent, TaskNode, build_tree, read_settled
 from ..identity.tokens import Caller
 from ..runtime.ledger import Recorded
+from ..runtime.streaming import Chunk, chunk_of
 from .diff import field_changes
 
 
@@ -103,6 +105,8 @@ class RecordedCall:
     reply: Payload | None = None
     """None when no reply was recorded (the call timed out, or never returned)."""
     duration_ms: float | None = None
+    chunks: list[Chunk] = field(default_factory=list)
+    """The chunks the callee streamed (its task's), in index order."""
 
     @property
     def number(self) -> int:
@@ -150,6 +154,8 @@ class TaskHistory:
     """Model calls (``ctx.model``), in order."""
     result: Payload | None = None
     identity: Caller | None = None
+    chunks: list[Chunk] = field(default_factory=list)
+    """The chunks it streamed (``ctx.stream``), in index order, each once."""
     children: list[TaskHistory] = field(default_factory=list)
 
     @property
@@ -219,6 +225,10 @@ def history_of(workflow: str, logged: list[LoggedEvent]) -> WorkflowHistory:
         for item in node.events:
             _record(task, item)
         task.children = [shape(child) for child in node.children]
+        task.chunks.sort(key=lambda c: c.index)
+        for child in task.children:  # a streamed call's chunks, for the caller's re-run
+            if (call := task.call(child.step)) is not None and child.agent == call.target:
+                call.chunks = child.chunks
         return task
 
     return WorkflowHistory(workflow, [shape(root) for root in build_tree(logged)])
@@ -250,6 +260,13 @@ def _record(task: TaskHistory, item: LoggedEvent) -> None:
         task.waits.add(e.key)
     elif e.kind == ev.COMPLETED:
         task.result = Payload.of_event(e)
+    elif e.kind == ev.CHUNK and e.step == task.step:
+        try:
+            chunk = chunk_of(e)
+        except Malformed:
+            return
+        if all(c.index != chunk.index for c in task.chunks):
+            task.chunks.append(chunk)
 
 
 def _record_model(task: TaskHistory, e: ev.Event) -> None:

@@ -90,6 +90,7 @@ def create_app(gateway: Gateway) -> FastAPI:
                 description=app.description,
                 routes=app.routes,
             )
+            _drop_validation_errors(schema)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components["ProblemBody"] = ProblemBody.model_json_schema(
                 ref_template="#/components/schemas/{model}"
@@ -99,3 +100,15 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _drop_validation_errors(schema: dict[str, Any]) -> None:
+    """Take out FastAPI's own 422 answers: an invalid request is a 400 ``bad-request``
+    problem here (:func:`on_invalid`)."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            answers = operation.get("responses", {})
+            for code in [c for c, r in answers.items() if "HTTPValidationError" in str(r)]:
+                del answers[code]
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(name, None)

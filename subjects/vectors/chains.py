@@ -16,6 +16,7 @@ from jetmesh.identity import (
 from .common import (
     GATEWAY,
     KB,
+    LIMITS,
     NOW,
     PREFIX,
     ROOT,
@@ -219,4 +220,35 @@ def chains() -> dict[str, Any]:
         note="the chain hands the step to kb, the task is addressed to billing",
     )
     task("no-chain", [], "bad-delegation")
+
+    def deep(links: int) -> tuple[list[str], str]:
+        """A chain of ``links`` links: the gateway hands triage the step ``triage``, then
+        triage hands each step nested under the last on to itself; and the last step."""
+        chain, step = [link0], "triage"
+        for _ in range(links - 1):
+            step += "/triage.1"
+            chain.append(
+                link(TRIAGE, to="triage", step=step, scopes=scopes0, prev=digest(chain[-1]))
+            )
+        return chain, step
+
+    depth = LIMITS["max_call_depth"]
+    deepest, step = deep(depth + 1)
+    task(
+        "deepest-chain",
+        deepest,
+        None,
+        to="triage",
+        step=step,
+        note=f"max_call_depth + 1 = {depth + 1} links, the most a receiver takes",
+    )
+    too_deep, step = deep(depth + 2)
+    task(
+        "plan-too-deep",
+        too_deep,
+        "plan-too-deep",
+        to="triage",
+        step=step,
+        note=f"{depth + 2} links: refused before any link is read",
+    )
     return file_header([ROOT, GATEWAY, TRIAGE, KB], registry) | {"cases": cases}

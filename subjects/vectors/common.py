@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import jwt
+import msgspec
 
 from jetmesh.envelope import Envelope, encode
 from jetmesh.identity import (
@@ -18,13 +19,20 @@ from jetmesh.identity import (
     SCHEME_HEADER,
     SIGNATURE_HEADER,
     KeyPair,
+    Revocation,
 )
 
 VECTORS_DIR: Final = Path(__file__).resolve().parent
 HINT: Final = "run `make schemas` (python -m subjects.vectors) and commit the result"
 NOW: Final = 1_764_000_000
 PREFIX: Final = "mesh"
-LIMITS: Final = {"max_payload_bytes": 4096, "max_age_s": 300, "clock_skew_s": 5, "leeway_s": 5}
+LIMITS: Final = {
+    "max_payload_bytes": 16384,
+    "max_age_s": 300,
+    "clock_skew_s": 5,
+    "leeway_s": 5,
+    "max_call_depth": 8,
+}
 WORKFLOW: Final = "01JD0000000000000000000000"
 MERKLE_DOMAIN: Final = b"jetmesh/merkle/v1\x00"
 SCHEME_ED25519: Final = "ed25519"
@@ -54,6 +62,8 @@ OLD: Final = KeyPair("old", seed("old"))
 UNREGISTERED: Final = KeyPair("ghost", seed("ghost"))
 GATEWAY: Final = KeyPair("gateway", seed("gateway"))
 """An ingress: it may mint caller tokens."""
+REVOKED: Final = KeyPair("revoked", seed("revoked"))
+"""Certified, and revoked before ``now`` (``revoked.<kid>`` in the registry)."""
 
 
 def ulid(n: int) -> str:
@@ -92,6 +102,13 @@ def certificate(
     }
     headers = {"kid": root.kid, "typ": CERT_TYP}
     return jwt.encode(claims, root.jwt_key(), algorithm="EdDSA", headers=headers)
+
+
+def revocation(key: KeyPair, *, at: int = NOW - 60) -> str:
+    """The registry's value under ``revoked.<kid>``: the record ``jetmesh keys revoke``
+    writes, as JSON text."""
+    record = Revocation(kid=key.kid, at=float(at), by="ops", reason="key leaked")
+    return msgspec.json.encode(record).decode()
 
 
 def caller_token(

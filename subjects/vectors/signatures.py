@@ -20,6 +20,7 @@ from .common import (
     NOW,
     OLD,
     OTHER_ROOT,
+    REVOKED,
     ROOT,
     SCHEME_MERKLE,
     STRAY,
@@ -31,6 +32,7 @@ from .common import (
     event,
     file_header,
     merkle,
+    revocation,
     signed,
     ulid,
 )
@@ -42,6 +44,8 @@ def signatures() -> dict[str, Any]:
         KB.kid: certificate(KB, n=2),
         STRAY.kid: certificate(STRAY, root=OTHER_ROOT, n=3),
         OLD.kid: certificate(OLD, iat=NOW - 10 * 86_400, n=4),
+        REVOKED.kid: certificate(REVOKED, n=7),
+        f"revoked.{REVOKED.kid}": revocation(REVOKED),
     }
     cases: list[Case] = []
     data = event(1)
@@ -114,6 +118,16 @@ def signatures() -> dict[str, Any]:
     cases.append(
         case("expired-certificate", data_old, signed(data_old, OLD, ulid(3)), "expired-key")
     )
+    data_revoked = event(4, sender="revoked")
+    cases.append(
+        case(
+            "revoked-key",
+            data_revoked,
+            signed(data_revoked, REVOKED, ulid(4)),
+            "revoked-key",
+            note="a valid certificate, but revoked.<kid> in the registry, revoked before now",
+        )
+    )
     batch = [event(10 + i) for i in range(3)]
     root, paths = merkle(batch)
     signature = b64e(BILLING.signing_key().sign(MERKLE_DOMAIN + root).signature)
@@ -179,4 +193,5 @@ def signatures() -> dict[str, Any]:
     no_path = merkle_headers(0, paths[0])
     del no_path[PATH_HEADER]
     cases.append(case("merkle-missing-path", batch[0], no_path, "bad-signature"))
-    return file_header([ROOT, BILLING, KB, STRAY, OLD, UNREGISTERED], registry) | {"cases": cases}
+    keys = [ROOT, BILLING, KB, STRAY, OLD, REVOKED, UNREGISTERED]
+    return file_header(keys, registry) | {"cases": cases}

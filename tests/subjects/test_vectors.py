@@ -10,11 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import msgspec
 import pytest
 
 from jetmesh._exceptions import RejectedMessage
 from jetmesh.addresses import Subjects
-from jetmesh.identity import KeyPair, TrustStore, Verifier, issue_certificate, merkle, mint_token
+from jetmesh.identity import (
+    KeyPair,
+    Revocation,
+    TrustStore,
+    Verifier,
+    issue_certificate,
+    merkle,
+    mint_token,
+)
 from jetmesh.identity.delegation import mint_link
 from subjects import vectors
 
@@ -47,15 +56,20 @@ def verdict(spec: dict[str, Any], case: dict[str, Any]) -> tuple[str, str | None
     async def lookup(kid: str) -> str | None:
         return registry.get(kid)
 
+    async def revocations(kid: str) -> Revocation | None:
+        record = registry.get(f"revoked.{kid}")
+        return None if record is None else msgspec.json.decode(record, type=Revocation)
+
     limits = spec["limits"]
     roots = {kid: b64d(pub) for kid, pub in spec["roots"].items()}
-    trust = TrustStore(roots, lookup, leeway_s=limits["leeway_s"])
+    trust = TrustStore(roots, lookup, leeway_s=limits["leeway_s"], revocations=revocations)
     verifier = Verifier(
         trust,
         Subjects(spec["prefix"]),
         max_payload_bytes=limits["max_payload_bytes"],
         max_age_s=limits["max_age_s"],
         clock_skew_s=limits["clock_skew_s"],
+        max_call_depth=limits["max_call_depth"],
     )
     data = case["message"].encode("utf-8")
     try:

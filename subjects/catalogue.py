@@ -217,9 +217,13 @@ SUBJECTS: Final = (
         transport="core",
         stream=None,
         kinds=("reply", "error"),
-        payloads=(*_MESH_REPLIES, *_PATTERN_REPLIES, _ERROR),
+        payloads=(*_MESH_REPLIES, *_PATTERN_REPLIES, _ERROR, _EVENT),
         headers=(*_SIGNED, TRACEPARENT_HEADER),
-        description="Replies to one process of the role that sent a task (the task's reply_to).",
+        description=(
+            "Replies to one process of the role that sent a task (the task's reply_to); "
+            "meanwhile the chunks its callee streams, as reply envelopes of type "
+            "mesh.Event/1 whose body is the chunk event."
+        ),
     ),
     SubjectSpec(
         name="event",

@@ -126,7 +126,9 @@ class Door:
     def __init__(self, mesh: MeshClient, settings: GatewaySettings) -> None:
         self.mesh = mesh
         self.settings = settings
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        """Per idempotent workflow: one request at a time in this process, and how many
+        requests hold or wait for it."""
         self._anonymous_audits = RateLimits(rate_per_s=settings.rate_per_s, burst=settings.burst)
         self.audits_skipped = 0
         """Refusals of unauthenticated requests not audited (over the audit's rate)."""
@@ -163,17 +165,21 @@ class Door:
         if key is None:
             return await self._send(caller, agent, body, type_, None, wait_s)
         workflow, _ = idempotent_ids(self.mesh.name, caller.key, key)
-        lock = self._locks.setdefault(workflow, asyncio.Lock())
+        lock, users = self._locks.get(workflow, (asyncio.Lock(), 0))
+        self._locks[workflow] = (lock, users + 1)
         try:
             async with lock:
                 found = await self.accepted(workflow, caller)
                 if found is None:
                     return await self._send(caller, agent, body, type_, key, wait_s)
         finally:
-            if not lock.locked():
-                self._locks.pop(workflow, None)
+            lock, users = self._locks[workflow]
+            if users == 1:
+                del self._locks[workflow]
+            else:
+                self._locks[workflow] = (lock, users - 1)
         e = found.event
-        if e.digest != body_digest(body) or e.target != agent:
+        if e.digest != body_digest(body) or (e.target, e.type) != (agent, type_):
             raise Problem(
                 "idempotency-conflict",
                 f"idempotency key {key!r} started workflow {workflow} with another request",

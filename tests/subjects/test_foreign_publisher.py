@@ -13,14 +13,18 @@ import asyncio
 import json
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from nats.js.errors import NotFoundError
 
+from jetmesh import MeshClient
+from jetmesh import events as ev
 from jetmesh.bus.connection import connect
 from jetmesh.dead_letters import MSG_ID_HEADER, REASON_HEADER
 from jetmesh.logins import admin_login
@@ -98,7 +102,11 @@ class ForeignMesh:
     def keys_dir(self) -> Path:
         return self.secured.settings.resolved_keys_dir
 
-    async def publish(self, *args: str, agent: str = "echo", keys: Path | None = None) -> Run:
+    async def publish(
+        self, *args: str, agent: str | None = "echo", keys: Path | None = None
+    ) -> Run:
+        """Run publish.mjs as :data:`ROLE` with ``args`` (to ``agent``; None: read only)."""
+        target = ["--agent", agent] if agent else []
         code, out, err = await node(
             "publish.mjs",
             "--server",
@@ -107,8 +115,7 @@ class ForeignMesh:
             str(keys or self.keys_dir),
             "--role",
             ROLE,
-            "--agent",
-            agent,
+            *target,
             "--timeout",
             "15",
             *args,
@@ -192,6 +199,44 @@ async def test_node_publisher_gets_the_verified_reply_and_reads_the_events(
     (completed,) = [e for e in events if e["kind"] == "completed" and e["task"] == task["id"]]
     assert completed["event"]["body"]["value"] == {"text": "HI FROM NODE"}
     assert completed["event"]["caller"] == "node-user"  # the subject of the token Node minted
+
+
+async def test_an_event_forged_by_the_compromised_publisher_role_is_told_apart(
+    foreign: ForeignMesh,
+) -> None:
+    """With the publisher role's secrets alone (its NATS user and its identity key), one may
+    write events into a workflow, but not as another role: a reader trusts the signer,
+    never the ``agent`` the body names."""
+    run = await foreign.publish("--body", json.dumps({"text": "real"}), "--events")
+    assert run.code == 0, run.err
+    workflow = run.out["task"]["workflow"]
+
+    secured = foreign.secured
+    client = MeshClient(secured.settings, secured.keys.identity(ROLE), roots=secured.keys.roots())
+    secured.clients.append(client)
+    await client.start()
+    assert client.login.user == ROLE  # connected as the role, nothing more
+    forged = ev.Event(
+        kind=ev.COMPLETED,
+        agent="echo",
+        at=time.time(),
+        task=run.out["task"]["id"],
+        step="echo",
+        body=ev.EventPayload(type="test.Echo/1", value=msgspec.Raw(b'{"text":"FORGED"}')),
+    )
+    await client.emit(workflow, forged, caller="")
+    assert await client.flush_events(timeout=10)
+
+    read = await foreign.publish("--workflow", workflow, agent=None)
+    assert read.code == 0, read.err
+    events = read.out["events"]
+    genuine = [e for e in events if e["verified"]]
+    refused = [e for e in events if not e["verified"]]
+    assert [e["kind"] for e in genuine] == ["completed"]
+    assert genuine[0]["event"]["body"]["value"] == {"text": "REAL"}
+    assert len(refused) == 1
+    assert refused[0]["refused"] == "forged"
+    assert refused[0]["detail"] == f"signed by {ROLE}, names echo"
 
 
 async def test_a_tampered_task_is_refused_and_the_refusal_found(foreign: ForeignMesh) -> None:
@@ -301,7 +346,8 @@ async def test_the_readme_example_is_reproduced_from_its_seed(tmp_path: Path) ->
     ("args", "says"),
     [
         (["--role", ROLE, "--agent", "echo", "--body", "{not json"], "JSON"),
-        (["--agent", "echo"], "--role and --agent are required"),
+        (["--agent", "echo"], "--role and --agent (or --workflow) are required"),
+        (["--role", ROLE, "--agent", "echo", "--workflow", "W1"], "without --agent"),
         (["--role", ROLE, "--agent", "echo", "--no-such-option"], "no-such-option"),
     ],
 )

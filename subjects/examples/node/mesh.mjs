@@ -16,6 +16,7 @@ export const DEFAULT_LIMITS = {
   clock_skew_s: 5,
   leeway_s: 5,
   max_call_depth: 8,
+  max_header_bytes: 8 * 1024,
 };
 const TOKEN_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const ULID_RE = /^[0-9A-HJKMNP-TV-Z]{26}$/;
@@ -236,7 +237,8 @@ export function verifyCertificate(text, roots, now, leeway, expectedKid) {
     throw new Refused("untrusted-certificate", "root signature does not verify");
   }
   const pub = b64d(claims.pub);
-  if (typeof claims.sub !== "string" || !pub || pub.length !== 32 || claims.kid !== keyId(claims.sub, pub)) {
+  const present = typeof claims.iss === "string" && typeof claims.iat === "number";
+  if (!present || typeof claims.sub !== "string" || !pub || pub.length !== 32 || claims.kid !== keyId(claims.sub, pub)) {
     throw new Refused("untrusted-certificate", "certificate claims are not a key's");
   }
   if (expectedKid !== undefined && claims.kid !== expectedKid) {
@@ -356,13 +358,14 @@ export function merkleRoot(data, pathHeader) {
 
 /**
  * What a receiver reads certificates and revocations through: `certificate(kid)` and
- * `revoked(kid)` (async; the registry bucket), the trusted `roots`, the `limits`.
+ * `revocation(kid)` (async, the text stored under `<kid>` and `revoked.<kid>` in the
+ * registry bucket, or null), the trusted `roots`, the `limits`.
  */
 export class Verifier {
-  constructor({ roots, certificate, revoked = async () => false, prefix = "mesh", limits = {}, seen = null }) {
+  constructor({ roots, certificate, revocation = async () => null, prefix = "mesh", limits = {}, seen = null }) {
     this.roots = roots;
     this.lookup = certificate;
-    this.revoked = revoked;
+    this.revocation = revocation;
     this.subjects = new Subjects(prefix);
     this.limits = { ...DEFAULT_LIMITS, ...limits };
     this.seen = seen;
@@ -374,7 +377,18 @@ export class Verifier {
     const text = await this.lookup(kid);
     if (!text) throw new Refused("unknown-key", `no certificate for ${kid}`);
     const cert = verifyCertificate(text, this.roots, now, this.limits.leeway_s, kid);
-    if (await this.revoked(kid)) throw new Refused("revoked-key", `${kid} is revoked`);
+    const record = await this.revocation(kid);
+    if (record !== null) {
+      // revoked from `at` on; a record that cannot be read revokes the key at any time
+      let at = 0;
+      try {
+        const parsed = parseStrictJson(record);
+        at = typeof parsed?.at === "number" ? parsed.at : 0;
+      } catch {
+        at = 0;
+      }
+      if (now >= at) throw new Refused("revoked-key", `${kid} is revoked`);
+    }
     return cert;
   }
 
@@ -386,6 +400,8 @@ export class Verifier {
   async verify(subject, data, headers, { now = Date.now() / 1000, storedAt = now, core = false } = {}) {
     const L = this.limits;
     if (data.length > L.max_payload_bytes) throw new Refused("oversized", `${data.length} bytes`);
+    const headerBytes = Object.entries(headers).reduce((n, [k, v]) => n + k.length + String(v).length, 0);
+    if (headerBytes > L.max_header_bytes) throw new Refused("oversized", `${headerBytes} bytes of headers`);
     const scheme = headers["Mesh-Sig-Scheme"] ?? SCHEME_PLAIN;
     const kid = headers["Mesh-Key"];
     const sigText = headers["Mesh-Sig"];

@@ -8,6 +8,7 @@
 //
 //   node publish.mjs --server nats://127.0.0.1:4222 --keys .jetmesh/keys --role acme-ingest \
 //       --agent echo --body '{"text":"hi"}' --events
+//   node publish.mjs ... --role acme-ingest --workflow <id>     (read its events only)
 
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -39,6 +40,7 @@ const OPTIONS = {
   "events-stream": { type: "string", env: "JETMESH_EVENTS_STREAM", default: "MESH_EVENTS" },
   registry: { type: "string", env: "JETMESH_REGISTRY_BUCKET", default: "MESH_KEYS" },
   agent: { type: "string", env: "JETMESH_AGENT" },
+  workflow: { type: "string" },
   type: { type: "string", default: "" },
   body: { type: "string", default: "null" },
   caller: { type: "string", default: "node-user" },
@@ -61,7 +63,8 @@ function options(argv) {
     out[name] = values[name] ?? (o.env && process.env[o.env]) ?? o.default;
   }
   const role = out.role;
-  if (!role || !out.agent) throw new Error("--role and --agent are required");
+  if (!role || !(out.agent || out.workflow)) throw new Error("--role and --agent (or --workflow) are required");
+  if (out.agent && out.workflow) throw new Error("--workflow reads a workflow: give it without --agent");
   out["nkey-seed"] ??= join(out.keys, "nats", `${role}.nk`); // `jetmesh up` writes it there
   out["identity-key"] ??= join(out.keys, `${role}.key`);
   out.certificate ??= join(out.keys, `${role}.cert`);
@@ -90,7 +93,7 @@ function registry(nc, bucket) {
     if (op === "DEL" || op === "PURGE") return null;
     return Buffer.from(message.data ?? "", "base64").toString("utf8");
   };
-  return { certificate: get, revoked: async (kid) => (await get(`revoked.${kid}`)) !== null };
+  return { certificate: get, revocation: (kid) => get(`revoked.${kid}`) };
 }
 
 /** The stream's next stored message on `subject` after sequence `after`, or null. */
@@ -116,12 +119,17 @@ async function readEvents(nc, verifier, stream, subjects, workflow) {
   for (let stored; (stored = await nextStored(nc, stream, subjects.events(workflow), after)); after = stored.seq) {
     const item = { seq: stored.seq, subject: stored.subject };
     try {
-      // the stored time is when the stream took it: freshness is judged against it
+      // reading history: freshness, certificates and tokens are judged at the time the
+      // stream stored the event, not now (a finished workflow's token has expired since)
       const { envelope, certificate } = await verifier.verify(stored.subject, stored.data, stored.headers, {
         storedAt: stored.storedAt,
-        now: Date.now() / 1000,
+        now: stored.storedAt,
       });
       const event = envelope.body ?? {};
+      if (event.agent !== certificate.sub) {
+        // the signer is who said it, whatever the body claims
+        throw new Refused("forged", `signed by ${certificate.sub}, names ${event.agent}`);
+      }
       Object.assign(item, {
         verified: true,
         signer: certificate.sub,
@@ -167,6 +175,12 @@ async function main() {
   const result = { role: identity.owner, kid: identity.kid };
   try {
     const verifier = new Verifier({ roots, prefix: opts.prefix, seen: new Set(), ...registry(nc, opts.registry) });
+    if (opts.workflow) {
+      // read only: the workflow's events, each verified
+      result.workflow = opts.workflow;
+      result.events = await readEvents(nc, verifier, opts["events-stream"], subjects, opts.workflow);
+      return 0;
+    }
     const instance = `node-${randomBytes(4).toString("hex")}`;
     const replySubject = subjects.reply(identity.owner, instance);
     const replies = [];

@@ -15,6 +15,7 @@ async function run(file) {
     const verifier = new Verifier({
       roots,
       certificate: async (kid) => doc.registry[kid] ?? null,
+      revocation: async (kid) => doc.registry[`revoked.${kid}`] ?? null,
       prefix: doc.prefix,
       limits: doc.limits,
       seen: new Set(),

@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from jetmesh.envelope import Envelope, encode
+from jetmesh.identity import KeyPair
+
 from .common import (
     BILLING,
     EVENT_SUBJECT,
+    GATEWAY,
+    KB,
     LIMITS,
     NOW,
     PREFIX,
     ROOT,
+    WORKFLOW,
     Case,
+    caller_token,
     case,
     certificate,
     event,
@@ -23,7 +30,11 @@ from .common import (
 
 
 def envelopes() -> dict[str, Any]:
-    registry = {BILLING.kid: certificate(BILLING, n=1)}
+    registry = {
+        BILLING.kid: certificate(BILLING, n=1),
+        KB.kid: certificate(KB, n=2),
+        GATEWAY.kid: certificate(GATEWAY, ingress=True, n=5),
+    }
     cases: list[Case] = []
 
     def add(
@@ -90,4 +101,45 @@ def envelopes() -> dict[str, Any]:
         msg_id=ulid(21),
         note="Nats-Msg-Id must equal the signed envelope id",
     )
-    return file_header([ROOT, BILLING], registry) | {"cases": cases}
+    token = caller_token(GATEWAY)
+    call = {"id": ulid(30), "to": "billing", "workflow": WORKFLOW, "step": "triage/billing.1"}
+
+    def reply(
+        name: str, n: int, signer: KeyPair, reason: str | None, note: str, **fields: Any
+    ) -> None:
+        values: dict[str, Any] = {
+            "id": ulid(n),
+            "kind": "reply",
+            "workflow": WORKFLOW,
+            "sender": signer.owner,
+            "to": "triage",
+            "created": float(NOW - 1),
+            "parent": call["id"],
+            "step": call["step"],
+            "caller": token,
+        }
+        values.update(fields)
+        data = encode(Envelope(**values))
+        subject = f"{PREFIX}.agent.triage.reply.r1"
+        cases.append(
+            case(name, data, signed(data, signer, ulid(n)), reason, subject=subject, note=note)
+            | {"call": call}
+        )
+
+    reply("reply-from-the-callee", 31, BILLING, None, "billing answers triage's call to it")
+    reply(
+        "reply-signed-by-another-role",
+        32,
+        KB,
+        "forged-reply",
+        "kb, a role that may answer triage, answers triage's call to billing",
+    )
+    reply(
+        "reply-for-another-step",
+        33,
+        BILLING,
+        "forged-reply",
+        "billing names the call but another step of it",
+        step="triage/billing.2",
+    )
+    return file_header([ROOT, BILLING, KB, GATEWAY], registry) | {"cases": cases}

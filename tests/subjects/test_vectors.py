@@ -15,6 +15,8 @@ import pytest
 
 from jetmesh._exceptions import RejectedMessage
 from jetmesh.addresses import Subjects
+from jetmesh.calls import PendingCalls
+from jetmesh.envelope import Envelope
 from jetmesh.identity import (
     KeyPair,
     Revocation,
@@ -72,12 +74,29 @@ def verdict(spec: dict[str, Any], case: dict[str, Any]) -> tuple[str, str | None
         max_call_depth=limits["max_call_depth"],
     )
     data = case["message"].encode("utf-8")
-    try:
-        asyncio.run(
-            verifier.verify(
-                case["subject"], data, case["headers"], stored_at=spec["now"], audit=True
-            )
+
+    async def receive() -> None:
+        verified = await verifier.verify(
+            case["subject"], data, case["headers"], stored_at=spec["now"], audit=True
         )
+        if "call" in case:  # a reply to a call the receiver waits on
+            call = case["call"]
+            pending = PendingCalls()
+            pending.expect(
+                Envelope(
+                    id=call["id"],
+                    kind="task",
+                    workflow=call["workflow"],
+                    sender=verified.envelope.to,
+                    to=call["to"],
+                    created=spec["now"],
+                    step=call["step"],
+                )
+            )
+            assert pending.resolve(verified.envelope, verified.certificate.name)
+
+    try:
+        asyncio.run(receive())
     except RejectedMessage as exc:
         return "reject", exc.reason
     return "accept", None

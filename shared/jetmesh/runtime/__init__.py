@@ -19,10 +19,12 @@ from .gathering import Failed, Ok, Outcome, PendingCall
 from .ledger import StepLedger
 from .limits import PlanLimits
 from .preflight import Preflight, preflight_for
+from .streaming import Chunk, StreamingCall, read_chunks, stream_request
 
 __all__ = [
     "Agent",
     "Authority",
+    "Chunk",
     "ContextBase",
     "Failed",
     "Handler",
@@ -32,5 +34,8 @@ __all__ = [
     "PlanLimits",
     "Preflight",
     "StepLedger",
+    "StreamingCall",
     "preflight_for",
+    "read_chunks",
+    "stream_request",
 ]

@@ -367,5 +367,5 @@ def logged_outcome(logged: LoggedEvent) -> dict[str, Any]:
     e = logged.event
     if e.kind == ev.COMPLETED:
         result = None if e.body is None or e.body.omitted else _json(e.body.value)
-        return {"status": "completed", "result": result, "type": e.type}
+        return {"status": "completed", "result": result, "type": e.body.type if e.body else ""}
     return {"status": "failed", "error": {"reason": e.reason, "message": e.detail}}

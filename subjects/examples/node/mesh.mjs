@@ -395,9 +395,10 @@ export class Verifier {
   /**
    * Run every check of "Checks every receiver makes" on one received message; returns
    * `{ envelope, certificate, token, chain }` or throws Refused with the first failure.
-   * `storedAt` is the stream's storage time (JetStream) or the receiving time.
+   * `storedAt` is the stream's storage time (JetStream) or the receiving time; `call`, on
+   * a reply, the call it must answer (`id`, `to`, `workflow`, `step` of the task sent).
    */
-  async verify(subject, data, headers, { now = Date.now() / 1000, storedAt = now, core = false } = {}) {
+  async verify(subject, data, headers, { now = Date.now() / 1000, storedAt = now, core = false, call = null } = {}) {
     const L = this.limits;
     if (data.length > L.max_payload_bytes) throw new Refused("oversized", `${data.length} bytes`);
     const headerBytes = Object.entries(headers).reduce((n, [k, v]) => n + k.length + String(v).length, 0);
@@ -442,6 +443,11 @@ export class Verifier {
       chain = await this.verifyChain(env, token, kid, now);
       const depth = env.step.split("/").length - 1;
       if (env.step && depth > L.max_call_depth) throw new Refused("plan-too-deep", `${depth} calls deep`);
+    }
+    if (call && (env.kind === "reply" || env.kind === "error")) {
+      // an answer to a call comes from the role called, about that call and its step
+      const fits = env.parent === call.id && cert.sub === call.to && env.workflow === call.workflow && env.step === call.step;
+      if (!fits) throw new Refused("forged-reply", `${cert.sub} answers ${env.parent} (${env.step}), not the call`);
     }
     return { envelope: env, certificate: cert, token, chain };
   }

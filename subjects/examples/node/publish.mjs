@@ -252,12 +252,10 @@ async function main() {
         continue;
       }
       try {
-        const checked = await verifier.verify(msg.subject, msg.data, msg.headers, { core: true });
+        // the reply must come from the role the task went to, about this task and its step
+        const call = { id, to: opts.agent, workflow: id, step };
+        const checked = await verifier.verify(msg.subject, msg.data, msg.headers, { core: true, call });
         const env = checked.envelope;
-        // the reply must come from the role the task went to, about this task, for us
-        if (checked.certificate.sub !== opts.agent || env.to !== identity.owner || env.parent !== id || env.workflow !== id) {
-          throw new Refused("misaddressed", `a reply from ${checked.certificate.sub} to ${env.to} about ${env.parent}`);
-        }
         reply = {
           verified: true,
           signer: checked.certificate.sub,

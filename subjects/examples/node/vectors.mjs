@@ -23,7 +23,7 @@ async function run(file) {
     let verdict = "accept";
     let reason = null;
     try {
-      await verifier.verify(c.subject, Buffer.from(c.message, "utf8"), c.headers, { now: doc.now });
+      await verifier.verify(c.subject, Buffer.from(c.message, "utf8"), c.headers, { now: doc.now, call: c.call ?? null });
     } catch (err) {
       if (!(err instanceof Refused)) throw err;
       verdict = "reject";

@@ -10,7 +10,7 @@ import asyncio
 import msgspec
 import pytest
 
-from jetmesh import Agent, Context, MeshClient
+from jetmesh import Agent, Context, MeshClient, Oversized
 from jetmesh import events as ev
 from jetmesh.runtime.model_steps import FROM_JOURNAL
 from jetmesh.runtime.streaming import Chunk, read_chunks, stream_request
@@ -253,3 +253,54 @@ async def test_a_streamed_model_call_is_not_streamed_again_from_the_journal(mesh
     assert [e.event.detail for e in kinds(logged, ev.MODEL)] == ["", FROM_JOURNAL]
     stored = sorted(int(e.event.key) for e in kinds(logged, ev.CHUNK))
     assert stored == list(range(len(chunks)))
+
+
+async def test_a_call_answered_from_the_journal_yields_the_stored_chunks(mesh: Mesh) -> None:
+    """The caller fails after its streamed call and runs again: the call's reply comes from
+    its journal, and its chunks from the log, as the callee stored them."""
+    mesh.configure(retry_backoff_s=(0.05,))
+    writers = Writers()
+    relay = Agent("relay")
+    seen: list[tuple[int, list[tuple[int, str]]]] = []
+
+    @relay.handler
+    async def again(ask: Ask, ctx: Context) -> Relayed:
+        call = ctx.call("writer", ask, returns=Answer, stream=True)
+        got = [chunk async for chunk in call]
+        seen.append((ctx.attempt, [(c.index, c.value) for c in got]))
+        answer = await call.result()
+        if ctx.attempt == 1:
+            await ctx.mesh.flush_events()
+            raise RuntimeError("after the call")
+        return Relayed([c.value for c in got], [c.index for c in got], answer.text)
+
+    await mesh.start_replicas(writers.writer)
+    await mesh.start_replicas(relay)
+    ingress = await mesh.ingress()
+    relayed = await ingress.request("relay", Ask("m n"), token=mesh.token(), returns=Relayed)
+    assert relayed == Relayed(["m", "n"], [0, 1], "M N")
+    assert seen == [(1, [(0, "m"), (1, "n")]), (2, [(0, "m"), (1, "n")])]
+    assert len(writers.tasks) == 1  # the writer ran once
+
+
+async def test_a_chunk_too_big_for_an_event_is_refused(mesh: Mesh) -> None:
+    mesh.configure(max_payload_bytes=4096)
+    agent = Agent("big")
+    refused: list[str] = []
+
+    @agent.handler
+    async def big(ask: Ask, ctx: Context) -> Answer:
+        try:
+            await ctx.stream("x" * 8192)
+        except Oversized as exc:
+            refused.append(exc.reason)
+        await ctx.stream("small")
+        return Answer("ok", 1)
+
+    await mesh.start_replicas(agent)
+    ingress = await mesh.ingress()
+    call = stream_request(ingress, "big", Ask("-"), token=mesh.token(), returns=Answer)
+    chunks = await collect(call)
+    assert refused == ["oversized"]
+    assert [(c.index, c.value) for c in chunks] == [(0, "small")]  # the refused one took none
+    assert await call.result() == Answer("ok", 1)

@@ -393,12 +393,13 @@ class ChunkSink:
         its index already (then nothing is stored or sent again).
 
         Raises:
-            Oversized: the chunk's event would exceed ``max_payload_bytes``.
+            Oversized: the chunk's event would exceed ``max_payload_bytes``; it takes no
+                index.
         """
         index = self._next
-        self._next += 1
         stored = await self._already()
         if any(c.index == index for c in stored):
+            self._next += 1
             return False
         type_ = type_name(type(value))
         raw = value if isinstance(value, msgspec.Raw) else msgspec.Raw(encode(value))
@@ -432,8 +433,9 @@ class ChunkSink:
             id=chunk_id(task.id, index),
         )
         limit = self._mesh.settings.max_payload_bytes
-        if exceeds(envelope, limit):
+        if exceeds(envelope, limit):  # refused: the index stays for the next chunk
             raise Oversized(f"chunk {index} of step {task.step!r} is over {limit} bytes")
+        self._next += 1
         data, headers = await self._mesh.seal_batched(envelope)
         await self._mesh.publisher.publish_later(
             envelope.id, self._mesh.subjects.event(task.workflow, ev.CHUNK), data, headers

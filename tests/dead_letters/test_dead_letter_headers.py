@@ -222,7 +222,7 @@ async def test_a_dead_letter_stream_that_refuses_is_given_up_on(mesh: Mesh) -> N
     token = mesh.token()
     sealed = mesh.seal({"text": 5}, to="echo", token=token, type_="test.Echo/1")
     attacker = await mesh.attacker()
-    await attacker.publish(mesh.subjects.task("echo"), sealed.data, sealed.headers)
+    ack = await attacker.publish(mesh.subjects.task("echo"), sealed.data, sealed.headers)
     workflow = sealed.envelope.workflow
     logged = await mesh.wait_events(
         workflow, lambda got: bool(kinds(got, "dead-letter-failed") and kinds(got, "rejected"))
@@ -231,6 +231,9 @@ async def test_a_dead_letter_stream_that_refuses_is_given_up_on(mesh: Mesh) -> N
     assert failed.event.reason == "schema-violation"
     assert "not dead-lettered" in failed.event.detail
     assert failed.verified
+    for named in (failed, *kinds(logged, "rejected")):  # the message, as its sender knows it
+        assert (named.event.message, named.event.seq) == (sealed.envelope.id, ack.seq)
+        assert named.event.task == sealed.envelope.id
     await mesh.settled("echo")
     info = await client.js.consumer_info(settings.tasks_stream, "echo")
     assert info.delivered.stream_seq == 1

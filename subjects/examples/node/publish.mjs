@@ -15,18 +15,9 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { randomBytes } from "node:crypto";
 import { NatsConnection, NatsError, decodeHeaders } from "./nats.mjs";
-import {
-  Refused,
-  Subjects,
-  Verifier,
-  loadIdentityKey,
-  loadRoots,
-  mintLink,
-  mintToken,
-  readJwt,
-  seal,
-  ulid,
-} from "./mesh.mjs";
+import { readJwt } from "./encoding.mjs";
+import { Subjects, loadIdentityKey, loadRoots, mintLink, mintToken, seal, ulid } from "./mesh.mjs";
+import { Refused, Verifier } from "./verifier.mjs";
 
 const OPTIONS = {
   server: { type: "string", env: "NATS_URL", default: "nats://127.0.0.1:4222" },

@@ -6,7 +6,8 @@
 //   node subjects/examples/node/readme.mjs subjects/README.md
 
 import { readFileSync } from "node:fs";
-import { b64d, b64e, identityFromSeed, sha256 } from "./mesh.mjs";
+import { b64d, b64e, sha256 } from "./encoding.mjs";
+import { identityFromSeed } from "./mesh.mjs";
 
 const text = readFileSync(process.argv[2] ?? "subjects/README.md", "utf8");
 const line = (label) => {

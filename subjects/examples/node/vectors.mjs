@@ -4,7 +4,8 @@
 //   node subjects/examples/node/vectors.mjs subjects/vectors/signatures.json ...
 
 import { readFileSync } from "node:fs";
-import { Refused, Verifier, b64d } from "./mesh.mjs";
+import { b64d } from "./encoding.mjs";
+import { Refused, Verifier } from "./verifier.mjs";
 
 async function run(file) {
   const doc = JSON.parse(readFileSync(file, "utf8"));

@@ -43,6 +43,9 @@ class _Steps(ContextBase):
     async def emit_event(self, *args: Any, **kwargs: Any) -> None:
         raise NotImplementedError
 
+    async def stream(self, *args: Any) -> bool:
+        raise NotImplementedError
+
 
 def steps_made_by_the_mesh(max_depth: int, role: str) -> list[str]:
     """``<role>`` at ingress, then the step of a call made by each task's handler (after

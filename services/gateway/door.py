@@ -48,6 +48,8 @@ log = logging.getLogger("services.gateway")
 REFUSED = "gateway.refused"
 """The kind of the event that audits a refused request (workflow ``_gateway``)."""
 STORE_TIMEOUT_S = 10.0
+MAX_TOKENS = 10_000
+"""Caller tokens kept for reuse; the oldest goes first."""
 _ENDS = frozenset({ev.COMPLETED, ev.FAILED, ev.REJECTED})
 
 
@@ -129,6 +131,8 @@ class Door:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         """Per idempotent workflow: one request at a time in this process, and how many
         requests hold or wait for it."""
+        self._tokens: dict[tuple[str, str, tuple[str, ...]], tuple[str, float]] = {}
+        """Minted caller tokens by caller, with when they were minted (monotonic)."""
         self._anonymous_audits = RateLimits(rate_per_s=settings.rate_per_s, burst=settings.burst)
         self.audits_skipped = 0
         """Refusals of unauthenticated requests not audited (over the audit's rate)."""
@@ -216,12 +220,7 @@ class Door:
         workflow, task_id = (
             idempotent_ids(mesh.name, caller.key, key) if key is not None else (None, None)
         )
-        token = mesh.mint_token(
-            caller.subject,
-            tenant=caller.tenant,
-            scopes=caller.scopes,
-            ttl_s=self.settings.token_ttl_s,
-        )
+        token = self._token(caller)
         workflow = workflow or new_id()
         raw = msgspec.Raw(body)
         chain = await start_chain(mesh, token, to=agent, workflow=workflow, step=agent)
@@ -242,9 +241,14 @@ class Door:
         try:
             try:
                 async with asyncio.timeout(STORE_TIMEOUT_S):
-                    await mesh.send_task(task)
-                    idempotent = key is not None
-                    await self._store_accepted(caller, task, body, token, idempotent=idempotent)
+                    if key is None:  # both stored before the answer, in one round trip
+                        await asyncio.gather(
+                            mesh.send_task(task),
+                            self._store_accepted(caller, task, body, token, idempotent=False),
+                        )
+                    else:  # the task first: a retry that finds no ``accepted`` sends it again
+                        await mesh.send_task(task)
+                        await self._store_accepted(caller, task, body, token, idempotent=True)
             except (TimeoutError, PublishFailed) as exc:
                 raise Problem(
                     "not-stored", f"the mesh did not store the task: {exc}", workflow=workflow
@@ -261,6 +265,26 @@ class Door:
             if replied is not None:
                 mesh.pending.forget(task.id)
         return Started(workflow, task.id, agent, outcome=outcome)
+
+    def _token(self, caller: HttpCaller) -> str:
+        """``caller``'s token: minted once, reused until half its lifetime is gone (each
+        workflow is bound to it by its own first chain link, so the one token serves them
+        all, and the mesh's cache of verified tokens skips verifying it again)."""
+        key = (caller.tenant, caller.subject, caller.scopes)
+        now = time.monotonic()
+        cached = self._tokens.get(key)
+        if cached is not None and now - cached[1] < self.settings.token_ttl_s / 2:
+            return cached[0]
+        token = self.mesh.mint_token(
+            caller.subject,
+            tenant=caller.tenant,
+            scopes=caller.scopes,
+            ttl_s=self.settings.token_ttl_s,
+        )
+        self._tokens[key] = (token, now)
+        if len(self._tokens) > MAX_TOKENS:
+            self._tokens.pop(next(iter(self._tokens)))
+        return token
 
     async def _store_accepted(
         self, caller: HttpCaller, task: Envelope, body: bytes, token: str, *, idempotent: bool

@@ -14,7 +14,7 @@ per core: per CPU second of the server's process (``/proc/<pid>/stat``). nats-se
 own CPU (the gateway's two stored messages per task) is not in that figure; it shares the
 machine with the driver and the server, so the bare row is also the driver's ceiling.
 
-    python -m loadtest.gateway [--seconds 10] [--in-flight 32] [--payload 256]
+    python -m loadtest.gateway [--seconds 10] [--in-flight 4] [--payload 256]
 
 No agent consumes the tasks: the benchmark measures acceptance, not the work.
 """
@@ -200,7 +200,7 @@ def _fields(r: RunResult) -> tuple[int, int, float, float, float, float, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--payload", type=int, default=256)
     parser.add_argument("--serve", choices=["bare", "gateway"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

@@ -164,4 +164,6 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     decision."""
     seq: int | None = None
     """For ``rejected`` and ``dead-letter-failed``: the refused task's sequence in the tasks
-    stream, when it was delivered from there (None for a reply or a signal)."""
+    stream, when it was delivered from there (None for a reply or a signal); for a
+    ``failed`` event in ``_unverified``: the sequence of the task that ran out of
+    deliveries without its replica keeping it."""

@@ -201,6 +201,8 @@ async def test_a_task_not_kept_is_dead_lettered_by_its_sequence(settings: MeshSe
             failed = await _wait_events(mesh, UNVERIFIED_WORKFLOW, "failed")
             assert [e.event.reason for e in failed] == ["max-deliveries"]
             assert f"sequence {seq}" in failed[0].event.detail
+            # It names the task by its sequence, the one thing known of it here.
+            assert (failed[0].event.seq, failed[0].event.message) == (seq, "")
             # The admin (here: open servers) reads the task by its sequence.
             full = await with_task(
                 mesh.js, s.tasks_stream, await get_dead_letter(mesh.js, s.dlq_stream, letter.seq)

@@ -176,7 +176,8 @@ class Failures:
     ) -> None:
         """Once a task out of deliveries is dead-lettered: answer its caller, write its
         ``failed`` event (in ``_unverified`` when its bytes were not kept: its workflow is
-        not known here)."""
+        not known here, so the event names the task by its tasks stream sequence, ``seq``;
+        its ``Nats-Msg-Id`` is not known either, and ``message`` stays empty)."""
         if not kept.data:
             log.error("task seq %d ran out of deliveries and was not kept", seq)
             await self.mesh.emit(
@@ -188,6 +189,7 @@ class Failures:
                     instance=self.mesh.instance,
                     reason=MAX_DELIVERIES,
                     detail=f"{kept.subject}: {detail}; read it with `jetmesh dlq show`"[:1024],
+                    seq=seq,
                 ),
                 caller="",
             )

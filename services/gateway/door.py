@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -48,16 +49,26 @@ log = logging.getLogger("services.gateway")
 REFUSED = "gateway.refused"
 """The kind of the event that audits a refused request (workflow ``_gateway``)."""
 STORE_TIMEOUT_S = 10.0
+ID_CONTEXT = b"jetmesh gateway idempotency ids/1"
 MAX_TOKENS = 10_000
 """Caller tokens kept for reuse; the oldest goes first."""
 _ENDS = frozenset({ev.COMPLETED, ev.FAILED, ev.REJECTED})
 
 
-def idempotent_ids(role: str, caller: str, key: str) -> tuple[str, str]:
-    """The workflow id and task id of ``caller``'s request with idempotency ``key``."""
-    h = hashlib.sha256(f"{role}\0{caller}\0{key}".encode()).digest()
+def idempotent_ids(secret: bytes, caller: str, key: str) -> tuple[str, str]:
+    """The workflow id and task id of ``caller``'s request with idempotency ``key``: an
+    HMAC under the gateway role's ``secret`` (:func:`id_secret`), so that no other role
+    can predict a task's id and take its ``Nats-Msg-Id`` first."""
+    h = hmac.new(secret, f"{caller}\0{key}".encode(), hashlib.sha256).digest()
     text = base64.b32encode(h).decode().rstrip("=")
     return "W" + text[:25], "T" + text[25:50]
+
+
+def id_secret(mesh: MeshClient) -> bytes:
+    """A secret only the holders of the gateway role's signing key derive (an Ed25519
+    signature is deterministic): every replica of the role derives the same ids."""
+    signature = mesh.identity.key.signing_key().sign(ID_CONTEXT).signature
+    return hashlib.sha256(ID_CONTEXT + signature).digest()
 
 
 def body_digest(body: bytes) -> str:
@@ -131,6 +142,7 @@ class Door:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         """Per idempotent workflow: one request at a time in this process, and how many
         requests hold or wait for it."""
+        self._id_secret = id_secret(mesh)
         self._tokens: dict[tuple[str, str, tuple[str, ...]], tuple[str, float]] = {}
         """Minted caller tokens by caller, with when they were minted (monotonic)."""
         self._anonymous_audits = RateLimits(rate_per_s=settings.rate_per_s, burst=settings.burst)
@@ -168,7 +180,7 @@ class Door:
         type_ = await self._checked_type(agent, body, type_)
         if key is None:
             return await self._send(caller, agent, body, type_, None, wait_s)
-        workflow, _ = idempotent_ids(self.mesh.name, caller.key, key)
+        workflow, _ = idempotent_ids(self._id_secret, caller.key, key)
         lock, users = self._locks.get(workflow, (asyncio.Lock(), 0))
         self._locks[workflow] = (lock, users + 1)
         try:
@@ -218,7 +230,7 @@ class Door:
     ) -> Started:
         mesh = self.mesh
         workflow, task_id = (
-            idempotent_ids(mesh.name, caller.key, key) if key is not None else (None, None)
+            idempotent_ids(self._id_secret, caller.key, key) if key is not None else (None, None)
         )
         token = self._token(caller)
         workflow = workflow or new_id()

@@ -9,9 +9,10 @@ import pytest
 
 from jetmesh import events as ev
 from jetmesh.event_log import read_events
-from services.gateway.door import REFUSED
+from services.gateway import GatewaySettings
+from services.gateway.door import REFUSED, idempotent_ids
 from services.gateway.settings import AUDIT_WORKFLOW
-from tests.services.gateway.conftest import ALICE_KEY, BOB_KEY, Served, auth
+from tests.services.gateway.conftest import ALICE_KEY, API_KEYS, BOB_KEY, Served, auth, serve
 
 pytestmark = pytest.mark.integration
 
@@ -138,3 +139,27 @@ async def test_a_body_that_is_not_json_or_too_large_is_refused(served: Served) -
     big = b'{"text": "' + b"x" * served.secured.settings.max_payload_bytes + b'"}'
     r = await served.http.post("/v1/agents/echo/tasks", content=big, headers=auth(ALICE_KEY))
     assert (r.status_code, r.json()["reason"]) == (413, "body-too-large")
+
+
+def test_idempotent_ids_are_keyed_by_the_roles_secret() -> None:
+    ids = idempotent_ids(b"s" * 32, "acme/alice", "order-1")
+    assert ids == idempotent_ids(b"s" * 32, "acme/alice", "order-1")
+    assert ids != idempotent_ids(b"t" * 32, "acme/alice", "order-1")
+    assert ids != idempotent_ids(b"s" * 32, "acme/bob", "order-1")
+    workflow, task = ids
+    assert workflow != task
+
+
+async def test_another_replica_of_the_gateway_finds_the_same_key(served: Served) -> None:
+    key = {"Idempotency-Key": "order-20"}
+    first = await served.post("echo", {"text": "once"}, headers=key)
+    assert first.status_code == 202
+    other = await serve(served.secured, GatewaySettings(api_keys=API_KEYS))
+    try:
+        again = await other.post("echo", {"text": "once"}, headers=key)
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json()["workflow"] == first.json()["workflow"]
+    finally:
+        await other.http.aclose()
+        await other.gateway.close()
+    assert len(await accepted_events(served, first.json()["workflow"])) == 1

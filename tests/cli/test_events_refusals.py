@@ -1,0 +1,110 @@
+"""``jetmesh events`` shows which message a refusal names: its ``Nats-Msg-Id`` as the
+sender set it (``message``) and its tasks stream sequence (``seq``), on the refused hop, in
+``--raw``, and as lines of their own for refusals about no task (workflow ``_unverified``),
+which are not ingress entries of the tree."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from jetmesh import events as ev
+from jetmesh.cli.events import names, node_label, raw_line, render, split
+from jetmesh.dead_letters import DEAD_LETTER_FAILED, UNVERIFIED_WORKFLOW
+from jetmesh.event_log import LoggedEvent
+
+WF = "01JD0000000000000000000000"
+
+
+def printed(*renderables: object) -> str:
+    out = io.StringIO()
+    console = Console(file=out, width=300, force_terminal=False, color_system=None)
+    for renderable in renderables:
+        console.print(renderable)
+    return out.getvalue()
+
+
+def refusal(
+    kind: str,
+    *,
+    message: str = "",
+    seq: int | None = None,
+    task: str | None = None,
+    verified: bool = True,
+    reason: str = "bad-signature",
+) -> LoggedEvent:
+    event = ev.Event(
+        kind=kind,
+        agent="echo",
+        at=1.0,
+        task=task,
+        step="echo" if task else "",
+        reason=reason,
+        detail="mesh.agent.echo.task: signature does not match",
+        message=message,
+        seq=seq,
+    )
+    return LoggedEvent(event, WF if task else UNVERIFIED_WORKFLOW, "echo", verified)
+
+
+def test_a_refusal_names_its_message_and_sequence() -> None:
+    assert names(refusal(ev.REJECTED, message="01JABC", seq=7)) == "message=01JABC seq=7"
+    assert names(refusal(DEAD_LETTER_FAILED, seq=3)) == "seq=3"
+    assert names(refusal(ev.FAILED, seq=9, reason="max-deliveries")) == "seq=9"
+    assert names(refusal(ev.REJECTED)) == ""
+    other = LoggedEvent(ev.Event(kind=ev.STARTED, agent="echo", at=1.0, seq=4), WF, "echo", True)
+    assert names(other) == "", "only refusals and give-ups name a message"
+
+
+def test_the_raw_list_shows_message_and_sequence() -> None:
+    line = printed(raw_line(refusal(ev.REJECTED, message="pub-1", seq=12)))
+    assert "message=pub-1 seq=12" in line
+    assert "seq=" not in printed(raw_line(refusal(ev.REJECTED)))
+
+
+def test_refusals_about_no_task_are_lines_of_their_own() -> None:
+    """In ``_unverified`` two refusals of the same role used to become one ingress entry
+    (``accepted``, asked again); now each is a line with its reason, message and seq."""
+    logged = [
+        refusal(ev.REJECTED, message="pub-1", seq=12),
+        refusal(ev.REJECTED, message="pub-2", seq=13, reason="unsigned"),
+        refusal(ev.FAILED, seq=14, reason="max-deliveries"),
+    ]
+    roots, refusals = split(logged)
+    assert roots == []
+    assert refusals == logged
+    out = printed(render(UNVERIFIED_WORKFLOW, roots, refusals))
+    lines = out.splitlines()
+    assert "accepted" not in out
+    assert any("bad-signature" in x and "message=pub-1 seq=12" in x for x in lines), out
+    assert any("unsigned" in x and "message=pub-2 seq=13" in x for x in lines), out
+    assert any("max-deliveries" in x and "failed" in x and "seq=14" in x for x in lines), out
+    assert "signed ok" in out
+
+
+def test_an_unverified_refusal_line_says_so() -> None:
+    forged = refusal(ev.REJECTED, message="pub-3", seq=2, verified=False)
+    forged = LoggedEvent(forged.event, forged.workflow, "kb", False, problem="forged: kb")
+    out = printed(render(UNVERIFIED_WORKFLOW, *split([forged])))
+    assert "BAD (forged: kb)" in out
+    assert "signed ok" not in out
+
+
+def test_a_refused_hop_shows_the_message_it_refused() -> None:
+    logged = [refusal(ev.REJECTED, message="01JTASK", seq=5, task="01JTASK", reason="stale")]
+    roots, refusals = split(logged)
+    assert refusals == []
+    (node,) = roots
+    assert node.status == "rejected"
+    label = printed(node_label(node))
+    assert "message=01JTASK seq=5" in label
+    assert "stale" in label
+
+
+def test_a_message_id_is_shown_as_data() -> None:
+    """The id is the sender's choice: markup and control characters stay inert."""
+    hostile = refusal(ev.REJECTED, message="[red]x\x1b[2J", seq=1)
+    out = printed(render(UNVERIFIED_WORKFLOW, *split([hostile])), raw_line(hostile))
+    assert "\x1b" not in out
+    assert "[red]x" in out

@@ -8,6 +8,6 @@ Run it with ``python -m services.gateway``; build it in a test with :func:`creat
 """
 
 from .app import create_app
-from .settings import ApiKey, GatewaySettings, JwtIssuer
+from .settings import ApiKey, GatewaySettings, JwtIssuer, Webhook
 
-__all__ = ["ApiKey", "GatewaySettings", "JwtIssuer", "create_app"]
+__all__ = ["ApiKey", "GatewaySettings", "JwtIssuer", "Webhook", "create_app"]

@@ -17,6 +17,7 @@ from .auth import Authenticator, JwksKeys
 from .door import Door
 from .limits import RateLimits
 from .settings import GatewaySettings
+from .webhooks import Webhooks
 
 
 class Gateway:
@@ -35,12 +36,19 @@ class Gateway:
         self.limits = RateLimits(rate_per_s=settings.rate_per_s, burst=settings.burst)
         self._mesh: MeshClient | None = None
         self._door: Door | None = None
+        self._webhooks: Webhooks | None = None
 
     @property
     def door(self) -> Door:
         if self._door is None:
             raise ConfigError("the gateway is not started")
         return self._door
+
+    @property
+    def webhooks(self) -> Webhooks:
+        if self._webhooks is None:
+            raise ConfigError("the gateway is not started")
+        return self._webhooks
 
     @property
     def ready(self) -> bool:
@@ -71,9 +79,13 @@ class Gateway:
         await mesh.start()
         self._mesh = mesh
         self._door = Door(mesh, self.settings)
+        self._webhooks = Webhooks(self._door, self.settings)
         return self
 
     async def close(self) -> None:
+        if self._webhooks is not None:
+            webhooks, self._webhooks = self._webhooks, None
+            await webhooks.close()
         if self._mesh is not None:
             mesh, self._mesh, self._door = self._mesh, None, None
             await mesh.close()

@@ -183,6 +183,7 @@ async def post_task(
     started = await gateway.door.start(
         caller, agent, body, type_=type, key=idempotency_key, wait_s=seconds
     )
+    gateway.webhooks.started(caller, started)
     headers = {"Location": f"/v1/workflows/{started.workflow}"}
     if started.again:
         headers["Idempotent-Replayed"] = "true"

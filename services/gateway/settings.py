@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -72,6 +72,18 @@ class ApiKey(BaseModel):
     """The caller's subject in its token."""
     tenant: Annotated[str, Field(min_length=1, max_length=256)] = "default"
     scopes: tuple[str, ...] = ()
+
+
+class Webhook(BaseModel):
+    """Where a caller's workflow outcomes are POSTed, and the secret that signs them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    caller: Annotated[str, Field(pattern=r"^[^/]+/.+$")]
+    """The caller, ``tenant/subject``."""
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    secret: Annotated[SecretStr, Field(min_length=16)]
+    """Shared with the receiver: the HMAC key of ``Jetmesh-Signature``."""
 
 
 class JwtIssuer(BaseModel):
@@ -137,6 +149,12 @@ class GatewaySettings(BaseSettings):
     """The longest pause between reads of the log while an event stream waits."""
     token_ttl_s: Annotated[float, Field(gt=0)] = 3600.0
     """Lifetime of the caller tokens the gateway mints."""
+    webhooks: tuple[Webhook, ...] = ()
+    """Callers whose workflow outcomes are POSTed to a URL of theirs."""
+    webhook_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    """Tries per delivery."""
+    webhook_backoff_s: Annotated[float, Field(ge=0)] = 1.0
+    """The pause after the first failed try, doubled after each next one."""
 
     @classmethod
     def settings_customise_sources(

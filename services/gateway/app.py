@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from .gateway import Gateway
+from .mcp import McpDoor
 from .problems import PROBLEM_JSON, Problem, ProblemBody
 from .routes import router
 
@@ -59,13 +60,16 @@ def create_app(gateway: Gateway) -> FastAPI:
     """The ASGI app of ``gateway``. Its lifespan starts and closes the gateway; a gateway
     started already (as tests start it) is left as it is."""
 
+    mcp = McpDoor(gateway)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         owned = not gateway.ready
         if owned:
             await gateway.start()
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             if owned:
                 await gateway.close()
@@ -78,6 +82,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     )
     app.state.gateway = gateway
     app.include_router(router)
+    app.router.routes.append(mcp.route())
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_invalid)
     app.add_exception_handler(HTTPException, on_http)

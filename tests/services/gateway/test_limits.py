@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
+from fastapi.routing import APIRoute
 
-from services.gateway import GatewaySettings
+from services.gateway import GatewaySettings, create_app
+from services.gateway.gateway import Gateway
 from services.gateway.limits import RateLimits
+from services.gateway.routes import router
 from tests.harness.secured import SecuredMesh
 from tests.services.gateway.conftest import API_KEYS, BOB_KEY, Served, serve
 
@@ -59,7 +63,14 @@ async def test_health_and_the_openapi_document(served: Served) -> None:
         ("/readyz", "get"),
     }
     documented = {(path, m) for path, ops in doc["paths"].items() for m in ops}
-    assert documented == expected
+    mine = {
+        (route.path, method.lower())
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    assert mine == expected
+    assert expected <= documented
     for path, method in expected - {("/healthz", "get")}:
         op = doc["paths"][path][method]
         errors = {code: r for code, r in op["responses"].items() if int(code) >= 400}
@@ -71,3 +82,22 @@ async def test_health_and_the_openapi_document(served: Served) -> None:
     assert {"400", "401", "404", "409", "413", "422", "429", "503"} <= task_errors
     r = await served.http.get("/v1/nothing")
     assert (r.status_code, r.json()["reason"]) == (404, "no-route")
+
+
+async def test_refusals_of_unauthenticated_requests_are_audited_up_to_the_rate(
+    tight: Served,
+) -> None:
+    for _ in range(4):
+        r = await tight.post("echo", {"text": "x"}, key="wrong")
+        assert r.json()["reason"] == "unknown-api-key"
+    assert tight.gateway.door.audits_skipped == 2
+
+
+async def test_readyz_is_a_503_before_the_gateway_connects(enforced: SecuredMesh) -> None:
+    gateway = Gateway(GatewaySettings(api_keys=API_KEYS), enforced.settings)
+    app = create_app(gateway)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
+        r = await http.get("/readyz")
+        assert (r.status_code, r.json()["reason"]) == (503, "not-ready")
+        assert (await http.get("/healthz")).status_code == 200

@@ -47,6 +47,7 @@ from .._exceptions import (
 )
 from ..policy.model import Policy
 from ..telemetry import traces
+from ..toolgate.mcp import McpToolError, McpUnauthorized
 from ..toolgate.wire import TOOLGATE, ToolApprovalAsk, ToolRequest, ToolResult, args_digest
 from .approval import ApprovalContext, require_approval
 
@@ -70,6 +71,8 @@ REFUSALS: dict[str, type[ToolRefused]] = {
         ApprovalInvalid,
         ApprovalExpired,
         ToolInDoubt,
+        McpToolError,
+        McpUnauthorized,
     )
 }
 """The gateway's refusal codes and the exception each raises in the agent."""

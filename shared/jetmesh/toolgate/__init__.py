@@ -7,6 +7,8 @@
 - :mod:`~jetmesh.toolgate.secrets_file`: a secrets file of stand-in credentials (demos).
 - :mod:`~jetmesh.toolgate.gateway`: the ``toolgate`` role's checks (policy, scopes, approvals)
   and runs.
+- :mod:`~jetmesh.toolgate.mcp`: a remote MCP server's tools as the gateway's tools (the
+  ``mcp`` SDK, in the optional ``gateway`` extra, imported only when a server is asked).
 
 The agent side is ``ctx.tool`` (:mod:`jetmesh.runtime.tool_calls`); approval tokens are in
 :mod:`jetmesh.identity.approvals`. See docs/toolgate.md.
@@ -23,6 +25,7 @@ Example:
 
 from .credentials import Credential, Credentials, env_name
 from .gateway import Toolgate, delegated_scopes
+from .mcp import McpTool, McpToolError, McpTools, McpUnauthorized
 from .registry import FindFn, Tool, ToolCall, ToolFn, ToolRegistry
 from .secrets_file import write_secrets
 from .wire import (
@@ -48,6 +51,10 @@ __all__ = [
     "Credential",
     "Credentials",
     "FindFn",
+    "McpTool",
+    "McpToolError",
+    "McpTools",
+    "McpUnauthorized",
     "Tool",
     "ToolApprovalAsk",
     "ToolCall",

@@ -27,7 +27,8 @@ runs; the gateway then, in this order:
    :class:`~jetmesh.ToolInDoubt` (``tool-in-doubt``) for a person to decide. The tool gets
    the idempotency key ``<workflow>/<step>`` all the same, for its target: the second line.
 
-A refusal raises the matching :class:`~jetmesh.ToolRefused` after a ``tool-refused`` event
+A refusal (the gateway's, or a tool's own :class:`~jetmesh.ToolRefused`, such as an MCP
+server's: :mod:`jetmesh.toolgate.mcp`) raises the matching class after a ``tool-refused`` event
 (who, on whose behalf, which tool, why): the replica answers the caller with an error
 reply carrying the code, without retrying, and goes on serving. Every run records a
 ``tool`` event: tool, sender, caller and tenant, the args' digest, the approval's ``jti``,
@@ -275,11 +276,15 @@ class Toolgate:
             failed = f"{type(exc).__name__}: {exc}"
             if credential is not None:  # never let an error message carry the secret
                 failed = failed.replace(credential.reveal(), credential.fingerprint)
+            refused = isinstance(exc, ToolRefused)  # the tool's target refused it (typed)
             await self._record(
                 ctx,
-                TOOL,
+                TOOL_REFUSED if refused else TOOL,
                 msgspec.structs.replace(
-                    record, outcome="error", detail=failed[:1024], duration_ms=_ms(started)
+                    record,
+                    outcome=exc.reason if isinstance(exc, ToolRefused) else "error",
+                    detail=failed[:1024],
+                    duration_ms=_ms(started),
                 ),
             )
             raise

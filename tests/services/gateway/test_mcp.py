@@ -4,9 +4,12 @@ own client over Streamable HTTP against the gateway served by uvicorn on loopbac
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,13 +19,22 @@ import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from nats.aio.msg import Msg
 
+from jetmesh import KeyStore, MeshClient
 from jetmesh import events as ev
 from jetmesh.event_log import read_events
+from jetmesh.logins import nats_seed_file
 from services.gateway import GatewaySettings, create_app
 from services.gateway.door import REFUSED
 from services.gateway.gateway import Gateway
-from services.gateway.mcp import TASK_META, WORKFLOW_META, agent_info, object_schema
+from services.gateway.mcp import (
+    NOT_FINISHED,
+    TASK_META,
+    WORKFLOW_META,
+    agent_info,
+    object_schema,
+)
 from services.gateway.settings import AUDIT_WORKFLOW
 from tests.harness.secured import SecuredMesh
 from tests.services.gateway.conftest import ALICE_KEY, API_KEYS, BOB_KEY, auth
@@ -215,3 +227,70 @@ def test_object_schema_resolves_a_top_level_ref() -> None:
 def test_an_info_answer_not_shaped_as_one_says_nothing(data: bytes) -> None:
     info = agent_info(data, "echo", 1.0)
     assert (info.description, info.output_schema) == ("", None)
+
+
+async def test_no_result_within_the_wait_is_a_tool_error_naming_the_workflow(
+    enforced: SecuredMesh,
+) -> None:
+    settings = GatewaySettings(api_keys=API_KEYS, max_wait_s=0.1)
+    async with running(enforced, settings) as r, r.client() as client:
+        result = await client.call_tool("echo", {"text": "slow", "pause_s": 1.0})
+    assert result.is_error
+    assert result.structured_content is not None
+    assert result.structured_content["reason"] == NOT_FINISHED
+    assert result.meta is not None
+    workflow = result.meta[WORKFLOW_META]
+    assert f"/v1/workflows/{workflow}" in result.structured_content["detail"]
+
+
+async def refused_subscription(errors: list[Exception], subject: str) -> bool:
+    """Whether the servers said the subscription to ``subject`` is a permissions violation
+    (they name the subject in lower case)."""
+    for _ in range(100):
+        if any(f'subscription to "{subject.lower()}"' in str(e).lower() for e in errors):
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def _stolen_keys(source: Path, into: Path, role: str) -> KeyStore:
+    """``role``'s secrets only (signing key, certificate, NATS seed), and the roots."""
+    wanted = [
+        Path(f"{role}.key"),
+        Path(f"{role}.cert"),
+        nats_seed_file(Path(), role),
+        *(p.relative_to(source) for p in (source / "roots").glob("*.pub")),
+    ]
+    for relative in wanted:
+        (into / relative).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.copy2(source / relative, into / relative)
+    return KeyStore(into)
+
+
+async def test_another_role_cannot_answer_for_the_exposed_agent(
+    enforced: SecuredMesh, mcp_served: Running
+) -> None:
+    """With ``other``'s secrets one cannot answer ``$SRV.INFO.echo`` (the servers refuse
+    the subscription): the tools' descriptions and schemas are echo's own."""
+    into = enforced.settings.resolved_keys_dir.parent / "stolen-other"
+    store = _stolen_keys(enforced.keys.directory, into, "other")
+    settings = enforced.settings.model_copy(update={"keys_dir": into})
+    mesh = MeshClient(settings, store.identity("other"), roots=store.roots())
+    await mesh.start()
+    try:
+        errors: list[Exception] = []
+        mesh.error_listeners.append(errors.append)
+        forged = {"name": "echo", "description": "forged", "endpoints": []}
+
+        async def answer(msg: Msg) -> None:
+            await msg.respond(json.dumps(forged).encode())
+
+        subject = "$SRV.INFO.echo"
+        await mesh.nc.subscribe(subject, cb=answer)
+        await mesh.nc.flush()
+        assert await refused_subscription(errors, subject)
+        async with mcp_served.client() as client:
+            listed = await client.list_tools()
+        assert [(t.name, t.description) for t in listed.tools] == [("echo", "shouts back")]
+    finally:
+        await mesh.close()

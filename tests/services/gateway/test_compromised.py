@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
+import nats.errors
+import nats.js.api
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
@@ -57,7 +59,8 @@ async def stolen(enforced: SecuredMesh) -> AsyncIterator[Stolen]:
 
 async def violation(errors: list[Exception], subject: str) -> bool:
     for _ in range(100):
-        if any("permissions violation" in str(e).lower() and subject in str(e) for e in errors):
+        said = [str(e).lower() for e in errors]  # nats-py lowercases the server's error
+        if any("permissions violation" in e and subject.lower() in e for e in said):
             return True
         await asyncio.sleep(0.02)
     return False
@@ -97,3 +100,20 @@ async def test_the_gateway_role_cannot_read_or_write_another_roles_memory(
             assert "auth" in str(got.value).lower()
     finally:
         await redis.aclose()
+
+
+async def test_the_gateway_role_may_not_create_a_consumer_on_the_event_log(
+    stolen: Stolen,
+) -> None:
+    """It reads events by direct get only: a consumer would deliver every workflow's."""
+    mesh = stolen.mesh
+    errors: list[Exception] = []
+    mesh.error_listeners.append(errors.append)
+    with pytest.raises((nats.errors.Error, TimeoutError)):
+        async with asyncio.timeout(3):
+            await mesh.js.add_consumer(
+                mesh.settings.events_stream,
+                nats.js.api.ConsumerConfig(filter_subject=f"{mesh.subjects.prefix}.event.>"),
+                timeout=2,
+            )
+    assert await violation(errors, f"$JS.API.CONSUMER.CREATE.{mesh.settings.events_stream}")

@@ -146,8 +146,9 @@ class Door:
         self._tokens: dict[tuple[str, str, tuple[str, ...]], tuple[str, float]] = {}
         """Minted caller tokens by caller, with when they were minted (monotonic)."""
         self._anonymous_audits = RateLimits(rate_per_s=settings.rate_per_s, burst=settings.burst)
+        self._throttled_audits = RateLimits(rate_per_s=1.0, burst=1)
         self.audits_skipped = 0
-        """Refusals of unauthenticated requests not audited (over the audit's rate)."""
+        """Refusals not audited (over the audit's rate)."""
 
     @property
     def _events_stream(self) -> str:
@@ -370,8 +371,13 @@ class Door:
         """Record a refused request as a signed ``gateway.refused`` event in workflow
         ``_gateway`` (``reason`` its code, ``detail`` the request and why, ``caller``
         the authenticated caller, if any). Refusals of unauthenticated requests are
-        recorded up to the per-caller rate, as one caller; the rest are counted."""
-        if caller is None and self._anonymous_audits.take("(unauthenticated)") > 0:
+        recorded up to the per-caller rate, as one caller, and a caller's ``rate-limited``
+        refusals once a second; the rest are counted."""
+        if (caller is None and self._anonymous_audits.take("(unauthenticated)") > 0) or (
+            caller is not None
+            and problem.reason == "rate-limited"
+            and self._throttled_audits.take(caller.key) > 0
+        ):
             self.audits_skipped += 1
             return
         event = ev.Event(

@@ -47,6 +47,12 @@ async def test_a_caller_over_its_rate_gets_429_with_retry_after(tight: Served) -
     assert r.json()["reason"] == "rate-limited"
     assert int(r.headers["retry-after"]) >= 1
     assert (await tight.post("echo", {"text": "x"}, key=BOB_KEY)).status_code == 202
+    door = tight.gateway.door
+    door._throttled_audits = RateLimits(rate_per_s=1.0, burst=1, clock=lambda: 0.0)
+    skipped = door.audits_skipped
+    for _ in range(3):
+        assert (await tight.post("echo", {"text": "x"})).status_code == 429
+    assert door.audits_skipped == skipped + 2  # one rate-limited refusal a second, audited
 
 
 async def test_health_and_the_openapi_document(served: Served) -> None:

@@ -6,29 +6,44 @@ subscribe to on servers that enforce a policy."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
+import time
 import tomllib
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from jetmesh import BadDelegation, FanOutExceeded, PlanLimitExceeded, RejectedMessage
+from jetmesh import (
+    BadDelegation,
+    FanOutExceeded,
+    ForgedReply,
+    InvalidToken,
+    Oversized,
+    PlanLimitExceeded,
+    RejectedMessage,
+)
 from jetmesh import events as ev
 from jetmesh.addresses import Subjects
 from jetmesh.bus.tracing import trace_id_of
+from jetmesh.calls import PendingCalls
 from jetmesh.dead_letters import DEAD_LETTER_FAILED, MAX_MESSAGE_ID, UNVERIFIED_WORKFLOW
-from jetmesh.envelope import decode_body, decode_envelope
+from jetmesh.envelope import Envelope, decode_body, decode_envelope, encode, encode_envelope, new_id
+from jetmesh.event_log import LoggedEvent, build_tree
 from jetmesh.events import Event
 from jetmesh.identity.certificates import Certificate, issue_certificate
 from jetmesh.identity.delegation import digest, mint_link
 from jetmesh.identity.keys import KeyPair, b64d
+from jetmesh.identity.revocation import Revocation
 from jetmesh.identity.signing import Signer
-from jetmesh.identity.tokens import token_key_id, verify_token
+from jetmesh.identity.tokens import mint_token, token_key_id, verify_token
 from jetmesh.identity.trust import TrustStore
+from jetmesh.identity.verifier import MAX_HEADER_BYTES, Verifier
 from jetmesh.policy import Policy, parse_policy, role_permissions
+from jetmesh.replay.history import history_of
 from jetmesh.settings import MeshSettings
 from services.support.wire import Ticket
 from subjects.catalogue import mesh_type
@@ -199,10 +214,11 @@ def test_envelope_schema_points_at_the_readme_for_the_chain() -> None:
 def _section(title: str) -> str:
     """The text of the README's section ``title`` (to the next heading of its level)."""
     text = README.read_text(encoding="utf-8")
-    level = "#" * (len(title) - len(title.lstrip("#")))
+    level = len(title) - len(title.lstrip("#"))
     start = text.index(f"\n{title}\n")
-    end = text.find(f"\n{level} ", start + len(title) + 2)
-    return text[start : end if end >= 0 else len(text)]
+    after = re.compile(rf"^#{{1,{level}}} ", re.MULTILINE)
+    end = after.search(text, start + len(title) + 2)
+    return text[start : end.start() if end else len(text)]
 
 
 def _rejected_codes() -> set[str]:
@@ -277,3 +293,269 @@ def test_the_permissions_listed_are_what_the_servers_allow_an_ingress() -> None:
     assert derived.inbox_prefix == "_INBOX.acme-ingest"
     assert f"`{derived.inbox_prefix}`" in section
     assert "$JS.API.INFO" not in derived.publish
+
+
+# -- replies, history and the accepted event, as the README gives them ------------------
+
+ACME = KeyPair("acme-ingest", bytes(range(1, 33)))
+TRIAGE = KeyPair("triage", bytes(range(2, 34)))
+KB = KeyPair("kb", bytes(range(3, 35)))
+ROOT = KeyPair("root", bytes(range(32)))
+REPLY_TO = "mesh.agent.acme-ingest.reply.web-1"
+
+
+class Registry:
+    """A ``MESH_KEYS`` bucket in memory: certificates by key id, revocations by key id."""
+
+    def __init__(self, *, issued: float, ttl_s: float = 3600.0) -> None:
+        self.certs = {
+            k.kid: issue_certificate(
+                ROOT,
+                k,
+                publish=["mesh.agent.*.task", "mesh.agent.*.reply.*", "mesh.event.>"],
+                subscribe=[],
+                ingress=k is ACME,
+                ttl_s=ttl_s,
+                now=issued,
+            )
+            for k in (ACME, TRIAGE, KB)
+        }
+        self.revoked: dict[str, Revocation] = {}
+
+    async def lookup(self, kid: str) -> str | None:
+        return self.certs.get(kid)
+
+    async def revocation(self, kid: str) -> Revocation | None:
+        return self.revoked.get(kid)
+
+    def verifier(self) -> Verifier:
+        """A fresh receiver with the README's defaults (nothing cached, nothing seen)."""
+        s = MeshSettings(subject_prefix="mesh")
+        trust = TrustStore(
+            {ROOT.kid: ROOT.public_key},
+            self.lookup,
+            leeway_s=s.clock_skew_s,
+            revocations=self.revocation,
+        )
+        return Verifier(
+            trust,
+            Subjects("mesh"),
+            max_payload_bytes=s.max_payload_bytes,
+            max_age_s=s.max_message_age_s,
+            clock_skew_s=s.clock_skew_s,
+        )
+
+
+def _token(at: float) -> str:
+    return mint_token(ACME, subject="alice", tenant="acme", scopes=["kb:read"], ttl_s=600, now=at)
+
+
+def _envelope(
+    kind: str, *, sender: KeyPair, caller: str, created: float, **fields: object
+) -> Envelope:
+    base: dict[str, object] = {
+        "id": new_id(),
+        "kind": kind,
+        "workflow": "01KB0Y1XR1J8ZQ3V6W9T2M5P7D",
+        "sender": sender.owner,
+        "to": "acme-ingest",
+        "created": created,
+        "caller": caller,
+        "step": "triage",
+        "parent": "01KB0Y1XR1J8ZQ3V6W9T2M5P7D",
+        "body": msgspec.Raw(b'{"text":"ok"}'),
+    }
+    base.update(fields)
+    return Envelope(**base)  # type: ignore[arg-type]
+
+
+def _sealed(env: Envelope, key: KeyPair, **extra: str) -> tuple[bytes, dict[str, str]]:
+    data = encode_envelope(env)
+    return data, {**Signer(key).headers(data), "Nats-Msg-Id": env.id, **extra}
+
+
+def _reply(
+    caller: str, *, kind: str = "reply", created: float | None = None
+) -> tuple[bytes, dict[str, str]]:
+    now = time.time() if created is None else created
+    return _sealed(_envelope(kind, sender=TRIAGE, caller=caller, created=now), TRIAGE)
+
+
+def _envelope_row(field: str) -> str:
+    section = _section("### The envelope")
+    (row,) = [r for r in section.splitlines() if r.startswith(f"| `{field}` |")]
+    return row
+
+
+async def test_a_reply_needs_the_callers_token_only_an_event_or_error_goes_without() -> None:
+    """The envelope table: ``caller`` is required on replies (a callee copies its task's);
+    an ``error`` or an ``event`` may carry ``""``. jetmesh's verifier agrees."""
+    row = _envelope_row("caller")
+    assert "yes on `task` and `reply`" in row
+    assert 'a `task` or `reply` whose `caller` is `""` is refused (`invalid-token`)' in row
+    registry = Registry(issued=time.time() - 60)
+    with pytest.raises(InvalidToken) as refused:
+        await registry.verifier().verify(REPLY_TO, *_reply(""), stored_at=None)
+    assert refused.value.reason == "invalid-token"
+    error = await registry.verifier().verify(REPLY_TO, *_reply("", kind="error"), stored_at=None)
+    assert error.caller is None
+    answered = await registry.verifier().verify(
+        REPLY_TO, *_reply(_token(time.time())), stored_at=None
+    )
+    assert answered.caller is not None
+    assert answered.caller.subject == "alice"
+
+
+async def test_a_reply_on_core_nats_is_judged_by_the_receivers_clock_and_seen_set() -> None:
+    """110 + 5 s old at most by the receiver's clock, and an id seen again is a replay."""
+    section = _section("#### Freshness on core NATS")
+    s = MeshSettings()
+    assert (s.max_message_age_s, s.clock_skew_s) == (110.0, 5.0)
+    assert "110 + 5 s" in section
+    assert "120 s (110 + 2 × 5" in section  # noqa: RUF001
+    registry = Registry(issued=time.time() - 600)
+    token = _token(time.time())
+    fresh = _reply(token, created=time.time() - 105)
+    receiver = registry.verifier()
+    await receiver.verify(REPLY_TO, *fresh, stored_at=None)
+    with pytest.raises(RejectedMessage) as again:
+        await receiver.verify(REPLY_TO, *fresh, stored_at=None)
+    assert again.value.reason == "replayed"
+    with pytest.raises(RejectedMessage) as old:
+        await receiver.verify(REPLY_TO, *_reply(token, created=time.time() - 125), stored_at=None)
+    assert old.value.reason == "stale"
+    with pytest.raises(RejectedMessage) as ahead:
+        await receiver.verify(REPLY_TO, *_reply(token, created=time.time() + 30), stored_at=None)
+    assert ahead.value.reason == "stale"
+
+
+def test_a_reply_is_matched_by_parent_workflow_step_and_signer() -> None:
+    """Step 6: the reply to a task names it as ``parent``, in its ``workflow`` and ``step``,
+    signed by its ``to``; otherwise ``forged-reply`` and the call keeps waiting."""
+    section = _section("## Publishing a task")
+    for said in ("its `parent` is your", "its `workflow` your task's", "its `step` your task's"):
+        assert said in section
+    assert "(`forged-reply`) and you keep waiting" in section
+
+    async def run() -> None:
+        task = _envelope("task", sender=ACME, caller="t", created=0.0, to="triage", parent=None)
+        calls = PendingCalls()
+        future = calls.expect(task)
+        answer = _envelope(
+            "reply", sender=TRIAGE, caller="t", created=0.0, parent=task.id, step=task.step
+        )
+        with pytest.raises(ForgedReply):
+            calls.resolve(answer, "kb")  # another role's key
+        for wrong in ({"step": "triage/kb.1"}, {"workflow": "01KB0Y1XR1J8ZQ3V6W9T2M5P7E"}):
+            with pytest.raises(ForgedReply):
+                calls.resolve(msgspec.structs.replace(answer, **wrong), "triage")
+        assert not future.done(), "the call keeps waiting for its real reply"
+        late = msgspec.structs.replace(answer, parent=new_id())
+        assert not calls.resolve(late, "triage"), "a reply to no waiting call is dropped"
+        assert calls.resolve(answer, "triage")
+        assert (await future).id == answer.id
+
+    asyncio.run(run())
+
+
+async def test_the_headers_limit_sums_names_and_values() -> None:
+    registry = Registry(issued=time.time() - 60)
+    data, headers = _reply(_token(time.time()))
+    used = sum(len(k) + len(v) for k, v in headers.items())
+    pad = "X-Pad"
+    exact = {**headers, pad: "x" * (MAX_HEADER_BYTES - used - len(pad))}
+    assert sum(len(k) + len(v) for k, v in exact.items()) == MAX_HEADER_BYTES == 8192
+    await registry.verifier().verify(REPLY_TO, data, exact, stored_at=None)
+    over = {**exact, pad: exact[pad] + "x"}
+    with pytest.raises(Oversized):
+        await registry.verifier().verify(REPLY_TO, data, over, stored_at=None)
+    assert "the sum over every\nheader received of the length of its name plus the length" in (
+        _section("### Checks every receiver makes")
+    )
+
+
+async def test_history_is_judged_at_its_storage_time() -> None:
+    """An event stored two hours ago, signed with a certificate that has expired since and
+    a key revoked since: accepted as history (at ``Nats-Time-Stamp``), refused as a message
+    delivered now would be; one stored after the revocation is refused as history too."""
+    stored = time.time() - 7200
+    registry = Registry(issued=stored - 60, ttl_s=3600)
+    event = _envelope(
+        "event",
+        sender=TRIAGE,
+        caller=_token(stored - 1),
+        created=stored - 1,
+        to="events",
+        body=msgspec.Raw(encode(Event(kind="completed", agent="triage", at=stored - 1))),
+    )
+    subject = f"mesh.event.{event.workflow}.completed"
+    data, headers = _sealed(event, TRIAGE)
+    history = await registry.verifier().verify(subject, data, headers, stored_at=stored, audit=True)
+    assert history.caller is not None
+    assert history.caller.subject == "alice"
+    with pytest.raises(RejectedMessage) as now:  # judged now: the certificate has expired
+        await registry.verifier().verify(subject, data, headers, stored_at=stored)
+    assert now.value.reason == "expired-key"
+
+    registry.revoked[TRIAGE.kid] = Revocation(kid=TRIAGE.kid, at=stored + 10, by="admin")
+    await registry.verifier().verify(subject, data, headers, stored_at=stored, audit=True)
+    with pytest.raises(RejectedMessage) as after:
+        await registry.verifier().verify(subject, data, headers, stored_at=stored + 10, audit=True)
+    assert after.value.reason == "revoked-key"
+    fresh = Registry(issued=time.time() - 60)
+    fresh.revoked[TRIAGE.kid] = Revocation(kid=TRIAGE.kid, at=time.time() + 3600, by="admin")
+    with pytest.raises(RejectedMessage) as live:  # delivered now: any record refuses
+        await fresh.verifier().verify(REPLY_TO, *_reply(_token(time.time())), stored_at=None)
+    assert live.value.reason == "revoked-key"
+    section = _section("### Verifying events as history")
+    assert "`Nats-Time-Stamp`" in section
+    assert "a revocation refuses only the events stored at or after its `at`" in section
+
+
+async def test_a_certificate_not_yet_valid_is_refused_now_but_vouches_for_history() -> None:
+    """``nbf`` (with 5 s of leeway) is checked for a message delivered now, not for history."""
+    later = Registry(issued=time.time() + 60)  # issued (nbf) a minute from now
+    with pytest.raises(RejectedMessage) as early:
+        await later.verifier().verify(REPLY_TO, *_reply(_token(time.time())), stored_at=None)
+    assert early.value.reason == "expired-key"
+    table = _section("### Checks every receiver makes")
+    assert "`nbf` (`iat` when it has no `nbf`) − 5 s ≤ `t`, else `expired-key`" in table  # noqa: RUF001
+    assert "`exp` + 5 s ≥ `t` only" in table
+
+
+def test_without_an_accepted_event_the_first_task_has_no_entry_and_no_input() -> None:
+    """The README's `accepted` table is what jetmesh's ingress writes, and what is lost
+    without it is lost: the tree's entry, and the first task's input for replay."""
+    table = _section("### Starting a workflow: the `accepted` event")
+    fields = re.findall(r"^\| `([a-z_]+)` \|", table, re.MULTILINE)
+    assert set(fields) <= set(Event.__struct_fields__)
+    assert set(fields) == {"kind", "agent", "at", "target", "step", "type", "caller", "body"}
+    task_id = "01KB0Y1XR1J8ZQ3V6W9T2M5P7D"
+    accepted = Event(
+        kind=ev.ACCEPTED,
+        agent="acme-ingest",
+        at=1.0,
+        target="triage",
+        step="triage",
+        type="support.Ticket/1",
+        caller="alice",
+        body=ev.EventPayload(type="support.Ticket/1", value=msgspec.Raw(b'{"id":"T-1"}')),
+    )
+    started = Event(kind=ev.STARTED, agent="triage", at=2.0, task=task_id, step="triage")
+    done = Event(kind=ev.COMPLETED, agent="triage", at=3.0, task=task_id, step="triage")
+
+    def logged(*events: Event) -> list[LoggedEvent]:
+        return [LoggedEvent(e, task_id, e.agent, True, caller="alice") for e in events]
+
+    (entry,) = build_tree(logged(accepted, started, done))
+    assert (entry.task, entry.agent, entry.status) == (None, "acme-ingest", "accepted")
+    assert [c.task for c in entry.children] == [task_id]
+    (first,) = history_of(task_id, logged(accepted, started, done)).tasks()
+    assert first.input is not None
+    assert bytes(first.input.body or b"") == b'{"id":"T-1"}'
+
+    (alone,) = build_tree(logged(started, done))
+    assert (alone.task, alone.agent, alone.status) == (task_id, "triage", "completed")
+    (first,) = history_of(task_id, logged(started, done)).tasks()
+    assert first.input is None
+    assert "(`input not recorded`" in table

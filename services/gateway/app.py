@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from .a2a import router as a2a_router
 from .gateway import Gateway
 from .mcp import McpDoor
 from .problems import PROBLEM_JSON, Problem, ProblemBody
@@ -82,6 +83,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     )
     app.state.gateway = gateway
     app.include_router(router)
+    app.include_router(a2a_router)
     app.router.routes.append(mcp.route())
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_invalid)

@@ -273,10 +273,10 @@ class Toolgate:
             with traces.tool(tool.name, **{"jetmesh.tool.key": call.key}):
                 value = await tool.fn(call)
         except Exception as exc:
-            failed = f"{type(exc).__name__}: {exc}"
+            refused = isinstance(exc, ToolRefused)  # the tool's target refused it (typed)
+            failed = exc.detail if isinstance(exc, ToolRefused) else f"{type(exc).__name__}: {exc}"
             if credential is not None:  # never let an error message carry the secret
                 failed = failed.replace(credential.reveal(), credential.fingerprint)
-            refused = isinstance(exc, ToolRefused)  # the tool's target refused it (typed)
             await self._record(
                 ctx,
                 TOOL_REFUSED if refused else TOOL,

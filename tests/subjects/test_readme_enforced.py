@@ -11,11 +11,13 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import stat
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import nats
@@ -40,6 +42,7 @@ from tests.harness.secured import SecuredMesh
 pytestmark = pytest.mark.integration
 
 ROLE = "acme-ingest"
+STORED_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
 POLICY = {
     "roles": {
         ROLE: {"ingress": True, "calls": ["echo"], "scopes": ["kb:read"]},
@@ -47,6 +50,9 @@ POLICY = {
     }
 }
 """The README's example role, calling ``echo``."""
+
+
+README = Path(__file__).resolve().parents[2] / "subjects" / "README.md"
 
 
 def b64d(text: str) -> bytes:
@@ -212,6 +218,10 @@ async def test_an_outside_ingress_follows_the_route(route: SecuredMesh) -> None:
         reply = json.loads((await replies.next_msg(timeout=WAIT_S)).data)
         assert (reply["kind"], reply["to"], reply["parent"]) == ("reply", ROLE, task_id)
         assert reply["body"] == {"text": "HELLO"}
+        # matched to the call as step 6 says; the callee copied the task's caller token
+        sent = json.loads(data)
+        assert (reply["workflow"], reply["step"]) == (sent["workflow"], sent["step"])
+        assert (reply["sender"], reply["caller"]) == ("echo", sent["caller"])
 
         # the workflow's events, by direct get from sequence 1 onwards
         subject, after, kinds = f"mesh.event.{task_id}.>", 0, []
@@ -227,6 +237,8 @@ async def test_an_outside_ingress_follows_the_route(route: SecuredMesh) -> None:
                 await asyncio.sleep(0.05)
                 continue
             after = int(headers_got["Nats-Sequence"])
+            # RFC 3339 in UTC, up to nine digits of a second (what history is judged at)
+            assert STORED_AT.fullmatch(headers_got["Nats-Time-Stamp"]), headers_got
             assert headers_got["Nats-Subject"].startswith(f"mesh.event.{task_id}.")
             assert "Mesh-Sig" in headers_got, "a stored event keeps its signature headers"
             event = msgspec.json.decode(json.dumps(json.loads(answer.data)["body"]), type=Event)
@@ -237,3 +249,53 @@ async def test_an_outside_ingress_follows_the_route(route: SecuredMesh) -> None:
             await nc.request("$JS.API.INFO", b"", timeout=1)
     finally:
         await nc.close()
+
+
+async def test_a_permissions_violation_is_an_err_line_on_the_raw_protocol(
+    route: SecuredMesh,
+) -> None:
+    """The exact ``-ERR`` lines the README gives, read on the NATS text protocol as a client
+    without a NATS library reads them: the connection stays open (the ``PONG`` follows)."""
+    url = urlsplit(route.settings.nats_url)
+    assert url.hostname is not None
+    assert url.port is not None
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        line = await asyncio.wait_for(reader.readline(), WAIT_S)
+        assert line.startswith(b"INFO ")
+        nonce = json.loads(line[5:])["nonce"]
+        seed = (route.settings.resolved_keys_dir / "nats" / f"{ROLE}.nk").read_text().strip()
+        user = nkeys.from_seed(bytearray(seed.encode()))
+        connect = {
+            "verbose": False,
+            "pedantic": False,
+            "protocol": 1,
+            "headers": True,
+            "nkey": user.public_key.decode(),
+            "sig": b64e(user.sign(nonce.encode())),
+        }
+        writer.write(
+            f"CONNECT {json.dumps(connect)}\r\n"
+            "PUB mesh.agent.billing.task 2\r\n{}\r\n"
+            "SUB mesh.event.> 1\r\n"
+            "PING\r\n".encode()
+        )
+        await writer.drain()
+        lines: list[str] = []
+        while not lines or lines[-1] != "PONG":
+            got = (await asyncio.wait_for(reader.readline(), WAIT_S)).decode().rstrip("\r\n")
+            if got == "PING":
+                writer.write(b"PONG\r\n")
+                continue
+            lines.append(got)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert lines == [
+        """-ERR 'Permissions Violation for Publish to "mesh.agent.billing.task"'""",
+        """-ERR 'Permissions Violation for Subscription to "mesh.event.>"'""",
+        "PONG",
+    ]
+    section = README.read_text(encoding="utf-8")
+    assert """`-ERR 'Permissions Violation for Publish to "<subject>"'`""" in section
+    assert """`-ERR 'Permissions Violation for Subscription to "<subject>"'`""" in section

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import nats.errors
 from mcp.server import Server, ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
@@ -68,6 +70,8 @@ CALLER_KEY = "jetmesh.gateway.caller"
 WORKFLOW_META = "jetmesh/workflow"
 TASK_META = "jetmesh/task"
 """The ``_meta`` keys of a tool result that name the workflow and its root task."""
+UNANSWERED = "no replica answered; its input schema is not known"
+"""The description of an exposed agent whose replicas did not answer ``$SRV.INFO``."""
 NOT_FINISHED = "not-finished"
 """The reason of a tool error when the workflow did not end within ``max_wait_s``."""
 _encoder = msgspec.json.Encoder(order="sorted")
@@ -79,6 +83,8 @@ class AgentInfo:
     """What an agent's replicas publish about it (``$SRV.INFO``)."""
 
     asked: float
+    answered: bool = False
+    """A replica answered, in the agent's name."""
     description: str = ""
     output_schema: dict[str, Any] | None = None
 
@@ -121,6 +127,7 @@ def agent_info(data: bytes, agent: str, asked: float) -> AgentInfo:
     output = outputs[0] if len(outputs) == 1 and outputs[0] is not None else None
     return AgentInfo(
         asked,
+        True,
         description if isinstance(description, str) else "",
         object_schema(output) if output is not None else None,
     )
@@ -228,7 +235,7 @@ class McpDoor:
             msg = await mesh.nc.request(
                 f"$SRV.INFO.{agent}", b"", timeout=mesh.settings.call_preflight_timeout_s
             )
-        except Exception:  # unanswered: listed without them, asked again next time
+        except (TimeoutError, nats.errors.Error):  # listed without them, asked again
             return known or AgentInfo(now)
         self._infos[agent] = info = agent_info(msg.data, agent, now)
         return info
@@ -247,7 +254,8 @@ class McpDoor:
         info = await self._info(agent)
         return Tool(
             name=agent,
-            description=info.description or f"the agent {agent}",
+            description=info.description
+            or (f"the agent {agent}" if info.answered else f"{agent}: {UNANSWERED}"),
             input_schema=input_schema,
             output_schema=info.output_schema,
         )
@@ -256,7 +264,8 @@ class McpDoor:
         self, ctx: ServerRequestContext[Any, Any], params: PaginatedRequestParams | None
     ) -> ListToolsResult:
         _caller(ctx)
-        return ListToolsResult(tools=[await self.tool(a) for a in self.exposed()])
+        tools = await asyncio.gather(*(self.tool(a) for a in self.exposed()))
+        return ListToolsResult(tools=list(tools))
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: CallToolRequestParams

@@ -25,18 +25,21 @@ from jetmesh import KeyStore, MeshClient
 from jetmesh import events as ev
 from jetmesh.event_log import read_events
 from jetmesh.logins import nats_seed_file
+from jetmesh.policy import parse_policy
 from services.gateway import GatewaySettings, create_app
 from services.gateway.door import REFUSED
 from services.gateway.gateway import Gateway
 from services.gateway.mcp import (
     NOT_FINISHED,
     TASK_META,
+    UNANSWERED,
     WORKFLOW_META,
     agent_info,
     object_schema,
 )
 from services.gateway.settings import AUDIT_WORKFLOW
 from tests.harness.secured import SecuredMesh
+from tests.services.gateway.agents import echo_agent
 from tests.services.gateway.conftest import ALICE_KEY, API_KEYS, BOB_KEY, auth
 
 pytestmark = pytest.mark.integration
@@ -222,11 +225,17 @@ def test_object_schema_resolves_a_top_level_ref() -> None:
 
 
 @pytest.mark.parametrize(
-    "data", [b"not json", b"[]", b'{"name": "someone-else"}', b'{"name": "echo", "endpoints": 5}']
+    ("data", "answered"),
+    [
+        (b"not json", False),
+        (b"[]", False),
+        (b'{"name": "someone-else", "description": "forged"}', False),
+        (b'{"name": "echo", "description": 5, "endpoints": 5}', True),
+    ],
 )
-def test_an_info_answer_not_shaped_as_one_says_nothing(data: bytes) -> None:
+def test_an_info_answer_not_shaped_as_one_says_nothing(data: bytes, answered: bool) -> None:
     info = agent_info(data, "echo", 1.0)
-    assert (info.description, info.output_schema) == ("", None)
+    assert (info.answered, info.description, info.output_schema) == (answered, "", None)
 
 
 async def test_no_result_within_the_wait_is_a_tool_error_naming_the_workflow(
@@ -294,3 +303,41 @@ async def test_another_role_cannot_answer_for_the_exposed_agent(
         assert [(t.name, t.description) for t in listed.tools] == [("echo", "shouts back")]
     finally:
         await mesh.close()
+
+
+async def test_an_exposed_agent_nobody_serves_is_listed_as_unknown_and_does_not_finish(
+    tmp_path: Path,
+) -> None:
+    calls = {"ingress": True, "calls": ["echo", "idle"]}
+    policy = {"roles": {"gateway": calls, "echo": {}, "idle": {}}}
+    secured = SecuredMesh(tmp_path / "state", parse_policy(policy))
+    await asyncio.to_thread(secured.up)
+    try:
+        await secured.start_replicas(echo_agent())
+        settings = GatewaySettings(api_keys=API_KEYS, max_wait_s=0.2)
+        async with running(secured, settings) as r, r.client() as client:
+            listed = {t.name: t for t in (await client.list_tools()).tools}
+            result = await client.call_tool("idle", {"anything": 1})
+        assert sorted(listed) == ["echo", "idle"]
+        assert listed["idle"].description == f"idle: {UNANSWERED}"
+        assert listed["idle"].input_schema == {"type": "object"}
+        assert listed["idle"].output_schema is None
+        assert result.is_error
+        assert result.structured_content is not None
+        assert result.structured_content["reason"] == NOT_FINISHED
+    finally:
+        try:
+            await secured.aclose()
+        finally:
+            await asyncio.to_thread(secured.down)
+
+
+def test_an_info_answer_gives_the_description_and_a_single_output_schema() -> None:
+    out = {"$ref": "#/$defs/R", "$defs": {"R": {"type": "object", "properties": {}}}}
+    endpoint = {"metadata": {"output_schema": json.dumps(out)}}
+    answer = {"name": "echo", "description": "shouts back", "endpoints": [endpoint]}
+    info = agent_info(json.dumps(answer).encode(), "echo", 1.0)
+    assert (info.answered, info.description) == (True, "shouts back")
+    assert info.output_schema == object_schema(out)
+    answer["endpoints"] = [endpoint, endpoint]  # two handlers: no one output schema
+    assert agent_info(json.dumps(answer).encode(), "echo", 1.0).output_schema is None

@@ -80,6 +80,8 @@ KEY_PREFIX = "a2a:"
 """A message's idempotency key is its message id under this prefix (apart from the
 ``Idempotency-Key`` of the HTTP route)."""
 MAX_MESSAGE_ID = 200
+RESULT_SUFFIX = "-result"
+"""A completed task's one artifact is ``<task id>-result``."""
 INFO_TIMEOUT_S = 0.5
 INFO_TTL_S = 30.0
 MAX_KEPT_TASKS = 10_000
@@ -435,14 +437,18 @@ async def finish(
     if outcome["status"] == "completed":
         await updater.add_artifact(
             [_part(outcome.get("result"))],
+            artifact_id=task_id + RESULT_SUFFIX,
             name="result",
             metadata={"type": outcome.get("type") or ""},
         )
         await updater.complete()
         return
+    await updater.failed(_text(task_id, context_id, _said(outcome)))
+
+
+def _said(outcome: dict[str, Any]) -> str:
     error = outcome.get("error") or {}
-    said = f"{error.get('reason', '')}: {error.get('message', '')}"
-    await updater.failed(_text(task_id, context_id, said))
+    return f"{error.get('reason') or ''}: {error.get('message') or ''}"
 
 
 # -- tasks: this replica's, else the workflow's signed log --------------------------------
@@ -503,17 +509,15 @@ class WorkflowTasks(TaskStore):
                 outcome = logged_outcome(logged)
                 if outcome["status"] == "completed":
                     task.status.state = TaskState.TASK_STATE_COMPLETED
-                    task.artifacts.add(
-                        artifact_id=f"{workflow}-result",
+                    artifact = task.artifacts.add(
+                        artifact_id=workflow + RESULT_SUFFIX,
                         name="result",
                         parts=[_part(outcome.get("result"))],
                     )
+                    artifact.metadata.update({"type": outcome.get("type") or ""})
                 else:
-                    error = outcome.get("error") or {}
                     task.status.state = TaskState.TASK_STATE_FAILED
-                    task.status.message.CopyFrom(
-                        _text(workflow, workflow, f"{error.get('reason')}: {error.get('message')}")
-                    )
+                    task.status.message.CopyFrom(_text(workflow, workflow, _said(outcome)))
                 break
         return task
 
@@ -576,8 +580,8 @@ async def gateway_card(request: Request) -> JSONResponse:
     skills = [skill_of(await a2a.directory.describe(a)) for a in a2a.directory.exposed()]
     text = (
         "The mesh agents this gateway exposes, one skill each; name the skill in the "
-        f"message's metadata ({{{SKILL_KEY!r}: <skill id>}}), or use each agent's own card "
-        f"at {A2A_PATH}/<agent>{CARD_PATH}."
+        f'message metadata ({{"{SKILL_KEY}": "<skill id>"}}), or use each agent\'s own '
+        f"card at {A2A_PATH}/<agent>{CARD_PATH}."
     )
     made = card("jetmesh gateway", text, _base(request) + A2A_PATH, skills)
     return JSONResponse(agent_card_to_dict(made))

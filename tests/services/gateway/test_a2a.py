@@ -123,13 +123,18 @@ async def test_the_agent_card_validates_and_a_message_completes_as_the_caller(
     assert result_of(got)["text"] == "LOUD"
 
 
-async def test_a_typed_error_is_a_failed_task(alice: httpx.AsyncClient) -> None:
-    client = client_of(alice, await resolve(alice, "/a2a/echo/.well-known/agent-card.json"))
-    task = await send(client, message(new_data_part({"text": "no"})))
+async def test_a_typed_error_is_a_failed_task(served: Served, alice: httpx.AsyncClient) -> None:
+    card = await resolve(alice, "/a2a/echo/.well-known/agent-card.json")
+    task = await send(client_of(alice, card), message(new_data_part({"text": "no"})))
     assert task.status.state == TaskState.TASK_STATE_FAILED
     said = task.status.message.parts[0].text
     assert "rejected-by-handler" in said
     assert "said-no" in said
+    # read back from the log by another replica: the same verdict
+    served.http._transport.app.state.a2a = None  # type: ignore[attr-defined]
+    got = await client_of(alice, card).get_task(GetTaskRequest(id=task.id))
+    assert got.status.state == TaskState.TASK_STATE_FAILED
+    assert got.status.message.parts[0].text == said
 
 
 async def test_a_body_the_agent_refuses_is_a_rejected_task_and_audited(
@@ -170,6 +175,8 @@ async def test_get_task_reads_the_log_for_its_own_caller_only(served: Served) ->
             assert got.status.state == TaskState.TASK_STATE_WORKING
             await asyncio.sleep(0.05)
         assert result_of(got)["text"] == "LATER"
+        assert got.artifacts[0].artifact_id == task.id + "-result"
+        assert dict(got.artifacts[0].metadata) == {"type": "test.Shouted/1"}
         with pytest.raises(TaskNotFoundError):
             await client_of(bob, card).get_task(GetTaskRequest(id=task.id))
         with pytest.raises(TaskNotFoundError):

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
 from jetmesh import events as ev
 from jetmesh.cli.events import names, node_label, raw_line, render, split
 from jetmesh.dead_letters import DEAD_LETTER_FAILED, UNVERIFIED_WORKFLOW
+from jetmesh.envelope import new_id
 from jetmesh.event_log import LoggedEvent
+from jetmesh.identity.verifier import MSG_ID_HEADER
+from tests.harness.mesh import Echo, EchoAgent, Mesh, jetmesh, rejected
 
 WF = "01JD0000000000000000000000"
 
@@ -108,3 +112,38 @@ def test_a_message_id_is_shown_as_data() -> None:
     out = printed(render(UNVERIFIED_WORKFLOW, *split([hostile])), raw_line(hostile))
     assert "\x1b" not in out
     assert "[red]x" in out
+
+
+@pytest.mark.integration
+async def test_jetmesh_events_lists_the_refusals_of_unverified(mesh: Mesh, echo: EchoAgent) -> None:
+    """Two tasks refused before their envelopes could be read: ``jetmesh events
+    _unverified`` prints each on a line of its own with the id and the sequence its
+    publisher sent and was acked (and ``--raw`` says the same)."""
+    await mesh.start_replicas(echo.agent)
+    await mesh.ingress()
+    attacker = await mesh.attacker()
+    sent: dict[str, int] = {}
+    for n in (1, 2):
+        sealed = mesh.seal(Echo(f"unsigned {n}"), token=mesh.token())
+        msg_id = f"publisher-{n}-{new_id()}"
+        ack = await attacker.publish(
+            mesh.subjects.task("echo"), sealed.data, {MSG_ID_HEADER: msg_id}
+        )
+        sent[msg_id] = ack.seq
+
+    def both(got: list[LoggedEvent]) -> bool:
+        return {e.event.message for e in rejected(got, "unsigned", "echo")} >= set(sent)
+
+    await mesh.wait_events(UNVERIFIED_WORKFLOW, both)
+    code, out, err = await jetmesh(mesh, "events", UNVERIFIED_WORKFLOW)
+    assert code == 0, err
+    for msg_id, seq in sent.items():
+        (line,) = [x for x in out.splitlines() if f"message={msg_id} seq={seq}" in x]
+        assert "unsigned" in line
+        assert "rejected" in line
+        assert "signed ok" in line
+    assert "accepted" not in out
+    code, out, err = await jetmesh(mesh, "events", UNVERIFIED_WORKFLOW, "--raw")
+    assert code == 0, err
+    for msg_id, seq in sent.items():
+        assert f"message={msg_id} seq={seq}" in out

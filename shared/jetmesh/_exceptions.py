@@ -66,8 +66,10 @@ Every error jetmesh raises derives from :class:`MeshError`::
     │   ├── ApprovalReused            the approval was used before (it is single-use)
     │   ├── ApprovalInvalid           forged, malformed, not from an ingress, or revoked
     │   │   └── ApprovalExpired       past its expiry
-    │   └── ToolInDoubt (+ EffectInDoubt)  a run of the tool for this step was left
-    │                                 unrecorded, and the tool says no way to settle it
+    │   ├── ToolInDoubt (+ EffectInDoubt)  a run of the tool for this step was left
+    │   │                             unrecorded, and the tool says no way to settle it
+    │   └── McpToolError              an MCP server's tool answered with an error
+    │       └── McpUnauthorized       the MCP server refused the gateway's credential
     ├── SignalTimeout (+ TimeoutError)  no signal within a wait's timeout
     │   └── ApprovalTimeout           nobody approved or denied in time, and no escalation
     ├── ModelError                    a model provider refused a request, or answered nonsense
@@ -623,6 +625,20 @@ class ToolInDoubt(ToolRefused, EffectInDoubt):
     again; a person checks the target and decides (docs/toolgate.md)."""
 
     code = "tool-in-doubt"
+
+
+class McpToolError(ToolRefused):
+    """An MCP server's tool (:mod:`jetmesh.toolgate.mcp`) answered its call with an error
+    (``isError``), or its server answered with a protocol error (an unknown tool, invalid
+    arguments)."""
+
+    code = "mcp-tool-error"
+
+
+class McpUnauthorized(McpToolError):
+    """An MCP server refused the tool gateway's credential for the tool (HTTP 401 or 403)."""
+
+    code = "mcp-unauthorized"
 
 
 class SignalTimeout(MeshError, TimeoutError):

@@ -38,6 +38,8 @@ from .._exceptions import (
     CallerInvalid,
     CallFailed,
     CredentialMissing,
+    McpToolError,
+    McpUnauthorized,
     ScopeDenied,
     ToolInDoubt,
     ToolNotGranted,
@@ -47,7 +49,6 @@ from .._exceptions import (
 )
 from ..policy.model import Policy
 from ..telemetry import traces
-from ..toolgate.mcp import McpToolError, McpUnauthorized
 from ..toolgate.wire import TOOLGATE, ToolApprovalAsk, ToolRequest, ToolResult, args_digest
 from .approval import ApprovalContext, require_approval
 

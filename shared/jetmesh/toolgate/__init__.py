@@ -23,9 +23,10 @@ Example:
     >>> agent = gate.agent()                                            # doctest: +SKIP
 """
 
+from .._exceptions import McpToolError, McpUnauthorized
 from .credentials import Credential, Credentials, env_name
 from .gateway import Toolgate, delegated_scopes
-from .mcp import McpTool, McpToolError, McpTools, McpUnauthorized
+from .mcp import McpTool, McpTools
 from .registry import FindFn, Tool, ToolCall, ToolFn, ToolRegistry
 from .secrets_file import write_secrets
 from .wire import (

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from .._exceptions import ConfigError, ToolRefused
+from .._exceptions import ConfigError, McpToolError, McpUnauthorized, ToolRefused
 from ..addresses import TOKEN_RE
 from .credentials import Credential, Credentials
 from .registry import FindFn, ToolCall, ToolRegistry
@@ -56,19 +56,6 @@ DEFAULT_TIMEOUT_S = 30.0
 """How long a call (and a listing) may take, connecting included."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-
-
-class McpToolError(ToolRefused):
-    """An MCP tool answered its call with an error (``isError``), or its server answered
-    with a protocol error (an unknown tool, invalid arguments)."""
-
-    code = "mcp-tool-error"
-
-
-class McpUnauthorized(McpToolError):
-    """The MCP server refused the gateway's credential for the tool (HTTP 401 or 403)."""
-
-    code = "mcp-unauthorized"
 
 
 @dataclass(frozen=True)

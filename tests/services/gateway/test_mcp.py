@@ -129,6 +129,7 @@ async def test_a_call_returns_the_result_and_runs_as_the_mcp_caller(mcp_served: 
     async with mcp_served.client() as client:
         result = await client.call_tool("echo", {"text": "hi"}, progress_callback=on_progress)
     assert not result.is_error, result
+    assert [done for done, _ in progress] == [0, 1]
     assert result.structured_content == {
         "text": "HI",
         "caller": "alice",

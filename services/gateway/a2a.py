@@ -21,17 +21,21 @@ working; ``GetTask`` reads the workflow's signed log, for the caller who started
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.server.routes.jsonrpc_dispatcher import JsonRpcDispatcher
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 
 from .a2a_cards import MESH_SKILL, Directory, card, skill_of
 from .a2a_tasks import SKILL_KEY, CallContexts, MeshExecutor, Requests, WorkflowTasks
+from .auth import HttpCaller
 from .gateway import Gateway
 from .problems import Problem
-from .routes import Caller
+from .routes import bearer, caller_of
 
 A2A_PATH = "/a2a"
 CARD_PATH = "/.well-known/agent-card.json"
@@ -77,6 +81,24 @@ def _exposed(a2a: A2ADoor, agent: str, request: Request) -> None:
         raise Problem("unknown-agent", f"the gateway does not expose {agent!r}")
 
 
+async def a2a_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> HttpCaller:
+    """The caller, as every gateway route has it; a 401 also says ``WWW-Authenticate:
+    Bearer`` (RFC 6750), as the cards' security scheme announces."""
+    try:
+        return await caller_of(request, credentials)
+    except Problem as problem:
+        if problem.status == 401:
+            challenge = 'Bearer realm="jetmesh"'
+            if problem.reason != "missing-credentials":
+                challenge += f', error="invalid_token", error_description="{problem.reason}"'
+            problem.headers["WWW-Authenticate"] = challenge
+        raise
+
+
+Caller = Annotated[HttpCaller, Depends(a2a_caller)]
 router = APIRouter(tags=["A2A"])
 
 

@@ -208,6 +208,8 @@ async def test_no_or_a_bad_credential_is_refused_and_audited(
         r = await stranger.post("/a2a", json={"jsonrpc": "2.0", "id": 1, "method": "GetTask"})
         assert r.status_code == 401
         assert r.headers["content-type"] == "application/problem+json"
+        assert r.headers["www-authenticate"].startswith('Bearer realm="jetmesh"')
+        assert (key is None) == ("invalid_token" not in r.headers["www-authenticate"])
     reason = "missing-credentials" if key is None else "unknown-api-key"
     assert len(await audited(served, reason)) == 2
 

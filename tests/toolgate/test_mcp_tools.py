@@ -155,6 +155,11 @@ class DocsServer:
             self.calls["broken"] += 1
             raise ToolError(f"the index for {query!r} is being rebuilt")
 
+        @server.tool(name="pages.list", description="Every page.")
+        def pages() -> list[str]:
+            self.calls["pages.list"] += 1
+            return ["refunds.md"]
+
         @server.tool(description="Deletes a page.")
         def delete(page: str) -> str:
             self.calls["delete"] += 1
@@ -292,6 +297,7 @@ async def docs(server: DocsServer, tmp_path_factory: pytest.TempPathFactory) -> 
             "docs-broken",
             "docs-delete",
             "docs-outline",
+            "docs-pages_list",
             "docs-search",
         ]
         gateway = OnceDying(policy, registry, credentials)
@@ -354,6 +360,8 @@ async def test_the_tools_input_schema_is_kept(docs: Docs) -> None:
     assert (search.remote, search.description) == ("search", "Search the docs.")
     assert search.input_schema["required"] == ["query"]
     assert search.input_schema["properties"]["query"]["type"] == "string"
+    pages = docs.tools.tools["docs-pages_list"]
+    assert pages.remote == "pages.list", "a tool name holds no '.': it becomes '_'"
 
 
 async def test_a_wrong_credential_is_refused_by_the_server_and_recorded(docs: Docs) -> None:

@@ -48,7 +48,7 @@ from typing import Any
 from .._exceptions import ConfigError, McpToolError, McpUnauthorized, ToolRefused
 from ..addresses import TOKEN_RE
 from .credentials import Credential, Credentials
-from .registry import FindFn, ToolCall, ToolRegistry
+from .registry import FindFn, ToolCall, ToolFn, ToolRegistry
 
 log = logging.getLogger("jetmesh.toolgate")
 
@@ -211,7 +211,7 @@ class McpTools:
             input_schema=dict(tool.input_schema),
         )
 
-    def _runner(self, remote: str) -> Any:
+    def _runner(self, remote: str) -> ToolFn:
         async def run(call: ToolCall) -> Any:
             return await self.call(remote, call)
 

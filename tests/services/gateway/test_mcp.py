@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ from jetmesh import events as ev
 from jetmesh.event_log import read_events
 from jetmesh.logins import nats_seed_file
 from jetmesh.policy import parse_policy
-from services.gateway import GatewaySettings, create_app
+from services.gateway import GatewaySettings, JwtIssuer, create_app
 from services.gateway.door import REFUSED
 from services.gateway.gateway import Gateway
 from services.gateway.mcp import (
@@ -41,6 +41,7 @@ from services.gateway.settings import AUDIT_WORKFLOW
 from tests.harness.secured import SecuredMesh
 from tests.services.gateway.agents import echo_agent
 from tests.services.gateway.conftest import ALICE_KEY, API_KEYS, BOB_KEY, auth
+from tests.services.gateway.test_jwt import AUDIENCE, ISSUER, OTHER_RSA, RSA, Jwks, token
 
 pytestmark = pytest.mark.integration
 
@@ -342,3 +343,41 @@ def test_an_info_answer_gives_the_description_and_a_single_output_schema() -> No
     assert info.output_schema == object_schema(out)
     answer["endpoints"] = [endpoint, endpoint]  # two handlers: no one output schema
     assert agent_info(json.dumps(answer).encode(), "echo", 1.0).output_schema is None
+
+
+@pytest.fixture
+def issuer_keys() -> Iterator[Jwks]:
+    """The issuer's JWKS on loopback, with ``k1`` the test's RSA key."""
+    served = Jwks()
+    served.publish("k1", RSA)
+    served.thread.start()
+    try:
+        yield served
+    finally:
+        served.server.shutdown()
+        served.server.server_close()
+        served.thread.join()
+
+
+@pytest.mark.parametrize("good", [True, False])
+async def test_a_jwt_caller_calls_as_its_claims_and_a_bad_jwt_is_refused(
+    enforced: SecuredMesh, issuer_keys: Jwks, good: bool
+) -> None:
+    issuer = JwtIssuer(issuer=ISSUER, audience=AUDIENCE, jwks_url=issuer_keys.url, leeway_s=0)
+    settings = GatewaySettings(jwt=issuer, max_wait_s=20)
+    credential = token() if good else token(OTHER_RSA)  # signed by a key not in the JWKS's k1
+    async with running(enforced, settings) as r:
+        if not good:
+            with pytest.raises(BaseExceptionGroup):
+                async with r.client(credential) as client:
+                    await client.list_tools()
+            assert await audited(r.gateway, "bad-signature")
+            return
+        async with r.client(credential) as client:
+            result = await client.call_tool("echo", {"text": "jwt"})
+    assert result.structured_content == {
+        "text": "JWT",
+        "caller": "carol",
+        "tenant": "globex",
+        "scopes": ["kb:read", "orders:write"],
+    }

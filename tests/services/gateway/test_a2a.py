@@ -338,3 +338,24 @@ async def test_a_compromised_role_cannot_end_a_task_nor_claim_one(
         assert result_of(got)["text"] == "REAL"
         with pytest.raises(TaskNotFoundError):
             await fresh.get_task(GetTaskRequest(id="WCLAIMED"))
+
+
+async def test_what_a_mesh_task_does_not_do_is_a_typed_error(alice: httpx.AsyncClient) -> None:
+    client = client_of(alice, await resolve(alice, "/a2a/echo/.well-known/agent-card.json"))
+    done = await send(client, message(new_data_part({"text": "x"})))
+
+    async def rpc(method: str, params: dict[str, Any]) -> int:
+        body = {"jsonrpc": "2.0", "id": 9, "method": method, "params": params}
+        r = await alice.post("/a2a/echo", json=body, headers={"A2A-Version": "1.0"})
+        assert r.status_code == 200, r.text
+        code: int = r.json()["error"]["code"]
+        return code
+
+    sent = {"message": {"messageId": "m-s", "role": "ROLE_USER", "parts": [{"text": "x"}]}}
+    assert await rpc("CancelTask", {"id": done.id}) == -32002  # not cancelable
+    assert await rpc("ListTasks", {}) == -32004  # unsupported
+    assert await rpc("SendStreamingMessage", sent) == -32004
+    hook = {"taskId": done.id, "url": "https://example.com/hook"}
+    assert await rpc("CreateTaskPushNotificationConfig", hook) == -32003
+    follow = {"message": {**sent["message"], "messageId": "m-f", "taskId": done.id}}
+    assert await rpc("SendMessage", follow) == -32602  # one message per task

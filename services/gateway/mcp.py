@@ -163,7 +163,11 @@ class McpDoor:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Serve MCP requests within this block (the app's lifespan holds it)."""
-        manager = StreamableHTTPSessionManager(app=self.server, stateless=True)
+        manager = StreamableHTTPSessionManager(
+            app=self.server,
+            stateless=True,
+            max_request_body_size=self.gateway.mesh_settings.max_payload_bytes // 2,
+        )
         async with manager.run():
             self._manager = manager
             try:
@@ -177,14 +181,14 @@ class McpDoor:
         try:
             if self._manager is None or not self.gateway.ready:
                 raise Problem("not-ready", "the MCP door is not running")
-            caller = await self._admit(scope)
+            await self._admit(scope)
         except Problem as problem:
             await self._refuse(problem, scope, receive, send)
             return
-        await self._manager.handle_request({**scope, CALLER_KEY: caller}, receive, send)
+        await self._manager.handle_request(scope, receive, send)
 
-    async def _admit(self, scope: Scope) -> HttpCaller:
-        """The request's caller, within its rate."""
+    async def _admit(self, scope: Scope) -> None:
+        """Put the request's caller in ``scope``, if within its rate."""
         gateway = self.gateway
         caller = await gateway.auth.caller(Headers(scope=scope).get("authorization"))
         scope[CALLER_KEY] = caller
@@ -195,7 +199,6 @@ class McpDoor:
                 f"over {gateway.settings.rate_per_s:g} requests/s for {caller.key}",
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
-        return caller
 
     async def _refuse(self, problem: Problem, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer ``problem`` as the gateway's routes do, with ``WWW-Authenticate`` on a

@@ -381,3 +381,17 @@ async def test_a_jwt_caller_calls_as_its_claims_and_a_bad_jwt_is_refused(
         "tenant": "globex",
         "scopes": ["kb:read", "orders:write"],
     }
+
+
+async def test_a_request_body_over_the_gateways_limit_is_a_413(mcp_served: Running) -> None:
+    limit = mcp_served.gateway.mesh_settings.max_payload_bytes // 2
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "x" * limit}},
+    }
+    headers = {"Accept": "application/json, text/event-stream"} | auth(ALICE_KEY)
+    async with httpx.AsyncClient() as http:
+        r = await http.post(mcp_served.url, json=call, headers=headers)
+    assert r.status_code == 413

@@ -36,12 +36,17 @@ from jetmesh.event_log import read_events
 from jetmesh.logins import nats_seed_file
 from services.gateway.a2a import SKILL_KEY
 from tests.harness.secured import SecuredMesh
+from tests.services.gateway import test_jwt
 from tests.services.gateway.conftest import ALICE_KEY, BOB_KEY, Served, auth
+from tests.services.gateway.test_jwt import OTHER_RSA, token
 from tests.services.gateway.test_tasks import accepted_events, audited
 
 pytestmark = pytest.mark.integration
 
 BASE = "http://gateway.test"
+jwks = test_jwt.jwks
+jwt_served = test_jwt.jwt_served
+"""The JWT issuer's fixtures: its JWKS on loopback and the gateway that trusts it."""
 
 
 def http_of(served: Served, key: str | None = ALICE_KEY) -> httpx.AsyncClient:
@@ -359,3 +364,22 @@ async def test_what_a_mesh_task_does_not_do_is_a_typed_error(alice: httpx.AsyncC
     assert await rpc("CreateTaskPushNotificationConfig", hook) == -32003
     follow = {"message": {**sent["message"], "messageId": "m-f", "taskId": done.id}}
     assert await rpc("SendMessage", follow) == -32602  # one message per task
+
+
+async def test_a_jwt_caller_is_the_caller_and_a_forged_one_is_refused(jwt_served: Served) -> None:
+    async with http_of(jwt_served, token()) as carol:
+        card = await resolve(carol, "/a2a/echo/.well-known/agent-card.json")
+        task = await send(client_of(carol, card), message(new_data_part({"text": "jwt"})))
+        assert result_of(task) == {
+            "text": "JWT",
+            "caller": "carol",
+            "tenant": "globex",
+            "scopes": ["kb:read", "orders:write"],
+        }
+    async with http_of(jwt_served, token(OTHER_RSA)) as forger:
+        r = await forger.post("/a2a/echo", json={"jsonrpc": "2.0", "id": 1, "method": "GetTask"})
+        assert (r.status_code, r.json()["reason"]) == (401, "bad-signature")
+        assert 'error_description="bad-signature"' in r.headers["www-authenticate"]
+        with pytest.raises(A2AClientError, match="401"):
+            await send(client_of(forger, card), message(new_data_part({"text": "x"})))
+    assert len(await audited(jwt_served, "bad-signature")) == 2

@@ -14,6 +14,8 @@ class Shout(msgspec.Struct, frozen=True):
 
     text: str
     pause_s: float = 0.0
+    words: bool = False
+    """Stream the text word by word (``ctx.stream``) before answering."""
 
 
 class Shouted(msgspec.Struct, frozen=True):
@@ -26,8 +28,9 @@ class Shouted(msgspec.Struct, frozen=True):
 
 
 def echo_agent() -> Agent:
-    """Upper-cases ``text`` after ``pause_s``, naming its verified caller; ``text`` "no"
-    is refused with the typed error ``said-no``."""
+    """Upper-cases ``text`` after ``pause_s``, naming its verified caller (with ``words``,
+    streaming each upper-cased word first); ``text`` "no" is refused with the typed error
+    ``said-no``."""
     agent = Agent("echo", description="shouts back")
 
     @agent.handler
@@ -36,6 +39,9 @@ def echo_agent() -> Agent:
             await asyncio.sleep(msg.pause_s)
         if msg.text == "no":
             raise Reject("said-no")
+        if msg.words:
+            for word in msg.text.split():
+                await ctx.stream(word.upper())
         caller = ctx.caller
         return Shouted(msg.text.upper(), caller.subject, caller.tenant, sorted(caller.scopes))
 

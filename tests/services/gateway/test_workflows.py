@@ -3,6 +3,7 @@ the caller who started it only."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -95,3 +96,26 @@ async def test_a_refused_root_task_ends_its_stream(served: Served) -> None:
     workflow = r.json()["workflow"]
     r = await served.http.get(f"/v1/workflows/{workflow}/events", headers=auth(ALICE_KEY))
     assert sse(r.text)[-1]["event"] in ("failed", "rejected")
+
+
+async def test_streamed_chunks_come_in_the_event_stream_in_order_and_resume(
+    served: Served,
+) -> None:
+    r = await served.post("echo", {"text": "one two three", "words": True})
+    assert r.status_code == 202
+    workflow = r.json()["workflow"]
+    r = await served.http.get(f"/v1/workflows/{workflow}/events", headers=auth(ALICE_KEY))
+    events = sse(r.text)
+    chunks = [json.loads(e["data"]) for e in events if e["event"] == "chunk"]
+    assert [(c["key"], c["body"]) for c in chunks] == [("0", "ONE"), ("1", "TWO"), ("2", "THREE")]
+    assert {(c["agent"], c["verified"]) for c in chunks} == {("echo", True)}
+    kinds = [e["event"] for e in events]
+    assert kinds.index("completed") > max(i for i, k in enumerate(kinds) if k == "chunk")
+
+    first = next(e for e in events if e["event"] == "chunk")
+    resumed = await served.http.get(
+        f"/v1/workflows/{workflow}/events",
+        headers=auth(ALICE_KEY) | {"Last-Event-ID": first["id"]},
+    )
+    again = [json.loads(e["data"]) for e in sse(resumed.text) if e["event"] == "chunk"]
+    assert [c["body"] for c in again] == ["TWO", "THREE"]

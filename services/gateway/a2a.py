@@ -30,7 +30,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
-from .a2a_cards import MESH_SKILL, Directory, card, skill_of
+from .a2a_cards import MESH_SKILL, card, skill_of
 from .a2a_tasks import SKILL_KEY, CallContexts, MeshExecutor, Requests, WorkflowTasks
 from .auth import HttpCaller
 from .gateway import Gateway
@@ -47,7 +47,7 @@ class A2ADoor:
     def __init__(self, gateway: Gateway) -> None:
         door = gateway.door
         self.door = door
-        self.directory = Directory(door)
+        self.directory = gateway.directory
         tasks = WorkflowTasks(door)
         self.handler = DefaultRequestHandler(
             agent_executor=MeshExecutor(gateway, self.directory, tasks),

@@ -1,14 +1,11 @@
-"""What the gateway's A2A cards say: the agents it exposes (its certificate's task
-subjects), each described by its replicas (``$SRV.INFO``: description, input types and
-their JSON Schemas), one skill per agent, bearer authentication.
+"""What the gateway's A2A cards say: the agents it exposes, each as its replicas describe
+it (:class:`~services.gateway.directory.Described`: description, input types and their
+JSON Schemas), one skill per agent, bearer authentication.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import time
-from dataclasses import dataclass
 from typing import Any
 
 from a2a.types import (
@@ -22,93 +19,13 @@ from a2a.types import (
     StringList,
 )
 from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0, TransportProtocol
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 
-from .door import Door
-
-log = logging.getLogger("services.gateway.a2a")
+from .directory import Described, object_schema
 
 BEARER = "bearer"
 """The name of the cards' security scheme."""
 JSON = "application/json"
 TEXT = "text/plain"
-INFO_TIMEOUT_S = 0.5
-INFO_TTL_S = 30.0
-"""How long an agent's description is kept."""
-
-
-@dataclass(frozen=True)
-class Described:
-    """An exposed agent as its replicas describe themselves (``$SRV.INFO``)."""
-
-    name: str
-    description: str
-    inputs: dict[str, dict[str, Any]]
-    """Input JSON Schema by input wire type."""
-
-
-class Directory:
-    """The agents the gateway exposes (its certificate's task subjects) and what each
-    accepts, asked of their replicas and kept ``INFO_TTL_S``. The answers describe;
-    nothing is decided on them (the agent checks every task it gets)."""
-
-    def __init__(self, door: Door) -> None:
-        self.door = door
-        self._known: dict[str, tuple[float, Described]] = {}
-
-    def exposed(self) -> list[str]:
-        mesh = self.door.mesh
-        head, tail = f"{mesh.subjects.prefix}.agent.", ".task"
-        names = {
-            p[len(head) : -len(tail)]
-            for p in mesh.certificate.publish
-            if p.startswith(head) and p.endswith(tail)
-        }
-        return sorted(n for n in names if "*" not in n and ">" not in n and self.door.exposes(n))
-
-    async def describe(self, agent: str) -> Described:
-        known = self._known.get(agent)
-        if known is not None and time.monotonic() - known[0] < INFO_TTL_S:
-            return known[1]
-        described = Described(agent, "", {})
-        try:
-            msg = await self.door.mesh.nc.request(f"$SRV.INFO.{agent}", b"", timeout=INFO_TIMEOUT_S)
-            described = _described(agent, json.loads(msg.data))
-        except (TimeoutError, NatsTimeout, NoRespondersError, ValueError) as exc:
-            log.debug("%s not described: %s", agent, exc)  # a card without it still routes
-        self._known[agent] = (time.monotonic(), described)
-        return described
-
-
-def _described(agent: str, info: Any) -> Described:
-    if not isinstance(info, dict) or info.get("name") != agent:
-        return Described(agent, "", {})
-    inputs: dict[str, dict[str, Any]] = {}
-    for endpoint in info.get("endpoints") or []:
-        meta = endpoint.get("metadata") if isinstance(endpoint, dict) else None
-        if isinstance(meta, dict) and isinstance(meta.get("input_type"), str):
-            try:
-                schema = json.loads(meta.get("input_schema") or "{}")
-            except ValueError:
-                schema = {}
-            inputs[meta["input_type"]] = schema if isinstance(schema, dict) else {}
-    return Described(agent, str(info.get("description") or ""), inputs)
-
-
-def _one_string_field(schema: dict[str, Any]) -> str | None:
-    """The property of an object schema with exactly one required property, a string."""
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        schema = schema.get("$defs", {}).get(ref.removeprefix("#/$defs/"), {})
-    required = schema.get("required") or []
-    props = schema.get("properties") or {}
-    if len(required) == 1 and props.get(required[0], {}).get("type") == "string":
-        return str(required[0])
-    return None
-
-
-# -- cards ---------------------------------------------------------------------------------
 
 
 def _security() -> dict[str, Any]:
@@ -143,9 +60,17 @@ def skill_of(described: Described) -> AgentSkill:
 
 
 def text_field(described: Described) -> str | None:
+    """The property a text message fills, for an agent whose one input type is an object
+    with exactly one required property, a string; None for any other agent."""
     if len(described.inputs) != 1:
         return None
-    return _one_string_field(next(iter(described.inputs.values())))
+    schema = object_schema(next(iter(described.inputs.values()))) or {}
+    required, props = schema.get("required"), schema.get("properties")
+    if not (isinstance(required, list) and len(required) == 1 and isinstance(props, dict)):
+        return None
+    field = required[0]
+    prop = props.get(field) if isinstance(field, str) else None
+    return field if isinstance(prop, dict) and prop.get("type") == "string" else None
 
 
 MESH_SKILL = AgentSkill(id="mesh", name="mesh", description="a mesh agent", tags=["jetmesh"])

@@ -34,8 +34,9 @@ from a2a.types import (
 from a2a.utils.errors import InvalidParamsError, UnsupportedOperationError
 from fastapi import Request
 
-from .a2a_cards import JSON, Directory, text_field
+from .a2a_cards import JSON, text_field
 from .auth import HttpCaller
+from .directory import Directory
 from .door import Door, ends, id_secret, idempotent_ids, logged_outcome
 from .gateway import Gateway
 from .problems import Problem

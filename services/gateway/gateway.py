@@ -1,4 +1,5 @@
-"""The gateway's lifecycle: its ingress client on the mesh, its authenticator and limits.
+"""The gateway's lifecycle: its ingress client on the mesh, its authenticator and limits,
+and the directory of the agents it exposes.
 
 Example:
     >>> gateway = Gateway(GatewaySettings(), MeshSettings())          # doctest: +SKIP
@@ -14,6 +15,7 @@ from typing import Self
 from jetmesh import ConfigError, KeyStore, MeshClient, MeshSettings, Subjects
 
 from .auth import Authenticator, JwksKeys
+from .directory import Directory
 from .door import Door
 from .limits import RateLimits
 from .settings import GatewaySettings
@@ -36,6 +38,7 @@ class Gateway:
         self.limits = RateLimits(rate_per_s=settings.rate_per_s, burst=settings.burst)
         self._mesh: MeshClient | None = None
         self._door: Door | None = None
+        self._directory: Directory | None = None
         self._webhooks: Webhooks | None = None
 
     @property
@@ -43,6 +46,14 @@ class Gateway:
         if self._door is None:
             raise ConfigError("the gateway is not started")
         return self._door
+
+    @property
+    def directory(self) -> Directory:
+        """The agents this gateway exposes and their descriptions (one cache, shared by
+        the MCP and A2A doors)."""
+        if self._directory is None:
+            raise ConfigError("the gateway is not started")
+        return self._directory
 
     @property
     def webhooks(self) -> Webhooks:
@@ -79,6 +90,7 @@ class Gateway:
         await mesh.start()
         self._mesh = mesh
         self._door = Door(mesh, self.settings)
+        self._directory = Directory(self._door)
         self._webhooks = Webhooks(self._door, self.settings)
         return self
 
@@ -87,7 +99,7 @@ class Gateway:
             webhooks, self._webhooks = self._webhooks, None
             await webhooks.close()
         if self._mesh is not None:
-            mesh, self._mesh, self._door = self._mesh, None, None
+            mesh, self._mesh, self._door, self._directory = self._mesh, None, None, None
             await mesh.close()
 
     async def __aenter__(self) -> Self:

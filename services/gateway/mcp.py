@@ -9,8 +9,9 @@ caller's rate limit. Then:
 ``tools/list``
     one tool per agent the gateway's role may send tasks to (the literal ``calls`` of its
     certificate): ``name`` the agent, ``description`` the one its replicas publish
-    (``$SRV.INFO.<agent>``), ``inputSchema`` the JSON Schema of the type it accepts (as
-    the gateway's pre-flight reads it), ``outputSchema`` the one of its result.
+    (``$SRV.INFO.<agent>``), ``inputSchema`` the JSON Schema of the type it accepts,
+    ``outputSchema`` the one of its result (as the gateway's
+    :class:`~services.gateway.directory.Directory` reads them).
 ``tools/call``
     the arguments are the task's body: the workflow starts as the gateway's HTTP route
     starts it (:meth:`~services.gateway.door.Door.start`: the gateway mints the caller's
@@ -29,17 +30,12 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import re
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import nats.errors
 from mcp.server import Server, ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
@@ -57,9 +53,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from jetmesh.runtime import preflight_for
-
 from .auth import HttpCaller
+from .directory import object_schema
 from .gateway import Gateway
 from .problems import PROBLEM_JSON, Problem
 
@@ -76,61 +71,6 @@ NOT_FINISHED = "not-finished"
 """The reason of a tool error when the workflow did not end within ``max_wait_s``."""
 _encoder = msgspec.json.Encoder(order="sorted")
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
-
-
-@dataclass(frozen=True)
-class AgentInfo:
-    """What an agent's replicas publish about it (``$SRV.INFO``)."""
-
-    asked: float
-    answered: bool = False
-    """A replica answered, in the agent's name."""
-    description: str = ""
-    output_schema: dict[str, Any] | None = None
-
-
-def object_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
-    """``schema`` with a top-level ``$ref`` to its own ``$defs`` resolved (msgspec writes
-    a struct's schema so), if it describes an object; None otherwise (MCP's tool schemas
-    are objects)."""
-    ref = schema.get("$ref")
-    defs = schema.get("$defs")
-    if isinstance(ref, str) and isinstance(defs, dict) and ref.startswith("#/$defs/"):
-        target = defs.get(ref.removeprefix("#/$defs/"))
-        if not isinstance(target, dict):
-            return None
-        schema = {**target, "$defs": defs}
-    return schema if schema.get("type") == "object" else None
-
-
-def _parsed(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def agent_info(data: bytes, agent: str, asked: float) -> AgentInfo:
-    """An INFO answer, read leniently: an answer in another name, or not shaped as one,
-    says nothing (the tool is still listed, without a description or output schema)."""
-    info = _parsed(data.decode(errors="replace"))
-    if info is None or info.get("name") != agent:
-        return AgentInfo(asked)
-    description = info.get("description")
-    endpoints = info.get("endpoints")
-    outputs = [
-        _parsed(str(e["metadata"].get("output_schema") or ""))
-        for e in (endpoints if isinstance(endpoints, list) else [])
-        if isinstance(e, dict) and isinstance(e.get("metadata"), dict)
-    ]
-    output = outputs[0] if len(outputs) == 1 and outputs[0] is not None else None
-    return AgentInfo(
-        asked,
-        True,
-        description if isinstance(description, str) else "",
-        object_schema(output) if output is not None else None,
-    )
 
 
 def _caller(ctx: ServerRequestContext[Any, Any]) -> HttpCaller:
@@ -154,7 +94,6 @@ class McpDoor:
             on_call_tool=self._call_tool,
         )
         self._manager: StreamableHTTPSessionManager | None = None
-        self._infos: dict[str, AgentInfo] = {}
 
     def route(self) -> Route:
         """The app's route to this door, at :data:`PATH` (every method)."""
@@ -220,54 +159,30 @@ class McpDoor:
 
     # The tools.
 
-    def exposed(self) -> list[str]:
-        """The agents the gateway's certificate names as ones it sends tasks to."""
-        mesh = self.gateway.door.mesh
-        shape = re.compile(re.escape(mesh.subjects.prefix) + r"\.agent\.([^.*>]+)\.task")
-        found = {m.group(1) for p in mesh.certificate.publish if (m := shape.fullmatch(p))}
-        return sorted(a for a in found if self.gateway.door.exposes(a))
-
-    async def _info(self, agent: str) -> AgentInfo:
-        """``agent``'s description and output schema, asked once per pre-flight TTL."""
-        mesh = self.gateway.door.mesh
-        known = self._infos.get(agent)
-        now = time.monotonic()
-        if known is not None and now - known.asked < mesh.settings.call_preflight_ttl_s:
-            return known
-        try:
-            msg = await mesh.nc.request(
-                f"$SRV.INFO.{agent}", b"", timeout=mesh.settings.call_preflight_timeout_s
-            )
-        except (TimeoutError, nats.errors.Error):  # listed without them, asked again
-            return known or AgentInfo(now)
-        self._infos[agent] = info = agent_info(msg.data, agent, now)
-        return info
-
     async def tool(self, agent: str) -> Tool:
         """``agent`` as an MCP tool."""
-        callee = await preflight_for(self.gateway.door.mesh).callee(agent)
-        inputs = [s for s in (_parsed(t) for t in callee.schemas.values()) if s is not None]
-        objects = [o for o in map(object_schema, inputs) if o is not None]
+        described = await self.gateway.directory.describe(agent)
+        objects = [o for o in map(object_schema, described.inputs.values()) if o is not None]
         if len(objects) == 1:
             input_schema = objects[0]
         elif objects:
             input_schema = {"type": "object", "anyOf": objects}
         else:
             input_schema = _ANY_OBJECT
-        info = await self._info(agent)
+        output = described.output_schema
         return Tool(
             name=agent,
-            description=info.description
-            or (f"the agent {agent}" if info.answered else f"{agent}: {UNANSWERED}"),
+            description=described.description
+            or (f"the agent {agent}" if described.answered else f"{agent}: {UNANSWERED}"),
             input_schema=input_schema,
-            output_schema=info.output_schema,
+            output_schema=object_schema(output) if output is not None else None,
         )
 
     async def _list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: PaginatedRequestParams | None
     ) -> ListToolsResult:
         _caller(ctx)
-        tools = await asyncio.gather(*(self.tool(a) for a in self.exposed()))
+        tools = await asyncio.gather(*(self.tool(a) for a in self.gateway.directory.exposed()))
         return ListToolsResult(tools=list(tools))
 
     async def _call_tool(
@@ -277,7 +192,7 @@ class McpDoor:
         agent = params.name
         door = self.gateway.door
         where = f"MCP tools/call {agent}"
-        if agent not in self.exposed():
+        if agent not in self.gateway.directory.exposed():
             problem = Problem("unknown-agent", f"the gateway exposes no tool {agent!r}")
             await door.audit(problem, where, caller, agent)
             raise MCPError(INVALID_PARAMS, f"{problem.reason}: {problem.detail}")

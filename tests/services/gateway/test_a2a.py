@@ -35,6 +35,8 @@ from jetmesh import events as ev
 from jetmesh.event_log import read_events
 from jetmesh.logins import nats_seed_file
 from services.gateway.a2a import SKILL_KEY
+from services.gateway.a2a_cards import text_field
+from services.gateway.directory import Described
 from tests.harness.secured import SecuredMesh
 from tests.services.gateway import test_jwt
 from tests.services.gateway.conftest import ALICE_KEY, BOB_KEY, Served, auth
@@ -260,6 +262,57 @@ async def test_text_to_an_agent_that_takes_more_is_rejected(
     assert task.status.state == TaskState.TASK_STATE_REJECTED
     assert task.status.message.parts[0].text.startswith("bad-request")
     assert len(await audited(served, "bad-request")) == 1
+
+
+_STRING = {"type": "string"}
+
+
+@pytest.mark.parametrize(
+    ("inputs", "field"),
+    [
+        (
+            {"A/1": {"type": "object", "required": ["text"], "properties": {"text": _STRING}}},
+            "text",
+        ),
+        (
+            {
+                "A/1": {
+                    "$ref": "#/$defs/A",
+                    "$defs": {
+                        "A": {"type": "object", "required": ["q"], "properties": {"q": _STRING}}
+                    },
+                }
+            },
+            "q",
+        ),
+        ({}, None),  # nothing known
+        ({"A/1": {}, "B/1": {}}, None),  # two input types
+        (
+            {
+                "A/1": {
+                    "type": "object",
+                    "required": ["n"],
+                    "properties": {"n": {"type": "integer"}},
+                }
+            },
+            None,
+        ),
+        ({"A/1": {"type": "object", "required": ["a", "b"], "properties": {"a": _STRING}}}, None),
+        ({"A/1": {"type": "object", "required": "text", "properties": {"text": _STRING}}}, None),
+        (
+            {"A/1": {"type": "object", "required": [["text"]], "properties": {"text": _STRING}}},
+            None,
+        ),
+        ({"A/1": {"type": "object", "required": ["text"], "properties": ["text"]}}, None),
+        ({"A/1": {"type": "object", "required": ["text"], "properties": {"text": 5}}}, None),
+        ({"A/1": {"type": "string"}}, None),
+    ],
+)
+def test_text_fills_the_one_required_string_of_the_one_input(
+    inputs: dict[str, dict[str, Any]], field: str | None
+) -> None:
+    """A schema not shaped as one (as a replica may publish it) gives no text field."""
+    assert text_field(Described("echo", inputs=inputs)) == field
 
 
 async def test_the_same_message_id_again_starts_nothing(

@@ -29,14 +29,7 @@ from jetmesh.policy import parse_policy
 from services.gateway import GatewaySettings, JwtIssuer, create_app
 from services.gateway.door import REFUSED
 from services.gateway.gateway import Gateway
-from services.gateway.mcp import (
-    NOT_FINISHED,
-    TASK_META,
-    UNANSWERED,
-    WORKFLOW_META,
-    agent_info,
-    object_schema,
-)
+from services.gateway.mcp import NOT_FINISHED, TASK_META, UNANSWERED, WORKFLOW_META
 from services.gateway.settings import AUDIT_WORKFLOW
 from tests.harness.secured import SecuredMesh
 from tests.services.gateway.agents import echo_agent
@@ -116,7 +109,7 @@ async def test_list_tools_shows_exactly_the_exposed_agents_with_their_schemas(
     assert tool.description == "shouts back"
     assert tool.input_schema["type"] == "object"
     assert tool.input_schema["required"] == ["text"]
-    assert set(tool.input_schema["properties"]) == {"text", "pause_s"}
+    assert set(tool.input_schema["properties"]) == {"text", "pause_s", "words"}
     assert tool.output_schema is not None
     assert set(tool.output_schema["properties"]) == {"text", "caller", "tenant", "scopes"}
 
@@ -219,27 +212,6 @@ def _list_request() -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
 
 
-def test_object_schema_resolves_a_top_level_ref() -> None:
-    schema = {"$ref": "#/$defs/A", "$defs": {"A": {"type": "object", "properties": {}}}}
-    assert object_schema(schema) == {"type": "object", "properties": {}, "$defs": schema["$defs"]}
-    assert object_schema({"type": "string"}) is None
-    assert object_schema({"$ref": "#/$defs/B", "$defs": {}}) is None
-
-
-@pytest.mark.parametrize(
-    ("data", "answered"),
-    [
-        (b"not json", False),
-        (b"[]", False),
-        (b'{"name": "someone-else", "description": "forged"}', False),
-        (b'{"name": "echo", "description": 5, "endpoints": 5}', True),
-    ],
-)
-def test_an_info_answer_not_shaped_as_one_says_nothing(data: bytes, answered: bool) -> None:
-    info = agent_info(data, "echo", 1.0)
-    assert (info.answered, info.description, info.output_schema) == (answered, "", None)
-
-
 async def test_no_result_within_the_wait_is_a_tool_error_naming_the_workflow(
     enforced: SecuredMesh,
 ) -> None:
@@ -332,17 +304,6 @@ async def test_an_exposed_agent_nobody_serves_is_listed_as_unknown_and_does_not_
             await secured.aclose()
         finally:
             await asyncio.to_thread(secured.down)
-
-
-def test_an_info_answer_gives_the_description_and_a_single_output_schema() -> None:
-    out = {"$ref": "#/$defs/R", "$defs": {"R": {"type": "object", "properties": {}}}}
-    endpoint = {"metadata": {"output_schema": json.dumps(out)}}
-    answer = {"name": "echo", "description": "shouts back", "endpoints": [endpoint]}
-    info = agent_info(json.dumps(answer).encode(), "echo", 1.0)
-    assert (info.answered, info.description) == (True, "shouts back")
-    assert info.output_schema == object_schema(out)
-    answer["endpoints"] = [endpoint, endpoint]  # two handlers: no one output schema
-    assert agent_info(json.dumps(answer).encode(), "echo", 1.0).output_schema is None
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ sends through the mesh's ingress (``nats``) or the HTTP gateway (``http``), and 
 ``report.json`` with latencies, a per-second timeline and SLO verdicts.
 
 - :mod:`.report`: :class:`LoadReport` and its parts, written and read as JSON.
+- :mod:`.breakdown`: each role's queueing, handling and share of the end-to-end time,
+  from the event log (:func:`role_shares`): which agent is the bottleneck.
 
 ``jetmesh load`` (:mod:`jetmesh.cli.load`) is the command line over these names. The
 extra libraries (hdrhistogram, matplotlib) come with the ``load`` extra
@@ -17,6 +19,16 @@ Example:
     (12.4, 'pass')
 """
 
+from .breakdown import role_shares, shares_from_trees
 from .report import LoadReport, RoleShare, SloResult, Window, read_report, write_report
 
-__all__ = ["LoadReport", "RoleShare", "SloResult", "Window", "read_report", "write_report"]
+__all__ = [
+    "LoadReport",
+    "RoleShare",
+    "SloResult",
+    "Window",
+    "read_report",
+    "role_shares",
+    "shares_from_trees",
+    "write_report",
+]

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 import uvloop
 
 from jetmesh import MeshSettings
@@ -44,6 +43,10 @@ from jetmesh.envelope import new_id
 from jetmesh.policy import parse_policy
 from jetmesh.processes import settings_env
 from loadtest.stats import LatencyRecorder, RunResult, format_table
+from services.gateway import GatewaySettings, create_app
+from services.gateway.gateway import Gateway
+from services.gateway.process import serve as run_server
+from services.gateway.process import stop, until_ready
 
 AGENT = "echo"
 API_KEY = "jmk_loadtest"
@@ -79,23 +82,11 @@ async def bare_app(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def serve(kind: str, port: int) -> None:
-    """Run the ``bare`` app or the gateway on uvicorn (one worker), until SIGTERM."""
+    """Run the ``bare`` app or the gateway on the gateway process's uvicorn, until SIGTERM."""
     app: Any = bare_app
     if kind == "gateway":
-        from services.gateway import GatewaySettings, create_app  # the measured service
-        from services.gateway.gateway import Gateway
-
         app = create_app(Gateway(GatewaySettings(), MeshSettings()))
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-    )
+    run_server(app, "127.0.0.1", port, log_level="warning")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -105,14 +96,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def drive(
-    url: str, *, seconds: float, in_flight: int, payload: bytes, pid: int
+    url: str, *, seconds: float, in_flight: int, payload: bytes, proc: subprocess.Popen[bytes]
 ) -> tuple[RunResult, float]:
     """Post ``payload`` with ``in_flight`` requests at a time for ``seconds`` (after a
     warm-up); the result and the server's CPU seconds in the measured phase."""
     headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
     limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
-        await _ready(http)
+        await until_ready(http, proc)
         path = f"/v1/agents/{AGENT}/tasks"
         for _ in range(200):  # warm-up: connections, caches, the pre-flight's answer
             (await http.post(path, content=payload, headers=headers)).raise_for_status()
@@ -136,11 +127,11 @@ async def drive(
                 else:
                     errors += 1
 
-        cpu = cpu_seconds(pid)
+        cpu = cpu_seconds(proc.pid)
         began_s = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(in_flight)))
         wall = time.perf_counter() - began_s
-        cpu = cpu_seconds(pid) - cpu
+        cpu = cpu_seconds(proc.pid) - cpu
     result = RunResult(
         name="",
         requests=ok + errors,
@@ -152,17 +143,6 @@ async def drive(
         p999_ms=recorder.percentile_ms(99.9),
     )
     return result, cpu
-
-
-async def _ready(http: httpx.AsyncClient) -> None:
-    for _ in range(400):
-        try:
-            if (await http.get("/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.05)
-    raise RuntimeError("the server under test never became ready")
 
 
 def measure(
@@ -180,16 +160,11 @@ def measure(
                 seconds=args.seconds,
                 in_flight=args.in_flight,
                 payload=payload,
-                pid=proc.pid,
+                proc=proc,
             )
         )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     return RunResult(name, *_fields(result)), cpu
 
 

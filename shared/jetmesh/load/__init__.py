@@ -2,6 +2,11 @@
 sends through the mesh's ingress (``nats``) or the HTTP gateway (``http``), and a
 ``report.json`` with latencies, a per-second timeline and SLO verdicts.
 
+- :mod:`.scenario`: a scenario file (TOML) read and validated (:func:`load_scenario`).
+- :mod:`.arrivals`: the arrival models' send times, scheduled before the run.
+- :mod:`.driver`: the open (or closed) loop that sends and tallies (:func:`run_scenario`).
+- :mod:`.doors`: the ways in, ``nats`` (an ingress role) and ``http`` (the gateway).
+- :mod:`.echo`: an echo agent to load (``jetmesh run jetmesh.load.echo:agent``).
 - :mod:`.report`: :class:`LoadReport` and its parts, written and read as JSON.
 - :mod:`.breakdown`: each role's queueing, handling and share of the end-to-end time,
   from the event log (:func:`role_shares`): which agent is the bottleneck.
@@ -19,16 +24,58 @@ Example:
     (12.4, 'pass')
 """
 
+from .arrivals import mean_rate, schedule
 from .breakdown import role_shares, shares_from_trees
+from .doors import Door, http_door, nats_door, open_door
+from .driver import LAG_BOUND_S, Progress, Send, lag_bound, new_histogram, run_scenario, slo_results
 from .report import LoadReport, RoleShare, SloResult, Window, read_report, write_report
+from .scenario import (
+    Arrival,
+    ClosedArrival,
+    ConstantArrival,
+    HttpTarget,
+    NatsTarget,
+    Payload,
+    PoissonArrival,
+    RampArrival,
+    Scenario,
+    Slo,
+    StepsArrival,
+    load_scenario,
+)
 
 __all__ = [
+    "LAG_BOUND_S",
+    "Arrival",
+    "ClosedArrival",
+    "ConstantArrival",
+    "Door",
+    "HttpTarget",
     "LoadReport",
+    "NatsTarget",
+    "Payload",
+    "PoissonArrival",
+    "Progress",
+    "RampArrival",
     "RoleShare",
+    "Scenario",
+    "Send",
+    "Slo",
     "SloResult",
+    "StepsArrival",
     "Window",
+    "http_door",
+    "lag_bound",
+    "load_scenario",
+    "mean_rate",
+    "nats_door",
+    "new_histogram",
+    "open_door",
     "read_report",
     "role_shares",
+    "run_scenario",
+    "schedule",
     "shares_from_trees",
+    "slo_results",
     "write_report",
 ]

@@ -1,0 +1,162 @@
+"""The doors a load run sends through: ``nats`` (the mesh, as an ingress role, a fresh
+workflow per request, as ``jetmesh publish`` does) and ``http`` (the HTTP gateway's
+``POST /v1/agents/{agent}/tasks`` with ``Prefer: wait``).
+
+Each is an async context manager that yields a :class:`Door`: its ``send`` for the driver
+and its count of duplicated replies.
+
+Example:
+    >>> async with open_door(scenario) as door:                     # doctest: +SKIP
+    ...     report = await run_scenario(scenario, door.send, duplicates=door.duplicates)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from .. import events as ev
+from .._exceptions import CallFailed, MeshError
+from ..addresses import Subjects
+from ..client import MeshClient
+from ..envelope import decode_envelope
+from ..identity.keystore import KeyStore
+from ..settings import MeshSettings
+from .scenario import HttpTarget, NatsTarget, Scenario
+
+__all__ = ["Door", "http_door", "nats_door", "open_door"]
+
+
+@dataclass
+class Door:
+    """A way in: ``send`` one body and wait for its answer; ``duplicates`` read so far."""
+
+    send: Callable[[bytes], Awaitable[None]]
+    """Sends one body; raises ``TimeoutError`` (no answer) or another error (an error answer)."""
+    duplicates: Callable[[], int]
+    """Replies seen for a request already answered."""
+
+
+class _Replies:
+    """Counts replies per task on the client's reply subject; a second one is a duplicate."""
+
+    def __init__(self) -> None:
+        self.answered: set[str] = set()
+        self.duplicated = 0
+
+    async def on_message(self, msg: Any) -> None:
+        try:
+            envelope = decode_envelope(msg.data)
+        except MeshError:
+            return
+        if envelope.kind != "reply" or envelope.type == ev.EVENT_TYPE or not envelope.parent:
+            return  # not a reply, or a streamed chunk
+        if envelope.parent in self.answered:
+            self.duplicated += 1
+        else:
+            self.answered.add(envelope.parent)
+
+
+@contextlib.asynccontextmanager
+async def nats_door(
+    scenario: Scenario, settings: MeshSettings | None = None
+) -> AsyncIterator[Door]:
+    """Send as the target's ingress role (issued on first use in development).
+
+    Args:
+        scenario: Its ``target`` must be a :class:`NatsTarget`.
+        settings: The mesh settings; default: from the environment (``JETMESH_*``), with the
+            target's ``url`` and ``keys_dir`` when it gives them.
+
+    Raises:
+        ConfigError: no identity for the role and no root key to issue one.
+    """
+    target = scenario.target
+    assert isinstance(target, NatsTarget)
+    s = settings or MeshSettings()
+    changes: dict[str, Any] = {}
+    if target.url:
+        changes["nats_url"] = target.url
+    if target.keys_dir:
+        changes["keys_dir"] = target.keys_dir
+    s = s.model_copy(update=changes) if changes else s
+    store = KeyStore(s.resolved_keys_dir)
+    identity = store.ensure(
+        target.role, subjects=Subjects(s.subject_prefix), ttl_s=s.cert_ttl_s, ingress=True
+    )
+    async with MeshClient(s, identity, roots=store.roots()) as mesh:
+        replies = _Replies()
+        await mesh.nc.subscribe(mesh.reply_subject, cb=replies.on_message)
+        token = mesh.mint_token("load", tenant="load")
+        agent, type_, timeout = scenario.agent, scenario.payload.type, scenario.timeout_s
+
+        async def send(body: bytes) -> None:
+            await mesh.request(
+                agent,
+                msgspec.Raw(body),
+                token=token,
+                returns=msgspec.Raw,
+                timeout=timeout,
+                type_=type_,
+            )
+
+        yield Door(send=send, duplicates=lambda: replies.duplicated)
+
+
+@contextlib.asynccontextmanager
+async def http_door(scenario: Scenario) -> AsyncIterator[Door]:
+    """Send to the gateway with the target's API key; a 200 ``completed`` is an answer, a
+    200 ``failed`` or an error status an error, a 202 (not finished within the wait) lost.
+
+    Args:
+        scenario: Its ``target`` must be an :class:`HttpTarget`.
+    """
+    import httpx
+
+    target = scenario.target
+    assert isinstance(target, HttpTarget)
+    agent, timeout = scenario.agent, scenario.timeout_s
+    headers = {"Prefer": f"wait={timeout:g}", "Content-Type": "application/json"}
+    if key := target.key():
+        headers["Authorization"] = f"Bearer {key}"
+    params = {"type": scenario.payload.type} if scenario.payload.type else {}
+    path = f"/v1/agents/{agent}/tasks"
+    limits = httpx.Limits(max_connections=scenario.max_in_flight)
+    async with httpx.AsyncClient(
+        base_url=target.base_url, headers=headers, timeout=timeout + 5, limits=limits
+    ) as client:
+
+        async def send(body: bytes) -> None:
+            response = await client.post(path, content=body, params=params)
+            if response.status_code == 202:
+                raise TimeoutError(f"{agent}: not finished within {timeout:g} s")
+            try:
+                data = response.json()
+            except ValueError:
+                data = {}
+            if response.status_code != 200:
+                reason = str(data.get("type", "")) if isinstance(data, dict) else ""
+                raise CallFailed(agent, f"HTTP {response.status_code}", response.text[:200], reason)
+            if data.get("status") != "completed":
+                error = data.get("error") or {}
+                raise CallFailed(
+                    agent,
+                    error.get("type", "failed"),
+                    error.get("message", ""),
+                    error.get("reason", ""),
+                )
+
+        yield Door(send=send, duplicates=lambda: 0)
+
+
+def open_door(
+    scenario: Scenario, settings: MeshSettings | None = None
+) -> contextlib.AbstractAsyncContextManager[Door]:
+    """The scenario's door: :func:`nats_door` or :func:`http_door`."""
+    if isinstance(scenario.target, HttpTarget):
+        return http_door(scenario)
+    return nats_door(scenario, settings)

@@ -246,26 +246,35 @@ def merge_reports(reports: Sequence[LoadReport]) -> LoadReport:
     return msgspec.structs.replace(merged, slos=slos, verdict=verdict)
 
 
-def _hdr_class() -> Any:
+def _hdrh() -> tuple[Any, tuple[type[Exception], ...]]:
+    """HdrHistogram and the errors its decoding raises, from the optional ``load`` extra."""
     try:
-        from hdrh.histogram import HdrHistogram  # the optional `load` extra
+        from hdrh.codec import (
+            HdrCookieException,
+            HdrHistogramSettingsException,
+            HdrLengthException,
+        )
+        from hdrh.histogram import HdrHistogram
     except ImportError as exc:
         raise ConfigError(
             "merging load reports needs hdrhistogram: pip install 'jetmesh[load]'"
         ) from exc
-    return HdrHistogram
+    errors = (HdrCookieException, HdrLengthException, HdrHistogramSettingsException)
+    return HdrHistogram, (*errors, binascii.Error, zlib.error, ValueError, TypeError)
 
 
 def _merged_latency(reports: Sequence[LoadReport]) -> tuple[dict[str, float], str]:
     if any(not r.histogram for r in reports):
         return _bounded_latency(reports), ""
-    hdr = _hdr_class()
+    hdr, decode_errors = _hdrh()
     total = hdr(_LOWEST_US, _HIGHEST_US, _SIGNIFICANT_DIGITS)
     for report in reports:
         try:
             total.add(hdr.decode(report.histogram))
-        except (binascii.Error, zlib.error, ValueError, TypeError) as exc:
-            raise ValueError(f"a report's histogram is not an encoded HdrHistogram: {exc}") from exc
+        except decode_errors as exc:
+            raise ValueError(
+                f"a report's histogram is not an encoded HdrHistogram ({type(exc).__name__})"
+            ) from exc
     if total.get_total_count() == 0:
         return _bounded_latency(reports), total.encode().decode()
     latency = {

@@ -254,7 +254,9 @@ def plots(report: LoadReport, out_dir: Path) -> list[Path]:
         ax.bar(names, queue, label="queue p50")
         ax.bar(names, [r.handle_ms_p50 for r in roles], bottom=queue, label="handle p50")
         for i, r in enumerate(roles):
-            ax.annotate(f"{r.share:.0%}", (i, r.queue_ms_p50 + r.handle_ms_p50), ha="center")
+            top = r.queue_ms_p50 + r.handle_ms_p50
+            ax.annotate(f"{r.share:.0%}", (i, top), ha="center", va="bottom")
+        ax.margins(y=0.15)
         ax.set_title(f"{report.scenario}: where the time went (share of end-to-end)")
         ax.set_ylabel("ms")
         ax.legend()

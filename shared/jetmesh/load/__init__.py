@@ -10,6 +10,9 @@ sends through the mesh's ingress (``nats``) or the HTTP gateway (``http``), and 
 - :mod:`.report`: :class:`LoadReport` and its parts, written and read as JSON.
 - :mod:`.breakdown`: each role's queueing, handling and share of the end-to-end time,
   from the event log (:func:`role_shares`): which agent is the bottleneck.
+- :mod:`.render`: the report as Markdown (:func:`markdown`) and PNG plots (:func:`plots`).
+- :mod:`.compare`: two runs compared figure by figure (:func:`compare_reports`), and the
+  reports of several generator processes merged into one (:func:`merge_reports`).
 
 ``jetmesh load`` (:mod:`jetmesh.cli.load`) is the command line over these names. The
 extra libraries (hdrhistogram, matplotlib) come with the ``load`` extra
@@ -26,8 +29,10 @@ Example:
 
 from .arrivals import mean_rate, schedule
 from .breakdown import role_shares, shares_from_trees
+from .compare import compare_reports, merge_reports
 from .doors import Door, http_door, nats_door, open_door
 from .driver import LAG_BOUND_S, Progress, Send, lag_bound, new_histogram, run_scenario, slo_results
+from .render import markdown, plots
 from .report import LoadReport, RoleShare, SloResult, Window, read_report, write_report
 from .scenario import (
     Arrival,
@@ -64,13 +69,17 @@ __all__ = [
     "SloResult",
     "StepsArrival",
     "Window",
+    "compare_reports",
     "http_door",
     "lag_bound",
     "load_scenario",
+    "markdown",
     "mean_rate",
+    "merge_reports",
     "nats_door",
     "new_histogram",
     "open_door",
+    "plots",
     "read_report",
     "role_shares",
     "run_scenario",

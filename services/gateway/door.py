@@ -88,6 +88,19 @@ class Started:
     """The root task's result or error, when it came within the wait."""
 
 
+@dataclass(frozen=True)
+class _Request:
+    """A request to start a workflow, its body checked: what the task and its
+    ``accepted`` event are made of."""
+
+    caller: HttpCaller
+    agent: str
+    body: bytes
+    type: str
+    ids: tuple[str, str] | None = None
+    """The workflow and task ids its idempotency key derives; None: new ones."""
+
+
 def _json(raw: msgspec.Raw | bytes) -> Any:
     return msgspec.json.decode(bytes(raw))
 
@@ -180,15 +193,16 @@ class Door:
         """
         type_ = await self._checked_type(agent, body, type_)
         if key is None:
-            return await self._send(caller, agent, body, type_, None, wait_s)
-        workflow, _ = idempotent_ids(self._id_secret, caller.key, key)
+            return await self._send(_Request(caller, agent, body, type_), wait_s)
+        ids = idempotent_ids(self._id_secret, caller.key, key)
+        workflow = ids[0]
         lock, users = self._locks.get(workflow, (asyncio.Lock(), 0))
         self._locks[workflow] = (lock, users + 1)
         try:
             async with lock:
                 found = await self.accepted(workflow, caller)
                 if found is None:
-                    return await self._send(caller, agent, body, type_, key, wait_s)
+                    return await self._send(_Request(caller, agent, body, type_, ids), wait_s)
         finally:
             lock, users = self._locks[workflow]
             if users == 1:
@@ -220,32 +234,21 @@ class Door:
             raise Problem("not-stored", str(refused))
         return type_
 
-    async def _send(
-        self,
-        caller: HttpCaller,
-        agent: str,
-        body: bytes,
-        type_: str,
-        key: str | None,
-        wait_s: float,
-    ) -> Started:
+    async def _send(self, request: _Request, wait_s: float) -> Started:
         mesh = self.mesh
-        workflow, task_id = (
-            idempotent_ids(self._id_secret, caller.key, key) if key is not None else (None, None)
-        )
-        token = self._token(caller)
-        workflow = workflow or new_id()
-        raw = msgspec.Raw(body)
+        agent = request.agent
+        workflow, task_id = request.ids or (new_id(), None)
+        token = self._token(request.caller)
         chain = await start_chain(mesh, token, to=agent, workflow=workflow, step=agent)
         task = mesh.envelope(
             kind="task",
             workflow=workflow,
             to=agent,
-            body=raw,
+            body=msgspec.Raw(request.body),
             caller=token,
             step=agent,
             reply_to=mesh.reply_subject if wait_s > 0 else None,
-            type_=type_,
+            type_=request.type,
             chain=chain,
         )
         if task_id is not None:
@@ -254,14 +257,13 @@ class Door:
         try:
             try:
                 async with asyncio.timeout(STORE_TIMEOUT_S):
-                    if key is None:  # both stored before the answer, in one round trip
+                    if task_id is None:  # both stored before the answer, in one round trip
                         await asyncio.gather(
-                            mesh.send_task(task),
-                            self._store_accepted(caller, task, body, token, idempotent=False),
+                            mesh.send_task(task), self._store_accepted(request, task, token)
                         )
                     else:  # the task first: a retry that finds no ``accepted`` sends it again
                         await mesh.send_task(task)
-                        await self._store_accepted(caller, task, body, token, idempotent=True)
+                        await self._store_accepted(request, task, token)
             except (TimeoutError, PublishFailed) as exc:
                 raise Problem(
                     "not-stored", f"the mesh did not store the task: {exc}", workflow=workflow
@@ -299,9 +301,9 @@ class Door:
             self._tokens.pop(next(iter(self._tokens)))
         return token
 
-    async def _store_accepted(
-        self, caller: HttpCaller, task: Envelope, body: bytes, token: str, *, idempotent: bool
-    ) -> None:
+    async def _store_accepted(self, request: _Request, task: Envelope, token: str) -> None:
+        """Store the workflow's ``accepted`` event: the task, its caller, the body and its
+        digest (for an idempotent request its id derives from the task's: stored once)."""
         mesh = self.mesh
         event = ev.Event(
             kind=ev.ACCEPTED,
@@ -312,12 +314,12 @@ class Door:
             target=task.to,
             type=task.type,
             step=task.step,
-            caller=caller.subject,
-            digest=body_digest(body),
-            body=ev.EventPayload(type=task.type, value=msgspec.Raw(body)),
+            caller=request.caller.subject,
+            digest=body_digest(request.body),
+            body=ev.EventPayload(type=task.type, value=msgspec.Raw(request.body)),
         )
         envelope = mesh.event_envelope(task.workflow, event, caller=token)
-        if idempotent:
+        if request.ids is not None:
             envelope = msgspec.structs.replace(envelope, id=task.id + "A")
         await mesh.store_sealed(mesh.subjects.event(task.workflow, ev.ACCEPTED), envelope)
 

@@ -1,0 +1,35 @@
+"""A real run through the nats door: the shipped echo agent on the session servers, 2 s at
+50 requests a second, as the cli ingress; the report written and read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jetmesh.load import Scenario, nats_door, read_report, run_scenario, write_report
+from jetmesh.load.echo import agent as echo_agent
+from tests.harness.mesh import Mesh
+
+
+async def test_the_echo_agent_at_50_a_second(mesh: Mesh, tmp_path: Path) -> None:
+    await mesh.start_replicas(echo_agent)
+    scenario = Scenario.model_validate(
+        {
+            "name": "single-hop",
+            "agent": "echo",
+            "payload": {"template": '{"text": "hello {n}", "id": "{uuid}"}'},
+            "arrival": {"model": "constant", "rate": 50},
+            "seconds": 2,
+            "timeout_s": 10,
+            "slo": {"p99_ms": 5000, "no_loss": True, "error_rate": 0},
+        }
+    )
+    async with nats_door(scenario, mesh.settings) as door:
+        report = await run_scenario(scenario, door.send, duplicates=door.duplicates)
+    assert (report.sent, report.completed, report.errors, report.lost) == (100, 100, 0, 0)
+    assert report.duplicated == 0
+    assert report.target == "nats echo"
+    assert report.verdict == "pass"
+    assert 0 < report.latency_ms["p50"] <= report.latency_ms["p99"] <= report.latency_ms["max"]
+    path = tmp_path / "out" / "report.json"
+    write_report(path, report)
+    assert read_report(path) == report

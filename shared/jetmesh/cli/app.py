@@ -14,6 +14,7 @@ from . import (
     events,
     keys,
     launch,
+    load,
     memory,
     policy,
     publish,
@@ -51,6 +52,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(policy.app, name="policy")
 app.add_typer(admin.app, name="admin")
+app.add_typer(load.app, name="load")
 flow_help(app)  # after every registration: each paragraph of help flows in any width
 
 

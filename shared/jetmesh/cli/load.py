@@ -1,0 +1,135 @@
+"""``jetmesh load``: run a load scenario and judge it against its objectives, or compare
+two runs.
+
+``jetmesh load run SCENARIO.toml --out DIR`` sends the scenario's requests (open loop:
+on a schedule fixed in advance, latency from each request's scheduled time; see
+:mod:`jetmesh.load.driver`), prints a line a second, writes ``DIR/report.json`` and a
+summary. Exit 0 when every objective held, 1 when one failed (or the run could not be
+made), 2 when the scenario file is wrong. ``jetmesh load compare A.json B.json`` says
+what changed from A to B and exits 1 when B is worse.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .._exceptions import ConfigError
+from ..load import (
+    LoadReport,
+    Progress,
+    Scenario,
+    load_scenario,
+    open_door,
+    read_report,
+    run_scenario,
+    write_report,
+)
+from .common import console, err_console, run_async, settings
+from .render import markup
+
+app = typer.Typer(help="Run load scenarios and compare their reports.", no_args_is_help=True)
+
+BAD_SCENARIO = 2
+"""The exit code of a scenario file that does not validate."""
+
+
+def _progress_line(p: Progress) -> None:
+    phase = "warm-up" if p.t < 0 else f"{p.t:5.0f}s"
+    console.print(
+        f"{phase}  sent {p.sent:>7}  completed {p.completed:>7}  errors {p.errors:>5}  "
+        f"lost {p.lost:>5}  p99 {p.p99_ms:8.1f} ms  rate {p.rate:7.0f}/s",
+        highlight=False,
+    )
+
+
+def summary(report: LoadReport) -> Table:
+    """The report as a two-column table: counts, rates, latencies and objectives."""
+    table = Table(title=f"{markup(report.scenario)}: {report.verdict.upper()}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    asked = f"{report.asked_rate:.1f}/s" if report.asked_rate is not None else "-"
+    rows = [
+        ("target", markup(report.target)),
+        ("arrival", markup(report.arrival)),
+        ("seconds (+warm-up)", f"{report.seconds:g} (+{report.warmup_s:g})"),
+        ("asked / achieved rate", f"{asked} / {report.achieved_rate:.1f}/s"),
+        ("saturated", "YES: the generator fell behind" if report.saturated else "no"),
+    ]
+    for name in ("sent", "completed", "errors", "lost", "duplicated", "dead_lettered"):
+        rows.append((name.replace("_", " "), str(getattr(report, name))))
+    rows += [(f"latency {k}", f"{v:.2f} ms") for k, v in report.latency_ms.items()]
+    for slo in report.slos:
+        mark = "ok" if slo.ok else "FAIL"
+        rows.append((f"slo {slo.name}", f"{slo.value:.4g} (limit {slo.limit:g}) {mark}"))
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _scenario(path: Path, seconds: float | None, rate: float | None) -> Scenario:
+    try:
+        return load_scenario(path, seconds=seconds, rate=rate)
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {markup(exc)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(BAD_SCENARIO) from None
+
+
+def run(
+    scenario_file: Path = typer.Argument(..., help="the scenario (TOML)", metavar="SCENARIO"),
+    out: Path = typer.Option(Path("load-out"), "--out", help="folder for report.json"),
+    seconds: float | None = typer.Option(None, help="run this long instead (after warm-up)"),
+    rate: float | None = typer.Option(None, help="this rate instead (constant or poisson)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no line per second"),
+) -> None:
+    """Run SCENARIO: print a line a second, write OUT/report.json and a summary; exit 1
+    when an objective failed, 2 when the scenario is wrong."""
+    scenario = _scenario(scenario_file, seconds, rate)
+    mesh_settings = settings() if scenario.target.door == "nats" else None
+
+    async def go() -> LoadReport:
+        async with open_door(scenario, mesh_settings) as door:
+            return await run_scenario(
+                scenario,
+                door.send,
+                duplicates=door.duplicates,
+                progress=None if quiet else _progress_line,
+            )
+
+    report = run_async(go())
+    path = out / "report.json"
+    write_report(path, report)
+    console.print(summary(report))
+    if report.saturated:
+        err_console.print(
+            "[yellow]warning:[/yellow] the load generator could not keep its schedule "
+            "(saturated): the latencies include its own lag",
+            highlight=False,
+        )
+    console.print(f"report: {markup(path)}", highlight=False)
+    if report.verdict == "fail":
+        raise typer.Exit(1)
+
+
+def compare(
+    a: Path = typer.Argument(..., help="the baseline report.json"),
+    b: Path = typer.Argument(..., help="the report to compare with it"),
+) -> None:
+    """Say what changed from run A to run B; exit 1 when B is worse."""
+    from ..load.compare import compare_reports  # its own module, loaded when asked for
+
+    try:
+        reports = read_report(a), read_report(b)
+    except (OSError, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] {markup(exc)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(BAD_SCENARIO) from None
+    text, worse = compare_reports(*reports)
+    console.print(markup(text), highlight=False, soft_wrap=True)
+    if worse:
+        raise typer.Exit(1)
+
+
+app.command("run")(run)
+app.command("compare")(compare)

@@ -129,6 +129,7 @@ def test_changes_within_the_noise_bands_are_the_same() -> None:
     assert worse is False
     for figure in ("achieved rate", "latency p50", "latency p99", "latency p99.9", "error rate"):
         assert row(text, figure)[-1] == "same", figure
+    assert row(text, "lost")[1:] == ["0", "0", "0", "same"]
     assert "Overall: **the same** within the noise bands." in text
     assert "achieved rate 5%; latencies 10% or 0.1 ms" in text
     assert "The runs asked for different loads: A constant 500/s, B constant 480/s." in text

@@ -105,7 +105,7 @@ def compare_reports(a: LoadReport, b: LoadReport) -> tuple[str, bool]:
         "",
         f"Noise bands: achieved rate {RATE_BAND:.0%}; latencies {LATENCY_BAND:.0%} or "
         f"{LATENCY_FLOOR_MS:g} ms; error rate {LATENCY_BAND:.0%} or "
-        f"{ERROR_RATE_BAND:.1%} points; lost, duplicated and dead-lettered: none.",
+        f"{ERROR_RATE_BAND * 100:g} points; lost, duplicated and dead-lettered: none.",
         "",
     ]
     worse = [f.name for f in figures if f.verdict == "worse"]
@@ -162,7 +162,9 @@ def _value(value: float, unit: str) -> str:
 
 def _change(f: _Figure) -> str:
     delta = f.b - f.a
-    sign = "+" if delta >= 0 else "-"
+    if delta == 0:
+        return "0"
+    sign = "+" if delta > 0 else "-"
     if f.unit == "%":
         absolute = f"{sign}{abs(delta) * 100:.2f} points"
     elif f.unit == "ms":
@@ -173,7 +175,7 @@ def _change(f: _Figure) -> str:
         absolute = f"{sign}{abs(delta):,.0f}"
     if f.a:
         return f"{absolute} ({delta / f.a:+.1%})"
-    return absolute if delta == 0 else f"{absolute} (new)"
+    return f"{absolute} (new)"
 
 
 _LOWEST_US = 1

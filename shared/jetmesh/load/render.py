@@ -223,26 +223,27 @@ def plots(report: LoadReport, out_dir: Path) -> list[Path]:
     figure = _figure_class()
     out_dir.mkdir(parents=True, exist_ok=True)
     t = [w.t for w in report.timeline]
+    run = f"{report.scenario} ({report.arrival})"
     written = []
 
     fig = figure(figsize=_SIZE, dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     ax.plot(t, [w.p50_ms for w in report.timeline], label="p50")
     ax.plot(t, [w.p99_ms for w in report.timeline], label="p99")
-    _decorate(ax, f"{report.scenario}: latency", "ms")
+    _decorate(ax, f"{run}: latency", "ms")
     written.append(_save(fig, out_dir / "latency_over_time.png"))
 
     fig = figure(figsize=_SIZE, dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     ax.plot(t, [w.sent for w in report.timeline], label="sent")
     ax.plot(t, [w.completed for w in report.timeline], label="completed")
-    _decorate(ax, f"{report.scenario}: throughput", "requests/s")
+    _decorate(ax, f"{run}: throughput", "requests/s")
     written.append(_save(fig, out_dir / "throughput_over_time.png"))
 
     fig = figure(figsize=_SIZE, dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     ax.bar(t, [w.errors for w in report.timeline], width=0.9, color="tab:red", label="errors")
-    _decorate(ax, f"{report.scenario}: errors", "errors/s")
+    _decorate(ax, f"{run}: errors", "errors/s")
     written.append(_save(fig, out_dir / "errors_over_time.png"))
 
     if report.roles:
@@ -257,7 +258,7 @@ def plots(report: LoadReport, out_dir: Path) -> list[Path]:
             top = r.queue_ms_p50 + r.handle_ms_p50
             ax.annotate(f"{r.share:.0%}", (i, top), ha="center", va="bottom")
         ax.margins(y=0.15)
-        ax.set_title(f"{report.scenario}: where the time went (share of end-to-end)")
+        ax.set_title(f"{run}: where the time went (share of end-to-end)")
         ax.set_ylabel("ms")
         ax.legend()
         written.append(_save(fig, out_dir / "role_breakdown.png"))
@@ -269,7 +270,7 @@ def plots(report: LoadReport, out_dir: Path) -> list[Path]:
         for name in processes:
             points = [(w.t, w.rss_mb[name]) for w in report.timeline if name in w.rss_mb]
             ax.plot([p[0] for p in points], [p[1] for p in points], label=name)
-        _decorate(ax, f"{report.scenario}: resident memory", "MiB")
+        _decorate(ax, f"{run}: resident memory", "MiB")
         written.append(_save(fig, out_dir / "memory_over_time.png"))
     return written
 

@@ -289,7 +289,8 @@ def _decorate(ax: Axes, title: str, unit: str) -> None:
     ax.set_title(title)
     ax.set_xlabel("seconds since start")
     ax.set_ylabel(unit)
-    ax.set_ylim(bottom=0)
+    top = ax.get_ylim()[1]
+    ax.set_ylim(0, top * 1.25 if top > 0 else 1.0)  # room for the legend above the lines
     ax.grid(alpha=0.3)
     ax.legend()
 

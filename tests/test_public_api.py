@@ -32,6 +32,7 @@ PUBLIC_PACKAGES = [
     "jetmesh.dead_letters",
     "jetmesh.embedded",
     "jetmesh.identity",
+    "jetmesh.load",
     "jetmesh.memory",
     "jetmesh.models",
     "jetmesh.patterns",

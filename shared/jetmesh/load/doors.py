@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import msgspec
 
 from .. import events as ev
@@ -108,15 +109,17 @@ async def nats_door(
 
 
 @contextlib.asynccontextmanager
-async def http_door(scenario: Scenario) -> AsyncIterator[Door]:
+async def http_door(
+    scenario: Scenario, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[Door]:
     """Send to the gateway with the target's API key; a 200 ``completed`` is an answer, a
     200 ``failed`` or an error status an error, a 202 (not finished within the wait) lost.
 
     Args:
         scenario: Its ``target`` must be an :class:`HttpTarget`.
+        transport: An ``httpx`` transport to send through instead of the network (an ASGI
+            app's, in tests).
     """
-    import httpx
-
     target = scenario.target
     assert isinstance(target, HttpTarget)
     agent, timeout = scenario.agent, scenario.timeout_s
@@ -127,7 +130,11 @@ async def http_door(scenario: Scenario) -> AsyncIterator[Door]:
     path = f"/v1/agents/{agent}/tasks"
     limits = httpx.Limits(max_connections=scenario.max_in_flight)
     async with httpx.AsyncClient(
-        base_url=target.base_url, headers=headers, timeout=timeout + 5, limits=limits
+        base_url=target.base_url,
+        headers=headers,
+        timeout=timeout + 5,
+        limits=limits,
+        transport=transport,
     ) as client:
 
         async def send(body: bytes) -> None:

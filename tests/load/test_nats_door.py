@@ -1,11 +1,16 @@
 """A real run through the nats door: the shipped echo agent on the session servers, 2 s at
-50 requests a second, as the cli ingress; the report written and read back."""
+50 requests a second, as the cli ingress; the report written and read back. And how the
+door counts a second reply to one task."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
+from jetmesh import events as ev
+from jetmesh.envelope import Envelope, encode_envelope, new_id
 from jetmesh.load import Scenario, nats_door, read_report, run_scenario, write_report
+from jetmesh.load.doors import _Replies
 from jetmesh.load.echo import agent as echo_agent
 from tests.harness.mesh import Mesh
 
@@ -33,3 +38,35 @@ async def test_the_echo_agent_at_50_a_second(mesh: Mesh, tmp_path: Path) -> None
     path = tmp_path / "out" / "report.json"
     write_report(path, report)
     assert read_report(path) == report
+
+
+class Msg(NamedTuple):
+    data: bytes
+
+
+def reply(parent: str, *, type_: str = "Raw", kind: str = "reply") -> Msg:
+    envelope = Envelope(
+        id=new_id(),
+        kind=kind,  # type: ignore[arg-type]
+        workflow="wf",
+        sender="echo",
+        to="cli",
+        created=0.0,
+        type=type_,
+        parent=parent,
+    )
+    return Msg(encode_envelope(envelope))
+
+
+async def test_a_second_reply_to_one_task_is_a_duplicate() -> None:
+    replies = _Replies()
+    for msg in (
+        reply("a"),
+        reply("b"),
+        reply("a"),  # the duplicate
+        reply("b", type_=ev.EVENT_TYPE),  # a streamed chunk, not a reply
+        Msg(b"not an envelope"),
+    ):
+        await replies.on_message(msg)
+    assert replies.duplicated == 1
+    assert replies.answered == {"a", "b"}

@@ -153,6 +153,19 @@ def test_a_reply_sent_again_from_the_ledger_is_no_run() -> None:
     assert shares["worker-a"].handle_ms_p50 == pytest.approx(40, abs=1e-3)
 
 
+def test_a_hop_with_no_known_call_time_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    no_accepted = [e for e in routed(parallel=False) if e.event.kind != ev.ACCEPTED]
+    with caplog.at_level(logging.WARNING, logger="jetmesh.load"):
+        assert shares_from_trees(build_tree(no_accepted)) == []
+    assert "3 hops skipped" in caplog.text
+
+
+@pytest.mark.integration
+async def test_concurrency_below_one_is_refused(mesh: Mesh) -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        await role_shares(await mesh.ingress(), [new_id()], concurrency=0)
+
+
 class Ask(msgspec.Struct, frozen=True):
     __mesh_type__ = "test.RouteAsk/1"
 

@@ -3,9 +3,10 @@ two runs.
 
 ``jetmesh load run SCENARIO.toml --out DIR`` sends the scenario's requests (open loop:
 on a schedule fixed in advance, latency from each request's scheduled time; see
-:mod:`jetmesh.load.driver`), prints a line a second, writes ``DIR/report.json`` and a
-summary. Exit 0 when every objective held, 1 when one failed (or the run could not be
-made), 2 when the scenario file is wrong. ``jetmesh load compare A.json B.json`` says
+:mod:`jetmesh.load.driver`), prints a line a second, writes ``DIR/report.json``,
+``DIR/report.md`` (and with ``--plots`` the PNGs) and a summary. Exit 0 when every
+objective held, 1 when one failed (or the run could not be made), 2 when the scenario file
+is wrong. ``jetmesh load compare A.json B.json`` says
 what changed from A to B and exits 1 when B is worse.
 """
 
@@ -22,7 +23,9 @@ from ..load import (
     Progress,
     Scenario,
     load_scenario,
+    markdown,
     open_door,
+    plots,
     read_report,
     run_scenario,
     write_report,
@@ -83,9 +86,12 @@ def run(
     seconds: float | None = typer.Option(None, help="run this long instead (after warm-up)"),
     rate: float | None = typer.Option(None, help="this rate instead (constant or poisson)"),
     quiet: bool = typer.Option(False, "--quiet", help="no line per second"),
+    draw: bool = typer.Option(
+        False, "--plots", help="also draw the run's plots as PNGs in OUT (needs matplotlib)"
+    ),
 ) -> None:
-    """Run SCENARIO: print a line a second, write OUT/report.json and a summary; exit 1
-    when an objective failed, 2 when the scenario is wrong."""
+    """Run SCENARIO: print a line a second, write OUT/report.json, OUT/report.md and a
+    summary; exit 1 when an objective failed, 2 when the scenario is wrong."""
     scenario = _scenario(scenario_file, seconds, rate)
     mesh_settings = settings() if scenario.target.door == "nats" else None
 
@@ -101,6 +107,13 @@ def run(
     report = run_async(go())
     path = out / "report.json"
     write_report(path, report)
+    (out / "report.md").write_text(markdown(report))
+    if draw:
+        try:
+            plots(report, out)
+        except ConfigError as exc:
+            err_console.print(f"[red]error:[/red] {markup(exc)}", highlight=False)
+            raise typer.Exit(1) from None
     console.print(summary(report))
     if report.saturated:
         err_console.print(

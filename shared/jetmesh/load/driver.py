@@ -222,9 +222,8 @@ async def _open_loop(
 
     for offset in times:
         due = origin + offset
-        delay = due - clock()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        # behind schedule: still yield, so that replies and earlier sends get the loop
+        await asyncio.sleep(max(0.0, due - clock()))
         measured = offset >= warmup
         if measured:
             lags.append(max(0.0, clock() - due))

@@ -139,7 +139,7 @@ def compare(
         err_console.print(f"[red]error:[/red] {markup(exc)}", highlight=False, soft_wrap=True)
         raise typer.Exit(BAD_SCENARIO) from None
     text, worse = compare_reports(*reports)
-    console.print(markup(text), highlight=False, soft_wrap=True)
+    console.print(markup(text, lines=True, limit=64 * 1024), highlight=False, soft_wrap=True)
     if worse:
         raise typer.Exit(1)
 

@@ -4,13 +4,14 @@ door counts a second reply to one task."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import NamedTuple
 
 from jetmesh import events as ev
 from jetmesh.envelope import Envelope, encode_envelope, new_id
 from jetmesh.load import Scenario, nats_door, read_report, run_scenario, write_report
-from jetmesh.load.doors import _Replies
+from jetmesh.load.doors import _Replies, _Sample
 from jetmesh.load.echo import agent as echo_agent
 from tests.harness.mesh import Mesh
 
@@ -30,6 +31,10 @@ async def test_the_echo_agent_at_50_a_second(mesh: Mesh, tmp_path: Path) -> None
     )
     async with nats_door(scenario, mesh.settings) as door:
         report = await run_scenario(scenario, door.send, duplicates=door.duplicates)
+        roles = await door.roles()
+    assert [(r.role, r.hops) for r in roles] == [("echo", 100)]
+    assert 0.0 < roles[0].share <= 1.0
+    assert roles[0].handle_ms_p50 <= roles[0].handle_ms_p99
     assert (report.sent, report.completed, report.errors, report.lost) == (100, 100, 0, 0)
     assert report.duplicated == 0
     assert report.target == "nats echo"
@@ -70,3 +75,15 @@ async def test_a_second_reply_to_one_task_is_a_duplicate() -> None:
         await replies.on_message(msg)
     assert replies.duplicated == 1
     assert replies.answered == {"a", "b"}
+
+
+def test_the_breakdown_sample_stays_bounded_and_spread_over_the_run() -> None:
+    sample = _Sample(size=8)
+    for n in range(100):
+        sample.add(f"W{n}")
+    assert len(sample.kept) < 8
+    kept = [int(w[1:]) for w in sample.kept]
+    assert kept == sorted(kept)
+    assert kept[0] == 0
+    assert kept[-1] >= 64  # the whole run, not its start
+    assert all(b - a == sample.stride for a, b in itertools.pairwise(kept))

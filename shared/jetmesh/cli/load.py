@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import typer
 from rich.table import Table
 
@@ -97,12 +98,13 @@ def run(
 
     async def go() -> LoadReport:
         async with open_door(scenario, mesh_settings) as door:
-            return await run_scenario(
+            report = await run_scenario(
                 scenario,
                 door.send,
                 duplicates=door.duplicates,
                 progress=None if quiet else _progress_line,
             )
+            return msgspec.structs.replace(report, roles=await door.roles())
 
     report = run_async(go())
     path = out / "report.json"

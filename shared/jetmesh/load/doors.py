@@ -2,12 +2,15 @@
 workflow per request, as ``jetmesh publish`` does) and ``http`` (the HTTP gateway's
 ``POST /v1/agents/{agent}/tasks`` with ``Prefer: wait``).
 
-Each is an async context manager that yields a :class:`Door`: its ``send`` for the driver
-and its count of duplicated replies.
+Each is an async context manager that yields a :class:`Door`: its ``send`` for the driver,
+its count of duplicated replies and, through ``nats``, each role's share of the time over
+the answered workflows (:func:`jetmesh.load.breakdown.role_shares`, read from the event
+log after the run; the ``http`` door reads no event log and gives none).
 
 Example:
     >>> async with open_door(scenario) as door:                     # doctest: +SKIP
     ...     report = await run_scenario(scenario, door.send, duplicates=door.duplicates)
+    ...     report = msgspec.structs.replace(report, roles=await door.roles())
 """
 
 from __future__ import annotations
@@ -24,22 +27,56 @@ from .. import events as ev
 from .._exceptions import CallFailed, MeshError
 from ..addresses import Subjects
 from ..client import MeshClient
-from ..envelope import decode_envelope
+from ..envelope import decode_envelope, new_id
 from ..identity.keystore import KeyStore
 from ..settings import MeshSettings
+from .breakdown import role_shares
+from .report import RoleShare
 from .scenario import HttpTarget, NatsTarget, Scenario
 
 __all__ = ["Door", "http_door", "nats_door", "open_door"]
 
 
+BREAKDOWN_SAMPLE = 200
+"""At most this many answered workflows are read back for the per-role breakdown (spread
+over the run: every k-th answered one once more than this have been answered)."""
+
+
+async def _no_roles() -> list[RoleShare]:
+    return []
+
+
 @dataclass
 class Door:
-    """A way in: ``send`` one body and wait for its answer; ``duplicates`` read so far."""
+    """A way in: ``send`` one body and wait for its answer; ``duplicates`` read so far;
+    ``roles``, after the run, each role's share of the time."""
 
     send: Callable[[bytes], Awaitable[None]]
     """Sends one body; raises ``TimeoutError`` (no answer) or another error (an error answer)."""
     duplicates: Callable[[], int]
     """Replies seen for a request already answered."""
+    roles: Callable[[], Awaitable[list[RoleShare]]] = _no_roles
+    """Each role's queueing, handling and share over a sample of the answered workflows,
+    bottleneck first (empty where the door cannot read the event log)."""
+
+
+class _Sample:
+    """Up to ``size`` answered workflows, spread over the run (systematic: every
+    ``stride``-th, the stride doubled and the sample halved whenever it is full)."""
+
+    def __init__(self, size: int = BREAKDOWN_SAMPLE) -> None:
+        self.size = size
+        self.stride = 1
+        self.seen = 0
+        self.kept: list[str] = []
+
+    def add(self, workflow: str) -> None:
+        if self.seen % self.stride == 0:
+            self.kept.append(workflow)
+            if len(self.kept) >= self.size:
+                self.kept = self.kept[::2]
+                self.stride *= 2
+        self.seen += 1
 
 
 class _Replies:
@@ -95,7 +132,10 @@ async def nats_door(
         token = mesh.mint_token("load", tenant="load")
         agent, type_, timeout = scenario.agent, scenario.payload.type, scenario.timeout_s
 
+        answered = _Sample()
+
         async def send(body: bytes) -> None:
+            workflow = new_id()
             await mesh.request(
                 agent,
                 msgspec.Raw(body),
@@ -103,9 +143,14 @@ async def nats_door(
                 returns=msgspec.Raw,
                 timeout=timeout,
                 type_=type_,
+                workflow=workflow,
             )
+            answered.add(workflow)
 
-        yield Door(send=send, duplicates=lambda: replies.duplicated)
+        async def roles() -> list[RoleShare]:
+            return await role_shares(mesh, answered.kept)
+
+        yield Door(send=send, duplicates=lambda: replies.duplicated, roles=roles)
 
 
 @contextlib.asynccontextmanager

@@ -18,7 +18,11 @@ import jetmesh
 from jetmesh import _exceptions
 
 ROOT_MODULES = [
-    "jetmesh._exceptions",
+    "jetmesh._exceptions.base",
+    "jetmesh._exceptions.calls",
+    "jetmesh._exceptions.rejected",
+    "jetmesh._exceptions.memory",
+    "jetmesh._exceptions.tools",
     "jetmesh.envelope",
     "jetmesh.events",
     "jetmesh.settings",

@@ -81,8 +81,11 @@ def exported(module_name: str) -> list[str]:
 
 
 def test_every_subpackage_is_public() -> None:
+    """Every subpackage but the private ones (``_exceptions``: its names are the root's)."""
     packages = {
-        f"jetmesh.{info.name}" for info in pkgutil.iter_modules(jetmesh.__path__) if info.ispkg
+        f"jetmesh.{info.name}"
+        for info in pkgutil.iter_modules(jetmesh.__path__)
+        if info.ispkg and not info.name.startswith("_")
     }
     assert packages == set(PUBLIC_PACKAGES) - {"jetmesh"}
 

@@ -18,7 +18,15 @@ from typing import Literal
 
 import msgspec
 
-__all__ = ["LoadReport", "RoleShare", "SloResult", "Window", "read_report", "write_report"]
+__all__ = [
+    "FaultRecord",
+    "LoadReport",
+    "RoleShare",
+    "SloResult",
+    "Window",
+    "read_report",
+    "write_report",
+]
 
 
 class Window(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,6 +80,21 @@ class SloResult(msgspec.Struct, frozen=True, kw_only=True):
     """Whether ``value`` is within ``limit``."""
 
 
+class FaultRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One fault the scenario scheduled, and what became of it."""
+
+    at: float
+    """When it struck, seconds since the measured part began."""
+    kind: str
+    """``kill``, ``restart-server`` or ``pause``."""
+    target: str
+    """What it struck: a process (``echo#1``, with its role) or a server (``nats``)."""
+    done: bool
+    """Whether it was carried out (False: ``detail`` says why not)."""
+    detail: str = ""
+    """What happened: the pid, the replacement, how long the server was down."""
+
+
 class LoadReport(msgspec.Struct, frozen=True, kw_only=True):
     """One load run, as ``report.json`` holds it."""
 
@@ -105,7 +128,8 @@ class LoadReport(msgspec.Struct, frozen=True, kw_only=True):
     duplicated: int
     """Replies for a request already answered."""
     dead_lettered: int
-    """Errors whose reason says the task went to the dead-letter stream."""
+    """Tasks that went to the dead-letter stream: counted on the stream when the run
+    started the servers, else errors whose reason says so."""
     latency_ms: dict[str, float]
     """Latency in milliseconds: ``p50``, ``p90``, ``p99``, ``p99.9``, ``max``, ``mean``. In
     an open loop each request's latency runs from its SCHEDULED send time."""
@@ -119,6 +143,8 @@ class LoadReport(msgspec.Struct, frozen=True, kw_only=True):
     """``fail`` when any objective failed; else ``pass``."""
     histogram: str = ""
     """The latency HdrHistogram (microseconds), encoded (base64), so runs can be merged."""
+    faults: list[FaultRecord] = msgspec.field(default_factory=list)
+    """The faults the scenario scheduled, in order (empty without ``[[faults]]``)."""
 
 
 _encoder = msgspec.json.Encoder()

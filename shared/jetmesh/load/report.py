@@ -145,6 +145,8 @@ class LoadReport(msgspec.Struct, frozen=True, kw_only=True):
     """The latency HdrHistogram (microseconds), encoded (base64), so runs can be merged."""
     faults: list[FaultRecord] = msgspec.field(default_factory=list)
     """The faults the scenario scheduled, in order (empty without ``[[faults]]``)."""
+    generators: int = 1
+    """How many generator processes drove the run (their reports merged into this one)."""
 
 
 _encoder = msgspec.json.Encoder()

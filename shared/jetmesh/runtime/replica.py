@@ -53,11 +53,9 @@ from .failures import Failures
 from .ledger import UNAVAILABLE, Recorded, StepLedger
 from .limits import PlanLimits, plan_refusal
 from .model_steps import Models
+from .step_leases import StepLeases
 
 log = logging.getLogger("jetmesh.runtime")
-
-LEASE_POLL_S = 0.2
-"""How often a duplicate of a running step looks for its result."""
 
 ADVISORY_CAPACITY = 4
 """Max-deliveries advisories one replica handles at once."""
@@ -115,8 +113,6 @@ class Replica:
         self._owns_models = models is None
         self.models = models or Models(provider_from(settings), prices_from(settings))
         self._inflight: dict[asyncio.Task[None], Msg] = {}
-        self._leases: dict[asyncio.Task[None], tuple[str, str, str]] = {}
-        """Steps whose lease a running task holds: (workflow, agent, step)."""
         self.ledger = (
             StepLedger(
                 self.mesh.redis,
@@ -128,10 +124,14 @@ class Replica:
             if settings.step_ledger
             else None
         )
+        self.leases = (
+            StepLeases(self.ledger, agent.name, lease_ms=int(settings.ack_wait_s * 1000))
+            if self.ledger is not None
+            else None
+        )
         self.failures = Failures(self.mesh, settings, agent.name, self.ledger)
         self.grant = frozenset(agent.scopes) & _certified_scopes(identity, roots)
         """What this role may do: its declared scopes, as far as its certificate grants."""
-        self._lease_ms = int(settings.ack_wait_s * 1000)
         self._unannounced: dict[Context, float] = {}
         self._announcer: asyncio.Task[None] | None = None
         self._feed: PullFeed
@@ -212,7 +212,8 @@ class Replica:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
-        self._leases.pop(task, None)
+        if self.leases is not None:
+            self.leases.forget(task)
         self._feed.release()
         if not task.cancelled() and task.exception() is not None:
             log.error("task processing crashed", exc_info=task.exception())
@@ -225,9 +226,8 @@ class Replica:
             for msg in list(self._inflight.values()):
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
-            if self.ledger is not None:
-                with contextlib.suppress(Exception):
-                    await self.ledger.renew(list(self._leases.values()), self._lease_ms)
+            if self.leases is not None:
+                await self.leases.renew()
 
     async def _process(self, msg: Msg) -> None:
         delivery = delivery_of(msg.reply)
@@ -374,7 +374,8 @@ class Replica:
         step had a result, answered again; or the ledger is unreachable, sent back); else
         whether the step had been started by another delivery whose lease it waited out."""
         try:
-            recorded, started = await self._claim(task, step, holder)
+            assert self.leases is not None
+            recorded, started = await self.leases.claim(task.workflow, step, holder)
         except asyncio.CancelledError:  # drained while waiting for a duplicate
             await msg.nak()
             raise
@@ -402,33 +403,9 @@ class Replica:
             return False
         return True
 
-    async def _claim(self, task: Envelope, step: str, holder: str) -> tuple[Recorded | None, bool]:
-        """Take the step's lease, or wait while another replica runs it. Returns the
-        step's recorded result if it has one (then the handler must not run), and whether
-        another delivery's lease was found (the step had been started)."""
-        assert self.ledger is not None
-        current = asyncio.current_task()
-        waited = False
-        while True:
-            taken, recorded = await self.ledger.claim(
-                task.workflow, self.agent.name, step, holder, self._lease_ms
-            )
-            if recorded is not None:  # (the script takes no lease when there is a result)
-                return recorded, waited
-            if taken:
-                if current is not None:
-                    self._leases[current] = (task.workflow, self.agent.name, step)
-                return None, waited
-            waited = True
-            await asyncio.sleep(LEASE_POLL_S)  # a duplicate: wait for the running one
-
     async def _release(self, task: Envelope, step: str, holder: str) -> None:
-        current = asyncio.current_task()
-        if current is not None:
-            self._leases.pop(current, None)
-        if self.ledger is not None:
-            with contextlib.suppress(Exception):
-                await self.ledger.release(task.workflow, self.agent.name, step, holder)
+        if self.leases is not None:
+            await self.leases.release(task.workflow, step, holder)
 
     async def _reply(self, task: Envelope, recorded: Recorded) -> None:
         if not task.reply_to:

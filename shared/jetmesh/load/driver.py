@@ -36,6 +36,7 @@ from typing import Any
 
 from .._exceptions import CallFailed, ConfigError
 from .arrivals import mean_rate, schedule
+from .memory import sample_every
 from .report import LoadReport, SloResult, Window
 from .scenario import ClosedArrival, Scenario, Slo
 
@@ -101,6 +102,7 @@ class _Bucket:
     completed: int = 0
     errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    rss_mb: dict[str, float] = field(default_factory=dict)
 
 
 class _Tally:
@@ -141,6 +143,10 @@ class _Tally:
         else:
             self.histogram.record_value(value)
 
+    def on_rss(self, t: float, rss_mb: dict[str, float]) -> None:
+        if 0 <= t < len(self.windows):
+            self._bucket(t).rss_mb = rss_mb
+
     def p99_ms(self) -> float:
         return float(self.histogram.get_value_at_percentile(99.0)) / 1000
 
@@ -153,6 +159,7 @@ class _Tally:
                 errors=b.errors,
                 p50_ms=_quantile(b.latencies_ms, 0.50),
                 p99_ms=_quantile(b.latencies_ms, 0.99),
+                rss_mb=b.rss_mb,
             )
             for i, b in enumerate(self.windows)
         ]
@@ -324,6 +331,7 @@ async def run_scenario(
     target: str = "",
     duplicates: Callable[[], int] = lambda: 0,
     progress: Callable[[Progress], None] | None = None,
+    memory: Callable[[], dict[str, float]] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> LoadReport:
     """Run ``scenario`` against ``send`` and report it.
@@ -334,6 +342,9 @@ async def run_scenario(
         target: The report's ``target`` (default: the scenario's door and agent).
         duplicates: Reads how many replies came for a request already answered.
         progress: Called once a second with a :class:`Progress` snapshot.
+        memory: Read once per window of the measured part, in its middle: the resident
+            memory by process name (:meth:`~jetmesh.load.memory.RssWatch.sample`), kept in
+            the window's ``rss_mb``.
         clock: Seconds, monotonic (a test may pass its own).
 
     Returns:
@@ -353,6 +364,10 @@ async def run_scenario(
     ticker = None
     if progress is not None:
         ticker = asyncio.create_task(_ticker(tally, progress, clock, origin, scenario.warmup_s))
+    sampler = None
+    if memory is not None:
+        start = origin + scenario.warmup_s
+        sampler = asyncio.create_task(sample_every(memory, tally.on_rss, start=start, clock=clock))
     try:
         if isinstance(arrival, ClosedArrival):
             await _closed_loop(scenario, arrival, send, bodies, tally, clock, origin)
@@ -360,10 +375,11 @@ async def run_scenario(
         else:
             lags = await _open_loop(scenario, send, bodies, tally, clock, origin)
     finally:
-        if ticker is not None:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+        for task in (ticker, sampler):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     asked = mean_rate(arrival, scenario.seconds)
     latency = tally.latency_ms()
     slos = slo_results(scenario.slo, latency, tally.sent, tally.errors + tally.lost, tally.lost)

@@ -11,6 +11,11 @@ sends through the mesh's ingress (``nats``) or the HTTP gateway (``http``), and 
 - :mod:`.breakdown`: each role's queueing, handling and share of the end-to-end time,
   from the event log (:func:`role_shares`): which agent is the bottleneck.
 - :mod:`.render`: the report as Markdown (:func:`markdown`) and PNG plots (:func:`plots`).
+- :mod:`.fleet`: the mesh a run launches itself (``[mesh]``): embedded servers and a
+  process per replica, stopped after (:func:`launched`, :class:`Fleet`).
+- :mod:`.faults`: faults on a schedule (``[[faults]]``): kill a replica, restart a
+  server, pause a process (:func:`play_faults`).
+- :mod:`.runner`: a whole run, mesh, load and faults (:func:`run_load`).
 - :mod:`.compare`: two runs compared figure by figure (:func:`compare_reports`), and the
   reports of several generator processes merged into one (:func:`merge_reports`).
 
@@ -32,8 +37,11 @@ from .breakdown import role_shares, shares_from_trees
 from .compare import compare_reports, merge_reports
 from .doors import Door, http_door, nats_door, open_door
 from .driver import LAG_BOUND_S, Progress, Send, lag_bound, new_histogram, run_scenario, slo_results
+from .faults import Fault, KillFault, PauseFault, RestartServerFault, play_faults
+from .fleet import Fleet, MeshSpec, launched
 from .render import markdown, plots
-from .report import LoadReport, RoleShare, SloResult, Window, read_report, write_report
+from .report import FaultRecord, LoadReport, RoleShare, SloResult, Window, read_report, write_report
+from .runner import run_load
 from .scenario import (
     Arrival,
     ClosedArrival,
@@ -55,13 +63,20 @@ __all__ = [
     "ClosedArrival",
     "ConstantArrival",
     "Door",
+    "Fault",
+    "FaultRecord",
+    "Fleet",
     "HttpTarget",
+    "KillFault",
     "LoadReport",
+    "MeshSpec",
     "NatsTarget",
+    "PauseFault",
     "Payload",
     "PoissonArrival",
     "Progress",
     "RampArrival",
+    "RestartServerFault",
     "RoleShare",
     "Scenario",
     "Send",
@@ -72,6 +87,7 @@ __all__ = [
     "compare_reports",
     "http_door",
     "lag_bound",
+    "launched",
     "load_scenario",
     "markdown",
     "mean_rate",
@@ -79,9 +95,11 @@ __all__ = [
     "nats_door",
     "new_histogram",
     "open_door",
+    "play_faults",
     "plots",
     "read_report",
     "role_shares",
+    "run_load",
     "run_scenario",
     "schedule",
     "shares_from_trees",

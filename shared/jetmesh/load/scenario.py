@@ -39,6 +39,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .._exceptions import ConfigError
+from .faults import Fault, PauseFault, RestartServerFault
+from .fleet import MeshSpec
 
 __all__ = [
     "Arrival",
@@ -197,8 +199,26 @@ class Scenario(_Strict):
     timeout_s: float = Field(default=10.0, gt=0)
     """How long a request waits for its answer before it counts as lost."""
     slo: Slo = Field(default_factory=Slo)
+    mesh: MeshSpec | None = None
+    """What the run launches itself (``[mesh]``), stopped when it ends; None: nothing."""
+    faults: list[Fault] = Field(default_factory=list)
+    """Faults to strike during the run (``[[faults]]``); they need a ``[mesh]``."""
     base_dir: Path = Field(default=Path("."), exclude=True)
     """The scenario file's folder (``samples`` paths are relative to it)."""
+
+    @model_validator(mode="after")
+    def _faults_need_a_mesh(self) -> Scenario:
+        if self.faults and self.mesh is None:
+            raise ValueError("faults need a launched mesh: add a [mesh] section")
+        servers = [
+            f
+            for f in self.faults
+            if isinstance(f, RestartServerFault)
+            or (isinstance(f, PauseFault) and f.target in ("nats", "redis"))
+        ]
+        if servers and not (self.mesh and self.mesh.embedded):
+            raise ValueError("a server fault needs the run's own servers: mesh.embedded = true")
+        return self
 
     def describe_arrival(self) -> str:
         """The arrival model in a few words: ``constant 200/s``, ``closed 16``, ..."""

@@ -1,0 +1,96 @@
+"""A whole load run: launch the scenario's ``[mesh]`` (:mod:`.fleet`), send its load
+through its door (:mod:`.doors`, :mod:`.driver`) while its ``[[faults]]`` strike
+(:mod:`.faults`), stop what was launched, and report what the faults cost. ``jetmesh load
+run`` runs :func:`run_load`.
+
+Example:
+    >>> report = await run_load(scenario, MeshSettings())  # doctest: +SKIP
+    >>> report.sent == report.completed + report.errors + report.lost  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+import nats
+
+from .._exceptions import ConfigError
+from ..settings import MeshSettings
+from .doors import open_door
+from .driver import Progress, run_scenario
+from .faults import play_faults
+from .fleet import Fleet, launched
+from .report import LoadReport
+from .scenario import NatsTarget, Scenario
+
+__all__ = ["run_load"]
+
+
+async def _dead_letters(fleet: Fleet | None) -> int | None:
+    """The dead-letter stream's message count, asked as the servers' admin: only on open
+    embedded servers (None elsewhere; the stream not there yet: 0)."""
+    if fleet is None or not fleet.embedded or fleet.enforce:
+        return None
+    nc = await nats.connect(fleet.settings.nats_url, max_reconnect_attempts=2)
+    try:
+        js = nc.jetstream()
+        try:
+            info = await js.stream_info(fleet.settings.dlq_stream)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return int(info.state.messages)
+    finally:
+        await nc.close()
+
+
+async def run_load(
+    scenario: Scenario,
+    settings: MeshSettings | None = None,
+    *,
+    progress: Callable[[Progress], None] | None = None,
+    on_launch: Callable[[Fleet], None] | None = None,
+) -> LoadReport:
+    """Launch the scenario's ``[mesh]`` (if any), send its load through its door while
+    its faults strike, stop what was launched, and report: each role's share, the faults,
+    ``dead_lettered`` from the dead-letter stream (on servers the run started) and
+    ``lost`` as what was sent and neither answered nor failed.
+
+    Args:
+        scenario: The scenario.
+        settings: The mesh settings (default: from the environment); the embedded
+            servers' own replace them.
+        progress: Called once a second with a snapshot.
+        on_launch: Called with the launched fleet once it is ready (its pids, for a
+            caller that checks nothing outlives the run).
+
+    Raises:
+        ConfigError: faults with no ``[mesh]``, or the mesh did not start.
+    """
+    if scenario.faults and scenario.mesh is None:
+        raise ConfigError(f"scenario {scenario.name}: faults need a [mesh] section")
+    embedded = scenario.mesh is not None and scenario.mesh.embedded
+    if embedded and not isinstance(scenario.target, NatsTarget):
+        raise ConfigError(f"scenario {scenario.name}: embedded servers need door = 'nats'")
+    base = settings or MeshSettings()
+    async with launched(scenario.mesh, base) as fleet:
+        if fleet is not None and on_launch is not None:
+            on_launch(fleet)
+        door_settings = fleet.settings if fleet is not None and fleet.embedded else settings
+        dlq_before = await _dead_letters(fleet)
+        async with open_door(scenario, door_settings) as door:
+            async with play_faults(scenario.faults, fleet, delay_s=scenario.warmup_s) as records:
+                report = await run_scenario(
+                    scenario, door.send, duplicates=door.duplicates, progress=progress
+                )
+            roles = await door.roles()
+        dlq_after = await _dead_letters(fleet)
+    changes: dict[str, object] = {
+        "roles": roles,
+        "faults": list(records),
+        "lost": max(0, report.sent - report.completed - report.errors),
+    }
+    if dlq_before is not None and dlq_after is not None:
+        changes["dead_lettered"] = dlq_after - dlq_before
+    return msgspec.structs.replace(report, **changes)

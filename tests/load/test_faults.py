@@ -7,12 +7,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from jetmesh import ConfigError
 from jetmesh.embedded import pid_alive
-from jetmesh.load import Fleet, load_scenario, read_report, run_load, write_report
+from jetmesh.load import (
+    FaultRecord,
+    Fleet,
+    load_scenario,
+    markdown,
+    plots,
+    read_report,
+    run_load,
+    write_report,
+)
 from jetmesh.load.fleet import _wait_gone
+from tests.load.test_report_render import make_report
 
 SCENARIO = """
 name = "echo-under-faults"
@@ -100,3 +111,22 @@ def test_a_server_fault_needs_the_runs_own_servers(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"mesh\.embedded = true"):
         load_scenario(path)
+
+
+def test_the_markdown_lists_the_faults_and_the_plots_mark_them(tmp_path: Path) -> None:
+    report = msgspec.structs.replace(
+        make_report(),
+        faults=[
+            FaultRecord(at=2.0, kind="kill", target="echo", done=True, detail="echo#1 killed"),
+            FaultRecord(at=9.0, kind="pause", target="nats", done=False, detail="not due"),
+        ],
+    )
+    page = markdown(report)
+    assert "## Faults" in page
+    assert "| 2.0 | kill | echo | done | echo#1 killed |" in page
+    assert "| 9.0 | pause | nats | NOT DONE | not due |" in page
+    assert "## Faults" not in markdown(make_report())
+    without = {p.name: p.read_bytes() for p in plots(make_report(), tmp_path / "a")}
+    marked = {p.name: p.read_bytes() for p in plots(report, tmp_path / "b")}
+    assert without.keys() == marked.keys()
+    assert without["latency_over_time.png"] != marked["latency_over_time.png"]

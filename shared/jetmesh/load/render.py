@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._exceptions import ConfigError
-from .report import LoadReport, RoleShare, Window
+from .report import FaultRecord, LoadReport, RoleShare, Window
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -46,8 +46,8 @@ def markdown(report: LoadReport) -> str:
     It holds the run (target, arrival, duration), a warning in words when the generator
     was saturated, the rate asked and achieved, the counts (sent, completed, errors, lost,
     duplicated, dead-lettered), the latency percentiles, each objective with pass or FAIL,
-    the per-role breakdown with the bottleneck named, and the timeline grouped into at
-    most :data:`TIMELINE_ROWS` rows.
+    the per-role breakdown with the bottleneck named, the faults struck, and the timeline
+    grouped into at most :data:`TIMELINE_ROWS` rows.
 
     Args:
         report: The run's report.
@@ -61,6 +61,7 @@ def markdown(report: LoadReport) -> str:
         _latency(report),
         _slos(report),
         _roles(report.roles),
+        _faults(report.faults),
         _timeline(report.timeline),
     ]
     return "\n\n".join(part for part in parts if part) + "\n"
@@ -154,6 +155,16 @@ def _roles(roles: Sequence[RoleShare]) -> str:
     return "## Where the time went (ms)\n\n" + _table(head, rows) + "\n\n" + bottleneck
 
 
+def _faults(faults: Sequence[FaultRecord]) -> str:
+    if not faults:
+        return ""
+    rows = [
+        [f"{f.at:.1f}", f.kind, f.target, "done" if f.done else "NOT DONE", f.detail]
+        for f in faults
+    ]
+    return "## Faults\n\n" + _table(("At s", "Kind", "Target", "Result", "Detail"), rows)
+
+
 def _timeline(timeline: Sequence[Window]) -> str:
     if not timeline:
         return ""
@@ -208,7 +219,8 @@ def plots(report: LoadReport, out_dir: Path) -> list[Path]:
     Always ``latency_over_time.png`` (p50 and p99 per second), ``throughput_over_time.png``
     (sent and completed per second) and ``errors_over_time.png``; ``role_breakdown.png``
     (each role's queue and handling p50 as stacked bars) when the report has roles;
-    ``memory_over_time.png`` (resident memory per process) when its timeline has any.
+    ``memory_over_time.png`` (resident memory per process) when its timeline has any. The
+    plots over time mark each fault the run struck with a dashed line.
 
     Args:
         report: The run's report.
@@ -230,20 +242,20 @@ def plots(report: LoadReport, out_dir: Path) -> list[Path]:
     ax = fig.add_subplot()
     ax.plot(t, [w.p50_ms for w in report.timeline], label="p50")
     ax.plot(t, [w.p99_ms for w in report.timeline], label="p99")
-    _decorate(ax, f"{run}: latency", "ms")
+    _decorate(ax, f"{run}: latency", "ms", report.faults)
     written.append(_save(fig, out_dir / "latency_over_time.png"))
 
     fig = figure(figsize=_SIZE, dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     ax.plot(t, [w.sent for w in report.timeline], label="sent")
     ax.plot(t, [w.completed for w in report.timeline], label="completed")
-    _decorate(ax, f"{run}: throughput", "requests/s")
+    _decorate(ax, f"{run}: throughput", "requests/s", report.faults)
     written.append(_save(fig, out_dir / "throughput_over_time.png"))
 
     fig = figure(figsize=_SIZE, dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     ax.bar(t, [w.errors for w in report.timeline], width=0.9, color="tab:red", label="errors")
-    _decorate(ax, f"{run}: errors", "errors/s")
+    _decorate(ax, f"{run}: errors", "errors/s", report.faults)
     written.append(_save(fig, out_dir / "errors_over_time.png"))
 
     if report.roles:
@@ -270,7 +282,7 @@ def plots(report: LoadReport, out_dir: Path) -> list[Path]:
         for name in processes:
             points = [(w.t, w.rss_mb[name]) for w in report.timeline if name in w.rss_mb]
             ax.plot([p[0] for p in points], [p[1] for p in points], label=name)
-        _decorate(ax, f"{run}: resident memory", "MiB")
+        _decorate(ax, f"{run}: resident memory", "MiB", report.faults)
         written.append(_save(fig, out_dir / "memory_over_time.png"))
     return written
 
@@ -285,7 +297,9 @@ def _figure_class() -> type[Figure]:
     return Figure
 
 
-def _decorate(ax: Axes, title: str, unit: str) -> None:
+def _decorate(ax: Axes, title: str, unit: str, faults: Sequence[FaultRecord] = ()) -> None:
+    for i, f in enumerate(faults):  # a dashed line where each fault struck
+        ax.axvline(f.at, color="grey", linestyle="--", label="fault" if i == 0 else None)
     ax.set_title(title)
     ax.set_xlabel("seconds since start")
     ax.set_ylabel(unit)

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import nats
@@ -51,6 +52,7 @@ async def run_load(
     *,
     progress: Callable[[Progress], None] | None = None,
     on_launch: Callable[[Fleet], None] | None = None,
+    **options: Any,
 ) -> LoadReport:
     """Launch the scenario's ``[mesh]`` (if any), send its load through its door while
     its faults strike, stop what was launched, and report: each role's share, the faults,
@@ -64,6 +66,7 @@ async def run_load(
         progress: Called once a second with a snapshot.
         on_launch: Called with the launched fleet once it is ready (its pids, for a
             caller that checks nothing outlives the run).
+        **options: More options for :func:`~jetmesh.load.driver.run_scenario`.
 
     Raises:
         ConfigError: faults with no ``[mesh]``, or the mesh did not start.
@@ -82,7 +85,11 @@ async def run_load(
         async with open_door(scenario, door_settings) as door:
             async with play_faults(scenario.faults, fleet, delay_s=scenario.warmup_s) as records:
                 report = await run_scenario(
-                    scenario, door.send, duplicates=door.duplicates, progress=progress
+                    scenario,
+                    door.send,
+                    duplicates=door.duplicates,
+                    progress=progress,
+                    **options,
                 )
             roles = await door.roles()
         dlq_after = await _dead_letters(fleet)

@@ -12,6 +12,8 @@ what changed from A to B and exits 1 when B is worse.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 
 import msgspec
@@ -31,6 +33,15 @@ from ..load import (
     run_scenario,
     write_report,
 )
+from ..load.generators import (
+    merge_generators,
+    parse_part,
+    parse_processes,
+    part_of,
+    run_generators,
+    suggested_processes,
+)
+from ..load.memory import RssWatch, embedded_pids, watch_pids, with_soak
 from .common import console, err_console, run_async, settings
 from .render import markup
 
@@ -62,6 +73,8 @@ def summary(report: LoadReport) -> Table:
         ("asked / achieved rate", f"{asked} / {report.achieved_rate:.1f}/s"),
         ("saturated", "YES: the generator fell behind" if report.saturated else "no"),
     ]
+    if report.generators > 1:
+        rows.append(("generators", f"{report.generators} processes"))
     for name in ("sent", "completed", "errors", "lost", "duplicated", "dead_lettered"):
         rows.append((name.replace("_", " "), str(getattr(report, name))))
     rows += [(f"latency {k}", f"{v:.2f} ms") for k, v in report.latency_ms.items()]
@@ -81,6 +94,52 @@ def _scenario(path: Path, seconds: float | None, rate: float | None) -> Scenario
         raise typer.Exit(BAD_SCENARIO) from None
 
 
+def _generator_args(
+    scenario_file: Path, seconds: float | None, rate: float | None, soak: bool, watch: list[str]
+) -> list[str]:
+    """The options a generator process gets (each writes its own report)."""
+    args = [str(scenario_file)]
+    args += ["--seconds", repr(seconds)] if seconds is not None else []
+    args += ["--rate", repr(rate)] if rate is not None else []
+    args += ["--soak"] if soak else []
+    for option in watch:
+        args += ["--watch-pid", option]
+    return args
+
+
+def _generator(
+    scenario: Scenario, processes: str, part: str | None, soak: bool, watch: list[str]
+) -> tuple[int | None, Scenario, float, RssWatch | None]:
+    """``--processes`` (None: auto), this process's share of the scenario and its delay
+    (``--part``), and the memory watch of a soak; exit 2 on a wrong option."""
+    delay, name = 0.0, "generator"
+    try:
+        count = parse_processes(processes)
+        if part is not None:
+            index, of = parse_part(part)
+            scenario, delay = part_of(scenario, index, of)
+            name = f"generator-{index + 1}"
+        memory = None
+        if soak:
+            servers = embedded_pids(settings().state_dir)
+            memory = RssWatch({name: os.getpid(), **servers, **watch_pids(watch)})
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {markup(exc)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(BAD_SCENARIO) from None
+    return count, scenario, delay, memory
+
+
+def _several(args: list[str], count: int) -> LoadReport:
+    """``count`` generator processes run with ``args``; their reports merged (exit 1 when
+    one wrote none)."""
+    console.print(f"{count} generator processes, each at 1/{count} of the rate", highlight=False)
+    try:
+        return merge_generators(run_async(run_generators(args, count)))
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] {markup(exc)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
 def run(
     scenario_file: Path = typer.Argument(..., help="the scenario (TOML)", metavar="SCENARIO"),
     out: Path = typer.Option(Path("load-out"), "--out", help="folder for report.json"),
@@ -90,23 +149,46 @@ def run(
     draw: bool = typer.Option(
         False, "--plots", help="also draw the run's plots as PNGs in OUT (needs matplotlib)"
     ),
+    processes: str = typer.Option(
+        "1", "--processes", help="generator processes, each at rate/N (a count, or auto)"
+    ),
+    soak: bool = typer.Option(
+        False, "--soak", help="sample memory per second; judge memory and p99 flat"
+    ),
+    watch: list[str] = typer.Option(
+        [], "--watch-pid", help="NAME=PID: a process whose memory a soak samples"
+    ),
+    part: str | None = typer.Option(None, "--part", hidden=True),
 ) -> None:
     """Run SCENARIO: print a line a second, write OUT/report.json, OUT/report.md and a
     summary; exit 1 when an objective failed, 2 when the scenario is wrong."""
     scenario = _scenario(scenario_file, seconds, rate)
     mesh_settings = settings() if scenario.target.door == "nats" else None
+    count, scenario, delay, memory = _generator(scenario, processes, part, soak, watch)
+    if memory is not None and not quiet:
+        console.print(markup(memory.describe()), highlight=False)
 
     async def go() -> LoadReport:
+        await asyncio.sleep(delay)  # a generator process's place in the schedule
         async with open_door(scenario, mesh_settings) as door:
             report = await run_scenario(
                 scenario,
                 door.send,
                 duplicates=door.duplicates,
                 progress=None if quiet else _progress_line,
+                memory=None if memory is None else memory.sample,
             )
             return msgspec.structs.replace(report, roles=await door.roles())
 
-    report = run_async(go())
+    if count is not None and count > 1 and part is None:
+        console.print(
+            f"{count} generator processes, each at 1/{count} of the rate", highlight=False
+        )
+        report = _several(_generator_args(scenario_file, seconds, rate, soak, watch), count)
+    else:
+        report = run_async(go())
+    if soak:
+        report = with_soak(report)
     path = out / "report.json"
     write_report(path, report)
     (out / "report.md").write_text(markdown(report))
@@ -123,6 +205,11 @@ def run(
             "(saturated): the latencies include its own lag",
             highlight=False,
         )
+        if count is None:
+            err_console.print(
+                f"--processes auto: try --processes {suggested_processes(report)}",
+                highlight=False,
+            )
     console.print(f"report: {markup(path)}", highlight=False)
     if report.verdict == "fail":
         raise typer.Exit(1)

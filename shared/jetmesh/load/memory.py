@@ -26,9 +26,12 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Literal
+
+import msgspec
 
 from .._exceptions import ConfigError
-from .report import SloResult, Window
+from .report import LoadReport, SloResult, Window
 
 __all__ = [
     "P99_DRIFT_PCT",
@@ -36,10 +39,12 @@ __all__ = [
     "RssReader",
     "RssWatch",
     "embedded_pids",
+    "is_soak_slo",
     "proc_rss_mb",
     "sample_every",
     "soak_slos",
     "watch_pids",
+    "with_soak",
 ]
 
 RSS_GROWTH_PCT = 20.0
@@ -90,8 +95,22 @@ class RssWatch:
     """
 
     def __init__(self, pids: Mapping[str, int], reader: RssReader | None = None) -> None:
-        self.pids = dict(pids)
+        self._pids = dict(pids)
+        self._sources: list[Callable[[], Mapping[str, int]]] = []
         self._reader = reader if reader is not None else _default_reader()
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """The processes watched now: those named, and those the followed sources say."""
+        out = dict(self._pids)
+        for source in self._sources:
+            out.update(source())
+        return out
+
+    def follow(self, source: Callable[[], Mapping[str, int]]) -> None:
+        """Also watch the processes ``source`` names, read again at each sample (a
+        launched mesh whose processes a fault restarts: ``Fleet.pids``)."""
+        self._sources.append(source)
 
     @property
     def measured(self) -> bool:
@@ -111,7 +130,7 @@ class RssWatch:
         if self._reader is None:
             return {}
         out: dict[str, float] = {}
-        for name, pid in self.pids.items():
+        for name, pid in sorted(self.pids.items()):
             mb = self._reader(pid)
             if mb is not None:
                 out[name] = round(mb, 1)
@@ -180,6 +199,19 @@ def _thirds(windows: Sequence[Window]) -> tuple[Sequence[Window], Sequence[Windo
 
 def _growth_pct(first: float, last: float) -> float:
     return (last - first) / first * 100 if first > 0 else 0.0
+
+
+def is_soak_slo(name: str) -> bool:
+    """Whether objective ``name`` is one of :func:`soak_slos`'."""
+    return name == "p99 drift" or name.startswith("rss growth ")
+
+
+def with_soak(report: LoadReport) -> LoadReport:
+    """``report`` judged as a soak: its soak objectives (if any) replaced by
+    :func:`soak_slos` of its timeline, with the default limits, and the verdict again."""
+    slos = [s for s in report.slos if not is_soak_slo(s.name)] + soak_slos(report.timeline)
+    verdict: Literal["pass", "fail"] = "pass" if all(s.ok for s in slos) else "fail"
+    return msgspec.structs.replace(report, slos=slos, verdict=verdict)
 
 
 def soak_slos(

@@ -181,9 +181,6 @@ def run(
             return msgspec.structs.replace(report, roles=await door.roles())
 
     if count is not None and count > 1 and part is None:
-        console.print(
-            f"{count} generator processes, each at 1/{count} of the rate", highlight=False
-        )
         report = _several(_generator_args(scenario_file, seconds, rate, soak, watch), count)
     else:
         report = run_async(go())

@@ -18,6 +18,10 @@ sends through the mesh's ingress (``nats``) or the HTTP gateway (``http``), and 
 - :mod:`.runner`: a whole run, mesh, load and faults (:func:`run_load`).
 - :mod:`.compare`: two runs compared figure by figure (:func:`compare_reports`), and the
   reports of several generator processes merged into one (:func:`merge_reports`).
+- :mod:`.generators`: several generator processes for one run (:func:`run_generators`),
+  each its share of the scenario (:func:`part_of`), their reports merged.
+- :mod:`.memory`: each process's resident memory per window (:class:`RssWatch`) and the
+  soak's verdict, memory and p99 flat (:func:`soak_slos`).
 
 ``jetmesh load`` (:mod:`jetmesh.cli.load`) is the command line over these names. The
 extra libraries (hdrhistogram, matplotlib) come with the ``load`` extra
@@ -39,6 +43,8 @@ from .doors import Door, http_door, nats_door, open_door
 from .driver import LAG_BOUND_S, Progress, Send, lag_bound, new_histogram, run_scenario, slo_results
 from .faults import Fault, KillFault, PauseFault, RestartServerFault, play_faults
 from .fleet import Fleet, MeshSpec, launched
+from .generators import GeneratorRun, merge_generators, part_of, run_generators, suggested_processes
+from .memory import RssWatch, sample_every, soak_slos, with_soak
 from .render import markdown, plots
 from .report import FaultRecord, LoadReport, RoleShare, SloResult, Window, read_report, write_report
 from .runner import run_load
@@ -66,6 +72,7 @@ __all__ = [
     "Fault",
     "FaultRecord",
     "Fleet",
+    "GeneratorRun",
     "HttpTarget",
     "KillFault",
     "LoadReport",
@@ -78,6 +85,7 @@ __all__ = [
     "RampArrival",
     "RestartServerFault",
     "RoleShare",
+    "RssWatch",
     "Scenario",
     "Send",
     "Slo",
@@ -91,18 +99,25 @@ __all__ = [
     "load_scenario",
     "markdown",
     "mean_rate",
+    "merge_generators",
     "merge_reports",
     "nats_door",
     "new_histogram",
     "open_door",
+    "part_of",
     "play_faults",
     "plots",
     "read_report",
     "role_shares",
+    "run_generators",
     "run_load",
     "run_scenario",
+    "sample_every",
     "schedule",
     "shares_from_trees",
     "slo_results",
+    "soak_slos",
+    "suggested_processes",
+    "with_soak",
     "write_report",
 ]

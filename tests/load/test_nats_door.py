@@ -8,6 +8,9 @@ import itertools
 from pathlib import Path
 from typing import NamedTuple
 
+import msgspec
+
+from jetmesh import Agent, Context
 from jetmesh import events as ev
 from jetmesh.envelope import Envelope, encode_envelope, new_id
 from jetmesh.load import Scenario, nats_door, read_report, run_scenario, write_report
@@ -43,6 +46,33 @@ async def test_the_echo_agent_at_50_a_second(mesh: Mesh, tmp_path: Path) -> None
     path = tmp_path / "out" / "report.json"
     write_report(path, report)
     assert read_report(path) == report
+
+
+async def test_each_request_carries_the_targets_caller_scopes(mesh: Mesh) -> None:
+    seen: list[tuple[str, frozenset[str]]] = []
+    agent = Agent("echo")
+
+    @agent.handler
+    async def note(body: msgspec.Raw, ctx: Context) -> msgspec.Raw:
+        seen.append((ctx.caller.subject, ctx.caller.scopes))
+        return body
+
+    await mesh.start_replicas(agent)
+    scenario = Scenario.model_validate(
+        {
+            "name": "scoped",
+            "agent": "echo",
+            "target": {"door": "nats", "scopes": ["kb:read", "handoff:write"]},
+            "payload": {"template": '{"n": {n}}'},
+            "arrival": {"model": "constant", "rate": 20},
+            "seconds": 0.2,
+            "timeout_s": 10,
+        }
+    )
+    async with nats_door(scenario, mesh.settings) as door:
+        report = await run_scenario(scenario, door.send, duplicates=door.duplicates)
+    assert report.completed == report.sent > 0
+    assert set(seen) == {("load", frozenset({"kb:read", "handoff:write"}))}
 
 
 class Msg(NamedTuple):

@@ -129,7 +129,7 @@ async def nats_door(
     async with MeshClient(s, identity, roots=store.roots()) as mesh:
         replies = _Replies()
         await mesh.nc.subscribe(mesh.reply_subject, cb=replies.on_message)
-        token = mesh.mint_token("load", tenant="load")
+        token = mesh.mint_token("load", tenant="load", scopes=target.scopes)
         agent, type_, timeout = scenario.agent, scenario.payload.type, scenario.timeout_s
 
         answered = _Sample()

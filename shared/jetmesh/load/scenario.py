@@ -74,6 +74,9 @@ class NatsTarget(_Strict):
     """The credentials (keys) directory; default: the settings' own."""
     role: str = "cli"
     """The ingress role to send as (its identity is issued on first use in development)."""
+    scopes: list[str] = []
+    """The scopes of the caller token each request carries (a flow whose roles check them,
+    as the support mesh's ``kb:read``, needs them); default: none."""
 
     def describe(self, agent: str) -> str:
         """``nats <agent>`` and where."""

@@ -16,7 +16,6 @@ import asyncio
 import os
 from pathlib import Path
 
-import msgspec
 import typer
 from rich.table import Table
 
@@ -27,10 +26,9 @@ from ..load import (
     Scenario,
     load_scenario,
     markdown,
-    open_door,
     plots,
     read_report,
-    run_scenario,
+    run_load,
     write_report,
 )
 from ..load.generators import (
@@ -78,6 +76,9 @@ def summary(report: LoadReport) -> Table:
     for name in ("sent", "completed", "errors", "lost", "duplicated", "dead_lettered"):
         rows.append((name.replace("_", " "), str(getattr(report, name))))
     rows += [(f"latency {k}", f"{v:.2f} ms") for k, v in report.latency_ms.items()]
+    for f in report.faults:
+        result = "done" if f.done else "NOT DONE"
+        rows.append((f"fault at {f.at:.1f} s", markup(f"{f.kind} {f.target}: {result}")))
     for slo in report.slos:
         mark = "ok" if slo.ok else "FAIL"
         rows.append((f"slo {slo.name}", f"{slo.value:.4g} (limit {slo.limit:g}) {mark}"))
@@ -170,17 +171,19 @@ def run(
 
     async def go() -> LoadReport:
         await asyncio.sleep(delay)  # a generator process's place in the schedule
-        async with open_door(scenario, mesh_settings) as door:
-            report = await run_scenario(
-                scenario,
-                door.send,
-                duplicates=door.duplicates,
-                progress=None if quiet else _progress_line,
-                memory=None if memory is None else memory.sample,
-            )
-            return msgspec.structs.replace(report, roles=await door.roles())
+        # the scenario's [mesh] launched and its [[faults]] struck around the run
+        return await run_load(
+            scenario,
+            mesh_settings,
+            progress=None if quiet else _progress_line,
+            memory=None if memory is None else memory.sample,
+        )
 
     if count is not None and count > 1 and part is None:
+        if scenario.mesh is not None:
+            said = markup("a scenario's [mesh] runs with one generator process")
+            err_console.print(f"[red]error:[/red] {said}", highlight=False)
+            raise typer.Exit(BAD_SCENARIO)
         report = _several(_generator_args(scenario_file, seconds, rate, soak, watch), count)
     else:
         report = run_async(go())

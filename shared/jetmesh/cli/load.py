@@ -176,6 +176,7 @@ def run(
             scenario,
             mesh_settings,
             progress=None if quiet else _progress_line,
+            on_launch=None if memory is None else lambda fleet: memory.follow(fleet.pids),
             memory=None if memory is None else memory.sample,
         )
 

@@ -255,6 +255,10 @@ class Fleet:
         """Stop every process (SIGTERM, drain; SIGKILL after a timeout) together, then
         the embedded servers; idempotent."""
         live, self.live = self.live, []
+        for replica in live:  # one paused when the run ended could not drain
+            if replica.proc.pid is not None and replica.proc.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(replica.proc.pid, signal.SIGCONT)
         with ThreadPoolExecutor(max_workers=max(len(live), 1)) as pool:
             list(pool.map(lambda r: r.proc.stop(timeout=STOP_TIMEOUT_S), live))
         for proc in self.started:  # any left by a failed start or a kill

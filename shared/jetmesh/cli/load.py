@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -164,6 +165,8 @@ def run(
     """Run SCENARIO: print a line a second, write OUT/report.json, OUT/report.md and a
     summary; exit 1 when an objective failed, 2 when the scenario is wrong."""
     scenario = _scenario(scenario_file, seconds, rate)
+    if scenario.mesh is not None and scenario.mesh.launch:
+        sys.path.insert(0, str(Path.cwd()))  # a mesh package of this checkout, as launch
     mesh_settings = settings() if scenario.target.door == "nats" else None
     count, scenario, delay, memory = _generator(scenario, processes, part, soak, watch)
     if memory is not None and not quiet:

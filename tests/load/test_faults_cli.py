@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from jetmesh.embedded import pid_alive
-from jetmesh.load import Fleet, MeshSpec, play_faults, read_report
+from jetmesh.load import Fleet, MeshSpec, Scenario, driver, play_faults, read_report, run_load
 from jetmesh.load.faults import KillFault
 from jetmesh.settings import MeshSettings
 
@@ -105,3 +105,28 @@ def test_a_mesh_is_a_package_or_jetmesh_run_lines() -> None:
     ):
         with pytest.raises(ValidationError):
             MeshSpec.model_validate(wrong)
+
+
+async def test_dead_letters_are_counted_on_the_stream_of_the_runs_servers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a type the echo has no handler for: each task is dead-lettered, each caller told so
+    scenario = Scenario.model_validate(
+        {
+            "name": "dead-letters",
+            "agent": "echo",
+            "seconds": 1,
+            "timeout_s": 10,
+            "payload": {"template": '{"n": {n}}', "type": "nobody.Thing/1"},
+            "arrival": {"model": "constant", "rate": 5},
+            "mesh": {
+                "processes": [["jetmesh", "run", "jetmesh.load.echo:agent"]],
+                "embedded": True,
+            },
+        }
+    )
+    # the errors' reasons are not read: the count is the stream's
+    monkeypatch.setattr(driver, "_dead_lettered", lambda _failure: False)
+    report = await run_load(scenario)
+    assert (report.sent, report.completed, report.errors, report.lost) == (5, 0, 5, 0)
+    assert report.dead_lettered == 5

@@ -18,6 +18,7 @@ import msgspec
 import nats
 
 from .._exceptions import ConfigError
+from ..logins import admin_login
 from ..settings import MeshSettings
 from .doors import open_door
 from .driver import Progress, run_scenario
@@ -30,11 +31,12 @@ __all__ = ["run_load"]
 
 
 async def _dead_letters(fleet: Fleet | None) -> int | None:
-    """The dead-letter stream's message count, asked as the servers' admin: only on open
-    embedded servers (None elsewhere; the stream not there yet: 0)."""
-    if fleet is None or not fleet.embedded or fleet.enforce:
+    """The dead-letter stream's message count, asked as the servers' admin: only on the
+    servers the run started (None elsewhere; the stream not there yet: 0)."""
+    if fleet is None or not fleet.embedded:
         return None
-    nc = await nats.connect(fleet.settings.nats_url, max_reconnect_attempts=2)
+    login = admin_login(fleet.settings).nats_options()
+    nc = await nats.connect(fleet.settings.nats_url, max_reconnect_attempts=2, **login)
     try:
         js = nc.jetstream()
         try:

@@ -44,7 +44,13 @@ def shipped(name: str) -> Path:
 
 def test_the_shipped_scenarios_validate() -> None:
     names = sorted(p.name for p in SHIPPED.iterdir() if p.name.endswith(".toml"))
-    assert names == ["echo-faults.toml", "research.toml", "single-hop.toml", "support.toml"]
+    assert names == [
+        "echo-faults.toml",
+        "echo-soak.toml",
+        "research.toml",
+        "single-hop.toml",
+        "support.toml",
+    ]
     for name in names:
         scenario = load_scenario(shipped(name))
         assert isinstance(scenario.target, NatsTarget)

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint types docs bench bench-flows chaos chaos-support cluster-chaos restarts poison schemas clean down
+.PHONY: demo test check lint types docs bench bench-flows chaos chaos-support cluster-chaos restarts poison soak schemas clean down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ restarts: $(STAMP)
 
 poison: $(STAMP)
 	$(BIN)/python -m loadtest.poison
+
+# Ten minutes of the echo agent at half the rate it holds, on servers the run starts:
+# memory of every process and the p99 latency must stay flat (out/soak/report.md, plots).
+soak: $(STAMP)
+	$(BIN)/jetmesh load run shared/jetmesh/load/scenarios/echo-soak.toml --soak --out out/soak --plots
 
 schemas: $(STAMP)
 	$(BIN)/python -m subjects.generate

@@ -14,8 +14,18 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from jetmesh import ConfigError
 from jetmesh.embedded import pid_alive
-from jetmesh.load import Fleet, MeshSpec, Scenario, driver, play_faults, read_report, run_load
+from jetmesh.load import (
+    Fleet,
+    MeshSpec,
+    Scenario,
+    driver,
+    load_scenario,
+    play_faults,
+    read_report,
+    run_load,
+)
 from jetmesh.load.faults import KillFault
 from jetmesh.settings import MeshSettings
 
@@ -130,3 +140,14 @@ async def test_dead_letters_are_counted_on_the_stream_of_the_runs_servers(
     report = await run_load(scenario)
     assert (report.sent, report.completed, report.errors, report.lost) == (5, 0, 5, 0)
     assert report.dead_lettered == 5
+
+
+async def test_a_fault_on_a_role_the_mesh_does_not_launch_is_refused_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "wrong.toml"
+    path.write_text(SCENARIO.replace('target = "echo"', 'target = "triage"'))
+    fleets: list[Fleet] = []
+    with pytest.raises(ConfigError, match="'triage', which the mesh does not launch"):
+        await run_load(load_scenario(path), on_launch=fleets.append)
+    assert fleets == []

@@ -76,6 +76,14 @@ class MeshSpec(BaseModel):
                 raise ValueError(f"{argv}: a process is ['jetmesh', 'run', '<module>:<agent>']")
         return self
 
+    def roles(self) -> list[str]:
+        """The roles (and other processes) this mesh launches, in order.
+
+        Raises:
+            ConfigError: the package cannot be imported or declares no ``ROLES``.
+        """
+        return list(_package(self).targets)
+
 
 @dataclass
 class _Replica:

@@ -22,12 +22,28 @@ from ..logins import admin_login
 from ..settings import MeshSettings
 from .doors import open_door
 from .driver import Progress, run_scenario
-from .faults import play_faults
+from .faults import KillFault, PauseFault, play_faults
 from .fleet import Fleet, launched
 from .report import LoadReport
 from .scenario import NatsTarget, Scenario
 
 __all__ = ["run_load"]
+
+
+def _check_targets(scenario: Scenario, roles: list[str]) -> None:
+    """Each fault names a role the mesh launches (or, for a pause, a server or process)."""
+    for fault in scenario.faults:
+        if isinstance(fault, KillFault):
+            name = fault.role
+        elif isinstance(fault, PauseFault) and fault.target not in ("nats", "redis"):
+            name = fault.target.split("#", 1)[0]
+        else:
+            continue
+        if name not in roles:
+            raise ConfigError(
+                f"scenario {scenario.name}: a {fault.kind} fault names {name!r}, "
+                f"which the mesh does not launch (it launches {', '.join(roles)})"
+            )
 
 
 async def _dead_letters(fleet: Fleet | None) -> int | None:
@@ -78,6 +94,8 @@ async def run_load(
     embedded = scenario.mesh is not None and scenario.mesh.embedded
     if embedded and not isinstance(scenario.target, NatsTarget):
         raise ConfigError(f"scenario {scenario.name}: embedded servers need door = 'nats'")
+    if scenario.mesh is not None and scenario.faults:
+        _check_targets(scenario, scenario.mesh.roles())
     base = settings or MeshSettings()
     async with launched(scenario.mesh, base) as fleet:
         if fleet is not None and on_launch is not None:

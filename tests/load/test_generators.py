@@ -11,7 +11,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from jetmesh import ConfigError
-from jetmesh.load import LoadReport, Scenario, Window, read_report
+from jetmesh.load import LoadReport, Scenario, Window, markdown, read_report
 from jetmesh.load.echo import agent as echo_agent
 from jetmesh.load.generators import (
     GeneratorRun,
@@ -150,3 +150,9 @@ def test_a_process_without_a_report_fails_the_merge() -> None:
         merge_generators(runs)
     merged = merge_generators([GeneratorRun(0, 1, REPORT, ""), GeneratorRun(1, 1, REPORT, "")])
     assert (merged.generators, merged.sent, merged.saturated) == (2, 40000, True)
+
+
+def test_the_markdown_report_names_the_generator_processes() -> None:
+    assert "Generator processes" not in markdown(REPORT)
+    two = msgspec.structs.replace(REPORT, generators=2)
+    assert "| Generator processes | 2 |" in markdown(two)

@@ -102,6 +102,8 @@ def _summary(report: LoadReport) -> str:
         ("Duplicated", f"{report.duplicated:,}"),
         ("Dead-lettered", f"{report.dead_lettered:,}"),
     ]
+    if report.generators > 1:
+        rows.insert(2, ("Generator processes", str(report.generators)))
     return "## Summary\n\n" + _table(("Figure", "Value"), rows)
 
 

@@ -36,7 +36,8 @@ async def test_the_echo_agent_at_50_a_second(mesh: Mesh, tmp_path: Path) -> None
         report = await run_scenario(scenario, door.send, duplicates=door.duplicates)
         roles = await door.roles()
     assert [(r.role, r.hops) for r in roles] == [("echo", 100)]
-    assert 0.0 < roles[0].share <= 1.0
+    # at most all of the end-to-end time, give or take the rounding of the events' times
+    assert 0.0 < roles[0].share <= 1.0 + 1e-3
     assert roles[0].handle_ms_p50 <= roles[0].handle_ms_p99
     assert (report.sent, report.completed, report.errors, report.lost) == (100, 100, 0, 0)
     assert report.duplicated == 0

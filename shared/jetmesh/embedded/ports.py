@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable
 
 _POLL_S = 0.02
+_HANDED_OUT_S = 120.0
+"""A port :func:`free_port` returned is not returned again by this process for this long:
+the kernel may offer a port it just freed to the next bind, and two ports picked one after
+the other for two servers (NATS and Redis) must differ before either is bound."""
+_handed_out: dict[int, float] = {}
+_handed_out_lock = threading.Lock()
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -34,6 +41,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port on ``host`` that nothing listens on right now.
 
     The kernel picks the port; another process may still take it before the caller binds it.
+    This process is not given the same port twice within two minutes (two servers' ports
+    picked one after the other differ).
 
     Args:
         host: The address to bind while picking the port.
@@ -41,10 +50,18 @@ def free_port(host: str = "127.0.0.1") -> int:
     Raises:
         OSError: If ``host`` cannot be bound.
     """
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    for _ in range(100):
+        with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        now = time.monotonic()
+        with _handed_out_lock:
+            for old in [p for p, at in _handed_out.items() if now - at > _HANDED_OUT_S]:
+                del _handed_out[old]
+            if port not in _handed_out:
+                _handed_out[port] = now
+                return port
+    return port  # the kernel kept offering ports handed out lately: take the last
 
 
 def free_block(offsets: list[int], low: int, high: int, host: str = "127.0.0.1") -> int:

@@ -53,7 +53,13 @@ class SecuredMesh:
         self.clients: list[MeshClient] = []
 
     def up(self) -> SecuredMesh:
-        up_servers(self.settings, self.policy)
+        """Start the servers and run the admin step; servers started are stopped again if
+        the step fails (nothing is left running for a fixture that never yields)."""
+        try:
+            up_servers(self.settings, self.policy)
+        except BaseException:
+            self.down()
+            raise
         return self
 
     def down(self) -> None:

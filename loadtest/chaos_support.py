@@ -50,13 +50,13 @@ import uvloop
 
 from jetmesh import CallFailed, MeshClient, MeshSettings
 from jetmesh.cli import admin_client, cli_client, decide
-from jetmesh.embedded import free_port
+from jetmesh.embedded import free_port, wait_gone
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
 from jetmesh.patterns import APPROVAL_REQUESTED, Verdict
 from jetmesh.toolgate import write_secrets
 from loadtest.support_audit import Audit, audit_run
-from loadtest.support_fleet import Fleet, Servers, wait_gone
+from loadtest.support_fleet import Fleet, Servers
 from services import support
 from services.support.settings import DEFAULT_REFUND_LIMIT_EUR
 from services.support.wire import RefundAsk, Resolution, Ticket

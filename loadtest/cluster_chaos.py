@@ -50,7 +50,7 @@ from redis.exceptions import RedisError
 from jetmesh import MeshClient, MeshSettings
 from jetmesh.bus import connect
 from jetmesh.cli import admin_client, cli_client, cluster_settings
-from jetmesh.embedded import free_cluster_ports
+from jetmesh.embedded import free_cluster_ports, wait_gone
 from jetmesh.logins import admin_login
 from jetmesh.memory import sentinel_view
 from jetmesh.memory.connection import connect as connect_redis
@@ -63,7 +63,7 @@ from loadtest.chaos_support import (
 from loadtest.cluster_report import NODES, ClusterChaosConfig, ClusterChaosReport, Failover
 from loadtest.stream_files import compare_replicas, latest_by_subject, read_stream
 from loadtest.support_audit import audit_run
-from loadtest.support_fleet import Fleet, Servers, wait_gone
+from loadtest.support_fleet import Fleet, Servers
 
 PROBE_STREAM = "CHAOS_PROBE"
 PROBE_SUBJECT = "chaos.probe"

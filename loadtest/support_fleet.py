@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from jetmesh import MeshSettings
-from jetmesh.embedded import EmbeddedStack, pid_alive, read_pid_file
+from jetmesh.embedded import EmbeddedStack, pid_alive, read_pid_file, wait_gone
 from jetmesh.processes import AgentProcess, settings_env
 
 UP_TIMEOUT_S = 90.0
@@ -167,14 +167,6 @@ class Fleet:
     def running(self) -> list[AgentProcess]:
         """Started processes that have not exited."""
         return [p for p in self.started if p.proc is not None and p.proc.poll() is None]
-
-
-def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
-    """The pids still alive after waiting up to ``timeout`` for them to exit."""
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up and any(pid_alive(p) for p in pids):
-        time.sleep(0.05)
-    return [p for p in pids if pid_alive(p)]
 
 
 def _all_threads_stopped(pid: int, timeout: float) -> bool:

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from jetmesh import ConfigError
-from jetmesh.embedded import pid_alive
+from jetmesh.embedded import pid_alive, wait_gone
 from jetmesh.load import (
     FaultRecord,
     Fleet,
@@ -22,7 +22,6 @@ from jetmesh.load import (
     run_load,
     write_report,
 )
-from jetmesh.load.fleet import _wait_gone
 from tests.load.test_report_render import make_report
 
 SCENARIO = """
@@ -72,7 +71,7 @@ async def test_a_killed_replica_is_replaced_and_no_request_is_lost(tmp_path: Pat
     assert "echo#3 ready" in fault.detail
     started = fleet.all_pids()
     assert len(started) == 3 + 2  # three echo processes over the run, nats and redis
-    assert _wait_gone(started, timeout=5.0) == []
+    assert wait_gone(started, timeout=5.0) == []
     path = tmp_path / "out" / "report.json"
     write_report(path, report)
     assert read_report(path).faults == report.faults

@@ -26,7 +26,7 @@ from jetmesh._exceptions import ServerStartError
 from jetmesh.embedded.binaries import nats_server_binary, redis_server_binary
 from jetmesh.embedded.endpoint import Endpoint
 from jetmesh.embedded.nats import SYNC_INTERVAL, NatsCluster, NatsServer
-from jetmesh.embedded.pids import pid_alive, read_pid_file
+from jetmesh.embedded.pids import pid_alive, read_pid_file, wait_gone
 from jetmesh.embedded.ports import free_port, port_open, wait_for_port
 from jetmesh.embedded.process import ServerProcess
 from jetmesh.embedded.redis import RedisServer
@@ -60,4 +60,5 @@ __all__ = [
     "read_pid_file",
     "redis_server_binary",
     "wait_for_port",
+    "wait_gone",
 ]

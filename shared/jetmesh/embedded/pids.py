@@ -108,6 +108,20 @@ def wait_exit(pid: int, timeout: float) -> bool:
     return True
 
 
+def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    """Wait up to ``timeout`` seconds for every one of ``pids`` to exit; the pids still
+    alive then (empty when all are gone).
+
+    Args:
+        pids: The process ids.
+        timeout: Seconds to wait.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(_POLL_S)
+    return [p for p in pids if pid_alive(p)]
+
+
 def terminate_pid(pid: int, timeout: float = 10.0) -> None:
     """Stop ``pid``: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL its group.
 

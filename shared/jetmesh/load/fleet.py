@@ -33,7 +33,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._exceptions import ConfigError
-from ..embedded import EmbeddedStack, free_port, pid_alive, read_pid_file
+from ..embedded import EmbeddedStack, free_port, pid_alive, read_pid_file, wait_gone
 from ..policy.model import mesh_policy
 from ..processes import AgentProcess
 from ..provision import bring_up
@@ -221,7 +221,7 @@ class Fleet:
         """
         pid = self._server_or_fail(name)
         os.kill(pid, signal.SIGKILL)
-        await asyncio.to_thread(_wait_gone, [pid])
+        await asyncio.to_thread(wait_gone, [pid])
         await asyncio.sleep(down_s)
         started = time.monotonic()
         await self.up()
@@ -279,15 +279,7 @@ class Fleet:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGCONT)
                         os.kill(pid, signal.SIGKILL)
-            _wait_gone(sorted(self.server_pids))
-
-
-def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
-    """The pids still alive after waiting up to ``timeout`` for them to exit."""
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up and any(pid_alive(p) for p in pids):
-        time.sleep(0.05)
-    return [p for p in pids if pid_alive(p)]
+            wait_gone(sorted(self.server_pids))
 
 
 def _embedded_settings(base: MeshSettings, state_dir: Path) -> MeshSettings:

@@ -19,7 +19,8 @@ slow = Agent("slow", description="records each run, then works for job.sleep_s")
 
 @slow.handler
 async def work(job: Job, ctx: Context) -> Done:
-    await ctx.memory.update(f"runs_{job.id}", int, lambda n: (n or 0) + 1)
+    # the pid first: a test that sees the run counted reads the pid of that run
     await ctx.memory.update(f"pid_{job.id}", int, lambda _: os.getpid())
+    await ctx.memory.update(f"runs_{job.id}", int, lambda n: (n or 0) + 1)
     await asyncio.sleep(job.sleep_s)  # the test kills this process here
     return Done(job.id, str(os.getpid()), ctx.attempt)

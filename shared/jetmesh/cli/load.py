@@ -25,6 +25,7 @@ from ..load import (
     LoadReport,
     Progress,
     Scenario,
+    bounds,
     load_scenario,
     markdown,
     plots,
@@ -83,6 +84,10 @@ def summary(report: LoadReport) -> Table:
     for slo in report.slos:
         mark = "ok" if slo.ok else "FAIL"
         rows.append((f"slo {slo.name}", f"{slo.value:.4g} (limit {slo.limit:g}) {mark}"))
+    for figure in report.audit:
+        mark = "ok" if figure.ok else "FAIL"
+        said = f"{figure.value:g} ({bounds(figure)}) {mark}"
+        rows.append((f"audit {markup(figure.name)}", said))
     for row in rows:
         table.add_row(*row)
     return table

@@ -15,6 +15,8 @@ sends through the mesh's ingress (``nats``) or the HTTP gateway (``http``), and 
   process per replica, stopped after (:func:`launched`, :class:`Fleet`).
 - :mod:`.faults`: faults on a schedule (``[[faults]]``): kill a replica, restart a
   server, pause a process (:func:`play_faults`).
+- :mod:`.audit`: a scenario's ``[audit]``, the mesh's own count of what happened after
+  the load (effects, runs per task), judged against bounds (:func:`run_audit`).
 - :mod:`.runner`: a whole run, mesh, load and faults (:func:`run_load`).
 - :mod:`.compare`: two runs compared figure by figure (:func:`compare_reports`), and the
   reports of several generator processes merged into one (:func:`merge_reports`).
@@ -37,6 +39,7 @@ Example:
 """
 
 from .arrivals import mean_rate, schedule
+from .audit import AuditCheck, AuditRun, load_check, run_audit, with_audit
 from .breakdown import role_shares, shares_from_trees
 from .compare import compare_reports, merge_reports
 from .doors import Door, http_door, nats_door, open_door
@@ -45,11 +48,21 @@ from .faults import Fault, KillFault, PauseFault, RestartServerFault, play_fault
 from .fleet import Fleet, MeshSpec, launched
 from .generators import GeneratorRun, merge_generators, part_of, run_generators, suggested_processes
 from .memory import RssWatch, sample_every, soak_slos, with_soak
-from .render import markdown, plots
-from .report import FaultRecord, LoadReport, RoleShare, SloResult, Window, read_report, write_report
+from .render import bounds, markdown, plots
+from .report import (
+    AuditFigure,
+    FaultRecord,
+    LoadReport,
+    RoleShare,
+    SloResult,
+    Window,
+    read_report,
+    write_report,
+)
 from .runner import run_load
 from .scenario import (
     Arrival,
+    Audit,
     ClosedArrival,
     ConstantArrival,
     HttpTarget,
@@ -66,6 +79,10 @@ from .scenario import (
 __all__ = [
     "LAG_BOUND_S",
     "Arrival",
+    "Audit",
+    "AuditCheck",
+    "AuditFigure",
+    "AuditRun",
     "ClosedArrival",
     "ConstantArrival",
     "Door",
@@ -92,10 +109,12 @@ __all__ = [
     "SloResult",
     "StepsArrival",
     "Window",
+    "bounds",
     "compare_reports",
     "http_door",
     "lag_bound",
     "launched",
+    "load_check",
     "load_scenario",
     "markdown",
     "mean_rate",
@@ -109,6 +128,7 @@ __all__ = [
     "plots",
     "read_report",
     "role_shares",
+    "run_audit",
     "run_generators",
     "run_load",
     "run_scenario",
@@ -118,6 +138,7 @@ __all__ = [
     "slo_results",
     "soak_slos",
     "suggested_processes",
+    "with_audit",
     "with_soak",
     "write_report",
 ]

@@ -198,7 +198,7 @@ def merge_reports(reports: Sequence[LoadReport]) -> LoadReport:
       largest.
     - Objectives are judged again on the merged figures (``p50_ms``, ``p99_ms``,
       ``error_rate``, ``no_loss``; another objective holds only if it held in every
-      report); the verdict follows.
+      report); audit figures are kept as each report has them; the verdict follows.
 
     Args:
         reports: One report per generator process, at least one.
@@ -242,9 +242,11 @@ def merge_reports(reports: Sequence[LoadReport]) -> LoadReport:
         timeline=_merged_timeline(reports),
         roles=_merged_roles(reports),
         histogram=histogram,
+        audit=[f for r in reports for f in r.audit],
     )
     slos = _rejudged(reports, merged)
-    verdict: Literal["pass", "fail"] = "pass" if all(s.ok for s in slos) else "fail"
+    held = all(s.ok for s in slos) and all(f.ok for f in merged.audit)
+    verdict: Literal["pass", "fail"] = "pass" if held else "fail"
     return msgspec.structs.replace(merged, slos=slos, verdict=verdict)
 
 

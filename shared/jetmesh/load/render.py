@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._exceptions import ConfigError
-from .report import FaultRecord, LoadReport, RoleShare, Window
+from .report import AuditFigure, FaultRecord, LoadReport, RoleShare, Window
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -46,8 +46,8 @@ def markdown(report: LoadReport) -> str:
     It holds the run (target, arrival, duration), a warning in words when the generator
     was saturated, the rate asked and achieved, the counts (sent, completed, errors, lost,
     duplicated, dead-lettered), the latency percentiles, each objective with pass or FAIL,
-    the per-role breakdown with the bottleneck named, the faults struck, and the timeline
-    grouped into at most :data:`TIMELINE_ROWS` rows.
+    the audit's figures with their bounds, the per-role breakdown with the bottleneck
+    named, the faults struck, and the timeline grouped into at most :data:`TIMELINE_ROWS` rows.
 
     Args:
         report: The run's report.
@@ -60,6 +60,7 @@ def markdown(report: LoadReport) -> str:
         _summary(report),
         _latency(report),
         _slos(report),
+        _audit(report.audit),
         _roles(report.roles),
         _faults(report.faults),
         _timeline(report.timeline),
@@ -129,6 +130,26 @@ def _slos(report: LoadReport) -> str:
         for slo in report.slos
     ]
     return "## Objectives\n\n" + _table(("Objective", "Limit", "Measured", "Result"), rows)
+
+
+def _audit(figures: Sequence[AuditFigure]) -> str:
+    if not figures:
+        return ""
+    rows = [
+        (f.name, f"{f.value:g}", bounds(f), "pass" if f.ok else "**FAIL**", f.detail)
+        for f in figures
+    ]
+    return "## Audit\n\n" + _table(("Figure", "Value", "Bounds", "Result", "Detail"), rows)
+
+
+def bounds(figure: AuditFigure) -> str:
+    """An audit figure's bounds in words: ``<= 0``, ``>= 300``, ``300..310`` or ``-``."""
+    most, least = figure.most, figure.least
+    if most is not None and least is not None:
+        return f"{least:g}..{most:g}"
+    if most is not None:
+        return f"<= {most:g}"
+    return "-" if least is None else f">= {least:g}"
 
 
 def _roles(roles: Sequence[RoleShare]) -> str:

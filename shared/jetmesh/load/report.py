@@ -19,6 +19,7 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "AuditFigure",
     "FaultRecord",
     "LoadReport",
     "RoleShare",
@@ -95,6 +96,29 @@ class FaultRecord(msgspec.Struct, frozen=True, kw_only=True):
     """What happened: the pid, the replacement, how long the server was down."""
 
 
+class AuditFigure(msgspec.Struct, frozen=True, kw_only=True):
+    """One figure the scenario's ``[audit]`` counted after the load (effects run, runs per
+    task, payouts...), judged against its bounds when it has any."""
+
+    name: str
+    """What was counted, e.g. ``effects duplicated``."""
+    value: float
+    """The count."""
+    most: float | None = None
+    """The largest value that passes (None: no upper bound)."""
+    least: float | None = None
+    """The smallest value that passes (None: no lower bound)."""
+    detail: str = ""
+    """More words: which ones, from where."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether ``value`` is within its bounds (a figure with none always is)."""
+        if self.most is not None and self.value > self.most:
+            return False
+        return self.least is None or self.value >= self.least
+
+
 class LoadReport(msgspec.Struct, frozen=True, kw_only=True):
     """One load run, as ``report.json`` holds it."""
 
@@ -147,6 +171,9 @@ class LoadReport(msgspec.Struct, frozen=True, kw_only=True):
     """The faults the scenario scheduled, in order (empty without ``[[faults]]``)."""
     generators: int = 1
     """How many generator processes drove the run (their reports merged into this one)."""
+    audit: list[AuditFigure] = msgspec.field(default_factory=list)
+    """What the scenario's ``[audit]`` counted after the load (empty without one); a
+    figure outside its bounds makes the verdict ``fail``."""
 
 
 _encoder = msgspec.json.Encoder()

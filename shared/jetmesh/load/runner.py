@@ -20,11 +20,12 @@ import nats
 from .._exceptions import ConfigError
 from ..logins import admin_login
 from ..settings import MeshSettings
+from .audit import AuditRun, run_audit, with_audit
 from .doors import open_door
 from .driver import Progress, run_scenario
 from .faults import KillFault, PauseFault, play_faults
 from .fleet import Fleet, launched
-from .report import LoadReport
+from .report import AuditFigure, LoadReport
 from .scenario import NatsTarget, Scenario
 
 __all__ = ["run_load"]
@@ -73,9 +74,10 @@ async def run_load(
     **options: Any,
 ) -> LoadReport:
     """Launch the scenario's ``[mesh]`` (if any), send its load through its door while
-    its faults strike, stop what was launched, and report: each role's share, the faults,
-    ``dead_lettered`` from the dead-letter stream (on servers the run started) and
-    ``lost`` as what was sent and neither answered nor failed.
+    its faults strike, run its ``[audit]`` (if any) while the mesh is still up, stop what
+    was launched, and report: each role's share, the faults, ``dead_lettered`` from the
+    dead-letter stream (on servers the run started), ``lost`` as what was sent and neither
+    answered nor failed, and the audit's figures (a figure out of bounds fails the run).
 
     Args:
         scenario: The scenario.
@@ -87,7 +89,8 @@ async def run_load(
         **options: More options for :func:`~jetmesh.load.driver.run_scenario`.
 
     Raises:
-        ConfigError: faults with no ``[mesh]``, or the mesh did not start.
+        ConfigError: faults with no ``[mesh]``, the mesh did not start, or the audit
+            function cannot be found.
     """
     if scenario.faults and scenario.mesh is None:
         raise ConfigError(f"scenario {scenario.name}: faults need a [mesh] section")
@@ -113,11 +116,22 @@ async def run_load(
                 )
             roles = await door.roles()
         dlq_after = await _dead_letters(fleet)
-    changes: dict[str, object] = {
-        "roles": roles,
-        "faults": list(records),
-        "lost": max(0, report.sent - report.completed - report.errors),
-    }
-    if dlq_before is not None and dlq_after is not None:
-        changes["dead_lettered"] = dlq_after - dlq_before
-    return msgspec.structs.replace(report, **changes)
+        changes: dict[str, object] = {
+            "roles": roles,
+            "faults": list(records),
+            "lost": max(0, report.sent - report.completed - report.errors),
+        }
+        if dlq_before is not None and dlq_after is not None:
+            changes["dead_lettered"] = dlq_after - dlq_before
+        report = msgspec.structs.replace(report, **changes)
+        figures: list[AuditFigure] = []
+        if scenario.audit is not None:  # while the mesh is still up
+            run = AuditRun(
+                scenario=scenario,
+                report=report,
+                settings=door_settings,
+                embedded=embedded,
+                options=scenario.audit.options,
+            )
+            figures = await run_audit(scenario.audit, run)
+    return with_audit(report, figures) if figures else report

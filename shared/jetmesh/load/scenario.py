@@ -44,6 +44,7 @@ from .fleet import MeshSpec
 
 __all__ = [
     "Arrival",
+    "Audit",
     "ClosedArrival",
     "ConstantArrival",
     "HttpTarget",
@@ -183,6 +184,19 @@ class Slo(_Strict):
     """Every request gets an answer (no lost requests)."""
 
 
+class Audit(_Strict):
+    """``[audit]``: a function of the mesh under test, run after the load while the mesh
+    is still up, that counts what really happened (effects, runs per task, payouts) and
+    returns figures with bounds; a figure outside them fails the run like an objective."""
+
+    check: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    """``package.module:function``: an async function taking a
+    :class:`~jetmesh.load.audit.AuditRun` and returning a list of
+    :class:`~jetmesh.load.report.AuditFigure`."""
+    options: dict[str, str | int | float | bool] = {}
+    """Passed to the function as ``run.options`` (``[audit.options]``)."""
+
+
 class Scenario(_Strict):
     """A load scenario, as its TOML file says."""
 
@@ -206,6 +220,8 @@ class Scenario(_Strict):
     """What the run launches itself (``[mesh]``), stopped when it ends; None: nothing."""
     faults: list[Fault] = Field(default_factory=list)
     """Faults to strike during the run (``[[faults]]``); they need a ``[mesh]``."""
+    audit: Audit | None = None
+    """What to count after the load (``[audit]``); None: nothing."""
     base_dir: Path = Field(default=Path("."), exclude=True)
     """The scenario file's folder (``samples`` paths are relative to it)."""
 

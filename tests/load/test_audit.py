@@ -161,3 +161,15 @@ def test_figure_bounds() -> None:
     assert not AuditFigure(name="x", value=6, least=3, most=5).ok
     assert not AuditFigure(name="x", value=2, least=3).ok
     assert AuditFigure(name="x", value=1e9).ok
+
+
+def test_mesh_settings_are_validated_as_settings() -> None:
+    from jetmesh.load.fleet import _with_overrides
+    from jetmesh.settings import MeshSettings
+
+    tuned = _with_overrides(MeshSettings(), {"ack_wait_s": 2, "call_timeout_s": 10})
+    assert (tuned.ack_wait_s, tuned.call_timeout_s) == (2.0, 10.0)
+    with pytest.raises(ConfigError, match="not settings: nope"):
+        _with_overrides(MeshSettings(), {"nope": 1})
+    with pytest.raises(ConfigError, match="mesh.settings"):
+        _with_overrides(MeshSettings(), {"ack_wait_s": "soon"})

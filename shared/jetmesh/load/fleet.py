@@ -24,13 +24,13 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .._exceptions import ConfigError
 from ..embedded import EmbeddedStack, free_port, pid_alive, read_pid_file, wait_gone
@@ -66,6 +66,10 @@ class MeshSpec(BaseModel):
     up``), and use them; else the processes join the servers of the settings."""
     policy: Literal["open", "enforce"] = "open"
     """With ``embedded``: ``open`` servers (no users), or users from the mesh's policy."""
+    settings: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """Mesh settings for this run's servers and processes (``[mesh.settings]``, the
+    names of :class:`~jetmesh.settings.MeshSettings`: ``ack_wait_s = 2``,
+    ``max_deliver = 4``), over the environment's."""
 
     @model_validator(mode="after")
     def _one_source(self) -> MeshSpec:
@@ -282,6 +286,23 @@ class Fleet:
             wait_gone(sorted(self.server_pids))
 
 
+def _with_overrides(base: MeshSettings, overrides: Mapping[str, object]) -> MeshSettings:
+    """``base`` with ``[mesh.settings]`` over it, validated as settings are.
+
+    Raises:
+        ConfigError: a name that is not a setting, or a value it refuses.
+    """
+    if not overrides:
+        return base
+    unknown = sorted(set(overrides) - set(MeshSettings.model_fields))
+    if unknown:
+        raise ConfigError(f"mesh.settings: not settings: {', '.join(unknown)}")
+    try:
+        return MeshSettings.model_validate(base.model_dump() | dict(overrides))
+    except ValidationError as exc:
+        raise ConfigError(f"mesh.settings: {exc.errors()[0]['msg']}") from None
+
+
 def _embedded_settings(base: MeshSettings, state_dir: Path) -> MeshSettings:
     return base.model_copy(
         update={
@@ -315,6 +336,7 @@ async def launched(
         yield None
         return
     package = _package(spec)
+    settings = _with_overrides(settings, spec.settings)
     with tempfile.TemporaryDirectory(prefix="jetmesh-load-") as tmp:
         s = _embedded_settings(settings, Path(tmp)) if spec.embedded else settings
         if package.policy is not None and s.policy_file is None and spec.policy == "enforce":

@@ -5,10 +5,13 @@ mesh is refused."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from pathlib import Path
 
 import msgspec
 import pytest
+from pydantic import ValidationError
 
 from jetmesh import ConfigError
 from jetmesh.embedded import pid_alive, wait_gone
@@ -17,11 +20,14 @@ from jetmesh.load import (
     Fleet,
     load_scenario,
     markdown,
+    play_faults,
     plots,
     read_report,
     run_load,
     write_report,
 )
+from jetmesh.load.faults import KillFault
+from jetmesh.settings import MeshSettings
 from tests.load.test_report_render import make_report
 
 SCENARIO = """
@@ -129,3 +135,68 @@ def test_the_markdown_lists_the_faults_and_the_plots_mark_them(tmp_path: Path) -
     marked = {p.name: p.read_bytes() for p in plots(report, tmp_path / "b")}
     assert without.keys() == marked.keys()
     assert without["latency_over_time.png"] != marked["latency_over_time.png"]
+
+
+class KillRecorder(Fleet):
+    """A fleet that launches nothing and says which kills were asked of it."""
+
+    async def kill(self, role: str, *, restart: bool = False) -> str:
+        return f"{role} killed" + (", another started" if restart else "")
+
+
+def repeated_kill(**fields: object) -> KillFault:
+    return KillFault.model_validate({"at": 1, "kind": "kill", "role": "echo", **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"times": 3}, "needs every_s"),
+        ({"every_s": 2}, "every_s needs times > 1"),
+        ({"times": 3, "every_s": [5, 2]}, "low <= high"),
+        ({"times": 3, "every_s": 0}, "greater than 0"),
+        ({"times": 3, "every_s": [0, 2]}, "greater than 0"),
+        ({"times": 0, "every_s": 2}, "greater than or equal to 1"),
+        ({"times": 3, "every_s": 2, "roles": ["echo"]}, "Extra inputs"),
+    ],
+)
+def test_a_repeated_kill_is_validated(fields: dict[str, object], says: str) -> None:
+    with pytest.raises(ValidationError, match=says):
+        repeated_kill(**fields)
+
+
+def test_a_repeated_kill_strikes_on_a_schedule_its_seed_fixes() -> None:
+    assert repeated_kill().schedule() == [1.0]
+    assert repeated_kill(times=4, every_s=2.5).schedule() == [1.0, 3.5, 6.0, 8.5]
+    drawn = repeated_kill(times=50, every_s=[2, 5], seed=7).schedule()
+    assert drawn == repeated_kill(times=50, every_s=[2, 5], seed=7).schedule()
+    assert drawn != repeated_kill(times=50, every_s=[2, 5], seed=8).schedule()
+    gaps = [b - a for a, b in itertools.pairwise(drawn)]
+    assert len(drawn) == 50
+    assert drawn[0] == 1.0
+    assert all(2 - 1e-6 <= gap <= 5 + 1e-6 for gap in gaps)
+    assert max(gaps) - min(gaps) > 1  # drawn, not fixed
+
+
+def test_a_scenario_reads_a_repeated_kill(tmp_path: Path) -> None:
+    fault = 'kind = "kill"\nrole = "echo"\nrestart = true\ntimes = 5\nevery_s = [1, 2]\nseed = 3'
+    (read,) = load_scenario(scenario_file(tmp_path, fault)).faults
+    assert isinstance(read, KillFault)
+    assert (read.times, read.every_s, read.seed, read.restart) == (5, (1.0, 2.0), 3, True)
+
+
+async def test_each_strike_of_a_repeated_kill_is_a_record_and_the_late_ones_not_done(
+    tmp_path: Path,
+) -> None:
+    fleet = KillRecorder(settings=MeshSettings(), log_dir=tmp_path, targets={"echo": []})
+    kills = [KillFault(at=0, kind="kill", role="echo", times=20, every_s=0.1, restart=True)]
+    async with play_faults(kills, fleet) as records:
+        await asyncio.sleep(0.25)
+    assert len(records) == 20
+    done = [r for r in records if r.done]
+    assert [r.detail for r in done] == [
+        f"strike {n}/20: echo killed, another started" for n in (1, 2, 3)
+    ]
+    assert [r.at for r in records[3:]] == [round(n * 0.1, 3) for n in range(3, 20)]
+    assert {r.detail for r in records[3:]} == {"not due before the run ended"}
+    assert [r.at for r in records] == sorted(r.at for r in records)

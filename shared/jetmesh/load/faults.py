@@ -13,6 +13,15 @@ scenario with faults needs a ``[mesh]``; a server fault, ``embedded = true``)::
     restart = true            # and start another
 
     [[faults]]
+    at = 3
+    kind = "kill"             # the same, again and again: 12 strikes in all,
+    role = "echo"
+    times = 12
+    every_s = [2, 5]          # each 2 to 5 s after the last (or a fixed every_s = 4),
+    seed = 7                  # drawn from this seed: the same schedule every run
+    restart = true
+
+    [[faults]]
     at = 5
     kind = "restart-server"   # SIGKILL the embedded server, start it after down_s
     server = "nats"
@@ -24,7 +33,8 @@ scenario with faults needs a ``[mesh]``; a server fault, ``embedded = true``)::
     target = "redis"          # a server, a role (its oldest process) or a process (echo#2)
     seconds = 2
 
-Each fault becomes a :class:`~jetmesh.load.report.FaultRecord` in the report;
+Each strike becomes a :class:`~jetmesh.load.report.FaultRecord` in the report (a repeated
+kill, one per strike; :meth:`KillFault.schedule` says when each one is due);
 :func:`jetmesh.load.runner.run_load` plays them during a run (:func:`play_faults`).
 
 Example:
@@ -38,11 +48,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._exceptions import ConfigError
 from .fleet import Fleet
@@ -58,13 +69,52 @@ class _Fault(BaseModel):
     """Seconds from the measured start."""
 
 
+MAX_STRIKES = 10_000
+"""The most strikes one repeated fault may have."""
+
+Gap = Annotated[float, Field(gt=0)]
+
+
 class KillFault(_Fault):
     """SIGKILL one replica of ``role`` (its oldest live process); with ``restart``, start
-    another and wait until it is ready."""
+    another and wait until it is ready. With ``times``, strike again and again: each
+    strike ``every_s`` after the one before (a number, or ``[low, high]``: a gap drawn
+    uniformly from ``seed``), the next one not before the last one (and its restart) ended."""
 
     kind: Literal["kill"]
     role: str = Field(min_length=1)
     restart: bool = False
+    times: int = Field(default=1, ge=1, le=MAX_STRIKES)
+    """How many strikes, the first at ``at``."""
+    every_s: Gap | tuple[Gap, Gap] | None = None
+    """Seconds between strikes, or ``[low, high]`` for a random gap; needed with ``times``."""
+    seed: int = 1
+    """Seeds the random gaps: a seed gives the same schedule every run."""
+
+    @model_validator(mode="after")
+    def _repeat_needs_a_gap(self) -> KillFault:
+        if self.times > 1 and self.every_s is None:
+            raise ValueError("a repeated kill (times > 1) needs every_s")
+        if self.times == 1 and self.every_s is not None:
+            raise ValueError("every_s needs times > 1")
+        if isinstance(self.every_s, tuple) and self.every_s[0] > self.every_s[1]:
+            raise ValueError("every_s = [low, high] needs low <= high")
+        return self
+
+    def schedule(self) -> list[float]:
+        """When each strike is due, in seconds from the measured start: ``at``, then each
+        one a gap later (the same list for the same fields).
+
+        Returns:
+            ``times`` ascending times, the first ``at``.
+        """
+        rng = random.Random(self.seed)
+        due = [self.at]
+        for _ in range(self.times - 1):
+            gap = self.every_s
+            step = rng.uniform(*gap) if isinstance(gap, tuple) else float(gap or 0.0)
+            due.append(round(due[-1] + step, 3))
+        return due
 
 
 class RestartServerFault(_Fault):
@@ -105,6 +155,11 @@ async def _strike(fault: KillFault | RestartServerFault | PauseFault, fleet: Fle
     return await fleet.pause(fault.target, fault.seconds)
 
 
+def _due(fault: KillFault | RestartServerFault | PauseFault) -> list[float]:
+    """When each strike of ``fault`` is due (one, but for a repeated kill)."""
+    return fault.schedule() if isinstance(fault, KillFault) else [fault.at]
+
+
 @contextlib.asynccontextmanager
 async def play_faults(
     faults: list[KillFault | RestartServerFault | PauseFault],
@@ -113,10 +168,11 @@ async def play_faults(
     delay_s: float = 0.0,
     clock: Callable[[], float] = time.perf_counter,
 ) -> AsyncIterator[list[FaultRecord]]:
-    """Strike each fault at ``delay_s + at`` seconds from entering the block, in the
-    background; yields their records, filled in as each one ends. On leaving, a fault
-    still under way is let finish (a pause ends, a server comes back); one not yet due is
-    recorded as not done.
+    """Strike each fault at ``delay_s + at`` seconds from entering the block (a repeated
+    kill at each time of its schedule, one strike after the other), in the background;
+    yields their records, one per strike, filled in as each one ends. On leaving, a strike
+    under way is let finish (a pause ends, a server comes back) and one due before the
+    end still strikes; one not yet due is recorded as not done.
 
     Args:
         faults: The scenario's faults.
@@ -131,35 +187,41 @@ async def play_faults(
         raise ConfigError("faults need a launched mesh: add a [mesh] section")
     records: list[FaultRecord] = []
     origin = clock() + delay_s
+    ending = asyncio.Event()
+    ended_at: list[float] = []
+    """When the block was left (seconds from the measured start), once it was."""
 
-    async def one(fault: KillFault | RestartServerFault | PauseFault) -> None:
-        assert fleet is not None
-        await asyncio.sleep(max(0.0, origin + fault.at - clock()))
-        at = round(clock() - origin, 3)
-        try:
-            detail, done = await _strike(fault, fleet), True
-        except (ConfigError, OSError) as exc:
-            detail, done = str(exc), False
+    def record(
+        fault: KillFault | RestartServerFault | PauseFault, at: float, done: bool, detail: str
+    ) -> None:
         records.append(
             FaultRecord(at=at, kind=fault.kind, target=_target(fault), done=done, detail=detail)
         )
+
+    async def one(fault: KillFault | RestartServerFault | PauseFault) -> None:
+        assert fleet is not None
+        due = _due(fault)
+        for n, at in enumerate(due, start=1):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ending.wait(), max(0.0, origin + at - clock()))
+            if ended_at and at > ended_at[0]:
+                for later in due[n - 1 :]:
+                    record(fault, later, False, "not due before the run ended")
+                return
+            struck = round(clock() - origin, 3)
+            try:
+                detail, done = await _strike(fault, fleet), True
+            except (ConfigError, OSError) as exc:
+                detail, done = str(exc), False
+            record(
+                fault, struck, done, f"strike {n}/{len(due)}: {detail}" if len(due) > 1 else detail
+            )
 
     tasks = [asyncio.create_task(one(f)) for f in faults]
     try:
         yield records
     finally:
-        now = clock() - origin
-        for fault, task in zip(faults, tasks, strict=True):
-            if fault.at > now and not task.done():
-                task.cancel()
-                records.append(
-                    FaultRecord(
-                        at=fault.at,
-                        kind=fault.kind,
-                        target=_target(fault),
-                        done=False,
-                        detail="not due before the run ended",
-                    )
-                )
+        ended_at.append(clock() - origin)
+        ending.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         records.sort(key=lambda r: r.at)

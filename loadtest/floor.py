@@ -1,7 +1,8 @@
 """The floor: a bare nats-py request/reply between two OS processes on this machine.
 
-A responder subprocess (``python -m loadtest.floor --serve <nats_url> <subject>``,
-uvloop) echoes every request; the requester, in the calling process (uvloop),
+The measurement is the library's (:func:`jetmesh.load.measure_floor`, a scenario's
+``[floor]``): a responder subprocess (``python -m jetmesh.load.floor --serve <nats_url>
+<subject>``, uvloop) echoes every request; the requester, in the calling process (uvloop),
 drives ``nc.request`` (new-style muxed inbox) with a fixed number in flight. Other
 benchmarks are reported as a ratio of their throughput to this one.
 
@@ -11,107 +12,15 @@ Run alone against a throwaway server: ``.venv/bin/python -m loadtest.floor``.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import importlib.metadata
 import os
-import signal
 import sys
-import uuid
-from pathlib import Path
 
-import nats
 import uvloop
-from nats.aio.msg import Msg
 
-from loadtest.driver import drive
+from jetmesh.load import Floor, measure_floor
 from loadtest.servers import nats_server
 from loadtest.stats import RunResult, format_table
-
-_ROOT = Path(__file__).resolve().parent.parent
-_READY = b"ready"
-_READY_TIMEOUT = 15.0
-_STOP_TIMEOUT = 5.0
-_REQUEST_TIMEOUT = 5.0
-
-
-async def serve(nats_url: str, subject: str, *, lifetime: float = 600.0) -> None:
-    """Echoes every request on ``subject`` until stopped (the responder process).
-
-    Prints ``ready`` on stdout once the subscription is registered with the server.
-    Stops on SIGTERM or SIGINT, when stdin reaches end of file (the parent closed it or
-    died), or after ``lifetime`` seconds, whichever comes first.
-
-    Args:
-        nats_url: The server, e.g. ``nats://127.0.0.1:4222``.
-        subject: The subject to answer on.
-        lifetime: The longest time to run, in seconds.
-    """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    stdin = sys.stdin.fileno()
-
-    def on_stdin() -> None:
-        loop.remove_reader(stdin)
-        stop.set()
-
-    if not os.isatty(stdin):
-        loop.add_reader(stdin, on_stdin)
-
-    nc = await nats.connect(nats_url, allow_reconnect=False)
-    try:
-
-        async def echo(msg: Msg) -> None:
-            await nc.publish(msg.reply, msg.data)
-
-        await nc.subscribe(subject, cb=echo)
-        await nc.flush()
-        sys.stdout.buffer.write(_READY + b"\n")
-        sys.stdout.flush()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=lifetime)
-    finally:
-        await nc.close()
-
-
-async def _start_responder(
-    nats_url: str, subject: str, lifetime: float
-) -> asyncio.subprocess.Process:
-    """Starts the responder subprocess and waits until it has subscribed."""
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "loadtest.floor", "--serve", nats_url, subject),
-        *("--lifetime", str(lifetime)),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=_ROOT,
-        start_new_session=True,  # A Ctrl-C reaches only us; we stop it (or it sees stdin EOF).
-    )
-    try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout=_READY_TIMEOUT)
-        if line.strip() != _READY:
-            raise RuntimeError(f"floor responder did not start (output {line!r})")
-    except BaseException:
-        await _stop_responder(proc)
-        raise
-    return proc
-
-
-async def _stop_responder(proc: asyncio.subprocess.Process) -> None:
-    """Stops the responder: SIGTERM, wait, SIGKILL on timeout. Safe if it already exited."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=_STOP_TIMEOUT)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-    if proc.stdin is not None:
-        proc.stdin.close()
 
 
 async def run_floor(
@@ -138,32 +47,24 @@ async def run_floor(
     Returns:
         The result, named ``floor``.
     """
-    subject = f"loadtest.floor.{uuid.uuid4().hex}"
-    lifetime = 2 * max_seconds + 60
-    proc = await _start_responder(nats_url, subject, lifetime)
-    try:
-        nc = await nats.connect(nats_url, allow_reconnect=False)
-        try:
-
-            async def send(payload: bytes) -> Msg:
-                reply = await nc.request(subject, payload, timeout=_REQUEST_TIMEOUT)
-                if len(reply.data) != len(payload):
-                    raise ValueError(f"reply of {len(reply.data)} bytes, sent {len(payload)}")
-                return reply
-
-            return await drive(
-                send,
-                payload=os.urandom(payload_size),
-                in_flight=in_flight,
-                requests=requests,
-                warmup=warmup,
-                max_seconds=max_seconds,
-                name="floor",
-            )
-        finally:
-            await nc.close()
-    finally:
-        await _stop_responder(proc)
+    floor = Floor(
+        requests=requests,
+        concurrency=in_flight,
+        payload_bytes=payload_size,
+        warmup=warmup,
+        max_seconds=max_seconds,
+    )
+    result = await measure_floor(nats_url, floor)
+    return RunResult(
+        name="floor",
+        requests=result.requests,
+        errors=result.errors,
+        seconds=result.seconds,
+        throughput=result.rate,
+        p50_ms=result.p50_ms,
+        p99_ms=result.p99_ms,
+        p999_ms=result.p999_ms,
+    )
 
 
 async def _bench(args: argparse.Namespace) -> list[RunResult]:
@@ -191,8 +92,6 @@ async def _bench(args: argparse.Namespace) -> list[RunResult]:
 def _parser() -> argparse.ArgumentParser:
     """Returns the command-line parser."""
     parser = argparse.ArgumentParser(prog="python -m loadtest.floor", description=__doc__)
-    parser.add_argument("--serve", nargs=2, metavar=("NATS_URL", "SUBJECT"), help="responder")
-    parser.add_argument("--lifetime", type=float, default=600.0, help="responder time limit")
     parser.add_argument("--nats-url", help="use this server instead of a throwaway one")
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--in-flight", type=int, default=64)
@@ -204,15 +103,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Runs the responder (``--serve``) or the floor benchmark and prints a table.
+    """Runs the floor benchmark and prints a table.
 
     Args:
         argv: The arguments, without the program name; ``sys.argv[1:]`` if None.
     """
     args = _parser().parse_args(argv)
-    if args.serve:
-        uvloop.run(serve(args.serve[0], args.serve[1], lifetime=args.lifetime))
-        return
     args.runs = min(max(args.runs, 1), 20)
     try:
         results = uvloop.run(_bench(args))

@@ -17,6 +17,9 @@ sends through the mesh's ingress (``nats``) or the HTTP gateway (``http``), and 
   server, pause a process (:func:`play_faults`).
 - :mod:`.audit`: a scenario's ``[audit]``, the mesh's own count of what happened after
   the load (effects, runs per task), judged against bounds (:func:`run_audit`).
+- :mod:`.floor`: the bare nats-py floor a run's speed is measured against
+  (:func:`measure_floor`; a scenario's ``[floor]``), and the run's ratio to it
+  (:func:`floor_ratio`).
 - :mod:`.runner`: a whole run, mesh, load and faults (:func:`run_load`).
 - :mod:`.compare`: two runs compared figure by figure (:func:`compare_reports`), and the
   reports of several generator processes merged into one (:func:`merge_reports`).
@@ -46,12 +49,14 @@ from .doors import Door, http_door, nats_door, open_door
 from .driver import LAG_BOUND_S, Progress, Send, lag_bound, new_histogram, run_scenario, slo_results
 from .faults import Fault, KillFault, PauseFault, RestartServerFault, play_faults
 from .fleet import Fleet, MeshSpec, launched
+from .floor import floor_ratio, measure_floor
 from .generators import GeneratorRun, merge_generators, part_of, run_generators, suggested_processes
 from .memory import RssWatch, sample_every, soak_slos, with_soak
 from .render import bounds, markdown, plots
 from .report import (
     AuditFigure,
     FaultRecord,
+    FloorResult,
     LoadReport,
     RoleShare,
     SloResult,
@@ -65,6 +70,7 @@ from .scenario import (
     Audit,
     ClosedArrival,
     ConstantArrival,
+    Floor,
     HttpTarget,
     NatsTarget,
     Payload,
@@ -89,6 +95,8 @@ __all__ = [
     "Fault",
     "FaultRecord",
     "Fleet",
+    "Floor",
+    "FloorResult",
     "GeneratorRun",
     "HttpTarget",
     "KillFault",
@@ -111,6 +119,7 @@ __all__ = [
     "Window",
     "bounds",
     "compare_reports",
+    "floor_ratio",
     "http_door",
     "lag_bound",
     "launched",
@@ -118,6 +127,7 @@ __all__ = [
     "load_scenario",
     "markdown",
     "mean_rate",
+    "measure_floor",
     "merge_generators",
     "merge_reports",
     "nats_door",

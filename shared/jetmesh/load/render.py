@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._exceptions import ConfigError
+from .floor import floor_ratio
 from .report import AuditFigure, FaultRecord, LoadReport, RoleShare, Window
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ def markdown(report: LoadReport) -> str:
 
     It holds the run (target, arrival, duration), a warning in words when the generator
     was saturated, the rate asked and achieved, the counts (sent, completed, errors, lost,
-    duplicated, dead-lettered), the latency percentiles, each objective with pass or FAIL,
+    duplicated, dead-lettered), the floor and the run's ratio to it (``[floor]``), the
+    latency percentiles, each objective with pass or FAIL,
     the audit's figures with their bounds, the per-role breakdown with the bottleneck
     named, the faults struck, and the timeline grouped into at most :data:`TIMELINE_ROWS` rows.
 
@@ -58,6 +60,7 @@ def markdown(report: LoadReport) -> str:
     parts = [
         _head(report),
         _summary(report),
+        _floor(report),
         _latency(report),
         _slos(report),
         _audit(report.audit),
@@ -106,6 +109,33 @@ def _summary(report: LoadReport) -> str:
     if report.generators > 1:
         rows.insert(2, ("Generator processes", str(report.generators)))
     return "## Summary\n\n" + _table(("Figure", "Value"), rows)
+
+
+def _floor(report: LoadReport) -> str:
+    floor, ratio = report.floor, floor_ratio(report)
+    if floor is None:
+        return ""
+    said = (
+        f"The bare nats-py floor on the run's NATS server, just before the load: "
+        f"{floor.payload_bytes:,} B request/reply between two processes, "
+        f"{floor.concurrency} in flight."
+    )
+    if ratio is not None:
+        completed = report.completed / report.seconds if report.seconds > 0 else 0.0
+        said += (
+            f" The run completed {completed:,.1f} requests a second: **{ratio:.3f} of the floor**."
+        )
+    head = ("Requests", "Errors", "Seconds", "req/s", "p50 ms", "p99 ms", "p99.9 ms")
+    row = (
+        f"{floor.requests:,}",
+        f"{floor.errors:,}",
+        f"{floor.seconds:.2f}",
+        f"{floor.rate:,.0f}",
+        _ms(floor.p50_ms),
+        _ms(floor.p99_ms),
+        _ms(floor.p999_ms),
+    )
+    return "## Floor\n\n" + said + "\n\n" + _table(head, [row])
 
 
 def _latency(report: LoadReport) -> str:

@@ -21,6 +21,7 @@ import msgspec
 __all__ = [
     "AuditFigure",
     "FaultRecord",
+    "FloorResult",
     "LoadReport",
     "RoleShare",
     "SloResult",
@@ -119,6 +120,30 @@ class AuditFigure(msgspec.Struct, frozen=True, kw_only=True):
         return self.least is None or self.value >= self.least
 
 
+class FloorResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The floor measured just before the load (``[floor]``): a bare nats-py request/reply
+    between two processes on the run's NATS server, the pace the mesh is measured against."""
+
+    requests: int
+    """Requests in the measured part (successes and errors)."""
+    seconds: float
+    """Wall time of the measured part, in seconds."""
+    rate: float
+    """Successful requests per second."""
+    p50_ms: float
+    """Median latency of the successful requests, in milliseconds."""
+    p99_ms: float
+    """99th-percentile latency, in milliseconds."""
+    p999_ms: float = 0.0
+    """99.9th-percentile latency, in milliseconds."""
+    errors: int = 0
+    """Requests that failed or were not answered in time."""
+    concurrency: int = 64
+    """Requests in flight at any time."""
+    payload_bytes: int = 256
+    """The size of each request and its reply, in bytes."""
+
+
 class LoadReport(msgspec.Struct, frozen=True, kw_only=True):
     """One load run, as ``report.json`` holds it."""
 
@@ -174,6 +199,10 @@ class LoadReport(msgspec.Struct, frozen=True, kw_only=True):
     audit: list[AuditFigure] = msgspec.field(default_factory=list)
     """What the scenario's ``[audit]`` counted after the load (empty without one); a
     figure outside its bounds makes the verdict ``fail``."""
+    floor: FloorResult | None = None
+    """The bare nats-py floor measured just before the load (``[floor]``); None without
+    one. The run's speed is reported as its completed requests per second over
+    ``floor.rate``."""
 
 
 _encoder = msgspec.json.Encoder()

@@ -18,14 +18,16 @@ import msgspec
 import nats
 
 from .._exceptions import ConfigError
-from ..logins import admin_login
+from ..logins import admin_login, nats_seed_file
+from ..policy.servers import ADMIN
 from ..settings import MeshSettings
 from .audit import AuditRun, run_audit, with_audit
 from .doors import open_door
 from .driver import Progress, run_scenario
 from .faults import KillFault, PauseFault, play_faults
 from .fleet import Fleet, launched
-from .report import AuditFigure, LoadReport
+from .floor import measure_floor
+from .report import AuditFigure, FloorResult, LoadReport
 from .scenario import NatsTarget, Scenario
 
 __all__ = ["run_load"]
@@ -65,6 +67,19 @@ async def _dead_letters(fleet: Fleet | None) -> int | None:
         await nc.close()
 
 
+async def _floor(scenario: Scenario, settings: MeshSettings | None) -> FloorResult | None:
+    """The scenario's ``[floor]`` measured on the door's NATS server (the target's ``url``,
+    else the settings'), as the admin where its seed is in the keys directory."""
+    if scenario.floor is None:
+        return None
+    s = settings or MeshSettings()
+    target = scenario.target
+    url = target.url if isinstance(target, NatsTarget) and target.url else s.nats_url
+    keys_dir = target.keys_dir if isinstance(target, NatsTarget) and target.keys_dir else None
+    seed = nats_seed_file(keys_dir or s.resolved_keys_dir, ADMIN)
+    return await measure_floor(url, scenario.floor, seed_file=seed if seed.is_file() else None)
+
+
 async def run_load(
     scenario: Scenario,
     settings: MeshSettings | None = None,
@@ -75,9 +90,10 @@ async def run_load(
 ) -> LoadReport:
     """Launch the scenario's ``[mesh]`` (if any), send its load through its door while
     its faults strike, run its ``[audit]`` (if any) while the mesh is still up, stop what
-    was launched, and report: each role's share, the faults, ``dead_lettered`` from the
-    dead-letter stream (on servers the run started), ``lost`` as what was sent and neither
-    answered nor failed, and the audit's figures (a figure out of bounds fails the run).
+    was launched, and report: the floor measured just before the load (``[floor]``), each
+    role's share, the faults, ``dead_lettered`` from the dead-letter stream (on servers
+    the run started), ``lost`` as what was sent and neither answered nor failed, and the
+    audit's figures (a figure out of bounds fails the run).
 
     Args:
         scenario: The scenario.
@@ -91,6 +107,7 @@ async def run_load(
     Raises:
         ConfigError: faults with no ``[mesh]``, the mesh did not start, or the audit
             function cannot be found.
+        RuntimeError: the floor's responder process did not start (``[floor]``).
     """
     if scenario.faults and scenario.mesh is None:
         raise ConfigError(f"scenario {scenario.name}: faults need a [mesh] section")
@@ -105,6 +122,7 @@ async def run_load(
             on_launch(fleet)
         door_settings = fleet.settings if fleet is not None and fleet.embedded else settings
         dlq_before = await _dead_letters(fleet)
+        floor = await _floor(scenario, door_settings)  # just before the load
         async with open_door(scenario, door_settings) as door:
             async with play_faults(scenario.faults, fleet, delay_s=scenario.warmup_s) as records:
                 report = await run_scenario(
@@ -120,6 +138,7 @@ async def run_load(
             "roles": roles,
             "faults": list(records),
             "lost": max(0, report.sent - report.completed - report.errors),
+            "floor": floor,
         }
         if dlq_before is not None and dlq_after is not None:
             changes["dead_lettered"] = dlq_after - dlq_before

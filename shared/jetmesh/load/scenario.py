@@ -47,6 +47,7 @@ __all__ = [
     "Audit",
     "ClosedArrival",
     "ConstantArrival",
+    "Floor",
     "HttpTarget",
     "NatsTarget",
     "Payload",
@@ -197,6 +198,23 @@ class Audit(_Strict):
     """Passed to the function as ``run.options`` (``[audit.options]``)."""
 
 
+class Floor(_Strict):
+    """``[floor]``: measure the bare nats-py floor on the run's NATS server just before the
+    load (a responder process echoing each request, a closed loop of requests from this
+    one), so the run's speed reads as a ratio to it."""
+
+    requests: int = Field(default=20_000, gt=0, le=10_000_000)
+    """Measured requests (after ``warmup`` unmeasured ones)."""
+    concurrency: int = Field(default=64, gt=0, le=10_000)
+    """Requests in flight at any time."""
+    payload_bytes: int = Field(default=256, gt=0, le=1024 * 1024)
+    """The size of each request (echoed back), in bytes."""
+    warmup: int = Field(default=2_000, ge=0, le=1_000_000)
+    """Requests sent first and not measured."""
+    max_seconds: float = Field(default=30.0, gt=0, le=600)
+    """The longest the warm-up, and then the measured part, may take each."""
+
+
 class Scenario(_Strict):
     """A load scenario, as its TOML file says."""
 
@@ -222,6 +240,8 @@ class Scenario(_Strict):
     """Faults to strike during the run (``[[faults]]``); they need a ``[mesh]``."""
     audit: Audit | None = None
     """What to count after the load (``[audit]``); None: nothing."""
+    floor: Floor | None = None
+    """The bare nats-py floor to measure just before the load (``[floor]``); None: none."""
     base_dir: Path = Field(default=Path("."), exclude=True)
     """The scenario file's folder (``samples`` paths are relative to it)."""
 

@@ -12,7 +12,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from jetmesh import ConfigError
-from jetmesh.load.compare import compare_reports, merge_reports
+from jetmesh.load.compare import compare_reports, merge_reports, parse_limit
 from jetmesh.load.report import LoadReport, RoleShare, SloResult, Window
 
 LOWEST_US, HIGHEST_US, DIGITS = 1, 3_600_000_000, 3
@@ -246,3 +246,38 @@ def test_merge_without_hdrhistogram_names_the_extra(monkeypatch: pytest.MonkeyPa
 
     with pytest.raises(ConfigError, match=r"jetmesh\[load\]"):
         merge_reports(reports)
+
+
+def test_a_limit_fails_b_only_when_its_figure_passes_the_ratio() -> None:
+    a = make_report(p99=20.0, errors=0)
+    # twice A's p99 exactly holds a 2x limit; errors (worse by the bands) do not count then
+    held, fails = compare_reports(a, make_report(p99=40.0, errors=60), limits={"p99": 2.0})
+    passed, fails_too = compare_reports(a, make_report(p99=40.2), limits={"latency p99": 2.0})
+
+    assert fails is False
+    assert "Overall: **worse** (latency p99, error rate)." in held
+    assert row(held, "latency p99 <= 2x A") == ["latency p99 <= 2x A", "20.00 ms", "40.00 ms",
+                                                "2.00", "ok"]  # fmt: skip
+    assert "Limits: B passes, every limit held" in held
+    assert fails_too is True
+    assert row(passed, "latency p99 <= 2x A")[-2:] == ["2.01", "**exceeded**"]
+    assert "Limits: **B fails** (latency p99 over 2x A)." in passed
+
+
+def test_a_limit_on_a_count_that_was_zero_fails_on_any() -> None:
+    text, fails = compare_reports(make_report(), make_report(lost=1), limits={"lost": 10.0})
+
+    assert fails is True
+    assert row(text, "lost <= 10x A")[-2:] == ["new", "**exceeded**"]
+    _, fails = compare_reports(make_report(), make_report(), limits={"worker handle p50": 1.0})
+    assert fails is False
+
+
+def test_limits_are_parsed_and_a_wrong_one_is_refused() -> None:
+    assert parse_limit("p99=2.0") == ("p99", 2.0)
+    assert parse_limit(" worker handle p50 = 1.5") == ("worker handle p50", 1.5)
+    for wrong in ("p99", "=2", "p99=0", "p99=-1", "p99=x", "p99=inf"):
+        with pytest.raises(ConfigError, match="limit"):
+            parse_limit(wrong)
+    with pytest.raises(ConfigError, match=r"no such figure .*latency p99"):
+        compare_reports(make_report(), make_report(), limits={"p98": 2.0})

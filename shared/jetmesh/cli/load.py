@@ -234,18 +234,27 @@ def run(
 def compare(
     a: Path = typer.Argument(..., help="the baseline report.json"),
     b: Path = typer.Argument(..., help="the report to compare with it"),
+    limit: list[str] = typer.Option(
+        [],
+        "--limit",
+        metavar="NAME=RATIO",
+        help="B fails when its figure NAME is more than RATIO times A's (p99=2.0); "
+        "given, the limits alone decide",
+    ),
 ) -> None:
-    """Say what changed from run A to run B; exit 1 when B is worse."""
-    from ..load.compare import compare_reports  # its own module, loaded when asked for
+    """Say what changed from run A to run B; exit 1 when B is worse or, with --limit, when
+    B passed a limit; 2 when a report or a limit is wrong."""
+    from ..load.compare import compare_reports, parse_limit  # loaded when asked for
 
     try:
         reports = read_report(a), read_report(b)
-    except (OSError, ValueError) as exc:
+        limits = dict(parse_limit(text) for text in limit)
+        text, fails = compare_reports(*reports, limits=limits)
+    except (OSError, ValueError, ConfigError) as exc:
         err_console.print(f"[red]error:[/red] {markup(exc)}", highlight=False, soft_wrap=True)
         raise typer.Exit(BAD_SCENARIO) from None
-    text, worse = compare_reports(*reports)
     console.print(markup(text, lines=True, limit=64 * 1024), highlight=False, soft_wrap=True)
-    if worse:
+    if fails:
         raise typer.Exit(1)
 
 

@@ -6,6 +6,9 @@ band (:data:`RATE_BAND` for the achieved rate, :data:`LATENCY_BAND` for latencie
 :data:`LATENCY_FLOOR_MS` below which a latency change is timer noise, :data:`ERROR_RATE_BAND`
 for the error rate; counts of lost, duplicated and dead-lettered requests have no band:
 one more is worse). A CI job fails the build when its boolean says something got worse.
+With limits (``{"p99": 2.0}``: B's p99 at most twice A's, :func:`parse_limit`), the limits
+alone decide: a run expected to differ from its baseline (one with faults or poison) is
+judged by how much.
 
 :func:`merge_reports` adds up the reports of generator processes that drove one run
 together: their latency histograms merged (HdrHistogram, from each report's ``histogram``;
@@ -15,14 +18,17 @@ Example:
     >>> text, worse = compare_reports(read_report(a), read_report(b))  # doctest: +SKIP
     >>> worse                                                          # doctest: +SKIP
     True
+    >>> compare_reports(a_report, b_report, limits={"p99": 2.0})[1]   # doctest: +SKIP
+    False
 """
 
 from __future__ import annotations
 
 import binascii
+import math
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,7 +37,7 @@ import msgspec
 from .._exceptions import ConfigError
 from .report import LoadReport, RoleShare, SloResult, Window
 
-__all__ = ["compare_reports", "merge_reports"]
+__all__ = ["compare_reports", "merge_reports", "parse_limit"]
 
 RATE_BAND = 0.05
 """A change of the achieved rate within 5% of run A's is noise: the same."""
@@ -65,23 +71,37 @@ class _Figure:
         return "better" if (change > 0) == self.higher_is_better else "worse"
 
 
-def compare_reports(a: LoadReport, b: LoadReport) -> tuple[str, bool]:
+def compare_reports(
+    a: LoadReport, b: LoadReport, limits: Mapping[str, float] | None = None
+) -> tuple[str, bool]:
     """Compare run ``b`` with run ``a``, figure by figure.
 
     The figures: the achieved rate, latency p50, p99 and p99.9, the error rate, the lost,
     duplicated and dead-lettered counts, and each role's handling p50 (roles in both runs).
     Each comes with A's and B's values, the change (absolute and in %) and its verdict;
     the text ends with the overall verdict: worse if any figure is, else better if any
-    figure is, else the same.
+    figure is, else the same. Each limit then gets a row: B's figure against ``ratio``
+    times A's.
 
     Args:
         a: The reference run (e.g. the main branch's).
         b: The run under judgement.
+        limits: Figure name to the largest ratio B/A that passes (``{"p99": 2.0}``); a
+            name is a figure's as the table gives it (``latency p99``, ``lost``,
+            ``worker handle p50``), ``latency`` may be left out (``p99``). None or empty:
+            no limits.
 
     Returns:
-        The comparison as Markdown, and whether anything got worse beyond its band.
+        The comparison as Markdown, and whether B fails: without limits, whether anything
+        got worse beyond its band; with limits, whether B passed one of them (the limits
+        alone decide then, the verdicts of the noise bands are only shown).
+
+    Raises:
+        ConfigError: a limit names no figure of the comparison, or its ratio is not a
+            positive number.
     """
     figures = _figures(a, b)
+    checked = _limits(figures, limits or {})
     rows = [
         (
             f.name,
@@ -116,7 +136,82 @@ def compare_reports(a: LoadReport, b: LoadReport) -> tuple[str, bool]:
         lines.append(f"Overall: **better** ({', '.join(better)}).")
     else:
         lines.append("Overall: **the same** within the noise bands.")
-    return "\n".join(lines) + "\n", bool(worse)
+    if not checked:
+        return "\n".join(lines) + "\n", bool(worse)
+    lines += ["", *_limit_lines(checked)]
+    return "\n".join(lines) + "\n", any(limit.exceeded for limit in checked)
+
+
+def parse_limit(text: str) -> tuple[str, float]:
+    """A ``NAME=RATIO`` limit (``p99=2.0``): the figure's name and the largest ratio B/A
+    that passes.
+
+    Raises:
+        ConfigError: not ``NAME=RATIO``, or the ratio is not a positive number.
+    """
+    name, sep, ratio = text.partition("=")
+    if not sep or not name.strip():
+        raise ConfigError(f"limit {text!r}: give NAME=RATIO, e.g. p99=2.0")
+    return name.strip(), _ratio(name.strip(), ratio.strip())
+
+
+def _ratio(name: str, text: str) -> float:
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = math.nan
+    if not (ratio > 0 and math.isfinite(ratio)):
+        raise ConfigError(f"limit {name}: the ratio must be a positive number, not {text!r}")
+    return ratio
+
+
+@dataclass(frozen=True)
+class _Limit:
+    figure: _Figure
+    ratio: float
+
+    @property
+    def exceeded(self) -> bool:
+        return self.figure.b > self.ratio * self.figure.a
+
+    def row(self) -> str:
+        f = self.figure
+        times = f"{f.b / f.a:.2f}" if f.a else ("-" if f.b == 0 else "new")
+        verdict = "**exceeded**" if self.exceeded else "ok"
+        cells = (f"{f.name} <= {self.ratio:g}x A", _value(f.a, f.unit), _value(f.b, f.unit))
+        return "| " + " | ".join((*cells, times, verdict)) + " |"
+
+
+def _limits(figures: list[_Figure], limits: Mapping[str, float]) -> list[_Limit]:
+    """Each limit with the figure it names (``p99`` is ``latency p99``)."""
+    by_name = {f.name: f for f in figures}
+    checked = []
+    for name, ratio in limits.items():
+        figure = by_name.get(name) or by_name.get(f"latency {name}")
+        if figure is None:
+            known = ", ".join(by_name)
+            raise ConfigError(f"limit {name}: no such figure in the comparison ({known})")
+        checked.append(_Limit(figure, _ratio(name, str(ratio))))
+    return checked
+
+
+def _limit_lines(checked: list[_Limit]) -> list[str]:
+    lines = [
+        "Limits (B's figure at most the ratio times A's):",
+        "",
+        "| Limit | A | B | B / A | Verdict |",
+        "|---|---|---|---|---|",
+        *(limit.row() for limit in checked),
+        "",
+    ]
+    exceeded = [
+        f"{limit.figure.name} over {limit.ratio:g}x A" for limit in checked if limit.exceeded
+    ]
+    if exceeded:
+        lines.append(f"Limits: **B fails** ({', '.join(exceeded)}).")
+    else:
+        lines.append("Limits: B passes, every limit held (the limits decide, not the noise bands).")
+    return lines
 
 
 def _figures(a: LoadReport, b: LoadReport) -> list[_Figure]:

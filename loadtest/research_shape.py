@@ -8,20 +8,27 @@
 
 Run each role as its own process from the repository root::
 
-    jetmesh run loadtest.research_shape:orchestrator
-    jetmesh run loadtest.research_shape:researcher     # and writer, critic
+    jetmesh run loadtest.research_mesh.orchestrator:agent
+    jetmesh run loadtest.research_mesh.researcher:agent     # and writer, critic
+
+or all of them as a mesh package (``launch = "loadtest.research_mesh"`` in a load scenario's
+``[mesh]``, as ``loadtest/scenarios/chaos.toml`` does).
 
 Every step performs one side effect through ``ctx.once``: it increments a counter keyed by
 (workflow, step) in a per-run Redis hash and writes a marker keyed the same way, in one
 transaction (:class:`EffectTarget`). The driver reads the hash back and knows how many times
 each effect ran; ``reconcile`` reads the marker, so a step whose replica died mid-effect is
 settled instead of failing with ``EffectInDoubt``. Results are deterministic:
-:func:`expected_report` is what the orchestrator must answer for a question.
+:func:`expected_report` is what the orchestrator must answer for a question, and the
+orchestrator checks its own answer against it before it returns, recording ``right`` or
+``wrong`` per workflow in Redis (:meth:`EffectTarget.answers`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -129,6 +136,12 @@ def marker_key(run: str, workflow: str, step: str) -> str:
     return f"{run}:research:marker:{workflow}:{step}"
 
 
+def answers_key(run: str) -> str:
+    """The hash of the orchestrator's answers: field ``<workflow>``, value ``right`` or
+    ``wrong`` (compared with :func:`expected_report`)."""
+    return f"{run}:research:answers"
+
+
 def reconciled_key(run: str) -> str:
     """The hash counting reconciles: fields ``found`` and ``missing``."""
     return f"{run}:research:reconciled"
@@ -137,16 +150,18 @@ def reconciled_key(run: str) -> str:
 class EffectTarget:
     """Where the research steps' side effects land: Redis, standing in for an external
     system that keeps an idempotency key with each write. Connects on first use, to
-    ``url`` or the process's ``JETMESH_REDIS_URL``."""
+    ``url`` or the process's ``JETMESH_REDIS_URL``, with ``login`` (``username``,
+    ``password``) when given."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, login: Mapping[str, Any] | None = None) -> None:
         self._url = url
+        self._login = dict(login or {})
         self._redis: Redis | None = None
 
     @property
     def redis(self) -> Redis:
         if self._redis is None:
-            self._redis = Redis.from_url(self._url or MeshSettings().redis_url)
+            self._redis = Redis.from_url(self._url or MeshSettings().redis_url, **self._login)
         return self._redis
 
     async def apply(self, run: str, workflow: str, step: str, value: str) -> str:
@@ -172,6 +187,16 @@ class EffectTarget:
         """How many reconcile checks found their effect's marker, and how many did not."""
         raw = await self.redis.hgetall(reconciled_key(run))
         return {_text(k): int(v) for k, v in raw.items()}
+
+    async def record_answer(self, run: str, workflow: str, right: bool) -> None:
+        """Record whether ``workflow``'s answer was the expected one (a run again records
+        the same)."""
+        await self.redis.hset(answers_key(run), workflow, "right" if right else "wrong")
+
+    async def answers(self, run: str) -> dict[str, str]:
+        """Each answered workflow and whether its answer was ``right`` or ``wrong``."""
+        raw = await self.redis.hgetall(answers_key(run))
+        return {_text(k): _text(v) for k, v in raw.items()}
 
     async def aclose(self) -> None:
         if self._redis is not None:
@@ -272,6 +297,7 @@ async def research(q: Question, ctx: Context) -> Report:
         round_, notes = round_ + 1, critique.notes
     report = Report(q.topic, texts, draft.text, round_, critique.score)
     await publish(ctx, q.run, msgspec.json.encode(report).decode())
+    await target.record_answer(q.run, ctx.workflow, report == expected_report(q))
     return report
 
 

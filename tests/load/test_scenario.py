@@ -45,8 +45,10 @@ def shipped(name: str) -> Path:
 def test_the_shipped_scenarios_validate() -> None:
     names = sorted(p.name for p in SHIPPED.iterdir() if p.name.endswith(".toml"))
     assert names == [
+        "critic-loop.toml",
         "echo-faults.toml",
         "echo-soak.toml",
+        "fan-out.toml",
         "research.toml",
         "single-hop.toml",
         "support.toml",

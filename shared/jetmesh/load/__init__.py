@@ -7,6 +7,9 @@ sends through the mesh's ingress (``nats``) or the HTTP gateway (``http``), and 
 - :mod:`.driver`: the open (or closed) loop that sends and tallies (:func:`run_scenario`).
 - :mod:`.doors`: the ways in, ``nats`` (an ingress role) and ``http`` (the gateway).
 - :mod:`.echo`: an echo agent to load (``jetmesh run jetmesh.load.echo:agent``).
+- :mod:`.shapes`: small agents with no model in two shapes of flow, a fan-out
+  (``fanout``, ``fanout_worker``) and a critic loop (``loop_editor``, ``loop_writer``,
+  ``loop_critic``), one module per role (the ``fan-out`` and ``critic-loop`` scenarios).
 - :mod:`.report`: :class:`LoadReport` and its parts, written and read as JSON.
 - :mod:`.breakdown`: each role's queueing, handling and share of the end-to-end time,
   from the event log (:func:`role_shares`): which agent is the bottleneck.

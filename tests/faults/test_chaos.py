@@ -1,62 +1,64 @@
-"""Chaos: 1,000 research-shaped workflows (fan-out to three researchers, then a writer and a
-critic loop) while random agent processes are SIGKILLed at least 20 times. Every workflow
-completes with the expected report, no acknowledged task is lost, and every side effect
-ran exactly once (counted in Redis by workflow and step).
+"""Chaos, short: the shipped chaos scenario (``loadtest/scenarios/chaos.toml``: research-
+shaped workflows, every role two ``jetmesh run`` processes, AckWait 2 s) for 10 s at 10
+workflows a second while each role's replicas are SIGKILLed twice (and each replaced).
+Every workflow completes with the expected report, nothing is dead-lettered, every side
+effect ran exactly once (the scenario's audit, counted in Redis by workflow and step), and
+nothing the run started outlives it.
 
-The same run, larger and with a printed report, is ``make chaos`` (loadtest/chaos.py).
+The full run is ``make chaos`` (60 s at 20 a second, 32 kills).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from jetmesh import MeshSettings
-from loadtest.chaos import ChaosConfig, run_chaos
-from loadtest.research_shape import EffectTarget, expected_steps
+from jetmesh.embedded import wait_gone
+from jetmesh.load import Fleet, load_scenario, run_load
+from jetmesh.load.faults import KillFault
 from tests.harness.mesh import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
-CONFIG = ChaosConfig(
-    workflows=1000,
-    kills=24,
-    replicas=2,
-    in_flight=32,
-    ack_wait_s=2.0,  # a killed replica's tasks are redelivered after 2 s
-    request_timeout_s=60.0,
-    max_seconds=150.0,  # the run stops by itself; what is unfinished then counts as failed
-)
+SCENARIO = REPO_ROOT / "loadtest" / "scenarios" / "chaos.toml"
+ROLES = ("orchestrator", "researcher", "writer", "critic")
+STEPS = 8
+"""Tasks (and effects) per workflow: the orchestrator, 3 researchers, 2 x (writer, critic)."""
 
 
-@pytest.mark.timeout(240)
-async def test_research_workflows_survive_random_sigkills(
-    settings: MeshSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def twice_each_role() -> list[KillFault]:
+    """Each role's replicas killed at 1-4 s and again 4 s later, each one replaced."""
+    return [
+        KillFault(at=1 + i, kind="kill", role=role, restart=True, times=2, every_s=4)
+        for i, role in enumerate(ROLES)
+    ]
+
+
+@pytest.mark.timeout(120)
+async def test_research_workflows_survive_repeated_sigkills(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.chdir(REPO_ROOT)  # the agent processes import loadtest.research_shape
-    report = await run_chaos(settings, CONFIG, log_dir=tmp_path / "logs")
-    summary = report.format(CONFIG)
+    monkeypatch.chdir(REPO_ROOT)  # the agent processes import loadtest.research_mesh
+    scenario = load_scenario(SCENARIO, seconds=10, rate=10)
+    scenario = scenario.model_copy(update={"faults": twice_each_role()})
+    fleets: list[Fleet] = []
+    report = await run_load(scenario, on_launch=fleets.append)
+    figures = {f.name: f for f in report.audit}
+    summary = "\n".join(f"{f.name} {f.value:g} {f.detail}" for f in report.audit)
 
-    assert report.left_running == 0, "every agent process started was stopped"
-    assert report.kills >= 20, summary
-    assert report.redelivered > 0, "the kills caught tasks in flight"
-    assert report.sent == report.completed == 1000, summary
-    assert (report.wrong, dict(report.failed)) == (0, {}), summary
-    assert report.dead_letters == 0, summary
-
-    target = EffectTarget(settings.redis_url)
-    try:
-        counts = await target.counts(report.run)
-    finally:
-        await target.aclose()
-    expected = {
-        f"{workflow}:{step}": 1
-        for workflow, question in report.sent_workflows
-        for step in expected_steps(question)
-    }
-    assert len(expected) == 8000
-    ran_other_than_once = {
-        key: counts.get(key, 0) for key in expected.keys() | counts.keys() if counts.get(key) != 1
-    }
-    assert ran_other_than_once == {}, summary
+    assert (report.sent, report.completed, report.errors, report.lost) == (100, 100, 0, 0)
+    assert report.dead_lettered == 0
+    kills = [f for f in report.faults if f.kind == "kill"]
+    assert len(kills) == 8
+    assert all(f.done for f in kills), [f.detail for f in kills]
+    assert figures["agent processes killed"].value == 8
+    assert figures["answers right"].value == 100, summary
+    assert figures["effects expected"].value == 100 * STEPS
+    assert figures["effects ran"].value >= 100 * STEPS
+    for name in ("answers wrong", "effects duplicated", "effects missing", "effects unexpected"):
+        assert figures[name].value == 0, summary
+    assert all(f.ok for f in report.audit), summary
+    assert report.verdict == "pass"
+    (fleet,) = fleets
+    started = fleet.all_pids()
+    assert len(started) == 2 * len(ROLES) + 8 + 2  # the replicas, a replacement per kill, servers
+    assert wait_gone(started, timeout=5.0) == []

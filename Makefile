@@ -40,7 +40,7 @@ bench-flows: $(STAMP)
 	$(BIN)/python -m loadtest.flows
 
 chaos: $(STAMP)
-	$(BIN)/python -m loadtest.chaos
+	$(BIN)/jetmesh load run loadtest/scenarios/chaos.toml --out out/chaos
 
 chaos-support: $(STAMP)
 	$(BIN)/python -m loadtest.chaos_support

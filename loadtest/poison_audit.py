@@ -26,12 +26,11 @@ import nats
 
 from jetmesh import Subjects
 from jetmesh.dead_letters import DeadLetter, list_dead_letters, with_task
-from jetmesh.load import AuditFigure, AuditRun, Scenario, schedule
-from jetmesh.load.scenario import ClosedArrival
+from jetmesh.load import AuditFigure, AuditRun, ClosedArrival, Scenario, schedule
 from jetmesh.logins import admin_login
 from jetmesh.settings import MeshSettings
 
-__all__ = ["audit", "dead_letters", "poison_sent"]
+__all__ = ["audit", "dead_letters", "is_poison", "poison_sent"]
 
 WAIT_S = 10.0
 """How long to wait, by default, for the dead letters of the last poison items."""

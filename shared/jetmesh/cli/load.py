@@ -243,7 +243,7 @@ def compare(
     ),
 ) -> None:
     """Say what changed from run A to run B; exit 1 when B is worse or, with --limit, when
-    B passed a limit; 2 when a report or a limit is wrong."""
+    B went beyond a limit; 2 when a report or a limit is wrong."""
     from ..load.compare import compare_reports, parse_limit  # loaded when asked for
 
     try:

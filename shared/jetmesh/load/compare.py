@@ -93,7 +93,7 @@ def compare_reports(
 
     Returns:
         The comparison as Markdown, and whether B fails: without limits, whether anything
-        got worse beyond its band; with limits, whether B passed one of them (the limits
+        got worse beyond its band; with limits, whether B went beyond one of them (the limits
         alone decide then, the verdicts of the noise bands are only shown).
 
     Raises:

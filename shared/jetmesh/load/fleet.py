@@ -66,10 +66,12 @@ class MeshSpec(BaseModel):
     up``), and use them; else the processes join the servers of the settings."""
     policy: Literal["open", "enforce"] = "open"
     """With ``embedded``: ``open`` servers (no users), or users from the mesh's policy."""
-    settings: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    settings: dict[str, str | int | float | bool | list[float] | list[str]] = Field(
+        default_factory=dict
+    )
     """Mesh settings for this run's servers and processes (``[mesh.settings]``, the
     names of :class:`~jetmesh.settings.MeshSettings`: ``ack_wait_s = 2``,
-    ``max_deliver = 4``), over the environment's."""
+    ``max_deliver = 4``, ``retry_backoff_s = [0.2, 0.5]``), over the environment's."""
 
     @model_validator(mode="after")
     def _one_source(self) -> MeshSpec:

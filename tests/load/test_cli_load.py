@@ -93,6 +93,24 @@ def test_a_wrong_scenario_exits_2(tmp_path: Path) -> None:
     assert not (tmp_path / "report.json").exists()
 
 
+def test_a_scenario_that_cannot_run_exits_2_before_anything_starts(tmp_path: Path) -> None:
+    """A fault on a role the mesh does not launch, and an audit that cannot be imported,
+    are found before the servers start (the run would otherwise fail after its load)."""
+    mesh = '[mesh]\nprocesses = [["jetmesh", "run", "jetmesh.load.echo:agent"]]\n'
+    cases = {
+        "fault": mesh + '[[faults]]\nat = 1\nkind = "kill"\nrole = "writer"\n',
+        "audit": '[audit]\ncheck = "no_such_module_here:count"\n',
+    }
+    for name, tail in cases.items():
+        path = tmp_path / f"{name}.toml"
+        path.write_text(SCENARIO.format(p99_ms=100) + tail)
+        out = tmp_path / name
+        result = CliRunner().invoke(app, ["load", "run", str(path), "--out", str(out)])
+        assert result.exit_code == 2, (name, result.output)
+        assert ("'writer'" if name == "fault" else "no_such_module_here") in result.output
+        assert not out.exists()
+
+
 def test_compare_a_run_with_itself_is_not_worse(tmp_path: Path) -> None:
     fixture = tmp_path / "report.json"
     write_report(fixture, REPORT)

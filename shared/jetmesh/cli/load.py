@@ -26,6 +26,7 @@ from ..load import (
     Progress,
     Scenario,
     bounds,
+    check_runnable,
     floor_ratio,
     load_scenario,
     markdown,
@@ -108,6 +109,15 @@ def _scenario(path: Path, seconds: float | None, rate: float | None) -> Scenario
         raise typer.Exit(BAD_SCENARIO) from None
 
 
+def _runnable(scenario: Scenario) -> None:
+    """Exit 2 when the scenario cannot run, before anything starts (see check_runnable)."""
+    try:
+        check_runnable(scenario)
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {markup(exc)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(BAD_SCENARIO) from None
+
+
 def _generator_args(
     scenario_file: Path, seconds: float | None, rate: float | None, soak: bool, watch: list[str]
 ) -> list[str]:
@@ -177,8 +187,9 @@ def run(
     """Run SCENARIO: print a line a second, write OUT/report.json, OUT/report.md and a
     summary; exit 1 when an objective failed, 2 when the scenario is wrong."""
     scenario = _scenario(scenario_file, seconds, rate)
-    if scenario.mesh is not None and scenario.mesh.launch:
-        sys.path.insert(0, str(Path.cwd()))  # a mesh package of this checkout, as launch
+    if scenario.mesh is not None or scenario.audit is not None:
+        sys.path.insert(0, str(Path.cwd()))  # a mesh package or audit of this checkout
+    _runnable(scenario)
     mesh_settings = settings() if scenario.target.door == "nats" else None
     count, scenario, delay, memory = _generator(scenario, processes, part, soak, watch)
     if memory is not None and not quiet:

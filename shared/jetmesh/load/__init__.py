@@ -67,7 +67,7 @@ from .report import (
     read_report,
     write_report,
 )
-from .runner import run_load
+from .runner import check_runnable, run_load
 from .scenario import (
     Arrival,
     Audit,
@@ -121,6 +121,7 @@ __all__ = [
     "StepsArrival",
     "Window",
     "bounds",
+    "check_runnable",
     "compare_reports",
     "floor_ratio",
     "http_door",

@@ -21,7 +21,7 @@ from .._exceptions import ConfigError
 from ..logins import admin_login, nats_seed_file
 from ..policy.servers import ADMIN
 from ..settings import MeshSettings
-from .audit import AuditRun, run_audit, with_audit
+from .audit import AuditRun, load_check, run_audit, with_audit
 from .doors import open_door
 from .driver import Progress, run_scenario
 from .faults import KillFault, PauseFault, play_faults
@@ -30,7 +30,7 @@ from .floor import measure_floor
 from .report import AuditFigure, FloorResult, LoadReport
 from .scenario import NatsTarget, Scenario
 
-__all__ = ["run_load"]
+__all__ = ["check_runnable", "run_load"]
 
 
 def _check_targets(scenario: Scenario, roles: list[str]) -> None:
@@ -47,6 +47,27 @@ def _check_targets(scenario: Scenario, roles: list[str]) -> None:
                 f"scenario {scenario.name}: a {fault.kind} fault names {name!r}, "
                 f"which the mesh does not launch (it launches {', '.join(roles)})"
             )
+
+
+def check_runnable(scenario: Scenario) -> None:
+    """What can be known wrong before anything starts: faults with no ``[mesh]``, embedded
+    servers behind the HTTP door, a fault naming a role the mesh does not launch, the
+    mesh package or the audit function not importable.
+
+    Raises:
+        ConfigError: naming what is wrong.
+    """
+    if scenario.faults and scenario.mesh is None:
+        raise ConfigError(f"scenario {scenario.name}: faults need a [mesh] section")
+    embedded = scenario.mesh is not None and scenario.mesh.embedded
+    if embedded and not isinstance(scenario.target, NatsTarget):
+        raise ConfigError(f"scenario {scenario.name}: embedded servers need door = 'nats'")
+    if scenario.mesh is not None:
+        roles = scenario.mesh.roles()  # imports a launched package
+        if scenario.faults:
+            _check_targets(scenario, roles)
+    if scenario.audit is not None:
+        load_check(scenario.audit)
 
 
 async def _dead_letters(fleet: Fleet | None) -> int | None:
@@ -109,13 +130,8 @@ async def run_load(
             function cannot be found.
         RuntimeError: the floor's responder process did not start (``[floor]``).
     """
-    if scenario.faults and scenario.mesh is None:
-        raise ConfigError(f"scenario {scenario.name}: faults need a [mesh] section")
+    check_runnable(scenario)
     embedded = scenario.mesh is not None and scenario.mesh.embedded
-    if embedded and not isinstance(scenario.target, NatsTarget):
-        raise ConfigError(f"scenario {scenario.name}: embedded servers need door = 'nats'")
-    if scenario.mesh is not None and scenario.faults:
-        _check_targets(scenario, scenario.mesh.roles())
     base = settings or MeshSettings()
     async with launched(scenario.mesh, base) as fleet:
         if fleet is not None and on_launch is not None:

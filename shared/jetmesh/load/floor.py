@@ -73,8 +73,15 @@ def floor_ratio(report: LoadReport) -> float | None:
 
 
 def _connect_options(seed_file: Path | None) -> dict[str, Any]:
-    """``nats.connect`` options: no reconnects, and the nkey seed file when given."""
-    options: dict[str, Any] = {"allow_reconnect": False, "connect_timeout": 5}
+    """``nats.connect`` options: no reconnects, two tries at the start (nats-py's first
+    connect tries its servers without end unless the attempts are bounded), and the nkey
+    seed file when given."""
+    options: dict[str, Any] = {
+        "allow_reconnect": False,
+        "connect_timeout": 5,
+        "max_reconnect_attempts": 1,
+        "reconnect_time_wait": 0.5,
+    }
     if seed_file is not None:
         options["nkeys_seed"] = str(seed_file)
     return options
@@ -106,7 +113,8 @@ async def serve(
         stop.set()
 
     if not os.isatty(stdin):
-        loop.add_reader(stdin, on_stdin)
+        with contextlib.suppress(OSError):  # a file (/dev/null) cannot be watched
+            loop.add_reader(stdin, on_stdin)
     nc = await nats.connect(nats_url, **_connect_options(seed_file))
     try:
 

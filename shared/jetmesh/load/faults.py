@@ -108,10 +108,9 @@ class KillFault(_Fault):
         Returns:
             ``times`` ascending times, the first ``at``.
         """
-        rng = random.Random(self.seed)
+        rng, gap = random.Random(self.seed), self.every_s
         due = [self.at]
         for _ in range(self.times - 1):
-            gap = self.every_s
             step = rng.uniform(*gap) if isinstance(gap, tuple) else float(gap or 0.0)
             due.append(round(due[-1] + step, 3))
         return due

@@ -1,4 +1,7 @@
-"""The hop benchmark: one signed mesh hop against the bare nats-py floor, in one run.
+"""The hop benchmark: one signed mesh hop against the bare nats-py floor, in one run, on a
+cluster and with traces on (``make bench-cluster``). ``make bench`` measures the first two
+rows as ``jetmesh load`` scenarios instead (:mod:`loadtest.bench`,
+``loadtest/scenarios/bench-*.toml``); the cluster rows and ``hop+traces`` are here only.
 
     floor: requester --core request--> responder process --core reply-->
     hop:   caller --signed task, JetStream publish+ack--> MESH_TASKS --pull--> echo agent

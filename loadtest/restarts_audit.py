@@ -38,7 +38,7 @@ from redis.asyncio import Redis
 from jetmesh import MeshSettings, Subjects
 from jetmesh.load import AuditFigure, AuditRun
 from jetmesh.logins import admin_login
-from jetmesh.memory import keys
+from jetmesh.memory import WorkingMemory
 from loadtest.tally import TALLY
 
 __all__ = ["TaskCounts", "audit", "count_runs", "count_tasks"]
@@ -144,8 +144,9 @@ async def count_tasks(settings: MeshSettings, *, settle_s: float = SETTLE_S) -> 
 async def count_runs(settings: MeshSettings) -> list[int]:
     """Each ``tally`` workflow's ``runs`` (the workflows whose handler ran at least once),
     read from Redis as its admin."""
-    pattern = keys.memory(settings.subject_prefix, "*", TALLY, RUNS_KEY)
     redis = Redis.from_url(settings.redis_url, **admin_login(settings).redis_options())
+    # every workflow's key of tally's runs: the workflow a glob
+    pattern = WorkingMemory(redis, settings.subject_prefix, "*", TALLY).key(RUNS_KEY)
     try:
         found = [key async for key in redis.scan_iter(match=pattern, count=1000)]
         async with redis.pipeline(transaction=False) as pipe:

@@ -55,17 +55,16 @@ cluster-chaos: $(STAMP)
 
 # 20,000 tasks while nats-server and redis-server are SIGKILLed in turn, six times; the
 # audit counts each task's runs: every acknowledged task ran once, none lost, no dead letter.
-# `python -m` from here: loadtest/ (the agent and the audit) is on the path.
 restarts: $(STAMP)
-	$(BIN)/python -m jetmesh.cli load run loadtest/scenarios/restarts.toml --out out/restarts --quiet
+	$(BIN)/jetmesh load run loadtest/scenarios/restarts.toml --out out/restarts --quiet
 
 # The others' p99 with one item in ten failing on every delivery (dead-lettered after 4),
 # against a baseline without: B's p99 at most twice A's; the poison run's audit checks that
-# every poison item was dead-lettered. `python -m` from here: loadtest/ is on the path.
+# every poison item was dead-lettered.
 poison: $(STAMP)
-	$(BIN)/python -m jetmesh.cli load run loadtest/scenarios/poison-baseline.toml --out out/poison-baseline --quiet
-	$(BIN)/python -m jetmesh.cli load run loadtest/scenarios/poison.toml --out out/poison --quiet
-	$(BIN)/python -m jetmesh.cli load compare out/poison-baseline/report.json out/poison/report.json --limit p99=2.0
+	$(BIN)/jetmesh load run loadtest/scenarios/poison-baseline.toml --out out/poison-baseline --quiet
+	$(BIN)/jetmesh load run loadtest/scenarios/poison.toml --out out/poison --quiet
+	$(BIN)/jetmesh load compare out/poison-baseline/report.json out/poison/report.json --limit p99=2.0
 
 # Ten minutes of the echo agent at half the rate it holds, on servers the run starts:
 # memory of every process and the p99 latency must stay flat (out/soak/report.md, plots).

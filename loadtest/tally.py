@@ -1,5 +1,5 @@
 """A steady load of tasks for runs that break a server while it goes on (the restart
-fault tests, ``loadtest.restarts``).
+fault tests, ``make restarts``'s scenario).
 
 Each task starts its own workflow at the ``tally`` agent, whose handler counts its own runs
 in the workflow's memory (``runs``). The sender publishes every task until the stream has

@@ -1,6 +1,6 @@
 """A poison task (its handler fails on every delivery) is retried with backoff, then
 dead-lettered with its reason, while the other tasks of the same role keep flowing through
-the same replicas. (Its effect on their latency is measured by ``loadtest.poison``.)"""
+the same replicas. (Its effect on their latency is measured by ``make poison``.)"""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint types docs bench bench-cluster bench-flows chaos chaos-support cluster-chaos restarts poison soak schemas clean down
+.PHONY: demo test check lint types docs bench bench-flows chaos chaos-support cluster-chaos restarts poison soak schemas clean down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,13 +33,10 @@ check: lint types test
 docs: $(STAMP)
 	$(BIN)/python -m mkdocs build --strict
 
-# The hop against the floor as jetmesh load scenarios (loadtest/scenarios/bench-*.toml).
+# The hop against the floor as jetmesh load scenarios (loadtest/scenarios/bench-*.toml): on
+# one server (ledger off and on, traces on) three runs, on a three-node cluster (R3) one.
 bench: $(STAMP)
 	$(BIN)/python -m loadtest.bench
-
-# The hop on a three-node cluster (R3, with and without the ledger) and with traces on.
-bench-cluster: $(STAMP)
-	$(BIN)/python -m loadtest.hop --cluster --tracing
 
 bench-flows: $(STAMP)
 	$(BIN)/python -m loadtest.flows

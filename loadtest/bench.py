@@ -1,37 +1,55 @@
-"""``make bench``: one signed mesh hop against the bare nats-py floor, as ``jetmesh load``
-scenarios.
+"""``make bench``: one signed mesh hop against the bare nats-py floor, on one server, with
+traces on and on a three-node cluster, as ``jetmesh load`` scenarios.
 
     floor: requester --core request--> responder process --core reply-->
     hop:   caller --signed task, JetStream publish+ack--> MESH_TASKS --pull--> echo agent
            process (verify, handle, events) --signed reply--> caller (verify)
 
-Each row is a scenario of ``loadtest/scenarios/``: ``bench-hop.toml`` (the step ledger off)
-and ``bench-hop-ledger.toml`` (on, the default). Each run starts its own servers as
-``jetmesh up`` configures them (JetStream ``sync_interval: always``) and one echo agent
-process, measures the floor on that nats-server just before the load (``[floor]``: 256 B,
-64 in flight), then keeps 64 requests of 256 B in flight for a fixed time. The floor moves
-by 15% or more from run to run on a shared two-core machine, so the scenarios alternate
-``--runs`` times and the table gives each run's ratio to its own floor and their median.
+Each row is a scenario of ``loadtest/scenarios/``. On one server: ``bench-hop.toml`` (the
+step ledger off), ``bench-hop-ledger.toml`` (on, the default) and ``bench-hop-traces.toml``
+(the ledger off, OpenTelemetry traces exported by the caller and the echo agent to a sink
+in this process that counts the spans and drops them, :mod:`loadtest.otlp_sink`). On three
+nats-servers with every stream at 3 replicas (``[mesh] cluster = 3``, as ``jetmesh up
+--cluster 3``): ``bench-r3-always.toml`` (an fsync per stored message on every node),
+``bench-r3-2m.toml`` (the server's default flush), ``bench-r3-ledger.toml`` and
+``bench-r3-ledger-wait.toml`` (the step ledger on the cluster's Redis primary, without and
+with waiting for its replica).
+
+Each run starts its own servers as ``jetmesh up`` configures them (JetStream
+``sync_interval: always`` unless the scenario says otherwise) and one echo agent process,
+measures the floor on that nats-server (a cluster's first node) just before the load
+(``[floor]``: 256 B, 64 in flight), then keeps 64 requests of 256 B in flight for a fixed
+time. The floor moves by 15% or more from run to run on a shared two-core machine, so the
+one-server scenarios alternate ``--runs`` times, then the cluster scenarios
+``--cluster-runs`` times (a cluster takes longer to start), and the table gives each run's
+ratio to its own floor and their median.
 
 Every figure printed is read back from the runs' reports (``OUT/run<n>/<scenario>/
-report.json``, beside each its ``report.md``); ``--table OUT`` prints the table of reports
-already written, without running anything.
+report.json``, beside each its ``report.md``; the traced run's spans are figures of its
+report); ``--table OUT`` prints the table of reports already written, without running
+anything.
 
-    python -m loadtest.bench [--runs 3] [--seconds 8] [--out out/bench] [--table OUT]
+    python -m loadtest.bench [--runs 3] [--cluster-runs 1] [--seconds 8] [--out out/bench]
+                             [--table OUT]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
+import msgspec
 import uvloop
 
 from jetmesh import MeshSettings
 from jetmesh.load import (
+    AuditFigure,
     LoadReport,
     Scenario,
     floor_ratio,
@@ -41,36 +59,104 @@ from jetmesh.load import (
     run_load,
     write_report,
 )
+from jetmesh.telemetry import shutdown_tracing
+from loadtest.otlp_sink import SpanSink
 from loadtest.stats import RunResult, format_table
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
-BENCH = ("bench-hop.toml", "bench-hop-ledger.toml")
-"""The rows, in the order each run measures them."""
+ONE_SERVER = ("bench-hop.toml", "bench-hop-ledger.toml", "bench-hop-traces.toml")
+"""The one-server rows, in the order each run measures them."""
+CLUSTER = (
+    "bench-r3-always.toml",
+    "bench-r3-2m.toml",
+    "bench-r3-ledger.toml",
+    "bench-r3-ledger-wait.toml",
+)
+"""The cluster rows, in the order each run measures them (after the one-server runs)."""
+BENCH = ONE_SERVER + CLUSTER
+TRACED = "bench-hop-traces"
+"""The scenario whose caller and agent export their traces to the sink."""
+SPANS = "spans exported"
+SPANS_A_HOP = "spans a hop"
 
 
-def scenarios(seconds: float | None) -> list[Scenario]:
-    """The bench scenarios, each ``seconds`` long when given."""
-    return [load_scenario(SCENARIOS / name, seconds=seconds) for name in BENCH]
+def scenarios(names: tuple[str, ...], seconds: float | None) -> list[Scenario]:
+    """The bench scenarios ``names``, each ``seconds`` long when given."""
+    return [load_scenario(SCENARIOS / name, seconds=seconds) for name in names]
 
 
-async def measure(runs: int, seconds: float | None, out: Path) -> list[Path]:
-    """Run every bench scenario ``runs`` times, alternating; write each report (JSON and
-    Markdown) under ``out``; return the JSON reports' paths in the order they ran."""
-    written = []
-    for run in range(1, runs + 1):
-        for scenario in scenarios(seconds):
+@contextmanager
+def environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """``variables`` set in this process for the block (the caller's tracing), then as
+    they were."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+async def traced(scenario: Scenario, sink: SpanSink) -> LoadReport:
+    """Run ``scenario`` with the caller (this process's door) and the launched processes
+    (``[mesh] env``) exporting their traces to ``sink``; the report gains the spans
+    received as figures (per hop: the warm-up's hops estimated at the measured rate)."""
+    if scenario.mesh is None:
+        raise ValueError(f"{scenario.name}: a traced scenario launches its mesh")
+    env = sink.env()
+    scenario = scenario.model_copy(
+        update={"mesh": scenario.mesh.model_copy(update={"env": {**scenario.mesh.env, **env}})}
+    )
+    before = sink.spans
+    with environment(env):
+        try:
             report = await run_load(scenario, MeshSettings())
-            folder = out / f"run{run}" / scenario.name
-            write_report(folder / "report.json", report)
-            (folder / "report.md").write_text(markdown(report))
-            written.append(folder / "report.json")
-            ratio = floor_ratio(report)
-            floor = report.floor.rate if report.floor is not None else 0.0
-            print(
-                f"run {run}/{runs} {scenario.name}: {report.completed / report.seconds:,.0f}/s, "
-                f"floor {floor:,.0f}/s, ratio {ratio or 0.0:.3f}",
-                file=sys.stderr,
-            )
+        finally:
+            await asyncio.to_thread(shutdown_tracing)  # the caller's last spans
+    spans = sink.spans - before
+    seconds = report.seconds or 1.0
+    hops = report.completed * (seconds + report.warmup_s) / seconds
+    figures = [
+        AuditFigure(name=SPANS, value=spans, detail="by the caller and the echo agent"),
+        AuditFigure(
+            name=SPANS_A_HOP,
+            value=round(spans / hops, 2) if hops else 0.0,
+            detail="the warm-up's hops estimated at the measured rate",
+        ),
+    ]
+    return msgspec.structs.replace(report, audit=[*report.audit, *figures])
+
+
+async def measure(runs: int, cluster_runs: int, seconds: float | None, out: Path) -> list[Path]:
+    """Run the one-server scenarios ``runs`` times, alternating, then the cluster ones
+    ``cluster_runs`` times; write each report (JSON and Markdown) under ``out``; return the
+    JSON reports' paths in the order they ran."""
+    written = []
+    rounds: list[tuple[int, tuple[str, ...]]] = [(run, ONE_SERVER) for run in range(1, runs + 1)]
+    rounds += [(run, CLUSTER) for run in range(1, cluster_runs + 1)]
+    with SpanSink() as sink:
+        for run, names in rounds:
+            for scenario in scenarios(names, seconds):
+                if scenario.name == TRACED:
+                    report = await traced(scenario, sink)
+                else:
+                    report = await run_load(scenario, MeshSettings())
+                folder = out / f"run{run}" / scenario.name
+                write_report(folder / "report.json", report)
+                (folder / "report.md").write_text(markdown(report))
+                written.append(folder / "report.json")
+                ratio = floor_ratio(report)
+                floor = report.floor.rate if report.floor is not None else 0.0
+                print(
+                    f"run {run}/{runs if names is ONE_SERVER else cluster_runs} "
+                    f"{scenario.name}: {report.completed / report.seconds:,.0f}/s, "
+                    f"floor {floor:,.0f}/s, ratio {ratio or 0.0:.3f}",
+                    file=sys.stderr,
+                )
     return written
 
 
@@ -120,7 +206,7 @@ def table(reports: list[LoadReport]) -> str:
     runs = max(sum(r.scenario == name for r in reports) for name in names)
     lines = [
         f"{first.payload_bytes} B payload, {first.concurrency} in flight, "
-        f"{os.cpu_count()} CPUs, {runs} run(s), each row its floor then its load "
+        f"{os.cpu_count()} CPUs, up to {runs} run(s) a row, each row its floor then its load "
         f"({reports[0].arrival}, {reports[0].seconds:g} s after {reports[0].warmup_s:g} s)",
         format_table([r for report in reports for r in (floor_row(report), row(report))]),
     ]
@@ -128,16 +214,35 @@ def table(reports: list[LoadReport]) -> str:
         ratios = [floor_ratio(r) or 0.0 for r in reports if r.scenario == name]
         lines.append(f"ratio {name}/floor per run: " + ", ".join(f"{x:.3f}" for x in ratios))
         lines.append(f"median ratio {name}/floor: {statistics.median(ratios):.3f}")
+    lines += [spans for r in reports if (spans := spans_line(r))]
     return "\n".join(lines)
 
 
+def spans_line(report: LoadReport) -> str:
+    """What a traced run's sink received, in words ("" for a run without traces)."""
+    figures = {f.name: f.value for f in report.audit}
+    if SPANS not in figures:
+        return ""
+    return (
+        f"spans exported by {report.scenario}: {figures[SPANS]:,.0f} "
+        f"(about {figures.get(SPANS_A_HOP, 0.0):.2f} a hop: the caller's send, the agent's "
+        "process and invoke_agent)"
+    )
+
+
 def written_reports(out: Path) -> list[Path]:
-    """The reports under ``out`` in the order they ran (run by run, bench order)."""
+    """The reports under ``out`` in the order they ran (the one-server rows run by run,
+    then the cluster rows run by run, each in bench order)."""
     order = {Path(name).stem: i for i, name in enumerate(BENCH)}
+    cluster = {Path(name).stem for name in CLUSTER}
     found = sorted(out.glob("run*/*/report.json"))
     return sorted(
         found,
-        key=lambda p: (int(p.parent.parent.name[3:] or 0), order.get(p.parent.name, 99)),
+        key=lambda p: (
+            p.parent.name in cluster,
+            int(p.parent.parent.name[3:] or 0),
+            order.get(p.parent.name, 99),
+        ),
     )
 
 
@@ -149,7 +254,12 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--runs", type=int, default=3, help="alternate the scenarios (1..10)")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="alternate the one-server scenarios (1..10)"
+    )
+    parser.add_argument(
+        "--cluster-runs", type=int, default=1, help="alternate the cluster scenarios (0..10)"
+    )
     parser.add_argument("--seconds", type=float, help="each load this long (default: 8 s)")
     parser.add_argument("--out", type=Path, default=Path("out/bench"), help="reports")
     parser.add_argument("--table", type=Path, metavar="OUT", help="print the table of OUT")
@@ -158,8 +268,9 @@ def main(argv: list[str] | None = None) -> None:
         paths = written_reports(args.table)
     else:
         runs = min(max(args.runs, 1), 10)
+        cluster_runs = min(max(args.cluster_runs, 0), 10)
         try:
-            paths = uvloop.run(measure(runs, args.seconds, args.out))
+            paths = uvloop.run(measure(runs, cluster_runs, args.seconds, args.out))
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None

@@ -1,7 +1,9 @@
-"""The hop benchmark: one signed mesh hop against the bare nats-py floor, in one run, on a
-cluster and with traces on (``make bench-cluster``). ``make bench`` measures the first two
-rows as ``jetmesh load`` scenarios instead (:mod:`loadtest.bench`,
-``loadtest/scenarios/bench-*.toml``); the cluster rows and ``hop+traces`` are here only.
+"""The hop benchmark as one program: one signed mesh hop against the bare nats-py floor, in
+one invocation, on a cluster and with traces on. ``make bench`` measures every row as a
+``jetmesh load`` scenario instead (:mod:`loadtest.bench`, ``loadtest/scenarios/bench-*.toml``,
+the cluster rows with ``[mesh] cluster = 3``); this program stays for the one-off
+comparisons docs/durability.md and docs/observability.md quote (``--sync-interval 2m``,
+``--requests``, several rows against one floor).
 
     floor: requester --core request--> responder process --core reply-->
     hop:   caller --signed task, JetStream publish+ack--> MESH_TASKS --pull--> echo agent

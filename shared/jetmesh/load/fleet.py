@@ -4,7 +4,9 @@ role, stopped again when the run ends.
 
 A scenario's ``[mesh]`` section (:class:`MeshSpec`) says what to launch: a mesh package
 (as ``jetmesh launch`` takes it: its ``ROLES``, ``PROCESSES`` and ``POLICY``) or a list of
-``jetmesh run`` command lines. :class:`Fleet` knows each process's role and pid, waits
+``jetmesh run`` command lines; with ``cluster = 3`` the embedded servers are a local
+cluster as ``jetmesh up --cluster 3`` starts it, and ``env`` sets variables in every
+launched process (``OTEL_*``, ...). :class:`Fleet` knows each process's role and pid, waits
 until each is ready (its ``ready:`` line), kills one replica of a role (and starts another
 when asked), and SIGKILLs, restarts or pauses a server. The faults of
 :mod:`jetmesh.load.faults` strike through it.
@@ -33,7 +35,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .._exceptions import ConfigError
-from ..embedded import EmbeddedStack, free_port, pid_alive, read_pid_file, wait_gone
+from ..embedded import (
+    EmbeddedStack,
+    free_cluster_ports,
+    free_port,
+    pid_alive,
+    read_pid_file,
+    wait_gone,
+)
+from ..embedded.ports import host_port
+from ..embedded.stack import SENTINEL_PORT_OFFSET
+from ..memory.redis_url import DEFAULT_SERVICE, SENTINEL_SCHEME
 from ..policy.model import mesh_policy
 from ..processes import AgentProcess
 from ..provision import bring_up
@@ -66,6 +78,14 @@ class MeshSpec(BaseModel):
     up``), and use them; else the processes join the servers of the settings."""
     policy: Literal["open", "enforce"] = "open"
     """With ``embedded``: ``open`` servers (no users), or users from the mesh's policy."""
+    cluster: int = Field(default=1, ge=1, le=5)
+    """With ``embedded``: this many nats-servers (a JetStream cluster, streams at
+    ``min(cluster, 3)`` replicas), and a Redis primary and replica watched by three
+    Sentinels, the step ledger's writes on the replica before a step goes on: the servers
+    and settings of ``jetmesh up --cluster N``. 1: one of each."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables set in every launched process, over this one's
+    (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, ...)."""
     settings: dict[str, str | int | float | bool | list[float] | list[str]] = Field(
         default_factory=dict
     )
@@ -80,6 +100,8 @@ class MeshSpec(BaseModel):
         for argv in self.processes:
             if argv[:2] != ["jetmesh", "run"] or len(argv) < 3:
                 raise ValueError(f"{argv}: a process is ['jetmesh', 'run', '<module>:<agent>']")
+        if self.cluster > 1 and not self.embedded:
+            raise ValueError("cluster needs embedded = true (the run starts the cluster)")
         return self
 
     def roles(self) -> list[str]:
@@ -143,6 +165,10 @@ class Fleet:
     embedded: bool = False
     policy_file: Path | None = None
     enforce: bool = False
+    cluster: int = 1
+    """nats-servers started (``[mesh] cluster``)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Variables set in every process started (``[mesh] env``)."""
     live: list[_Replica] = field(default_factory=list)
     started: list[AgentProcess] = field(default_factory=list)
     server_pids: set[int] = field(default_factory=set)
@@ -178,7 +204,10 @@ class Fleet:
             self._count += 1
             name = f"{role}#{self._count}"
             proc = AgentProcess(
-                self.targets[role], self.settings, log_file=self.log_dir / f"{name}.log"
+                self.targets[role],
+                self.settings,
+                log_file=self.log_dir / f"{name}.log",
+                env=self.env,
             )
             self.started.append(proc)
             news.append(_Replica(name, role, proc))
@@ -223,7 +252,7 @@ class Fleet:
         """SIGKILL server ``name``, wait ``down_s``, start it again (:meth:`up`).
 
         Raises:
-            ConfigError: it does not run (or the run has no embedded servers).
+            ConfigError: it does not run (or the run has no embedded servers, or a cluster).
         """
         pid = self._server_or_fail(name)
         os.kill(pid, signal.SIGKILL)
@@ -241,7 +270,7 @@ class Fleet:
         oldest live process) for ``seconds``, then SIGCONT.
 
         Raises:
-            ConfigError: no such server or live process.
+            ConfigError: no such server or live process (servers of a cluster: refused).
         """
         if target in ("nats", "redis"):
             pid, name = self._server_or_fail(target), target
@@ -260,6 +289,11 @@ class Fleet:
     def _server_or_fail(self, name: str) -> int:
         if not self.embedded:
             raise ConfigError(f"{name}: the run started no servers (mesh.embedded = false)")
+        if self.cluster > 1:
+            raise ConfigError(
+                f"{name}: the run started a cluster (mesh.cluster = {self.cluster}); "
+                "faults on its servers are not supported"
+            )
         pid = self.server_pid(name)
         if pid is None:
             raise ConfigError(f"{name} is not running")
@@ -305,16 +339,32 @@ def _with_overrides(base: MeshSettings, overrides: Mapping[str, object]) -> Mesh
         raise ConfigError(f"mesh.settings: {exc.errors()[0]['msg']}") from None
 
 
-def _embedded_settings(base: MeshSettings, state_dir: Path) -> MeshSettings:
-    return base.model_copy(
-        update={
-            "nats_url": f"nats://127.0.0.1:{free_port()}",
-            "redis_url": f"redis://127.0.0.1:{free_port()}/0",
-            "state_dir": state_dir,
-            "keys_dir": None,
-            "policy_file": None,
-        }
-    )
+def _embedded_settings(base: MeshSettings, state_dir: Path, spec: MeshSpec) -> MeshSettings:
+    """``base`` on servers of the run's own, on free loopback ports under ``state_dir``."""
+    update: dict[str, object] = {"state_dir": state_dir, "keys_dir": None, "policy_file": None}
+    if spec.cluster == 1:
+        update["nats_url"] = f"nats://127.0.0.1:{free_port()}"
+        update["redis_url"] = f"redis://127.0.0.1:{free_port()}/0"
+        return base.model_copy(update=update)
+    nats, redis = free_cluster_ports(spec.cluster)
+    update |= _cluster_update(nats, redis, spec.cluster)
+    for name in ("stream_replicas", "redis_wait_replicas"):  # [mesh.settings] keeps its own
+        if name in spec.settings:
+            update.pop(name)
+    return base.model_copy(update=update)
+
+
+def _cluster_update(nats_port: int, redis_port: int, nodes: int) -> dict[str, object]:
+    """The settings of ``jetmesh up --cluster nodes`` (its ``cluster.env``) for a cluster
+    whose first nats-server listens on ``nats_port`` and Redis primary on ``redis_port``."""
+    host = "127.0.0.1"
+    sentinels = ",".join(host_port(host, redis_port + SENTINEL_PORT_OFFSET + i) for i in range(3))
+    return {
+        "nats_url": ",".join(f"nats://{host_port(host, nats_port + i)}" for i in range(nodes)),
+        "redis_url": f"{SENTINEL_SCHEME}://{sentinels}/{DEFAULT_SERVICE}/0",
+        "stream_replicas": min(nodes, 3),
+        "redis_wait_replicas": 1,
+    }
 
 
 @contextlib.asynccontextmanager
@@ -326,7 +376,8 @@ async def launched(
     Args:
         spec: The scenario's ``[mesh]``; None yields None.
         settings: The mesh settings; with ``embedded``, the servers get fresh loopback
-            ports and a temporary state directory instead.
+            ports and a temporary state directory instead (with ``cluster``, the URLs
+            and replicas of ``jetmesh up --cluster``).
         log_dir: Where each process's log goes (default: the state directory, or a
             temporary folder).
 
@@ -340,7 +391,7 @@ async def launched(
     package = _package(spec)
     settings = _with_overrides(settings, spec.settings)
     with tempfile.TemporaryDirectory(prefix="jetmesh-load-") as tmp:
-        s = _embedded_settings(settings, Path(tmp)) if spec.embedded else settings
+        s = _embedded_settings(settings, Path(tmp), spec) if spec.embedded else settings
         if package.policy is not None and s.policy_file is None and spec.policy == "enforce":
             s = s.model_copy(update={"policy_file": package.policy})
         if package.tool_credentials and s.tool_secrets_file is None:
@@ -354,6 +405,8 @@ async def launched(
             embedded=spec.embedded,
             policy_file=s.policy_file,
             enforce=spec.policy == "enforce",
+            cluster=spec.cluster,
+            env=dict(spec.env),
         )
         try:
             if spec.embedded:

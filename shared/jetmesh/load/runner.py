@@ -76,7 +76,8 @@ async def _dead_letters(fleet: Fleet | None) -> int | None:
     if fleet is None or not fleet.embedded:
         return None
     login = admin_login(fleet.settings).nats_options()
-    nc = await nats.connect(fleet.settings.nats_url, max_reconnect_attempts=2, **login)
+    servers = fleet.settings.nats_url.split(",")  # a cluster's nodes
+    nc = await nats.connect(servers, max_reconnect_attempts=2, **login)
     try:
         js = nc.jetstream()
         try:
@@ -90,12 +91,14 @@ async def _dead_letters(fleet: Fleet | None) -> int | None:
 
 async def _floor(scenario: Scenario, settings: MeshSettings | None) -> FloorResult | None:
     """The scenario's ``[floor]`` measured on the door's NATS server (the target's ``url``,
-    else the settings'), as the admin where its seed is in the keys directory."""
+    else the settings'; of a cluster, its first node), as the admin where its seed is in the
+    keys directory."""
     if scenario.floor is None:
         return None
     s = settings or MeshSettings()
     target = scenario.target
     url = target.url if isinstance(target, NatsTarget) and target.url else s.nats_url
+    url = url.split(",", 1)[0].strip()
     keys_dir = target.keys_dir if isinstance(target, NatsTarget) and target.keys_dir else None
     seed = nats_seed_file(keys_dir or s.resolved_keys_dir, ADMIN)
     return await measure_floor(url, scenario.floor, seed_file=seed if seed.is_file() else None)

@@ -214,19 +214,26 @@ def table(reports: list[LoadReport]) -> str:
         ratios = [floor_ratio(r) or 0.0 for r in reports if r.scenario == name]
         lines.append(f"ratio {name}/floor per run: " + ", ".join(f"{x:.3f}" for x in ratios))
         lines.append(f"median ratio {name}/floor: {statistics.median(ratios):.3f}")
-    lines += [spans for r in reports if (spans := spans_line(r))]
+    lines += [spans for name in names if (spans := spans_line(reports, name))]
     return "\n".join(lines)
 
 
-def spans_line(report: LoadReport) -> str:
-    """What a traced run's sink received, in words ("" for a run without traces)."""
-    figures = {f.name: f.value for f in report.audit}
-    if SPANS not in figures:
+def spans_line(reports: list[LoadReport], name: str) -> str:
+    """What the sink received in the traced runs of scenario ``name``, in words ("" when
+    none was traced)."""
+    runs = [
+        figures
+        for r in reports
+        if r.scenario == name and SPANS in (figures := {f.name: f.value for f in r.audit})
+    ]
+    if not runs:
         return ""
     return (
-        f"spans exported by {report.scenario}: {figures[SPANS]:,.0f} "
-        f"(about {figures.get(SPANS_A_HOP, 0.0):.2f} a hop: the caller's send, the agent's "
-        "process and invoke_agent)"
+        f"spans exported by {name} per run: "
+        + ", ".join(f"{f[SPANS]:,.0f}" for f in runs)
+        + " (a hop: "
+        + ", ".join(f"{f.get(SPANS_A_HOP, 0.0):.2f}" for f in runs)
+        + "; the caller's send, the agent's process and invoke_agent)"
     )
 
 

@@ -44,6 +44,10 @@ from .mesh_protocols import Received
 from .runtime.limits import PlanLimits
 from .settings import MeshSettings
 
+CLOSE_GRACE_S = 10.0
+"""How long closing may take past ``drain_timeout_s`` (the publisher's flush) for the
+connection's own drain, before it is closed without one."""
+
 log = logging.getLogger("jetmesh.client")
 
 
@@ -137,10 +141,27 @@ class MeshConnection:
         return self
 
     async def close(self) -> None:
-        """Flush events, drain the connection, close Redis. Safe to call twice."""
+        """Flush events, drain the connection, close Redis. Safe to call twice.
+
+        The whole close is bounded (:data:`CLOSE_GRACE_S` past ``drain_timeout_s``): past
+        it, the NATS connection is closed without draining, so a stopping process always
+        ends.
+        """
         if self._closed:
             return
         self._closed = True
+        bound = self.settings.drain_timeout_s + CLOSE_GRACE_S
+        try:
+            await asyncio.wait_for(self._flush_and_drain(), bound)
+        except TimeoutError:
+            log.warning("closing took over %.0f s: the connection closed without draining", bound)
+            if self._nc is not None and not self._nc.is_closed:
+                await self._nc.close()
+        finally:
+            if self._redis is not None:
+                await self._redis.aclose()
+
+    async def _flush_and_drain(self) -> None:
         if self._publisher is not None:
             await self._publisher.close(timeout=self.settings.drain_timeout_s)
         if self._nc is not None and not self._nc.is_closed:
@@ -149,8 +170,6 @@ class MeshConnection:
             except Exception as exc:  # closing anyway
                 log.debug("drain failed: %s", exc)
                 await self._nc.close()
-        if self._redis is not None:
-            await self._redis.aclose()
 
     async def __aenter__(self) -> Self:
         return await self.start()

@@ -61,6 +61,9 @@ ADVISORY_CAPACITY = 4
 """Max-deliveries advisories one replica handles at once."""
 
 
+STOP_GRACE_S = 10.0
+"""What stopping a replica may take past its drain timeouts before it is given up."""
+
 STARTED_AFTER_S = 0.05
 """A first delivery's ``started`` event is emitted once its handler has run this long."""
 
@@ -456,16 +459,37 @@ class Replica:
                         await ctx.emit_event(ev.STARTED, type=ctx.task.type)
 
     async def drain(self, timeout: float | None = None) -> None:
-        """Stop fetching, finish or nak in-flight tasks, flush events, close. Idempotent."""
+        """Stop fetching, finish or nak in-flight tasks, flush events, close. Idempotent.
+
+        Bounded: the steps before closing get twice ``timeout`` (tasks, then dead letters
+        under way) and :data:`STOP_GRACE_S`; past that they are given up, and the closing
+        is bounded itself (see ``MeshClient.close``).
+        """
         if self.state in (ReplicaState.DRAINING, ReplicaState.STOPPED):
             return
         if self.state is ReplicaState.NEW:
             self.state = ReplicaState.STOPPED
             return
         self.state = ReplicaState.DRAINING
+        timeout = timeout if timeout is not None else self.settings.drain_timeout_s
+        try:
+            await asyncio.wait_for(self._stop_serving(timeout), 2 * timeout + STOP_GRACE_S)
+        except TimeoutError:
+            log.warning("%s replica %s: stopping took too long; closing", *self._names())
+        await self.mesh.close()
+        if self._owns_models:
+            await self.models.provider.aclose()
+        self.state = ReplicaState.STOPPED
+        log.info("%s replica %s stopped after %d tasks", *self._names(), self.handled)
+
+    def _names(self) -> tuple[str, str]:
+        return self.agent.name, self.instance
+
+    async def _stop_serving(self, timeout: float) -> None:
+        """Stop fetching and answering, let in-flight tasks finish within ``timeout``
+        (then cancel them), stop the timers."""
         if self._discovery is not None:  # gone from `jetmesh agents` as it starts draining
             await self._discovery.stop()
-        timeout = timeout if timeout is not None else self.settings.drain_timeout_s
         await self._feed.stop()
         await self._advisories.stop()
         if self._advisory_tasks:  # dead-lettering in progress: short, let it finish
@@ -481,13 +505,6 @@ class Replica:
                 loop_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop_task
-        await self.mesh.close()
-        if self._owns_models:
-            await self.models.provider.aclose()
-        self.state = ReplicaState.STOPPED
-        log.info(
-            "%s replica %s stopped after %d tasks", self.agent.name, self.instance, self.handled
-        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start, serve until ``stop`` is set, then drain."""

@@ -1,9 +1,11 @@
-"""``make bench``: one signed mesh hop against the bare nats-py floor, on one server, with
+"""``make bench``: one signed mesh hop against two bare nats-py floors, on one server, with
 traces on and on a three-node cluster, as ``jetmesh load`` scenarios.
 
-    floor: requester --core request--> responder process --core reply-->
-    hop:   caller --signed task, JetStream publish+ack--> MESH_TASKS --pull--> echo agent
-           process (verify, handle, events) --signed reply--> caller (verify)
+    floor:         requester --core request--> responder process --core reply-->
+    durable floor: requester --task, JetStream publish+ack--> FLOOR_..._TASKS --pull-->
+                   responder process (event, JetStream publish+ack; core reply; task ack)
+    hop:           caller --signed task, JetStream publish+ack--> MESH_TASKS --pull--> echo
+                   agent process (verify, handle, events) --signed reply--> caller (verify)
 
 Each row is a scenario of ``loadtest/scenarios/``. On one server: ``bench-hop.toml`` (the
 step ledger off), ``bench-hop-ledger.toml`` (on, the default) and ``bench-hop-traces.toml``
@@ -18,11 +20,13 @@ with waiting for its replica).
 Each run starts its own servers as ``jetmesh up`` configures them (JetStream
 ``sync_interval: always`` unless the scenario says otherwise) and one echo agent process,
 measures the floor on that nats-server (a cluster's first node) just before the load
-(``[floor]``: 256 B, 64 in flight), then keeps 64 requests of 256 B in flight for a fixed
-time. The floor moves by 15% or more from run to run on a shared two-core machine, so the
-one-server scenarios alternate ``--runs`` times, then the cluster scenarios
-``--cluster-runs`` times (a cluster takes longer to start), and the table gives each run's
-ratio to its own floor and their median.
+(``[floor]``: 256 B, 64 in flight; the one-server scenarios the durable floor too, the same
+stored messages and fsync setting as the mesh's hop without signing or envelopes), then
+keeps 64 requests of 256 B in flight for a fixed time. The floor moves by 15% or more
+from run to run on a shared two-core machine, so the one-server scenarios alternate
+``--runs`` times, then the cluster scenarios ``--cluster-runs`` times (a cluster takes
+longer to start), and the table gives each run's ratio to its own floor(s) and their
+median.
 
 Every figure printed is read back from the runs' reports (``OUT/run<n>/<scenario>/
 report.json``, beside each its ``report.md``; the traced run's spans are figures of its
@@ -151,10 +155,16 @@ async def measure(runs: int, cluster_runs: int, seconds: float | None, out: Path
                 written.append(folder / "report.json")
                 ratio = floor_ratio(report)
                 floor = report.floor.rate if report.floor is not None else 0.0
+                durable = ""
+                if report.durable_floor is not None:
+                    durable = (
+                        f", durable floor {report.durable_floor.rate:,.0f}/s, "
+                        f"ratio {floor_ratio(report, 'durable') or 0.0:.3f}"
+                    )
                 print(
                     f"run {run}/{runs if names is ONE_SERVER else cluster_runs} "
                     f"{scenario.name}: {report.completed / report.seconds:,.0f}/s, "
-                    f"floor {floor:,.0f}/s, ratio {ratio or 0.0:.3f}",
+                    f"floor {floor:,.0f}/s, ratio {ratio or 0.0:.3f}{durable}",
                     file=sys.stderr,
                 )
     return written
@@ -175,13 +185,17 @@ def row(report: LoadReport) -> RunResult:
     )
 
 
-def floor_row(report: LoadReport) -> RunResult:
-    """The floor a report measured before its load, as a table row."""
-    floor = report.floor
+DURABLE = "durable-floor"
+"""The durable floor's name in the table."""
+
+
+def floor_row(report: LoadReport, durable: bool = False) -> RunResult:
+    """The floor (or the durable floor) a report measured before its load, as a table row."""
+    floor = report.durable_floor if durable else report.floor
     if floor is None:
-        raise ValueError(f"{report.scenario}: the report has no floor (no [floor] section)")
+        raise ValueError(f"{report.scenario}: the report has no such floor (see its [floor])")
     return RunResult(
-        name="floor",
+        name=DURABLE if durable else "floor",
         requests=floor.requests,
         errors=floor.errors,
         seconds=floor.seconds,
@@ -193,8 +207,9 @@ def floor_row(report: LoadReport) -> RunResult:
 
 
 def table(reports: list[LoadReport]) -> str:
-    """The README's table: each report's floor then its row, in the order they ran, then
-    each scenario's ratio to its own floor per run and the median.
+    """The README's table: each report's floor, its durable floor (if measured), then its
+    row, in the order they ran; then each scenario's ratio to its own floor per run and the
+    median, and the same to its durable floor.
 
     Raises:
         ValueError: a report has no floor.
@@ -206,16 +221,31 @@ def table(reports: list[LoadReport]) -> str:
     runs = max(sum(r.scenario == name for r in reports) for name in names)
     lines = [
         f"{first.payload_bytes} B payload, {first.concurrency} in flight, "
-        f"{os.cpu_count()} CPUs, up to {runs} run(s) a row, each row its floor then its load "
-        f"({reports[0].arrival}, {reports[0].seconds:g} s after {reports[0].warmup_s:g} s)",
-        format_table([r for report in reports for r in (floor_row(report), row(report))]),
+        f"{os.cpu_count()} CPUs, up to {runs} run(s) a row, each row its floor(s) then its "
+        f"load ({reports[0].arrival}, {reports[0].seconds:g} s after {reports[0].warmup_s:g} s)",
+        format_table([r for report in reports for r in rows_of(report)]),
     ]
     for name in names:
         ratios = [floor_ratio(r) or 0.0 for r in reports if r.scenario == name]
         lines.append(f"ratio {name}/floor per run: " + ", ".join(f"{x:.3f}" for x in ratios))
         lines.append(f"median ratio {name}/floor: {statistics.median(ratios):.3f}")
+        durable = [
+            floor_ratio(r, "durable") or 0.0
+            for r in reports
+            if r.scenario == name and r.durable_floor is not None
+        ]
+        if durable:
+            said = ", ".join(f"{x:.3f}" for x in durable)
+            lines.append(f"ratio {name}/{DURABLE} per run: {said}")
+            lines.append(f"median ratio {name}/{DURABLE}: {statistics.median(durable):.3f}")
     lines += [spans for name in names if (spans := spans_line(reports, name))]
     return "\n".join(lines)
+
+
+def rows_of(report: LoadReport) -> list[RunResult]:
+    """A report's rows: its floor, its durable floor when it measured one, its load."""
+    durable = [floor_row(report, durable=True)] if report.durable_floor is not None else []
+    return [floor_row(report), *durable, row(report)]
 
 
 def spans_line(reports: list[LoadReport], name: str) -> str:

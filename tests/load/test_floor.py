@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import msgspec
+import nats
 import pytest
 from rich.console import Console
 
@@ -117,3 +118,63 @@ async def test_a_run_with_a_floor_reports_it_and_its_ratio(tmp_path: Path) -> No
     written.write_text(json.dumps(old))
     assert read_report(written).floor is None
     assert floor_ratio(msgspec.structs.replace(report, floor=None)) is None
+
+
+async def test_the_durable_floor_stores_each_hop_and_deletes_its_streams(
+    nats_server: NatsServer,
+) -> None:
+    floor = await measure_floor(
+        nats_server.url, Floor(kind="durable", requests=300, warmup=50, concurrency=16)
+    )
+    assert (floor.kind, floor.requests, floor.errors) == ("durable", 300, 0)
+    assert floor.stored == 2 * (300 + 50)  # each answered task and its event
+    assert floor.rate > 0
+    assert 0 < floor.p50_ms <= floor.p99_ms
+    nc = await nats.connect(nats_server.url)
+    try:
+        names = await nc.jetstream().streams_info()
+        assert not [s.config.name for s in names if (s.config.name or "").startswith("FLOOR_")]
+    finally:
+        await nc.close()
+
+
+def test_a_floor_of_each_kind_at_most(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    both = SCENARIO.replace("[floor]", "[[floor]]") + '\n[[floor]]\nkind = "durable"\n'
+    path.write_text(both)
+    assert [f.kind for f in load_scenario(path).floors] == ["request", "durable"]
+    path.write_text(both.replace('kind = "durable"', 'kind = "request"'))
+    with pytest.raises(ConfigError, match="one \\[\\[floor\\]\\] table of each kind"):
+        load_scenario(path)
+    path.write_text(SCENARIO.replace("warmup = 100", 'kind = "stored"'))
+    with pytest.raises(ConfigError, match=r"floor\.kind"):
+        load_scenario(path)
+
+
+async def test_a_run_with_both_floors_reports_both_and_both_ratios(tmp_path: Path) -> None:
+    path = tmp_path / "both.toml"
+    text = SCENARIO.replace("[floor]", "[[floor]]").replace("requests = 1500", "requests = 500")
+    path.write_text(text + '\n[[floor]]\nkind = "durable"\nrequests = 300\nwarmup = 30\n')
+    report = await run_load(load_scenario(path))
+    assert report.lost == 0
+    request, durable = report.floor, report.durable_floor
+    assert request is not None
+    assert durable is not None
+    assert (request.kind, durable.kind) == ("request", "durable")
+    assert (durable.errors, durable.stored) == (0, 2 * (300 + 30))
+    ratio = floor_ratio(report, "durable")
+    assert ratio == pytest.approx(report.completed / report.seconds / durable.rate)
+    assert floor_ratio(report) == pytest.approx(report.completed / report.seconds / request.rate)
+
+    page = markdown(report)
+    assert f"**{ratio:.3f} of the durable floor**" in page
+    console = Console(width=120, record=True)
+    console.print(summary(report))
+    assert "ratio to the durable floor" in console.export_text()
+    lines = table([report]).splitlines()
+    assert [line.split()[0] for line in lines[3:6]] == ["floor", "durable-floor", "floor-hop"]
+    assert f"median ratio floor-hop/durable-floor: {ratio:.3f}" in lines
+
+    written = tmp_path / "out" / "report.json"
+    write_report(written, report)
+    assert read_report(written).durable_floor == durable

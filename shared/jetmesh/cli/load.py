@@ -63,8 +63,8 @@ def _progress_line(p: Progress) -> None:
 
 
 def summary(report: LoadReport) -> Table:
-    """The report as a two-column table: counts, rates, latencies, the floor and the run's
-    ratio to it, and objectives."""
+    """The report as a two-column table: counts, rates, latencies, the floors and the run's
+    ratio to each, and objectives."""
     table = Table(title=f"{markup(report.scenario)}: {report.verdict.upper()}", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -81,11 +81,16 @@ def summary(report: LoadReport) -> Table:
     for name in ("sent", "completed", "errors", "lost", "duplicated", "dead_lettered"):
         rows.append((name.replace("_", " "), str(getattr(report, name))))
     rows += [(f"latency {k}", f"{v:.2f} ms") for k, v in report.latency_ms.items()]
-    if report.floor is not None:
-        floor, ratio = report.floor, floor_ratio(report)
+    for floor in (report.floor, report.durable_floor):
+        if floor is None:
+            continue
+        name = "floor" if floor.kind == "request" else "durable floor"
+        ratio = floor_ratio(report, floor.kind)
         said = f"{floor.rate:,.0f}/s, p50 {floor.p50_ms:.2f} ms, p99 {floor.p99_ms:.2f} ms"
-        rows.append(("floor (bare nats-py)", said))
-        rows.append(("ratio to the floor", "-" if ratio is None else f"{ratio:.3f} (completed/s)"))
+        rows.append((f"{name} (bare nats-py)", said))
+        rows.append(
+            (f"ratio to the {name}", "-" if ratio is None else f"{ratio:.3f} (completed/s)")
+        )
     for f in report.faults:
         result = "done" if f.done else "NOT DONE"
         rows.append((f"fault at {f.at:.1f} s", markup(f"{f.kind} {f.target}: {result}")))

@@ -46,7 +46,7 @@ def markdown(report: LoadReport) -> str:
 
     It holds the run (target, arrival, duration), a warning in words when the generator
     was saturated, the rate asked and achieved, the counts (sent, completed, errors, lost,
-    duplicated, dead-lettered), the floor and the run's ratio to it (``[floor]``), the
+    duplicated, dead-lettered), the floors and the run's ratio to each (``[floor]``), the
     latency percentiles, each objective with pass or FAIL,
     the audit's figures with their bounds, the per-role breakdown with the bottleneck
     named, the faults struck, and the timeline grouped into at most :data:`TIMELINE_ROWS` rows.
@@ -112,30 +112,47 @@ def _summary(report: LoadReport) -> str:
 
 
 def _floor(report: LoadReport) -> str:
-    floor, ratio = report.floor, floor_ratio(report)
-    if floor is None:
+    floors = [f for f in (report.floor, report.durable_floor) if f is not None]
+    if not floors:
         return ""
-    said = (
-        f"The bare nats-py floor on the run's NATS server, just before the load: "
-        f"{floor.payload_bytes:,} B request/reply between two processes, "
-        f"{floor.concurrency} in flight."
-    )
-    if ratio is not None:
-        completed = report.completed / report.seconds if report.seconds > 0 else 0.0
-        said += (
-            f" The run completed {completed:,.1f} requests a second: **{ratio:.3f} of the floor**."
+    completed = report.completed / report.seconds if report.seconds > 0 else 0.0
+    said = []
+    if report.floor is not None:
+        said.append(
+            f"The bare nats-py floor on the run's NATS server, just before the load: "
+            f"{report.floor.payload_bytes:,} B request/reply between two processes, "
+            f"{report.floor.concurrency} in flight."
         )
-    head = ("Requests", "Errors", "Seconds", "req/s", "p50 ms", "p99 ms", "p99.9 ms")
-    row = (
-        f"{floor.requests:,}",
-        f"{floor.errors:,}",
-        f"{floor.seconds:.2f}",
-        f"{floor.rate:,.0f}",
-        _ms(floor.p50_ms),
-        _ms(floor.p99_ms),
-        _ms(floor.p999_ms),
-    )
-    return "## Floor\n\n" + said + "\n\n" + _table(head, [row])
+    if report.durable_floor is not None:
+        said.append(
+            f"The durable floor: the mesh's stored hop with nats-py alone, "
+            f"{report.durable_floor.payload_bytes:,} B, {report.durable_floor.concurrency} "
+            f"in flight (each task published to a stream of its own and acked, taken from a "
+            f"pull consumer, an event stored and acked, the reply, the task acknowledged; "
+            f"{report.durable_floor.stored:,} messages stored)."
+        )
+    ratios = [
+        f"**{ratio:.3f} of the {'floor' if floor.kind == 'request' else 'durable floor'}**"
+        for floor in floors
+        if (ratio := floor_ratio(report, floor.kind)) is not None
+    ]
+    if ratios:
+        said.append(f"The run completed {completed:,.1f} requests a second: {', '.join(ratios)}.")
+    head = ("Floor", "Requests", "Errors", "Seconds", "req/s", "p50 ms", "p99 ms", "p99.9 ms")
+    rows = [
+        (
+            floor.kind,
+            f"{floor.requests:,}",
+            f"{floor.errors:,}",
+            f"{floor.seconds:.2f}",
+            f"{floor.rate:,.0f}",
+            _ms(floor.p50_ms),
+            _ms(floor.p99_ms),
+            _ms(floor.p999_ms),
+        )
+        for floor in floors
+    ]
+    return "## Floor\n\n" + " ".join(said) + "\n\n" + _table(head, rows)
 
 
 def _latency(report: LoadReport) -> str:

@@ -121,8 +121,10 @@ class AuditFigure(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FloorResult(msgspec.Struct, frozen=True, kw_only=True):
-    """The floor measured just before the load (``[floor]``): a bare nats-py request/reply
-    between two processes on the run's NATS server, the pace the mesh is measured against."""
+    """A floor measured just before the load (``[floor]``): a bare nats-py request/reply
+    between two processes on the run's NATS server (``kind`` ``request``), or the same
+    stored hop as the mesh's done with nats-py alone (``durable``), the paces the mesh is
+    measured against."""
 
     requests: int
     """Requests in the measured part (successes and errors)."""
@@ -142,6 +144,11 @@ class FloorResult(msgspec.Struct, frozen=True, kw_only=True):
     """Requests in flight at any time."""
     payload_bytes: int = 256
     """The size of each request and its reply, in bytes."""
+    kind: Literal["request", "durable"] = "request"
+    """Which floor: the bare request/reply, or the bare durable hop."""
+    stored: int = 0
+    """Durable: the messages the floor's streams held before they were deleted (a task and
+    an event for each request answered, the warm-up's included); 0 for the request floor."""
 
 
 class LoadReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -200,9 +207,12 @@ class LoadReport(msgspec.Struct, frozen=True, kw_only=True):
     """What the scenario's ``[audit]`` counted after the load (empty without one); a
     figure outside its bounds makes the verdict ``fail``."""
     floor: FloorResult | None = None
-    """The bare nats-py floor measured just before the load (``[floor]``); None without
-    one. The run's speed is reported as its completed requests per second over
+    """The bare nats-py request/reply floor measured just before the load (``[floor]``);
+    None without one. The run's speed is reported as its completed requests per second over
     ``floor.rate``."""
+    durable_floor: FloorResult | None = None
+    """The bare durable hop measured just before the load (``[[floor]] kind =
+    "durable"``); None without one."""
 
 
 _encoder = msgspec.json.Encoder()

@@ -26,7 +26,7 @@ from .doors import open_door
 from .driver import Progress, run_scenario
 from .faults import KillFault, PauseFault, play_faults
 from .fleet import Fleet, launched
-from .floor import measure_floor
+from .floor import DurableSetup, measure_floor
 from .report import AuditFigure, FloorResult, LoadReport
 from .scenario import NatsTarget, Scenario
 
@@ -89,19 +89,29 @@ async def _dead_letters(fleet: Fleet | None) -> int | None:
         await nc.close()
 
 
-async def _floor(scenario: Scenario, settings: MeshSettings | None) -> FloorResult | None:
-    """The scenario's ``[floor]`` measured on the door's NATS server (the target's ``url``,
-    else the settings'; of a cluster, its first node), as the admin where its seed is in the
-    keys directory."""
-    if scenario.floor is None:
-        return None
+async def _floors(scenario: Scenario, settings: MeshSettings | None) -> dict[str, FloorResult]:
+    """The scenario's floors (``[floor]``, ``[[floor]]``) measured one after the other on the
+    door's NATS server (the target's ``url``, else the settings'; of a cluster, its first
+    node), as the admin where its seed is in the keys directory; the durable floor's streams
+    with the mesh's tasks stream's replicas and de-duplication window. By kind."""
+    if not scenario.floors:
+        return {}
     s = settings or MeshSettings()
     target = scenario.target
     url = target.url if isinstance(target, NatsTarget) and target.url else s.nats_url
     url = url.split(",", 1)[0].strip()
     keys_dir = target.keys_dir if isinstance(target, NatsTarget) and target.keys_dir else None
     seed = nats_seed_file(keys_dir or s.resolved_keys_dir, ADMIN)
-    return await measure_floor(url, scenario.floor, seed_file=seed if seed.is_file() else None)
+    durable = DurableSetup(
+        replicas=s.tasks_replicas or s.stream_replicas,
+        duplicate_window_s=s.duplicate_window_s,
+        max_ack_pending=s.max_ack_pending,
+    )
+    seed_file = seed if seed.is_file() else None
+    return {
+        floor.kind: await measure_floor(url, floor, seed_file=seed_file, durable=durable)
+        for floor in scenario.floors
+    }
 
 
 async def run_load(
@@ -131,7 +141,7 @@ async def run_load(
     Raises:
         ConfigError: faults with no ``[mesh]``, the mesh did not start, or the audit
             function cannot be found.
-        RuntimeError: the floor's responder process did not start (``[floor]``).
+        RuntimeError: a floor's responder process did not start (``[floor]``).
     """
     check_runnable(scenario)
     embedded = scenario.mesh is not None and scenario.mesh.embedded
@@ -141,7 +151,7 @@ async def run_load(
             on_launch(fleet)
         door_settings = fleet.settings if fleet is not None and fleet.embedded else settings
         dlq_before = await _dead_letters(fleet)
-        floor = await _floor(scenario, door_settings)  # just before the load
+        floors = await _floors(scenario, door_settings)  # just before the load
         async with open_door(scenario, door_settings) as door:
             async with play_faults(scenario.faults, fleet, delay_s=scenario.warmup_s) as records:
                 report = await run_scenario(
@@ -157,7 +167,8 @@ async def run_load(
             "roles": roles,
             "faults": list(records),
             "lost": max(0, report.sent - report.completed - report.errors),
-            "floor": floor,
+            "floor": floors.get("request"),
+            "durable_floor": floors.get("durable"),
         }
         if dlq_before is not None and dlq_after is not None:
             changes["dead_lettered"] = dlq_after - dlq_before

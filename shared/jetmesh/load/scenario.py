@@ -36,7 +36,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .._exceptions import ConfigError
 from .faults import Fault, PauseFault, RestartServerFault
@@ -199,10 +206,16 @@ class Audit(_Strict):
 
 
 class Floor(_Strict):
-    """``[floor]``: measure the bare nats-py floor on the run's NATS server just before the
-    load (a responder process echoing each request, a closed loop of requests from this
-    one), so the run's speed reads as a ratio to it."""
+    """``[floor]``: measure a bare nats-py floor on the run's NATS server just before the
+    load, so the run's speed reads as a ratio to it. ``kind = "request"`` (the default): a
+    responder process echoes each core NATS request of a closed loop from this one.
+    ``kind = "durable"``: the mesh's stored hop without the mesh (the task published to a
+    stream of the floor's own and acked, taken by the responder from a pull consumer, an
+    event stored and acked, the reply on core NATS, the task acknowledged; no signing, no
+    envelope). Both in one run: two ``[[floor]]`` tables, one of each kind."""
 
+    kind: Literal["request", "durable"] = "request"
+    """Which floor: the bare request/reply, or the bare durable hop."""
     requests: int = Field(default=20_000, gt=0, le=10_000_000)
     """Measured requests (after ``warmup`` unmeasured ones)."""
     concurrency: int = Field(default=64, gt=0, le=10_000)
@@ -240,10 +253,36 @@ class Scenario(_Strict):
     """Faults to strike during the run (``[[faults]]``); they need a ``[mesh]``."""
     audit: Audit | None = None
     """What to count after the load (``[audit]``); None: nothing."""
-    floor: Floor | None = None
-    """The bare nats-py floor to measure just before the load (``[floor]``); None: none."""
+    floor: Floor | list[Floor] | None = None
+    """The bare nats-py floor(s) to measure just before the load (``[floor]``, or one
+    ``[[floor]]`` table per kind); None: none."""
     base_dir: Path = Field(default=Path("."), exclude=True)
     """The scenario file's folder (``samples`` paths are relative to it)."""
+
+    @field_validator("floor", mode="before")
+    @classmethod
+    def _floor_tables(cls, value: object) -> object:
+        """``[floor]`` or ``[[floor]]``, each table validated as a :class:`Floor` (so an
+        error names ``floor.<field>``, not the union's branches)."""
+        if isinstance(value, dict):
+            return Floor.model_validate(value)
+        if isinstance(value, list):
+            return [Floor.model_validate(table) for table in value]
+        return value
+
+    @property
+    def floors(self) -> list[Floor]:
+        """The floors to measure, in the order the file gives them (empty: none)."""
+        if self.floor is None:
+            return []
+        return [self.floor] if isinstance(self.floor, Floor) else list(self.floor)
+
+    @model_validator(mode="after")
+    def _one_floor_of_each_kind(self) -> Scenario:
+        kinds = [floor.kind for floor in self.floors]
+        if len(kinds) != len(set(kinds)):
+            raise ValueError("one [[floor]] table of each kind at most")
+        return self
 
     @model_validator(mode="after")
     def _faults_need_a_mesh(self) -> Scenario:

@@ -8,7 +8,8 @@ traces on and on a three-node cluster, as ``jetmesh load`` scenarios.
                    agent process (verify, handle, events) --signed reply--> caller (verify)
 
 Each row is a scenario of ``loadtest/scenarios/``. On one server: ``bench-hop.toml`` (the
-step ledger off), ``bench-hop-ledger.toml`` (on, the default) and ``bench-hop-traces.toml``
+step ledger off), ``bench-hop-2m.toml`` (the same with the server's default flush,
+sync_interval 2m), ``bench-hop-ledger.toml`` (on, the default) and ``bench-hop-traces.toml``
 (the ledger off, OpenTelemetry traces exported by the caller and the echo agent to a sink
 in this process that counts the spans and drops them, :mod:`loadtest.otlp_sink`). On three
 nats-servers with every stream at 3 replicas (``[mesh] cluster = 3``, as ``jetmesh up
@@ -68,7 +69,12 @@ from loadtest.otlp_sink import SpanSink
 from loadtest.stats import RunResult, format_table
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
-ONE_SERVER = ("bench-hop.toml", "bench-hop-ledger.toml", "bench-hop-traces.toml")
+ONE_SERVER = (
+    "bench-hop.toml",
+    "bench-hop-2m.toml",
+    "bench-hop-ledger.toml",
+    "bench-hop-traces.toml",
+)
 """The one-server rows, in the order each run measures them."""
 CLUSTER = (
     "bench-r3-always.toml",

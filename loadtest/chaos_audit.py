@@ -25,11 +25,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import msgspec
-import nats
 
 from jetmesh import MeshSettings, Subjects
 from jetmesh.dead_letters import list_dead_letters
-from jetmesh.load import AuditFigure, AuditRun
+from jetmesh.load import AuditFigure, AuditRun, admin_jetstream
 from jetmesh.logins import admin_login
 from loadtest.research_mesh import ROLES
 from loadtest.research_shape import EffectTarget, Question, expected_steps
@@ -50,10 +49,7 @@ class _Tasks:
 async def _tasks(settings: MeshSettings) -> _Tasks:
     """The tasks stream's count and its consumers' redeliveries, asked as the admin."""
     subjects = Subjects(settings.subject_prefix)
-    login = admin_login(settings).nats_options()
-    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=2, **login)
-    try:
-        js = nc.jetstream()
+    async with admin_jetstream(settings) as js:
         info = await js.stream_info(settings.tasks_stream, subjects_filter=subjects.all_tasks)
         per_subject = info.state.subjects or {}
         redelivered = 0
@@ -64,8 +60,6 @@ async def _tasks(settings: MeshSettings) -> _Tasks:
         letters = await list_dead_letters(js, settings.dlq_stream, subjects.all_dlq)
         reasons = Counter(f"{letter.agent} {letter.reason}" for letter in letters)
         return _Tasks(info.state.messages, redelivered, reasons)
-    finally:
-        await nc.close()
 
 
 def _question(run: AuditRun) -> Question:

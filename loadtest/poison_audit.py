@@ -26,8 +26,7 @@ import nats
 
 from jetmesh import Subjects
 from jetmesh.dead_letters import DeadLetter, list_dead_letters, with_task
-from jetmesh.load import AuditFigure, AuditRun, ClosedArrival, Scenario, schedule
-from jetmesh.logins import admin_login
+from jetmesh.load import AuditFigure, AuditRun, ClosedArrival, Scenario, admin_jetstream, schedule
 from jetmesh.settings import MeshSettings
 
 __all__ = ["audit", "dead_letters", "is_poison", "poison_sent"]
@@ -64,10 +63,7 @@ def poison_sent(scenario: Scenario) -> int:
 async def dead_letters(settings: MeshSettings, agent: str, since: float) -> list[DeadLetter]:
     """``agent``'s dead letters stored since ``since`` (Unix time), each with its task's
     bytes, read as the servers' admin."""
-    login = admin_login(settings).nats_options()
-    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=2, **login)
-    try:
-        js = nc.jetstream()
+    async with admin_jetstream(settings) as js:
         subject = Subjects(settings.subject_prefix).dlq(agent)
         try:
             letters = await list_dead_letters(js, settings.dlq_stream, subject, limit=DLQ_LIMIT)
@@ -75,8 +71,6 @@ async def dead_letters(settings: MeshSettings, agent: str, since: float) -> list
             return []
         recent = [letter for letter in letters if letter.at >= since]
         return [await with_task(js, settings.tasks_stream, letter) for letter in recent]
-    finally:
-        await nc.close()
 
 
 def _body(letter: DeadLetter) -> bytes:

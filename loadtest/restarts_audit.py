@@ -27,16 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import nats
-from nats.js import JetStreamContext
 from redis.asyncio import Redis
 
 from jetmesh import MeshSettings, Subjects
-from jetmesh.load import AuditFigure, AuditRun
+from jetmesh.load import AuditFigure, AuditRun, admin_jetstream
 from jetmesh.logins import admin_login
 from jetmesh.memory import WorkingMemory
 from loadtest.tally import TALLY
@@ -109,21 +105,11 @@ async def audit(run: AuditRun) -> list[AuditFigure]:
     ]
 
 
-@asynccontextmanager
-async def _jetstream(settings: MeshSettings) -> AsyncIterator[JetStreamContext]:
-    login = admin_login(settings).nats_options()
-    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=10, **login)
-    try:
-        yield nc.jetstream()
-    finally:
-        await nc.close()
-
-
 async def count_tasks(settings: MeshSettings, *, settle_s: float = SETTLE_S) -> TaskCounts:
     """``tally``'s tasks as the streams hold them, once its consumer has nothing in flight
     (or after ``settle_s``), asked as the servers' admin."""
     subject = Subjects(settings.subject_prefix).task(TALLY)
-    async with _jetstream(settings) as js:
+    async with admin_jetstream(settings, max_reconnect_attempts=10) as js:
         give_up = time.monotonic() + settle_s
         while True:
             consumer = await js.consumer_info(settings.tasks_stream, TALLY)

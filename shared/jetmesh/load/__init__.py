@@ -45,7 +45,7 @@ Example:
 """
 
 from .arrivals import mean_rate, schedule
-from .audit import AuditCheck, AuditRun, load_check, run_audit, with_audit
+from .audit import AuditCheck, AuditRun, admin_jetstream, load_check, run_audit, with_audit
 from .breakdown import role_shares, shares_from_trees
 from .compare import compare_reports, merge_reports
 from .doors import Door, http_door, nats_door, open_door
@@ -120,6 +120,7 @@ __all__ = [
     "SloResult",
     "StepsArrival",
     "Window",
+    "admin_jetstream",
     "bounds",
     "check_runnable",
     "compare_reports",

@@ -26,19 +26,23 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
+from nats.js import JetStreamContext
 
 from .._exceptions import ConfigError
+from ..bus import connect
+from ..logins import admin_login
 from ..settings import MeshSettings
 from .report import AuditFigure, LoadReport
 from .scenario import Audit, Scenario
 
-__all__ = ["AuditCheck", "AuditRun", "load_check", "run_audit", "with_audit"]
+__all__ = ["AuditCheck", "AuditRun", "admin_jetstream", "load_check", "run_audit", "with_audit"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,29 @@ class AuditRun:
 
 AuditCheck = Callable[[AuditRun], Awaitable[list[AuditFigure]]]
 """An audit function: async, given an :class:`AuditRun`, returning its figures."""
+
+
+@contextlib.asynccontextmanager
+async def admin_jetstream(
+    settings: MeshSettings, *, max_reconnect_attempts: int = 2
+) -> AsyncIterator[JetStreamContext]:
+    """JetStream on the run's servers as their admin (every node of a cluster), closed
+    after the block: what an audit reads the streams with.
+
+    Args:
+        settings: The run's settings (``AuditRun.settings``).
+        max_reconnect_attempts: How often to connect again if the connection drops.
+    """
+    nc = await connect(
+        settings.nats_url,
+        "load/audit",
+        max_reconnect_attempts=max_reconnect_attempts,
+        **admin_login(settings).nats_options(),
+    )
+    try:
+        yield nc.jetstream()
+    finally:
+        await nc.close()
 
 
 def load_check(spec: Audit) -> AuditCheck:

@@ -18,10 +18,10 @@ import msgspec
 import nats
 
 from .._exceptions import ConfigError
-from ..logins import admin_login, nats_seed_file
+from ..logins import nats_seed_file
 from ..policy.servers import ADMIN
 from ..settings import MeshSettings
-from .audit import AuditRun, load_check, run_audit, with_audit
+from .audit import AuditRun, admin_jetstream, load_check, run_audit, with_audit
 from .doors import open_door
 from .driver import Progress, run_scenario
 from .faults import KillFault, PauseFault, play_faults
@@ -75,18 +75,12 @@ async def _dead_letters(fleet: Fleet | None) -> int | None:
     servers the run started (None elsewhere; the stream not there yet: 0)."""
     if fleet is None or not fleet.embedded:
         return None
-    login = admin_login(fleet.settings).nats_options()
-    servers = fleet.settings.nats_url.split(",")  # a cluster's nodes
-    nc = await nats.connect(servers, max_reconnect_attempts=2, **login)
-    try:
-        js = nc.jetstream()
+    async with admin_jetstream(fleet.settings) as js:
         try:
             info = await js.stream_info(fleet.settings.dlq_stream)
         except nats.js.errors.NotFoundError:
             return 0
         return int(info.state.messages)
-    finally:
-        await nc.close()
 
 
 async def _floors(scenario: Scenario, settings: MeshSettings | None) -> dict[str, FloorResult]:

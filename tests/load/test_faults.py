@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from pathlib import Path
 
 import msgspec
@@ -140,8 +141,12 @@ def test_the_markdown_lists_the_faults_and_the_plots_mark_them(tmp_path: Path) -
 class KillRecorder(Fleet):
     """A fleet that launches nothing and says which kills were asked of it."""
 
-    async def kill(self, role: str, *, restart: bool = False) -> str:
-        return f"{role} killed" + (", another started" if restart else "")
+    async def kill(
+        self, role: str, *, restart: bool = False, pick: random.Random | None = None
+    ) -> str:
+        replicas = [f"{role}#{n}" for n in (1, 2, 3)]
+        which = pick.choice(replicas) if pick is not None else role
+        return f"{which} killed" + (", another started" if restart else "")
 
 
 def repeated_kill(**fields: object) -> KillFault:
@@ -200,3 +205,20 @@ async def test_each_strike_of_a_repeated_kill_is_a_record_and_the_late_ones_not_
     assert [r.at for r in records[3:]] == [round(n * 0.1, 3) for n in range(3, 20)]
     assert {r.detail for r in records[3:]} == {"not due before the run ended"}
     assert [r.at for r in records] == sorted(r.at for r in records)
+
+
+async def _strikes(tmp_path: Path, **fields: object) -> list[str]:
+    fleet = KillRecorder(settings=MeshSettings(), log_dir=tmp_path, targets={"echo": []})
+    kill = repeated_kill(at=0, times=12, every_s=0.01, **fields)
+    async with play_faults([kill], fleet) as records:
+        await asyncio.sleep(0.3)
+    return [r.detail.split(": ", 1)[1] for r in records if r.done]
+
+
+async def test_a_kill_of_a_random_replica_draws_it_from_the_seed(tmp_path: Path) -> None:
+    drawn = await _strikes(tmp_path, replica="random", seed=7)
+    assert len(drawn) == 12
+    assert len(set(drawn)) > 1  # not always the same replica
+    assert drawn == await _strikes(tmp_path, replica="random", seed=7)
+    assert drawn != await _strikes(tmp_path, replica="random", seed=8)
+    assert set(await _strikes(tmp_path)) == {"echo killed"}  # the oldest, by default

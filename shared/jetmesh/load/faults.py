@@ -8,7 +8,7 @@ scenario with faults needs a ``[mesh]``; a server fault, ``embedded = true``)::
 
     [[faults]]
     at = 2
-    kind = "kill"             # SIGKILL one replica of the role
+    kind = "kill"             # SIGKILL one replica of the role (its oldest)
     role = "echo"
     restart = true            # and start another
 
@@ -19,6 +19,7 @@ scenario with faults needs a ``[mesh]``; a server fault, ``embedded = true``)::
     times = 12
     every_s = [2, 5]          # each 2 to 5 s after the last (or a fixed every_s = 4),
     seed = 7                  # drawn from this seed: the same schedule every run
+    replica = "random"        # each strike a replica drawn from the seed (default "oldest")
     restart = true
 
     [[faults]]
@@ -76,10 +77,11 @@ Gap = Annotated[float, Field(gt=0)]
 
 
 class KillFault(_Fault):
-    """SIGKILL one replica of ``role`` (its oldest live process); with ``restart``, start
-    another and wait until it is ready. With ``times``, strike again and again: each
-    strike ``every_s`` after the one before (a number, or ``[low, high]``: a gap drawn
-    uniformly from ``seed``), the next one not before the last one (and its restart) ended."""
+    """SIGKILL one replica of ``role`` (its oldest live process, or with ``replica =
+    "random"`` one drawn from ``seed``); with ``restart``, start another and wait until it
+    is ready. With ``times``, strike again and again: each strike ``every_s`` after the
+    one before (a number, or ``[low, high]``: a gap drawn uniformly from ``seed``), the
+    next one not before the last one (and its restart) ended."""
 
     kind: Literal["kill"]
     role: str = Field(min_length=1)
@@ -89,7 +91,9 @@ class KillFault(_Fault):
     every_s: Gap | tuple[Gap, Gap] | None = None
     """Seconds between strikes, or ``[low, high]`` for a random gap; needed with ``times``."""
     seed: int = 1
-    """Seeds the random gaps: a seed gives the same schedule every run."""
+    """Seeds the random gaps and replicas: a seed gives the same schedule every run."""
+    replica: Literal["oldest", "random"] = "oldest"
+    """Which live replica of ``role`` each strike kills."""
 
     @model_validator(mode="after")
     def _repeat_needs_a_gap(self) -> KillFault:
@@ -146,9 +150,12 @@ def _target(fault: KillFault | RestartServerFault | PauseFault) -> str:
     return fault.target
 
 
-async def _strike(fault: KillFault | RestartServerFault | PauseFault, fleet: Fleet) -> str:
+async def _strike(
+    fault: KillFault | RestartServerFault | PauseFault, fleet: Fleet, pick: random.Random
+) -> str:
     if isinstance(fault, KillFault):
-        return await fleet.kill(fault.role, restart=fault.restart)
+        drawn = pick if fault.replica == "random" else None
+        return await fleet.kill(fault.role, restart=fault.restart, pick=drawn)
     if isinstance(fault, RestartServerFault):
         return await fleet.restart_server(fault.server, fault.down_s)
     return await fleet.pause(fault.target, fault.seconds)
@@ -200,6 +207,7 @@ async def play_faults(
     async def one(fault: KillFault | RestartServerFault | PauseFault) -> None:
         assert fleet is not None
         due = _due(fault)
+        pick = random.Random(f"replicas {getattr(fault, 'seed', 0)}")
         for n, at in enumerate(due, start=1):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ending.wait(), max(0.0, origin + at - clock()))
@@ -209,7 +217,7 @@ async def play_faults(
                 return
             struck = round(clock() - origin, 3)
             try:
-                detail, done = await _strike(fault, fleet), True
+                detail, done = await _strike(fault, fleet, pick), True
             except (ConfigError, OSError) as exc:
                 detail, done = str(exc), False
             record(

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import importlib
 import os
+import random
 import signal
 import tempfile
 import time
@@ -215,16 +216,20 @@ class Fleet:
         self.live.extend(news)
         return [r.name for r in news]
 
-    async def kill(self, role: str, *, restart: bool = False) -> str:
-        """SIGKILL the oldest live process of ``role``; with ``restart`` start another and
-        wait until it is ready. Returns what happened, in words.
+    async def kill(
+        self, role: str, *, restart: bool = False, pick: random.Random | None = None
+    ) -> str:
+        """SIGKILL a live process of ``role``: the oldest, or with ``pick`` one drawn from
+        it; with ``restart`` start another and wait until it is ready. Returns what
+        happened, in words.
 
         Raises:
             ConfigError: no live process of ``role``.
         """
-        replica = next((r for r in self.live if r.role == role), None)
-        if replica is None:
+        replicas = [r for r in self.live if r.role == role]
+        if not replicas:
             raise ConfigError(f"no live process of role {role!r} (roles: {self.roles})")
+        replica = pick.choice(replicas) if pick is not None else replicas[0]
         self.live.remove(replica)
         pid = replica.proc.pid
         await asyncio.to_thread(replica.proc.kill)

@@ -52,7 +52,7 @@ from .doors import Door, http_door, nats_door, open_door
 from .driver import LAG_BOUND_S, Progress, Send, lag_bound, new_histogram, run_scenario, slo_results
 from .faults import Fault, KillFault, PauseFault, RestartServerFault, play_faults
 from .fleet import Fleet, MeshSpec, launched
-from .floor import floor_ratio, measure_floor
+from .floor import DurableSetup, floor_ratio, measure_floor
 from .generators import GeneratorRun, merge_generators, part_of, run_generators, suggested_processes
 from .memory import RssWatch, sample_every, soak_slos, with_soak
 from .render import bounds, markdown, plots
@@ -95,6 +95,7 @@ __all__ = [
     "ClosedArrival",
     "ConstantArrival",
     "Door",
+    "DurableSetup",
     "Fault",
     "FaultRecord",
     "Fleet",

@@ -136,9 +136,20 @@ class MeshConnection:
         except ConfigError:
             await self._nc.close()
             raise
-        self._publisher = StreamPublisher(self._nc)
+        self._publisher = StreamPublisher(self._nc, batch_prefixes=self._batch_prefixes())
         await self._publisher.start()
         return self
+
+    def _batch_prefixes(self) -> tuple[str, ...]:
+        """The group commits of this connection's publisher: tasks (``<p>.agent.``: only
+        tasks are published to JetStream under it) and events, one stream each."""
+        grouped = self.settings.group_commit
+        if grouped is None:
+            grouped = self.settings.nats_sync_interval == "always"
+        if not grouped:
+            return ()
+        prefix = self.settings.subject_prefix
+        return (f"{prefix}.agent.", f"{prefix}.event.")
 
     async def close(self) -> None:
         """Flush events, drain the connection, close Redis. Safe to call twice.

@@ -107,6 +107,14 @@ class MeshSettings(BaseSettings):
     registry_replicas: int | None = Field(default=None, ge=1, le=5)
     """Replicas of the certificate registry bucket; None: ``stream_replicas``."""
 
+    group_commit: bool | None = None
+    """Group commit: a process's tasks and events that queue while the server stores the
+    last ones go as one JetStream atomic batch per stream, so they share the server's
+    fsync (MESH_TASKS and MESH_EVENTS are made with ``allow_atomic``; nats-server 2.12 or
+    later; docs/durability.md#group-commit). None (the default): on when
+    ``nats_sync_interval`` is ``always``, where each message alone costs an fsync; off
+    with a flush interval, where a batch's staging costs the server more than it saves."""
+
     nats_sync_interval: str = Field(default="always", pattern=r"^(always|[0-9]+(ms|s|m|h))$")
     """How often the embedded nats-servers fsync JetStream's files: ``always`` (every
     write before it is acknowledged) or a duration such as ``2m`` (nats-server's own

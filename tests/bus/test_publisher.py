@@ -11,7 +11,7 @@ import pytest
 from nats.js.api import StreamConfig
 
 from jetmesh.bus.connection import connect
-from jetmesh.bus.publisher import ACK_TIMEOUT_S, StreamPublisher
+from jetmesh.bus.publisher import ACK_TIMEOUT_S, MIN_BATCH, SENDS_IN_FLIGHT, StreamPublisher
 from jetmesh.embedded import NatsServer
 
 pytestmark = pytest.mark.integration
@@ -46,6 +46,96 @@ async def test_a_publish_lost_with_its_server_is_sent_again_and_stored_once(
         assert info.state.messages == 1
         await publisher.publish(SUBJECT, b"task", {"Nats-Msg-Id": "task-1"})  # again: once
         assert (await js.stream_info(STREAM)).state.messages == 1
+    finally:
+        await publisher.close(timeout=1)
+        await nc.close()
+
+
+async def _publish_events(
+    url: str, *, allow_atomic: bool, count: int, stored_first: int = 0
+) -> tuple[int, int, int]:
+    """``count`` events through the group commit (the first ``stored_first`` of them
+    stored one by one before); the stream's messages, the atomic batches stored and
+    those refused."""
+    nc = await connect(url, "group-commit-test")
+    js = nc.jetstream()
+    await js.add_stream(
+        StreamConfig(name="GROUPED", subjects=["grouped.>"], allow_atomic=allow_atomic)
+    )
+    publisher = StreamPublisher(nc, batch_prefixes=("grouped.",))
+    await publisher.start()
+    try:
+        for n in range(stored_first):
+            await publisher.publish(f"grouped.{n}", b"event", {"Nats-Msg-Id": f"e{n}"})
+        for n in range(count):
+            await publisher.publish_later(
+                f"e{n}", f"grouped.{n}", b"event", {"Nats-Msg-Id": f"e{n}"}
+            )
+        assert await publisher.flush(timeout=20)
+        assert publisher.pending == 0
+        info = await js.stream_info("GROUPED")
+        return info.state.messages, publisher.batches, publisher.refused_batches
+    finally:
+        await publisher.close(timeout=1)
+        await js.delete_stream("GROUPED")
+        await nc.close()
+
+
+async def test_events_that_queue_are_stored_as_atomic_batches(
+    fresh_nats_server: NatsServer,
+) -> None:
+    stored, batches, refused = await _publish_events(
+        fresh_nats_server.url, allow_atomic=True, count=2000
+    )
+    assert (stored, refused) == (2000, 0)
+    assert 0 < batches < 2000 / MIN_BATCH  # most went in batches, each of several
+
+
+async def test_without_atomic_publish_every_event_is_still_stored_one_by_one(
+    fresh_nats_server: NatsServer,
+) -> None:
+    stored, batches, refused = await _publish_events(
+        fresh_nats_server.url, allow_atomic=False, count=500
+    )
+    assert (stored, batches) == (500, 0)
+    assert 1 <= refused <= SENDS_IN_FLIGHT  # the first batches; then each event alone
+
+
+async def test_a_batch_holding_a_stored_message_is_sent_again_one_by_one_and_stored_once(
+    fresh_nats_server: NatsServer,
+) -> None:
+    """The stream refuses an atomic batch with a message id it already has (as after a
+    commit whose ack was lost): each message goes again alone, the stored one counted
+    as a duplicate, so every event is in the stream once."""
+    stored, _, refused = await _publish_events(
+        fresh_nats_server.url, allow_atomic=True, count=600, stored_first=300
+    )
+    assert stored == 600
+    assert refused >= 1
+
+
+async def test_awaited_publishes_that_queue_share_atomic_batches_and_each_learns_it_is_stored(
+    fresh_nats_server: NatsServer,
+) -> None:
+    """400 publishes awaited at once (a caller's tasks): each returns once stored, most
+    went in batches, and a publish whose id the stream had (a caller asking again) still
+    returns as stored."""
+    nc = await connect(fresh_nats_server.url, "group-commit-test")
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="TASKS", subjects=["tasks.>"], allow_atomic=True))
+    publisher = StreamPublisher(nc, batch_prefixes=("tasks.",))
+    await publisher.start()
+    try:
+        await publisher.publish("tasks.0", b"task", {"Nats-Msg-Id": "t0"})
+        await asyncio.gather(
+            *(
+                publisher.publish(f"tasks.{n}", b"task", {"Nats-Msg-Id": f"t{n}"})
+                for n in range(400)
+            )
+        )
+        assert (await js.stream_info("TASKS")).state.messages == 400
+        assert publisher.batches > 0
+        assert publisher.refused_batches >= 1  # the batch holding t0, then each alone
     finally:
         await publisher.close(timeout=1)
         await nc.close()

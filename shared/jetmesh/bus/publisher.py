@@ -9,6 +9,20 @@ waits for every outstanding one; clients flush before they close.
 
 One inbox subscription and a small JSON decode per ack, instead of a request (inbox,
 future and timer) per message.
+
+Group commit: messages for subjects under one of ``batch_prefixes`` (each prefix one
+stream's subjects: a mesh's tasks, its events) queue per prefix, awaited or not, and one
+committer per prefix sends them with at most :data:`SENDS_IN_FLIGHT` sends
+unacknowledged: a message alone while the server keeps up, and what queued while it did
+not as one JetStream atomic batch (``Nats-Batch-Id``; nats-server 2.12 and later, a
+stream with ``allow_atomic``). With ``sync_interval: always`` nats-server stores a
+stream's messages one after the other and fsyncs each one sent alone, but an atomic batch
+once for the whole batch, after a few synced writes of the batch's own
+(docs/durability.md#group-commit): under load, the tasks of many callers' requests and
+the events of many handlers share their fsyncs. A batch is all or nothing; one the stream
+refuses (a duplicate message id inside it, too many batches in flight, a stream limit,
+atomic publish off) is sent again one message at a time, each with its own answer, as an
+unacknowledged one is.
 """
 
 from __future__ import annotations
@@ -16,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -39,6 +55,18 @@ NO_STREAM_RETRY_S = 0.1
 SWEEP_INTERVAL_S = 0.5
 MAX_ATTEMPTS = 20
 MAX_PENDING = 10_000
+SENDS_IN_FLIGHT = 1
+"""Group commit: the committer's sends (a message alone, or a batch) unacknowledged at
+most; what comes meanwhile queues and goes as one batch. One: a stream stores its
+messages one after the other anyway, and the fewer batches, the larger (measured: 1 gave
+the signed hop 1.09-1.21 of the durable floor where 4 gave 0.92-0.96)."""
+MIN_BATCH = 6
+"""Fewer queued messages than this go one at a time: an atomic batch costs the server
+about four synced writes of its own besides the one fsync of the stream it shares."""
+MAX_BATCH = 256
+"""The most messages in one atomic batch (the server's limit is 1,000)."""
+ATOMIC_DISABLED = 10174
+"""The stream's error code for "atomic publish is disabled"."""
 
 
 class _PubAck(msgspec.Struct):
@@ -46,6 +74,8 @@ class _PubAck(msgspec.Struct):
     seq: int = 0
     duplicate: bool = False
     error: dict[str, object] | None = None
+    count: int = 0
+    """How many messages an atomic batch stored (its commit's ack)."""
 
 
 _ack_decoder = msgspec.json.Decoder(_PubAck)
@@ -59,12 +89,58 @@ class _Pending:
     deadline: float
     attempts: int = 1
     failed: bool = False
+    queued: bool = False
+    """Waiting for the group commit: not sent yet, not the sweeper's to send."""
+
+
+@dataclass(slots=True)
+class _Queued:
+    """A message waiting for its group's committer: one of :meth:`publish_later` (its id
+    in ``_pending``) or an awaited :meth:`publish` (its ``waiter`` gets the ack, or None:
+    send it alone)."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    msg_id: str = ""
+    waiter: asyncio.Future[_PubAck | None] | None = None
+    token: str = ""
+
+
+@dataclass
+class _Group:
+    """One stream's group commit: its subjects' prefix, queue, slots and committer."""
+
+    prefix: str
+    slots: asyncio.Semaphore
+    queue: deque[_Queued] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    atomic: bool = True
+    """Atomic batches in use: until the stream says atomic publish is off."""
+    task: asyncio.Task[None] | None = None
 
 
 class StreamPublisher:
     """Acknowledged publishing to JetStream streams over one connection."""
 
-    def __init__(self, nc: NATS, *, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        max_pending: int = MAX_PENDING,
+        batch_prefixes: tuple[str, ...] = (),
+        sends_in_flight: int = SENDS_IN_FLIGHT,
+    ) -> None:
+        """
+        Args:
+            nc: The connection.
+            max_pending: Messages of :meth:`publish_later` not yet stored, at most (one
+                more waits).
+            batch_prefixes: Subjects starting with one of them go through its group
+                commit; all of a prefix's subjects must be in one stream that allows
+                atomic publish. Empty: every message alone.
+            sends_in_flight: Each group commit's sends unacknowledged at most.
+        """
         self._nc = nc
         self._pending: dict[str, _Pending] = {}
         self._room = asyncio.Semaphore(max_pending)
@@ -73,14 +149,35 @@ class StreamPublisher:
         self._sweeper: asyncio.Task[None] | None = None
         self._counter = 0
         self._by_token: dict[str, str] = {}
-        self._waiters: dict[str, asyncio.Future[_PubAck]] = {}
+        self._waiters: dict[str, asyncio.Future[_PubAck | None]] = {}
         self.dropped = 0
+        self._groups = [
+            _Group(prefix, asyncio.Semaphore(sends_in_flight)) for prefix in batch_prefixes
+        ]
+        self._holding: dict[str, tuple[_Group, float]] = {}
+        """The committers' sends unacknowledged (token: its group, when to give up)."""
+        self._batches: dict[str, list[_Queued]] = {}
+        """An atomic batch's commit token: the messages in it."""
+        self._batch_ids = secrets.token_hex(6)
+        self.batches = 0
+        """Atomic batches stored (for tests and benchmarks)."""
+        self.refused_batches = 0
+        """Atomic batches the stream refused, their messages sent again one by one."""
 
     async def start(self) -> None:
         inbox = self._nc.new_inbox()
         self._prefix = inbox + "."
         self._sub = await self._nc.subscribe(inbox + ".*", cb=self._on_ack)
         self._sweeper = asyncio.create_task(self._sweep(), name="jetmesh-event-sweeper")
+        for group in self._groups:
+            group.task = asyncio.create_task(self._commit(group), name="jetmesh-group-commit")
+
+    def _group_of(self, subject: str) -> _Group | None:
+        """The group commit ``subject`` goes through, if any still batches."""
+        for group in self._groups:
+            if subject.startswith(group.prefix):
+                return group if group.atomic and group.task is not None else None
+        return None
 
     async def publish(
         self,
@@ -98,16 +195,22 @@ class StreamPublisher:
         with the same headers, so the same ``Nats-Msg-Id``: the stream stores it once.
         "No responders" (no stream takes ``subject``, or JetStream is still starting after
         a restart) is asked again for up to ``no_stream_s`` (0: fail at once, for a caller
-        that retries on its own schedule, as dead-lettering does).
+        that retries on its own schedule, as dead-lettering does). A message of a group
+        commit goes first with its group; if its batch is refused, again alone.
 
         Raises:
             PublishFailed: the stream answered with an error, or no stream took ``subject``
                 for ``no_stream_s``.
         """
         no_stream_since: float | None = None
+        group = self._group_of(subject)
         while True:
-            ack = await self._publish_once(subject, data, headers)
-            if ack is None:  # no ack in time: send it again
+            if group is not None:
+                ack = await self._through_group(group, subject, data, headers)
+                group = None  # from now on alone
+            else:
+                ack = await self._publish_once(subject, data, headers)
+            if ack is None:  # no ack in time, or its batch refused: send it again
                 continue
             if ack.error is not None:
                 raise PublishFailed(f"{subject}: {ack.error}")
@@ -125,7 +228,7 @@ class StreamPublisher:
         """One publish and its ack; None if the ack did not come within ACK_TIMEOUT_S."""
         self._counter += 1
         token = f"w{self._counter}"
-        future: asyncio.Future[_PubAck] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_PubAck | None] = asyncio.get_running_loop().create_future()
         self._waiters[token] = future
         try:
             await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
@@ -139,20 +242,53 @@ class StreamPublisher:
         finally:
             self._waiters.pop(token, None)
 
+    async def _through_group(
+        self, group: _Group, subject: str, data: bytes, headers: dict[str, str]
+    ) -> _PubAck | None:
+        """Queue an awaited publish for ``group``'s committer; its ack, or None (its batch
+        refused, or no ack within ACK_TIMEOUT_S): send it alone."""
+        future: asyncio.Future[_PubAck | None] = asyncio.get_running_loop().create_future()
+        item = _Queued(subject, data, headers, waiter=future)
+        group.queue.append(item)
+        group.wake.set()
+        try:
+            async with asyncio.timeout(ACK_TIMEOUT_S):
+                return await future
+        except TimeoutError:
+            log.warning(
+                "no ack for a publish on %s in %.0f s: sending it alone", subject, ACK_TIMEOUT_S
+            )
+            return None
+        finally:
+            if not future.done():
+                future.cancel()  # the committer skips it if it is still queued
+            self._waiters.pop(item.token, None)
+
     async def publish_later(
         self, msg_id: str, subject: str, data: bytes, headers: dict[str, str]
     ) -> None:
-        """Send one message without waiting for its ack (it is retried until stored)."""
+        """Send one message without waiting for its ack (it is retried until stored); one
+        under a batch prefix goes through its group commit."""
         await self._room.acquire()
         entry = _Pending(subject, data, headers, time.monotonic() + ACK_TIMEOUT_S)
         self._pending[msg_id] = entry
+        group = self._group_of(subject)
+        if group is not None:
+            entry.queued = True
+            group.queue.append(_Queued(subject, data, headers, msg_id=msg_id))
+            group.wake.set()
+            return
         await self._send(msg_id, entry)
 
-    async def _send(self, msg_id: str, entry: _Pending) -> None:
+    async def _send(self, msg_id: str, entry: _Pending, *, group: _Group | None = None) -> None:
+        """Publish ``entry`` alone; with ``group``, it holds one of the group's slots."""
         self._counter += 1
         token = str(self._counter)
         self._by_token[token] = msg_id
-        entry.failed = False
+        entry.failed = entry.queued = False
+        entry.deadline = time.monotonic() + ACK_TIMEOUT_S
+        if group is not None:
+            self._holding[token] = (group, entry.deadline)
         try:
             await self._nc.publish(
                 entry.subject, entry.data, reply=self._prefix + token, headers=entry.headers
@@ -160,13 +296,143 @@ class StreamPublisher:
         except Exception as exc:  # disconnected: the sweeper tries again
             log.debug("event %s not sent: %s", msg_id, exc)
             entry.failed = True
+            self._release(token)
+
+    # -- group commit ----------------------------------------------------------------------
+
+    def _live(self, item: _Queued) -> bool:
+        """Still to be sent: its waiter has not given up, or it is still pending."""
+        if item.waiter is not None:
+            return not item.waiter.done()
+        return item.msg_id in self._pending
+
+    async def _commit(self, group: _Group) -> None:
+        """Send what queues for ``group``: one message at a time while fewer than
+        :data:`MIN_BATCH` wait, else up to :data:`MAX_BATCH` of them as one atomic
+        batch; never more sends unacknowledged than its slots."""
+        queue = group.queue
+        while True:
+            await group.wake.wait()
+            group.wake.clear()
+            while queue:
+                await group.slots.acquire()
+                while queue and not self._live(queue[0]):
+                    queue.popleft()
+                if not queue:
+                    group.slots.release()
+                    break
+                if not group.atomic:  # atomic publish is off: each alone, as it comes
+                    group.slots.release()
+                    await self._send_each_alone([queue.popleft() for _ in range(len(queue))])
+                    break
+                if len(queue) < MIN_BATCH:
+                    await self._send_alone(queue.popleft(), group)
+                    continue
+                count = min(len(queue), MAX_BATCH)
+                await self._send_batch([queue.popleft() for _ in range(count)], group)
+
+    async def _send_alone(self, item: _Queued, group: _Group) -> None:
+        """Send one queued message alone, holding one of ``group``'s slots."""
+        if item.waiter is None:
+            entry = self._pending.get(item.msg_id)
+            if entry is None:
+                group.slots.release()
+                return
+            await self._send(item.msg_id, entry, group=group)
+            return
+        self._counter += 1
+        item.token = token = f"w{self._counter}"
+        self._waiters[token] = item.waiter
+        self._holding[token] = (group, time.monotonic() + ACK_TIMEOUT_S)
+        try:
+            await self._nc.publish(
+                item.subject, item.data, reply=self._prefix + token, headers=item.headers
+            )
+        except Exception as exc:  # disconnected: its publish sends it again
+            log.debug("a publish on %s not sent: %s", item.subject, exc)
+            self._release(token)
+            if not item.waiter.done():
+                item.waiter.set_result(None)
+
+    async def _send_each_alone(self, items: list[_Queued]) -> None:
+        """Each of ``items`` again on its own: a publish_later one sent now, an awaited
+        one told to (its waiter gets None)."""
+        for item in items:
+            if item.waiter is not None:
+                if not item.waiter.done():
+                    item.waiter.set_result(None)
+            elif (entry := self._pending.get(item.msg_id)) is not None:
+                await self._send(item.msg_id, entry)
+
+    async def _send_batch(self, items: list[_Queued], group: _Group) -> None:
+        """Publish ``items`` as one atomic batch; its commit's ack answers for all."""
+        self._counter += 1
+        token = f"b{self._counter}"
+        batch_id = f"{self._batch_ids}{self._counter}"
+        deadline = time.monotonic() + ACK_TIMEOUT_S
+        self._batches[token] = items
+        self._holding[token] = (group, deadline)
+        last = len(items)
+        try:
+            for n, item in enumerate(items, start=1):
+                if (entry := self._pending.get(item.msg_id)) is not None:
+                    entry.queued = entry.failed = False
+                    entry.deadline = deadline
+                headers = {**item.headers, "Nats-Batch-Id": batch_id}
+                headers["Nats-Batch-Sequence"] = str(n)
+                if n == last:
+                    headers["Nats-Batch-Commit"] = "1"
+                reply = self._prefix + token if n == last else ""
+                await self._nc.publish(item.subject, item.data, reply=reply, headers=headers)
+        except Exception as exc:  # disconnected: each one again alone
+            log.debug("a batch of %d messages not sent: %s", last, exc)
+            self._batches.pop(token, None)
+            self._release(token)
+            for item in items:
+                if (entry := self._pending.get(item.msg_id)) is not None:
+                    entry.failed = True
+                elif item.waiter is not None and not item.waiter.done():
+                    item.waiter.set_result(None)
+
+    def _release(self, token: str) -> None:
+        """Free the group slot ``token`` held, if it held one."""
+        held = self._holding.pop(token, None)
+        if held is not None:
+            held[0].slots.release()
+
+    async def _on_batch_ack(self, items: list[_Queued], ack: _PubAck) -> None:
+        if ack.error is None and ack.stream:
+            self.batches += 1
+            for item in items:
+                if item.waiter is not None:
+                    if not item.waiter.done():
+                        item.waiter.set_result(ack)
+                elif self._pending.pop(item.msg_id, None) is not None:
+                    self._room.release()
+            return
+        self.refused_batches += 1
+        if ack.error is not None and ack.error.get("err_code") == ATOMIC_DISABLED:
+            for group in self._groups:
+                if group.atomic and items[0].subject.startswith(group.prefix):
+                    log.warning("%s* do not allow atomic publish: sent one by one", group.prefix)
+                    group.atomic = False
+                    group.wake.set()
+        log.debug("a batch of %d refused (%s): each sent again alone", len(items), ack.error)
+        await self._send_each_alone(items)
+
+    # -- acks --------------------------------------------------------------------------------
 
     async def _on_ack(self, msg: Msg) -> None:
         token = msg.subject[len(self._prefix) :]
-        waiter = self._waiters.get(token)
+        self._release(token)
+        waiter = self._waiters.pop(token, None)
         if waiter is not None:
             if not waiter.done():
                 waiter.set_result(self._decode_ack(msg))
+            return
+        batch = self._batches.pop(token, None)
+        if batch is not None:
+            await self._on_batch_ack(batch, self._decode_ack(msg))
             return
         msg_id = self._by_token.pop(token, None)
         if msg_id is None:
@@ -196,8 +462,11 @@ class StreamPublisher:
 
     async def _resend_overdue(self) -> None:
         now = time.monotonic()
+        for token in [t for t, (_, deadline) in self._holding.items() if deadline <= now]:
+            self._batches.pop(token, None)  # its messages are overdue too: sent alone
+            self._release(token)
         for msg_id, entry in list(self._pending.items()):
-            if not entry.failed and entry.deadline > now:
+            if entry.queued or (not entry.failed and entry.deadline > now):
                 continue
             if entry.attempts >= MAX_ATTEMPTS:
                 log.error(
@@ -231,13 +500,18 @@ class StreamPublisher:
         return not self._pending
 
     async def close(self, timeout: float = 10.0) -> bool:
-        """Flush, then stop the sweeper and the ack subscription. Idempotent."""
+        """Flush, then stop the sweeper, the committers and the ack subscription.
+        Idempotent."""
         done = await self.flush(timeout) if self._sub is not None else True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        tasks = [self._sweeper, *(group.task for group in self._groups)]
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._sweeper = None
+        for group in self._groups:
+            group.task = None
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()

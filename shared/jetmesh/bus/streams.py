@@ -97,6 +97,7 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
             max_msgs=settings.tasks_max_msgs,
             discard=DiscardPolicy.NEW,
             description="jetmesh tasks, one subject per agent role",
+            allow_atomic=True,  # group commit: tasks as atomic batches (bus.publisher)
             num_replicas=tasks_replicas,
             **common,  # type: ignore[arg-type]
         ),
@@ -109,6 +110,7 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
             discard=DiscardPolicy.OLD,
             description="jetmesh workflow events: the audit trail",
             allow_direct=True,  # read by direct gets: a role may not create consumers
+            allow_atomic=True,  # group commit, as for tasks
             num_replicas=settings.events_replicas or replicas,
             **common,  # type: ignore[arg-type]
         ),

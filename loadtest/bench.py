@@ -8,7 +8,9 @@ traces on and on a three-node cluster, as ``jetmesh load`` scenarios.
                    agent process (verify, handle, events) --signed reply--> caller (verify)
 
 Each row is a scenario of ``loadtest/scenarios/``. On one server: ``bench-hop.toml`` (the
-step ledger off), ``bench-hop-2m.toml`` (the same with the server's default flush,
+step ledger off), ``bench-hop-alone.toml`` (the same with the group commit off: every task
+and event stored alone), ``bench-hop-seq.toml`` (one request at a time, both floors too),
+``bench-hop-2m.toml`` (the same with the server's default flush,
 sync_interval 2m), ``bench-hop-ledger.toml`` (on, the default) and ``bench-hop-traces.toml``
 (the ledger off, OpenTelemetry traces exported by the caller and the echo agent to a sink
 in this process that counts the spans and drops them, :mod:`loadtest.otlp_sink`). On three
@@ -71,6 +73,8 @@ from loadtest.stats import RunResult, format_table
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 ONE_SERVER = (
     "bench-hop.toml",
+    "bench-hop-alone.toml",
+    "bench-hop-seq.toml",
     "bench-hop-2m.toml",
     "bench-hop-ledger.toml",
     "bench-hop-traces.toml",

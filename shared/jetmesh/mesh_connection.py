@@ -98,10 +98,11 @@ class MeshConnection:
         self._redis: Redis | None = None
         self._closed = False
         self.reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
+        """Coroutines run after the connection comes back (a replica renews its pulls, the
+        publisher sends again what was in flight)."""
         self.error_listeners: list[Callable[[Exception], None]] = []
         """Called with each error nats-server reports on this connection (other than a
         refusal of its credentials): add to it while something waits on the answer."""
-        """Coroutines run after the connection comes back (a replica renews its pulls)."""
         self.shut_out = asyncio.Event()
         """Set when nats-server kept refusing this identity's credentials after it had
         connected (its role shut out by ``jetmesh keys revoke``): the connection is closed."""
@@ -138,6 +139,7 @@ class MeshConnection:
             raise
         self._publisher = StreamPublisher(self._nc, batch_prefixes=self._batch_prefixes())
         await self._publisher.start()
+        self.reconnect_listeners.append(self._publisher.reconnected)
         return self
 
     def _batch_prefixes(self) -> tuple[str, ...]:

@@ -139,3 +139,40 @@ async def test_awaited_publishes_that_queue_share_atomic_batches_and_each_learns
     finally:
         await publisher.close(timeout=1)
         await nc.close()
+
+
+async def test_what_a_group_commit_had_in_flight_goes_again_when_the_connection_is_back(
+    fresh_nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch written to a stopped server's socket is lost with it (killed unread); on
+    reconnecting, the publisher sends each of its messages again at once (with the ack
+    timeout made an hour here, nothing else would), and each is stored once."""
+    monkeypatch.setattr("jetmesh.bus.publisher.ACK_TIMEOUT_S", 3600.0)
+    publisher: StreamPublisher | None = None
+
+    async def reconnected() -> None:
+        assert publisher is not None
+        await publisher.reconnected()
+
+    nc = await connect(fresh_nats_server.url, "group-commit-test", on_reconnect=[reconnected])
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="GROUPED", subjects=["grouped.>"], allow_atomic=True))
+    publisher = StreamPublisher(nc, batch_prefixes=("grouped.",))
+    await publisher.start()
+    try:
+        pid = fresh_nats_server.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        for n in range(200):
+            await publisher.publish_later(f"e{n}", f"grouped.{n}", b"e", {"Nats-Msg-Id": f"e{n}"})
+        task = asyncio.create_task(publisher.publish("grouped.t", b"t", {"Nats-Msg-Id": "t"}))
+        await asyncio.sleep(0.3)  # written to the socket; the stopped server reads nothing
+        fresh_nats_server.kill()
+        await asyncio.to_thread(fresh_nats_server.start)
+        assert await publisher.flush(timeout=30)
+        async with asyncio.timeout(30):
+            await task
+        assert (await js.stream_info("GROUPED")).state.messages == 201
+    finally:
+        await publisher.close(timeout=1)
+        await nc.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import sys
 from pathlib import Path
@@ -88,7 +89,9 @@ async def test_the_command_launches_pauses_and_stops_its_mesh(tmp_path: Path) ->
 class StrikeRecorder(Fleet):
     """A fleet that launches nothing and records the kills asked of it."""
 
-    async def kill(self, role: str, *, restart: bool = False) -> str:
+    async def kill(
+        self, role: str, *, restart: bool = False, pick: random.Random | None = None
+    ) -> str:
         return f"{role} killed"
 
 

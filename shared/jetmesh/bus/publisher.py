@@ -393,6 +393,23 @@ class StreamPublisher:
                 elif item.waiter is not None and not item.waiter.done():
                     item.waiter.set_result(None)
 
+    async def reconnected(self) -> None:
+        """The connection is back, maybe to another server: what the group commits had
+        in flight may have gone with the old socket, so it goes again now, each message
+        alone (the same message ids: stored once), instead of after its ack's timeout."""
+        for token in list(self._holding):
+            self._release(token)
+            items = self._batches.pop(token, None)
+            waiter = self._waiters.pop(token, None)
+            if items is not None:
+                await self._send_each_alone(items)
+            elif waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            else:
+                msg_id = self._by_token.pop(token, "")
+                if (entry := self._pending.get(msg_id)) is not None:
+                    await self._send(msg_id, entry)
+
     def _release(self, token: str) -> None:
         """Free the group slot ``token`` held, if it held one."""
         held = self._holding.pop(token, None)

@@ -54,6 +54,12 @@ fails after this."""
 NO_STREAM_RETRY_S = 0.1
 SWEEP_INTERVAL_S = 0.5
 MAX_ATTEMPTS = 20
+RETRY_FIRST_S = 0.25
+RETRY_MOST_S = 10.0
+"""A message of :meth:`StreamPublisher.publish_later` the stream did not store (no stream
+answered, an error, a lost connection) goes again after RETRY_FIRST_S, twice that after
+the next failure, and so on up to RETRY_MOST_S between tries: MAX_ATTEMPTS tries span
+about two and a half minutes, longer than a cluster's election or a server's restart."""
 MAX_PENDING = 10_000
 SENDS_IN_FLIGHT = 1
 """Group commit: the committer's sends (a message alone, or a batch) unacknowledged at
@@ -294,7 +300,7 @@ class StreamPublisher:
             )
         except Exception as exc:  # disconnected: the sweeper tries again
             log.debug("event %s not sent: %s", msg_id, exc)
-            entry.failed = True
+            self._failed(entry)
             self._release(token)
 
     # -- group commit ----------------------------------------------------------------------
@@ -389,7 +395,7 @@ class StreamPublisher:
             self._release(token)
             for item in items:
                 if (entry := self._pending.get(item.msg_id)) is not None:
-                    entry.failed = True
+                    self._failed(entry)
                 elif item.waiter is not None and not item.waiter.done():
                     item.waiter.set_result(None)
 
@@ -458,10 +464,17 @@ class StreamPublisher:
             return
         ack = self._decode_ack(msg)
         if ack.error is not None or not ack.stream:
-            entry.failed = True  # includes "no responders": no stream (yet)
+            self._failed(entry)  # includes "no responders": no stream (yet)
             return
         del self._pending[msg_id]
         self._room.release()
+
+    @staticmethod
+    def _failed(entry: _Pending) -> None:
+        """Mark ``entry`` not stored: the sweeper sends it again after its backoff."""
+        entry.failed = True
+        backoff = min(RETRY_FIRST_S * 2 ** (entry.attempts - 1), RETRY_MOST_S)
+        entry.deadline = time.monotonic() + backoff
 
     @staticmethod
     def _decode_ack(msg: Msg) -> _PubAck:
@@ -482,7 +495,7 @@ class StreamPublisher:
             self._batches.pop(token, None)  # its messages are overdue too: sent alone
             self._release(token)
         for msg_id, entry in list(self._pending.items()):
-            if entry.queued or (not entry.failed and entry.deadline > now):
+            if entry.queued or entry.deadline > now:  # not sent yet, or its time not come
                 continue
             if entry.attempts >= MAX_ATTEMPTS:
                 log.error(

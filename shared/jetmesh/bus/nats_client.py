@@ -7,6 +7,23 @@
   values replaced by spaces; names with whitespace or non-ASCII bytes skipped) but without
   per-character work on every value and name: signature and path headers are long, and
   every message carries several.
+
+The overrides are tested directly against stock nats-py in tests/bus/test_nats_client.py
+(same bytes, same dicts, nats-py's signatures and method bodies pinned) and pyproject pins
+nats-py to its minor version.
+
+Measured 2026-12-03 (2 cores, uvloop, local nats-server, 200,000 publishes of 256 bytes
+with 3 headers of 300 bytes, 6 runs): stock nats-py 2.16.0 138-204k msgs/s, this client
+230-338k (1.3-1.9x stock), nats-core 0.2.0 (forced onto Python 3.11 for the measurement)
+253-407k (1.0-1.4x this client); sequential request/reply 3.2-7.8k/s stock, 3.3-5.3k this
+client, 265-283/s nats-core. nats-core and
+nats-jetstream are the nats.py repository's new packages (nats-io, MIT, Beta): a new
+``nats.client`` API and a JetStream package on top of it. We keep nats-py: nats-core
+requires Python 3.13 (jetmesh supports 3.11; on 3.11 pip resolves only the 0.0.0
+placeholder, and nats-jetstream 0.3.0, although it declares 3.11, does not parse there);
+it writes header keys and values unchecked (no token check, CR and LF kept); and it
+flushes at most every 5 ms, which is its request/reply rate above. Worth measuring again
+when jetmesh requires 3.13 and the packages leave Beta.
 """
 
 from __future__ import annotations

@@ -181,17 +181,17 @@ async def test_what_a_group_commit_had_in_flight_goes_again_when_the_connection_
 async def test_an_event_no_stream_takes_yet_is_tried_again_with_backoff_not_dropped(
     fresh_nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No stream answers for 3 s (JetStream electing a leader, a stream not made yet):
-    with six tries at most, tries every sweep would have dropped the event within 3 s;
+    """No stream answers for 4.5 s (JetStream electing a leader, a stream not made yet):
+    with eight tries at most, a try every sweep would have dropped the event within 4 s;
     spaced out, they span longer, and the event is stored once the stream is there."""
-    monkeypatch.setattr("jetmesh.bus.publisher.MAX_ATTEMPTS", 6)
+    monkeypatch.setattr("jetmesh.bus.publisher.MAX_ATTEMPTS", 8)
     nc = await connect(fresh_nats_server.url, "backoff-test")
     js = nc.jetstream()
     publisher = StreamPublisher(nc)
     await publisher.start()
     try:
         await publisher.publish_later("late-1", "late.x", b"event", {"Nats-Msg-Id": "late-1"})
-        await asyncio.sleep(3)
+        await asyncio.sleep(4.5)
         assert publisher.pending == 1
         await js.add_stream(StreamConfig(name="LATE", subjects=["late.>"]))
         assert await publisher.flush(timeout=15)

@@ -53,13 +53,14 @@ its node died (nats-server's election timeouts are 4-9 s); a subject no stream t
 fails after this."""
 NO_STREAM_RETRY_S = 0.1
 SWEEP_INTERVAL_S = 0.5
-MAX_ATTEMPTS = 20
+MAX_ATTEMPTS = 150
 RETRY_FIRST_S = 0.25
-RETRY_MOST_S = 10.0
+RETRY_MOST_S = 1.0
 """A message of :meth:`StreamPublisher.publish_later` the stream did not store (no stream
 answered, an error, a lost connection) goes again after RETRY_FIRST_S, twice that after
-the next failure, and so on up to RETRY_MOST_S between tries: MAX_ATTEMPTS tries span
-about two and a half minutes, longer than a cluster's election or a server's restart."""
+the next failure, and so on up to RETRY_MOST_S between tries (checked every
+SWEEP_INTERVAL_S): MAX_ATTEMPTS failed tries span about two and a half minutes, far
+longer than a cluster's election or a server's restart, before it is dropped (logged)."""
 MAX_PENDING = 10_000
 SENDS_IN_FLIGHT = 1
 """Group commit: the committer's sends (a message alone, or a batch) unacknowledged at
@@ -68,7 +69,8 @@ messages one after the other anyway, and the fewer batches, the larger (measured
 the signed hop 1.07-1.21 of the durable floor where 4 gave 0.92-0.98)."""
 MIN_BATCH = 6
 """Fewer queued messages than this go one at a time: an atomic batch costs the server
-about four synced writes of its own besides the one fsync of the stream it shares."""
+about five synced writes of its own (its staging store) besides the one fsync of the
+stream it shares."""
 MAX_BATCH = 256
 """The most messages in one atomic batch (the server's limit is 1,000)."""
 ATOMIC_DISABLED = 10174
@@ -371,6 +373,10 @@ class StreamPublisher:
 
     async def _send_batch(self, items: list[_Queued], group: _Group) -> None:
         """Publish ``items`` as one atomic batch; its commit's ack answers for all."""
+        items = [item for item in items if self._live(item)]  # a waiter may have given up
+        if not items:
+            group.slots.release()
+            return
         self._counter += 1
         token = f"b{self._counter}"
         batch_id = secrets.token_urlsafe(12)  # unguessable: nobody else can join the batch

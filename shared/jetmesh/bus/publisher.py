@@ -317,26 +317,35 @@ class StreamPublisher:
         """Send what queues for ``group``: one message at a time while fewer than
         :data:`MIN_BATCH` wait, else up to :data:`MAX_BATCH` of them as one atomic
         batch; never more sends unacknowledged than its slots."""
-        queue = group.queue
         while True:
             await group.wake.wait()
             group.wake.clear()
-            while queue:
-                await group.slots.acquire()
-                while queue and not self._live(queue[0]):
-                    queue.popleft()
-                if not queue:
-                    group.slots.release()
-                    break
-                if not group.atomic:  # atomic publish is off: each alone, as it comes
-                    group.slots.release()
-                    await self._send_each_alone([queue.popleft() for _ in range(len(queue))])
-                    break
-                if len(queue) < MIN_BATCH:
-                    await self._send_alone(queue.popleft(), group)
-                    continue
-                count = min(len(queue), MAX_BATCH)
-                await self._send_batch([queue.popleft() for _ in range(count)], group)
+            try:
+                await self._send_queued(group)
+            except Exception:  # never leave the queue without its committer
+                log.exception("group commit of %s*: sending what queued failed", group.prefix)
+                group.wake.set()
+                await asyncio.sleep(NO_STREAM_RETRY_S)
+
+    async def _send_queued(self, group: _Group) -> None:
+        """Send ``group``'s queue until it is empty (the body of :meth:`_commit`)."""
+        queue = group.queue
+        while queue:
+            await group.slots.acquire()
+            while queue and not self._live(queue[0]):
+                queue.popleft()
+            if not queue:
+                group.slots.release()
+                break
+            if not group.atomic:  # atomic publish is off: each alone, as it comes
+                group.slots.release()
+                await self._send_each_alone([queue.popleft() for _ in range(len(queue))])
+                break
+            if len(queue) < MIN_BATCH:
+                await self._send_alone(queue.popleft(), group)
+                continue
+            count = min(len(queue), MAX_BATCH)
+            await self._send_batch([queue.popleft() for _ in range(count)], group)
 
     async def _send_alone(self, item: _Queued, group: _Group) -> None:
         """Send one queued message alone, holding one of ``group``'s slots."""

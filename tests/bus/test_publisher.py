@@ -200,3 +200,19 @@ async def test_an_event_no_stream_takes_yet_is_tried_again_with_backoff_not_drop
     finally:
         await publisher.close(timeout=1)
         await nc.close()
+
+
+async def test_a_flush_on_a_closed_connection_gives_up_at_once(
+    fresh_nats_server: NatsServer,
+) -> None:
+    """An event no stream took is still pending when the connection closes (a replica
+    whose connection died, closing): nothing more can be sent, so the flush returns False
+    at once instead of waiting its whole timeout (an hour here)."""
+    nc = await connect(fresh_nats_server.url, "closed-flush-test")
+    publisher = StreamPublisher(nc)
+    await publisher.start()
+    await publisher.publish_later("lost-1", "nowhere.x", b"event", {"Nats-Msg-Id": "lost-1"})
+    await nc.close()
+    assert await asyncio.wait_for(publisher.flush(timeout=3600), 30) is False
+    assert publisher.pending == 1
+    await publisher.close(timeout=3600)

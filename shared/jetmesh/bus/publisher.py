@@ -535,9 +535,10 @@ class StreamPublisher:
         return len(self._pending)
 
     async def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every event is stored; False if some are still pending at timeout."""
+        """Wait until every event is stored; False if some are still pending at timeout,
+        or at once when the connection is closed (nothing more can be sent)."""
         end = time.monotonic() + timeout
-        while self._pending and time.monotonic() < end:
+        while self._pending and time.monotonic() < end and not self._nc.is_closed:
             await asyncio.sleep(0.01)
             if any(e.failed for e in self._pending.values()):
                 await self._resend_overdue()

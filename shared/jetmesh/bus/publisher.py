@@ -82,8 +82,6 @@ class _PubAck(msgspec.Struct):
     seq: int = 0
     duplicate: bool = False
     error: dict[str, object] | None = None
-    count: int = 0
-    """How many messages an atomic batch stored (its commit's ack)."""
 
 
 _ack_decoder = msgspec.json.Decoder(_PubAck)
@@ -126,6 +124,19 @@ class _Group:
     atomic: bool = True
     """Atomic batches in use: until the stream says atomic publish is off."""
     task: asyncio.Task[None] | None = None
+
+
+async def _ack_within(
+    future: asyncio.Future[_PubAck | None], subject: str, then: str
+) -> _PubAck | None:
+    """The ack ``future`` gets within ACK_TIMEOUT_S (None: its batch refused); None, logged
+    with what happens ``then``, if it does not come in time."""
+    try:
+        async with asyncio.timeout(ACK_TIMEOUT_S):
+            return await future
+    except TimeoutError:
+        log.warning("no ack for a publish on %s in %.0f s: %s", subject, ACK_TIMEOUT_S, then)
+        return None
 
 
 class StreamPublisher:
@@ -239,13 +250,7 @@ class StreamPublisher:
         self._waiters[token] = future
         try:
             await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
-            async with asyncio.timeout(ACK_TIMEOUT_S):
-                return await future
-        except TimeoutError:
-            log.warning(
-                "no ack for a publish on %s in %.0f s: sending it again", subject, ACK_TIMEOUT_S
-            )
-            return None
+            return await _ack_within(future, subject, "sending it again")
         finally:
             self._waiters.pop(token, None)
 
@@ -259,13 +264,7 @@ class StreamPublisher:
         group.queue.append(item)
         group.wake.set()
         try:
-            async with asyncio.timeout(ACK_TIMEOUT_S):
-                return await future
-        except TimeoutError:
-            log.warning(
-                "no ack for a publish on %s in %.0f s: sending it alone", subject, ACK_TIMEOUT_S
-            )
-            return None
+            return await _ack_within(future, subject, "sending it alone")
         finally:
             if not future.done():
                 future.cancel()  # the committer skips it if it is still queued

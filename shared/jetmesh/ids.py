@@ -1,8 +1,9 @@
 """Sortable unique ids: ULIDs (48-bit millisecond time + 80 random bits, Crockford base32).
 
 Generated on the hot path (every message): the random part is encoded two digits at a
-time from a table, the time part is cached per millisecond, and decoding maps Crockford's
-alphabet onto ``int(text, 32)``.
+time from a table, the time part is cached per millisecond, the random bits are read from
+the OS's generator 4 KiB at a time (a pool a forked child does not share), and decoding
+maps Crockford's alphabet onto ``int(text, 32)``.
 
 Example:
     >>> len(new_id())
@@ -27,6 +28,23 @@ _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 _last_ms = -1
 _last_prefix = ""
 
+_POOL_BYTES = 4096
+_pool = b""
+_taken = 0
+"""Random bytes from ``os.urandom`` and how many are used: one read per 409 ids rather
+than one each (an id's 80 bits are as unpredictable as before: message ids must be, or a
+role could store a message under another's next id first and have it dropped as a
+duplicate)."""
+
+
+def _forget_pool() -> None:
+    """In a forked child: draw its own bytes, never its parent's next ones."""
+    global _pool, _taken
+    _pool, _taken = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
 
 def _time_part(ms: int) -> str:
     chars = []
@@ -38,11 +56,14 @@ def _time_part(ms: int) -> str:
 
 def new_id() -> str:
     """A new ULID string, e.g. ``01JD7W3K8Q4Z6X2B9M5N0P1R3T``."""
-    global _last_ms, _last_prefix
+    global _last_ms, _last_prefix, _pool, _taken
     ms = time.time_ns() // 1_000_000
     if ms != _last_ms:
         _last_ms, _last_prefix = ms, _time_part(ms)
-    r = int.from_bytes(os.urandom(10), "big")
+    if _taken + 10 > len(_pool):
+        _pool, _taken = os.urandom(_POOL_BYTES), 0
+    r = int.from_bytes(_pool[_taken : _taken + 10], "big")
+    _taken += 10
     p = _PAIRS
     random_part = (
         p[r >> 70]

@@ -126,19 +126,6 @@ class _Group:
     task: asyncio.Task[None] | None = None
 
 
-async def _ack_within(
-    future: asyncio.Future[_PubAck | None], subject: str, then: str
-) -> _PubAck | None:
-    """The ack ``future`` gets within ACK_TIMEOUT_S (None: its batch refused); None, logged
-    with what happens ``then``, if it does not come in time."""
-    try:
-        async with asyncio.timeout(ACK_TIMEOUT_S):
-            return await future
-    except TimeoutError:
-        log.warning("no ack for a publish on %s in %.0f s: %s", subject, ACK_TIMEOUT_S, then)
-        return None
-
-
 class StreamPublisher:
     """Acknowledged publishing to JetStream streams over one connection."""
 
@@ -181,6 +168,10 @@ class StreamPublisher:
         """Atomic batches stored (for tests and benchmarks)."""
         self.refused_batches = 0
         """Atomic batches the stream refused, their messages sent again one by one."""
+        self._expiring: deque[tuple[float, asyncio.Future[_PubAck | None], str, str]] = deque()
+        """Awaited publishes' acks by when they are due (ACK_TIMEOUT_S after each was
+        made, so in order): the sweeper gives each one not come by then None. One timer
+        for all, where a timeout each cost the hop's caller about 2% of its CPU."""
 
     async def start(self) -> None:
         inbox = self._nc.new_inbox()
@@ -250,7 +241,7 @@ class StreamPublisher:
         self._waiters[token] = future
         try:
             await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
-            return await _ack_within(future, subject, "sending it again")
+            return await self._ack_within(future, subject, "sending it again")
         finally:
             self._waiters.pop(token, None)
 
@@ -264,11 +255,30 @@ class StreamPublisher:
         group.queue.append(item)
         group.wake.set()
         try:
-            return await _ack_within(future, subject, "sending it alone")
+            return await self._ack_within(future, subject, "sending it alone")
         finally:
             if not future.done():
                 future.cancel()  # the committer skips it if it is still queued
             self._waiters.pop(item.token, None)
+
+    def _ack_within(
+        self, future: asyncio.Future[_PubAck | None], subject: str, then: str
+    ) -> asyncio.Future[_PubAck | None]:
+        """``future``, given None by the sweeper (logged with what happens ``then``) if its
+        ack has not come within ACK_TIMEOUT_S (None also: its batch refused)."""
+        self._expiring.append((time.monotonic() + ACK_TIMEOUT_S, future, subject, then))
+        return future
+
+    def _expire_waiters(self, now: float) -> None:
+        """Give every awaited publish whose ack is overdue None (see :meth:`_ack_within`)."""
+        expiring = self._expiring
+        while expiring and expiring[0][0] <= now:
+            _, future, subject, then = expiring.popleft()
+            if not future.done():
+                log.warning(
+                    "no ack for a publish on %s in %.0f s: %s", subject, ACK_TIMEOUT_S, then
+                )
+                future.set_result(None)
 
     async def publish_later(
         self, msg_id: str, subject: str, data: bytes, headers: dict[str, str]
@@ -505,6 +515,7 @@ class StreamPublisher:
 
     async def _resend_overdue(self) -> None:
         now = time.monotonic()
+        self._expire_waiters(now)
         for token in [t for t, (_, deadline) in self._holding.items() if deadline <= now]:
             self._batches.pop(token, None)  # its messages are overdue too: sent alone
             self._release(token)

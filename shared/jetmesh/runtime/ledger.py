@@ -123,21 +123,22 @@ class StepLedger:
     # -- caller side -----------------------------------------------------------------------
 
     async def journaled(self, workflow: str, agent: str, step: str) -> Recorded | None:
-        """The reply ``agent`` journaled for its call ``step``, or None."""
+        """The reply ``agent`` journaled for its call ``step``, or None (a GET sent in the
+        same pipeline as other tasks' ledger commands)."""
         key = keys.journal(self._prefix, workflow, agent, step)
         with _refused(key, "read", agent):
-            raw = await self._redis.get(key)
+            raw = await self._batch.execute("GET", key)
         return None if raw is None else _recorded.decode(raw)
 
     async def journal(self, workflow: str, agent: str, step: str, record: Recorded) -> None:
-        """Journal the reply ``agent`` got for its call ``step``.
+        """Journal the reply ``agent`` got for its call ``step`` (batched as :meth:`claim`).
 
         Raises:
             MemoryFull: Redis is at its memory limit.
         """
         key = keys.journal(self._prefix, workflow, agent, step)
         with _refused(key, "journal", agent):
-            await self._replicated(("SET", key, encode(record), "EX", self._ttl))
+            await self._batch.execute("SET", key, encode(record), "EX", self._ttl)
 
     # -- worker side -----------------------------------------------------------------------
 
@@ -278,7 +279,7 @@ class StepLedger:
     async def _done(self, agent: str, redis_key: str, result: object, holder: str) -> None:
         done = _Effect(state="done", holder=holder, result=msgspec.Raw(encode(result)))
         with _refused(redis_key, "record the effect", agent):
-            await self._replicated(("SET", redis_key, encode(done), "EX", self._ttl))
+            await self._batch.execute("SET", redis_key, encode(done), "EX", self._ttl)
 
     async def _replicated(self, *commands: tuple[Any, ...]) -> list[Any]:
         """``commands`` in one pipeline, on the replicas too when asked; the first error

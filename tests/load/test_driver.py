@@ -14,6 +14,7 @@ import pytest
 
 from jetmesh import CallFailed
 from jetmesh.load import Scenario, run_scenario, schedule, slo_results
+from jetmesh.load.driver import _Tally
 from jetmesh.load.scenario import ConstantArrival, Slo
 
 DELAY_S = 0.005
@@ -166,3 +167,20 @@ async def test_the_warm_up_is_not_in_the_numbers() -> None:
     assert calls == 30
     assert report.sent == 20
     assert report.completed == 20
+
+
+def test_a_window_that_is_over_keeps_its_quantiles_not_its_latencies() -> None:
+    tally = _Tally(seconds=100)
+    for second in range(100):  # 200 answers a second: 10 ms, and three of 500 ms
+        for n in range(200):
+            tally.on_done(second + n / 200, 0.5 if n in (50, 100, 150) else 0.010, None)
+    kept = sum(len(w.latencies_ms) for w in tally.windows)
+    assert kept == 200  # the last window's, still open: not the run's 20,000
+    timeline = tally.timeline()
+    assert len(timeline) == 100
+    assert all(w.p50_ms == pytest.approx(10.0) for w in timeline)
+    assert all(w.p99_ms == pytest.approx(500.0) for w in timeline)  # 3 of 200 above p98.5
+    assert tally.completed == 20_000
+    assert sum(w.completed for w in timeline) == 20_000
+    assert tally.latency_ms()["max"] == pytest.approx(500.0, rel=0.01)
+    assert sum(len(w.latencies_ms) for w in tally.windows) == 0

@@ -108,6 +108,28 @@ async def test_a_second_reply_to_one_task_is_a_duplicate() -> None:
     assert replies.answered == {"a", "b"}
 
 
+async def test_replies_are_remembered_for_a_window_or_two_not_for_the_whole_run() -> None:
+    now = 0.0
+    replies = _Replies(window_s=60.0, clock=lambda: now)
+    for n in range(50):  # 50 windows of 100 answered tasks each
+        now = n * 60.0
+        for k in range(100):
+            await replies.on_message(reply(f"t{n}-{k}"))
+    assert replies.duplicated == 0
+    assert len(replies.answered) == 100  # the tasks of this window, not of the 5,000
+
+    now += 59.0  # a second reply in the same window, and one from the window before
+    await replies.on_message(reply("t49-0"))
+    await replies.on_message(reply("t48-0"))
+    assert replies.duplicated == 2
+    now += 61.0  # a new window: the last one's tasks are still remembered
+    await replies.on_message(reply("t49-1"))
+    assert replies.duplicated == 3
+    now += 60.0  # two windows on: forgotten, counted as a first reply
+    await replies.on_message(reply("t48-1"))
+    assert replies.duplicated == 3
+
+
 def test_the_breakdown_sample_stays_bounded_and_spread_over_the_run() -> None:
     sample = _Sample(size=8)
     for n in range(100):

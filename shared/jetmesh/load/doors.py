@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,11 @@ from .scenario import HttpTarget, NatsTarget, Scenario
 
 __all__ = ["Door", "http_door", "nats_door", "open_door"]
 
+
+DUPLICATE_WINDOW_S = 60.0
+"""A task's first reply is remembered for 60 to 120 s, long enough for the redeliveries
+that cause a second one (an AckWait or a few), so a run keeps a bounded number of ids,
+not one per request for its whole length."""
 
 BREAKDOWN_SAMPLE = 200
 """At most this many answered workflows are read back for the per-role breakdown (spread
@@ -80,10 +86,21 @@ class _Sample:
 
 
 class _Replies:
-    """Counts replies per task on the client's reply subject; a second one is a duplicate."""
+    """Counts replies per task on the client's reply subject; a second one within
+    :data:`DUPLICATE_WINDOW_S` (to twice that) of the first is a duplicate. The tasks
+    answered are kept in two sets, the newer one started every window, the older one
+    dropped then."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, window_s: float = DUPLICATE_WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.answered: set[str] = set()
+        """The tasks first answered in the current window."""
+        self._before: set[str] = set()
+        """Those of the window before."""
+        self._window_s = window_s
+        self._clock = clock
+        self._since = clock()
         self.duplicated = 0
 
     async def on_message(self, msg: Any) -> None:
@@ -93,7 +110,9 @@ class _Replies:
             return
         if envelope.kind != "reply" or envelope.type == ev.EVENT_TYPE or not envelope.parent:
             return  # not a reply, or a streamed chunk
-        if envelope.parent in self.answered:
+        if (now := self._clock()) - self._since >= self._window_s:
+            self._before, self.answered, self._since = self.answered, set(), now
+        if envelope.parent in self.answered or envelope.parent in self._before:
             self.duplicated += 1
         else:
             self.answered.add(envelope.parent)

@@ -102,11 +102,24 @@ class _Bucket:
     completed: int = 0
     errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    """The window's latencies while it is open; once it is over, its quantiles instead."""
+    quantiles_ms: tuple[float, float] | None = None
+    """p50 and p99, once the window is over."""
     rss_mb: dict[str, float] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """The window is over: keep its p50 and p99, not every latency."""
+        if self.quantiles_ms is None:
+            latencies = self.latencies_ms
+            self.quantiles_ms = (_quantile(latencies, 0.50), _quantile(latencies, 0.99))
+            self.latencies_ms = []
 
 
 class _Tally:
-    """What the measured part sent and got back, by one-second window."""
+    """What the measured part sent and got back, by one-second window. What it keeps does
+    not grow with the run: a histogram, and each window's counts and, once the window is
+    over, its two quantiles (answers end in the order of the clock, so a window is over once
+    an answer ends in a later one)."""
 
     def __init__(self, seconds: float, expected_interval_us: int | None = None) -> None:
         self.histogram = new_histogram()
@@ -114,9 +127,14 @@ class _Tally:
         self.windows = [_Bucket() for _ in range(max(1, math.ceil(seconds)))]
         self.sent = self.completed = self.errors = self.lost = self.dead_lettered = 0
         self.last_second_sent = 0
+        self._open = 0
+        """Windows before this one are over."""
+
+    def _index(self, t: float) -> int:
+        return min(max(int(t), 0), len(self.windows) - 1)
 
     def _bucket(self, t: float) -> _Bucket:
-        return self.windows[min(max(int(t), 0), len(self.windows) - 1)]
+        return self.windows[self._index(t)]
 
     def on_sent(self, t: float) -> None:
         self.sent += 1
@@ -124,7 +142,11 @@ class _Tally:
         self._bucket(t).sent += 1
 
     def on_done(self, t_done: float, latency_s: float, failure: BaseException | None) -> None:
-        bucket = self._bucket(t_done)
+        index = self._index(t_done)
+        bucket = self.windows[index]
+        while self._open < index:
+            self.windows[self._open].close()
+            self._open += 1
         if isinstance(failure, TimeoutError):
             self.lost += 1
             return
@@ -136,8 +158,9 @@ class _Tally:
             return
         self.completed += 1
         bucket.completed += 1
-        bucket.latencies_ms.append(latency_s * 1000)
-        value = max(_LOWEST_US, min(round(latency_s * 1e6), _HIGHEST_US))
+        if bucket.quantiles_ms is None:
+            bucket.latencies_ms.append(latency_s * 1000)
+        value = _us(latency_s)
         if self.expected_interval_us:
             self.histogram.record_corrected_value(value, self.expected_interval_us)
         else:
@@ -151,18 +174,24 @@ class _Tally:
         return float(self.histogram.get_value_at_percentile(99.0)) / 1000
 
     def timeline(self) -> list[Window]:
-        return [
-            Window(
-                t=float(i),
-                sent=b.sent,
-                completed=b.completed,
-                errors=b.errors,
-                p50_ms=_quantile(b.latencies_ms, 0.50),
-                p99_ms=_quantile(b.latencies_ms, 0.99),
-                rss_mb=b.rss_mb,
+        """The windows, every one of them over (call it once the run has ended)."""
+        out = []
+        for i, b in enumerate(self.windows):
+            b.close()
+            assert b.quantiles_ms is not None
+            p50, p99 = b.quantiles_ms
+            out.append(
+                Window(
+                    t=float(i),
+                    sent=b.sent,
+                    completed=b.completed,
+                    errors=b.errors,
+                    p50_ms=p50,
+                    p99_ms=p99,
+                    rss_mb=b.rss_mb,
+                )
             )
-            for i, b in enumerate(self.windows)
-        ]
+        return out
 
     def latency_ms(self) -> dict[str, float]:
         h = self.histogram
@@ -173,6 +202,11 @@ class _Tally:
         out["max"] = float(h.get_max_value()) / 1000
         out["mean"] = float(h.get_mean_value()) / 1000
         return out
+
+
+def _us(seconds: float) -> int:
+    """``seconds`` as a histogram's value: microseconds, within its range."""
+    return max(_LOWEST_US, min(round(seconds * 1e6), _HIGHEST_US))
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -208,12 +242,13 @@ async def _open_loop(
     tally: _Tally,
     clock: Callable[[], float],
     origin: float,
-) -> list[float]:
-    """Send on schedule; returns the generator's lag behind it for each measured send."""
+) -> Any:
+    """Send on schedule; returns the histogram of the generator's lag behind it (each
+    measured send's, in microseconds)."""
     warmup = scenario.warmup_s
     times = schedule(scenario.arrival, warmup + scenario.seconds)
     slots = asyncio.Semaphore(scenario.max_in_flight)
-    lags: list[float] = []
+    lags = new_histogram()
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(body: bytes, due: float, measured: bool) -> None:
@@ -233,7 +268,7 @@ async def _open_loop(
         await asyncio.sleep(max(0.0, due - clock()))
         measured = offset >= warmup
         if measured:
-            lags.append(max(0.0, clock() - due))
+            lags.record_value(_us(clock() - due))
             tally.on_sent(offset - warmup)
         task = asyncio.create_task(one(next(bodies), due, measured))
         tasks.add(task)
@@ -369,11 +404,13 @@ async def run_scenario(
         start = origin + scenario.warmup_s
         sampler = asyncio.create_task(sample_every(memory, tally.on_rss, start=start, clock=clock))
     try:
+        lag_p99_s = 0.0  # a closed loop sends as answers come: it has no schedule to lag
         if isinstance(arrival, ClosedArrival):
             await _closed_loop(scenario, arrival, send, bodies, tally, clock, origin)
-            lags: list[float] = []
         else:
             lags = await _open_loop(scenario, send, bodies, tally, clock, origin)
+            if lags.get_total_count():
+                lag_p99_s = lags.get_value_at_percentile(99.0) / 1e6
     finally:
         for task in (ticker, sampler):
             if task is not None:
@@ -392,7 +429,7 @@ async def run_scenario(
         arrival=scenario.describe_arrival(),
         asked_rate=asked,
         achieved_rate=tally.sent / scenario.seconds,
-        saturated=bool(lags) and _quantile(lags, 0.99) > lag_bound(asked),
+        saturated=lag_p99_s > lag_bound(asked),
         sent=tally.sent,
         completed=tally.completed,
         errors=tally.errors,

@@ -23,7 +23,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from . import events as ev
-from ._exceptions import ConfigError, MeshTimeout, RejectedMessage
+from ._exceptions import ConfigError, MeshTimeout, PublishFailed, RejectedMessage
 from .bus.tracing import TRACEPARENT_HEADER, traceparent
 from .calls import PendingCalls, decode_reply
 from .dead_letters import reject
@@ -226,14 +226,28 @@ class MeshClient(MeshConnection):
         *,
         caller: str,
         parent: str | None = None,
+        stored: bool = False,
     ) -> None:
         """Publish a signed event to the workflow's log (acknowledged in the background);
-        see :meth:`event_envelope`."""
+        see :meth:`event_envelope`.
+
+        Args:
+            stored: Return once the stream has stored it: the event that says how a task
+                ended, before its delivery is settled (a process killed after the ack
+                must not take the event with it: events go through the group commit's
+                queue, the ack straight to the socket). An event the stream refuses is
+                then retried in the background, as any other.
+        """
         envelope = self.event_envelope(workflow, event, caller=caller, parent=parent)
         data, headers = await self.seal_batched(envelope)
-        await self.publisher.publish_later(
-            envelope.id, self.subjects.event(workflow, event.kind), data, headers
-        )
+        subject = self.subjects.event(workflow, event.kind)
+        if stored:
+            try:
+                await self.publisher.publish(subject, data, headers)
+                return
+            except PublishFailed as exc:
+                log.warning("event %s not stored (%s): retried in the background", envelope.id, exc)
+        await self.publisher.publish_later(envelope.id, subject, data, headers)
 
     async def flush_events(self, timeout: float = 10.0) -> bool:
         """Wait until every event this client emitted is stored; False on timeout."""

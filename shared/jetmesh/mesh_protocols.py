@@ -101,7 +101,13 @@ class EventWriting(Member, Protocol):
     ) -> Envelope: ...
 
     async def emit(
-        self, workflow: str, event: Event, *, caller: str, parent: str | None = None
+        self,
+        workflow: str,
+        event: Event,
+        *,
+        caller: str,
+        parent: str | None = None,
+        stored: bool = False,
     ) -> None: ...
 
 

@@ -26,7 +26,7 @@ from jetmesh.memory.connection import connect as connect_redis
 from jetmesh.memory.functions import load_library
 from jetmesh.runtime.ledger import Recorded, StepLedger
 from tests.conftest import isolated_settings
-from tests.harness.mesh import Echo, EchoAgent, Mesh
+from tests.harness.mesh import Echo, EchoAgent, Mesh, until
 from tests.harness.secured import SecuredMesh
 
 pytestmark = pytest.mark.integration
@@ -227,6 +227,7 @@ async def test_a_replica_on_a_full_redis_sends_the_task_back_and_completes_later
         assert echo.seen == [], "the handler did not run without its lease"
         await redis.delete(*filler)
         assert await asyncio.wait_for(asked, 20) == Echo("HELLO")
+        await until(lambda: replica.handled >= 1, "the task acked")
         assert replica.handled == 1
     finally:
         await redis.aclose()

@@ -14,6 +14,7 @@ from jetmesh import Agent, KeyStore, MeshClient, MeshSettings, Replica, Subjects
 from jetmesh.embedded import NatsServer
 from loadtest.tally import wait_all_ran
 from tests.faults.tally_mesh import tally_mesh
+from tests.harness.mesh import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -69,6 +70,7 @@ async def test_mesh_serves_again_after_nats_server_restarts(
             assert client.nc.is_connected
             assert replica.mesh.nc.is_connected
             assert await burst(client, token, 100, 20) == [Ping(n + 1) for n in range(100, 120)]
+            await until(lambda: replica.handled >= 40, "the tasks acked")
             if how == "stop":
                 assert replica.handled == 40
             else:

@@ -12,6 +12,7 @@ from jetmesh import MeshSettings
 from jetmesh.embedded import RedisServer
 from loadtest.tally import wait_all_ran
 from tests.faults.tally_mesh import tally_mesh
+from tests.harness.mesh import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -43,6 +44,7 @@ async def test_workflows_continue_when_redis_server_restarts_mid_load(
         assert during - handled_before < 64, "without Redis, steps wait (no unrecorded work)"
         assert runs.count(0) == 0, f"{runs.count(0)} tasks never ran (or lost their update)"
         assert [r for r in runs if r != 1] == [], "a handler ran twice"
+        await until(lambda: mesh.handled >= LOAD, "every task acked")
         assert mesh.handled == LOAD
         dlq = await mesh.client.js.stream_info(settings.dlq_stream)
         assert dlq.state.messages == 0

@@ -372,6 +372,15 @@ def count_tasks(nodes: list[TaskNode]) -> int:
     return sum((n.task is not None) + count_tasks(n.children) for n in nodes)
 
 
+async def until(done: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    """Wait until ``done()`` holds, e.g. a replica's count of tasks settled: a caller has
+    its reply before the replica has stored the task's ``completed`` event and acked it."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"never: {what}"
+        await asyncio.sleep(0.01)
+
+
 def kinds(logged: list[LoggedEvent], kind: str) -> list[LoggedEvent]:
     return [e for e in logged if e.event.kind == kind]
 

@@ -31,7 +31,7 @@ from jetmesh.runtime.discovery import (
     control_subjects,
     survey,
 )
-from tests.harness.mesh import Echo, Mesh
+from tests.harness.mesh import Echo, Mesh, until
 from tests.harness.secured import SecuredMesh
 from tests.security.compromised import CompromisedRole
 
@@ -120,6 +120,7 @@ async def test_one_instance_answers_on_its_own_subject_and_stats_count_its_tasks
     for i in range(3):
         reply = await client.request(role, Echo(text=f"hi {i}"), token=token, returns=Echo)
         assert reply.text == f"HI {i}"
+    await until(lambda: first.handled + second.handled >= 3, "the three tasks acked")
     for replica in (first, second):
         ping = control_subjects("PING", role, replica.instance)[-1]
         answer = json.loads((await client.nc.request(ping, b"", timeout=5)).data)

@@ -11,7 +11,7 @@ import pytest
 
 from jetmesh import MeshClient
 from tests.harness.agents import WORKER, Done, Job, worker_agent
-from tests.harness.mesh import AgentProcesses, Mesh
+from tests.harness.mesh import AgentProcesses, Mesh, until
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +66,7 @@ async def test_in_process_replicas_share_the_work(mesh: Mesh) -> None:
     by = assert_each_once(results, TASKS)
     assert sorted(by) == ["replica0", "replica1", "replica2"]
     assert all(n > 0 for n in by.values()), by
+    await until(lambda: sum(r.handled for r in replicas) >= TASKS, "every task acked")
     assert [r.handled for r in replicas] == [by[f"replica{i}"] for i in range(3)]
 
 

@@ -307,7 +307,9 @@ class Context(ContextBase):
         )
         return signal
 
-    async def emit_event(self, kind: str, **fields: Any) -> None:
+    async def emit_event(self, kind: str, *, stored: bool = False, **fields: Any) -> None:
+        """Write an event of this task to the workflow's log; ``stored``: return once the
+        stream has it (see :meth:`jetmesh.client.MeshClient.emit`)."""
         fields.setdefault("step", self.task.step)
         event = ev.Event(
             kind=kind,
@@ -320,7 +322,9 @@ class Context(ContextBase):
             attempt=self.attempt,
             **fields,
         )
-        await self._mesh.emit(self.workflow, event, caller=self.task.caller, parent=self.task.id)
+        await self._mesh.emit(
+            self.workflow, event, caller=self.task.caller, parent=self.task.id, stored=stored
+        )
 
 
 def _reply_fields(reply: Recorded) -> dict[str, Any]:

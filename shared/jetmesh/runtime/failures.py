@@ -356,13 +356,23 @@ class Failures:
     async def record_failure(
         self, task: Envelope, attempt: int, reason: str, detail: str, *, caller: str = ""
     ) -> None:
-        """The ``failed`` event of a task given up on."""
+        """The ``failed`` event of a task given up on, stored before its delivery is
+        terminated (:mod:`jetmesh.runtime.replica`)."""
         await self.task_event(
-            task, ev.FAILED, caller=caller, attempt=attempt, reason=reason, detail=detail[:1024]
+            task,
+            ev.FAILED,
+            stored=True,
+            caller=caller,
+            attempt=attempt,
+            reason=reason,
+            detail=detail[:1024],
         )
 
-    async def task_event(self, task: Envelope, kind: str, **fields: Any) -> None:
-        """An event about ``task`` written by this replica outside a handler's context."""
+    async def task_event(
+        self, task: Envelope, kind: str, *, stored: bool = False, **fields: Any
+    ) -> None:
+        """An event about ``task`` written by this replica outside a handler's context
+        (``stored``: see :meth:`jetmesh.client.MeshClient.emit`)."""
         event = ev.Event(
             kind=kind,
             agent=self.agent,
@@ -373,4 +383,6 @@ class Failures:
             step=task.step,
             **fields,
         )
-        await self.mesh.emit(task.workflow, event, caller=task.caller, parent=task.id)
+        await self.mesh.emit(
+            task.workflow, event, caller=task.caller, parent=task.id, stored=stored
+        )

@@ -6,10 +6,11 @@ on servers that enforce the policy, binds to the one the admin made), then fetch
 what is left (so another replica takes it at once), flushes events and closes. Both are
 idempotent. Signals are the caller's business (see ``jetmesh run``).
 
-A delivery is settled (ack, nak, term) after the event that says how it ended: both go out
-on one connection, in order, so a replica killed in between leaves the task unsettled (it
-is delivered again and logs its end again, from the ledger) rather than settled with no
-``completed`` in the log.
+A delivery is acked or terminated once the event that says how it ended (``completed``,
+``failed``) is stored, so a replica killed in between leaves the task unsettled (it is
+delivered again and logs its end again, from the ledger) rather than settled with no end
+in the log. Being sent first is not enough: events go through the group commit's queue
+(:mod:`jetmesh.bus.publisher`) and may leave after an ack sent straight to the socket.
 """
 
 from __future__ import annotations
@@ -337,12 +338,13 @@ class Replica:
         await self._reply(task, recorded)
         await ctx.emit_event(
             ev.COMPLETED,
+            stored=True,  # before the ack (module docstring)
             duration_ms=duration_ms,
             type=task.type,
             detail=f"-> {recorded.type}",
             body=ev.EventPayload(type=recorded.type, value=recorded.body),
         )
-        await msg.ack()  # after its event (module docstring)
+        await msg.ack()  # after its event is stored (module docstring)
         self.handled += 1
         metrics.ended(metrics.COMPLETED)
 
@@ -441,6 +443,7 @@ class Replica:
             reason=ev.FROM_LEDGER,
             detail=f"-> {recorded.type} (step already done: recorded result sent again)",
             body=ev.EventPayload(type=recorded.type, value=recorded.body),
+            stored=True,
         )
         await msg.ack()
         metrics.ended(metrics.COMPLETED)

@@ -10,7 +10,7 @@ import pytest
 from jetmesh import ConfigError, Replica
 from jetmesh.identity.revocation import lookup_revocation, revoke_key
 from jetmesh.identity.trust import REVOCATION_TTL_S
-from tests.harness.mesh import WAIT_S, Echo, EchoAgent, Mesh, signed_by
+from tests.harness.mesh import WAIT_S, Echo, EchoAgent, Mesh, signed_by, until
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +36,7 @@ async def test_old_and_new_key_serve_side_by_side_then_old_is_revoked(
         *(client.request("echo", Echo(t), token=token, returns=Echo) for t in texts)
     )
     assert replies == [Echo(t.upper()) for t in texts]
+    await until(lambda: old.handled + new.handled >= 31, "every task acked")
     assert old.handled > 1, (old.handled, new.handled)
     assert new.handled > 0, (old.handled, new.handled)
 

@@ -156,6 +156,8 @@ async def test_stats_count_the_deliveries_that_failed(mesh: Mesh) -> None:
     assert (await client.request(role, Echo(text="yes"), token=token, returns=Echo)).text == "YES"
     with pytest.raises(CallFailed):
         await client.request(role, Echo(text="no"), token=token, returns=Echo)
+    # the refused task's delivery ends once its failed event is stored, after the answer
+    await until(lambda: not replica._inflight, "the refused task's delivery ended")
     stats_subject = control_subjects("STATS", role, replica.instance)[-1]
     stats = json.loads((await client.nc.request(stats_subject, b"", timeout=5)).data)
     [endpoint] = stats["endpoints"]

@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 from jetmesh import Agent, Context, MeshClient, Retry
 from jetmesh.envelope import new_id
 from jetmesh.runtime.replica import STARTED_AFTER_S
-from tests.harness.mesh import Mesh, kinds
+from tests.harness.mesh import Mesh, kinds, until
 
 pytestmark = pytest.mark.integration
 
@@ -102,3 +102,37 @@ async def test_each_delivery_is_settled_after_the_event_that_ends_it(
     replicas.extend(await mesh.start_replicas(napper()))
     await run(mesh, Nap(0.0, fail_first=True))
     assert order == ["retried", "nak", "started", "completed", "ack, 0 events not stored"]
+
+
+async def test_a_task_whose_ending_event_is_being_stored_frees_its_slot(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One slot (concurrency 1) and each ``completed`` event taking 1.5 s to be stored:
+    the second task's handler runs while the first one's delivery settles, so both are
+    answered well within the 1.5 s (holding the slot, the second would wait for it)."""
+    emit = MeshClient.emit
+
+    async def slow_store(self: MeshClient, workflow: str, event: Any, **kw: Any) -> None:
+        if kw.get("stored") and event.agent == "lonely":
+            await asyncio.sleep(1.5)
+        await emit(self, workflow, event, **kw)
+
+    monkeypatch.setattr(MeshClient, "emit", slow_store)
+    agent = Agent("lonely", concurrency=1)
+
+    @agent.handler
+    async def nap(msg: Nap, ctx: Context) -> Nap:
+        return msg
+
+    (replica,) = await mesh.start_replicas(agent)
+    client = await mesh.ingress()
+    token = mesh.token()
+    started = asyncio.get_running_loop().time()
+    replies = await asyncio.gather(
+        *(client.request("lonely", Nap(n), token=token, returns=Nap) for n in (1, 2))
+    )
+    took = asyncio.get_running_loop().time() - started
+    assert replies == [Nap(1), Nap(2)]
+    assert took < 1.2, f"the second task waited for the first's event: {took:.2f} s"
+    assert replica.handled == 0  # neither acked yet: both ending events still being stored
+    await until(lambda: replica.handled == 2, "both acked once their events are stored")

@@ -117,6 +117,9 @@ class Replica:
         self._owns_models = models is None
         self.models = models or Models(provider_from(settings), prices_from(settings))
         self._inflight: dict[asyncio.Task[None], Msg] = {}
+        self._settling: set[asyncio.Task[None]] = set()
+        """Tasks past their handler and reply, waiting for their ending event to be stored
+        before the ack: their slot is free for the next task (:meth:`_free_slot`)."""
         self.ledger = (
             StepLedger(
                 self.mesh.redis,
@@ -218,7 +221,10 @@ class Replica:
         self._inflight.pop(task, None)
         if self.leases is not None:
             self.leases.forget(task)
-        self._feed.release()
+        if task in self._settling:
+            self._settling.discard(task)
+        else:
+            self._feed.release()
         if not task.cancelled() and task.exception() is not None:
             log.error("task processing crashed", exc_info=task.exception())
 
@@ -232,6 +238,15 @@ class Replica:
                     await msg.in_progress()
             if self.leases is not None:
                 await self.leases.renew()
+
+    def _free_slot(self) -> None:
+        """The running task has replied: its slot goes to the next task while its delivery
+        settles (the ending event stored, then the ack), which holds no handler. The
+        delivery stays in flight (kept alive, waited for by ``drain``)."""
+        task = asyncio.current_task()
+        if task is not None and task in self._inflight and task not in self._settling:
+            self._settling.add(task)
+            self._feed.release()
 
     async def _process(self, msg: Msg) -> None:
         delivery = delivery_of(msg.reply)
@@ -336,6 +351,7 @@ class Replica:
         ):
             return
         await self._reply(task, recorded)
+        self._free_slot()
         await ctx.emit_event(
             ev.COMPLETED,
             stored=True,  # before the ack (module docstring)
@@ -433,6 +449,7 @@ class Replica:
         """A step already done: send its recorded reply, do not run the handler again."""
         traces.annotate({traces.FROM_RECORD: True})
         await self._reply(task, recorded)
+        self._free_slot()
         await self.failures.task_event(
             task,
             ev.COMPLETED,

@@ -325,7 +325,7 @@ async def test_an_answer_that_does_not_come_in_time_decides_nothing(own_mesh: Me
     (replica,) = await own_mesh.start_replicas(EchoAgent(callee).agent)
     client = await own_mesh.ingress()
     now = [1000.0]
-    preflight = Preflight(client.nc, mode="served", timeout_s=0.2, ttl_s=30.0, clock=lambda: now[0])
+    preflight = Preflight(client.nc, mode="served", timeout_s=1.0, ttl_s=30.0, clock=lambda: now[0])
     assert await preflight.check(callee, Echo(text="x"), "test.Echo/1") is None
     await replica.drain(timeout=5.0)
     own_mesh.replicas.remove(replica)

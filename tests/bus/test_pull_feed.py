@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
@@ -18,6 +18,7 @@ from jetmesh.bus import pull
 from jetmesh.bus.pull import PullFeed
 from jetmesh.embedded import NatsServer
 from jetmesh.settings import MeshSettings
+from tests.harness.mesh import until
 
 pytestmark = pytest.mark.integration
 
@@ -48,15 +49,6 @@ async def nc(nats_server: NatsServer, settings: MeshSettings) -> AsyncIterator[N
         await client.close()
 
 
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Until ``predicate()`` holds (for 10 s at most: then it fails)."""
-    for _ in range(1000):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
-
-
 async def test_a_message_beyond_capacity_waits_for_a_slot_and_keeps_its_deliveries(
     nc: NATS, settings: MeshSettings
 ) -> None:
@@ -72,7 +64,7 @@ async def test_a_message_beyond_capacity_waits_for_a_slot_and_keeps_its_deliveri
         await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{CONSUMER}", request, feed._inbox)
         await js.publish(f"{tag}.{SUBJECT}", b"1")
         await js.publish(f"{tag}.{SUBJECT}", b"2")
-        await wait_until(lambda: len(got) == 1)
+        await until(lambda: len(got) == 1, "the first message handed out")
         await got[0].ack()  # done with, but its slot not yet released
         await asyncio.sleep(2.5)  # the second has arrived; past AckWait, it is kept alive
         info = await js.consumer_info(stream, CONSUMER)
@@ -108,19 +100,19 @@ async def test_what_is_owed_is_counted_in_total_across_round_robin_requests(
     try:
         for n in (1, 2):
             await js.publish(f"{tag}.{SUBJECT}", str(n).encode())
-        await wait_until(lambda: len(got) == 2)
+        await until(lambda: len(got) == 2, "two messages handed out")
         monkeypatch.setattr(pull, "PULL_EXPIRES_S", 30.0)
         for msg in got:
             await msg.ack()
             feed.release()  # half the credit free: a second request, for 2
-        await wait_until(lambda: feed.requested == 4)
+        await until(lambda: feed.requested == 4, "four asked for")
         for _ in range(1000):  # until the server holds the second request
             if (await js.consumer_info(stream, CONSUMER)).num_waiting == 2:
                 break
             await asyncio.sleep(0.01)
         for n in (3, 4):  # served one to each request, round robin
             await js.publish(f"{tag}.{SUBJECT}", str(n).encode())
-        await wait_until(lambda: len(got) == 4)
+        await until(lambda: len(got) == 4, "four messages handed out")
         async with asyncio.timeout(10):
             await ended.wait()  # the first request expires, one message short
         assert feed.requested == 1, "the second request still owes one"

@@ -14,7 +14,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import nats
@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from jetmesh.bus.tracing import trace_id_of
 from jetmesh.processes import AgentProcess, settings_env
 from jetmesh.telemetry.traces import tracing_configured
-from tests.harness.mesh import REPO_ROOT, Mesh
+from tests.harness.mesh import REPO_ROOT, Mesh, until
 from tests.harness.otlp import OtlpReceiver, ReceivedSpan, waterfall
 from tests.harness.traced_agents import POLICY
 
@@ -402,13 +402,6 @@ async def test_a_task_out_of_deliveries_is_dead_lettered_in_its_trace(
 
     await nc.subscribe(f"{s.subject_prefix}.event.*.started", cb=keep)
 
-    async def until(done: Callable[[], bool], what: str) -> None:
-        for _ in range(300):
-            if done():
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"never: {what}")
-
     def staller(n: int) -> AgentProcess:
         return AgentProcess(
             ["tests.harness.traced_agents:staller"],
@@ -423,11 +416,13 @@ async def test_a_task_out_of_deliveries_is_dead_lettered_in_its_trace(
             jetmesh(mesh, receiver.env(), "publish", "staller", "{}", "--type", "test.Stall/1")
         )
         try:
-            await until(lambda: len(started) == 1, "the first delivery started")
+            await until(lambda: len(started) == 1, "the first delivery started", timeout=30.0)
             first.kill()
             first.stop()  # (its pipe closed)
             second = await asyncio.to_thread(staller(2).start)
-            await until(lambda: len(started) == 2, "the last delivery started (and was kept)")
+            await until(
+                lambda: len(started) == 2, "the last delivery started (and was kept)", timeout=30.0
+            )
             second.kill()
             second.stop()
             third = await asyncio.to_thread(staller(3).start)

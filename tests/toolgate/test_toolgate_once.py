@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from jetmesh.event_log import LoggedEvent
 from jetmesh.processes import AgentProcess
 from jetmesh.toolgate import TOOLGATE
 from tests.harness.keyed_tool_api import URL_ENV, KeyedToolApi
-from tests.harness.mesh import Mesh, kinds
+from tests.harness.mesh import Mesh, kinds, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -122,15 +121,6 @@ async def start(
     return gateway  # type: ignore[no-any-return]
 
 
-async def until(check: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    assert check(), "timed out waiting"
-
-
 def tool_events(logged: list[LoggedEvent], reason: str) -> list[LoggedEvent]:
     return [e for e in kinds(logged, "tool") if e.event.reason == reason]
 
@@ -159,7 +149,7 @@ async def test_a_gateway_killed_mid_call_does_not_run_the_tool_again_unless_it_s
         )
     )
     try:
-        await until(lambda: api.invocations[tool] == 1)
+        await until(lambda: api.invocations[tool] == 1, "the tool invoked once")
         doomed.kill()  # between running the tool and recording it
         assert doomed.proc is not None
         assert doomed.proc.returncode == -signal.SIGKILL
@@ -272,7 +262,7 @@ async def test_a_gateway_stalled_past_its_lease_is_not_joined_by_a_second_run(
     )
     assert stalled.proc is not None
     try:
-        await until(lambda: api.invocations["pay"] == 1)
+        await until(lambda: api.invocations["pay"] == 1, "pay invoked once")
         stalled.proc.send_signal(signal.SIGSTOP)
         await agent_processes(GATEWAY, 1)  # takes the redelivery once the lease has lapsed
         paid = await asyncio.wait_for(request, 30.0)

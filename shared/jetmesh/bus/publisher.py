@@ -241,7 +241,7 @@ class StreamPublisher:
         self._waiters[token] = future
         try:
             await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
-            return await self._ack_within(future, subject, "sending it again")
+            return await self._expect_ack(future, subject, "sending it again")
         finally:
             self._waiters.pop(token, None)
 
@@ -255,13 +255,13 @@ class StreamPublisher:
         group.queue.append(item)
         group.wake.set()
         try:
-            return await self._ack_within(future, subject, "sending it alone")
+            return await self._expect_ack(future, subject, "sending it alone")
         finally:
             if not future.done():
                 future.cancel()  # the committer skips it if it is still queued
             self._waiters.pop(item.token, None)
 
-    def _ack_within(
+    def _expect_ack(
         self, future: asyncio.Future[_PubAck | None], subject: str, then: str
     ) -> asyncio.Future[_PubAck | None]:
         """``future``, given None by the sweeper (logged with what happens ``then``) if its
@@ -270,7 +270,7 @@ class StreamPublisher:
         return future
 
     def _expire_waiters(self, now: float) -> None:
-        """Give every awaited publish whose ack is overdue None (see :meth:`_ack_within`)."""
+        """Give every awaited publish whose ack is overdue None (see :meth:`_expect_ack`)."""
         expiring = self._expiring
         while expiring and expiring[0][0] <= now:
             _, future, subject, then = expiring.popleft()

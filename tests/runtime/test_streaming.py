@@ -88,6 +88,14 @@ def writers() -> Writers:
     return Writers()
 
 
+async def writer_ended(mesh: Mesh, workflow: str) -> None:
+    """Until the writer's ``completed`` event is stored: its chunks are stored by then
+    (the reply comes before it)."""
+    await mesh.wait_events(
+        workflow, lambda log: any(e.event.agent == "writer" for e in kinds(log, "completed"))
+    )
+
+
 async def collect(call: object) -> list[Chunk]:
     return [chunk async for chunk in call]  # type: ignore[attr-defined]
 
@@ -109,6 +117,7 @@ async def test_chunks_arrive_in_order_once_then_the_typed_result(
     ]
     assert await call.result() == Answer("ONE TWO THREE FOUR", 4)
     assert call.feed.dropped == 0
+    await writer_ended(mesh, call.workflow)
     stored = await read_chunks(ingress, call.workflow, step="writer", agent="writer")
     assert [(c.index, c.value) for c in stored] == [(c.index, c.value) for c in chunks]
 
@@ -119,6 +128,7 @@ async def test_a_reader_resumes_after_the_last_index_it_saw(mesh: Mesh, writers:
     call = stream_request(ingress, "writer", Ask("a b c d e"), token=mesh.token(), returns=Answer)
     await call.result()
     await ingress.flush_events()
+    await writer_ended(mesh, call.workflow)
     later = await read_chunks(ingress, call.workflow, step="writer", agent="writer", after=2)
     assert [(c.index, c.value) for c in later] == [(3, "d"), (4, "e")]
     none = await read_chunks(ingress, call.workflow, step="writer", agent="writer", after=4)
@@ -215,6 +225,7 @@ async def test_a_chunk_forged_by_another_role_is_dropped_and_dead_lettered(
     rest = await collect(call)
     assert [(c.index, c.value) for c in rest] == [(1, "words")]
     await call.result()
+    await writer_ended(mesh, call.workflow)
     stored = await read_chunks(ingress, call.workflow, step="writer", agent="writer")
     assert [c.value for c in stored] == ["real", "words"]  # the forged one is not read
 

@@ -18,7 +18,7 @@ from jetmesh.cli.top import Frame, frames, rates
 from jetmesh.processes import AgentProcess, settings_env
 from jetmesh.runtime.discovery import STATS_TYPE, Seen
 from tests.harness.agents import Plan, Report, counter, planner
-from tests.harness.mesh import REPO_ROOT
+from tests.harness.mesh import REPO_ROOT, until
 from tests.harness.secured import SecuredMesh
 
 
@@ -63,7 +63,7 @@ def test_a_frame_without_answers_says_so() -> None:
 async def test_two_surveys_show_the_tasks_handled_between_them(secured: SecuredMesh) -> None:
     """Real replicas on enforced servers: a workflow runs between the first survey and
     the second, which shows it per second (the planner's one task, the counter's two)."""
-    await secured.start_replicas(counter, planner)
+    counting, planning = await secured.start_replicas(counter, planner)
     cli = await secured.ingress()
     shown: list[Frame] = []
     async for frame in frames(secured.settings, interval_s=0.1, iterations=2):
@@ -74,6 +74,8 @@ async def test_two_surveys_show_the_tasks_handled_between_them(secured: SecuredM
                 "planner", Plan(pause_s=0), token=cli.mint_token("bob"), returns=Report
             )
             assert report.parts == [1, 2]
+            # a task counts once acked, a little after its reply (its event stored first)
+            await until(lambda: (counting.handled, planning.handled) == (2, 1), "tasks acked")
     second = shown[1]
     assert sorted(s.name for s in second.seen) == ["counter", "planner"]
     counter_rate, planner_rate = second.rates["counter"], second.rates["planner"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from jetmesh import MeshSettings, WorkingMemory
+from jetmesh import MeshClient, MeshSettings, WorkingMemory
 from jetmesh.embedded import NatsServer, RedisServer
 from jetmesh.envelope import new_id
 from tests.conftest import isolated_settings
@@ -47,7 +47,8 @@ async def test_a_lost_ack_is_answered_from_the_record_after_the_deadline(
         done = await client.request(
             "slow", Job(1), token=mesh.token(), returns=Done, workflow=workflow, timeout=2.0
         )
-        fresh_nats_server.kill()  # the reply is in; the ack is not yet on disk
+        await acked(client, mesh.settings.tasks_stream, "slow")
+        fresh_nats_server.kill()  # the ack is taken; the consumer's state not yet written
         answered = time.monotonic()
         assert done.attempt == 1
         await asyncio.to_thread(fresh_nats_server.start)
@@ -65,3 +66,12 @@ async def test_a_lost_ack_is_answered_from_the_record_after_the_deadline(
         assert await memory.get("runs_1", int) == 1, "the handler ran once"
     finally:
         await redis.aclose()
+
+
+async def acked(client: MeshClient, stream: str, agent: str) -> None:
+    """Return as soon as nats-server has taken ``agent``'s ack: the replica acks only once
+    its ``completed`` event is stored, a little after the reply. nats-server writes a
+    consumer's state at most every 100 ms, so a kill right after the ack loses it."""
+    deadline = time.monotonic() + 5.0
+    while (await client.js.consumer_info(stream, agent)).num_ack_pending:
+        assert time.monotonic() < deadline, "the task was never acked"

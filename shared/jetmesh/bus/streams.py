@@ -142,12 +142,48 @@ def stream_configs(settings: MeshSettings) -> list[StreamConfig]:
     ]
 
 
-async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
-    """Create ``config`` or update the existing stream of that name to match it."""
+STREAM_NAME_IN_USE = 10058
+"""JetStream's error code for a stream that exists with another configuration."""
+NO_SUITABLE_PEERS = 10005
+"""JetStream's error code for a replicated stream the cluster cannot place: too few nodes,
+or a new cluster whose nodes do not all know each other yet."""
+
+
+async def ensure_stream(
+    js: JetStreamContext, config: StreamConfig, *, timeout: float = JETSTREAM_READY_S
+) -> None:
+    """Create ``config`` or update the existing stream of that name to match it; a placement
+    the cluster refuses is asked again for up to ``timeout`` seconds (:func:`placed`).
+
+    Raises:
+        BadRequestError: any other refusal at once (a subject another stream holds, a bad
+            limit, ...); a placement still refused after ``timeout``.
+    """
     try:
-        await js.add_stream(config)
-    except BadRequestError:
+        await placed(lambda: js.add_stream(config), timeout)
+    except BadRequestError as exc:
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise
         await js.update_stream(config)
+
+
+async def placed(call: Callable[[], Awaitable[T]], timeout: float = JETSTREAM_READY_S) -> T:
+    """``call()`` (making a stream or a bucket), asked again while the cluster refuses to
+    place it, for up to ``timeout`` seconds: a cluster that has just elected its leader may
+    not know every node yet ("no suitable peers for placement").
+
+    Raises:
+        BadRequestError: any other refusal at once; a placement still refused after
+            ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except BadRequestError as exc:
+            if exc.err_code != NO_SUITABLE_PEERS or time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.25)
 
 
 UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -282,15 +318,14 @@ async def ensure_registry(js: JetStreamContext, settings: MeshSettings) -> KeyVa
     try:
         return await js.key_value(settings.registry_bucket)
     except (NotFoundError, BadRequestError):
-        return await js.create_key_value(
-            KeyValueConfig(
-                bucket=settings.registry_bucket,
-                description="jetmesh agent certificates by key id",
-                history=1,
-                storage=StorageType.FILE,
-                replicas=settings.registry_replicas or settings.stream_replicas,
-            )
+        config = KeyValueConfig(
+            bucket=settings.registry_bucket,
+            description="jetmesh agent certificates by key id",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=settings.registry_replicas or settings.stream_replicas,
         )
+        return await placed(lambda: js.create_key_value(config))
 
 
 async def bind_registry(js: JetStreamContext, settings: MeshSettings) -> KeyValue:

@@ -1,0 +1,112 @@
+"""Declaring a stream (``ensure_stream``): created, updated in place when it exists with
+another configuration, refused at once for anything else; on a cluster whose nodes have
+just started, a replicated stream is placed once the nodes know each other, and one the
+cluster can never place is refused after the timeout with the server's reason; the key
+registry's bucket is placed likewise."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js.api import StreamConfig
+from nats.js.errors import BadRequestError
+
+from jetmesh import MeshSettings
+from jetmesh.bus.streams import NO_SUITABLE_PEERS, await_jetstream, ensure_registry, ensure_stream
+from jetmesh.embedded import NatsCluster, NatsServer, free_cluster_ports
+from jetmesh.embedded.stack import ROUTE_PORT_OFFSET
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
+    """Three clustered nodes, just started: not waited for to know each other."""
+    base, _ = free_cluster_ports(3)
+    ports = [base + i for i in range(3)]
+    nodes = [
+        NatsServer(
+            port,
+            data_dir=tmp_path / f"nats-{i}",
+            server_name=f"nats-{i}",
+            cluster=NatsCluster(
+                name="streams",
+                port=port + ROUTE_PORT_OFFSET,
+                routes=tuple(f"127.0.0.1:{p + ROUTE_PORT_OFFSET}" for p in ports if p != port),
+                password="routes",
+            ),
+        )
+        for i, port in enumerate(ports, 1)
+    ]
+    try:
+        for node in nodes:
+            node.start()
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+async def test_a_new_cluster_places_a_replicated_stream_and_refuses_one_it_cannot(
+    cluster: list[NatsServer],
+) -> None:
+    nc = await nats.connect(cluster[0].url, connect_timeout=2)
+    try:
+        js = nc.jetstream()
+        await await_jetstream(js)  # a leader elected; the peers may not all be known yet
+        await ensure_stream(js, StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3))
+        info = await js.stream_info("R3")
+        assert info.cluster is not None
+        assert info.cluster.replicas is not None
+        assert len(info.cluster.replicas) == 2  # a leader and two followers
+        started = time.monotonic()
+        with pytest.raises(BadRequestError) as refused:
+            await ensure_stream(
+                js, StreamConfig(name="R5", subjects=["r5.>"], num_replicas=5), timeout=1.0
+            )
+        assert refused.value.err_code == NO_SUITABLE_PEERS
+        assert "no suitable peers" in str(refused.value.description)
+        assert time.monotonic() - started >= 1.0  # asked again until the timeout
+    finally:
+        await nc.close()
+
+
+async def test_a_new_cluster_places_the_replicated_key_registry(
+    cluster: list[NatsServer],
+) -> None:
+    nc = await nats.connect(cluster[0].url, connect_timeout=2)
+    try:
+        js = nc.jetstream()
+        await await_jetstream(js)
+        settings = MeshSettings(stream_replicas=3)
+        bucket = await ensure_registry(js, settings)
+        info = await js.stream_info(f"KV_{settings.registry_bucket}")
+        assert info.config.num_replicas == 3
+        await bucket.put("kid", b"certificate")
+        entry = await bucket.get("kid")
+        assert entry.value == b"certificate"
+    finally:
+        await nc.close()
+
+
+async def test_an_existing_stream_is_updated_and_any_other_refusal_raised_at_once(
+    nats_server: NatsServer,
+) -> None:
+    nc = await nats.connect(nats_server.url, connect_timeout=2)
+    js = nc.jetstream()
+    try:
+        await ensure_stream(js, StreamConfig(name="DECLARED", subjects=["declared.>"]))
+        await ensure_stream(js, StreamConfig(name="DECLARED", subjects=["declared.>"], max_msgs=10))
+        assert (await js.stream_info("DECLARED")).config.max_msgs == 10  # updated in place
+        started = time.monotonic()
+        with pytest.raises(BadRequestError) as refused:  # its subjects belong to DECLARED
+            await ensure_stream(js, StreamConfig(name="OVERLAP", subjects=["declared.x"]))
+        assert "overlap" in str(refused.value.description)
+        assert time.monotonic() - started < 1.0
+    finally:
+        await js.delete_stream("DECLARED")
+        await nc.close()

@@ -91,6 +91,40 @@ async def test_events_that_queue_are_stored_as_atomic_batches(
     assert 0 < batches < 2000 / MIN_BATCH  # most went in batches, each of several
 
 
+async def test_a_few_publishes_at_once_go_together_not_each_after_the_last_ack(
+    fresh_nats_server: NatsServer,
+) -> None:
+    """A caller's fan-out of three tasks from an idle process: with the server stopped
+    (SIGSTOP), all three are written before any ack comes; continued, each is stored once
+    and every publish returns."""
+    nc = await connect(fresh_nats_server.url, "group-commit-few")
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="FEW", subjects=["few.>"], allow_atomic=True))
+    publisher = StreamPublisher(nc, batch_prefixes=("few.",))
+    await publisher.start()
+    pid = fresh_nats_server.pid
+    assert pid is not None
+    try:
+        sent_before = nc.stats["out_msgs"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            fan_out = [
+                asyncio.create_task(publisher.publish(f"few.{n}", b"task", {"Nats-Msg-Id": str(n)}))
+                for n in range(3)
+            ]
+            await asyncio.sleep(0.3)
+            assert nc.stats["out_msgs"] - sent_before == 3  # was 1: the others waited
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        async with asyncio.timeout(5):
+            await asyncio.gather(*fan_out)
+        assert (await js.stream_info("FEW")).state.messages == 3
+        assert publisher.batches == 0  # each alone: fewer than MIN_BATCH
+    finally:
+        await publisher.close(timeout=1)
+        await nc.close()
+
+
 async def test_without_atomic_publish_every_event_is_still_stored_one_by_one(
     fresh_nats_server: NatsServer,
 ) -> None:

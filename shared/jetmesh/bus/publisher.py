@@ -13,16 +13,16 @@ future and timer) per message.
 Group commit: messages for subjects under one of ``batch_prefixes`` (each prefix one
 stream's subjects: a mesh's tasks, its events) queue per prefix, awaited or not, and one
 committer per prefix sends them with at most :data:`SENDS_IN_FLIGHT` sends
-unacknowledged: a message alone while the server keeps up, and what queued while it did
-not as one JetStream atomic batch (``Nats-Batch-Id``; nats-server 2.12 and later, a
-stream with ``allow_atomic``). With ``sync_interval: always`` nats-server stores a
-stream's messages one after the other and fsyncs each one sent alone, but an atomic batch
-once for the whole batch, after a few synced writes of the batch's own
-(docs/durability.md#group-commit): under load, the tasks of many callers' requests and
-the events of many handlers share their fsyncs. A batch is all or nothing; one the stream
-refuses (a duplicate message id inside it, too many batches in flight, a stream limit,
-atomic publish off) is sent again one message at a time, each with its own answer, as an
-unacknowledged one is.
+unacknowledged: a few messages each alone (one after the other on the socket, as one
+send) while the server keeps up, and what queued while it did not as one JetStream atomic
+batch (``Nats-Batch-Id``; nats-server 2.12 and later, a stream with ``allow_atomic``).
+With ``sync_interval: always`` nats-server stores a stream's messages one after the other
+and fsyncs each one sent alone, but an atomic batch once for the whole batch, after a few
+synced writes of the batch's own (docs/durability.md#group-commit): under load, the tasks
+of many callers' requests and the events of many handlers share their fsyncs. A batch is
+all or nothing; one the stream refuses (a duplicate message id inside it, too many
+batches in flight, a stream limit, atomic publish off) is sent again one message at a
+time, each with its own answer, as an unacknowledged one is.
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ most; what comes meanwhile queues and goes as one batch. One: a stream stores it
 messages one after the other anyway, and the fewer batches, the larger (measured: 1 gave
 the signed hop 1.07-1.21 of the durable floor where 4 gave 0.92-0.98)."""
 MIN_BATCH = 6
-"""Fewer queued messages than this go one at a time: an atomic batch costs the server
-about five synced writes of its own (its staging store) besides the one fsync of the
-stream it shares."""
+"""Fewer queued messages than this go each alone, all at once (one send, its slot freed by
+the last ack): an atomic batch costs the server about five synced writes of its own (its
+staging store) besides the one fsync of the stream it shares."""
 MAX_BATCH = 256
 """The most messages in one atomic batch (the server's limit is 1,000)."""
 ATOMIC_DISABLED = 10174
@@ -111,6 +111,22 @@ class _Queued:
     msg_id: str = ""
     waiter: asyncio.Future[_PubAck | None] | None = None
     token: str = ""
+
+
+@dataclass(slots=True)
+class _Hold:
+    """A committer's send unacknowledged: its slot, freed once none of its messages'
+    acks is still to come (a batch: one; messages each alone: one per message)."""
+
+    group: _Group
+    deadline: float
+    acks: int = 1
+
+    def settle(self) -> None:
+        """One of its acks came (or will not come): the last frees the slot."""
+        self.acks -= 1
+        if self.acks == 0:
+            self.group.slots.release()
 
 
 @dataclass
@@ -160,8 +176,8 @@ class StreamPublisher:
         self._groups = [
             _Group(prefix, asyncio.Semaphore(sends_in_flight)) for prefix in batch_prefixes
         ]
-        self._holding: dict[str, tuple[_Group, float]] = {}
-        """The committers' sends unacknowledged (token: its group, when to give up)."""
+        self._holding: dict[str, _Hold] = {}
+        """The committers' messages unacknowledged (an ack's token: the send it is of)."""
         self._batches: dict[str, list[_Queued]] = {}
         """An atomic batch's commit token: the messages in it."""
         self.batches = 0
@@ -296,15 +312,16 @@ class StreamPublisher:
             return
         await self._send(msg_id, entry)
 
-    async def _send(self, msg_id: str, entry: _Pending, *, group: _Group | None = None) -> None:
-        """Publish ``entry`` alone; with ``group``, it holds one of the group's slots."""
+    async def _send(self, msg_id: str, entry: _Pending, *, hold: _Hold | None = None) -> None:
+        """Publish ``entry`` alone; with ``hold``, its ack is one its committer's send waits
+        for."""
         self._counter += 1
         token = str(self._counter)
         self._by_token[token] = msg_id
         entry.failed = entry.queued = False
         entry.deadline = time.monotonic() + ACK_TIMEOUT_S
-        if group is not None:
-            self._holding[token] = (group, entry.deadline)
+        if hold is not None:
+            self._holding[token] = hold
         try:
             await self._nc.publish(
                 entry.subject, entry.data, reply=self._prefix + token, headers=entry.headers
@@ -323,9 +340,9 @@ class StreamPublisher:
         return item.msg_id in self._pending
 
     async def _commit(self, group: _Group) -> None:
-        """Send what queues for ``group``: one message at a time while fewer than
-        :data:`MIN_BATCH` wait, else up to :data:`MAX_BATCH` of them as one atomic
-        batch; never more sends unacknowledged than its slots."""
+        """Send what queues for ``group``: each alone while fewer than :data:`MIN_BATCH`
+        wait, else up to :data:`MAX_BATCH` of them as one atomic batch; never more sends
+        unacknowledged than its slots."""
         while True:
             await group.wake.wait()
             group.wake.clear()
@@ -351,24 +368,35 @@ class StreamPublisher:
                 await self._send_each_alone([queue.popleft() for _ in range(len(queue))])
                 break
             if len(queue) < MIN_BATCH:
-                await self._send_alone(queue.popleft(), group)
+                await self._send_few([queue.popleft() for _ in range(len(queue))], group)
                 continue
             count = min(len(queue), MAX_BATCH)
             await self._send_batch([queue.popleft() for _ in range(count)], group)
 
-    async def _send_alone(self, item: _Queued, group: _Group) -> None:
-        """Send one queued message alone, holding one of ``group``'s slots."""
+    async def _send_few(self, items: list[_Queued], group: _Group) -> None:
+        """Send ``items`` each alone, at once, as one send of ``group``'s: the server
+        stores them one after the other either way, and none waits for the ack of the one
+        before it (a caller's small fan-out, an idle process's events)."""
+        hold = _Hold(group, time.monotonic() + ACK_TIMEOUT_S, acks=len(items))
+        for item in items:
+            await self._send_alone(item, hold)
+
+    async def _send_alone(self, item: _Queued, hold: _Hold) -> None:
+        """Send one queued message alone, its ack one of those ``hold`` waits for."""
         if item.waiter is None:
             entry = self._pending.get(item.msg_id)
             if entry is None:
-                group.slots.release()
+                hold.settle()
                 return
-            await self._send(item.msg_id, entry, group=group)
+            await self._send(item.msg_id, entry, hold=hold)
+            return
+        if item.waiter.done():  # its publish gave up meanwhile
+            hold.settle()
             return
         self._counter += 1
         item.token = token = f"w{self._counter}"
         self._waiters[token] = item.waiter
-        self._holding[token] = (group, time.monotonic() + ACK_TIMEOUT_S)
+        self._holding[token] = hold
         try:
             await self._nc.publish(
                 item.subject, item.data, reply=self._prefix + token, headers=item.headers
@@ -400,7 +428,7 @@ class StreamPublisher:
         batch_id = secrets.token_urlsafe(12)  # unguessable: nobody else can join the batch
         deadline = time.monotonic() + ACK_TIMEOUT_S
         self._batches[token] = items
-        self._holding[token] = (group, deadline)
+        self._holding[token] = _Hold(group, deadline)
         last = len(items)
         try:
             for n, item in enumerate(items, start=1):
@@ -441,10 +469,10 @@ class StreamPublisher:
                     await self._send(msg_id, entry)
 
     def _release(self, token: str) -> None:
-        """Free the group slot ``token`` held, if it held one."""
-        held = self._holding.pop(token, None)
-        if held is not None:
-            held[0].slots.release()
+        """``token``'s ack came or will not: one less for its committer's send, if any."""
+        hold = self._holding.pop(token, None)
+        if hold is not None:
+            hold.settle()
 
     async def _on_batch_ack(self, items: list[_Queued], ack: _PubAck) -> None:
         if ack.error is None and ack.stream:
@@ -516,7 +544,7 @@ class StreamPublisher:
     async def _resend_overdue(self) -> None:
         now = time.monotonic()
         self._expire_waiters(now)
-        for token in [t for t, (_, deadline) in self._holding.items() if deadline <= now]:
+        for token in [t for t, hold in self._holding.items() if hold.deadline <= now]:
             self._batches.pop(token, None)  # its messages are overdue too: sent alone
             self._release(token)
         for msg_id, entry in list(self._pending.items()):

@@ -11,7 +11,8 @@ import pytest
 from nats.js.api import StreamConfig
 
 from jetmesh.bus.connection import connect
-from jetmesh.bus.publisher import ACK_TIMEOUT_S, MIN_BATCH, SENDS_IN_FLIGHT, StreamPublisher
+from jetmesh.bus.group_commit import MIN_BATCH, SENDS_IN_FLIGHT
+from jetmesh.bus.publisher import ACK_TIMEOUT_S, StreamPublisher
 from jetmesh.embedded import NatsServer
 
 pytestmark = pytest.mark.integration

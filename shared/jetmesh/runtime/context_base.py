@@ -5,7 +5,8 @@ over the mesh and records effects in the step ledger, and
 :class:`~jetmesh.replay.context.ReplayContext`, which answers them from a workflow's
 recorded history. The parts that must behave the same in both live here: step keys (so a
 re-run asks for the same steps), the plan's limits, ``gather``, the logger, working memory
-and conversations.
+and conversations; and, from :mod:`jetmesh.runtime.call_checks`, the checks a call passes
+before it is sent and the events that refuse one.
 A subclass says how a call is carried out (``_call``), where a model's reply comes from
 (``_complete``), how a side effect runs (``once``), where events go (``emit_event``) and
 where memory lives (``_memory_space``).
@@ -15,14 +16,11 @@ from __future__ import annotations
 
 import abc
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Literal, NamedTuple, NoReturn, TypeVar, overload
+from typing import Any, Literal, NamedTuple, TypeVar, overload
 
 from redis.asyncio import Redis
 
-from .. import events as ev
-from .._exceptions import CallNotSent, PlanLimitExceeded, ScopeDenied
 from ..envelope import Envelope
 from ..identity.delegation import Delegation
 from ..identity.tokens import Caller
@@ -31,19 +29,14 @@ from ..models import ModelReply, ModelRequest
 from ..policy.model import Policy as MeshPolicy
 from ..policy.scopes import effective_scopes
 from ..signals import Signal
+from .call_checks import Authority as Authority  # re-exported: Context, ReplayContext
+from .call_checks import CallChecks
 from .gathering import OnFailure, Outcome, PendingCall, gather
 from .limits import PlanLimits
 from .model_steps import StepModel
 from .streaming import ChunkFeed, StreamingCall
 
 T = TypeVar("T")
-
-
-class Authority(NamedTuple):
-    """The authority a call hands on: these scopes, until then (Unix seconds)."""
-
-    scopes: frozenset[str]
-    expires: float
 
 
 class MemorySpace(NamedTuple):
@@ -56,7 +49,7 @@ class MemorySpace(NamedTuple):
     max_value_bytes: int
 
 
-class ContextBase(abc.ABC):
+class ContextBase(CallChecks, abc.ABC):
     """The context of one task being handled.
 
     Attributes:
@@ -293,7 +286,7 @@ class ContextBase(abc.ABC):
                 preview,
                 lambda _: self._deny(f"call:{agent}", not_called, what=f"call {agent}"),
             )
-        handoff = self._handoff(scopes, expires_in)
+        handoff = self._handoff(self.delegated_scopes, scopes, expires_in)
         if isinstance(handoff, str):
             wider, detail = ", ".join(sorted(set(scopes or ()) - self.delegated_scopes)), handoff
             return PendingCall(
@@ -306,53 +299,6 @@ class ContextBase(abc.ABC):
             return self._call(agent, body, returns, step, timeout_s, handoff, feed)
 
         return PendingCall(agent, step, start, timeout=timeout)
-
-    def _not_in_calls(self, agent: str) -> str | None:
-        """Why the policy (when one is loaded) does not let this role call ``agent``."""
-        policy = self._policy()
-        if policy is None or self.agent not in policy.roles:
-            return None
-        calls = policy.roles[self.agent].calls
-        if agent in calls:
-            return None
-        allowed = ", ".join(sorted(calls)) or "no role"
-        return f"the policy lets {self.agent} call {allowed}, not {agent}"
-
-    def _handoff(self, scopes: Iterable[str] | None, expires_in: float | None) -> Authority | str:
-        """What a call hands on, or why it may not."""
-        held = self.delegated_scopes
-        expires = self.delegation.expires if self.delegation else self.caller.expires
-        if expires_in is not None:
-            expires = min(expires, time.time() + expires_in)
-        if scopes is None:
-            return Authority(held, expires)
-        asked = frozenset(scopes)
-        if asked <= held:
-            return Authority(asked, expires)
-        wider = ", ".join(sorted(asked - held))
-        return f"{self.agent} cannot hand on {wider}: not delegated to it"
-
-    async def _refuse(self, agent: str, refused: PlanLimitExceeded) -> Any:
-        """Record a call that breaks the plan's limits, and raise its refusal."""
-        await self.emit_event(
-            ev.CALL_REFUSED,
-            target=agent,
-            callee_step=refused.step,
-            reason=refused.reason,
-            detail=refused.detail,
-        )
-        raise refused
-
-    async def _not_sent(self, agent: str, step: str, unsent: CallNotSent) -> NoReturn:
-        """Record a call its pre-flight refused (``call_preflight``), and raise."""
-        await self.emit_event(
-            ev.CALL_REFUSED,
-            target=agent,
-            callee_step=step,
-            reason=unsent.reason,
-            detail=unsent.detail,
-        )
-        raise unsent
 
     @overload
     async def gather(
@@ -438,13 +384,6 @@ class ContextBase(abc.ABC):
         if scope not in self.grant:
             lacking.append(f"the agent {self.agent}")
         await self._deny(scope, f"{scope} is not granted to {' and '.join(lacking)}", what=what)
-
-    async def _deny(self, scope: str, detail: str, *, what: str = "") -> NoReturn:
-        """Record a ``denied`` event (who, on whose behalf, what, why) and raise."""
-        await self.emit_event(
-            ev.DENIED, reason=ScopeDenied.reason, key=scope, target=what or None, detail=detail
-        )
-        raise ScopeDenied(scope, detail)
 
     async def tool(
         self,

@@ -11,6 +11,11 @@ A delivery is acked or terminated once the event that says how it ended (``compl
 delivered again and logs its end again, from the ledger) rather than settled with no end
 in the log. Being sent first is not enough: events go through the group commit's queue
 (:mod:`jetmesh.bus.publisher`) and may leave after an ack sent straight to the socket.
+
+How a delivery goes through the step ledger (its step claimed before the handler runs, its
+result recorded before the reply; a step already done is answered again from the record and
+acked the same way, after its ``completed`` event is stored) is in
+:mod:`jetmesh.runtime.replica_steps`.
 """
 
 from __future__ import annotations
@@ -38,22 +43,21 @@ from ..bus.delivery import Delivery, delivery_of
 from ..bus.pull import PullFeed
 from ..bus.streams import advisories_stream
 from ..client import MeshClient
-from ..envelope import Envelope, decode_body, encode, type_name
+from ..envelope import decode_body, encode, type_name
 from ..identity.certificates import verify_certificate
 from ..identity.keystore import Identity
-from ..identity.tokens import Caller
 from ..memory import keys
 from ..models import prices_from, provider_from
 from ..settings import MeshSettings
 from ..telemetry import metrics, traces
 from .agent import Agent
 from .context import Context
-from .deadline import DEADLINE_PASSED, deadline_refusal
 from .discovery import Counts, Discovery, ServiceCard
 from .failures import Failures
-from .ledger import UNAVAILABLE, Recorded, StepLedger
+from .ledger import Recorded, StepLedger
 from .limits import PlanLimits, plan_refusal
 from .model_steps import Models
+from .replica_steps import ReplicaSteps
 from .step_leases import StepLeases
 
 log = logging.getLogger("jetmesh.runtime")
@@ -85,7 +89,7 @@ class ReplicaState(enum.Enum):
     STOPPED = "stopped"
 
 
-class Replica:
+class Replica(ReplicaSteps):
     """One process's share of an agent role's work."""
 
     def __init__(
@@ -362,107 +366,6 @@ class Replica:
         )
         await msg.ack()  # after its event is stored (module docstring)
         self.handled += 1
-        metrics.ended(metrics.COMPLETED)
-
-    async def _begin(
-        self, msg: Msg, task: Envelope, caller: Caller, attempt: int, step: str, holder: str
-    ) -> bool:
-        """Whether the handler is to run: the ledger first (a step with a recorded result is
-        answered from it, whatever the deadline), then the deadline rule, which refuses
-        only a step nobody started (:mod:`jetmesh.runtime.deadline`)."""
-        started = False  # the step was running under another delivery's lease
-        if self.ledger is not None:
-            taken = await self._take_step(msg, task, caller, attempt, step, holder)
-            if taken is None:
-                return False
-            started = taken
-        late = deadline_refusal(
-            deadline=task.deadline, attempt=attempt, started=started, now=time.time()
-        )
-        if late is None:
-            return True
-        await self._release(task, step, holder)  # nobody started it, nobody waits for it
-        self.failed += 1
-        await self.failures.finish_failed(
-            msg, task, caller, attempt, DEADLINE_PASSED, late, record=False
-        )
-        return False
-
-    async def _take_step(
-        self, msg: Msg, task: Envelope, caller: Caller, attempt: int, step: str, holder: str
-    ) -> bool | None:
-        """Claim the step in the ledger. None when this delivery is dealt with already (the
-        step had a result, answered again; or the ledger is unreachable, sent back); else
-        whether the step had been started by another delivery whose lease it waited out."""
-        try:
-            assert self.leases is not None
-            recorded, started = await self.leases.claim(task.workflow, step, holder)
-        except asyncio.CancelledError:  # drained while waiting for a duplicate
-            await msg.nak()
-            raise
-        except UNAVAILABLE as exc:  # unreachable for longer than redis_retry_s, full, ...
-            log.error("step ledger unavailable, task %s goes back: %s", task.id, exc)
-            await msg.nak(delay=self.settings.backoff_for(attempt))
-            return None
-        if recorded is not None:
-            await self._answer_again(msg, task, caller, attempt, recorded)
-            return None
-        return started
-
-    async def _record(
-        self, msg: Msg, task: Envelope, attempt: int, step: str, holder: str, recorded: Recorded
-    ) -> bool:
-        """Store the step's result before it is answered and acked; False (and the task
-        sent back to run again) when the ledger is unreachable."""
-        assert self.ledger is not None
-        try:
-            await self.ledger.finish(task.workflow, self.agent.name, step, recorded)
-        except UNAVAILABLE as exc:
-            log.error("step result of %s not recorded, task goes back: %s", task.id, exc)
-            await self._release(task, step, holder)
-            await msg.nak(delay=self.settings.backoff_for(attempt))
-            return False
-        return True
-
-    async def _release(self, task: Envelope, step: str, holder: str) -> None:
-        if self.leases is not None:
-            await self.leases.release(task.workflow, step, holder)
-
-    async def _reply(self, task: Envelope, recorded: Recorded) -> None:
-        if not task.reply_to:
-            return
-        reply = self.mesh.envelope(
-            kind="error" if recorded.kind == "error" else "reply",
-            workflow=task.workflow,
-            to=task.sender,
-            body=recorded.body,
-            caller=task.caller,
-            parent=task.id,
-            step=task.step,
-            type_=recorded.type,
-        )
-        await self.mesh.send_reply(reply, task.reply_to)
-
-    async def _answer_again(
-        self, msg: Msg, task: Envelope, caller: Caller, attempt: int, recorded: Recorded
-    ) -> None:
-        """A step already done: send its recorded reply, do not run the handler again."""
-        traces.annotate({traces.FROM_RECORD: True})
-        await self._reply(task, recorded)
-        self._free_slot()
-        await self.failures.task_event(
-            task,
-            ev.COMPLETED,
-            caller=caller.subject,
-            attempt=attempt,
-            type=task.type,
-            duration_ms=0.0,
-            reason=ev.FROM_LEDGER,
-            detail=f"-> {recorded.type} (step already done: recorded result sent again)",
-            body=ev.EventPayload(type=recorded.type, value=recorded.body),
-            stored=True,
-        )
-        await msg.ack()
         metrics.ended(metrics.COMPLETED)
 
     async def _announce_loop(self) -> None:

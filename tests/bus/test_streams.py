@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import nats
 import pytest
@@ -17,44 +16,24 @@ from nats.js.errors import BadRequestError
 
 from jetmesh import MeshSettings
 from jetmesh.bus.streams import NO_SUITABLE_PEERS, await_jetstream, ensure_registry, ensure_stream
-from jetmesh.embedded import NatsCluster, NatsServer, free_cluster_ports
-from jetmesh.embedded.stack import ROUTE_PORT_OFFSET
+from jetmesh.embedded import NatsServer
+from loadtest.servers import nats_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
-    """Three clustered nodes, just started: not waited for to know each other."""
-    base, _ = free_cluster_ports(3)
-    ports = [base + i for i in range(3)]
-    nodes = [
-        NatsServer(
-            port,
-            data_dir=tmp_path / f"nats-{i}",
-            server_name=f"nats-{i}",
-            cluster=NatsCluster(
-                name="streams",
-                port=port + ROUTE_PORT_OFFSET,
-                routes=tuple(f"127.0.0.1:{p + ROUTE_PORT_OFFSET}" for p in ports if p != port),
-                password="routes",
-            ),
-        )
-        for i, port in enumerate(ports, 1)
-    ]
-    try:
-        for node in nodes:
-            node.start()
-        yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
+def cluster() -> Iterator[str]:
+    """The first node's URL of three clustered nodes, just started: not waited for to know
+    each other."""
+    with nats_cluster(3) as urls:
+        yield urls.split(",")[0]
 
 
 async def test_a_new_cluster_places_a_replicated_stream_and_refuses_one_it_cannot(
-    cluster: list[NatsServer],
+    cluster: str,
 ) -> None:
-    nc = await nats.connect(cluster[0].url, connect_timeout=2)
+    nc = await nats.connect(cluster, connect_timeout=2)
     try:
         js = nc.jetstream()
         await await_jetstream(js)  # a leader elected; the peers may not all be known yet
@@ -76,9 +55,9 @@ async def test_a_new_cluster_places_a_replicated_stream_and_refuses_one_it_canno
 
 
 async def test_a_new_cluster_places_the_replicated_key_registry(
-    cluster: list[NatsServer],
+    cluster: str,
 ) -> None:
-    nc = await nats.connect(cluster[0].url, connect_timeout=2)
+    nc = await nats.connect(cluster, connect_timeout=2)
     try:
         js = nc.jetstream()
         await await_jetstream(js)

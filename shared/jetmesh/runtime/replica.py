@@ -10,7 +10,7 @@ A delivery is acked or terminated once the event that says how it ended (``compl
 ``failed``) is stored, so a replica killed in between leaves the task unsettled (it is
 delivered again and logs its end again, from the ledger) rather than settled with no end
 in the log. Being sent first is not enough: events go through the group commit's queue
-(:mod:`jetmesh.bus.publisher`) and may leave after an ack sent straight to the socket.
+(:mod:`jetmesh.bus.group_commit`) and may leave after an ack sent straight to the socket.
 
 How a delivery goes through the step ledger (its step claimed before the handler runs, its
 result recorded before the reply; a step already done is answered again from the record and

@@ -1,13 +1,21 @@
-"""free_port: a port this process was given lately is not given again."""
+"""free_port: a port this process or another was given lately is not given again."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from jetmesh.embedded import ports
 
 
-def test_free_port_does_not_hand_out_one_port_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_free_port_does_not_hand_out_one_port_twice(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Two servers' ports picked one after the other differ, even when the kernel offers
     the port it just freed again (as it did once: NATS and Redis were given one port)."""
     offered = iter([41000, 41000, 41000, 41001])
@@ -29,6 +37,31 @@ def test_free_port_does_not_hand_out_one_port_twice(monkeypatch: pytest.MonkeyPa
             return ("127.0.0.1", self.port)
 
     monkeypatch.setattr(ports, "_handed_out", {})
+    monkeypatch.setattr(ports, "_CLAIMS", tmp_path)
     monkeypatch.setattr(ports.socket, "socket", Socket)
     assert ports.free_port() == 41000
     assert ports.free_port() == 41001
+
+
+def claimed_by_another_process(claims: Path, port: int) -> bool:
+    """Whether a new Python process may claim ``port`` (``_claim`` there)."""
+    code = (
+        "import sys; from pathlib import Path; from jetmesh.embedded import ports; "
+        f"ports._CLAIMS = Path({str(claims)!r}); sys.exit(0 if ports._claim({port}) else 3)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, timeout=30)
+    assert done.returncode in (0, 3), done
+    return done.returncode == 0
+
+
+def test_a_port_handed_out_here_is_not_handed_out_by_another_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Two test workers picking ports at once: one was given the port another had just
+    been given, found that one's Redis answering there and used it, until it stopped."""
+    monkeypatch.setattr(ports, "_CLAIMS", tmp_path)
+    port = ports.free_port()
+    assert not claimed_by_another_process(tmp_path, port)
+    old = time.time() - ports._HANDED_OUT_S - 1  # the claim has expired: free again
+    os.utime(tmp_path / str(port), (old, old))
+    assert claimed_by_another_process(tmp_path, port)

@@ -8,11 +8,14 @@ Example:
 
 from __future__ import annotations
 
+import os
 import random
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 _POLL_S = 0.02
 _HANDED_OUT_S = 120.0
@@ -21,6 +24,11 @@ the kernel may offer a port it just freed to the next bind, and two ports picked
 the other for two servers (NATS and Redis) must differ before either is bound."""
 _handed_out: dict[int, float] = {}
 _handed_out_lock = threading.Lock()
+_CLAIMS = Path(tempfile.gettempdir()) / f"jetmesh-ports-{os.getuid()}"
+"""The ports :func:`free_port` handed out to any process of this user on this machine, an
+empty file each: two processes picking ports at once (test workers, harnesses) are not
+given one port, which the second would find taken, or worse answered by the first's
+server. A file younger than _HANDED_OUT_S is a port taken."""
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -40,9 +48,10 @@ def host_port(host: str, port: int) -> str:
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port on ``host`` that nothing listens on right now.
 
-    The kernel picks the port; another process may still take it before the caller binds it.
-    This process is not given the same port twice within two minutes (two servers' ports
-    picked one after the other differ).
+    The kernel picks the port; a process that does not pick its ports here may still take
+    it before the caller binds it. No process of this user on this machine is given the same
+    port twice within two minutes (two servers' ports picked one after the other differ,
+    and so do those of two processes picking at once).
 
     Args:
         host: The address to bind while picking the port.
@@ -58,10 +67,31 @@ def free_port(host: str = "127.0.0.1") -> int:
         with _handed_out_lock:
             for old in [p for p, at in _handed_out.items() if now - at > _HANDED_OUT_S]:
                 del _handed_out[old]
-            if port not in _handed_out:
+            if port not in _handed_out and _claim(port):
                 _handed_out[port] = now
                 return port
     return port  # the kernel kept offering ports handed out lately: take the last
+
+
+def _claim(port: int) -> bool:
+    """Claim ``port`` among this user's processes (see :data:`_CLAIMS`): False if one of them
+    was handed it within _HANDED_OUT_S. Where the claims cannot be written, every port is
+    free to claim (the process-local rule still holds)."""
+    path = _CLAIMS / str(port)
+    try:
+        _CLAIMS.mkdir(mode=0o700, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return True
+    except FileExistsError:
+        try:
+            if time.time() - path.stat().st_mtime < _HANDED_OUT_S:
+                return False
+            os.utime(path)  # an old claim: this process's now
+        except OSError:
+            pass
+        return True
+    except OSError:
+        return True
 
 
 def free_block(offsets: list[int], low: int, high: int, host: str = "127.0.0.1") -> int:

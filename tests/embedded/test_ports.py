@@ -65,3 +65,17 @@ def test_a_port_handed_out_here_is_not_handed_out_by_another_process(
     old = time.time() - ports._HANDED_OUT_S - 1  # the claim has expired: free again
     os.utime(tmp_path / str(port), (old, old))
     assert claimed_by_another_process(tmp_path, port)
+
+
+def test_expired_claims_are_removed_now_and_then(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(ports, "_CLAIMS", tmp_path)
+    monkeypatch.setattr(ports, "PRUNE_EVERY", 2)
+    monkeypatch.setattr(ports, "_claims_made", 1)
+    old = time.time() - ports._HANDED_OUT_S - 1
+    for port in (40001, 40002):
+        (tmp_path / str(port)).touch()
+    os.utime(tmp_path / "40001", (old, old))
+    assert ports._claim(40003)  # the second claim of the process: prunes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["40002", "40003"]

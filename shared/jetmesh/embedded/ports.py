@@ -28,7 +28,10 @@ _CLAIMS = Path(tempfile.gettempdir()) / f"jetmesh-ports-{os.getuid()}"
 """The ports :func:`free_port` handed out to any process of this user on this machine, an
 empty file each: two processes picking ports at once (test workers, harnesses) are not
 given one port, which the second would find taken, or worse answered by the first's
-server. A file younger than _HANDED_OUT_S is a port taken."""
+server. A file younger than _HANDED_OUT_S is a port taken; older ones are removed now
+and then (every PRUNE_EVERY claims of a process)."""
+PRUNE_EVERY = 256
+_claims_made = 0
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -77,10 +80,14 @@ def _claim(port: int) -> bool:
     """Claim ``port`` among this user's processes (see :data:`_CLAIMS`): False if one of them
     was handed it within _HANDED_OUT_S. Where the claims cannot be written, every port is
     free to claim (the process-local rule still holds)."""
+    global _claims_made
     path = _CLAIMS / str(port)
     try:
         _CLAIMS.mkdir(mode=0o700, exist_ok=True)
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        _claims_made += 1
+        if _claims_made % PRUNE_EVERY == 0:
+            _prune_claims()
         return True
     except FileExistsError:
         try:
@@ -92,6 +99,17 @@ def _claim(port: int) -> bool:
         return True
     except OSError:
         return True
+
+
+def _prune_claims() -> None:
+    """Remove the claims older than _HANDED_OUT_S (each process's own and the others')."""
+    expired = time.time() - _HANDED_OUT_S
+    for path in _CLAIMS.iterdir():
+        try:
+            if path.stat().st_mtime < expired:
+                path.unlink()
+        except OSError:
+            pass  # taken over or removed meanwhile
 
 
 def free_block(offsets: list[int], low: int, high: int, host: str = "127.0.0.1") -> int:

@@ -176,14 +176,11 @@ async def placed(call: Callable[[], Awaitable[T]], timeout: float = JETSTREAM_RE
         BadRequestError: any other refusal at once; a placement still refused after
             ``timeout``.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await call()
-        except BadRequestError as exc:
-            if exc.err_code != NO_SUITABLE_PEERS or time.monotonic() >= deadline:
-                raise
-            await asyncio.sleep(0.25)
+    return await _asked_again(call, timeout, _not_placed_yet)
+
+
+def _not_placed_yet(exc: Exception) -> bool:
+    return isinstance(exc, BadRequestError) and exc.err_code == NO_SUITABLE_PEERS
 
 
 UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -205,12 +202,20 @@ async def through_elections(
     Raises:
         the last :data:`UNAVAILABLE` error once ``timeout`` has passed.
     """
+    return await _asked_again(call, timeout, lambda exc: isinstance(exc, UNAVAILABLE))
+
+
+async def _asked_again(
+    call: Callable[[], Awaitable[T]], timeout: float, again: Callable[[Exception], bool]
+) -> T:
+    """``call()``, asked again every 0.25 s while it raises what ``again`` accepts, for up
+    to ``timeout`` seconds; any other error, or the last one after ``timeout``, raised."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return await call()
-        except UNAVAILABLE:
-            if time.monotonic() >= deadline:
+        except Exception as exc:
+            if not again(exc) or time.monotonic() >= deadline:
                 raise
             await asyncio.sleep(0.25)
 

@@ -75,7 +75,7 @@ async def lose_an_ack(
             "slow", Job(1), token=mesh.token(), returns=Done, workflow=workflow, timeout=2.0
         )
         assert done.attempt == 1
-        await acked(client, stream, "slow")
+        await mesh.settled("slow", timeout=5.0, poll_s=0)  # as soon as the ack is taken
         server.kill()  # the ack is taken; the consumer's state not yet written
         answered = time.monotonic()
         await asyncio.to_thread(server.start)
@@ -83,12 +83,3 @@ async def lose_an_ack(
         if info.num_ack_pending == 1:  # delivered, and its ack lost with the server
             return workflow, answered
     raise AssertionError(f"nats-server kept the ack in each of {tries} tries")
-
-
-async def acked(client: MeshClient, stream: str, agent: str) -> None:
-    """Return as soon as nats-server has taken ``agent``'s ack: the replica acks only once
-    its ``completed`` event is stored, a little after the reply. nats-server writes a
-    consumer's state at most every 100 ms, so a kill right after the ack loses it."""
-    deadline = time.monotonic() + 5.0
-    while (await client.js.consumer_info(stream, agent)).num_ack_pending:
-        assert time.monotonic() < deadline, "the task was never acked"

@@ -324,7 +324,7 @@ class Mesh:
                 return logged
             await asyncio.sleep(0.05)
 
-    async def settled(self, agent: str, *, timeout: float = WAIT_S) -> None:
+    async def settled(self, agent: str, *, timeout: float = WAIT_S, poll_s: float = 0.05) -> None:
         """Wait until ``agent``'s consumer has nothing left to deliver and nothing delivered
         unacknowledged: after that no late redelivery can run a handler again, so a count
         of effects taken now is final ("exactly once" checks that do not stop at the
@@ -336,7 +336,7 @@ class Mesh:
             if info.num_pending == 0 and info.num_ack_pending == 0:
                 return
             assert time.monotonic() < deadline, f"{agent} still has deliveries out: {info}"
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(poll_s)
 
     async def tree(self, workflow: str, *, hops: int, timeout: float = WAIT_S) -> list[TaskNode]:
         """The workflow's task tree once it has ``hops`` tasks and none is still running.

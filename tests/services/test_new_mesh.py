@@ -224,6 +224,8 @@ def test_the_page_kills_a_writer_mid_greeting_and_the_greeting_is_answered(
     assert "kill -KILL %2" in shell
     assert shell[shell.index("kill -KILL %2") + 1] == f"jetmesh run {package}.writer:agent &"
     assert "JETMESH_ACK_WAIT_S=" not in "\n".join(shell)
+    # The kill waits for the writer to have started the greeting, not for a fixed time.
+    assert shell[shell.index("kill -KILL %2") - 1].startswith("until grep -q Grace writer.log")
 
     env = mesh_env(tmp_path, work / package / "policy.toml")
     bash = Shell(work, env, tmp_path / "shell-stderr.txt")

@@ -10,6 +10,8 @@ The full run is ``make chaos`` (60 s at 20 a second, 32 kills).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from jetmesh.embedded import wait_gone
@@ -33,19 +35,29 @@ def twice_each_role() -> list[KillFault]:
     ]
 
 
+def logs_tail(logs: Path, lines: int = 6) -> str:
+    """The last ``lines`` of each process's log, for a failure's message."""
+    return "\n".join(
+        f"{log.name}: {line}"
+        for log in sorted(logs.glob("*.log"))
+        for line in log.read_text(errors="replace").splitlines()[-lines:]
+    )
+
+
 @pytest.mark.timeout(120)
 async def test_research_workflows_survive_repeated_sigkills(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(REPO_ROOT)  # the agent processes import loadtest.research_mesh
     scenario = load_scenario(SCENARIO, seconds=10, rate=10)
     scenario = scenario.model_copy(update={"faults": twice_each_role()})
     fleets: list[Fleet] = []
-    report = await run_load(scenario, on_launch=fleets.append)
+    report = await run_load(scenario, on_launch=fleets.append, log_dir=tmp_path / "logs")
     figures = {f.name: f for f in report.audit}
     summary = "\n".join(f"{f.name} {f.value:g} {f.detail}" for f in report.audit)
+    counts = (report.sent, report.completed, report.errors, report.lost)
 
-    assert (report.sent, report.completed, report.errors, report.lost) == (100, 100, 0, 0)
+    assert counts == (100, 100, 0, 0), f"{summary}\n{logs_tail(tmp_path / 'logs')}"
     assert report.dead_lettered == 0
     kills = [f for f in report.faults if f.kind == "kill"]
     assert len(kills) == 8

@@ -84,6 +84,9 @@ async def test_the_command_launches_pauses_and_stops_its_mesh(tmp_path: Path) ->
     match = re.search(r"pid (\d+) stopped", fault.detail)
     assert match is not None
     assert not pid_alive(int(match.group(1)))
+    # the launched processes' logs are kept next to the report
+    (log,) = (tmp_path / "out" / "logs").glob("echo*.log")
+    assert "echo replica" in log.read_text()
 
 
 class StrikeRecorder(Fleet):

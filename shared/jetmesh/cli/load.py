@@ -209,6 +209,7 @@ def run(
             progress=None if quiet else _progress_line,
             on_launch=None if memory is None else lambda fleet: memory.follow(fleet.pids),
             memory=None if memory is None else memory.sample,
+            log_dir=out / "logs" if scenario.mesh is not None else None,
         )
 
     if count is not None and count > 1 and part is None:

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -114,6 +115,7 @@ async def run_load(
     *,
     progress: Callable[[Progress], None] | None = None,
     on_launch: Callable[[Fleet], None] | None = None,
+    log_dir: Path | None = None,
     **options: Any,
 ) -> LoadReport:
     """Launch the scenario's ``[mesh]`` (if any), send its load through its door while
@@ -130,6 +132,8 @@ async def run_load(
         progress: Called once a second with a snapshot.
         on_launch: Called with the launched fleet once it is ready (its pids, for a
             caller that checks nothing outlives the run).
+        log_dir: Where the launched processes' logs are kept, one file per process
+            (default: a temporary folder, removed with the run).
         **options: More options for :func:`~jetmesh.load.driver.run_scenario`.
 
     Raises:
@@ -140,7 +144,7 @@ async def run_load(
     check_runnable(scenario)
     embedded = scenario.mesh is not None and scenario.mesh.embedded
     base = settings or MeshSettings()
-    async with launched(scenario.mesh, base) as fleet:
+    async with launched(scenario.mesh, base, log_dir) as fleet:
         if fleet is not None and on_launch is not None:
             on_launch(fleet)
         door_settings = fleet.settings if fleet is not None and fleet.embedded else settings

@@ -10,7 +10,7 @@ import pytest
 from jetmesh.models import ModelReply, OfflineProvider, build_request
 from jetmesh.models.offline import MODEL, PROVIDER
 from jetmesh.models.prompt import parse
-from jetmesh.models.text import embed, estimate_tokens, similarity
+from jetmesh.models.text import content_stems, embed, estimate_tokens, similarity
 
 LABELS = "task: classify\nlabels: billing, technical, product"
 KB = (
@@ -244,3 +244,15 @@ def test_embedding_is_stable_and_similarity_ranks() -> None:
     near = similarity("I was charged twice", "double charge refund")
     far = similarity("I was charged twice", "the app crashes on start")
     assert near > far >= -1.0
+
+
+def test_kept_stems_and_embeddings_are_handed_out_as_copies() -> None:
+    text = "Refunds are charged back within five days"
+    stems, vector = content_stems(text), embed(text)
+    assert stems == ["refund", "charg", "back", "within", "fiv", "day"]
+    stems.append("changed")
+    vector[0] = 9.0
+    assert content_stems(text) == ["refund", "charg", "back", "within", "fiv", "day"]
+    assert embed(text)[0] != 9.0
+    # ``drop`` is applied to the words, kept or not
+    assert content_stems(text, drop=["refunds"]) == ["charg", "back", "within", "fiv", "day"]

@@ -1,6 +1,10 @@
 """Plain text rules of the offline provider: words, stems, sentences, a token estimate and
 a small hashed bag-of-words embedding.
 
+The rules are pure functions of their text, and a provider sees the same documents and
+snippets in call after call, so stems and embeddings are kept (bounded LRU caches): a
+re-ranked corpus costs its query, not its documents.
+
 Nothing here understands language. Words are lowercased runs of letters and digits; a
 stem drops a few English endings (``charged`` -> ``charg``, ``refunds`` -> ``refund``);
 the embedding hashes each stem (BLAKE2b, so it is the same in every process) into one of
@@ -16,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -49,6 +54,7 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+@functools.lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """``word`` without one common English ending, if enough is left (at least 3 letters)."""
     for ending in _ENDINGS:
@@ -61,8 +67,15 @@ def stem(word: str) -> str:
 
 def content_stems(text: str, *, drop: Iterable[str] = ()) -> list[str]:
     """Stems of the words that carry content (stopwords and ``drop`` left out), in order."""
+    if not drop:
+        return list(_content_stems(text))
     skip = STOPWORDS.union(drop)
     return [stem(w) for w in words(text) if w not in skip and len(w) > 1]
+
+
+@functools.lru_cache(maxsize=4096)
+def _content_stems(text: str) -> tuple[str, ...]:
+    return tuple(stem(w) for w in words(text) if w not in STOPWORDS and len(w) > 1)
 
 
 def sentences(text: str) -> list[str]:
@@ -81,13 +94,24 @@ def estimate_tokens(text: str) -> int:
 
 def embed(text: str) -> list[float]:
     """The hashed bag-of-words vector of ``text`` (unit length; all zeros for no content)."""
+    return list(_embedding(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _embedding(text: str) -> tuple[float, ...]:
     vector = [0.0] * DIMENSIONS
-    for item in content_stems(text):
-        digest = hashlib.blake2b(item.encode(), digest_size=8).digest()
-        bucket = int.from_bytes(digest[:4], "big") % DIMENSIONS
-        vector[bucket] += 1.0 if digest[4] & 1 else -1.0
+    for item in _content_stems(text):
+        bucket, sign = _bucket(item)
+        vector[bucket] += sign
     norm = math.sqrt(sum(v * v for v in vector))
-    return [v / norm for v in vector] if norm else vector
+    return tuple(v / norm for v in vector) if norm else tuple(vector)
+
+
+@functools.lru_cache(maxsize=65536)
+def _bucket(item: str) -> tuple[int, float]:
+    """A stem's bucket and sign, from its BLAKE2b digest (the same in every process)."""
+    digest = hashlib.blake2b(item.encode(), digest_size=8).digest()
+    return int.from_bytes(digest[:4], "big") % DIMENSIONS, 1.0 if digest[4] & 1 else -1.0
 
 
 def cosine(a: list[float], b: list[float]) -> float:

@@ -118,7 +118,7 @@ async def test_an_admin_connection_loads_a_missing_library_on_first_use(
     """Open development servers and the admin's own tools: the ``default`` user loads it."""
     await admin.execute_command("FUNCTION", "FLUSH")
     ledger = StepLedger(admin, secured.settings.subject_prefix, ttl_s=60)
-    assert await ledger.claim(new_id(), "counter", "s", "r1", 5000) == (True, None)
+    assert await ledger.claim(new_id(), "counter", "s", "r1", 5000) == (True, None, True)
     assert await functions.loaded_version(admin) == functions.VERSION
 
 

@@ -58,6 +58,8 @@ async def test_a_role_cannot_write_another_roles_journal_once_or_wait_keys(
         keys.journal(prefix, workflow, "planner", STEP): b'{"kind":"reply","type":"t","body":1}',
         keys.once(prefix, workflow, "planner", "planner", "charge"): b'{"state":"done"}',
         keys.wait(prefix, workflow, "planner", "planner", "approval"): b"1700000000.0",
+        # deleted, planner's re-run would skip its journal: calls sent and models asked again
+        keys.begun(prefix, workflow, "planner", "planner"): b"1",
         # a step named like the attacking role does not bring the key into its patterns
         keys.journal(prefix, workflow, "planner", "counter"): b"planner's",
     }
@@ -84,6 +86,8 @@ async def test_a_role_cannot_write_another_roles_journal_once_or_wait_keys(
     forged = Recorded(kind="reply", type="t", body=msgspec.Raw(b'"refunded 9999 EUR"'))
     with pytest.raises(MemoryDenied, match=r"journal:planner:"):
         await ledger.journal(workflow, "planner", STEP, forged)
+    with pytest.raises(MemoryDenied, match=r"lease:.*:planner:"):
+        await ledger.claim(workflow, "planner", "planner/x.1", "counter:1:1", 5000)
     # and its own keys are its own
     await ledger.journal(workflow, "counter", STEP, forged)
     assert await ledger.journaled(workflow, "counter", STEP) == forged

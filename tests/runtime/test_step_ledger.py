@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from jetmesh import Agent, CallFailed, Context, Retry
 from jetmesh.envelope import new_id
 from jetmesh.memory import keys
+from jetmesh.runtime.ledger import Recorded, StepLedger
 from tests.harness.mesh import Mesh, kinds
 
 pytestmark = pytest.mark.integration
@@ -103,6 +104,44 @@ async def test_a_rerun_handler_gets_completed_calls_from_the_journal(mesh: Mesh)
     logged = await mesh.wait_events(workflow, lambda got: len(kinds(got, "reply")) == 2)
     assert [e.event.detail for e in kinds(logged, "reply")] == ["", "from the journal"]
     assert len(kinds(logged, "call")) == 1
+
+
+async def test_a_steps_first_run_does_not_look_its_calls_up_in_the_journal(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of a step is journaled before its first claim, so its first run sends its
+    calls without a journal lookup each; a run after it (here a retry) looks them up."""
+    looked_up: list[str] = []
+    journaled = StepLedger.journaled
+
+    async def spied(self: StepLedger, workflow: str, agent: str, step: str) -> Recorded | None:
+        looked_up.append(f"{agent} {step}")
+        return await journaled(self, workflow, agent, step)
+
+    monkeypatch.setattr(StepLedger, "journaled", spied)
+    runs: list[int] = []
+    await mesh.start_replicas(counting_worker(runs))
+    planner = Agent("planner")
+    seen: list[tuple[int, int]] = []
+
+    @planner.handler
+    async def plan(job: Job, ctx: Context) -> Done:
+        await ctx.call("worker", job, returns=Done)
+        done = await ctx.call("worker", Job(job.n + 1), returns=Done)
+        seen.append((ctx.attempt, len(looked_up)))
+        if ctx.attempt == 1:
+            raise Retry(delay=0.05, reason="run again")
+        return done
+
+    await mesh.start_replicas(planner)
+    client = await mesh.ingress()
+    result = await client.request(
+        "planner", Job(5), token=mesh.token(), returns=Done, workflow=new_id()
+    )
+    assert result == Done(6, 2)
+    assert seen == [(1, 0), (2, 2)], "looked up on the retry only"
+    assert looked_up == ["planner planner/worker.1", "planner planner/worker.2"]
+    assert runs == [5, 6], "the retry took both replies from the journal"
 
 
 async def test_once_runs_an_effect_at_most_once(mesh: Mesh) -> None:

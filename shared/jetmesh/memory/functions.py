@@ -12,6 +12,9 @@ missing gets :class:`~jetmesh.NotProvisioned` naming ``jetmesh up``.
 
     jetmesh_version()                              the library's version (read only)
     jetmesh_claim(result, lease; holder, ms)       the step ledger's claim of a step
+    jetmesh_claim_step(result, lease, begun; holder, ms, ttl s)
+                                                   the same, and whether it is the step's
+                                                   first claim ever (marked in ``begun``)
     jetmesh_finish(result, lease; record, ttl s)   a step's result, its lease given up
     jetmesh_take_over(once; found, claim, ttl s)   an effect's claim in doubt, taken over
     jetmesh_cas(key; expected, data, ttl s, id)    working memory's compare-and-set
@@ -42,10 +45,11 @@ from .._exceptions import NotProvisioned
 T = TypeVar("T")
 
 LIBRARY = "jetmesh"
-VERSION = 1
+VERSION = 2
 """Raised when a function of the library changes; the admin replaces an older library."""
 
 CLAIM = "jetmesh_claim"
+CLAIM_STEP = "jetmesh_claim_step"
 FINISH = "jetmesh_finish"
 TAKE_OVER = "jetmesh_take_over"
 CAS = "jetmesh_cas"
@@ -71,6 +75,21 @@ local function claim(keys, args)
   if held then return {{0, false}} end
   redis.call('SET', keys[2], args[1], 'PX', args[2])
   return {{1, false}}
+end
+
+-- keys: result, lease, begun; args: holder, lease ms, begun ttl seconds
+-- -> {{taken, result or false, first}}: claim as above; first is 1 only when this claim
+-- took the lease and no claim of the step ever had (begun set now, not before)
+local function claim_step(keys, args)
+  local result = redis.call('GET', keys[1])
+  if result then return {{0, result, 0}} end
+  local held = redis.call('GET', keys[2])
+  if held == args[1] then return {{1, false, 0}} end
+  if held then return {{0, false, 0}} end
+  local first = redis.call('SET', keys[3], '1', 'NX', 'EX', args[3])
+  redis.call('SET', keys[2], args[1], 'PX', args[2])
+  if first then return {{1, false, 1}} end
+  return {{1, false, 0}}
 end
 
 -- keys: result, lease; args: record, ttl seconds
@@ -104,6 +123,7 @@ end
 redis.register_function{{function_name='{VERSION_FUNCTION}', callback=version,
   flags={{'no-writes', 'allow-stale'}}}}
 redis.register_function('{CLAIM}', claim)
+redis.register_function('{CLAIM_STEP}', claim_step)
 redis.register_function('{FINISH}', finish)
 redis.register_function('{TAKE_OVER}', take_over)
 redis.register_function('{CAS}', cas)

@@ -3,6 +3,8 @@
     <prefix>:wf:<workflow>:<agent>:<key>       working memory value (hash: v, d, w)
     <prefix>:conv:<workflow>:<agent>:<name>    conversation (list of JSON messages)
     <prefix>:journal:<agent>:<workflow>:<step> reply of a call, as the caller received it
+    <prefix>:journal:<agent>:<workflow>:<step>#begun  the step was claimed once (its own
+                                               journal may hold entries)
     <prefix>:result:<workflow>:<agent>:<step>  result of a handled task, for duplicates
     <prefix>:lease:<workflow>:<agent>:<step>   the replica running that task now
     <prefix>:once:<agent>:<workflow>:<step>:<key>   a side effect's claim and result
@@ -56,6 +58,14 @@ def journal(prefix: str, workflow: str, agent: str, step: str) -> str:
     """The reply ``agent`` (the caller) got for its call ``step``: the calling role's own
     key, role first (see the module's docstring)."""
     return f"{prefix}:journal:{agent}:{workflow}:{step}"
+
+
+def begun(prefix: str, workflow: str, agent: str, step: str) -> str:
+    """Set by ``agent``'s first claim of its ``step``: until then nothing of the step is
+    journaled, and its calls need not be looked up. In the role's own journal namespace
+    (its ACL pattern already); ``#`` is outside the step character set, so no call's
+    journal key is equal to it."""
+    return f"{journal(prefix, workflow, agent, step)}#begun"
 
 
 def result(prefix: str, workflow: str, agent: str, step: str) -> str:

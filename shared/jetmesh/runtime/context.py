@@ -50,6 +50,7 @@ class Context(ContextBase):
         attempt: int,
         concurrency: int,
         ledger: StepLedger | None = None,
+        journal_empty: bool = False,
         models: Models | None = None,
         grant: Iterable[str] = (),
         delegation: Delegation | None = None,
@@ -66,6 +67,8 @@ class Context(ContextBase):
         )
         self._mesh = mesh
         self._ledger = ledger
+        self._journal_empty = journal_empty
+        """The step's first run (its first claim): no call of it is journaled yet."""
         self._models = models
         self._chunks: ChunkSink | None = None
 
@@ -105,7 +108,7 @@ class Context(ContextBase):
         feed: ChunkFeed | None = None,
     ) -> T:
         started = time.perf_counter()
-        if self._ledger is not None:
+        if self._ledger is not None and not self._journal_empty:
             recorded = await self._ledger.journaled(self.workflow, self.agent, step)
             if recorded is not None:  # this handler runs again: the call already completed
                 await self.emit_event(
@@ -166,7 +169,14 @@ class Context(ContextBase):
         spending = spending_for(self._policy(), self._mesh, self.agent)
         chunks = self._chunk_sink() if stream else None
         return await complete_step(
-            self, self._models, self._ledger, request, step, spending, chunks
+            self,
+            self._models,
+            self._ledger,
+            request,
+            step,
+            spending,
+            chunks,
+            journal_empty=self._journal_empty,
         )
 
     def _chunk_sink(self) -> ChunkSink:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -35,7 +35,7 @@ from .._exceptions import EffectInDoubt, MemoryFull, NotProvisioned
 from ..envelope import Envelope, encode
 from ..memory import keys
 from ..memory.batching import CommandBatcher, replicated
-from ..memory.functions import CLAIM, FINISH, TAKE_OVER, fcall, with_library
+from ..memory.functions import CLAIM_STEP, FINISH, TAKE_OVER, fcall, with_library
 from ..memory.refused import refused
 from ..telemetry import metrics
 
@@ -95,6 +95,18 @@ _recorded = msgspec.json.Decoder(Recorded)
 _effect = msgspec.json.Decoder(_Effect)
 
 
+class Claimed(NamedTuple):
+    """What a claim of a step found."""
+
+    taken: bool
+    """This holder has the step's lease."""
+    result: Recorded | None
+    """The step's recorded result (then nothing is taken: the handler must not run)."""
+    first: bool
+    """No claim of the step was ever taken before this one: nothing of it is journaled, so
+    its calls need not be looked up in the journal."""
+
+
 class StepLedger:
     """Journal, results and leases of one mesh (one subject prefix)."""
 
@@ -144,9 +156,11 @@ class StepLedger:
 
     async def claim(
         self, workflow: str, agent: str, step: str, holder: str, lease_ms: int
-    ) -> tuple[bool, Recorded | None]:
-        """Take the step's lease unless the step has a result; returns (taken, result).
-        One function call, sent in the same pipeline as other tasks' ledger commands.
+    ) -> Claimed:
+        """Take the step's lease unless the step has a result, and mark the step begun
+        (kept twice the ledger's time to live: longer than any journal entry of the
+        step). One function call, sent in the same pipeline as other tasks' ledger
+        commands.
 
         Raises:
             MemoryFull: Redis is at its memory limit.
@@ -154,11 +168,15 @@ class StepLedger:
         """
         result = keys.result(self._prefix, workflow, agent, step)
         lease = keys.lease(self._prefix, workflow, agent, step)
+        begun = keys.begun(self._prefix, workflow, agent, step)
         with _refused(lease, "claim", agent):
-            taken, raw = await with_library(
-                self._redis, lambda: self._batch.fcall(CLAIM, [result, lease], [holder, lease_ms])
+            taken, raw, first = await with_library(
+                self._redis,
+                lambda: self._batch.fcall(
+                    CLAIM_STEP, [result, lease, begun], [holder, lease_ms, 2 * self._ttl]
+                ),
             )
-        return bool(taken), None if raw is None else _recorded.decode(raw)
+        return Claimed(bool(taken), None if raw is None else _recorded.decode(raw), bool(first))
 
     async def finish(self, workflow: str, agent: str, step: str, record: Recorded) -> None:
         """Store the step's result and give up its lease (one function call, batched).

@@ -297,7 +297,8 @@ class Replica(ReplicaSteps):
         attempt = delivery.attempt
         step = keys.ledger_step(task.step, task.id)
         holder = f"{self.instance}:{delivery.stream_seq}:{attempt}"
-        if not await self._begin(msg, task, caller, attempt, step, holder):
+        run = await self._begin(msg, task, caller, attempt, step, holder)
+        if run is None:
             return
         ctx = Context(
             self.mesh,
@@ -306,6 +307,7 @@ class Replica(ReplicaSteps):
             attempt=attempt,
             concurrency=self.concurrency,
             ledger=self.ledger,
+            journal_empty=run.journal_empty,
             models=self.models,
             grant=self.grant,
             delegation=verified.delegation,

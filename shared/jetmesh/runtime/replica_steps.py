@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 
@@ -36,6 +37,17 @@ from .step_leases import StepLeases
 log = logging.getLogger("jetmesh.runtime")
 
 
+@dataclass(frozen=True)
+class StepRun:
+    """How a delivery's handler runs, from its claim of the step."""
+
+    started: bool = False
+    """The step was running under another delivery's lease, which this one waited out."""
+    journal_empty: bool = False
+    """The step's first claim ever: nothing of it is journaled, so its calls and model
+    calls are not looked up in the journal (a round trip each saved)."""
+
+
 class ReplicaSteps:
     """Claim, record, release and answer again a delivery's step (the replica's part)."""
 
@@ -50,37 +62,39 @@ class ReplicaSteps:
 
     async def _begin(
         self, msg: Msg, task: Envelope, caller: Caller, attempt: int, step: str, holder: str
-    ) -> bool:
-        """Whether the handler is to run: the ledger first (a step with a recorded result is
-        answered from it, whatever the deadline), then the deadline rule, which refuses
-        only a step nobody started (:mod:`jetmesh.runtime.deadline`)."""
-        started = False  # the step was running under another delivery's lease
+    ) -> StepRun | None:
+        """How the handler is to run, or None when it is not to: the ledger first (a step
+        with a recorded result is answered from it, whatever the deadline), then the
+        deadline rule, which refuses only a step nobody started
+        (:mod:`jetmesh.runtime.deadline`)."""
+        run = StepRun()
         if self.ledger is not None:
             taken = await self._take_step(msg, task, caller, attempt, step, holder)
             if taken is None:
-                return False
-            started = taken
+                return None
+            run = taken
         late = deadline_refusal(
-            deadline=task.deadline, attempt=attempt, started=started, now=time.time()
+            deadline=task.deadline, attempt=attempt, started=run.started, now=time.time()
         )
         if late is None:
-            return True
+            return run
         await self._release(task, step, holder)  # nobody started it, nobody waits for it
         self.failed += 1
         await self.failures.finish_failed(
             msg, task, caller, attempt, DEADLINE_PASSED, late, record=False
         )
-        return False
+        return None
 
     async def _take_step(
         self, msg: Msg, task: Envelope, caller: Caller, attempt: int, step: str, holder: str
-    ) -> bool | None:
+    ) -> StepRun | None:
         """Claim the step in the ledger. None when this delivery is dealt with already (the
         step had a result, answered again; or the ledger is unreachable, sent back); else
-        whether the step had been started by another delivery whose lease it waited out."""
+        how the step runs: started by another delivery whose lease it waited out, or
+        claimed for the first time."""
         try:
             assert self.leases is not None
-            recorded, started = await self.leases.claim(task.workflow, step, holder)
+            recorded, started, first = await self.leases.claim(task.workflow, step, holder)
         except asyncio.CancelledError:  # drained while waiting for a duplicate
             await msg.nak()
             raise
@@ -91,7 +105,7 @@ class ReplicaSteps:
         if recorded is not None:
             await self._answer_again(msg, task, caller, attempt, recorded)
             return None
-        return started
+        return StepRun(started=started, journal_empty=first)
 
     async def _record(
         self, msg: Msg, task: Envelope, attempt: int, step: str, holder: str, recorded: Recorded

@@ -8,7 +8,7 @@ the task ends (a recorded result ends it in the ledger).
 
 Example:
     >>> leases = StepLeases(ledger, "billing", lease_ms=10_000)          # doctest: +SKIP
-    >>> recorded, started = await leases.claim(workflow, step, holder)   # doctest: +SKIP
+    >>> recorded, started, first = await leases.claim(workflow, step, holder)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -32,10 +32,13 @@ class StepLeases:
         self._held: dict[asyncio.Task[None], tuple[str, str, str]] = {}
         """(workflow, agent, step) of each running task's lease."""
 
-    async def claim(self, workflow: str, step: str, holder: str) -> tuple[Recorded | None, bool]:
+    async def claim(
+        self, workflow: str, step: str, holder: str
+    ) -> tuple[Recorded | None, bool, bool]:
         """Take the step's lease, or wait while another replica runs it. Returns the
-        step's recorded result if it has one (then the handler must not run), and whether
-        another delivery's lease was found (the step had been started).
+        step's recorded result if it has one (then the handler must not run), whether
+        another delivery's lease was found (the step had been started), and whether this
+        is the step's first claim ever (nothing of it journaled yet).
 
         Raises:
             whatever :meth:`StepLedger.claim` raises (the ledger unreachable).
@@ -43,15 +46,15 @@ class StepLeases:
         current = asyncio.current_task()
         waited = False
         while True:
-            taken, recorded = await self.ledger.claim(
+            taken, recorded, first = await self.ledger.claim(
                 workflow, self.agent, step, holder, self.lease_ms
             )
             if recorded is not None:  # (the script takes no lease when there is a result)
-                return recorded, waited
+                return recorded, waited, False
             if taken:
                 if current is not None:
                     self._held[current] = (workflow, self.agent, step)
-                return None, waited
+                return None, waited, first
             waited = True
             await asyncio.sleep(LEASE_POLL_S)  # a duplicate: wait for the running one
 

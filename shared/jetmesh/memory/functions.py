@@ -65,14 +65,23 @@ local function version(keys, args)
   return {VERSION}
 end
 
--- keys: result, lease; args: holder, lease ms -> {{taken, result or false}}
--- (a claim sent again after its connection broke finds its own holder: it is taken)
-local function claim(keys, args)
+-- keys: result, lease; args: holder -> {{taken, result or false}} when the step has a
+-- result or a lease, else nil (free to take); a claim sent again after its connection
+-- broke finds its own holder: it is taken
+local function done_or_held(keys, args)
   local result = redis.call('GET', keys[1])
   if result then return {{0, result}} end
   local held = redis.call('GET', keys[2])
   if held == args[1] then return {{1, false}} end
   if held then return {{0, false}} end
+  return nil
+end
+
+-- keys: result, lease; args: holder, lease ms -> {{taken, result or false}}
+-- (version 1's claim, kept for processes of older code)
+local function claim(keys, args)
+  local found = done_or_held(keys, args)
+  if found then return found end
   redis.call('SET', keys[2], args[1], 'PX', args[2])
   return {{1, false}}
 end
@@ -81,15 +90,14 @@ end
 -- -> {{taken, result or false, first}}: claim as above; first is 1 only when this claim
 -- took the lease and no claim of the step ever had (begun set now, not before)
 local function claim_step(keys, args)
-  local result = redis.call('GET', keys[1])
-  if result then return {{0, result, 0}} end
-  local held = redis.call('GET', keys[2])
-  if held == args[1] then return {{1, false, 0}} end
-  if held then return {{0, false, 0}} end
+  local found = done_or_held(keys, args)
+  if found then
+    found[3] = 0
+    return found
+  end
   local first = redis.call('SET', keys[3], '1', 'NX', 'EX', args[3])
   redis.call('SET', keys[2], args[1], 'PX', args[2])
-  if first then return {{1, false, 1}} end
-  return {{1, false, 0}}
+  return {{1, false, first and 1 or 0}}
 end
 
 -- keys: result, lease; args: record, ttl seconds

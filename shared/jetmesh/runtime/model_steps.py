@@ -191,12 +191,15 @@ async def complete_step(
     ``chunks``, the provider's output also goes there as it comes (not when answered from
     the journal). ``journal_empty``: the handler's step runs for the first time, so the
     journal is not looked up."""
-    journal = None if journal_empty else ledger
     if not traces.tracing_on() or models is None:
-        return await _complete_step(ctx, models, ledger, journal, request, step, spending, chunks)
+        return await _complete_step(
+            ctx, models, ledger, request, step, spending, chunks, journal_empty
+        )
     model = request.model or models.provider.model
     with traces.chat(models.provider.name, model, max_tokens=request.max_tokens):
-        reply = await _complete_step(ctx, models, ledger, journal, request, step, spending, chunks)
+        reply = await _complete_step(
+            ctx, models, ledger, request, step, spending, chunks, journal_empty
+        )
         traces.chat_answered(
             reply.model, reply.input_tokens, reply.output_tokens, reply.stop_reason
         )
@@ -207,18 +210,17 @@ async def _complete_step(
     ctx: ModelStepContext,
     models: Models | None,
     ledger: StepLedger | None,
-    journal: StepLedger | None,
     request: ModelRequest,
     step: str,
     spending: Spending | None,
-    chunks: ModelChunks | None = None,
+    chunks: ModelChunks | None,
+    journal_empty: bool,
 ) -> ModelReply:
-    """``ledger`` journals the reply; ``journal`` (the same, or None) is looked up first."""
     if models is None:
         raise ConfigError("this context has no model provider")
     digest = request_digest(request)
-    if journal is not None:
-        recorded = await journal.journaled(ctx.workflow, ctx.agent, step)
+    if ledger is not None and not journal_empty:
+        recorded = await ledger.journaled(ctx.workflow, ctx.agent, step)
         if recorded is not None and recorded.digest == digest:
             reply = _reply.decode(recorded.body)
             traces.annotate({traces.FROM_RECORD: True})

@@ -31,8 +31,9 @@ import os
 import statistics
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +88,17 @@ class Sampled:
     events: float = 0.0
     model_calls: float = 0.0
     model_ms: float = 0.0
+    kinds: dict[str, float] = field(default_factory=dict)
+    """Events per workflow by kind (means)."""
 
 
 async def sample(mesh: MeshClient, workflows: list[str]) -> Sampled:
     """Count tasks, events and model calls of ``workflows`` from their event logs."""
     rows = []
+    kinds: Counter[str] = Counter()
     for workflow in workflows:
         logged = [e.event for e in await read_events(mesh, workflow, timeout=2.0)]
+        kinds.update(e.kind for e in logged)
         model = [e for e in logged if e.kind == "model"]
         rows.append(
             (
@@ -104,7 +109,8 @@ async def sample(mesh: MeshClient, workflows: list[str]) -> Sampled:
             )
         )
     means = [statistics.fmean(col) for col in zip(*rows, strict=True)] if rows else [0.0] * 4
-    return Sampled(*means)
+    per_kind = {kind: n / len(rows) for kind, n in kinds.most_common()} if rows else {}
+    return Sampled(*means, kinds=per_kind)
 
 
 async def run_flow(
@@ -220,6 +226,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{name:<9} {s.tasks:5.1f}  {s.tasks:7.1f}  {s.events:6.1f}  {s.model_calls:11.1f}  "
             f"{s.model_ms:8.2f}"
         )
+    for name, s in sampled.items():
+        print(f"{name} events: " + ", ".join(f"{k} {n:.1f}" for k, n in s.kinds.items()))
     floor = results[0]
     for result in results[1:]:
         tasks = sampled[result.name.split()[0]].tasks

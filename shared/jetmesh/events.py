@@ -4,9 +4,9 @@ Every event is a signed envelope of ``kind="event"`` on ``<prefix>.event.<workfl
 in the MESH_EVENTS stream. The audit trail, ``jetmesh events`` and replay read them back.
 
 Events also record what a re-run of the workflow needs (``jetmesh replay --rerun``): the
-task's body in ``accepted`` and ``call``, the reply in ``reply``, the result in
-``completed``, a side effect's recorded result in ``effect`` and a model's reply in
-``model``.
+task's body in ``accepted`` and ``call``, the result in ``completed`` (a call's reply is
+its callee's ``completed``; an error reply, or none, is the caller's ``reply``), a side
+effect's recorded result in ``effect`` and a model's reply in ``model``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ __all__ = [
     "ACCEPTED",
     "CALL",
     "CALL_REFUSED",
+    "CANCELLED",
     "CHUNK",
     "COMPLETED",
     "DENIED",
@@ -33,6 +34,7 @@ __all__ = [
     "SIGNAL",
     "SIGNALLED",
     "STARTED",
+    "TIMED_OUT",
     "WAITING",
     "Event",
     "EventPayload",
@@ -47,12 +49,20 @@ STARTED: Final = "started"
 CALL: Final = "call"
 """A handler sent a task to another agent."""
 REPLY: Final = "reply"
-"""A handler received the reply to one of its calls."""
+"""A handler received an error in reply to one of its calls, or no reply (``reason``
+:data:`TIMED_OUT` or :data:`CANCELLED`), or took a reply from its journal (a re-run). A
+result is in the log once, in its callee's ``completed``: a caller with a step ledger
+writes no ``reply`` for it (without one, it does)."""
 COMPLETED: Final = "completed"
 """A handler returned; its reply was sent."""
 FROM_LEDGER: Final = "from-ledger"
 """The ``reason`` of a ``completed`` that did not run the handler: the step was already done,
 its recorded result was sent again (a redelivery, or a caller asking again)."""
+TIMED_OUT: Final = "timeout"
+"""The ``reason`` of a ``reply`` without a body: the call's time ran out, no reply came."""
+CANCELLED: Final = "cancelled"
+"""The ``reason`` of a ``reply`` without a body: the calling handler was cancelled while it
+waited (a fan-out failing fast, a replica draining)."""
 RETRIED: Final = "retried"
 """A handler failed (or asked to retry) and the task will be delivered again."""
 FAILED: Final = "failed"

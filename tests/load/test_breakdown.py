@@ -106,6 +106,17 @@ def test_calls_one_after_the_other_share_the_time_by_queue_and_own_handling() ->
     assert all(s.hops == 1 for s in shares)
 
 
+def test_a_call_without_a_reply_event_waits_until_its_callee_completed() -> None:
+    """A result is logged once, in its callee's ``completed`` (the caller writes a ``reply``
+    event only for an error): the wait ends there, and the reply's way back (5 ms each
+    here) counts as the router's own time."""
+    logged = [e for e in routed(parallel=False) if e.event.kind != ev.REPLY]
+    role = by_role(shares_from_trees(build_tree(logged)))
+    assert role["router"].share == pytest.approx(25 / 105, abs=1e-4)
+    assert role["worker-a"].share == pytest.approx(45 / 105, abs=1e-4)
+    assert role["worker-b"].share == pytest.approx(35 / 105, abs=1e-4)
+
+
 def test_calls_made_together_count_only_the_one_that_came_back_last() -> None:
     shares = shares_from_trees(build_tree(routed(parallel=True)))
     # end to end 65 ms: router 5 + 10 (60 handled, 50 waiting: 10..60, the calls overlap),

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from jetmesh import Agent, Context, MeshClient, MeshError, MeshTimeout
+from jetmesh import events as ev
 from jetmesh.envelope import new_id
 from jetmesh.patterns import fan_out
 from jetmesh.replay import SAME, history, rerun
@@ -148,6 +149,12 @@ async def test_a_silent_worker_is_a_typed_timeout_in_its_slot(mesh: Mesh) -> Non
         workers.release.set()
     assert summary == Summary([1, 3], [("orchestrator/worker.2", "timeout", "MeshTimeout")])
     assert issubclass(MeshTimeout, TimeoutError)
+    # The log says the call went unanswered; the answered calls' results are their
+    # callees' `completed` events, not a `reply` of the orchestrator's.
+    replies = [e.event for e in kinds(await mesh.events(workflow), "reply")]
+    assert [(e.callee_step, e.reason, e.body) for e in replies] == [
+        ("orchestrator/worker.2", ev.TIMED_OUT, None)
+    ]
 
     # A re-run answers the silent call from the history as it ended: a timeout.
     await mesh.tree(workflow, hops=4)

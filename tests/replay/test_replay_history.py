@@ -139,3 +139,84 @@ def test_payloads_compare_as_json_values() -> None:
     assert not a.same_as(Payload("T/2", msgspec.Raw(b'{"b":[1,2],"a":1}')))
     assert not a.same_as(Payload("T/1", None))
     assert Payload("T/1", msgspec.Raw(b'"' + b"x" * 100 + b'"')).preview(10) == 'T/1 "xxxxxx...'
+
+
+def timed(item: LoggedEvent, at: float, *, signer: str = "", verified: bool = True) -> LoggedEvent:
+    event = msgspec.structs.replace(item.event, at=at)
+    return LoggedEvent(event, WF, signer or item.signer, verified, caller="alice")
+
+
+def answered_by_its_callee(*, forged: bool = False) -> list[LoggedEvent]:
+    """plan calls kb and writes no ``reply`` event (a result is logged once, by the
+    callee); kb's ``completed`` carries it, verified unless ``forged``."""
+    kb_done = logged(ev.COMPLETED, "kb", "t2", "t1", "plan/kb.1", body=body("Hits/1", [3]))
+    return [
+        timed(logged(ev.ACCEPTED, "cli", None, None, "plan", target="plan"), 1.0),
+        timed(
+            logged(
+                ev.CALL,
+                "plan",
+                "t1",
+                None,
+                "plan",
+                target="kb",
+                callee_step="plan/kb.1",
+                body=body("Ask/1", {"q": "q"}),
+            ),
+            1.0,
+        ),
+        timed(kb_done, 1.25, signer="mallory" if forged else "", verified=not forged),
+        timed(logged(ev.COMPLETED, "plan", "t1", None, "plan", body=body("Done/1", 1)), 1.5),
+    ]
+
+
+def test_a_call_without_a_reply_event_takes_its_callees_result() -> None:
+    plan, kb = history_of(WF, answered_by_its_callee()).tasks()
+    (call,) = plan.calls
+    assert call.reply == Payload("Hits/1", msgspec.Raw(b"[3]"))
+    assert call.reply == kb.result
+    assert call.duration_ms == 250.0, "from the call event to the callee's completed"
+
+
+def test_a_forged_callee_result_is_not_taken_as_the_reply() -> None:
+    tasks = list(history_of(WF, answered_by_its_callee(forged=True)).tasks())
+    (plan,) = [t for t in tasks if t.agent == "plan"]
+    assert [t.node.verified for t in tasks if t.agent == "kb"] == [False]
+    (call,) = plan.calls
+    assert call.reply is None
+    assert call.duration_ms is None
+
+
+def timed_out_then(*, sent_again: bool) -> list[LoggedEvent]:
+    """plan's first run timed out on its call to kb (whose result came late); with
+    ``sent_again``, its second run sent the call again and got that result."""
+
+    def plan_call(attempt: int) -> LoggedEvent:
+        return logged(
+            ev.CALL, "plan", "t1", None, "plan", target="kb", callee_step="plan/kb.1",
+            attempt=attempt,
+        )  # fmt: skip
+
+    out = answered_by_its_callee()
+    timeout = logged(
+        ev.REPLY, "plan", "t1", None, "plan", target="kb", callee_step="plan/kb.1",
+        reason=ev.TIMED_OUT,
+    )  # fmt: skip
+    out.insert(2, timed(timeout, 1.1))
+    if sent_again:
+        out.insert(3, timed(plan_call(2), 1.2))
+    return out
+
+
+def test_a_call_that_timed_out_is_not_answered_by_a_late_result() -> None:
+    plan, _ = history_of(WF, timed_out_then(sent_again=False)).tasks()
+    (call,) = plan.calls
+    assert call.unanswered == ev.TIMED_OUT
+    assert call.reply is None, "the caller went on without it: a re-run times out again"
+
+
+def test_a_call_sent_again_after_a_timeout_takes_its_answer() -> None:
+    plan, _ = history_of(WF, timed_out_then(sent_again=True)).tasks()
+    (call,) = plan.calls
+    assert call.unanswered == ""
+    assert call.reply == Payload("Hits/1", msgspec.Raw(b"[3]"))

@@ -53,7 +53,7 @@ async def test_a_killed_handler_resumes_on_another_replica(mesh: Mesh, agent_pro
         assert report == Report([1, 2], 2), "answered by the re-run, on its second delivery"
         assert await runs.get("runs_1", int) == 1, "the completed call was not sent again"
         assert await runs.get("runs_2", int) == 1
-        logged = await mesh.wait_events(workflow, lambda got: len(kinds(got, "reply")) == 3)
-        assert [e.event.detail for e in kinds(logged, "reply")].count("from the journal") == 1
+        logged = await mesh.wait_events(workflow, lambda got: len(kinds(got, "reply")) == 1)
+        assert [e.event.detail for e in kinds(logged, "reply")] == ["from the journal"]
     finally:
         await redis.aclose()

@@ -286,7 +286,7 @@ async def test_the_messages_of_real_workflows_validate(captured: Captured) -> No
         claims = jwt.decode(certificate, options={"verify_signature": False})
         assert problems(CERTIFICATE, claims) == []
     kinds = {e["body"]["kind"] for e in captured.envelopes}
-    assert kinds >= {"accepted", "call", "reply", "completed"}
+    assert kinds >= {"accepted", "call", "completed"}
 
 
 @pytest.mark.integration

@@ -57,10 +57,15 @@ def _task_label(task: TaskHistory, width: int) -> str:
             if call.reply and call.reply.error
             else ""
         )
+        answer = (
+            f"[red]none: {markup(call.unanswered)}[/red]"
+            if call.reply is None and call.unanswered
+            else _payload(call.reply, width)
+        )
         lines.append(
             f"  call   {markup(call.step)} -> {markup(call.target)}: "
             f"{_payload(call.sent, width)}\n"
-            f"         reply{took}:{error} {_payload(call.reply, width)}"
+            f"         reply{took}:{error} {answer}"
         )
     for model in task.models:
         if model.reply is None:
@@ -163,6 +168,7 @@ def history_json(recorded: WorkflowHistory) -> list[dict[str, Any]]:
                     "target": c.target,
                     "sent": _json_payload(c.sent),
                     "reply": _json_payload(c.reply),
+                    "unanswered": c.unanswered,
                     "duration_ms": c.duration_ms,
                 }
                 for c in task.calls

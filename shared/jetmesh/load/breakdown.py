@@ -253,10 +253,17 @@ def _called_at(node: TaskNode, step: str, callee_run: _Run | None) -> float | No
 
 def _waits(node: TaskNode, start: float, end: float) -> dict[str, tuple[float, float]]:
     """``step -> (call, reply)``: when the run from ``start`` to ``end`` waited on each of
-    its calls (a call with no reply logged waits until the run's end)."""
+    its calls (a call with no reply logged waits until the run's end). A call's answer is
+    its ``reply`` event (an error, or a run without a step ledger), else its callee's
+    ``completed`` or ``failed`` (written just after the reply was sent)."""
     replies: dict[str, list[float]] = defaultdict(list)
     for e in _own(node, ev.REPLY):
         replies[e.event.callee_step].append(e.event.at)
+    logged = set(replies)
+    for child in node.children:
+        if child.step not in logged:
+            done = [*_own(child, ev.COMPLETED), *_own(child, ev.FAILED)]
+            replies[child.step].extend(e.event.at for e in done)
     waits: dict[str, tuple[float, float]] = {}
     for e in _own(node, ev.CALL):
         called = e.event.at

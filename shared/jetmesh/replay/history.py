@@ -103,8 +103,15 @@ class RecordedCall:
     target: str
     sent: Payload | None = None
     reply: Payload | None = None
-    """None when no reply was recorded (the call timed out, or never returned)."""
+    """The caller's ``reply`` event's, else its callee's result (its ``completed``
+    event); None when neither was recorded (the call timed out, or never returned)."""
     duration_ms: float | None = None
+    called_at: float | None = None
+    """When its first ``call`` event was written (Unix time)."""
+    unanswered: str = ""
+    """Why its caller's last run that sent it went on without a reply (``timeout``,
+    ``cancelled``); "" if not."""
+    unanswered_attempt: int = 0
     chunks: list[Chunk] = field(default_factory=list)
     """The chunks the callee streamed (its task's), in index order."""
 
@@ -226,9 +233,10 @@ def history_of(workflow: str, logged: list[LoggedEvent]) -> WorkflowHistory:
             _record(task, item)
         task.children = [shape(child) for child in node.children]
         task.chunks.sort(key=lambda c: c.index)
-        for child in task.children:  # a streamed call's chunks, for the caller's re-run
+        for child in task.children:
             if (call := task.call(child.step)) is not None and child.agent == call.target:
-                call.chunks = child.chunks
+                call.chunks = child.chunks  # a streamed call's chunks, for the caller's re-run
+                _answered_by(call, child)
         return task
 
     return WorkflowHistory(workflow, [shape(root) for root in build_tree(logged)])
@@ -240,16 +248,7 @@ def _record(task: TaskHistory, item: LoggedEvent) -> None:
     e = item.event
     task.identity = task.identity or item.identity
     if e.kind in (ev.CALL, ev.REPLY):
-        call = task.call(e.callee_step)
-        if call is None:
-            call = RecordedCall(e.callee_step, e.target or "")
-            task.calls.append(call)
-            task.calls.sort(key=lambda c: c.number)
-        if e.kind == ev.CALL:
-            call.sent = call.sent or Payload.of_event(e)
-        else:  # a re-run after a crash says it again, from the journal: same reply
-            call.reply = Payload.of_event(e)
-            call.duration_ms = e.duration_ms if e.duration_ms is not None else call.duration_ms
+        _record_call(task, e)
     elif e.kind == ev.MODEL:
         _record_model(task, e)
     elif e.kind == ev.EFFECT:
@@ -267,6 +266,42 @@ def _record(task: TaskHistory, item: LoggedEvent) -> None:
             return
         if all(c.index != chunk.index for c in task.chunks):
             task.chunks.append(chunk)
+
+
+def _record_call(task: TaskHistory, e: ev.Event) -> None:
+    """A ``call`` event, or the caller's ``reply`` (an error, no reply, or a re-run's answer
+    from its journal), merged with the same call's events of other runs."""
+    call = task.call(e.callee_step)
+    if call is None:
+        call = RecordedCall(e.callee_step, e.target or "")
+        task.calls.append(call)
+        task.calls.sort(key=lambda c: c.number)
+    if e.kind == ev.CALL:
+        call.sent = call.sent or Payload.of_event(e)
+        call.called_at = e.at if call.called_at is None else call.called_at
+        if e.attempt > call.unanswered_attempt:  # a later run sent it again
+            call.unanswered = ""
+    elif e.body is None and e.reason in (ev.TIMED_OUT, ev.CANCELLED):
+        call.unanswered, call.unanswered_attempt = e.reason, e.attempt  # went on without
+        call.duration_ms = e.duration_ms
+    else:  # a re-run after a crash says it again, from the journal: same reply
+        call.reply = Payload.of_event(e)
+        call.duration_ms = e.duration_ms if e.duration_ms is not None else call.duration_ms
+
+
+def _answered_by(call: RecordedCall, callee: TaskHistory) -> None:
+    """A call answered with a result: the log holds it once, in the callee's ``completed``
+    event (signed by the callee, verified by :func:`~jetmesh.event_log.build_tree`); the
+    caller writes a ``reply`` event only for an error, for no reply (a timeout: then the
+    callee's result, if it came late, is not the call's) or without a step ledger
+    (:meth:`jetmesh.runtime.context.Context._call`). Its time is from the ``call`` event
+    to that ``completed`` (written just after the reply was sent)."""
+    if call.reply is not None or call.unanswered or callee.result is None:
+        return
+    call.reply = callee.result
+    done = [e.event.at for e in callee.node.events if e.verified and e.event.kind == ev.COMPLETED]
+    if call.called_at is not None and done:
+        call.duration_ms = max(0.0, (min(done) - call.called_at) * 1000)
 
 
 def _record_model(task: TaskHistory, e: ev.Event) -> None:

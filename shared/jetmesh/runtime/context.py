@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -9,7 +11,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from .. import events as ev
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, MeshTimeout
 from ..calls import decode_reply
 from ..client import MeshClient
 from ..envelope import Envelope, ErrorBody, encode, type_name
@@ -131,38 +133,59 @@ class Context(ContextBase):
         await self.emit_event(
             ev.CALL, target=agent, callee_step=step, body=ev.EventPayload(type=type_, value=raw)
         )
-        reply = await self._mesh.call_envelope(
-            agent,
-            raw,
-            workflow=self.workflow,
-            caller=self.task.caller,
-            parent=self.task.id,
-            step=step,
-            timeout=timeout,
-            type_=type_,
-            on_chunk=feed.add if feed is not None else None,
-            chain=(
-                *self.task.chain,
-                self._mesh.delegate(
-                    self.task.chain[-1] if self.task.chain else self.task.caller,
-                    to=agent,
-                    workflow=self.workflow,
-                    step=step,
-                    scopes=handoff.scopes,
-                    expires=handoff.expires,
+        try:
+            reply = await self._mesh.call_envelope(
+                agent,
+                raw,
+                workflow=self.workflow,
+                caller=self.task.caller,
+                parent=self.task.id,
+                step=step,
+                timeout=timeout,
+                type_=type_,
+                on_chunk=feed.add if feed is not None else None,
+                chain=(
+                    *self.task.chain,
+                    self._mesh.delegate(
+                        self.task.chain[-1] if self.task.chain else self.task.caller,
+                        to=agent,
+                        workflow=self.workflow,
+                        step=step,
+                        scopes=handoff.scopes,
+                        expires=handoff.expires,
+                    ),
                 ),
-            ),
-        )
+            )
+        except (MeshTimeout, asyncio.CancelledError) as exc:
+            # No reply: said in the log, or a re-run would take the callee's `completed`
+            # (if it came after all) for a reply this run never had. The error raised is
+            # the call's, whatever becomes of the event (the publisher logs a failure).
+            with contextlib.suppress(Exception):
+                await self.emit_event(
+                    ev.REPLY,
+                    callee_step=step,
+                    target=agent,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    reason=ev.TIMED_OUT if isinstance(exc, MeshTimeout) else ev.CANCELLED,
+                )
+            raise
         record = Recorded.of(reply)
         if self._ledger is not None:
             await self._ledger.journal(self.workflow, self.agent, step, record)
-        await self.emit_event(
-            ev.REPLY,
-            callee_step=step,
-            target=agent,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            **_reply_fields(record),
-        )
+        if record.kind == "error" or self._ledger is None:
+            # A result is in the log once: its callee's signed ``completed`` event carries
+            # the same bytes (stored before the task is acked; a callee killed before that
+            # answers again from its step ledger and writes it then). An error may come
+            # from elsewhere than the callee's run (a refusal, a dead letter), and without
+            # a ledger a redelivered callee may run again and answer otherwise: the
+            # caller records what it got.
+            await self.emit_event(
+                ev.REPLY,
+                callee_step=step,
+                target=agent,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                **_reply_fields(record),
+            )
         return decode_reply(agent, reply, returns)
 
     async def _complete(self, request: ModelRequest, step: str, stream: bool) -> ModelReply:

@@ -5,6 +5,7 @@ without a body, so a result that came after is not taken for the call's reply.""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -12,7 +13,7 @@ from jetmesh import Agent, Context
 from jetmesh import events as ev
 from jetmesh.envelope import new_id
 from jetmesh.replay import history
-from tests.harness.mesh import Echo, Mesh, kinds
+from tests.harness.mesh import Echo, Mesh, jetmesh, kinds
 
 pytestmark = pytest.mark.integration
 
@@ -72,3 +73,15 @@ async def test_a_cancelled_call_is_logged_as_unanswered_and_a_late_result_is_not
     assert bytes(asked.reply.body or b"") == b'{"text":"quick hi"}'
     assert asked.duration_ms is not None
     assert asked.duration_ms >= 0.0
+
+    code, out, err = await jetmesh(mesh, "replay", workflow, "--width=200")
+    assert code == 0, err
+    assert "none: cancelled" in out
+    assert 'test.Echo/1 {"text":"quick hi"}' in out
+    code, out, err = await jetmesh(mesh, "replay", workflow, "--json")
+    assert code == 0, err
+    (root,) = json.loads(out)["tasks"]
+    calls = {c["step"]: c for c in root["children"][0]["calls"]}
+    assert calls["impatient/slow.1"]["unanswered"] == ev.CANCELLED
+    assert calls["impatient/slow.1"]["reply"] is None
+    assert calls["impatient/quick.2"]["reply"]["body"] == {"text": "quick hi"}

@@ -15,7 +15,9 @@ from redis.asyncio import Redis
 
 from jetmesh import MeshTimeout, WorkingMemory
 from jetmesh.envelope import new_id
+from jetmesh.memory import keys
 from jetmesh.processes import AgentProcess
+from jetmesh.runtime.ledger import StepLedger
 from tests.harness.agents import Done, Job
 from tests.harness.mesh import Echo, EchoAgent, Mesh, kinds
 
@@ -69,6 +71,46 @@ async def test_a_first_delivery_after_the_deadline_is_refused_as_not_started(
     assert dead.detail.startswith("first delivered 5."), dead.detail
     assert "the step had not started and has no result, so it was not run" in dead.detail
     assert echo.seen == []
+
+
+async def test_a_late_step_refused_is_refused_again_when_sent_again(
+    mesh: Mesh, echo: EchoAgent
+) -> None:
+    """A refused first claim takes back its begun mark: the same step sent again after
+    its deadline (another task) has still not started, and is refused too."""
+    await mesh.start_replicas(echo.agent)
+    await mesh.ingress()
+    token, workflow = mesh.token(), new_id()
+    for _ in range(2):
+        late = mesh.seal(Echo("hi"), token=token, workflow=workflow, deadline=time.time() - 5)
+        assert (await asyncio.wait_for(await _publish(mesh, late), 10)).kind == "error"
+    dead = await mesh.wait_dead_letters("echo", "deadline-passed", count=2)
+    assert [d.reason for d in dead] == ["deadline-passed"] * 2
+    assert echo.seen == []
+    prefix = mesh.settings.subject_prefix
+    async with Redis.from_url(mesh.settings.redis_url) as redis:
+        assert await redis.exists(keys.begun(prefix, workflow, "echo", "echo")) == 0
+
+
+async def test_a_step_begun_by_a_delivery_that_died_runs_when_sent_again_late(
+    mesh: Mesh, echo: EchoAgent
+) -> None:
+    """A step an earlier claim began (its delivery died: the lease expired, no result)
+    has started: the same step sent again after its deadline is resumed, not refused."""
+    await mesh.start_replicas(echo.agent)
+    await mesh.ingress()
+    token, workflow = mesh.token(), new_id()
+    async with Redis.from_url(mesh.settings.redis_url) as redis:
+        ledger = StepLedger(redis, mesh.settings.subject_prefix, ttl_s=60)
+        died = await ledger.claim(workflow, "echo", "echo", "gone:1:1", lease_ms=1)
+        assert (died.taken, died.first) == (True, True)
+        await asyncio.sleep(0.05)  # its lease expires, no result recorded
+        late = mesh.seal(Echo("hi"), token=token, workflow=workflow, deadline=time.time() - 5)
+        reply = await asyncio.wait_for(await _publish(mesh, late), 10)
+    assert reply.kind == "reply"
+    assert msgspec.json.decode(reply.body, type=Echo) == Echo("HI")
+    assert echo.seen == ["hi"]
+    assert await mesh.dead_letters("echo") == []
 
 
 async def _started_on(redis: Redis, mesh: Mesh, workflow: str, job: int) -> int:

@@ -6,13 +6,17 @@ is always answered from the record, whatever the deadline. Of the work not yet d
 deadline refuses only what nobody has started:
 
 - **refused** (``deadline-passed``): the task's first delivery arrives after the deadline,
-  and its step has no result and no live lease (no other delivery is running it). Nothing
-  of it ran; nobody waits for it.
-- **resumed**: a redelivery (attempt 2 and later) or a delivery that found its step
-  running under another delivery's lease and took it over. Its step was started before
-  the deadline (a first delivery after it is refused), may have made calls and side
-  effects, and its result is what a caller that runs again and sends the same step is
-  answered with. It is bounded by ``max_deliver`` as any task is, not by the deadline.
+  and its step has no result and was never begun: no live lease (no other delivery is
+  running it) and no earlier claim (the step ledger's ``#begun`` mark, set by a step's
+  first claim and taken back when the deadline refuses that claim). Nothing of it ran;
+  nobody waits for it.
+- **resumed**: a redelivery (attempt 2 and later), a delivery that found its step running
+  under another delivery's lease and took it over, or the first delivery of a task whose
+  step an earlier claim began (the same step sent again by a caller, after the delivery
+  that began it died). Its step was started before the deadline (a first delivery after
+  it is refused), may have made calls and side effects, and its result is what a caller
+  that runs again and sends the same step is answered with. It is bounded by
+  ``max_deliver`` as any task is, not by the deadline.
 
 Example:
     >>> deadline_refusal(deadline=100.0, attempt=1, started=False, now=102.5)[:40]
@@ -36,7 +40,7 @@ def deadline_refusal(
         deadline: the task's deadline (Unix time), None for none.
         attempt: the delivery's number (1 for the first).
         started: the step was found running under another delivery's lease (this
-            delivery waited it out and took it over).
+            delivery waited it out and took it over), or an earlier claim began it.
         now: the current Unix time.
     """
     if deadline is None or deadline >= now or attempt > 1 or started:

@@ -194,10 +194,15 @@ class StepLedger:
                 lambda: self._batch.fcall(FINISH, [result, lease], [record_bytes, self._ttl]),
             )
 
-    async def release(self, workflow: str, agent: str, step: str, holder: str) -> None:
-        """Give up the lease without a result (the handler failed; a retry may run)."""
+    async def release(
+        self, workflow: str, agent: str, step: str, holder: str, *, unmark: bool = False
+    ) -> None:
+        """Give up the lease without a result (the handler failed; a retry may run);
+        ``unmark``: the claim's begun mark too (the step's first claim did not run it)."""
         key = keys.lease(self._prefix, workflow, agent, step)
         if await self._redis.get(key) == holder.encode():
+            if unmark:
+                await self._redis.delete(keys.begun(self._prefix, workflow, agent, step))
             await self._redis.delete(key)
 
     async def renew(self, leases: list[tuple[str, str, str]], lease_ms: int) -> None:

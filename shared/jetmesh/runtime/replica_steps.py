@@ -73,12 +73,16 @@ class ReplicaSteps:
             if taken is None:
                 return None
             run = taken
+        # Started: this delivery took the step over from a live lease, or an earlier claim
+        # of the step (another task sent for it, whose delivery died) began it.
+        started = run.started or (self.ledger is not None and not run.journal_empty)
         late = deadline_refusal(
-            deadline=task.deadline, attempt=attempt, started=run.started, now=time.time()
+            deadline=task.deadline, attempt=attempt, started=started, now=time.time()
         )
         if late is None:
             return run
-        await self._release(task, step, holder)  # nobody started it, nobody waits for it
+        # nobody started it, nobody waits for it: its first claim is taken back, mark and all
+        await self._release(task, step, holder, unmark=run.journal_empty)
         self.failed += 1
         await self.failures.finish_failed(
             msg, task, caller, attempt, DEADLINE_PASSED, late, record=False
@@ -122,9 +126,11 @@ class ReplicaSteps:
             return False
         return True
 
-    async def _release(self, task: Envelope, step: str, holder: str) -> None:
+    async def _release(
+        self, task: Envelope, step: str, holder: str, *, unmark: bool = False
+    ) -> None:
         if self.leases is not None:
-            await self.leases.release(task.workflow, step, holder)
+            await self.leases.release(task.workflow, step, holder, unmark=unmark)
 
     async def _reply(self, task: Envelope, recorded: Recorded) -> None:
         if not task.reply_to:

@@ -58,13 +58,14 @@ class StepLeases:
             waited = True
             await asyncio.sleep(LEASE_POLL_S)  # a duplicate: wait for the running one
 
-    async def release(self, workflow: str, step: str, holder: str) -> None:
-        """Give the step's lease back (the task gives up on the step, no result)."""
+    async def release(self, workflow: str, step: str, holder: str, *, unmark: bool = False) -> None:
+        """Give the step's lease back (the task gives up on the step, no result);
+        ``unmark``: and its begun mark (a first claim that did not run the step)."""
         current = asyncio.current_task()
         if current is not None:
             self._held.pop(current, None)
         with contextlib.suppress(Exception):
-            await self.ledger.release(workflow, self.agent, step, holder)
+            await self.ledger.release(workflow, self.agent, step, holder, unmark=unmark)
 
     def forget(self, task: asyncio.Task[None]) -> None:
         """``task`` has ended: its lease is no longer renewed."""

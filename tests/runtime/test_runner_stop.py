@@ -42,8 +42,13 @@ def test_sigterm_while_the_servers_are_away_stops_the_process(tmp_path: Path) ->
             start_new_session=True,
         )
     try:
-        time.sleep(2.0)  # importing, then reconnecting to a server that is not there
+        # importing, then reconnecting to a server that is not there: once it says so
+        # (a fixed 2 s was not enough once, on two loaded cores: SIGTERM came mid-import)
+        deadline = time.monotonic() + 30.0
+        while b"Connection refused" not in log.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert proc.poll() is None, log.read_text()
+        assert b"Connection refused" in log.read_bytes(), log.read_text()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=10)
     finally:

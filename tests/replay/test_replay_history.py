@@ -24,19 +24,18 @@ def logged(
     return LoggedEvent(event, WF, agent, True, caller="alice")
 
 
+def plan_calls_kb(*, attempt: int = 1) -> LoggedEvent:
+    """plan's call of kb at step plan/kb.1 (in its run ``attempt``)."""
+    return logged(
+        ev.CALL, "plan", "t1", None, "plan", target="kb", callee_step="plan/kb.1",
+        attempt=attempt, body=body("Ask/1", {"q": "q"}),
+    )  # fmt: skip
+
+
 def workflow(*, attempts: int = 1) -> list[LoggedEvent]:
     out = [
         logged(ev.ACCEPTED, "cli", None, None, "plan", target="plan", body=body("Q/1", "q")),
-        logged(
-            ev.CALL,
-            "plan",
-            "t1",
-            None,
-            "plan",
-            target="kb",
-            callee_step="plan/kb.1",
-            body=body("Ask/1", {"q": "q"}),
-        ),
+        plan_calls_kb(),
     ]
     for attempt in range(1, attempts + 1):  # a re-run takes the reply from the journal
         out.append(
@@ -152,19 +151,7 @@ def answered_by_its_callee(*, forged: bool = False) -> list[LoggedEvent]:
     kb_done = logged(ev.COMPLETED, "kb", "t2", "t1", "plan/kb.1", body=body("Hits/1", [3]))
     return [
         timed(logged(ev.ACCEPTED, "cli", None, None, "plan", target="plan"), 1.0),
-        timed(
-            logged(
-                ev.CALL,
-                "plan",
-                "t1",
-                None,
-                "plan",
-                target="kb",
-                callee_step="plan/kb.1",
-                body=body("Ask/1", {"q": "q"}),
-            ),
-            1.0,
-        ),
+        timed(plan_calls_kb(), 1.0),
         timed(kb_done, 1.25, signer="mallory" if forged else "", verified=not forged),
         timed(logged(ev.COMPLETED, "plan", "t1", None, "plan", body=body("Done/1", 1)), 1.5),
     ]
@@ -191,12 +178,6 @@ def timed_out_then(*, sent_again: bool) -> list[LoggedEvent]:
     """plan's first run timed out on its call to kb (whose result came late); with
     ``sent_again``, its second run sent the call again and got that result."""
 
-    def plan_call(attempt: int) -> LoggedEvent:
-        return logged(
-            ev.CALL, "plan", "t1", None, "plan", target="kb", callee_step="plan/kb.1",
-            attempt=attempt,
-        )  # fmt: skip
-
     out = answered_by_its_callee()
     timeout = logged(
         ev.REPLY, "plan", "t1", None, "plan", target="kb", callee_step="plan/kb.1",
@@ -204,7 +185,7 @@ def timed_out_then(*, sent_again: bool) -> list[LoggedEvent]:
     )  # fmt: skip
     out.insert(2, timed(timeout, 1.1))
     if sent_again:
-        out.insert(3, timed(plan_call(2), 1.2))
+        out.insert(3, timed(plan_calls_kb(attempt=2), 1.2))
     return out
 
 

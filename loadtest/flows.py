@@ -31,6 +31,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
 from jetmesh.processes import start_all
 from jetmesh.toolgate import write_secrets
+from loadtest.cpu_split import cpu_times, format_split, split
 from loadtest.driver import drive
 from loadtest.floor import run_floor
 from loadtest.servers import nats_server, redis_server
@@ -90,6 +92,9 @@ class Sampled:
     model_ms: float = 0.0
     kinds: dict[str, float] = field(default_factory=dict)
     """Events per workflow by kind (means)."""
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per phase (``support x16``): each role's share of the machine's CPU time
+    (:mod:`loadtest.cpu_split`)."""
 
 
 async def sample(mesh: MeshClient, workflows: list[str]) -> Sampled:
@@ -145,21 +150,24 @@ async def run_flow(
                     timeout=30.0,
                 )
 
-            results = []
+            results, cpu = [], {}
             for in_flight, count in ((1, args.serial), (args.in_flight, args.workflows)):
-                results.append(
-                    await drive(
-                        send,
-                        payload=b"",
-                        in_flight=in_flight,
-                        requests=count,
-                        warmup=args.warmup,
-                        max_seconds=args.max_seconds,
-                        name=f"{flow.name} x{in_flight}",
-                    )
+                before, started = cpu_times(), time.monotonic()
+                result = await drive(
+                    send,
+                    payload=b"",
+                    in_flight=in_flight,
+                    requests=count,
+                    warmup=args.warmup,
+                    max_seconds=args.max_seconds,
+                    name=f"{flow.name} x{in_flight}",
                 )
+                results.append(result)
+                cpu[result.name] = split(before, cpu_times(), time.monotonic() - started)
             await mesh.flush_events()
-            return results, await sample(mesh, sent[-SAMPLE:])
+            counts = await sample(mesh, sent[-SAMPLE:])
+            counts.cpu = cpu
+            return results, counts
     finally:
         for proc in procs.values():
             proc.stop()
@@ -228,6 +236,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     for name, s in sampled.items():
         print(f"{name} events: " + ", ".join(f"{k} {n:.1f}" for k, n in s.kinds.items()))
+    print(f"CPU of the {os.cpu_count()} cores over each phase (warmup included):")
+    for s in sampled.values():
+        for phase, shares in s.cpu.items():
+            print(f"{phase}: {format_split(shares)}")
     floor = results[0]
     for result in results[1:]:
         tasks = sampled[result.name.split()[0]].tasks

@@ -1,0 +1,73 @@
+"""Where a benchmark's CPU went: this process and its children (the servers it started,
+the agent processes), read from ``/proc`` before and after a phase.
+
+    before = cpu_times()
+    ...  # the phase
+    print(format_split(split(before, cpu_times(), wall_s)))
+
+Linux only; elsewhere :func:`cpu_times` is empty and the split says so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+PROC = Path("/proc")
+SERVERS = ("nats-server", "redis-server")
+"""Children counted by their own name; every other child is an agent process."""
+
+
+def _stat(pid: str) -> tuple[int, str, float] | None:
+    """(parent pid, command name, CPU seconds used) of ``pid``, None if it is gone."""
+    try:
+        raw = (PROC / pid / "stat").read_text()
+    except OSError:
+        return None
+    name = raw[raw.index("(") + 1 : raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2 :].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return int(fields[1]), name, ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_times() -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by this process and each of its children, by pid, with the
+    role each counts under: ``driver``, a server's name, or ``agents``."""
+    me = os.getpid()
+    out: dict[int, tuple[str, float]] = {}
+    if not PROC.is_dir():
+        return out
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or (stat := _stat(entry.name)) is None:
+            continue
+        parent, name, used = stat
+        pid = int(entry.name)
+        if pid == me:
+            out[pid] = ("driver", used)
+        elif parent == me:
+            out[pid] = (name if name in SERVERS else "agents", used)
+    return out
+
+
+def split(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float
+) -> dict[str, float]:
+    """Each role's share of the machine's CPU time over ``wall_s`` seconds (``idle``: what
+    nobody of them used); a process that ended meanwhile is not counted."""
+    used: Counter[str] = Counter()
+    for pid, (role, seconds) in after.items():
+        used[role] += seconds - before.get(pid, (role, 0.0))[1]
+    capacity = wall_s * (os.cpu_count() or 1)
+    if capacity <= 0 or not after:
+        return {}
+    shares = {role: max(0.0, seconds) / capacity for role, seconds in used.most_common()}
+    shares["idle"] = max(0.0, 1.0 - sum(shares.values()))
+    return shares
+
+
+def format_split(shares: dict[str, float]) -> str:
+    """``agents 71%, nats-server 22%, ...`` (or why there is nothing to show)."""
+    if not shares:
+        return "not measured (no /proc)"
+    return ", ".join(f"{role} {share:.0%}" for role, share in shares.items())

@@ -1,0 +1,49 @@
+"""The flows benchmark's CPU split: this process and its children, read from /proc."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from loadtest.cpu_split import cpu_times, format_split, split
+
+BUSY = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_a_busy_child_counts_as_an_agent_and_this_process_as_the_driver() -> None:
+    child = subprocess.Popen([sys.executable, "-c", BUSY + "\ntime.sleep(5)"])
+    try:
+        before, started = cpu_times(), time.monotonic()
+        assert before[os.getpid()][0] == "driver"
+        while (used := cpu_times().get(child.pid, ("", 0.0))[1]) < 0.3:
+            assert time.monotonic() - started < 20, f"the child used {used} s"
+            time.sleep(0.05)
+        after = cpu_times()
+        assert after[child.pid][0] == "agents"
+        shares = split(before, after, time.monotonic() - started)
+    finally:
+        child.kill()
+        child.wait()
+    assert shares["agents"] > 0.0
+    assert "driver" in shares
+    busy = sum(share for role, share in shares.items() if role != "idle")
+    assert shares["idle"] == pytest.approx(max(0.0, 1.0 - busy))
+
+
+def test_shares_are_of_every_core_and_idle_is_the_rest() -> None:
+    cores = os.cpu_count() or 1
+    before = {1: ("driver", 1.0), 2: ("nats-server", 5.0), 3: ("agents", 0.0)}
+    after = {1: ("driver", 1.5), 2: ("nats-server", 6.0), 3: ("agents", 2.0), 4: ("agents", 0.5)}
+    shares = split(before, after, wall_s=10.0)
+    assert shares["agents"] == pytest.approx(2.5 / (10 * cores))
+    assert shares["nats-server"] == pytest.approx(1.0 / (10 * cores))
+    assert shares["driver"] == pytest.approx(0.5 / (10 * cores))
+    assert shares["idle"] == pytest.approx(1 - 4.0 / (10 * cores))
+    assert next(iter(shares)) == "agents", "the largest first"
+    assert format_split(shares).startswith("agents ")
+    assert format_split({}) == "not measured (no /proc)"

@@ -161,13 +161,8 @@ class Context(ContextBase):
             # (if it came after all) for a reply this run never had. The error raised is
             # the call's, whatever becomes of the event (the publisher logs a failure).
             with contextlib.suppress(Exception):
-                await self.emit_event(
-                    ev.REPLY,
-                    callee_step=step,
-                    target=agent,
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                    reason=ev.TIMED_OUT if isinstance(exc, MeshTimeout) else ev.CANCELLED,
-                )
+                reason = ev.TIMED_OUT if isinstance(exc, MeshTimeout) else ev.CANCELLED
+                await self._replied(agent, step, started, reason=reason)
             raise
         record = Recorded.of(reply)
         if self._ledger is not None:
@@ -179,14 +174,18 @@ class Context(ContextBase):
             # from elsewhere than the callee's run (a refusal, a dead letter), and without
             # a ledger a redelivered callee may run again and answer otherwise: the
             # caller records what it got.
-            await self.emit_event(
-                ev.REPLY,
-                callee_step=step,
-                target=agent,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                **_reply_fields(record),
-            )
+            await self._replied(agent, step, started, **_reply_fields(record))
         return decode_reply(agent, reply, returns)
+
+    async def _replied(self, agent: str, step: str, started: float, **fields: Any) -> None:
+        """The ``reply`` event of the call of ``step`` sent at ``started`` (perf_counter)."""
+        await self.emit_event(
+            ev.REPLY,
+            callee_step=step,
+            target=agent,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            **fields,
+        )
 
     async def _complete(self, request: ModelRequest, step: str, stream: bool) -> ModelReply:
         spending = spending_for(self._policy(), self._mesh, self.agent)

@@ -201,9 +201,8 @@ class StepLedger:
         ``unmark``: the claim's begun mark too (the step's first claim did not run it)."""
         key = keys.lease(self._prefix, workflow, agent, step)
         if await self._redis.get(key) == holder.encode():
-            if unmark:
-                await self._redis.delete(keys.begun(self._prefix, workflow, agent, step))
-            await self._redis.delete(key)
+            mark = [keys.begun(self._prefix, workflow, agent, step)] if unmark else []
+            await self._redis.delete(*mark, key)
 
     async def renew(self, leases: list[tuple[str, str, str]], lease_ms: int) -> None:
         """Extend the leases of steps still running (workflow, agent, step)."""

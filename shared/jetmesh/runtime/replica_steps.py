@@ -43,9 +43,17 @@ class StepRun:
 
     started: bool = False
     """The step was running under another delivery's lease, which this one waited out."""
-    journal_empty: bool = False
-    """The step's first claim ever: nothing of it is journaled, so its calls and model
-    calls are not looked up in the journal (a round trip each saved)."""
+    journal_empty: bool = True
+    """The step's first claim ever (or no step ledger: no journal): nothing of it is
+    journaled, so its calls and model calls are not looked up in the journal (a round trip
+    each saved)."""
+
+    @property
+    def begun(self) -> bool:
+        """Another delivery began the step before this one: it took over a live lease, or
+        an earlier claim began it (another task sent for the step, whose delivery died).
+        The deadline rule's "started"."""
+        return self.started or not self.journal_empty
 
 
 class ReplicaSteps:
@@ -73,11 +81,8 @@ class ReplicaSteps:
             if taken is None:
                 return None
             run = taken
-        # Started: this delivery took the step over from a live lease, or an earlier claim
-        # of the step (another task sent for it, whose delivery died) began it.
-        started = run.started or (self.ledger is not None and not run.journal_empty)
         late = deadline_refusal(
-            deadline=task.deadline, attempt=attempt, started=started, now=time.time()
+            deadline=task.deadline, attempt=attempt, started=run.begun, now=time.time()
         )
         if late is None:
             return run

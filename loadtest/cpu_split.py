@@ -11,7 +11,7 @@ Linux only; elsewhere :func:`cpu_times` is empty and the split says so.
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -55,13 +55,14 @@ def split(
 ) -> dict[str, float]:
     """Each role's share of the machine's CPU time over ``wall_s`` seconds (``idle``: what
     nobody of them used); a process that ended meanwhile is not counted."""
-    used: Counter[str] = Counter()
+    used: defaultdict[str, float] = defaultdict(float)
     for pid, (role, seconds) in after.items():
         used[role] += seconds - before.get(pid, (role, 0.0))[1]
     capacity = wall_s * (os.cpu_count() or 1)
     if capacity <= 0 or not after:
         return {}
-    shares = {role: max(0.0, seconds) / capacity for role, seconds in used.most_common()}
+    largest_first = sorted(used.items(), key=lambda item: -item[1])
+    shares = {role: max(0.0, seconds) / capacity for role, seconds in largest_first}
     shares["idle"] = max(0.0, 1.0 - sum(shares.values()))
     return shares
 

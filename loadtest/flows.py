@@ -92,9 +92,11 @@ class Sampled:
     model_ms: float = 0.0
     kinds: dict[str, float] = field(default_factory=dict)
     """Events per workflow by kind (means)."""
-    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Per phase (``support x16``): each role's share of the machine's CPU time
-    (:mod:`loadtest.cpu_split`)."""
+
+
+CpuSplits = dict[str, dict[str, float]]
+"""Per phase (``support x16``): each role's share of the machine's CPU time
+(:mod:`loadtest.cpu_split`)."""
 
 
 async def sample(mesh: MeshClient, workflows: list[str]) -> Sampled:
@@ -115,12 +117,13 @@ async def sample(mesh: MeshClient, workflows: list[str]) -> Sampled:
         )
     means = [statistics.fmean(col) for col in zip(*rows, strict=True)] if rows else [0.0] * 4
     per_kind = {kind: n / len(rows) for kind, n in kinds.most_common()} if rows else {}
-    return Sampled(*means, kinds=per_kind)
+    tasks, events, model_calls, model_ms = means
+    return Sampled(tasks, events, model_calls, model_ms, kinds=per_kind)
 
 
 async def run_flow(
     flow: Flow, settings: MeshSettings, args: argparse.Namespace
-) -> tuple[list[RunResult], Sampled]:
+) -> tuple[list[RunResult], Sampled, CpuSplits]:
     """Start a process per role, drive the flow's workflows (one at a time, then
     ``--in-flight`` at a time), stop the processes."""
     keys = KeyStore(settings.resolved_keys_dir)
@@ -150,7 +153,7 @@ async def run_flow(
                     timeout=30.0,
                 )
 
-            results, cpu = [], {}
+            results, cpu = [], CpuSplits()
             for in_flight, count in ((1, args.serial), (args.in_flight, args.workflows)):
                 before, started = cpu_times(), time.monotonic()
                 result = await drive(
@@ -165,17 +168,18 @@ async def run_flow(
                 results.append(result)
                 cpu[result.name] = split(before, cpu_times(), time.monotonic() - started)
             await mesh.flush_events()
-            counts = await sample(mesh, sent[-SAMPLE:])
-            counts.cpu = cpu
-            return results, counts
+            return results, await sample(mesh, sent[-SAMPLE:]), cpu
     finally:
         for proc in procs.values():
             proc.stop()
 
 
-async def bench(args: argparse.Namespace) -> tuple[list[RunResult], dict[str, Sampled]]:
+async def bench(
+    args: argparse.Namespace,
+) -> tuple[list[RunResult], dict[str, Sampled], CpuSplits]:
     results: list[RunResult] = []
     sampled: dict[str, Sampled] = {}
+    cpu = CpuSplits()
     with (
         nats_server() as url,
         redis_server() as redis_url,
@@ -199,10 +203,11 @@ async def bench(args: argparse.Namespace) -> tuple[list[RunResult], dict[str, Sa
                     Path(tmp) / flow.name / "tools.toml", support.TOOL_CREDENTIALS
                 ),
             )
-            runs, counts = await run_flow(flow, settings, args)
+            runs, counts, phases = await run_flow(flow, settings, args)
             results.extend(runs)
             sampled[flow.name] = counts
-    return results, sampled
+            cpu.update(phases)
+    return results, sampled, cpu
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -218,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seconds", type=float, default=60.0, help="per phase")
     args = parser.parse_args(argv)
     try:
-        results, sampled = uvloop.run(bench(args))
+        results, sampled, cpu = uvloop.run(bench(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
@@ -237,9 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, s in sampled.items():
         print(f"{name} events: " + ", ".join(f"{k} {n:.1f}" for k, n in s.kinds.items()))
     print(f"CPU of the {os.cpu_count()} cores over each phase (warmup included):")
-    for s in sampled.values():
-        for phase, shares in s.cpu.items():
-            print(f"{phase}: {format_split(shares)}")
+    for phase, shares in cpu.items():
+        print(f"{phase}: {format_split(shares)}")
     floor = results[0]
     for result in results[1:]:
         tasks = sampled[result.name.split()[0]].tasks

@@ -44,6 +44,7 @@ from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects, load_agent
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
 from jetmesh.processes import start_all
+from jetmesh.runtime.gc_tuning import settle_heap
 from jetmesh.toolgate import write_secrets
 from loadtest.cpu_split import cpu_times, format_split, split
 from loadtest.driver import drive
@@ -222,6 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--max-seconds", type=float, default=60.0, help="per phase")
     args = parser.parse_args(argv)
+    settle_heap(MeshSettings().gc_young_threshold)  # this process is the flows' caller
     try:
         results, sampled, cpu = uvloop.run(bench(args))
     except KeyboardInterrupt:

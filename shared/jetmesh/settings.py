@@ -195,6 +195,12 @@ class MeshSettings(BaseSettings):
     concurrency: int = Field(default=64, gt=0)
     """Tasks one replica runs at once."""
 
+    gc_young_threshold: int = Field(default=20_000, ge=0)
+    """In a process jetmesh starts (``jetmesh run``, a service's ``python -m``,
+    ``jetmesh load run``): allocations between two collections of Python's youngest
+    generation, the objects it held when it started frozen out of every collection
+    (:mod:`jetmesh.runtime.gc_tuning`); 0 leaves Python's collector as it is."""
+
     max_ack_pending: int = Field(default=1024, gt=0)
     """Tasks in flight for one role across all its replicas (JetStream ``max_ack_pending``)."""
 

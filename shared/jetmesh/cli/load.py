@@ -44,6 +44,7 @@ from ..load.generators import (
     suggested_processes,
 )
 from ..load.memory import RssWatch, embedded_pids, watch_pids, with_soak
+from ..runtime.gc_tuning import settle_heap
 from .common import console, err_console, run_async, settings
 from .render import markup
 
@@ -219,6 +220,7 @@ def run(
             raise typer.Exit(BAD_SCENARIO)
         report = _several(_generator_args(scenario_file, seconds, rate, soak, watch), count)
     else:
+        settle_heap(settings().gc_young_threshold)  # this process is the load's caller
         report = run_async(go())
     if soak:
         report = with_soak(report)

@@ -13,6 +13,7 @@ import typer
 
 from .._exceptions import ConfigError
 from ..runtime.agent import Agent
+from ..runtime.gc_tuning import settle_heap
 from ..runtime.runner import load_agent, serve
 from ..settings import MeshSettings
 from .common import err_console, settings
@@ -28,6 +29,7 @@ def run_forever(agents: Sequence[Agent], settings: MeshSettings | None = None) -
     """
     settings = settings or MeshSettings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settle_heap(settings.gc_young_threshold)
     try:
         import uvloop
 

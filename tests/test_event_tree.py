@@ -230,3 +230,42 @@ def test_a_step_finished_after_its_caller_gave_up_is_marked() -> None:
     (root,) = build_tree(resumed(billing_done_at=10.0, caller_gave_up=True))
     (billing,) = root.children[0].children
     assert "finished after its caller's timeout" not in billing.notes, "it finished in time"
+
+
+def _timed_out(when: float, callee_step: str) -> LoggedEvent:
+    """triage's ``reply`` event for its call of ``callee_step``: none came in time."""
+    return at(
+        when,
+        ev.REPLY,
+        "triage",
+        "t1",
+        None,
+        "triage",
+        target="billing",
+        callee_step=callee_step,
+        reason=ev.TIMED_OUT,
+    )
+
+
+def test_a_caller_that_caught_the_timeout_marks_the_late_step() -> None:
+    """The caller's handler caught MeshTimeout and went on (no retry, no failure): its
+    ``reply`` event with reason timeout says when it gave up."""
+    events = [
+        *resumed(billing_done_at=13.0, caller_gave_up=False),
+        _timed_out(11.0, "triage/billing.1"),
+    ]
+    (root,) = build_tree(sorted(events, key=lambda item: item.event.at))
+    (billing,) = root.children[0].children
+    assert "finished after its caller's timeout" in billing.notes
+
+
+def test_another_calls_timeout_does_not_mark_the_step() -> None:
+    """The caller's task was retried for a timeout of its other call: a log with the
+    callers' timeout events takes them, not the retry, so billing.1 is not marked."""
+    events = [
+        *resumed(billing_done_at=13.0, caller_gave_up=True),
+        _timed_out(10.5, "triage/billing.2"),
+    ]
+    (root,) = build_tree(sorted(events, key=lambda item: item.event.at))
+    (billing,) = root.children[0].children
+    assert "finished after its caller's timeout" not in billing.notes

@@ -310,7 +310,7 @@ def _note_attempts(node: TaskNode, caller: TaskNode | None) -> None:
         for e in node.events
         if e.verified and e.event.kind == ev.COMPLETED and e.event.reason != ev.FROM_LEDGER
     ]
-    gave_up = _timed_out_at(caller, after=called) if caller is not None else None
+    gave_up = _timed_out_at(caller, node.step, after=called) if caller is not None else None
     if ran and gave_up is not None and min(ran) > gave_up:
         marks.append("finished after its caller's timeout")
     if node.attempts > 1:
@@ -337,20 +337,27 @@ def _called_at(node: TaskNode, caller: TaskNode | None) -> float | None:
     )
 
 
-def _timed_out_at(caller: TaskNode, *, after: float | None) -> float | None:
-    """When ``caller`` first gave up waiting for a reply (a ``MeshTimeout`` retried or
-    failed its task) after ``after``."""
-    return min(
-        (
+def _timed_out_at(caller: TaskNode, step: str, *, after: float | None) -> float | None:
+    """When ``caller`` first gave up waiting for its call of ``step`` after ``after``: its
+    ``reply`` event for that step with reason ``timeout`` (also when its handler caught
+    the timeout and went on). A log written before callers logged their timeouts has
+    none: then the caller's first ``MeshTimeout`` that retried or failed its task."""
+    timeouts = [
+        e.event
+        for e in caller.events
+        if e.verified and e.event.kind == ev.REPLY and e.event.reason == ev.TIMED_OUT
+    ]
+    if timeouts:
+        logged = (e.at for e in timeouts if e.callee_step == step)
+    else:
+        logged = (
             e.event.at
             for e in caller.events
             if e.verified
             and e.event.kind in (ev.RETRIED, ev.FAILED)
             and "MeshTimeout" in f"{e.event.reason} {e.event.detail}"
-            and (after is None or e.event.at >= after)
-        ),
-        default=None,
-    )
+        )
+    return min((at for at in logged if after is None or at >= after), default=None)
 
 
 def _call_number(node: TaskNode) -> int:

@@ -84,6 +84,10 @@ class MeshClient(MeshConnection):
         self._links = LinkSigner(identity.key)
         self.reply_subject = self.subjects.reply(self.name, self.instance)
         self.pending = PendingCalls()
+        self.reply_listeners: list[Callable[[Envelope], None]] = []
+        """Called with every verified reply on this client's reply subject (replies and
+        streamed chunks, expected or not) before it is matched to its call: a load
+        generator counts second replies to one task there (:mod:`jetmesh.load.doors`)."""
 
     async def start(self) -> Self:
         """Connect and listen for replies; returns self (see
@@ -367,6 +371,8 @@ class MeshClient(MeshConnection):
                 log.error("refused reply on %s not dead-lettered: %s", msg.subject, dl_exc)
             return
         envelope, signer = verified.envelope, verified.certificate.name
+        for listener in self.reply_listeners:
+            listener(envelope)
         try:
             if envelope.type == ev.EVENT_TYPE and envelope.kind == "reply":  # a streamed chunk
                 self.pending.chunk(envelope, signer)

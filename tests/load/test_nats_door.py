@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import NamedTuple
 
 import msgspec
 
@@ -76,12 +75,8 @@ async def test_each_request_carries_the_targets_caller_scopes(mesh: Mesh) -> Non
     assert set(seen) == {("load", frozenset({"kb:read", "handoff:write"}))}
 
 
-class Msg(NamedTuple):
-    data: bytes
-
-
-def reply(parent: str, *, type_: str = "Raw", kind: str = "reply") -> Msg:
-    envelope = Envelope(
+def reply(parent: str, *, type_: str = "Raw", kind: str = "reply") -> Envelope:
+    return Envelope(
         id=new_id(),
         kind=kind,  # type: ignore[arg-type]
         workflow="wf",
@@ -91,42 +86,41 @@ def reply(parent: str, *, type_: str = "Raw", kind: str = "reply") -> Msg:
         type=type_,
         parent=parent,
     )
-    return Msg(encode_envelope(envelope))
 
 
-async def test_a_second_reply_to_one_task_is_a_duplicate() -> None:
+def test_a_second_reply_to_one_task_is_a_duplicate() -> None:
     replies = _Replies()
-    for msg in (
+    for envelope in (
         reply("a"),
         reply("b"),
         reply("a"),  # the duplicate
         reply("b", type_=ev.EVENT_TYPE),  # a streamed chunk, not a reply
-        Msg(b"not an envelope"),
+        reply("b", kind="error"),  # an error reply
     ):
-        await replies.on_message(msg)
+        replies.on_reply(envelope)
     assert replies.duplicated == 1
     assert replies.answered == {"a", "b"}
 
 
-async def test_replies_are_remembered_for_a_window_or_two_not_for_the_whole_run() -> None:
+def test_replies_are_remembered_for_a_window_or_two_not_for_the_whole_run() -> None:
     now = 0.0
     replies = _Replies(window_s=60.0, clock=lambda: now)
     for n in range(50):  # 50 windows of 100 answered tasks each
         now = n * 60.0
         for k in range(100):
-            await replies.on_message(reply(f"t{n}-{k}"))
+            replies.on_reply(reply(f"t{n}-{k}"))
     assert replies.duplicated == 0
     assert len(replies.answered) == 100  # the tasks of this window, not of the 5,000
 
     now += 59.0  # a second reply in the same window, and one from the window before
-    await replies.on_message(reply("t49-0"))
-    await replies.on_message(reply("t48-0"))
+    replies.on_reply(reply("t49-0"))
+    replies.on_reply(reply("t48-0"))
     assert replies.duplicated == 2
     now += 61.0  # a new window: the last one's tasks are still remembered
-    await replies.on_message(reply("t49-1"))
+    replies.on_reply(reply("t49-1"))
     assert replies.duplicated == 3
     now += 60.0  # two windows on: forgotten, counted as a first reply
-    await replies.on_message(reply("t48-1"))
+    replies.on_reply(reply("t48-1"))
     assert replies.duplicated == 3
 
 
@@ -140,3 +134,22 @@ def test_the_breakdown_sample_stays_bounded_and_spread_over_the_run() -> None:
     assert kept[0] == 0
     assert kept[-1] >= 64  # the whole run, not its start
     assert all(b - a == sample.stride for a, b in itertools.pairwise(kept))
+
+
+async def test_reply_listeners_see_each_verified_reply_once(mesh: Mesh) -> None:
+    """The door counts replies as its client verifies them (no second subscription): a
+    listener sees each signed reply once, and nothing of an unsigned one."""
+    await mesh.start_replicas(echo_agent)
+    client = await mesh.ingress()
+    seen: list[Envelope] = []
+    client.reply_listeners.append(seen.append)
+    token = mesh.token()
+    await client.request("echo", msgspec.Raw(b'{"n": 1}'), token=token, returns=msgspec.Raw)
+    attacker = await mesh.attacker()
+    await attacker.nc.publish(client.reply_subject, encode_envelope(reply("forged")))
+    await attacker.nc.flush()
+    await client.request("echo", msgspec.Raw(b'{"n": 2}'), token=token, returns=msgspec.Raw)
+    assert [(e.kind, e.sender, e.body) for e in seen] == [
+        ("reply", "echo", msgspec.Raw(b'{"n": 1}')),
+        ("reply", "echo", msgspec.Raw(b'{"n": 2}')),
+    ]

@@ -25,10 +25,10 @@ import httpx
 import msgspec
 
 from .. import events as ev
-from .._exceptions import CallFailed, MeshError
+from .._exceptions import CallFailed
 from ..addresses import Subjects
 from ..client import MeshClient
-from ..envelope import decode_envelope, new_id
+from ..envelope import Envelope, new_id
 from ..identity.keystore import KeyStore
 from ..settings import MeshSettings
 from .breakdown import role_shares
@@ -86,10 +86,11 @@ class _Sample:
 
 
 class _Replies:
-    """Counts replies per task on the client's reply subject; a second one within
-    :data:`DUPLICATE_WINDOW_S` (to twice that) of the first is a duplicate. The tasks
-    answered are kept in two sets, the newer one started every window, the older one
-    dropped then."""
+    """Counts replies per task, as the client verifies them (``MeshClient.reply_listeners``:
+    no second subscription, so each reply is delivered and decoded once); a second one
+    within :data:`DUPLICATE_WINDOW_S` (to twice that) of the first is a duplicate. The
+    tasks answered are kept in two sets, the newer one started every window, the older
+    one dropped then."""
 
     def __init__(
         self, window_s: float = DUPLICATE_WINDOW_S, clock: Callable[[], float] = time.monotonic
@@ -103,13 +104,9 @@ class _Replies:
         self._since = clock()
         self.duplicated = 0
 
-    async def on_message(self, msg: Any) -> None:
-        try:
-            envelope = decode_envelope(msg.data)
-        except MeshError:
-            return
+    def on_reply(self, envelope: Envelope) -> None:
         if envelope.kind != "reply" or envelope.type == ev.EVENT_TYPE or not envelope.parent:
-            return  # not a reply, or a streamed chunk
+            return  # an error, or a streamed chunk
         if (now := self._clock()) - self._since >= self._window_s:
             self._before, self.answered, self._since = self.answered, set(), now
         if envelope.parent in self.answered or envelope.parent in self._before:
@@ -147,7 +144,7 @@ async def nats_door(
     )
     async with MeshClient(s, identity, roots=store.roots()) as mesh:
         replies = _Replies()
-        await mesh.nc.subscribe(mesh.reply_subject, cb=replies.on_message)
+        mesh.reply_listeners.append(replies.on_reply)
         token = mesh.mint_token("load", tenant="load", scopes=target.scopes)
         agent, type_, timeout = scenario.agent, scenario.payload.type, scenario.timeout_s
 

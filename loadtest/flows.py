@@ -44,7 +44,7 @@ from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects, load_agent
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
 from jetmesh.processes import start_all
-from jetmesh.runtime.gc_tuning import settle_heap
+from jetmesh.runtime import settle_heap
 from jetmesh.toolgate import write_secrets
 from loadtest.cpu_split import cpu_times, format_split, split
 from loadtest.driver import drive

@@ -16,6 +16,7 @@ Example:
 from .agent import Agent, Handler
 from .context_base import Authority, ContextBase
 from .gathering import Failed, Ok, Outcome, PendingCall
+from .gc_tuning import settle_heap
 from .ledger import StepLedger
 from .limits import PlanLimits
 from .preflight import Preflight, preflight_for
@@ -37,5 +38,6 @@ __all__ = [
     "StreamingCall",
     "preflight_for",
     "read_chunks",
+    "settle_heap",
     "stream_request",
 ]

@@ -344,22 +344,44 @@ class MeshClient(MeshConnection):
     async def _reply_to(self, task: Envelope, future: asyncio.Future[Envelope]) -> Envelope:
         """The reply to ``task``; once none came for ``reply_lost_after_s``, also looked for
         in the log, as its callee recorded it (:mod:`jetmesh.lost_replies`), again every
-        ``reply_lost_after_s`` until the caller's deadline."""
+        ``reply_lost_after_s`` until the caller's deadline. The looking is a timer beside
+        the wait, started only for a call still waiting then (most end long before)."""
+        loop = asyncio.get_running_loop()
+        looking: list[asyncio.Task[None]] = []
+        timer = loop.call_later(
+            self.settings.reply_lost_after_s,
+            lambda: looking.append(loop.create_task(self._read_back(task, future))),
+        )
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            for reader in looking:
+                reader.cancel()
+
+    async def _read_back(self, task: Envelope, future: asyncio.Future[Envelope]) -> None:
+        """Read the reply to ``task`` from the log into ``future`` (an error reading it
+        too), every ``reply_lost_after_s`` until it is there or ``future`` is done."""
         every = self.settings.reply_lost_after_s
-        while True:
-            done, _ = await asyncio.wait({future}, timeout=every)
-            if done:
-                return future.result()
-            recorded = await recorded_reply(self, task)
+        while not future.done():
+            try:
+                recorded = await recorded_reply(self, task)
+            except Exception as exc:  # the caller's, as when it read the log itself
+                if not future.done():
+                    future.set_exception(exc)
+                return
             if recorded is not None:
-                log.warning(
-                    "no reply from %s to task %s in %.0f s: its recorded answer is read from "
-                    "the log (a reply lost with its server)",
-                    task.to,
-                    task.id,
-                    every,
-                )
-                return recorded
+                if not future.done():
+                    log.warning(
+                        "no reply from %s to task %s in %.0f s: its recorded answer is read "
+                        "from the log (a reply lost with its server)",
+                        task.to,
+                        task.id,
+                        every,
+                    )
+                    future.set_result(recorded)
+                return
+            await asyncio.sleep(every)
 
     async def _on_reply(self, msg: Msg) -> None:
         try:

@@ -9,6 +9,7 @@ then the app's lifespan closes the gateway's connection (:func:`~.process.serve`
 from __future__ import annotations
 
 from jetmesh import MeshSettings
+from jetmesh.runtime import settle_heap
 
 from .app import create_app
 from .gateway import Gateway
@@ -17,8 +18,10 @@ from .settings import GatewaySettings
 
 
 def main() -> None:
-    settings = GatewaySettings()
-    serve(create_app(Gateway(settings, MeshSettings())), settings.host, settings.port)
+    settings, mesh = GatewaySettings(), MeshSettings()
+    app = create_app(Gateway(settings, mesh))
+    settle_heap(mesh.gc_young_threshold)  # as every process jetmesh starts
+    serve(app, settings.host, settings.port)
 
 
 if __name__ == "__main__":

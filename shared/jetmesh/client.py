@@ -87,7 +87,8 @@ class MeshClient(MeshConnection):
         self.reply_listeners: list[Callable[[Envelope], None]] = []
         """Called with every verified reply on this client's reply subject (replies and
         streamed chunks, expected or not) before it is matched to its call: a load
-        generator counts second replies to one task there (:mod:`jetmesh.load.doors`)."""
+        generator counts second replies to one task there (:mod:`jetmesh.load.doors`). One
+        that raises is logged; the reply still goes to its call."""
 
     async def start(self) -> Self:
         """Connect and listen for replies; returns self (see
@@ -394,7 +395,10 @@ class MeshClient(MeshConnection):
             return
         envelope, signer = verified.envelope, verified.certificate.name
         for listener in self.reply_listeners:
-            listener(envelope)
+            try:
+                listener(envelope)
+            except Exception:  # an observer's bug must not cost the call its reply
+                log.exception("reply listener %r failed on %s", listener, envelope.id)
         try:
             if envelope.type == ev.EVENT_TYPE and envelope.kind == "reply":  # a streamed chunk
                 self.pending.chunk(envelope, signer)

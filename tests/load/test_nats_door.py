@@ -153,3 +153,17 @@ async def test_reply_listeners_see_each_verified_reply_once(mesh: Mesh) -> None:
         ("reply", "echo", msgspec.Raw(b'{"n": 1}')),
         ("reply", "echo", msgspec.Raw(b'{"n": 2}')),
     ]
+
+
+async def test_a_failing_reply_listener_does_not_cost_the_call_its_reply(mesh: Mesh) -> None:
+    await mesh.start_replicas(echo_agent)
+    client = await mesh.ingress()
+
+    def broken(envelope: Envelope) -> None:
+        raise RuntimeError("an observer's bug")
+
+    client.reply_listeners.append(broken)
+    reply_body = await client.request(
+        "echo", msgspec.Raw(b'{"n": 3}'), token=mesh.token(), returns=msgspec.Raw, timeout=5.0
+    )
+    assert reply_body == msgspec.Raw(b'{"n": 3}')

@@ -31,6 +31,18 @@ def _stat(pid: str) -> tuple[int, str, float] | None:
     return int(fields[1]), name, ticks / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far.
+
+    Raises:
+        ProcessLookupError: ``pid`` is gone (or there is no /proc).
+    """
+    stat = _stat(str(pid))
+    if stat is None:
+        raise ProcessLookupError(pid)
+    return stat[2]
+
+
 def cpu_times() -> dict[int, tuple[str, float]]:
     """CPU seconds used so far by this process and each of its children, by pid, with the
     role each counts under: ``driver``, a server's name, or ``agents``."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from jetmesh.embedded import EmbeddedStack, free_port
 from jetmesh.envelope import new_id
 from jetmesh.policy import parse_policy
 from jetmesh.processes import settings_env
+from loadtest.cpu_split import cpu_seconds
 from loadtest.stats import LatencyRecorder, RunResult, format_table
 from services.gateway import GatewaySettings, create_app
 from services.gateway.gateway import Gateway
@@ -87,12 +87,6 @@ def serve(kind: str, port: int) -> None:
     if kind == "gateway":
         app = create_app(Gateway(GatewaySettings(), MeshSettings()))
     run_server(app, "127.0.0.1", port, log_level="warning")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def drive(

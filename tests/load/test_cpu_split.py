@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from loadtest.cpu_split import cpu_times, format_split, split
+from loadtest.cpu_split import cpu_seconds, cpu_times, format_split, split
 
 BUSY = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
 
@@ -33,6 +33,18 @@ def test_a_busy_child_counts_as_an_agent_and_this_process_as_the_driver() -> Non
     assert "driver" in shares
     busy = sum(share for role, share in shares.items() if role != "idle")
     assert shares["idle"] == pytest.approx(max(0.0, 1.0 - busy))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_one_process_cpu_seconds_and_a_gone_one() -> None:
+    """What the gateway benchmark reads of its uvicorn process."""
+    child = subprocess.Popen([sys.executable, "-c", BUSY])
+    child.wait()  # reaped: its pid is gone
+    with pytest.raises(ProcessLookupError):
+        cpu_seconds(child.pid)
+    mine = cpu_seconds(os.getpid())
+    assert mine == pytest.approx(cpu_times()[os.getpid()][1], abs=0.05)
+    assert mine > 0.0
 
 
 def test_shares_are_of_every_core_and_idle_is_the_rest() -> None:

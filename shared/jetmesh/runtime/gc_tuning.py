@@ -6,8 +6,8 @@ for a few milliseconds; CPython collects its youngest generation every 700 alloc
 and its oldest whenever a quarter more objects have survived, each time walking every
 object the process imported. Measured in an echo agent under ``bench-hop-2m``
 (gc.callbacks): 7.6% of its CPU in the collector with Python's defaults, each full
-collection 60-80 ms; 2.3% with the settings below, most of it at the start
-(docs/durability.md, "The garbage collector").
+collection 60-80 ms; 2.3% with the settings' default (``gc_young_threshold``, 20,000),
+most of it at the start (docs/durability.md, "The garbage collector").
 
 :func:`settle_heap` runs once, when the process has imported and built what it keeps:
 it collects, then freezes what survived (``gc.freeze``: the collector no longer walks
@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import gc
 
-__all__ = ["YOUNG_THRESHOLD", "settle_heap"]
-
-YOUNG_THRESHOLD = 20_000
-"""Allocations between two collections of the youngest generation (Python's: 700)."""
+__all__ = ["settle_heap"]
 
 
-def settle_heap(young: int = YOUNG_THRESHOLD) -> None:
+def settle_heap(young: int) -> None:
     """Freeze what this process holds now and collect its young objects every ``young``
     allocations; ``young`` 0 leaves the collector as it is."""
     if young <= 0:

@@ -1,0 +1,89 @@
+"""The step ledger's command batcher writes its pipelines itself, on connections of its
+own: the replies must come back as redis-py's pipeline gives them, each to its caller, and
+a connection that broke or was left mid-exchange must never hand one caller another's
+reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from jetmesh.embedded import RedisServer
+from jetmesh.envelope import new_id
+from jetmesh.memory.batching import CommandBatcher
+from jetmesh.memory.connection import connect
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = connect(redis_server.url, retry_s=2.0)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_replies_come_back_in_order_parsed_as_redis_py_parses_them(redis: Redis) -> None:
+    batcher = CommandBatcher(redis)
+    key, missing = f"batcher:{new_id()}", f"batcher:{new_id()}"
+    set_, get, gone, wrong, hmget = (
+        batcher.execute("SET", key, "v", "EX", 60),
+        batcher.execute("GET", key),
+        batcher.execute("GET", missing),
+        batcher.execute("HGET", key, "field"),  # a string is not a hash: this one fails
+        batcher.execute("HMGET", missing, "a", "b"),
+    )
+    assert await set_ is True  # SET's "OK" through the client's response callback
+    assert await get == b"v"
+    assert await gone is None
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await wrong
+    assert await hmget == [None, None]
+    async with redis.pipeline(transaction=False) as pipe:  # the same, through redis-py
+        pipe.set(key, "v", ex=60).get(key).get(missing).hmget(missing, ["a", "b"])
+        assert await pipe.execute() == [True, b"v", None, [None, None]]
+
+
+async def test_a_killed_connection_is_reconnected_and_the_batch_answered(redis: Redis) -> None:
+    batcher = CommandBatcher(redis)
+    key = f"batcher:{new_id()}"
+    assert await batcher.execute("SET", key, "1", "EX", 60) is True
+    killed = await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    assert killed >= 1  # the batcher's connection among them
+    assert await batcher.execute("INCR", key) == 2
+    assert await batcher.execute("GET", key) == b"2"
+
+
+async def test_a_pipeline_cut_short_leaves_no_reply_for_the_next(redis: Redis) -> None:
+    batcher = CommandBatcher(redis)
+    key = f"batcher:{new_id()}"
+    await batcher.execute("SET", key, "first", "EX", 60)
+    # A pipeline cancelled while its reply is on its way (the blocking pop holds it for
+    # a moment): its connection must not serve the next pipeline with that reply unread.
+    blocked = batcher.execute("BLPOP", f"batcher:{new_id()}", 0.3)
+    await asyncio.sleep(0.05)
+    for task in list(batcher._tasks):
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await blocked
+    await asyncio.sleep(0.4)  # BLPOP's nil reply has arrived by now, on the old socket
+    assert await batcher.execute("GET", key) == b"first"
+    assert await batcher.execute("ECHO", "second") == b"second"
+
+
+async def test_the_batchers_connections_close_with_the_client(redis_server: RedisServer) -> None:
+    client = connect(redis_server.url, retry_s=0)
+    batcher = CommandBatcher(client)
+    replies = await asyncio.gather(*(batcher.execute("PING") for _ in range(3)))
+    assert replies == [True] * 3
+    connection = batcher._idle[0]
+    assert connection.is_connected
+    await client.aclose()
+    assert not connection.is_connected  # closed with the pool: no unclosed socket left

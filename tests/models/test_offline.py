@@ -4,13 +4,22 @@ request, and steered by the documented prompt conventions."""
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
 from jetmesh.models import ModelReply, OfflineProvider, build_request
 from jetmesh.models.offline import MODEL, PROVIDER
 from jetmesh.models.prompt import parse
-from jetmesh.models.text import content_stems, embed, estimate_tokens, similarity
+from jetmesh.models.templates import LEXICON
+from jetmesh.models.text import (
+    content_stems,
+    cosine,
+    embed,
+    estimate_tokens,
+    similarity,
+    words,
+)
 
 LABELS = "task: classify\nlabels: billing, technical, product"
 KB = (
@@ -256,3 +265,18 @@ def test_kept_stems_and_embeddings_are_handed_out_as_copies() -> None:
     assert embed(text)[0] != 9.0
     # ``drop`` is applied to the words, kept or not
     assert content_stems(text, drop=["refunds"]) == ["charg", "back", "within", "fiv", "day"]
+
+
+def test_similarity_is_the_cosine_of_the_embeddings_to_the_last_bit() -> None:
+    """similarity() skips the buckets where either text has nothing; the float must still
+    be the dense cosine's, or a ranking of equal scores could come out another way."""
+    rng = random.Random(7)
+    vocabulary = words(" ".join(LEXICON.values()))  # the classifier's own words
+    texts = [" ".join(rng.choices(vocabulary, k=rng.randint(0, 12))) for _ in range(120)]
+    pairs = list(zip(texts, reversed(texts), strict=True)) + [(t, t) for t in texts[:10]]
+    for a, b in pairs:
+        dense = sum(x * y for x, y in zip(embed(a), embed(b), strict=True))
+        assert similarity(a, b).hex() == float(dense).hex() == cosine(embed(a), embed(b)).hex()
+    assert any(similarity(a, b) < 0 for a, b in pairs)  # signed buckets: some pairs below 0
+    with pytest.raises(ValueError, match="dimensions"):
+        cosine([1.0], [1.0, 0.0])

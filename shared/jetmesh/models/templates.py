@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Final
 
 from .prompt import Prompt
-from .text import content_stems, cosine, embed, sentences, similarity, stem, words
+from .text import content_stems, sentences, similarity, stem, words
 
 LEXICON: Final[dict[str, str]] = {
     "billing": "refund charge charged invoice payment pay paid bill billing price pricing "
@@ -123,11 +123,10 @@ def _ranked(
     first, ties in their given order; those sharing nothing with the query are left out
     unless ``keep_unrelated``."""
     wanted = set(content_stems(query))
-    vector = embed(query)
     out = []
     for order, (ident, text) in enumerate(docs):
         overlap = len(wanted & set(content_stems(text))) / len(wanted) if wanted else 0.0
-        score = round(0.5 * overlap + 0.5 * max(cosine(vector, embed(text)), 0.0), 2)
+        score = round(0.5 * overlap + 0.5 * max(similarity(query, text), 0.0), 2)
         if score > 0 or keep_unrelated:
             out.append((score, -order, ident or f"#{order + 1}", text))
     out.sort(reverse=True)
@@ -194,12 +193,11 @@ def score(prompt: Prompt) -> tuple[str, str]:
     if not criteria:
         return f"score: 0.00\nverdict: revise\nthreshold: {threshold:.2f}", "no criterion given"
     found = set(content_stems(text))
-    vector = embed(text)
     lines, total = [], 0.0
     for criterion in criteria:
         wanted = set(content_stems(criterion, drop=RUBRIC_VERBS))
         coverage = len(wanted & found) / len(wanted) if wanted else 0.0
-        value = round(0.8 * coverage + 0.2 * max(cosine(vector, embed(criterion)), 0.0), 2)
+        value = round(0.8 * coverage + 0.2 * max(similarity(text, criterion), 0.0), 2)
         total += value
         lines.append(f"{'met' if value >= 0.5 else 'missing'}: {criterion} ({value:.2f})")
     overall = total / len(criteria)

@@ -87,3 +87,25 @@ async def test_the_batchers_connections_close_with_the_client(redis_server: Redi
     assert connection.is_connected
     await client.aclose()
     assert not connection.is_connected  # closed with the pool: no unclosed socket left
+
+
+async def test_with_replicas_asked_for_a_pipeline_waits_and_says_when_none_had_it(
+    redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``wait_replicas``: each pipeline ends in WAIT; a server without replicas answers 0
+    after the timeout, which is logged, and the callers still get their replies (the
+    effect claims' own pipeline too)."""
+    batcher = CommandBatcher(redis, wait_replicas=1, wait_timeout_ms=50)
+    key = f"batcher:{new_id()}"
+    with caplog.at_level("WARNING", logger="jetmesh.memory"):
+        assert await batcher.execute("SET", key, "v", "EX", 60) is True
+        assert await batcher.pipeline([("SET", key, "w", "NX"), ("GET", key)]) == [None, b"v"]
+    warned = [r.getMessage() for r in caplog.records if "replicas had" in r.getMessage()]
+    assert (
+        warned
+        == [
+            "0 of 1 Redis replicas had the ledger's writes after 50 ms: a failover "
+            "now could lose them"
+        ]
+        * 2
+    )

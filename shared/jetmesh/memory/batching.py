@@ -8,7 +8,7 @@ is atomic on its own, as a function of the mesh's library where it must be).
 
 With ``wait_replicas``, each pipeline ends in ``WAIT``: its callers hear back once that many
 replicas have the pipeline's writes (or the timeout passed: logged), so a failover of the
-primary cannot lose them (:func:`replicated`).
+primary cannot lose them (:meth:`CommandBatcher.pipeline`).
 
 The batcher writes its pipelines itself, on connections it keeps checked out of the
 client's pool (closed with the client): the commands packed and sent as one write, their
@@ -28,34 +28,12 @@ import logging
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
 log = logging.getLogger("jetmesh.memory")
 
 MAX_BATCH = 512
-
-
-async def replicated(
-    redis: Redis, commands: list[tuple[Any, ...]], wait_replicas: int, timeout_ms: int
-) -> list[Any]:
-    """Run ``commands`` in one pipeline on one connection and, with ``wait_replicas``, wait
-    until that many replicas have them (``WAIT``); their replies (errors as exceptions in
-    the list, as ``raise_on_error=False``)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for command in commands:
-            pipe.execute_command(*command)
-        _wait(pipe, wait_replicas, timeout_ms)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-    if wait_replicas:
-        _check_wait(replies.pop(), wait_replicas, timeout_ms)
-    return replies
-
-
-def _wait(pipe: Pipeline, replicas: int, timeout_ms: int) -> None:
-    if replicas:
-        pipe.execute_command("WAIT", replicas, timeout_ms)
 
 
 def _check_wait(acked: Any, replicas: int, timeout_ms: int) -> None:
@@ -72,7 +50,8 @@ def _check_wait(acked: Any, replicas: int, timeout_ms: int) -> None:
 
 
 class CommandBatcher:
-    """Runs Redis commands in per-loop-turn pipelines; each caller awaits its own reply."""
+    """Runs Redis commands in per-loop-turn pipelines; each caller awaits its own reply
+    (:meth:`execute`), or a pipeline of the caller's own at once (:meth:`pipeline`)."""
 
     def __init__(
         self,
@@ -115,11 +94,8 @@ class CommandBatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
-        commands = [command for command, _ in batch]
-        if self._wait_replicas:
-            commands.append(("WAIT", self._wait_replicas, self._wait_timeout_ms))
         try:
-            replies = await self._pipeline(commands)
+            replies = await self.pipeline([command for command, _ in batch])
         except asyncio.CancelledError:  # the loop is closing: no caller waits forever
             for _, future in batch:
                 future.cancel()
@@ -129,8 +105,6 @@ class CommandBatcher:
                 if not future.done():
                     future.set_exception(exc)
             return
-        if self._wait_replicas:
-            _check_wait(replies.pop(), self._wait_replicas, self._wait_timeout_ms)
         for (_, future), reply in zip(batch, replies, strict=True):
             if future.done():
                 continue
@@ -139,10 +113,20 @@ class CommandBatcher:
             else:
                 future.set_result(reply)
 
-    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """``commands`` sent as one write on a connection of the batcher's and their replies
-        (a command's error in its place); retried as a whole, with the connection's retry
-        policy, when the connection breaks."""
+    async def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` now, as one pipeline of their own, and their replies (a command's
+        error in its place); with ``wait_replicas``, once that many replicas have them."""
+        if not self._wait_replicas:
+            return await self._exchanged(commands)
+        wait = ("WAIT", self._wait_replicas, self._wait_timeout_ms)
+        replies = await self._exchanged([*commands, wait])
+        _check_wait(replies.pop(), self._wait_replicas, self._wait_timeout_ms)
+        return replies
+
+    async def _exchanged(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` sent as one write on a connection of the batcher's and their replies;
+        retried as a whole, with the connection's retry policy, when the connection
+        breaks."""
         pool = self._redis.connection_pool
         if self._idle:
             connection = self._idle.pop()

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from .._exceptions import EffectInDoubt, MemoryFull, NotProvisioned
 from ..envelope import Envelope, encode
 from ..memory import keys
-from ..memory.batching import CommandBatcher, replicated
+from ..memory.batching import CommandBatcher
 from ..memory.functions import CLAIM_STEP, FINISH, TAKE_OVER, fcall, with_library
 from ..memory.refused import refused
 from ..telemetry import metrics
@@ -127,7 +127,6 @@ class StepLedger:
         self._redis = redis
         self._prefix = prefix
         self._ttl = ttl_s
-        self._wait = (wait_replicas, wait_timeout_ms)
         self._batch = CommandBatcher(
             redis, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms
         )
@@ -306,7 +305,7 @@ class StepLedger:
     async def _replicated(self, *commands: tuple[Any, ...]) -> list[Any]:
         """``commands`` in one pipeline, on the replicas too when asked; the first error
         raised."""
-        replies = await replicated(self._redis, list(commands), *self._wait)
+        replies = await self._batch.pipeline(list(commands))
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply

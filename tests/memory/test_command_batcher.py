@@ -15,7 +15,8 @@ from redis.exceptions import ResponseError
 
 from jetmesh.embedded import RedisServer
 from jetmesh.envelope import new_id
-from jetmesh.memory.batching import CommandBatcher
+from jetmesh.memory import WorkingMemory, functions
+from jetmesh.memory.batching import CommandBatcher, shared_batcher
 from jetmesh.memory.connection import connect
 
 pytestmark = pytest.mark.integration
@@ -109,3 +110,23 @@ async def test_with_replicas_asked_for_a_pipeline_waits_and_says_when_none_had_i
         ]
         * 2
     )
+
+
+async def test_working_memory_of_concurrent_tasks_shares_the_clients_pipelines(
+    redis: Redis, redis_server: RedisServer
+) -> None:
+    """Every WorkingMemory on one client sends through that client's one batcher, so the
+    reads and writes of tasks in the same loop turn go as one pipeline on one connection;
+    another client has its own."""
+    await functions.load_library(redis)  # as `jetmesh up` has (CAS is one of its functions)
+    batcher = shared_batcher(redis)
+    memories = [WorkingMemory(redis, "batcher", new_id(), "agent") for _ in range(8)]
+    assert all(m._batch is batcher for m in memories)
+    await asyncio.gather(*(m.update("n", int, lambda n: (n or 0) + 1) for m in memories))
+    assert len(batcher._idle) == 1  # eight tasks' HMGETs, then CASes, one pipeline each
+    assert [await m.get("n", int) for m in memories] == [1] * 8
+    other = connect(redis_server.url, retry_s=0)
+    try:
+        assert shared_batcher(other) is not batcher
+    finally:
+        await other.aclose()

@@ -34,6 +34,8 @@ from redis.exceptions import ResponseError
 log = logging.getLogger("jetmesh.memory")
 
 MAX_BATCH = 512
+_SHARED = "_jetmesh_shared_batcher"
+"""The attribute of a client that holds its :func:`shared_batcher`."""
 
 
 def _check_wait(acked: Any, replicas: int, timeout_ms: int) -> None:
@@ -47,6 +49,16 @@ def _check_wait(acked: Any, replicas: int, timeout_ms: int) -> None:
             replicas,
             timeout_ms,
         )
+
+
+def shared_batcher(redis: Redis) -> CommandBatcher:
+    """``redis``'s batcher for commands that wait for no replica (working memory): one per
+    client, so the reads and writes of the tasks of one loop turn share a pipeline."""
+    batcher = getattr(redis, _SHARED, None)
+    if not isinstance(batcher, CommandBatcher):
+        batcher = CommandBatcher(redis)
+        setattr(redis, _SHARED, batcher)  # kept on the client: gone with it
+    return batcher
 
 
 class CommandBatcher:

@@ -32,7 +32,8 @@ from .._exceptions import MemoryConflict, MemoryTooLarge
 from ..envelope import encode
 from ..ids import new_id
 from . import keys
-from .functions import CAS, fcall
+from .batching import shared_batcher
+from .functions import CAS, with_library
 from .refused import refused
 
 T = TypeVar("T")
@@ -62,6 +63,9 @@ class WorkingMemory:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         self._redis = redis
+        self._batch = shared_batcher(redis)
+        """Reads and writes go in the client's shared pipelines: those of the tasks of one
+        loop turn together, without redis-py's bookkeeping around each command."""
         self._prefix = prefix
         self.workflow = workflow
         self.agent = agent
@@ -78,7 +82,7 @@ class WorkingMemory:
     async def get_versioned(self, name: str, tp: type[T]) -> Versioned[T]:
         """The value and its version (0 and None when absent)."""
         with refused(self.key(name), "read", role=self.agent):
-            raw_version, data = await self._redis.hmget(self.key(name), ["v", "d"])
+            raw_version, data = await self._batch.execute("HMGET", self.key(name), "v", "d")
         if raw_version is None or data is None:
             return Versioned(None, 0)
         return Versioned(msgspec.json.decode(data, type=tp), int(raw_version))
@@ -112,12 +116,10 @@ class WorkingMemory:
                 f"{self.key(name)}: {len(data)} bytes > limit {self.max_value_bytes}"
             )
         expected = "" if expected_version is None else str(expected_version)
+        args = [expected, data, ttl_s if ttl_s is not None else self.ttl_s, new_id()]
         with refused(self.key(name), "write", role=self.agent):
-            ok, version = await fcall(
-                self._redis,
-                CAS,
-                [self.key(name)],
-                [expected, data, ttl_s if ttl_s is not None else self.ttl_s, new_id()],
+            ok, version = await with_library(
+                self._redis, lambda: self._batch.fcall(CAS, [self.key(name)], args)
             )
         if not ok:
             raise MemoryConflict(self.key(name), expected_version or 0, int(version))

@@ -173,11 +173,8 @@ class CommandBatcher:
         return replies
 
     async def close(self) -> None:
-        """Wait for pipelines in flight; give the batcher's connections back to the pool."""
+        """Wait for pipelines in flight (the batcher's connections close with the client's
+        pool)."""
         if self._tasks:
             with contextlib.suppress(Exception):
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            with contextlib.suppress(Exception):  # the pool was reset meanwhile
-                await self._redis.connection_pool.release(connection)

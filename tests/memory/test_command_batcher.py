@@ -52,6 +52,37 @@ async def test_replies_come_back_in_order_parsed_as_redis_py_parses_them(redis: 
         assert await pipe.execute() == [True, b"v", None, [None, None]]
 
 
+async def test_values_of_every_type_the_mesh_sends_are_stored_as_redis_py_stores_them(
+    redis: Redis,
+) -> None:
+    batcher = CommandBatcher(redis)
+    values: list[str | bytes | int | float] = ["plain", "ünïcødé", b"\x00\xffbytes", -3, 0.1 + 0.2]
+    keys = [f"batcher:{new_id()}" for _ in values]
+    stored = await asyncio.gather(
+        *(
+            batcher.execute("SET", key, value, "EX", 60)
+            for key, value in zip(keys, values, strict=True)
+        )
+    )
+    assert stored == [True] * len(values)
+    for key, value in zip(keys, values, strict=True):
+        mirror = f"{key}:redis-py"
+        await redis.set(mirror, value, ex=60)
+        assert await redis.get(key) == await redis.get(mirror)
+
+
+async def test_a_value_that_cannot_be_sent_fails_its_batch_and_the_next_batch_goes(
+    redis: Redis,
+) -> None:
+    batcher = CommandBatcher(redis)
+    key = f"batcher:{new_id()}"
+    bad = batcher.execute("SET", key, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await bad
+    assert await batcher.execute("SET", key, "after", "EX", 60) is True
+    assert await redis.get(key) == b"after"
+
+
 async def test_a_killed_connection_is_reconnected_and_the_batch_answered(redis: Redis) -> None:
     batcher = CommandBatcher(redis)
     key = f"batcher:{new_id()}"

@@ -17,7 +17,9 @@ retried with the connection's own retry policy when the connection breaks, as re
 pipeline does. What it leaves out is redis-py's bookkeeping around each pipeline (a
 Pipeline object, the pool's lock and checks on every checkout, per-command metrics and
 field-set scans): measured 2026-12-03 with two commands a pipeline, 206 us of the caller's
-CPU with redis-py's pipeline against 128 us written directly.
+CPU with redis-py's pipeline against 128 us written directly. The commands are packed by
+hiredis (in C; redis-py's asyncio client packs in Python): two commands of the mesh's
+library 14.3 us -> 3.1 us. A command's name is one word, as the mesh's commands are.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import contextlib
 import logging
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
@@ -158,7 +161,7 @@ class CommandBatcher:
     ) -> list[Any]:
         if not connection.is_connected:  # connect() asks the Sentinels for the primary
             await connection.connect()  # type: ignore[no-untyped-call]
-        packed = connection.pack_commands(commands)
+        packed = b"".join([hiredis.pack_command(command) for command in commands])
         await connection.send_packed_command(packed, check_health=False)
         callbacks = self._redis.response_callbacks
         replies: list[Any] = []

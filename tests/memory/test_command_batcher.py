@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jetmesh.embedded import RedisServer
 from jetmesh.envelope import new_id
@@ -119,6 +120,24 @@ async def test_the_batchers_connections_close_with_the_client(redis_server: Redi
     assert connection.is_connected
     await client.aclose()
     assert not connection.is_connected  # closed with the pool: no unclosed socket left
+
+
+async def test_a_reply_that_does_not_come_in_time_disconnects_and_the_next_batch_goes(
+    redis_server: RedisServer,
+) -> None:
+    client = Redis.from_url(redis_server.url, socket_timeout=0.2)  # no retries
+    try:
+        batcher = CommandBatcher(client)
+        key = f"batcher:{new_id()}"
+        blocked = batcher.execute("BLPOP", key, 2)  # the server answers after 2 s
+        with pytest.raises(RedisTimeoutError):
+            await blocked
+        (connection,) = batcher._idle
+        assert not connection.is_connected, "never half-read: disconnected"
+        await client.rpush(key, "late")  # what BLPOP would have taken stays for the next
+        assert await batcher.execute("LPOP", key) == b"late"
+    finally:
+        await client.aclose()
 
 
 async def test_with_replicas_asked_for_a_pipeline_waits_and_says_when_none_had_it(

@@ -19,6 +19,7 @@ import random
 import signal
 from typing import Any
 
+import nats
 import nats.aio.client as nats_client_module
 import pytest
 from nats.aio.client import Client
@@ -254,6 +255,7 @@ _STOCK_SOURCE_SHA256 = {
     "_send_publish": "300b534f8eabee7476d04f56e0dc8bc297c7aca425f7cf613315296d76dd9be0",
     "_flusher": "43957ffb357d6d94fb9f8d89c52523a02bd82bdba1104150c304d6ba5c867f41",
     "_parse_header_lines": "049cf69148e0bb4f6d897648c92c3a3816df04091fa345f01b93316bbc4d187f",
+    "_send_ping": "d57b2f820443afb4ed739d9c0bf771f3881c6a7acd9ded3f3db7edc60305d682",
 }
 
 
@@ -286,6 +288,7 @@ def test_overridden_nats_py_signatures_are_the_ones_we_wrote_for() -> None:
     ]
     assert _params(Client._flusher) == [("self", pk, empty)]
     assert _params(Client._parse_header_lines) == [("raw", pk, empty)]
+    assert _params(Client._send_ping) == [("self", pk, empty), ("future", pk, None)]
     # what the overrides call or touch on nats-py's client
     assert _params(Client._send_command) == [
         ("self", pk, empty),
@@ -294,7 +297,7 @@ def test_overridden_nats_py_signatures_are_the_ones_we_wrote_for() -> None:
     ]
     assert _params(Client._flush_pending) == [("self", pk, empty), ("force_flush", pk, False)]
     client = Client()
-    for attr in ("_pending", "_pending_data_size", "_flush_queue", "_transport", "stats"):
+    for attr in ("_pending", "_pending_data_size", "_flush_queue", "_transport", "stats", "_pongs"):
         assert hasattr(client, attr), attr
     for method in ("_error_cb", "_process_op_err", "_process_headers", "_flusher_task"):
         assert hasattr(client, method), method
@@ -397,14 +400,18 @@ class _Writes:
         assert transport is not None
         self.writes: list[bytes] = []
         self.writelines = 0
+        self.wire = bytearray()
+        """Everything written, in order."""
         write, writelines = transport.write, transport.writelines
 
         def counted_write(payload: bytes) -> None:
             self.writes.append(bytes(payload))
+            self.wire += payload
             write(payload)
 
         def counted_writelines(payload: list[bytes]) -> None:
             self.writelines += 1
+            self.wire += b"".join(payload)
             writelines(payload)
 
         transport.write = counted_write  # type: ignore[method-assign]
@@ -412,6 +419,39 @@ class _Writes:
 
     def publishes(self) -> list[bytes]:
         return [w for w in self.writes if w.startswith((b"PUB ", b"HPUB "))]
+
+
+@pytest_integration
+async def test_a_flush_after_subscribe_returns_once_the_server_has_the_subscription(
+    fresh_nats_server: NatsServer,
+) -> None:
+    """``flush()`` promises the server has read what was sent before it. Stock nats-py
+    writes the ``PING`` straight to the socket, ahead of a ``SUB`` still queued for the
+    flusher: its ``PONG`` can come before the server has the subscription, and a request
+    sent next gets "no responders" (seen as a rare failure of a test that listens and
+    never answers). Ours queues the ``PING`` behind it."""
+    stock = await nats.connect(fresh_nats_server.url, name="stock")
+    ours = await connect(fresh_nats_server.url, "ours")
+    asker = await connect(fresh_nats_server.url, "asker")
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(b"here")
+
+    try:
+        for client, sub_first in ((stock, False), (ours, True)):
+            writes = _Writes(client)
+            for n in range(20):
+                subject = f"ping.order.{client.options['name']}.{n}"
+                await client.subscribe(subject, cb=answer)  # queued: no await yields here
+                await client.flush()
+                wire = bytes(writes.wire)
+                sub_at = wire.rindex(b"SUB " + subject.encode())
+                assert (sub_at < wire.rindex(b"PING\r\n")) is sub_first, wire[-200:]
+                if sub_first:
+                    assert (await asker.request(subject, b"?", timeout=2.0)).data == b"here"
+    finally:
+        for nc in (stock, ours, asker):
+            await nc.close()
 
 
 @pytest_integration

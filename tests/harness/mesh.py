@@ -21,7 +21,6 @@ from typing import Any, NamedTuple
 
 import jwt
 import msgspec
-import nats
 from nats.aio.client import Client as NATS
 from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
@@ -37,6 +36,7 @@ from jetmesh import (
     Replica,
     Subjects,
 )
+from jetmesh.bus.nats_client import MeshNatsClient
 from jetmesh.dead_letters import DETAIL_HEADER, REASON_HEADER, SUBJECT_HEADER, UNVERIFIED_WORKFLOW
 from jetmesh.envelope import new_id
 from jetmesh.event_log import LoggedEvent, TaskNode, build_tree, read_events, read_settled
@@ -170,9 +170,12 @@ class Mesh:
         return self._client.mint_token(subject, tenant=tenant, scopes=scopes, ttl_s=ttl_s)
 
     async def attacker(self) -> Attacker:
-        """A bare nats-py connection that publishes whatever it likes."""
+        """A connection with no identity that publishes whatever it likes (nats-py, as the
+        mesh's own client: its ``flush()`` returns once the server has the subscriptions
+        made before it, so a listener it sets up is there when the test goes on)."""
         self._started = True
-        nc = await nats.connect(self.settings.nats_url, name="attacker")
+        nc = MeshNatsClient()
+        await nc.connect(self.settings.nats_url, name="attacker")
         self._connections.append(nc)
         return Attacker(nc)
 

@@ -1,4 +1,4 @@
-"""The nats-py client with two changes on the publish path, the rest is the stock client.
+"""The nats-py client with three changes, the rest is the stock client.
 
 - Pending commands are written to the socket as one buffer. nats-py's flusher hands its
   list of pending commands to ``writelines``; under uvloop that is a write attempt per
@@ -7,6 +7,12 @@
   values replaced by spaces; names with whitespace or non-ASCII bytes skipped) but without
   per-character work on every value and name: signature and path headers are long, and
   every message carries several.
+- A ``PING`` (``flush()``, the ping interval) is queued behind the commands waiting for
+  the flusher, not written to the socket ahead of them: nats-py writes it straight to
+  the transport, so the server could answer ``PONG`` before it had read a ``SUB`` queued
+  earlier, and ``flush()`` returned with the interest not yet there (a request sent
+  next to it got "no responders", a reply to it could be dropped). Its ``PONG`` now means
+  the server has read everything sent before it, as ``flush()`` promises.
 
 The overrides are tested directly against stock nats-py in tests/bus/test_nats_client.py
 (same bytes, same dicts, nats-py's signatures and method bodies pinned) and pyproject pins
@@ -32,7 +38,7 @@ import asyncio
 import re
 from typing import Any
 
-from nats.aio.client import Client
+from nats.aio.client import PING_PROTO, Client
 from nats.errors import BadHeaderError, BadSubjectError
 from nats.protocol import command as prot_command
 
@@ -134,3 +140,9 @@ class MeshNatsClient(Client):
             finally:
                 if not future.done():
                     future.set_result(None)
+
+    async def _send_ping(self, future: asyncio.Future[bool] | None = None) -> None:
+        self._pongs.append(future if future is not None else asyncio.Future())
+        self._pending.append(PING_PROTO)
+        self._pending_data_size += len(PING_PROTO)
+        await self._flush_pending()

@@ -65,6 +65,17 @@ async def test_a_long_task_announces_itself_while_it_runs(mesh: Mesh) -> None:
     assert await run(mesh, Nap(STARTED_AFTER_S * 6)) == ["started", "completed"]
 
 
+async def test_an_idle_replica_does_not_wake_to_announce_and_wakes_for_the_next_long_task(
+    mesh: Mesh,
+) -> None:
+    (replica,) = await mesh.start_replicas(napper())
+    assert await run(mesh, Nap(0.0)) == ["completed"]
+    await until(lambda: not replica._to_announce.is_set(), "the announcer waits, idle")
+    assert await run(mesh, Nap(STARTED_AFTER_S * 6)) == ["started", "completed"]
+    await until(lambda: not replica._to_announce.is_set(), "and waits again after it")
+    assert await run(mesh, Nap(STARTED_AFTER_S * 6)) == ["started", "completed"]
+
+
 async def test_a_redelivery_announces_itself_at_once(mesh: Mesh) -> None:
     await mesh.start_replicas(napper())
     kinds_seen = await run(mesh, Nap(0.0, fail_first=True))

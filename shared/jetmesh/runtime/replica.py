@@ -144,6 +144,8 @@ class Replica(ReplicaSteps):
         self.grant = frozenset(agent.scopes) & _certified_scopes(identity, roots)
         """What this role may do: its declared scopes, as far as its certificate grants."""
         self._unannounced: dict[Context, float] = {}
+        self._to_announce = asyncio.Event()
+        """Set while ``_unannounced`` may hold a task: the announcer sleeps otherwise."""
         self._announcer: asyncio.Task[None] | None = None
         self._feed: PullFeed
         self._advisories: PullFeed
@@ -315,6 +317,7 @@ class Replica(ReplicaSteps):
         started = time.perf_counter()
         if attempt == 1:
             self._unannounced[ctx] = time.monotonic()
+            self._to_announce.set()
         else:
             await ctx.emit_event(ev.STARTED, type=task.type)
         try:
@@ -374,8 +377,12 @@ class Replica(ReplicaSteps):
         """Emit ``started`` for first deliveries whose handler has run ``STARTED_AFTER_S``:
         a short task is described completely by its ``completed`` event (which carries
         its duration), a long or stuck one shows up while it runs. Redeliveries always
-        announce themselves at once. One timer per replica, not one per task."""
+        announce themselves at once. One timer per replica, not one per task, and none
+        while no task waits to be announced (an idle replica does not wake for it)."""
         while True:
+            if not self._unannounced:
+                self._to_announce.clear()
+                await self._to_announce.wait()
             await asyncio.sleep(STARTED_AFTER_S / 2)
             due = time.monotonic() - STARTED_AFTER_S
             for ctx, started in list(self._unannounced.items()):

@@ -143,6 +143,5 @@ class MeshNatsClient(Client):
 
     async def _send_ping(self, future: asyncio.Future[bool] | None = None) -> None:
         self._pongs.append(future if future is not None else asyncio.Future())
-        self._pending.append(PING_PROTO)
-        self._pending_data_size += len(PING_PROTO)
+        await self._send_command(PING_PROTO)  # queued, as SUB and PUB are
         await self._flush_pending()

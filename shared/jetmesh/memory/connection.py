@@ -79,7 +79,8 @@ def _through_sentinels(
     if password is None:
         username, password = target.username, target.password
     auth: dict[str, Any] = {"username": username, "password": password} if password else {}
-    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+    # (redis-py 8 types Sentinel.__init__; earlier releases do not)
+    sentinels = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         list(target.sentinels),
         sentinel_kwargs={"socket_connect_timeout": CONNECT_TIMEOUT_S, **auth},
     )

@@ -46,7 +46,7 @@ from jetmesh.event_log import read_events
 from jetmesh.processes import start_all
 from jetmesh.runtime import settle_heap
 from jetmesh.toolgate import write_secrets
-from loadtest.cpu_split import cpu_times, format_split, split
+from loadtest.cpu_split import cpu_times, format_per_item, format_split, split, used
 from loadtest.driver import drive
 from loadtest.floor import run_floor
 from loadtest.servers import nats_server, redis_server
@@ -95,9 +95,21 @@ class Sampled:
     """Events per workflow by kind (means)."""
 
 
-CpuSplits = dict[str, dict[str, float]]
-"""Per phase (``support x16``): each role's share of the machine's CPU time
-(:mod:`loadtest.cpu_split`)."""
+@dataclass(frozen=True)
+class PhaseCpu:
+    """What the processes of one phase (``support x16``, warmup included) used
+    (:mod:`loadtest.cpu_split`)."""
+
+    shares: dict[str, float]
+    """Each role's share of the machine's CPU time, and ``idle``."""
+    seconds: dict[str, float]
+    """Each role's CPU seconds."""
+    workflows: int
+    """Workflows sent in the phase, warmup included."""
+
+
+CpuSplits = dict[str, PhaseCpu]
+"""Per phase (``support x16``)."""
 
 
 async def sample(mesh: MeshClient, workflows: list[str]) -> Sampled:
@@ -167,7 +179,12 @@ async def run_flow(
                     name=f"{flow.name} x{in_flight}",
                 )
                 results.append(result)
-                cpu[result.name] = split(before, cpu_times(), time.monotonic() - started)
+                after = cpu_times()
+                cpu[result.name] = PhaseCpu(
+                    split(before, after, time.monotonic() - started),
+                    used(before, after),
+                    result.requests + args.warmup,
+                )
             await mesh.flush_events()
             return results, await sample(mesh, sent[-SAMPLE:]), cpu
     finally:
@@ -244,8 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     for name, s in sampled.items():
         print(f"{name} events: " + ", ".join(f"{k} {n:.1f}" for k, n in s.kinds.items()))
     print(f"CPU of the {os.cpu_count()} cores over each phase (warmup included):")
-    for phase, shares in cpu.items():
-        print(f"{phase}: {format_split(shares)}")
+    for phase, spent in cpu.items():
+        print(f"{phase}: {format_split(spent.shares)}")
+    print("CPU a workflow over each phase (warmup included), every process:")
+    for phase, spent in cpu.items():
+        print(f"{phase}: {format_per_item(spent.seconds, spent.workflows)}")
     floor = results[0]
     for result in results[1:]:
         tasks = sampled[result.name.split()[0]].tasks

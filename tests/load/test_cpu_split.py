@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from loadtest.cpu_split import cpu_seconds, cpu_times, format_split, split
+from loadtest.cpu_split import cpu_seconds, cpu_times, format_per_item, format_split, split, used
 
 BUSY = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
 
@@ -59,3 +59,17 @@ def test_shares_are_of_every_core_and_idle_is_the_rest() -> None:
     assert next(iter(shares)) == "agents", "the largest first"
     assert format_split(shares).startswith("agents ")
     assert format_split({}) == "not measured (no /proc)"
+
+
+def test_used_seconds_by_role_and_the_cost_of_one_item() -> None:
+    before = {1: ("driver", 1.0), 2: ("nats-server", 5.0), 3: ("agents", 0.0)}
+    after = {1: ("driver", 1.5), 2: ("nats-server", 6.0), 3: ("agents", 2.0), 4: ("agents", 0.5)}
+    seconds = used(before, after)
+    assert seconds == {"agents": 2.5, "nats-server": 1.0, "driver": 0.5}
+    assert next(iter(seconds)) == "agents", "the largest first"
+    line = format_per_item(seconds, items=100)  # 40 ms an item
+    assert line.startswith("40.0 ms (agents 25.0, nats-server 10.0, driver 5.0)")
+    cores = os.cpu_count() or 1
+    assert line.endswith(f"the cores hold {25 * cores:,} a second at that cost")
+    assert format_per_item({}, items=100) == "not measured (no /proc)"
+    assert format_per_item(seconds, items=0) == "not measured (no /proc)"

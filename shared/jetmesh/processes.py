@@ -9,14 +9,32 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ._exceptions import ConfigError
 from .settings import MeshSettings
 
-__all__ = ["AgentProcess", "settings_env", "start_all"]
+__all__ = ["AgentProcess", "pack", "settings_env", "start_all"]
+
+
+def pack(roles: Sequence[str], processes: int) -> list[tuple[str, ...]]:
+    """``roles`` dealt into ``processes`` groups in turn, as cards are (the first role to
+    the first group, the second to the second, ...), each group one process's roles; fewer
+    groups when there are fewer roles.
+
+    Example:
+        >>> pack(["triage", "billing", "technical", "kb", "critic"], 2)
+        [('triage', 'technical', 'critic'), ('billing', 'kb')]
+
+    Raises:
+        ValueError: ``processes`` below 1.
+    """
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, not {processes}")
+    count = min(processes, len(roles))
+    return [tuple(roles[i::count]) for i in range(count)]
 
 
 def settings_env(settings: MeshSettings) -> dict[str, str]:

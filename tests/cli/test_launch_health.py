@@ -1,5 +1,6 @@
 """``jetmesh launch PACKAGE --health-port-base N``: the i-th process it starts serves its
-health endpoints on port N + i, printed beside it; all close when launch is stopped."""
+health endpoints on port N + i, printed beside it; all close when launch is stopped. With
+``--processes N`` the roles are dealt into N processes, each role its own replica."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from jetmesh import KeyStore, MeshSettings
+from jetmesh.cli import MeshPackage
 from jetmesh.embedded import free_port
-from jetmesh.processes import settings_env
+from jetmesh.processes import pack, settings_env
 from services.research import ROLES
 from tests.harness.mesh import REPO_ROOT
 
@@ -51,8 +53,11 @@ def free_port_at(port: int) -> bool:
     return True
 
 
-def start_launch(settings: MeshSettings, base: int, out: Path) -> subprocess.Popen[bytes]:
-    """``jetmesh launch services.research --health-port-base <base>``, output to ``out``."""
+def start_launch(
+    settings: MeshSettings, base: int, out: Path, *options: str
+) -> subprocess.Popen[bytes]:
+    """``jetmesh launch services.research --health-port-base <base> [options]``, output to
+    ``out``."""
     with out.open("wb") as sink:
         return subprocess.Popen(
             [
@@ -63,6 +68,7 @@ def start_launch(settings: MeshSettings, base: int, out: Path) -> subprocess.Pop
                 "services.research",
                 "--health-port-base",
                 str(base),
+                *options,
             ],
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -73,13 +79,16 @@ def start_launch(settings: MeshSettings, base: int, out: Path) -> subprocess.Pop
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("processes", [None, 2], ids=["a process per role", "two processes"])
 async def test_launch_gives_each_process_a_health_port(
-    settings: MeshSettings, tmp_path: Path
+    settings: MeshSettings, tmp_path: Path, processes: int | None
 ) -> None:
     KeyStore(settings.resolved_keys_dir).init_root()  # identities issued on the spot
-    base = free_run(len(ROLES))
+    groups = [(role,) for role in ROLES] if processes is None else pack(ROLES, processes)
+    base = free_run(len(groups))
     out = tmp_path / "launch.out"
-    launch = start_launch(settings, base, out)
+    options = () if processes is None else ("--processes", str(processes))
+    launch = start_launch(settings, base, out, *options)
     try:
         give_up = time.monotonic() + 60
         while "processes running" not in out.read_text() and time.monotonic() < give_up:
@@ -89,14 +98,16 @@ async def test_launch_gives_each_process_a_health_port(
         ports = {
             name: int(port)
             for name, port in re.findall(
-                r"^(\w+) +pid \d+ .* health http://127.0.0.1:(\d+)$", printed, re.M
+                r"^([\w+]+) +pid \d+ .* health http://127.0.0.1:(\d+)$", printed, re.M
             )
         }
-        assert ports == {role: base + i for i, role in enumerate(ROLES)}, printed
-        for role, port in ports.items():
+        names = ["+".join(roles) for roles in groups]
+        assert ports == {name: base + i for i, name in enumerate(names)}, printed
+        assert f"{len(groups)} processes running" in printed
+        for roles, port in zip(groups, ports.values(), strict=True):
             assert await status_of(port, "/readyz") == (
                 200,
-                {"status": "ready", "replicas": {role: "running"}},
+                {"status": "ready", "replicas": dict.fromkeys(roles, "running")},
             )
         launch.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(launch.wait, 60) == 0, out.read_text()
@@ -131,3 +142,22 @@ def test_a_base_whose_ports_run_past_65535_is_refused(
     )
     assert done.returncode == 2
     assert f"leaves no room for {len(ROLES)} processes' ports" in done.stderr
+
+
+def test_roles_are_dealt_into_processes_and_the_others_stay_alone() -> None:
+    support = MeshPackage.of("services.support")
+    assert support.packed() == {name: [t] for name, t in support.targets.items()}
+    packed = support.packed(2)
+    assert packed == {
+        "triage+technical+kb+escalation": [
+            f"services.support.{role}:agent" for role in ("triage", "technical", "kb", "escalation")
+        ],
+        "billing+product+critic": [
+            f"services.support.{role}:agent" for role in ("billing", "product", "critic")
+        ],
+        "toolgate": ["services.support.toolgate:agent"],  # the tool credentials: alone
+    }
+    assert list(support.packed(99)) == [*support.roles, "toolgate"]  # one role a process
+    assert pack(["a", "b", "c"], 1) == [("a", "b", "c")]
+    with pytest.raises(ValueError, match="at least 1"):
+        support.packed(0)

@@ -1,5 +1,5 @@
-"""``jetmesh launch <package>``: every role of a mesh as its own process, until SIGINT or
-SIGTERM; then each drains and stops.
+"""``jetmesh launch <package>``: every role of a mesh as its own process (or the roles
+packed into ``--processes N``), until SIGINT or SIGTERM; then each drains and stops.
 
 A mesh is a package that names its roles; the command reads, from the package::
 
@@ -15,6 +15,13 @@ settings. Without ``JETMESH_POLICY_FILE``, the processes get the mesh's ``POLICY
 missing (set the variable to a file of real credentials for real systems). With
 ``--health-port-base N`` the process started i-th (from 0, in the order printed) serves its
 health endpoints on port ``N + i``. A mesh's ``__main__`` is ``launch("<package>")``.
+
+With ``--processes N`` the roles are dealt into N processes (:func:`jetmesh.processes.pack`;
+a process named by its roles, ``triage+technical+kb``), each role still its own replica,
+identity and server logins; the other processes (a tool gateway) stay alone. On a small
+machine that costs less CPU (one process per core, fewer wake-ups, fuller batches), at a
+price: roles in one process share its memory, so one compromised role's code holds the
+others' keys too.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from pathlib import Path
 
 import typer
 
-from ..processes import AgentProcess
+from ..processes import AgentProcess, pack
 from ..settings import MeshSettings
 from ..toolgate.secrets_file import write_secrets
 from .common import err_console, settings
@@ -74,6 +81,22 @@ class MeshPackage:
             **self.processes,
         }
 
+    def packed(self, processes: int | None = None) -> dict[str, list[str]]:
+        """Each process's name and targets: a process per role (``processes`` None), or the
+        roles dealt into ``processes`` (:func:`~jetmesh.processes.pack`, each named
+        ``role+role``); then the other processes, each alone.
+
+        Raises:
+            ValueError: ``processes`` below 1.
+        """
+        if processes is None:
+            return {name: [target] for name, target in self.targets.items()}
+        groups = {
+            "+".join(roles): [f"{self.name}.{role}:agent" for role in roles]
+            for roles in pack(self.roles, processes)
+        }
+        return groups | {name: [target] for name, target in self.processes.items()}
+
     def settings_for(self, settings: MeshSettings) -> MeshSettings:
         """``settings`` with the mesh's policy file and stand-in tool credentials where
         they name none (writing the stand-ins when missing)."""
@@ -93,14 +116,17 @@ def launch(
     *,
     mesh_settings: MeshSettings | None = None,
     health_port_base: int | None = None,
+    processes: int | None = None,
 ) -> None:
     """Start a process per role of ``package`` (and one per other process it declares) on
     ``mesh_settings`` (default: this process's), wait for a stop signal, stop them all. Where
-    ``jetmesh up`` generated the roles' users, each process connects as its role.
+    ``jetmesh up`` generated the roles' users, each role connects as itself.
 
     Args:
         health_port_base: the i-th process started (from 0) serves its health endpoints on
             this port plus i (printed beside it); None: as ``mesh_settings`` say.
+        processes: the roles dealt into this many processes (:meth:`MeshPackage.packed`);
+            None: a process per role.
     """
     mesh = MeshPackage.of(package)
     s = mesh.settings_for(mesh_settings or MeshSettings())
@@ -116,12 +142,12 @@ def launch(
         print(f"{'policy':<13} {policy}", flush=True)
         if s.tool_secrets_file is not None:
             print(f"{'credentials':<13} {s.tool_secrets_file}", flush=True)
-        for i, (name, target) in enumerate(mesh.targets.items()):
+        for i, (name, targets) in enumerate(mesh.packed(processes).items()):
             log = s.state_dir / "logs" / f"{name}.log"
             own = s
             if health_port_base is not None:
                 own = s.model_copy(update={"health_port": health_port_base + i})
-            proc = AgentProcess([target], own, log_file=log).start()
+            proc = AgentProcess(targets, own, log_file=log).start()
             started.append(proc)
             health = f"  health http://{own.health_host}:{own.health_port}"
             print(
@@ -149,20 +175,35 @@ def launch_command(
         help="serve each process's /healthz and /readyz: the i-th process (from 0, as "
         "printed) on this port plus i",
     ),
+    processes: int | None = typer.Option(
+        None,
+        "--processes",
+        min=1,
+        help="deal the roles into this many processes (e.g. one per core: less CPU on a "
+        "small machine; roles in one process share its memory and keys); default: a "
+        "process per role. Other processes (a tool gateway) stay alone",
+    ),
 ) -> None:
     """Run every role of a mesh (its package's ROLES, and its other PROCESSES) as its own
-    process until SIGTERM or Ctrl-C, then drain them."""
+    process, or the roles packed into --processes N, until SIGTERM or Ctrl-C, then drain
+    them."""
     sys.path.insert(0, str(Path.cwd()))
     try:
         mesh = MeshPackage.of(package)
     except (ImportError, TypeError) as exc:
         err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
-    if health_port_base is not None and health_port_base + len(mesh.targets) - 1 > 65535:
+    count = len(mesh.packed(processes))
+    if health_port_base is not None and health_port_base + count - 1 > 65535:
         err_console.print(
             f"[red]error:[/red] --health-port-base {health_port_base} leaves no room for "
-            f"{len(mesh.targets)} processes' ports (up to 65535)",
+            f"{count} processes' ports (up to 65535)",
             soft_wrap=True,
         )
         raise typer.Exit(2)
-    launch(mesh.name, mesh_settings=settings(), health_port_base=health_port_base)
+    launch(
+        mesh.name,
+        mesh_settings=settings(),
+        health_port_base=health_port_base,
+        processes=processes,
+    )

@@ -17,6 +17,10 @@ measured in the same run, on the same server. Then a sample of workflows is read
 the event log to count the messages a workflow takes and the time its model calls took.
 
     python -m loadtest.flows [--workflows 1000] [--in-flight 16] [--serial 100] [--warmup 50]
+                             [--processes N]
+
+With ``--processes N`` each mesh's roles are dealt into N processes (as ``jetmesh launch
+--processes N`` does; the tool gateway stays alone) instead of a process per role.
 
 The run is bounded in count and time (``--max-seconds`` per phase), starts its own
 nats-server (JetStream ``sync_interval: always``, as embedded) and redis-server, and stops
@@ -43,7 +47,7 @@ import uvloop
 from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects, load_agent
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
-from jetmesh.processes import start_all
+from jetmesh.processes import pack, start_all
 from jetmesh.runtime import settle_heap
 from jetmesh.toolgate import write_secrets
 from loadtest.cpu_split import cpu_times, format_per_item, format_split, split, used
@@ -142,10 +146,12 @@ async def run_flow(
     keys = KeyStore(settings.resolved_keys_dir)
     keys.init_root()
     subjects = Subjects(settings.subject_prefix)
-    targets = {role: [f"{flow.package}.{role}:agent"] for role in flow.roles}
-    targets.update({name: [target] for name, target in flow.extra})
-    for role, (target,) in targets.items():
+    roles = {role: f"{flow.package}.{role}:agent" for role in flow.roles} | dict(flow.extra)
+    for role, target in roles.items():
         keys.issue(role, subjects=subjects, ttl_s=3600, scopes=load_agent(target).scopes)
+    groups = pack(flow.roles, args.processes or len(flow.roles))
+    targets = {"+".join(group): [roles[role] for role in group] for group in groups}
+    targets.update({name: [target] for name, target in flow.extra})
     loader = keys.issue(LOADER, subjects=subjects, ttl_s=3600, ingress=True)
     procs = start_all(targets, settings, log_dir=settings.state_dir / "logs")
     try:
@@ -239,16 +245,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--serial", type=int, default=100, help="measured one at a time, per flow")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--max-seconds", type=float, default=60.0, help="per phase")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="deal each mesh's roles into this many processes (default: a process per role)",
+    )
     args = parser.parse_args(argv)
+    if args.processes is not None and args.processes < 1:
+        parser.error("--processes must be at least 1")
     settle_heap(MeshSettings().gc_young_threshold)  # this process is the flows' caller
     try:
         results, sampled, cpu = uvloop.run(bench(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    layout = f"the roles in {args.processes} processes" if args.processes else "a process per role"
     print(
         f"{args.in_flight} workflows in flight, {os.cpu_count()} CPUs, offline model provider, "
-        "a process per role, JetStream sync_interval: always; floor: 256 B request/reply"
+        f"{layout}, JetStream sync_interval: always; floor: 256 B request/reply"
     )
     print(format_table(results).replace("requests", "  count ").replace("req/s", "  /s "))
     print("per workflow (mean of the last 20 read back from the event log):")

@@ -45,9 +45,10 @@ from typing import Any
 import uvloop
 
 from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects, load_agent
+from jetmesh.cli import MeshPackage
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
-from jetmesh.processes import pack, start_all
+from jetmesh.processes import start_all
 from jetmesh.runtime import settle_heap
 from jetmesh.toolgate import write_secrets
 from loadtest.cpu_split import cpu_times, format_per_item, format_split, split, used
@@ -55,7 +56,7 @@ from loadtest.driver import drive
 from loadtest.floor import run_floor
 from loadtest.servers import nats_server, redis_server
 from loadtest.stats import RunResult, format_table
-from services import research, support
+from services import support
 from services.demo.flows import QUESTION, SCOPES, TICKETS
 from services.research.wire import Report
 from services.support.wire import Resolution
@@ -69,21 +70,19 @@ SAMPLE = 20
 class Flow:
     name: str
     package: str
-    roles: tuple[str, ...]
+    """The mesh's package (:class:`~jetmesh.cli.MeshPackage`: its roles, and its other
+    processes such as the tool gateway)."""
     entry: str
     bodies: Callable[[], itertools.cycle[Any]]
     returns: type[Any]
     scopes: tuple[str, ...]
-    extra: tuple[tuple[str, str], ...] = ()
-    """Processes besides the package's roles (name, target): the tool gateway."""
 
 
 FLOWS = (
-    Flow("support", "services.support", support.ROLES, "triage",
-         lambda: itertools.cycle(TICKETS), Resolution, tuple(SCOPES),
-         tuple(support.PROCESSES.items())),
-    Flow("research", "services.research", research.ROLES, "orchestrator",
-         lambda: itertools.cycle([QUESTION]), Report, ("corpus:read",)),
+    Flow("support", "services.support", "triage", lambda: itertools.cycle(TICKETS),
+         Resolution, tuple(SCOPES)),
+    Flow("research", "services.research", "orchestrator", lambda: itertools.cycle([QUESTION]),
+         Report, ("corpus:read",)),
 )  # fmt: skip
 
 
@@ -146,12 +145,10 @@ async def run_flow(
     keys = KeyStore(settings.resolved_keys_dir)
     keys.init_root()
     subjects = Subjects(settings.subject_prefix)
-    roles = {role: f"{flow.package}.{role}:agent" for role in flow.roles} | dict(flow.extra)
-    for role, target in roles.items():
+    package = MeshPackage.of(flow.package)
+    for role, target in package.targets.items():
         keys.issue(role, subjects=subjects, ttl_s=3600, scopes=load_agent(target).scopes)
-    groups = pack(flow.roles, args.processes or len(flow.roles))
-    targets = {"+".join(group): [roles[role] for role in group] for group in groups}
-    targets.update({name: [target] for name, target in flow.extra})
+    targets = package.packed(args.processes)
     loader = keys.issue(LOADER, subjects=subjects, ttl_s=3600, ingress=True)
     procs = start_all(targets, settings, log_dir=settings.state_dir / "logs")
     try:

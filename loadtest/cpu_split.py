@@ -1,10 +1,10 @@
 """Where a benchmark's CPU went: this process and its children (the servers it started,
 the agent processes), read from ``/proc`` before and after a phase.
 
-    before = cpu_times()
+    before, machine = cpu_times(), machine_times()
     ...  # the phase
     after = cpu_times()
-    print(format_split(split(before, after, wall_s)))
+    print(format_split(split(before, after, wall_s, machine=(machine, machine_times()))))
     print(format_per_item(used(before, after), items))
 
 Linux only; elsewhere :func:`cpu_times` is empty and the split says so.
@@ -75,15 +75,41 @@ def used(
     return dict(sorted(seconds.items(), key=lambda item: -item[1]))
 
 
+def machine_times() -> tuple[float, float]:
+    """CPU seconds the whole machine has been busy and idle so far, every core summed
+    (``/proc/stat``; waiting on the disk counts as idle; (0, 0) without it). Busy includes
+    what no process is charged for: interrupts and soft interrupts (loopback networking)
+    and the kernel's own workers (block I/O, the file system's journal)."""
+    try:
+        with (PROC / "stat").open() as stat:
+            fields = [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    user, nice, system, idle, iowait, irq, softirq, steal = fields + [0] * (8 - len(fields))
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / tick, (idle + iowait) / tick
+
+
 def split(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    wall_s: float,
+    *,
+    machine: tuple[tuple[float, float], tuple[float, float]] | None = None,
 ) -> dict[str, float]:
-    """Each role's share of the machine's CPU time over ``wall_s`` seconds (``idle``: what
-    nobody of them used); a process that ended meanwhile is not counted."""
+    """Each role's share of the machine's CPU time over ``wall_s`` seconds, and ``idle``:
+    what nobody used. With ``machine`` (:func:`machine_times` before and after), also
+    ``other``: what the rest of the machine used meanwhile (the kernel's interrupts and
+    workers, other processes), which is otherwise counted as idle. A process that ended
+    meanwhile is not counted."""
     capacity = wall_s * (os.cpu_count() or 1)
     if capacity <= 0 or not after:
         return {}
     shares = {role: seconds / capacity for role, seconds in used(before, after).items()}
+    ours = sum(shares.values())
+    if machine is not None and machine[1][0] > 0:
+        (busy_before, _), (busy_after, _) = machine
+        shares["other"] = max(0.0, (busy_after - busy_before) / capacity - ours)
     shares["idle"] = max(0.0, 1.0 - sum(shares.values()))
     return shares
 

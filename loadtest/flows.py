@@ -51,7 +51,14 @@ from jetmesh.event_log import read_events
 from jetmesh.processes import start_all
 from jetmesh.runtime import settle_heap
 from jetmesh.toolgate import write_secrets
-from loadtest.cpu_split import cpu_times, format_per_item, format_split, split, used
+from loadtest.cpu_split import (
+    cpu_times,
+    format_per_item,
+    format_split,
+    machine_times,
+    split,
+    used,
+)
 from loadtest.driver import drive
 from loadtest.floor import run_floor
 from loadtest.servers import nats_server, redis_server
@@ -171,7 +178,7 @@ async def run_flow(
 
             results, cpu = [], CpuSplits()
             for in_flight, count in ((1, args.serial), (args.in_flight, args.workflows)):
-                before, started = cpu_times(), time.monotonic()
+                before, machine, started = cpu_times(), machine_times(), time.monotonic()
                 result = await drive(
                     send,
                     payload=b"",
@@ -182,9 +189,9 @@ async def run_flow(
                     name=f"{flow.name} x{in_flight}",
                 )
                 results.append(result)
-                after = cpu_times()
+                after, wall = cpu_times(), time.monotonic() - started
                 cpu[result.name] = PhaseCpu(
-                    split(before, after, time.monotonic() - started),
+                    split(before, after, wall, machine=(machine, machine_times())),
                     used(before, after),
                     result.requests + args.warmup,
                 )
@@ -272,7 +279,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     for name, s in sampled.items():
         print(f"{name} events: " + ", ".join(f"{k} {n:.1f}" for k, n in s.kinds.items()))
-    print(f"CPU of the {os.cpu_count()} cores over each phase (warmup included):")
+    print(
+        f"CPU of the {os.cpu_count()} cores over each phase (warmup included; other: the "
+        "kernel's interrupts and workers, and any other process):"
+    )
     for phase, spent in cpu.items():
         print(f"{phase}: {format_split(spent.shares)}")
     print("CPU a workflow over each phase (warmup included), every process:")

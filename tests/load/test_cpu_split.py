@@ -9,7 +9,15 @@ import time
 
 import pytest
 
-from loadtest.cpu_split import cpu_seconds, cpu_times, format_per_item, format_split, split, used
+from loadtest.cpu_split import (
+    cpu_seconds,
+    cpu_times,
+    format_per_item,
+    format_split,
+    machine_times,
+    split,
+    used,
+)
 
 BUSY = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
 
@@ -73,3 +81,30 @@ def test_used_seconds_by_role_and_the_cost_of_one_item() -> None:
     assert line.endswith(f"the cores hold {25 * cores:,} a second at that cost")
     assert format_per_item({}, items=100) == "not measured (no /proc)"
     assert format_per_item(seconds, items=0) == "not measured (no /proc)"
+
+
+def test_what_the_rest_of_the_machine_used_is_other_not_idle() -> None:
+    cores = os.cpu_count() or 1
+    before = {1: ("driver", 1.0), 2: ("agents", 0.0)}
+    after = {1: ("driver", 1.5), 2: ("agents", 2.0)}
+    capacity = 10.0 * cores
+    machine = ((100.0, 500.0), (100.0 + 4.0, 500.0 + capacity - 4.0))  # 4 s busy in all
+    shares = split(before, after, wall_s=10.0, machine=machine)
+    assert shares["other"] == pytest.approx(1.5 / capacity)  # 4 busy - 2.5 ours
+    assert shares["idle"] == pytest.approx(1 - 4.0 / capacity)
+    assert list(shares)[-2:] == ["other", "idle"]
+    # the machine busier than ours by less than nothing (rounding of ticks): no other
+    assert split(before, after, wall_s=10.0, machine=((0.0, 0.0), (2.0, 9.0)))["other"] == 0.0
+    assert "other" not in split(before, after, wall_s=10.0)  # not measured: all is idle
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_the_machine_busy_and_idle_seconds_grow() -> None:
+    busy, idle = machine_times()
+    child = subprocess.Popen([sys.executable, "-c", BUSY])
+    child.wait()
+    later_busy, later_idle = machine_times()
+    assert busy > 0.0
+    assert idle > 0.0
+    assert later_busy - busy >= 0.2  # the child's 0.3 s of CPU, give or take a tick
+    assert later_idle >= idle

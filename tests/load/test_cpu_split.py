@@ -93,7 +93,7 @@ def test_what_the_rest_of_the_machine_used_is_other_not_idle() -> None:
     assert shares["other"] == pytest.approx(1.5 / capacity)  # 4 busy - 2.5 ours
     assert shares["idle"] == pytest.approx(1 - 4.0 / capacity)
     assert list(shares)[-2:] == ["other", "idle"]
-    # the machine busier than ours by less than nothing (rounding of ticks): no other
+    # a machine reading below what our processes used (its ticks round down): no other
     assert split(before, after, wall_s=10.0, machine=((0.0, 0.0), (2.0, 9.0)))["other"] == 0.0
     assert "other" not in split(before, after, wall_s=10.0)  # not measured: all is idle
 

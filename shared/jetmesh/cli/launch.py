@@ -89,10 +89,11 @@ class MeshPackage:
         Raises:
             ValueError: ``processes`` below 1.
         """
+        targets = self.targets
         if processes is None:
-            return {name: [target] for name, target in self.targets.items()}
+            return {name: [target] for name, target in targets.items()}
         groups = {
-            "+".join(roles): [f"{self.name}.{role}:agent" for role in roles]
+            "+".join(roles): [targets[role] for role in roles]
             for roles in pack(self.roles, processes)
         }
         return groups | {name: [target] for name, target in self.processes.items()}

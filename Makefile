@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint types docs bench bench-flows chaos chaos-support cluster-chaos restarts poison soak schemas clean down
+.PHONY: demo test check lint types docs bench bench-flows bench-against chaos chaos-support cluster-chaos restarts poison soak schemas clean down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ bench: $(STAMP)
 
 bench-flows: $(STAMP)
 	$(BIN)/python -m loadtest.flows
+
+# The flows against an earlier revision, pairs of runs alternating in one sitting:
+#   make bench-against REV=<commit> [PAIRS=3] [FLOWS="--workflows 1000"]
+bench-against: $(STAMP)
+	@test -n "$(REV)" || { echo "usage: make bench-against REV=<git revision> [PAIRS=3] [FLOWS=...]"; exit 2; }
+	$(BIN)/python -m loadtest.against $(REV) --pairs $(or $(PAIRS),3) -- $(FLOWS)
 
 chaos: $(STAMP)
 	$(BIN)/jetmesh load run loadtest/scenarios/chaos.toml --out out/chaos

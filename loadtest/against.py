@@ -1,0 +1,162 @@
+"""The flows benchmark against an earlier revision, in one sitting: pairs of runs alternating.
+
+A machine shared with other work moves the flows' figures by a factor of two from one
+hour to the next (README, Reference flows), so a figure measured another day says little
+about a change. This runs ``python -m loadtest.flows`` of a git revision (``REV``, checked
+out into a temporary worktree, run with this checkout's virtual environment) and of this
+checkout in turn, ``--pairs`` times, and prints each pair's workflows a second and p99 side
+by side with their ratio, then the median ratio of each phase:
+
+    python -m loadtest.against REV [--pairs 3] [-- flows arguments, e.g. --workflows 1000]
+
+The revision must have ``loadtest/flows.py`` taking the same arguments and printing its
+closing lines (``support x16: 75.0 workflows/s (...); p50 192.3 ms, p99 497.9 ms``) as this
+one does: the code since 2026-12-03 does. The worktree is removed at the end, whatever
+happens; each run is bounded by the flows' own ``--max-seconds`` and by a timeout here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_TIMEOUT_S = 1800.0
+"""A flows run this long has hung: it is stopped and the comparison fails."""
+_PHASE_LINE = re.compile(
+    r"^(?P<phase>\w+ x\d+): (?P<rate>[\d,.]+) workflows/s .*"
+    r"p50 (?P<p50>[\d,.]+) ms, p99 (?P<p99>[\d,.]+) ms$"
+)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a flows run (``support x16``): its rate and latency."""
+
+    name: str
+    rate: float
+    p50_ms: float
+    p99_ms: float
+
+
+def phases_of(output: str) -> dict[str, Phase]:
+    """The phases of a flows run's output, by name, from its closing lines."""
+    found: dict[str, Phase] = {}
+    for line in output.splitlines():
+        if (m := _PHASE_LINE.match(line.strip())) is not None:
+            rate, p50, p99 = (float(m[k].replace(",", "")) for k in ("rate", "p50", "p99"))
+            found[m["phase"]] = Phase(m["phase"], rate, p50, p99)
+    return found
+
+
+def format_pairs(pairs: Sequence[tuple[dict[str, Phase], dict[str, Phase]]], rev: str) -> str:
+    """Each phase's pairs (the revision's run, then this checkout's), their ratios, and
+    the median ratio of each phase."""
+    names = [name for name in pairs[0][1] if all(name in a and name in b for a, b in pairs)]
+    header = ("phase", "pair", f"{rev} /s", "this /s", "ratio", f"{rev} p99 ms", "this p99 ms")
+    rows: list[tuple[str, ...]] = []
+    medians: list[str] = []
+    for name in names:
+        ratios = []
+        for n, (before, after) in enumerate(pairs, 1):
+            b, a = before[name], after[name]
+            ratios.append(a.rate / b.rate)
+            rows.append(
+                (name, str(n), f"{b.rate:,.1f}", f"{a.rate:,.1f}", f"{ratios[-1]:.2f}",
+                 f"{b.p99_ms:,.1f}", f"{a.p99_ms:,.1f}")
+            )  # fmt: skip
+        medians.append(
+            f"{name}: {statistics.median(ratios):.2f} times {rev} (median of {len(ratios)}; "
+            f"{min(ratios):.2f}-{max(ratios):.2f})"
+        )
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in (header, *rows)
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join([*lines, *medians])
+
+
+@contextlib.contextmanager
+def worktree(rev: str, *, repo: Path = ROOT) -> Iterator[Path]:
+    """``rev`` checked out into a temporary worktree of ``repo`` (detached), removed after."""
+    with tempfile.TemporaryDirectory(prefix="jetmesh-against-") as tmp:
+        path = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "-C", str(repo), "worktree", "add", "--detach", "--quiet", str(path), rev],
+            check=True,
+        )
+        try:
+            yield path
+        finally:
+            subprocess.run(
+                ["git", "-C", str(repo), "worktree", "remove", "--force", str(path)], check=False
+            )
+            subprocess.run(["git", "-C", str(repo), "worktree", "prune"], check=False)
+
+
+def run_flows(tree: Path, flows_args: Sequence[str]) -> dict[str, Phase]:
+    """One flows run of the code in ``tree`` (its ``shared/`` and services first on the
+    path), with this interpreter; its phases.
+
+    Raises:
+        RuntimeError: the run failed, timed out or printed no phase.
+    """
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tree / "shared"), str(tree)])}
+    command = [sys.executable, "-m", "loadtest.flows", *flows_args]
+    try:
+        done = subprocess.run(
+            command, cwd=tree, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"the flows of {tree} ran over {RUN_TIMEOUT_S:.0f} s") from exc
+    phases = phases_of(done.stdout)
+    if done.returncode != 0 or not phases:
+        tail = "\n".join((done.stderr or done.stdout).splitlines()[-15:])
+        raise RuntimeError(f"the flows of {tree} failed (exit {done.returncode}):\n{tail}")
+    return phases
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.against",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("rev", help="the git revision to compare with (a commit, tag, branch)")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating pairs of runs")
+    argv = sys.argv[1:] if argv is None else argv
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, flows_args = parser.parse_args(argv[:cut]), argv[cut + 1 :]
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
+    pairs: list[tuple[dict[str, Phase], dict[str, Phase]]] = []
+    try:
+        with worktree(args.rev) as tree:
+            for n in range(1, args.pairs + 1):
+                print(f"pair {n} of {args.pairs}: {args.rev}, then this checkout", flush=True)
+                pairs.append((run_flows(tree, flows_args), run_flows(ROOT, flows_args)))
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"against {args.rev}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(format_pairs(pairs, args.rev))
+
+
+if __name__ == "__main__":
+    main()

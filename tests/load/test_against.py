@@ -1,0 +1,108 @@
+"""The flows against an earlier revision: the phases read from a flows run's output, the
+pairs' table and median ratios, the temporary worktree (made and removed), and a run that
+fails or prints nothing reported as such."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from loadtest.against import ROOT, Phase, format_pairs, main, phases_of, run_flows, worktree
+
+OUTPUT = """\
+support x16: 21.6 ms (agents 13.9, nats-server 5.2, redis-server 1.6, driver 0.8); the cores hold 93 a second at that cost
+support x1: 40.4 workflows/s (198 tasks/s, 0.010 of the floor's requests/s); p50 24.5 ms, p99 41.2 ms
+support x16: 1,078.6 workflows/s (385 tasks/s, 0.020 of the floor's requests/s); p50 184.1 ms, p99 479.5 ms
+research x16: agents 45%, nats-server 25%, redis-server 5%, driver 2%, other 3%, idle 20%
+"""  # noqa: E501
+
+
+def test_the_phases_are_read_from_the_closing_lines_and_nothing_else() -> None:
+    phases = phases_of(OUTPUT)
+    assert phases == {
+        "support x1": Phase("support x1", 40.4, 24.5, 41.2),
+        "support x16": Phase("support x16", 1078.6, 184.1, 479.5),
+    }
+    assert phases_of("no phases here\n") == {}
+
+
+def test_each_pair_gets_its_ratio_and_each_phase_its_median() -> None:
+    def run(rate: float, p99: float) -> dict[str, Phase]:
+        return {"support x16": Phase("support x16", rate, 100.0, p99)}
+
+    pairs = [(run(50.0, 700.0), run(75.0, 500.0)), (run(40.0, 800.0), run(100.0, 400.0)),
+             (run(60.0, 600.0), run(90.0, 450.0))]  # fmt: skip
+    table = format_pairs(pairs, "abc123")
+    lines = table.splitlines()
+    assert lines[0].split() == ["phase", "pair", "abc123", "/s", "this", "/s", "ratio",
+                                "abc123", "p99", "ms", "this", "p99", "ms"]  # fmt: skip
+    assert lines[2].split() == ["support", "x16", "1", "50.0", "75.0", "1.50", "700.0", "500.0"]
+    assert lines[3].split()[-3:] == ["2.50", "800.0", "400.0"]
+    assert lines[-1] == "support x16: 1.50 times abc123 (median of 3; 1.50-2.50)"
+
+
+def test_a_phase_missing_from_a_run_is_left_out() -> None:
+    full = {"a x1": Phase("a x1", 10.0, 1.0, 2.0), "b x1": Phase("b x1", 10.0, 1.0, 2.0)}
+    table = format_pairs([({"a x1": full["a x1"]}, full)], "old")
+    assert "a x1: 1.00 times old" in table
+    assert "b x1" not in table
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs this checkout's git history")
+def test_the_worktree_holds_the_revision_and_is_removed_after() -> None:
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    with worktree("HEAD") as tree:
+        assert (tree / "loadtest" / "flows.py").is_file()
+        checked_out = subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert checked_out == head
+    assert not tree.exists()
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True, check=True
+    ).stdout
+    assert str(tree) not in listed
+
+
+def _tree(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "loadtest").mkdir()
+    (tmp_path / "loadtest" / "__init__.py").write_text("")
+    (tmp_path / "loadtest" / "flows.py").write_text(body)
+    return tmp_path
+
+
+def test_a_tree_s_flows_run_with_its_own_code(tmp_path: Path) -> None:
+    line = "support x16: 75.0 workflows/s (385 tasks/s); p50 192.3 ms, p99 497.9 ms"
+    tree = _tree(
+        tmp_path, f"import sys\nif sys.argv[1:] == ['--workflows', '5']: print({line!r})\n"
+    )
+    assert run_flows(tree, ["--workflows", "5"]) == {
+        "support x16": Phase("support x16", 75.0, 192.3, 497.9)
+    }
+
+
+def test_a_failing_run_or_one_with_no_phase_is_an_error_with_its_output(tmp_path: Path) -> None:
+    tree = _tree(tmp_path, "import sys\nprint('boom: no servers', file=sys.stderr)\nsys.exit(3)\n")
+    with pytest.raises(RuntimeError, match=r"exit 3\):\nboom: no servers"):
+        run_flows(tree, [])
+    (tree / "loadtest" / "flows.py").write_text("print('a table, and no closing lines')\n")
+    with pytest.raises(RuntimeError, match="exit 0"):
+        run_flows(tree, [])
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs this checkout's git history")
+def test_a_revision_git_does_not_know_ends_the_comparison_with_exit_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as ended:
+        main(["no-such-revision-0f0f", "--pairs", "1", "--", "--workflows", "5"])
+    assert ended.value.code == 1
+    assert "against no-such-revision-0f0f:" in capsys.readouterr().err

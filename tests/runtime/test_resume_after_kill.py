@@ -37,11 +37,20 @@ async def test_a_killed_handler_resumes_on_another_replica(mesh: Mesh, agent_pro
     )
     redis = Redis.from_url(mesh.settings.redis_url)
     runs = WorkingMemory(redis, mesh.settings.subject_prefix, workflow, "counter")
+    # The first call's reply in the planner's journal: the handler now sleeps. (The
+    # callee's count comes earlier, before its reply has reached the planner: a kill then
+    # would leave nothing journaled.)
+    pattern = f"{mesh.settings.subject_prefix}:journal:planner:{workflow}:*"
+
+    async def journaled() -> list[bytes]:
+        return [k for k in await redis.keys(pattern) if not k.endswith(b"#begun")]
+
     try:
-        for _ in range(100):  # the first call has completed: the handler now sleeps
-            if await runs.get("runs_1", int) == 1:
+        for _ in range(200):
+            if await journaled():
                 break
             await asyncio.sleep(0.05)
+        assert len(await journaled()) == 1, "the first call's reply journaled"
         assert await runs.get("runs_1", int) == 1
         assert doomed.proc is not None
         doomed.proc.send_signal(signal.SIGKILL)

@@ -29,6 +29,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtest.stats import aligned
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 1800.0
 """A flows run this long has hung: it is stopped and the comparison fails."""
@@ -78,16 +80,7 @@ def format_pairs(pairs: Sequence[tuple[dict[str, Phase], dict[str, Phase]]], rev
             f"{name}: {statistics.median(ratios):.2f} times {rev} (median of {len(ratios)}; "
             f"{min(ratios):.2f}-{max(ratios):.2f})"
         )
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in (header, *rows)
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join([*lines, *medians])
+    return "\n".join([*aligned([header, *rows]), *medians])
 
 
 @contextlib.contextmanager

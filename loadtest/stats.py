@@ -95,6 +95,21 @@ def ratio(a: RunResult, b: RunResult) -> float:
     return a.throughput / b.throughput if b.throughput > 0 else 0.0
 
 
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """``rows`` (the first a header) as lines of aligned columns: the first column to the
+    left, the others to the right, a line of dashes under the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return lines
+
+
 def format_table(
     results: Sequence[RunResult], *, ratio_of: tuple[RunResult, RunResult] | None = None
 ) -> str:
@@ -107,16 +122,7 @@ def format_table(
     Returns:
         The table, lines joined by newlines, without a trailing newline.
     """
-    rows = [_HEADERS, *(r.row() for r in results)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADERS))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
+    lines = aligned([_HEADERS, *(r.row() for r in results)])
     if ratio_of is not None:
         a, b = ratio_of
         lines.append(f"ratio = {a.name} / {b.name} throughput = {ratio(a, b):.3f}")

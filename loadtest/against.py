@@ -4,8 +4,10 @@ A machine shared with other work moves the flows' figures by a factor of two fro
 hour to the next (README, Reference flows), so a figure measured another day says little
 about a change. This runs ``python -m loadtest.flows`` of a git revision (``REV``, checked
 out into a temporary worktree, run with this checkout's virtual environment) and of this
-checkout in turn, ``--pairs`` times, and prints each pair's workflows a second and p99 side
-by side with their ratio, then the median ratio of each phase:
+checkout in turn, ``--pairs`` times (the revision first in odd pairs, second in even ones),
+and prints each pair's workflows a second and p99 side by side with their ratio, then the
+median ratio of each phase. One pair says little: two runs of the same code, six pairs in
+one sitting, ran 0.80-1.18 times each other (support at 16 in flight, 2026-12-04).
 
     python -m loadtest.against REV [--pairs 3] [-- flows arguments, e.g. --workflows 1000]
 
@@ -25,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +52,13 @@ class Phase:
     p99_ms: float
 
 
-def phases_of(output: str) -> dict[str, Phase]:
+Runs = dict[str, Phase]
+"""One flows run's phases, by name."""
+
+
+def phases_of(output: str) -> Runs:
     """The phases of a flows run's output, by name, from its closing lines."""
-    found: dict[str, Phase] = {}
+    found: Runs = {}
     for line in output.splitlines():
         if (m := _PHASE_LINE.match(line.strip())) is not None:
             rate, p50, p99 = (float(m[k].replace(",", "")) for k in ("rate", "p50", "p99"))
@@ -60,8 +66,8 @@ def phases_of(output: str) -> dict[str, Phase]:
     return found
 
 
-def format_pairs(pairs: Sequence[tuple[dict[str, Phase], dict[str, Phase]]], rev: str) -> str:
-    """Each phase's pairs (the revision's run, then this checkout's), their ratios, and
+def format_pairs(pairs: Sequence[tuple[Runs, Runs]], rev: str) -> str:
+    """Each phase's pairs (the revision's run, this checkout's), their ratios, and
     the median ratio of each phase."""
     names = [name for name in pairs[0][1] if all(name in a and name in b for a, b in pairs)]
     header = ("phase", "pair", f"{rev} /s", "this /s", "ratio", f"{rev} p99 ms", "this p99 ms")
@@ -101,7 +107,7 @@ def worktree(rev: str, *, repo: Path = ROOT) -> Iterator[Path]:
             subprocess.run(["git", "-C", str(repo), "worktree", "prune"], check=False)
 
 
-def run_flows(tree: Path, flows_args: Sequence[str]) -> dict[str, Phase]:
+def run_flows(tree: Path, flows_args: Sequence[str]) -> Runs:
     """One flows run of the code in ``tree`` (its ``shared/`` and services first on the
     path), with this interpreter; its phases.
 
@@ -123,6 +129,32 @@ def run_flows(tree: Path, flows_args: Sequence[str]) -> dict[str, Phase]:
     return phases
 
 
+def run_pairs(
+    tree: Path,
+    flows_args: Sequence[str],
+    *,
+    count: int,
+    rev: str,
+    run: Callable[[Path, Sequence[str]], Runs] = run_flows,
+) -> list[tuple[Runs, Runs]]:
+    """``count`` pairs of flows runs, the revision's (in ``tree``) and this checkout's, as
+    (the revision's, this checkout's): the revision first in odd pairs and second in even
+    ones, so that a machine speeding up or slowing down through the sitting does not favour
+    one side."""
+    pairs: list[tuple[Runs, Runs]] = []
+    for n in range(1, count + 1):
+        if n % 2:
+            print(f"pair {n} of {count}: {rev}, then this checkout", flush=True)
+            before = run(tree, flows_args)
+            after = run(ROOT, flows_args)
+        else:
+            print(f"pair {n} of {count}: this checkout, then {rev}", flush=True)
+            after = run(ROOT, flows_args)
+            before = run(tree, flows_args)
+        pairs.append((before, after))
+    return pairs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.against",
@@ -136,12 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     args, flows_args = parser.parse_args(argv[:cut]), argv[cut + 1 :]
     if args.pairs < 1:
         parser.error("--pairs must be at least 1")
-    pairs: list[tuple[dict[str, Phase], dict[str, Phase]]] = []
     try:
         with worktree(args.rev) as tree:
-            for n in range(1, args.pairs + 1):
-                print(f"pair {n} of {args.pairs}: {args.rev}, then this checkout", flush=True)
-                pairs.append((run_flows(tree, flows_args), run_flows(ROOT, flows_args)))
+            pairs = run_pairs(tree, flows_args, count=args.pairs, rev=args.rev)
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"against {args.rev}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

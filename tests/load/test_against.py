@@ -1,15 +1,27 @@
 """The flows against an earlier revision: the phases read from a flows run's output, the
 pairs' table and median ratios, the temporary worktree (made and removed), and a run that
-fails or prints nothing reported as such."""
+fails or prints nothing reported as such, and the pairs' order (the revision first, then
+second, in turn)."""
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from loadtest.against import ROOT, Phase, format_pairs, main, phases_of, run_flows, worktree
+from loadtest.against import (
+    ROOT,
+    Phase,
+    Runs,
+    format_pairs,
+    main,
+    phases_of,
+    run_flows,
+    run_pairs,
+    worktree,
+)
 
 OUTPUT = """\
 support x16: 21.6 ms (agents 13.9, nats-server 5.2, redis-server 1.6, driver 0.8); the cores hold 93 a second at that cost
@@ -48,6 +60,30 @@ def test_a_phase_missing_from_a_run_is_left_out() -> None:
     table = format_pairs([({"a x1": full["a x1"]}, full)], "old")
     assert "a x1: 1.00 times old" in table
     assert "b x1" not in table
+
+
+def test_the_revision_goes_first_and_second_in_turn_and_each_pair_keeps_its_sides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran: list[str] = []
+
+    def run(tree: Path, flows_args: Sequence[str]) -> Runs:
+        assert list(flows_args) == ["--workflows", "5"]
+        side = "rev" if tree == tmp_path else "this"
+        ran.append(side)
+        rate = 10.0 * len(ran) if side == "rev" else 1.0 * len(ran)
+        return {"support x1": Phase("support x1", rate, 1.0, 2.0)}
+
+    pairs = run_pairs(tmp_path, ["--workflows", "5"], count=3, rev="abc", run=run)
+    assert ran == ["rev", "this", "this", "rev", "rev", "this"]
+    assert [(b["support x1"].rate, a["support x1"].rate) for b, a in pairs] == [
+        (10.0, 2.0), (40.0, 3.0), (50.0, 6.0)
+    ]  # fmt: skip
+    assert capsys.readouterr().out.splitlines() == [
+        "pair 1 of 3: abc, then this checkout",
+        "pair 2 of 3: this checkout, then abc",
+        "pair 3 of 3: abc, then this checkout",
+    ]
 
 
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs this checkout's git history")

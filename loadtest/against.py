@@ -31,11 +31,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from jetmesh.processes import terminated_as_interrupted
 from loadtest.stats import aligned
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 1800.0
 """A flows run this long has hung: it is stopped and the comparison fails."""
+STOP_GRACE_S = 60.0
+"""How long a flows run told to stop (SIGTERM) may take to stop its servers and agents
+before it is killed."""
 _PHASE_LINE = re.compile(
     r"^(?P<phase>\w+ x\d+): (?P<rate>[\d,.]+) workflows/s .*"
     r"p50 (?P<p50>[\d,.]+) ms, p99 (?P<p99>[\d,.]+) ms$"
@@ -107,25 +111,43 @@ def worktree(rev: str, *, repo: Path = ROOT) -> Iterator[Path]:
             subprocess.run(["git", "-C", str(repo), "worktree", "prune"], check=False)
 
 
-def run_flows(tree: Path, flows_args: Sequence[str]) -> Runs:
+def run_flows(tree: Path, flows_args: Sequence[str], *, timeout: float = RUN_TIMEOUT_S) -> Runs:
     """One flows run of the code in ``tree`` (its ``shared/`` and services first on the
-    path), with this interpreter; its phases.
+    path), with this interpreter; its phases. A run past ``timeout``, or this comparison
+    interrupted meanwhile, gets SIGTERM, so that it stops the servers and agents it
+    started (SIGKILL after :data:`STOP_GRACE_S`).
 
     Raises:
         RuntimeError: the run failed, timed out or printed no phase.
     """
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tree / "shared"), str(tree)])}
     command = [sys.executable, "-m", "loadtest.flows", *flows_args]
-    try:
-        done = subprocess.run(
-            command, cwd=tree, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"the flows of {tree} ran over {RUN_TIMEOUT_S:.0f} s") from exc
-    phases = phases_of(done.stdout)
-    if done.returncode != 0 or not phases:
-        tail = "\n".join((done.stderr or done.stdout).splitlines()[-15:])
-        raise RuntimeError(f"the flows of {tree} failed (exit {done.returncode}):\n{tail}")
+    # A session of its own: a Ctrl-C here reaches it once, as the SIGTERM below.
+    with subprocess.Popen(
+        command,
+        cwd=tree,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except BaseException as exc:  # over time, or interrupted: it stops what it started
+            proc.terminate()
+            try:
+                proc.communicate(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise RuntimeError(f"the flows of {tree} ran over {timeout:.0f} s") from exc
+            raise
+    phases = phases_of(stdout)
+    if proc.returncode != 0 or not phases:
+        tail = "\n".join((stderr or stdout).splitlines()[-15:])
+        raise RuntimeError(f"the flows of {tree} failed (exit {proc.returncode}):\n{tail}")
     return phases
 
 
@@ -169,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.pairs < 1:
         parser.error("--pairs must be at least 1")
     try:
-        with worktree(args.rev) as tree:
+        with terminated_as_interrupted(), worktree(args.rev) as tree:
             pairs = run_pairs(tree, flows_args, count=args.pairs, rev=args.rev)
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"against {args.rev}: {exc}", file=sys.stderr)

@@ -53,6 +53,7 @@ from jetmesh.embedded import free_port, wait_gone
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
 from jetmesh.patterns import APPROVAL_REQUESTED, Verdict
+from jetmesh.processes import terminated_as_interrupted
 from jetmesh.toolgate import write_secrets
 from loadtest.chaos_support_report import SupportChaosConfig as SupportChaosConfig
 from loadtest.chaos_support_report import SupportChaosReport as SupportChaosReport
@@ -309,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     os.chdir(REPO_ROOT)
     home = args.keep.resolve() if args.keep else Path(tempfile.mkdtemp(prefix="chaos-support-"))
     try:
-        report = uvloop.run(run_chaos_support(config, home))
+        with terminated_as_interrupted():
+            report = uvloop.run(run_chaos_support(config, home))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None

@@ -54,6 +54,7 @@ from jetmesh.embedded import free_cluster_ports, wait_gone
 from jetmesh.logins import admin_login
 from jetmesh.memory import sentinel_view
 from jetmesh.memory.connection import connect as connect_redis
+from jetmesh.processes import terminated_as_interrupted
 from loadtest.chaos_support import (
     TARGETS,
     SupportChaosReport,
@@ -385,11 +386,12 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     os.chdir(Path(__file__).resolve().parents[1])  # agent processes import services
-    if args.keep is not None:
-        report = uvloop.run(run_cluster_chaos(config, args.keep))
-    else:
-        with tempfile.TemporaryDirectory(prefix="jetmesh-cluster-chaos-") as tmp:
-            report = uvloop.run(run_cluster_chaos(config, Path(tmp)))
+    with terminated_as_interrupted():
+        if args.keep is not None:
+            report = uvloop.run(run_cluster_chaos(config, args.keep))
+        else:
+            with tempfile.TemporaryDirectory(prefix="jetmesh-cluster-chaos-") as tmp:
+                report = uvloop.run(run_cluster_chaos(config, Path(tmp)))
     print(report.format(config))
     sys.exit(1 if report.problems(config) else 0)
 

@@ -19,6 +19,7 @@ import sys
 import uvloop
 
 from jetmesh.load import Floor, measure_floor
+from jetmesh.processes import terminated_as_interrupted
 from loadtest.servers import nats_server
 from loadtest.stats import RunResult, format_table
 
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     args.runs = min(max(args.runs, 1), 20)
     try:
-        results = uvloop.run(_bench(args))
+        with terminated_as_interrupted():
+            results = uvloop.run(_bench(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None

@@ -48,7 +48,7 @@ from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects, load_agent
 from jetmesh.cli import MeshPackage
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
-from jetmesh.processes import start_all
+from jetmesh.processes import start_all, terminated_as_interrupted
 from jetmesh.runtime import settle_heap
 from jetmesh.toolgate import write_secrets
 from loadtest.cpu_split import (
@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--processes must be at least 1")
     settle_heap(MeshSettings().gc_young_threshold)  # this process is the flows' caller
     try:
-        results, sampled, cpu = uvloop.run(bench(args))
+        with terminated_as_interrupted():
+            results, sampled, cpu = uvloop.run(bench(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None

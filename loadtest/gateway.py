@@ -40,7 +40,7 @@ from jetmesh.cli import up_servers
 from jetmesh.embedded import EmbeddedStack, free_port
 from jetmesh.envelope import new_id
 from jetmesh.policy import parse_policy
-from jetmesh.processes import settings_env
+from jetmesh.processes import settings_env, terminated_as_interrupted
 from loadtest.cpu_split import cpu_seconds
 from loadtest.stats import LatencyRecorder, RunResult, format_table
 from services.gateway import GatewaySettings, create_app
@@ -177,7 +177,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.serve:
         serve(args.serve, args.port)
         return
-    with tempfile.TemporaryDirectory(prefix="loadtest-gateway-") as tmp:
+    with (
+        terminated_as_interrupted(),
+        tempfile.TemporaryDirectory(prefix="loadtest-gateway-") as tmp,
+    ):
         state = Path(tmp)
         settings = MeshSettings(
             state_dir=state,

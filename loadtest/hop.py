@@ -50,7 +50,7 @@ import uvloop
 from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects
 from jetmesh.embedded import SYNC_INTERVAL
 from jetmesh.envelope import new_id
-from jetmesh.processes import AgentProcess
+from jetmesh.processes import AgentProcess, terminated_as_interrupted
 from jetmesh.telemetry import shutdown_tracing
 from loadtest.driver import drive
 from loadtest.echo import Blob
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.runs = min(max(args.runs, 1), 10)
     try:
-        with SpanSink() as sink:
+        with SpanSink() as sink, terminated_as_interrupted():
             results = uvloop.run(bench(args, sink if args.tracing else None))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,22 +1,62 @@
 """Agent processes started by a parent (the demo, tests, load harnesses): start each with
-``jetmesh run``, wait for its ``ready`` line, stop it with SIGTERM (SIGKILL after a timeout)."""
+``jetmesh run``, wait for its ``ready`` line, stop it with SIGTERM (SIGKILL after a timeout).
+
+A parent stops its children in its ``finally`` blocks and context exits, which Ctrl-C runs
+(asyncio cancels the main task) and a plain SIGTERM would not: the process would end at
+once and leave its servers and agents running. :func:`terminated_as_interrupted` has a
+SIGTERM taken as a Ctrl-C (``timeout``, a CI job's end, ``kill``), so they are stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import FrameType
 
 from ._exceptions import ConfigError
 from .settings import MeshSettings
 
-__all__ = ["AgentProcess", "pack", "settings_env", "start_all"]
+__all__ = ["AgentProcess", "pack", "settings_env", "start_all", "terminated_as_interrupted"]
+
+
+def _as_interrupt(signum: int, frame: FrameType | None) -> None:
+    """A SIGTERM handled as SIGINT is: by asyncio's runner while one runs (the main task
+    cancelled, its cleanups run, then KeyboardInterrupt), else as KeyboardInterrupt."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:  # SIGINT ignored (a background job of a shell) or not set from Python
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def terminated_as_interrupted() -> Iterator[None]:
+    """Within the block, a SIGTERM stops this process as Ctrl-C does, so that the
+    ``finally`` blocks and context exits that stop its child processes and servers run
+    (a second one, as a second Ctrl-C, interrupts those too). Only in the main thread
+    (elsewhere it does nothing); the SIGTERM handler before it is restored after.
+
+    Example:
+        >>> with terminated_as_interrupted():
+        ...     signal.getsignal(signal.SIGTERM) is _as_interrupt
+        True
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _as_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def pack(roles: Sequence[str], processes: int) -> list[tuple[str, ...]]:

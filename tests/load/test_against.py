@@ -1,7 +1,7 @@
 """The flows against an earlier revision: the phases read from a flows run's output, the
 pairs' table and median ratios, the temporary worktree (made and removed), and a run that
-fails or prints nothing reported as such, and the pairs' order (the revision first, then
-second, in turn)."""
+fails or prints nothing reported as such, a run over time told to stop (SIGTERM), and the
+pairs' order (the revision first, then second, in turn)."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def test_the_worktree_holds_the_revision_and_is_removed_after() -> None:
 
 
 def _tree(tmp_path: Path, body: str) -> Path:
-    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared").mkdir(parents=True)
     (tmp_path / "loadtest").mkdir()
     (tmp_path / "loadtest" / "__init__.py").write_text("")
     (tmp_path / "loadtest" / "flows.py").write_text(body)
@@ -132,6 +132,24 @@ def test_a_failing_run_or_one_with_no_phase_is_an_error_with_its_output(tmp_path
     (tree / "loadtest" / "flows.py").write_text("print('a table, and no closing lines')\n")
     with pytest.raises(RuntimeError, match="exit 0"):
         run_flows(tree, [])
+
+
+def test_a_run_over_time_is_told_to_stop_so_that_it_stops_what_it_started(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "stopped"
+    tree = _tree(
+        tmp_path / "tree",
+        "import pathlib, signal, sys, time\n"
+        "def stop(*_):\n"
+        f"    pathlib.Path({str(marker)!r}).write_text('servers stopped')\n"
+        "    sys.exit(130)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "time.sleep(60)\n",
+    )
+    with pytest.raises(RuntimeError, match="ran over 1 s"):
+        run_flows(tree, [], timeout=1.0)
+    assert marker.read_text() == "servers stopped"  # SIGTERM, not SIGKILL
 
 
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs this checkout's git history")

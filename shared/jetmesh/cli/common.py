@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from .._exceptions import MeshError
+from ..processes import terminated_as_interrupted
 from ..settings import MeshSettings
 from ..telemetry.traces import shutdown_tracing
 from .render import markup
@@ -30,11 +31,14 @@ def settings() -> MeshSettings:
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine on uvloop; print a MeshError as one line and exit 1. The spans
-    of a command that traces are exported before it returns."""
+    of a command that traces are exported before it returns. A SIGTERM stops it as Ctrl-C
+    does: the coroutine is cancelled, so what it started (servers, agent processes) is
+    stopped."""
     try:
         import uvloop
 
-        return uvloop.run(coro)
+        with terminated_as_interrupted():
+            return uvloop.run(coro)
     except MeshError as exc:
         err_console.print(
             f"[red]error:[/red] {type(exc).__name__}: {markup(exc)}",
@@ -43,6 +47,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         )
         raise typer.Exit(1) from None
     except ImportError:  # pragma: no cover
-        return asyncio.run(coro)
+        with terminated_as_interrupted():
+            return asyncio.run(coro)
     finally:
         shutdown_tracing()

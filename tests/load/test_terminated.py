@@ -1,0 +1,164 @@
+"""A SIGTERM stops a command as Ctrl-C does: its cleanups run, so the servers and agent
+processes it started are stopped (``jetmesh.processes.terminated_as_interrupted``; a plain
+SIGTERM would end the process at once and leave them running)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from jetmesh.processes import terminated_as_interrupted
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROGRAM = """
+import asyncio, pathlib, sys
+from jetmesh.cli.common import run_async
+
+async def main() -> None:
+    try:
+        print("ready", flush=True)
+        await asyncio.sleep(60)
+    finally:
+        pathlib.Path(sys.argv[1]).write_text("cleaned up")
+
+run_async(main())
+"""
+
+SCENARIO = """
+name = "terminated"
+agent = "echo"
+seconds = 120
+warmup_s = 0
+
+[payload]
+template = '{"text": "hello"}'
+
+[arrival]
+model = "constant"
+rate = 20
+
+[mesh]
+processes = [["jetmesh", "run", "jetmesh.load.echo:agent"]]
+embedded = true
+"""
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_a_sigterm_runs_the_cleanups_of_a_command(tmp_path: Path, sigint: str) -> None:
+    """With SIGINT ignored (a background job of a shell), asyncio's runner does not handle
+    it, and the SIGTERM is raised as KeyboardInterrupt in the loop instead: the same end."""
+    marker = tmp_path / "marker"
+    with subprocess.Popen(
+        [sys.executable, "-c", PROGRAM, str(marker)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ignore_sigint if sigint == "ignored" else None,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert marker.read_text() == "cleaned up", err
+    assert proc.returncode not in (0, -signal.SIGTERM)
+
+
+def test_the_sigterm_handler_before_the_block_is_restored_after_it() -> None:
+    def mine(signum: int, frame: object) -> None:
+        """A handler of the embedding program's."""
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with terminated_as_interrupted():
+            assert signal.getsignal(signal.SIGTERM) is not mine
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _children() -> dict[int, list[int]]:
+    """Each process's children, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """``pid``'s descendants and their command lines."""
+    children, found, todo = _children(), {}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                found[child] = (Path("/proc") / str(child) / "cmdline").read_text()
+            except OSError:
+                continue
+            todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_load_run_given_sigterm_stops_its_servers_and_agents(tmp_path: Path) -> None:
+    scenario = tmp_path / "terminated.toml"
+    scenario.write_text(textwrap.dedent(SCENARIO))
+    command = [sys.executable, "-m", "jetmesh.cli", "load", "run", str(scenario)]
+    with subprocess.Popen(
+        [*command, "--out", str(tmp_path / "out"), "--quiet"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        started: dict[int, str] = {}
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                started = _descendants(proc.pid)
+                if any("jetmesh.load.echo" in line for line in started.values()):
+                    break
+                time.sleep(0.2)
+        finally:  # told to stop whatever happened, as the test's subject
+            proc.send_signal(signal.SIGTERM)
+            try:
+                _, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
+    time.sleep(0.5)  # the last of them reaped
+    left = {pid: line for pid, line in started.items() if _running(pid)}
+    for pid in left:  # not to leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    names = "\n".join(started.values())
+    assert "nats-server" in names, names
+    assert "redis-server" in names, names
+    assert "jetmesh.load.echo" in names, names
+    assert left == {}, err
+    assert proc.returncode not in (0, -signal.SIGTERM), err

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from jetmesh.embedded import wait_gone
+from jetmesh.embedded.pids import pid_command
 from jetmesh.processes import terminated_as_interrupted
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,20 +111,9 @@ def _descendants(pid: int) -> dict[int, str]:
     children, found, todo = _children(), {}, [pid]
     while todo:
         for child in children.get(todo.pop(), []):
-            try:
-                found[child] = (Path("/proc") / str(child) / "cmdline").read_text()
-            except OSError:
-                continue
+            found[child] = pid_command(child)
             todo.append(child)
     return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = (Path("/proc") / str(pid) / "stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
@@ -152,8 +143,7 @@ def test_a_load_run_given_sigterm_stops_its_servers_and_agents(tmp_path: Path) -
             except subprocess.TimeoutExpired:
                 proc.kill()
                 raise
-    time.sleep(0.5)  # the last of them reaped
-    left = {pid: line for pid, line in started.items() if _running(pid)}
+    left = {pid: started[pid] for pid in wait_gone(list(started), timeout=5.0)}
     for pid in left:  # not to leave them to the next test
         os.kill(pid, signal.SIGKILL)
     names = "\n".join(started.values())

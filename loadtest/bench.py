@@ -218,9 +218,9 @@ def floor_row(report: LoadReport, durable: bool = False) -> RunResult:
 
 
 def table(reports: list[LoadReport]) -> str:
-    """The README's table: each report's floor, its durable floor (if measured), then its
-    row, in the order they ran; then each scenario's ratio to its own floor per run and the
-    median, and the same to its durable floor.
+    """The table of docs/benchmarks.md: each report's floor, its durable floor (if
+    measured), then its row, in the order they ran; then each scenario's ratio to its own
+    floor per run and the median, and the same to its durable floor.
 
     Raises:
         ValueError: a report has no floor.

@@ -88,7 +88,7 @@ def settings_env(settings: MeshSettings) -> dict[str, str]:
 
 
 class AgentProcess:
-    """One ``jetmesh run <targets>`` child process."""
+    """One ``jetmesh run <targets>`` child process, which stops with this one."""
 
     def __init__(
         self,
@@ -109,6 +109,19 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready_line = ""
 
+    def command(self) -> list[str]:
+        """Its command line: ``jetmesh run`` of its targets, with this process as its
+        parent (``--parent-pid``: it drains once this process is gone, SIGKILLed too)."""
+        return [
+            sys.executable,
+            "-m",
+            "jetmesh.cli",
+            "run",
+            *self.targets,
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+
     def start(self, timeout: float = 20.0) -> AgentProcess:
         """Start the process and wait until it prints ``ready``.
 
@@ -118,7 +131,7 @@ class AgentProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jetmesh.cli", "run", *self.targets],
+                self.command(),
                 stdout=subprocess.PIPE,
                 stderr=log,
                 env=settings_env(self.settings) | self.env,

@@ -19,10 +19,12 @@ from ..settings import MeshSettings
 from .common import err_console, settings
 
 
-def run_forever(agents: Sequence[Agent], settings: MeshSettings | None = None) -> None:
+def run_forever(
+    agents: Sequence[Agent], settings: MeshSettings | None = None, *, parent: int | None = None
+) -> None:
     """A process's entry point: :func:`~jetmesh.runtime.runner.serve` the agents on
     uvloop when available, until SIGTERM or SIGINT (``jetmesh run``, and a service's
-    ``python -m``).
+    ``python -m``), or until the process ``parent`` is gone.
 
     Raises:
         ConfigError: a replica cannot start, or nats-server shut a role out.
@@ -33,9 +35,9 @@ def run_forever(agents: Sequence[Agent], settings: MeshSettings | None = None) -
     try:
         import uvloop
 
-        uvloop.run(serve(agents, settings))
+        uvloop.run(serve(agents, settings, parent=parent))
     except ImportError:  # pragma: no cover - platforms without uvloop
-        asyncio.run(serve(agents, settings))
+        asyncio.run(serve(agents, settings, parent=parent))
 
 
 def run(
@@ -47,6 +49,13 @@ def run(
         max=65535,
         help="serve GET /healthz and /readyz on this port (0: a free one, printed); "
         "the address is JETMESH_HEALTH_HOST (default 127.0.0.1)",
+    ),
+    parent_pid: int | None = typer.Option(
+        None,
+        "--parent-pid",
+        min=1,
+        help="drain and exit once the process PID is no longer this one's parent (a "
+        "supervisor killed outright); jetmesh launch and load runs set it",
     ),
 ) -> None:
     """Run a replica of each agent until SIGTERM or Ctrl-C, then drain. Start the same
@@ -61,7 +70,7 @@ def run(
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     try:
-        run_forever(agents, s)
+        run_forever(agents, s, parent=parent_pid)
     except ConfigError as exc:  # not provisioned, refused by the servers
         err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
         raise typer.Exit(1) from None

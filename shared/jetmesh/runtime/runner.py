@@ -37,6 +37,7 @@ from ..telemetry import metrics, traces
 from .agent import Agent
 from .health import READY, Exposition, HealthServer
 from .model_steps import Models
+from .parent import stop_when_orphaned
 from .replica import Replica, ReplicaState
 
 log = logging.getLogger("jetmesh.runner")
@@ -80,6 +81,7 @@ async def serve(
     *,
     handle_signals: bool = True,
     stop: asyncio.Event | None = None,
+    parent: int | None = None,
 ) -> None:
     """Run one replica of each agent until ``stop`` is set, then drain them.
 
@@ -87,6 +89,8 @@ async def serve(
         handle_signals: set ``stop`` on SIGTERM or SIGINT (handlers on the running loop,
             removed on return); False for a process that handles its own signals.
         stop: the event that ends the run (a new one by default).
+        parent: the pid of the process that started this one: ``stop`` is set once it
+            is gone (:mod:`jetmesh.runtime.parent`); None: not watched.
 
     Raises:
         ConfigError: a replica cannot start, nats-server shut a role out, or the health
@@ -97,6 +101,11 @@ async def serve(
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
+    watching = (
+        asyncio.create_task(stop_when_orphaned(parent, stop), name="jetmesh-parent")
+        if parent is not None
+        else None
+    )
     models = Models(provider_from(settings), prices_from(settings))  # one per process
     replicas = [make_replica(a, settings, models) for a in agents]
     traces.install_tracing(
@@ -131,6 +140,8 @@ async def serve(
             await health.close()
         for sig in signals:
             loop.remove_signal_handler(sig)
+        if watching is not None:
+            watching.cancel()
 
 
 def _exposition(meters: metrics.Installed | None) -> Exposition | None:

@@ -101,11 +101,7 @@ async def serve(
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
-    watching = (
-        asyncio.create_task(stop_when_orphaned(parent, stop), name="jetmesh-parent")
-        if parent is not None
-        else None
-    )
+    watching: asyncio.Task[None] | None = None
     models = Models(provider_from(settings), prices_from(settings))  # one per process
     replicas = [make_replica(a, settings, models) for a in agents]
     traces.install_tracing(
@@ -114,6 +110,8 @@ async def serve(
     health: HealthServer | None = None
     meters = metrics.install([a.name for a in agents], prometheus=settings.health_port is not None)
     try:
+        if parent is not None:
+            watching = asyncio.create_task(stop_when_orphaned(parent, stop), name="jetmesh-parent")
         if settings.health_port is not None:
             health = HealthServer(
                 lambda: readiness(replicas, stopping=stop.is_set()),

@@ -18,7 +18,7 @@ _RUN_FOREVER = """
 import asyncio, gc, json
 import jetmesh.cli.run as run
 
-async def serve(agents, settings):
+async def serve(agents, settings, **options):
     print(json.dumps({"threshold": gc.get_threshold(), "frozen": gc.get_freeze_count()}))
 
 run.serve = serve

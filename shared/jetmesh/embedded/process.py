@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Self
 
 from jetmesh._exceptions import ServerStartError
+from jetmesh.embedded.guard import unwatch, watch
 from jetmesh.embedded.pids import pid_alive, signal_group, spawn_detached, terminate_pid
 from jetmesh.embedded.ports import free_port, host_port, port_open, wait_for_port
 
@@ -65,6 +66,8 @@ class ServerProcess(ABC):
         self.data_dir = Path(data_dir)
         self.log_file = log_file if log_file is not None else self.data_dir / f"{self.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._watcher: subprocess.Popen[bytes] | None = None
+        """Stops the server should this process end without stopping it (:mod:`.guard`)."""
 
     @abstractmethod
     def command(self) -> list[str]:
@@ -116,6 +119,8 @@ class ServerProcess(ABC):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self._unwatch()  # the watcher of a run that ended on its own, if any
+        self._watcher = watch(self._proc.pid)
         self._await_ready(self._proc.pid, timeout, lambda: self.running, self.kill)
 
     def start_detached(self, timeout: float = 10.0) -> int:
@@ -145,14 +150,17 @@ class ServerProcess(ABC):
             timeout: Seconds to wait for a clean exit before killing.
         """
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
         try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            signal_group(proc.pid, signal.SIGKILL)
-            proc.wait()
+            if proc is None or proc.poll() is not None:
+                return
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+        finally:
+            self._unwatch()
 
     def kill(self) -> None:
         """Kill the server at once with SIGKILL, as a crash would. Idempotent."""
@@ -160,6 +168,11 @@ class ServerProcess(ABC):
         if proc is not None and proc.poll() is None:
             signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
+        self._unwatch()
+
+    def _unwatch(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        unwatch(watcher)
 
     def log_tail(self, lines: int = 20) -> str:
         """Return the last ``lines`` lines of the log file, or ``""`` if there is none.

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from jetmesh.embedded import wait_gone
-from jetmesh.embedded.pids import pid_command
+from jetmesh.embedded.pids import pid_command, stat_fields
 from jetmesh.processes import terminated_as_interrupted
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,14 +95,8 @@ def _children() -> dict[int, list[int]]:
     """Each process's children, from /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+        if entry.name.isdigit() and (fields := stat_fields(int(entry.name))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
     return children
 
 

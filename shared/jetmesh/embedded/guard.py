@@ -19,11 +19,10 @@ system has given to another process since is never signalled. Where there is no
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
+
+from .pids import start_time
 
 WATCH_INTERVAL_S = 1.0
 """How often a watcher looks: a server stops within about this long of its owner's end."""
@@ -67,16 +66,6 @@ while alive():
 """
 
 
-def start_time(pid: int) -> str | None:
-    """``pid``'s start time as ``/proc/<pid>/stat`` gives it (clock ticks since boot), or
-    None when it is not there."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()[19]
-
-
 def watch(
     server: int, *, interval: float = WATCH_INTERVAL_S, grace: float = STOP_GRACE_S
 ) -> subprocess.Popen[bytes] | None:
@@ -99,11 +88,9 @@ def unwatch(watcher: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> No
     """Stop a watcher whose server this process stopped itself, and reap it."""
     if watcher is None:
         return
-    if watcher.poll() is None:
-        watcher.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while watcher.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if watcher.poll() is None:
+    watcher.terminate()
+    try:
+        watcher.wait(timeout)
+    except subprocess.TimeoutExpired:
         watcher.kill()
         watcher.wait()

@@ -29,12 +29,26 @@ def _reap(pid: int) -> bool:
     return reaped == pid
 
 
-def _zombie(pid: int) -> bool:
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command's name (the state first, then
+    the parent's pid, ...), or None where it cannot be read."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+        return None
+    return stat.rpartition(")")[2].split()
+
+
+def start_time(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot, as ``/proc/<pid>/stat`` gives it):
+    with the pid, names one process even after the pid is given to another. None where
+    it cannot be read."""
+    fields = stat_fields(pid)
+    return fields[19] if fields is not None else None
+
+
+def _zombie(pid: int) -> bool:
+    return (stat_fields(pid) or [""])[0] == "Z"
 
 
 def pid_alive(pid: int) -> bool:

@@ -26,12 +26,12 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jetmesh.processes import terminated_as_interrupted
+from jetmesh.embedded import scratch_dir
+from jetmesh.processes import interruptible
 from loadtest.stats import aligned
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,8 +96,8 @@ def format_pairs(pairs: Sequence[tuple[Runs, Runs]], rev: str) -> str:
 @contextlib.contextmanager
 def worktree(rev: str, *, repo: Path = ROOT) -> Iterator[Path]:
     """``rev`` checked out into a temporary worktree of ``repo`` (detached), removed after."""
-    with tempfile.TemporaryDirectory(prefix="jetmesh-against-") as tmp:
-        path = Path(tmp) / "tree"
+    with scratch_dir("jetmesh-against-") as tmp:
+        path = tmp / "tree"
         subprocess.run(
             ["git", "-C", str(repo), "worktree", "add", "--detach", "--quiet", str(path), rev],
             check=True,
@@ -191,14 +191,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.pairs < 1:
         parser.error("--pairs must be at least 1")
     try:
-        with terminated_as_interrupted(), worktree(args.rev) as tree:
+        with interruptible(), worktree(args.rev) as tree:
             pairs = run_pairs(tree, flows_args, count=args.pairs, rev=args.rev)
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"against {args.rev}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
     print(format_pairs(pairs, args.rev))
 
 

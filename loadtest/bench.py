@@ -66,7 +66,7 @@ from jetmesh.load import (
     run_load,
     write_report,
 )
-from jetmesh.processes import terminated_as_interrupted
+from jetmesh.processes import interruptible
 from jetmesh.telemetry import shutdown_tracing
 from loadtest.otlp_sink import SpanSink
 from loadtest.stats import RunResult, format_table
@@ -317,12 +317,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         runs = min(max(args.runs, 1), 10)
         cluster_runs = min(max(args.cluster_runs, 0), 10)
-        try:
-            with terminated_as_interrupted():
-                paths = uvloop.run(measure(runs, cluster_runs, args.seconds, args.out))
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            raise SystemExit(130) from None
+        with interruptible():
+            paths = uvloop.run(measure(runs, cluster_runs, args.seconds, args.out))
     reports = [read_report(path) for path in paths]
     if not reports:
         raise SystemExit(f"no reports under {args.table}")

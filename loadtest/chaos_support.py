@@ -36,11 +36,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
-import shutil
-import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -49,11 +47,11 @@ import uvloop
 
 from jetmesh import CallFailed, MeshClient, MeshSettings
 from jetmesh.cli import admin_client, cli_client, decide
-from jetmesh.embedded import free_port, wait_gone
+from jetmesh.embedded import free_port, scratch_dir, wait_gone
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
 from jetmesh.patterns import APPROVAL_REQUESTED, Verdict
-from jetmesh.processes import terminated_as_interrupted
+from jetmesh.processes import interruptible
 from jetmesh.toolgate import write_secrets
 from loadtest.chaos_support_report import SupportChaosConfig as SupportChaosConfig
 from loadtest.chaos_support_report import SupportChaosReport as SupportChaosReport
@@ -308,16 +306,9 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     os.chdir(REPO_ROOT)
-    home = args.keep.resolve() if args.keep else Path(tempfile.mkdtemp(prefix="chaos-support-"))
-    try:
-        with terminated_as_interrupted():
-            report = uvloop.run(run_chaos_support(config, home))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-    finally:
-        if args.keep is None:
-            shutil.rmtree(home, ignore_errors=True)
+    kept = contextlib.nullcontext(args.keep.resolve()) if args.keep else None
+    with interruptible(), kept or scratch_dir("chaos-support-") as home:
+        report = uvloop.run(run_chaos_support(config, home))
     print(report.format(config))
     if report.problems(config):
         raise SystemExit(1)

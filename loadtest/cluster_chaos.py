@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,11 +50,11 @@ from redis.exceptions import RedisError
 from jetmesh import MeshClient, MeshSettings
 from jetmesh.bus import connect
 from jetmesh.cli import admin_client, cli_client, cluster_settings
-from jetmesh.embedded import free_cluster_ports, wait_gone
+from jetmesh.embedded import free_cluster_ports, scratch_dir, wait_gone
 from jetmesh.logins import admin_login
 from jetmesh.memory import sentinel_view
 from jetmesh.memory.connection import connect as connect_redis
-from jetmesh.processes import terminated_as_interrupted
+from jetmesh.processes import interruptible
 from loadtest.chaos_support import (
     TARGETS,
     SupportChaosReport,
@@ -386,12 +386,9 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     os.chdir(Path(__file__).resolve().parents[1])  # agent processes import services
-    with terminated_as_interrupted():
-        if args.keep is not None:
-            report = uvloop.run(run_cluster_chaos(config, args.keep))
-        else:
-            with tempfile.TemporaryDirectory(prefix="jetmesh-cluster-chaos-") as tmp:
-                report = uvloop.run(run_cluster_chaos(config, Path(tmp)))
+    kept = contextlib.nullcontext(args.keep) if args.keep is not None else None
+    with interruptible(), kept or scratch_dir("jetmesh-cluster-chaos-") as home:
+        report = uvloop.run(run_cluster_chaos(config, home))
     print(report.format(config))
     sys.exit(1 if report.problems(config) else 0)
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
-import sys
 
 import uvloop
 
 from jetmesh.load import Floor, measure_floor
-from jetmesh.processes import terminated_as_interrupted
+from jetmesh.processes import interruptible
 from loadtest.servers import nats_server
 from loadtest.stats import RunResult, format_table
 
@@ -111,12 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     """
     args = _parser().parse_args(argv)
     args.runs = min(max(args.runs, 1), 20)
-    try:
-        with terminated_as_interrupted():
-            results = uvloop.run(_bench(args))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    with interruptible():
+        results = uvloop.run(_bench(args))
     print(
         f"floor: {args.payload_size} B payload, {args.in_flight} in flight, "
         f"uvloop both sides, nats-py {importlib.metadata.version('nats-py')}, {os.cpu_count()} CPUs"

@@ -33,22 +33,20 @@ import argparse
 import itertools
 import os
 import statistics
-import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import uvloop
 
 from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects, load_agent
 from jetmesh.cli import MeshPackage
+from jetmesh.embedded import scratch_dir
 from jetmesh.envelope import new_id
 from jetmesh.event_log import read_events
-from jetmesh.processes import start_all, terminated_as_interrupted
+from jetmesh.processes import interruptible, start_all
 from jetmesh.runtime import settle_heap
 from jetmesh.toolgate import write_secrets
 from loadtest.cpu_split import (
@@ -211,7 +209,7 @@ async def bench(
     with (
         nats_server() as url,
         redis_server() as redis_url,
-        tempfile.TemporaryDirectory(prefix="loadtest-flows-") as tmp,
+        scratch_dir("loadtest-flows-") as tmp,
     ):
         results.append(await run_floor(url, in_flight=args.in_flight, max_seconds=args.max_seconds))
         for flow in FLOWS:
@@ -219,7 +217,7 @@ async def bench(
             settings = MeshSettings(
                 nats_url=url,
                 redis_url=redis_url,
-                state_dir=Path(tmp) / flow.name,
+                state_dir=tmp / flow.name,
                 subject_prefix=f"bench{flow.name}",
                 tasks_stream=f"BENCH{tag}_TASKS",
                 events_stream=f"BENCH{tag}_EVENTS",
@@ -228,7 +226,7 @@ async def bench(
                 concurrency=max(4 * args.in_flight, 16),
                 model_provider="offline",
                 tool_secrets_file=write_secrets(
-                    Path(tmp) / flow.name / "tools.toml", support.TOOL_CREDENTIALS
+                    tmp / flow.name / "tools.toml", support.TOOL_CREDENTIALS
                 ),
             )
             runs, counts, phases = await run_flow(flow, settings, args)
@@ -259,12 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.processes is not None and args.processes < 1:
         parser.error("--processes must be at least 1")
     settle_heap(MeshSettings().gc_young_threshold)  # this process is the flows' caller
-    try:
-        with terminated_as_interrupted():
-            results, sampled, cpu = uvloop.run(bench(args))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    with interruptible():
+        results, sampled, cpu = uvloop.run(bench(args))
     layout = f"the roles in {args.processes} processes" if args.processes else "a process per role"
     print(
         f"{args.in_flight} workflows in flight, {os.cpu_count()} CPUs, offline model provider, "

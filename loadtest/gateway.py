@@ -26,7 +26,6 @@ import asyncio
 import hashlib
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -37,10 +36,10 @@ import uvloop
 
 from jetmesh import MeshSettings
 from jetmesh.cli import up_servers
-from jetmesh.embedded import EmbeddedStack, free_port
+from jetmesh.embedded import EmbeddedStack, free_port, scratch_dir
 from jetmesh.envelope import new_id
 from jetmesh.policy import parse_policy
-from jetmesh.processes import settings_env, terminated_as_interrupted
+from jetmesh.processes import interruptible, settings_env
 from loadtest.cpu_split import cpu_seconds
 from loadtest.stats import LatencyRecorder, RunResult, format_table
 from services.gateway import GatewaySettings, create_app
@@ -178,10 +177,9 @@ def main(argv: list[str] | None = None) -> None:
         serve(args.serve, args.port)
         return
     with (
-        terminated_as_interrupted(),
-        tempfile.TemporaryDirectory(prefix="loadtest-gateway-") as tmp,
+        interruptible(),
+        scratch_dir("loadtest-gateway-") as state,
     ):
-        state = Path(tmp)
         settings = MeshSettings(
             state_dir=state,
             nats_url=f"nats://127.0.0.1:{free_port()}",

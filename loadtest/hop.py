@@ -40,17 +40,15 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
-import tempfile
 from pathlib import Path
 
 import msgspec
 import uvloop
 
 from jetmesh import KeyStore, MeshClient, MeshSettings, Subjects
-from jetmesh.embedded import SYNC_INTERVAL
+from jetmesh.embedded import SYNC_INTERVAL, scratch_dir
 from jetmesh.envelope import new_id
-from jetmesh.processes import AgentProcess, terminated_as_interrupted
+from jetmesh.processes import AgentProcess, interruptible
 from jetmesh.telemetry import shutdown_tracing
 from loadtest.driver import drive
 from loadtest.echo import Blob
@@ -174,7 +172,7 @@ async def bench(args: argparse.Namespace, sink: SpanSink | None = None) -> list[
     with (
         nats_server(sync_interval=args.sync_interval) as url,
         redis_server() as redis_url,
-        tempfile.TemporaryDirectory(prefix="loadtest-hop-") as tmp,
+        scratch_dir("loadtest-hop-") as tmp,
     ):
         for run in range(args.runs):
             results.append(
@@ -189,19 +187,17 @@ async def bench(args: argparse.Namespace, sink: SpanSink | None = None) -> list[
             )
             for ledger in (False, True):
                 tag = f"{run}{'L' if ledger else ''}"
-                settings = _settings(url, redis_url, Path(tmp) / f"run{tag}", tag, args)
+                settings = _settings(url, redis_url, tmp / f"run{tag}", tag, args)
                 settings = settings.model_copy(update={"step_ledger": ledger})
                 results.append(await _hop(settings, HOP_LEDGER if ledger else HOP, args))
             if sink is not None:
-                settings = _settings(url, redis_url, Path(tmp) / f"run{run}T", f"{run}T", args)
+                settings = _settings(url, redis_url, tmp / f"run{run}T", f"{run}T", args)
                 results.append(await _traced_hop(settings, sink, args))
         if args.cluster:
             for name, sync in ((R3_ALWAYS, "always"), (R3_FLUSH, "2m")):
                 with nats_cluster(sync_interval=sync) as urls:
                     for run in range(args.runs):
-                        settings = _settings(
-                            urls, redis_url, Path(tmp) / f"{sync}-{run}", str(run), args
-                        )
+                        settings = _settings(urls, redis_url, tmp / f"{sync}-{run}", str(run), args)
                         settings = settings.model_copy(
                             update={"step_ledger": False, "stream_replicas": 3}
                         )
@@ -209,7 +205,7 @@ async def bench(args: argparse.Namespace, sink: SpanSink | None = None) -> list[
             with nats_cluster() as urls, redis_pair() as pair_url:
                 for run in range(args.runs):
                     for name, wait in ((R3_LEDGER, 0), (R3_WAIT, 1)):
-                        state = Path(tmp) / f"ledger-{wait}-{run}"
+                        state = tmp / f"ledger-{wait}-{run}"
                         settings = _settings(urls, pair_url, state, f"{wait}{run}", args)
                         settings = settings.model_copy(
                             update={"stream_replicas": 3, "redis_wait_replicas": wait}
@@ -247,12 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     args.runs = min(max(args.runs, 1), 10)
-    try:
-        with SpanSink() as sink, terminated_as_interrupted():
-            results = uvloop.run(bench(args, sink if args.tracing else None))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    with interruptible(), SpanSink() as sink:
+        results = uvloop.run(bench(args, sink if args.tracing else None))
     print(
         f"{args.payload_size} B payload, {args.in_flight} in flight, {os.cpu_count()} CPUs, "
         f"{args.runs} run(s) of floor then hop, JetStream sync_interval: {args.sync_interval}"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import redis
 
@@ -16,6 +14,7 @@ from jetmesh.embedded import (
     NatsServer,
     RedisServer,
     free_cluster_ports,
+    scratch_dir,
 )
 
 ROUTE_OFFSET = 2000
@@ -29,8 +28,8 @@ def nats_server(timeout: float = 10.0, *, sync_interval: str = SYNC_INTERVAL) ->
     Yields:
         The server's URL, ``nats://127.0.0.1:<port>``.
     """
-    with tempfile.TemporaryDirectory(prefix="loadtest-nats-") as tmp:
-        server = NatsServer(data_dir=Path(tmp), sync_interval=sync_interval)
+    with scratch_dir("loadtest-nats-") as tmp:
+        server = NatsServer(data_dir=tmp, sync_interval=sync_interval)
         server.start(timeout=timeout)
         try:
             yield server.url
@@ -45,8 +44,8 @@ def redis_server(timeout: float = 10.0) -> Iterator[str]:
     Yields:
         The server's URL, ``redis://127.0.0.1:<port>/0``.
     """
-    with tempfile.TemporaryDirectory(prefix="loadtest-redis-") as tmp:
-        server = RedisServer(data_dir=Path(tmp))
+    with scratch_dir("loadtest-redis-") as tmp:
+        server = RedisServer(data_dir=tmp)
         server.start(timeout=timeout)
         try:
             yield server.url
@@ -66,11 +65,11 @@ def nats_cluster(
     """
     base, _ = free_cluster_ports(nodes)
     ports = [base + i for i in range(nodes)]
-    with tempfile.TemporaryDirectory(prefix="loadtest-cluster-") as tmp:
+    with scratch_dir("loadtest-cluster-") as tmp:
         servers = [
             NatsServer(
                 port,
-                data_dir=Path(tmp) / f"nats-{i}",
+                data_dir=tmp / f"nats-{i}",
                 sync_interval=sync_interval,
                 server_name=f"nats-{i}",
                 cluster=NatsCluster(
@@ -99,12 +98,10 @@ def redis_pair(timeout: float = 10.0) -> Iterator[str]:
     Yields:
         The primary's URL.
     """
-    with tempfile.TemporaryDirectory(prefix="loadtest-redis-pair-") as tmp:
-        primary = RedisServer(data_dir=Path(tmp) / "primary")
+    with scratch_dir("loadtest-redis-pair-") as tmp:
+        primary = RedisServer(data_dir=tmp / "primary")
         primary.start(timeout=timeout)
-        replica = RedisServer(
-            data_dir=Path(tmp) / "replica", replica_of=(primary.host, primary.port)
-        )
+        replica = RedisServer(data_dir=tmp / "replica", replica_of=(primary.host, primary.port))
         try:
             replica.start(timeout=timeout)
             _await_in_sync(replica.port, timeout)

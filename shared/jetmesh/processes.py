@@ -24,7 +24,14 @@ from types import FrameType
 from ._exceptions import ConfigError
 from .settings import MeshSettings
 
-__all__ = ["AgentProcess", "pack", "settings_env", "start_all", "terminated_as_interrupted"]
+__all__ = [
+    "AgentProcess",
+    "interruptible",
+    "pack",
+    "settings_env",
+    "start_all",
+    "terminated_as_interrupted",
+]
 
 
 def _as_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -57,6 +64,24 @@ def terminated_as_interrupted() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """A program's main block: a SIGTERM within it is a Ctrl-C
+    (:func:`terminated_as_interrupted`), and an interruption that reaches the block's end,
+    its cleanups run, ends the program as a shell expects of an interrupted one:
+    ``interrupted`` on stderr and exit status 130, no traceback.
+
+    Raises:
+        SystemExit: 130, when interrupted.
+    """
+    try:
+        with terminated_as_interrupted():
+            yield
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def pack(roles: Sequence[str], processes: int) -> list[tuple[str, ...]]:

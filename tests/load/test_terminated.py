@@ -16,7 +16,7 @@ import pytest
 
 from jetmesh.embedded import wait_gone
 from jetmesh.embedded.pids import pid_command, stat_fields
-from jetmesh.processes import terminated_as_interrupted
+from jetmesh.processes import interruptible, terminated_as_interrupted
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,6 +76,47 @@ def test_a_sigterm_runs_the_cleanups_of_a_command(tmp_path: Path, sigint: str) -
         _, err = proc.communicate(timeout=20)
     assert marker.read_text() == "cleaned up", err
     assert proc.returncode not in (0, -signal.SIGTERM)
+
+
+INTERRUPTIBLE = """
+import asyncio, pathlib, sys
+from jetmesh.processes import interruptible
+
+async def main() -> None:
+    try:
+        print("ready", flush=True)
+        await asyncio.sleep(60)
+    finally:
+        pathlib.Path(sys.argv[1]).write_text("cleaned up")
+
+with interruptible():
+    asyncio.run(main())
+print("not reached")
+"""
+
+
+def test_an_interruptible_program_given_sigterm_cleans_up_and_exits_130(tmp_path: Path) -> None:
+    """What the loadtest programs do: their cleanups, then "interrupted" and the exit
+    status a shell expects of an interrupted program, no traceback."""
+    marker = tmp_path / "marker"
+    with subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTIBLE, str(marker)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert marker.read_text() == "cleaned up", err
+    assert (proc.returncode, out, err) == (130, "", "interrupted\n")
+
+
+def test_interruptible_lets_other_errors_through() -> None:
+    with pytest.raises(ValueError, match="not an interruption"), interruptible():
+        raise ValueError("not an interruption")
 
 
 def test_the_sigterm_handler_before_the_block_is_restored_after_it() -> None:

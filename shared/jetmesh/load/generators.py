@@ -24,14 +24,13 @@ import asyncio
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import msgspec
 
 from .._exceptions import ConfigError
+from ..embedded.scratch import scratch_dir
 from .compare import merge_reports
 from .report import LoadReport, read_report
 from .scenario import (
@@ -157,8 +156,8 @@ async def run_generators(
     Returns:
         One :class:`GeneratorRun` per process, in order.
     """
-    with tempfile.TemporaryDirectory(prefix="jetmesh-load-") as tmp:
-        outs = [Path(tmp) / str(i) for i in range(processes)]
+    with scratch_dir("jetmesh-load-") as tmp:
+        outs = [tmp / str(i) for i in range(processes)]
         procs = [
             await asyncio.create_subprocess_exec(
                 sys.executable,

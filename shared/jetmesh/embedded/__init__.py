@@ -31,7 +31,7 @@ from jetmesh.embedded.pids import pid_alive, read_pid_file, wait_gone
 from jetmesh.embedded.ports import free_port, port_open, wait_for_port
 from jetmesh.embedded.process import ServerProcess
 from jetmesh.embedded.redis import RedisServer
-from jetmesh.embedded.scratch import scratch_dir, sweep
+from jetmesh.embedded.scratch import scratch_dir
 from jetmesh.embedded.sentinel import RedisSentinel
 from jetmesh.embedded.stack import (
     EmbeddedStack,
@@ -62,7 +62,6 @@ __all__ = [
     "read_pid_file",
     "redis_server_binary",
     "scratch_dir",
-    "sweep",
     "wait_for_port",
     "wait_gone",
 ]

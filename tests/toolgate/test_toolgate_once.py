@@ -28,6 +28,7 @@ import pytest
 from redis.asyncio import Redis
 
 from jetmesh import Agent, Context, ToolRefused
+from jetmesh.dead_letters import get_dead_letter, settle, with_task
 from jetmesh.envelope import new_id
 from jetmesh.event_log import LoggedEvent
 from jetmesh.processes import AgentProcess
@@ -172,6 +173,14 @@ async def test_a_gateway_killed_mid_call_does_not_run_the_tool_again_unless_it_s
         assert "in doubt" in refused.event.detail
         letters = await mesh.wait_dead_letters(TOOLGATE, "tool-in-doubt")
         assert len(letters) == 1, "listed for a person to decide"
+        # The person finds the payment at the API under the key: settled as happened.
+        stored = await get_dead_letter(client, client.settings.dlq_stream, letters[0].seq)
+        letter = await with_task(client, client.settings.tasks_stream, stored)
+        done = await settle(client, letter, happened=True, by="ops")
+        assert [c.rsplit(":", 1)[1] for c in done.claims] == ["tool-pay"]
+        assert done.task is None
+        assert await mesh.dead_letters(TOOLGATE) == []
+        assert api.invocations[tool] == 1, "settled: the tool is not run again"
     elif tool == "refund":  # declares find: the API says it happened; recorded, not run
         assert paid.outcome == "ok"
         assert paid.value == api.done[f"refund {key}"]

@@ -19,8 +19,10 @@ Every error jetmesh raises derives from :class:`MeshError`::
     │                                 publish there (``jetmesh publish`` to a role not called)
     ├── RedriveRefused                a dead letter whose task does not verify as the
     │   │                             original of the role it is filed for; nothing sent
-    │   └── NotATask                  a dead letter whose bytes are no task envelope (a
-    │                                 refused reply, event or raw message): nothing to send
+    │   ├── NotATask                  a dead letter whose bytes are no task envelope (a
+    │   │                             refused reply, event or raw message): nothing to send
+    │   └── SettleRefused             a dead letter whose step holds no side effect in
+    │                                 doubt, or whose claim changed while being settled
     ├── RegistryUnavailable           a certificate could not be read (servers away, a
     │                                 cluster electing a leader): nothing decided, try later
     ├── RejectedMessage               a message failed verification; ``reason`` is a stable code
@@ -108,6 +110,7 @@ from .calls import (
     NoReplicas,
     NotATask,
     RedriveRefused,
+    SettleRefused,
     SignalTimeout,
 )
 from .memory import (
@@ -215,6 +218,7 @@ __all__ = [
     "SchemaViolation",
     "ScopeDenied",
     "ServerStartError",
+    "SettleRefused",
     "SignalRefused",
     "SignalTimeout",
     "Stale",

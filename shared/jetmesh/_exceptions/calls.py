@@ -137,8 +137,10 @@ class RedriveRefused(MeshError):
         detail: what did not hold.
     """
 
+    _not_done = "not sent"
+
     def __init__(self, seq: int, reason: str, detail: str) -> None:
-        super().__init__(f"dead letter {seq} not sent: {reason}: {detail}")
+        super().__init__(f"dead letter {seq} {self._not_done}: {reason}: {detail}")
         self.seq = seq
         self.reason = reason
         self.detail = detail
@@ -152,6 +154,16 @@ class NotATask(RedriveRefused):
 
     def __init__(self, seq: int, detail: str) -> None:
         super().__init__(seq, "not-a-task", detail)
+
+
+class SettleRefused(RedriveRefused):
+    """A dead letter that ``jetmesh dlq settle`` will not settle: its step holds no side
+    effect in doubt (``nothing-in-doubt``), or a claim changed while it was being settled
+    (``claim-changed``: the run that held it recorded it meanwhile). Nothing is removed or
+    sent. A dead letter whose task does not verify is refused as a redrive is
+    (:class:`RedriveRefused`)."""
+
+    _not_done = "not settled"
 
 
 class SignalTimeout(MeshError, TimeoutError):

@@ -2,13 +2,16 @@
 
 Dead letters are read and removed as the admin (on servers that enforce the policy); a
 redriven task is verified as its role's original and sent by the ``cli`` ingress
-(:mod:`jetmesh.dead_letters.redrive`). Everything printed from a dead letter is shown as data
+(:mod:`jetmesh.dead_letters.redrive`); a side effect in doubt is settled as a person found
+it (:mod:`jetmesh.dead_letters.settle`). Everything printed from a dead letter is shown as data
 (:mod:`.render`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+from collections.abc import AsyncIterator
 
 import typer
 from rich.console import Console
@@ -17,6 +20,7 @@ from rich.table import Table
 from ..client import MeshClient
 from ..dead_letters import DeadLetter, get_dead_letter, list_dead_letters, with_task
 from ..dead_letters import redrive as redrive_letter
+from ..dead_letters import settle as settle_letter
 from ..logins import admin_login
 from ..settings import MeshSettings
 from .common import console, run_async, settings
@@ -111,6 +115,28 @@ def show(seq: int = typer.Argument(..., help="sequence number from `jetmesh dlq 
     show_letter(run_async(go()))
 
 
+@contextlib.asynccontextmanager
+async def _operating(s: MeshSettings, ingress: str) -> AsyncIterator[tuple[MeshClient, MeshClient]]:
+    """The admin (reads and removes dead letters, clears records) and the ingress that
+    verifies, signs and sends (the admin itself on open servers)."""
+    enforced = admin_login(s).user is not None
+    async with admin_client(s) as admin:
+        sender: MeshClient = cli_client(s, ingress) if enforced else admin
+        if enforced:
+            await sender.start()
+        try:
+            yield admin, sender
+        finally:
+            await sender.flush_events()
+            if enforced:
+                await sender.close()
+
+
+async def _letter(admin: MeshClient, seq: int) -> DeadLetter:
+    letter = await get_dead_letter(admin, admin.settings.dlq_stream, seq)
+    return await with_task(admin, admin.settings.tasks_stream, letter)
+
+
 async def redrive_seq(s: MeshSettings, seq: int, ingress: str = CLI_IDENTITY) -> str:
     """Verify and send dead letter ``seq`` again: read and removed as the admin, sent by
     the ingress ``ingress``; returns what was sent.
@@ -121,20 +147,33 @@ async def redrive_seq(s: MeshSettings, seq: int, ingress: str = CLI_IDENTITY) ->
             send there (nothing sent).
         ConfigError: there is no dead letter ``seq``.
     """
-    enforced = admin_login(s).user is not None
-    async with admin_client(s) as admin:
-        sender: MeshClient = cli_client(s, ingress) if enforced else admin
-        if enforced:
-            await sender.start()
-        try:
-            letter = await get_dead_letter(admin, s.dlq_stream, seq)
-            letter = await with_task(admin, s.tasks_stream, letter)
-            task = await redrive_letter(sender, letter, operator=admin)
-        finally:
-            await sender.flush_events()
-            if enforced:
-                await sender.close()
+    async with _operating(s, ingress) as (admin, sender):
+        task = await redrive_letter(sender, await _letter(admin, seq), operator=admin)
     return f"sent again as task {task.id} to {task.to} (workflow {task.workflow})"
+
+
+async def settle_seq(
+    s: MeshSettings, seq: int, *, happened: bool, by: str, ingress: str = CLI_IDENTITY
+) -> str:
+    """Settle the side effects in doubt of dead letter ``seq``'s step as ``by`` found them
+    (:mod:`jetmesh.dead_letters.settle`); returns what was done.
+
+    Raises:
+        RedriveRefused: it does not hold its role's original task (nothing done).
+        SettleRefused: its step holds nothing in doubt, or a claim changed meanwhile.
+        ConfigError: there is no dead letter ``seq``.
+    """
+    async with _operating(s, ingress) as (admin, sender):
+        done = await settle_letter(
+            sender, await _letter(admin, seq), happened=happened, by=by, operator=admin
+        )
+    claims = ", ".join(done.claims)
+    if done.task is None:
+        return f"settled as happened: {claims} stays claimed; dead letter {seq} removed"
+    return (
+        f"settled as not happened: {claims} removed; sent again as task {done.task.id} to "
+        f"{done.task.to} (workflow {done.task.workflow})"
+    )
 
 
 @app.command("redrive")
@@ -149,3 +188,24 @@ def redrive(
     body), then remove the dead letter. A dead letter that does not verify is refused,
     audited, and nothing is sent."""
     console.print(markup(run_async(redrive_seq(settings(), seq, ingress))), highlight=False)
+
+
+@app.command("settle")
+def settle(
+    seq: int = typer.Argument(..., help="sequence number from `jetmesh dlq list`"),
+    happened: bool = typer.Option(
+        ...,
+        "--happened/--did-not-happen",
+        help="what you found at the target, under the idempotency key <workflow>/<step>",
+    ),
+    by: str = typer.Option(..., "--as", help="who checked the target and decides"),
+    ingress: str = typer.Option(
+        CLI_IDENTITY, help="the ingress role that sends the task again (it must call its role)"
+    ),
+) -> None:
+    """Settle a side effect left in doubt (a tool-in-doubt, or a ctx.once whose run died
+    mid-effect) as you found it at the target: --did-not-happen removes the step's claim
+    and sends the task again (the effect runs once); --happened keeps the claim (never run
+    again) and removes the dead letter. A settled event records who decided what."""
+    done = run_async(settle_seq(settings(), seq, happened=happened, by=by, ingress=ingress))
+    console.print(markup(done), highlight=False, soft_wrap=True)

@@ -9,6 +9,7 @@
 - :mod:`.reading`: a dead letter as stored, listed and read by its sequence.
 - :mod:`.redrive`: verifying a dead letter as its role's original task and sending it
   again.
+- :mod:`.settle`: a person's finding on a side effect left in doubt, carried out.
 
 ``jetmesh dlq`` (:mod:`jetmesh.cli.dlq`) is the command line over these names.
 
@@ -48,6 +49,7 @@ from .publishing import (
 from .reading import DeadLetter, get_dead_letter, list_dead_letters, with_task
 from .redrive import REDRIVE_REFUSED, REDRIVEN, Operating, Redriving, redrive, verify_original
 from .refusals import error_reply, reject
+from .settle import SETTLED, Settled, claims_in_doubt, settle
 
 __all__ = [
     "AGENT_HEADER",
@@ -62,6 +64,7 @@ __all__ = [
     "REASON_HEADER",
     "REDRIVEN",
     "REDRIVE_REFUSED",
+    "SETTLED",
     "SUBJECT_HEADER",
     "TASK_SEQ_HEADER",
     "TIME_HEADER",
@@ -70,7 +73,9 @@ __all__ = [
     "DeadLettering",
     "Operating",
     "Redriving",
+    "Settled",
     "audit_workflow",
+    "claims_in_doubt",
     "dead_letter",
     "dead_letter_failed",
     "dead_letter_headers",
@@ -81,6 +86,7 @@ __all__ = [
     "redrive",
     "refused_message_id",
     "reject",
+    "settle",
     "verify_original",
     "with_task",
 ]

@@ -1,8 +1,9 @@
 """The mesh's Redis functions: one library the admin loads and the roles only call.
 
-Every atomic step jetmesh takes in Redis (claiming a step, recording its result, taking
+Every atomic step a role takes in Redis (claiming a step, recording its result, taking
 over an effect in doubt, a compare-and-set of working memory) is a function of the
-library ``jetmesh``, called with ``FCALL``. Roles may not run scripts of their own
+library ``jetmesh``, called with ``FCALL`` (the admin's removal of a claim in doubt,
+``jetmesh dlq settle``, is a WATCH transaction of its own). Roles may not run scripts of their own
 (``EVAL``, ``SCRIPT LOAD``, ``FUNCTION LOAD``: a busy loop in one would stall Redis for
 every role), so the library is loaded by the admin: the admin step
 (:func:`jetmesh.provision.provision`, run by ``jetmesh up`` and ``jetmesh admin

@@ -78,7 +78,12 @@ def lease(prefix: str, workflow: str, agent: str, step: str) -> str:
 
 def once(prefix: str, workflow: str, agent: str, step: str, key: str) -> str:
     """The claim and result of ``agent``'s side effect ``key`` in ``step``."""
-    return f"{prefix}:once:{agent}:{workflow}:{step}:{check_token(key, 'effect key')}"
+    return f"{once_prefix(prefix, workflow, agent, step)}{check_token(key, 'effect key')}"
+
+
+def once_prefix(prefix: str, workflow: str, agent: str, step: str) -> str:
+    """What the keys of ``agent``'s side effects in ``step`` start with."""
+    return f"{prefix}:once:{agent}:{workflow}:{step}:"
 
 
 def wait(prefix: str, workflow: str, agent: str, step: str, name: str) -> str:

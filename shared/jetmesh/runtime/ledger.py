@@ -35,6 +35,7 @@ from .._exceptions import EffectInDoubt, MemoryFull, NotProvisioned
 from ..envelope import Envelope, encode
 from ..memory import keys
 from ..memory.batching import CommandBatcher
+from ..memory.effect_claims import DONE, RUNNING, EffectClaim, decode_claim
 from ..memory.functions import CLAIM_STEP, FINISH, TAKE_OVER, fcall, with_library
 from ..memory.refused import refused
 from ..telemetry import metrics
@@ -78,13 +79,6 @@ class Recorded(msgspec.Struct, frozen=True, omit_defaults=True):
         )
 
 
-class _Effect(msgspec.Struct, frozen=True):
-    state: str
-    """``running`` (claimed) or ``done``."""
-    holder: str = ""
-    result: msgspec.Raw = msgspec.Raw(b"null")
-
-
 def _refused(key: str, what: str, agent: str) -> AbstractContextManager[None]:
     """:func:`~jetmesh.memory.refused.refused`, its Redis errors counted as ``agent``'s
     ledger errors in the metrics."""
@@ -92,7 +86,6 @@ def _refused(key: str, what: str, agent: str) -> AbstractContextManager[None]:
 
 
 _recorded = msgspec.json.Decoder(Recorded)
-_effect = msgspec.json.Decoder(_Effect)
 
 
 class Claimed(NamedTuple):
@@ -246,7 +239,7 @@ class StepLedger:
             MemoryFull: Redis is at its memory limit.
         """
         redis_key = keys.once(self._prefix, workflow, agent, step, key)
-        claim = encode(_Effect(state="running", holder=holder))
+        claim = encode(EffectClaim(state=RUNNING, holder=holder))
         done, found = await self._claim_effect(agent, redis_key, claim, returns, holder, reconcile)
         if done:
             return cast(T, found)
@@ -279,8 +272,8 @@ class StepLedger:
                     return False, None
             if raw is None:  # the claim was dropped meanwhile: claim again
                 continue
-            recorded = _effect.decode(raw)
-            if recorded.state == "done":
+            recorded = decode_claim(raw)
+            if recorded.state == DONE:
                 return True, msgspec.json.decode(recorded.result, type=returns)
             if recorded.holder == holder:  # our own claim: a SET sent again after its
                 return False, None  # connection broke, whose first try had gone through
@@ -298,7 +291,7 @@ class StepLedger:
                     return False, None  # it did not happen: the claim is ours, run it
 
     async def _done(self, agent: str, redis_key: str, result: object, holder: str) -> None:
-        done = _Effect(state="done", holder=holder, result=msgspec.Raw(encode(result)))
+        done = EffectClaim(state=DONE, holder=holder, result=msgspec.Raw(encode(result)))
         with _refused(redis_key, "record the effect", agent):
             await self._batch.execute("SET", redis_key, encode(done), "EX", self._ttl)
 

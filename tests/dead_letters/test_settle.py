@@ -25,7 +25,14 @@ from jetmesh import (
     SettleRefused,
 )
 from jetmesh.cli.ingress import admin_client
-from jetmesh.dead_letters import REDRIVEN, SETTLED, DeadLetter, settle, with_task
+from jetmesh.dead_letters import (
+    REDRIVE_REFUSED,
+    REDRIVEN,
+    SETTLED,
+    DeadLetter,
+    settle,
+    with_task,
+)
 from jetmesh.dead_letters.settle import _remove_if_unchanged
 from jetmesh.envelope import new_id
 from jetmesh.memory import keys
@@ -196,4 +203,48 @@ async def test_a_role_with_its_own_secrets_can_settle_nothing(
     assert await admin.redis.get(_claim_key(admin, workflow)) == IN_DOUBT
     assert await admin.redis.get(counter_claim) == IN_DOUBT
     assert [x.seq for x in await _letters(admin, "planner")] == [letter.seq]
+    assert charged == []
+
+
+async def test_a_dead_letter_planted_by_a_role_settles_nothing(
+    secured: SecuredMesh, admin: MeshClient
+) -> None:
+    """The counter, compromised, files on its own dead-letter subject a task to the planner
+    for the workflow whose charge is in doubt, with headers that call it the planner's:
+    settling it would have the charge run again. The task does not verify as one sent to
+    the counter (the role whose subject holds it): refused and audited, the claim kept."""
+    charged: list[int] = []
+    cli, workflow, _ = await _in_doubt(secured, admin, charged)
+    counter = MeshClient(
+        secured.settings, secured.keys.identity("counter"), roots=secured.keys.roots()
+    )
+    secured.clients.append(counter)
+    await counter.start()
+    task = counter.envelope(
+        kind="task",
+        workflow=workflow,
+        to="planner",
+        body=Charge(240),
+        caller=cli.mint_token("ivan"),
+        step="planner",
+    )
+    data, headers = counter.seal(task)
+    planted_headers = {
+        **headers,
+        "Mesh-Dlq-Agent": "planner",
+        "Mesh-Dlq-Reason": "tool-in-doubt",
+        "Mesh-Dlq-Detail": "safe to settle",
+    }
+    await counter.publisher.publish(counter.subjects.dlq("counter"), data, planted_headers)
+    (planted,) = await _letters(admin, "counter")
+
+    code, out, err = await jetmesh(
+        secured.settings, "dlq", "settle", str(planted.seq), "--did-not-happen", "--as", "alice"
+    )
+    assert code == 1, out
+    assert f"error: RedriveRefused: dead letter {planted.seq} not sent: misfiled:" in err
+    (refused,) = await _events(cli, workflow, REDRIVE_REFUSED)
+    assert (refused.event.reason, refused.signer, refused.verified) == ("misfiled", "cli", True)
+    assert await _events(cli, workflow, SETTLED, 0) == []
+    assert await admin.redis.get(_claim_key(admin, workflow)) == IN_DOUBT
     assert charged == []

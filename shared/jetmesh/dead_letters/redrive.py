@@ -162,7 +162,7 @@ async def redrive(
     try:
         original, chain = await verify_original(ingress, letter)
     except RedriveRefused as exc:
-        await _audit_refusal(ingress, letter, exc)
+        await audit_refusal(ingress, letter, exc)
         raise
     task = ingress.envelope(
         kind="task",
@@ -202,8 +202,9 @@ async def redrive(
     return task
 
 
-async def _audit_refusal(ingress: Redriving, letter: DeadLetter, exc: RedriveRefused) -> None:
-    """The ``redrive-refused`` event (in the task's workflow when it has a readable one)."""
+async def audit_refusal(ingress: Redriving, letter: DeadLetter, exc: RedriveRefused) -> None:
+    """The ``redrive-refused`` event of a dead letter that did not verify as its role's
+    original task (in the task's workflow when it has a readable one)."""
     envelope = letter.envelope()
     await ingress.emit(
         audit_workflow(ingress, envelope),

@@ -39,12 +39,12 @@ from typing import NamedTuple
 from redis.exceptions import WatchError
 
 from .. import events as ev
-from .._exceptions import SettleRefused
+from .._exceptions import RedriveRefused, SettleRefused
 from ..envelope import Envelope
 from ..memory import keys
 from ..memory.effect_claims import RUNNING, decode_claim
 from .reading import DeadLetter
-from .redrive import Operating, Redriving, redrive, verify_original
+from .redrive import Operating, Redriving, audit_refusal, redrive, verify_original
 
 SETTLED = "settled"
 """Event kind: a person's decision on a dead letter's side effects in doubt."""
@@ -108,7 +108,11 @@ async def settle(
             (nothing removed or sent).
     """
     operator = operator or ingress
-    original, _ = await verify_original(ingress, letter)
+    try:
+        original, _ = await verify_original(ingress, letter)
+    except RedriveRefused as exc:
+        await audit_refusal(ingress, letter, exc)
+        raise
     step = original.step or original.id
     claims = await claims_in_doubt(operator, original.workflow, original.to, step)
     if not claims:

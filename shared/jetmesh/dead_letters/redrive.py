@@ -183,16 +183,11 @@ async def redrive(
     await operator.delete_msg(operator.settings.dlq_stream, letter.seq)
     await ingress.emit(
         original.workflow,
-        ev.Event(
-            kind=REDRIVEN,
-            agent=ingress.name,
-            at=time.time(),
-            instance=ingress.instance,
+        task_event(
+            ingress,
+            original,
+            REDRIVEN,
             task=task.id,
-            parent=original.parent,
-            step=original.step,
-            target=original.to,
-            type=original.type,
             reason=letter.reason,
             detail=f"dead letter {letter.seq} ({letter.reason}) of task {original.id}",
         ),
@@ -200,6 +195,26 @@ async def redrive(
         parent=task.id,
     )
     return task
+
+
+def task_event(
+    ingress: Redriving, original: Envelope, kind: str, *, task: str, reason: str, detail: str
+) -> ev.Event:
+    """An event of ``ingress``'s about a dead letter's ``original`` task (its step, role and
+    type), naming ``task``."""
+    return ev.Event(
+        kind=kind,
+        agent=ingress.name,
+        at=time.time(),
+        instance=ingress.instance,
+        task=task,
+        parent=original.parent,
+        step=original.step,
+        target=original.to,
+        type=original.type,
+        reason=reason,
+        detail=detail[:1024],
+    )
 
 
 async def audit_refusal(ingress: Redriving, letter: DeadLetter, exc: RedriveRefused) -> None:

@@ -33,18 +33,23 @@ Example:
 
 from __future__ import annotations
 
-import time
 from typing import NamedTuple
 
 from redis.exceptions import WatchError
 
-from .. import events as ev
 from .._exceptions import RedriveRefused, SettleRefused
 from ..envelope import Envelope
 from ..memory import keys
 from ..memory.effect_claims import RUNNING, decode_claim
 from .reading import DeadLetter
-from .redrive import Operating, Redriving, audit_refusal, redrive, verify_original
+from .redrive import (
+    Operating,
+    Redriving,
+    audit_refusal,
+    redrive,
+    task_event,
+    verify_original,
+)
 
 SETTLED = "settled"
 """Event kind: a person's decision on a dead letter's side effects in doubt."""
@@ -136,21 +141,10 @@ async def settle(
         )
         for key, raw in claims.items():
             await _remove_if_unchanged(operator, letter.seq, key, raw)
+    reason = "happened" if happened else "did-not-happen"
     await ingress.emit(
         original.workflow,
-        ev.Event(
-            kind=SETTLED,
-            agent=ingress.name,
-            at=time.time(),
-            instance=ingress.instance,
-            task=original.id,
-            parent=original.parent,
-            step=original.step,
-            target=original.to,
-            type=original.type,
-            reason="happened" if happened else "did-not-happen",
-            detail=detail[:1024],
-        ),
+        task_event(ingress, original, SETTLED, task=original.id, reason=reason, detail=detail),
         caller=original.caller,
     )
     if happened:

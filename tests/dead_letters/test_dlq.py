@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import msgspec
 import pytest
+from rich.console import Console
 
 from jetmesh import Agent, CallFailed, Context, Reject
-from jetmesh.dead_letters import list_dead_letters
+from jetmesh.cli.dlq import show_letter
+from jetmesh.dead_letters import DeadLetter, list_dead_letters
 from jetmesh.envelope import new_id
 from tests.harness.mesh import Mesh, jetmesh, kinds
 
@@ -72,3 +76,21 @@ async def test_a_dead_letter_is_listed_shown_and_sent_back_once_fixed(mesh: Mesh
     code, _, err = await jetmesh(mesh, "dlq", "show", "999999")
     assert code == 1
     assert "no dead letter 999999" in err
+
+
+@pytest.mark.parametrize(
+    ("reason", "detail", "hinted"),
+    [
+        ("tool-in-doubt", "in doubt: a run of pay was started and never recorded", True),
+        ("rejected-by-handler", "the charge is in doubt: claimed and never finished", True),
+        ("rejected-by-handler", "not configured yet", False),
+    ],
+)
+def test_show_says_how_to_settle_a_side_effect_in_doubt(
+    reason: str, detail: str, hinted: bool
+) -> None:
+    letter = DeadLetter(7, "toolgate", reason, detail, "mesh.agent.toolgate.task", 0.0, b"", {})
+    out = io.StringIO()
+    show_letter(letter, Console(file=out, width=300, color_system=None))
+    settle = "then jetmesh dlq settle 7 --happened|--did-not-happen --as NAME"
+    assert (settle in out.getvalue()) == hinted

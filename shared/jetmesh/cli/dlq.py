@@ -94,6 +94,14 @@ def show_letter(letter: DeadLetter, out: Console | None = None) -> None:
         lines.append(f"task seq  {letter.task_seq} ({read})")
     for name, value in sorted(letter.headers.items()):
         lines.append(f"header    {markup(name, limit=100)}: {markup(value, limit=100)}")
+    if letter.reason == "tool-in-doubt" or "in doubt" in letter.detail:
+        env = letter.envelope()
+        key = f"{env.workflow}/{env.step}" if env is not None else "<workflow>/<step>"
+        lines.append(
+            f"settle    a side effect in doubt: check the target under the key "
+            f"{markup(key, limit=200)}, then jetmesh dlq settle {letter.seq} "
+            "--happened|--did-not-happen --as NAME"
+        )
     out.print("\n".join(lines), highlight=False, soft_wrap=True)
     body = json_text(letter.data)
     if body is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -81,7 +82,10 @@ def test_the_sweep_leaves_live_owners_and_directories_it_did_not_make(tmp_path: 
         (unreadable / OWNER_FILE).write_text("")
         reused = tmp_path / "reused-pid"
         reused.mkdir()  # its owner's pid now names another process: this one
-        (reused / OWNER_FILE).write_text(f"{os.getpid()} 1\n")
+        (reused / OWNER_FILE).write_text(f"{os.getpid()} 1 {socket.gethostname()}\n")
+        elsewhere = tmp_path / "another-host"
+        elsewhere.mkdir()  # a container's, sharing the directory: its pids are not ours
+        (elsewhere / OWNER_FILE).write_text(f"{os.getpid()} 1 not-{socket.gethostname()}\n")
         assert start_time(os.getpid()) != "1"
         assert owner_of(held) == proc.pid
         assert sweep(tmp_path) == [reused]
@@ -89,4 +93,5 @@ def test_the_sweep_leaves_live_owners_and_directories_it_did_not_make(tmp_path: 
         assert (held / "data").exists()
         assert foreign.exists()
         assert unreadable.exists()
+        assert elsewhere.exists()
         assert not reused.exists()

@@ -55,7 +55,8 @@ def scratch_dir(prefix: str, *, parent: Path | None = None) -> Iterator[Path]:
 
 def owner_of(path: Path) -> int | None:
     """The pid of the process that made scratch directory ``path`` if that process is still
-    running; None if it is gone, or ``path`` is not a scratch directory."""
+    running; None if it is gone, ``path`` is not a scratch directory, or another host
+    made it."""
     owner = _owner(path)
     return owner[0] if owner is not None and _running(*owner) else None
 

@@ -158,12 +158,37 @@ async def redrive(
         RedriveRefused: the dead letter does not hold its role's original task, or the
             ingress may not send there (nothing sent, a ``redrive-refused`` event written).
     """
-    operator = operator or ingress
+    original, chain = await verify_or_refuse(ingress, letter)
+    return await send_again(ingress, letter, original, chain, operator=operator or ingress)
+
+
+async def verify_or_refuse(
+    ingress: Redriving, letter: DeadLetter
+) -> tuple[Envelope, tuple[str, ...]]:
+    """:func:`verify_original`, a refusal audited (a ``redrive-refused`` event) before it
+    is raised.
+
+    Raises:
+        RedriveRefused: as :func:`verify_original`.
+    """
     try:
-        original, chain = await verify_original(ingress, letter)
+        return await verify_original(ingress, letter)
     except RedriveRefused as exc:
-        await audit_refusal(ingress, letter, exc)
+        await _audit_refusal(ingress, letter, exc)
         raise
+
+
+async def send_again(
+    ingress: Redriving,
+    letter: DeadLetter,
+    original: Envelope,
+    chain: tuple[str, ...],
+    *,
+    operator: Operating,
+) -> Envelope:
+    """Send ``letter``'s ``original`` task, already verified (:func:`verify_or_refuse`),
+    again with ``chain``: its step's recorded result cleared, the dead letter removed, a
+    ``redriven`` event written; returns the new task envelope."""
     task = ingress.envelope(
         kind="task",
         workflow=original.workflow,
@@ -217,9 +242,8 @@ def task_event(
     )
 
 
-async def audit_refusal(ingress: Redriving, letter: DeadLetter, exc: RedriveRefused) -> None:
-    """The ``redrive-refused`` event of a dead letter that did not verify as its role's
-    original task (in the task's workflow when it has a readable one)."""
+async def _audit_refusal(ingress: Redriving, letter: DeadLetter, exc: RedriveRefused) -> None:
+    """The ``redrive-refused`` event (in the task's workflow when it has a readable one)."""
     envelope = letter.envelope()
     await ingress.emit(
         audit_workflow(ingress, envelope),

@@ -11,15 +11,15 @@ the gateway refuses the tool ``tool-in-doubt``, a handler's ``ctx.once`` raises
 
 - it did not happen (``happened=False``): the step's claims in doubt are removed, each only
   while it is still the claim that was read (a run that records it meanwhile wins: the
-  settling is refused ``claim-changed``), and the dead letter is redriven
-  (:func:`.redrive.redrive`): the step runs again, and the effect once;
+  settling is refused ``claim-changed``), and the task is sent again as a redrive sends
+  it (:func:`.redrive.send_again`): the step runs again, and the effect once;
 - it happened (``happened=True``): the claims stay, so the step is never run again, and
   the dead letter is removed.
 
 Either way a ``settled`` event in the workflow says who decided what, for which claims.
 
-The dead letter is first verified as its role's original task
-(:func:`.redrive.verify_original`): the claims are named by that signed task's workflow,
+The dead letter is first verified, once, as its role's original task
+(:func:`.redrive.verify_or_refuse`: a refusal is audited): the claims are named by that signed task's workflow,
 role and step, never by the dead letter's unsigned headers. A step with no claim in doubt
 is refused ``nothing-in-doubt``: there is nothing to settle. On servers that enforce the
 policy the operator (the admin) reads and removes the claims, which are in the role's own
@@ -37,19 +37,12 @@ from typing import NamedTuple
 
 from redis.exceptions import WatchError
 
-from .._exceptions import RedriveRefused, SettleRefused
+from .._exceptions import SettleRefused
 from ..envelope import Envelope
 from ..memory import keys
 from ..memory.effect_claims import RUNNING, decode_claim
 from .reading import DeadLetter
-from .redrive import (
-    Operating,
-    Redriving,
-    audit_refusal,
-    redrive,
-    task_event,
-    verify_original,
-)
+from .redrive import Operating, Redriving, send_again, task_event, verify_or_refuse
 
 SETTLED = "settled"
 """Event kind: a person's decision on a dead letter's side effects in doubt."""
@@ -113,11 +106,7 @@ async def settle(
             (nothing removed or sent).
     """
     operator = operator or ingress
-    try:
-        original, _ = await verify_original(ingress, letter)
-    except RedriveRefused as exc:
-        await audit_refusal(ingress, letter, exc)
-        raise
+    original, chain = await verify_or_refuse(ingress, letter)
     step = original.step or original.id
     claims = await claims_in_doubt(operator, original.workflow, original.to, step)
     if not claims:
@@ -150,7 +139,8 @@ async def settle(
     if happened:
         await operator.delete_msg(operator.settings.dlq_stream, letter.seq)
         return Settled(tuple(sorted(claims)), None)
-    return Settled(tuple(sorted(claims)), await redrive(ingress, letter, operator=operator))
+    task = await send_again(ingress, letter, original, chain, operator=operator)
+    return Settled(tuple(sorted(claims)), task)
 
 
 async def _remove_if_unchanged(operator: Operating, seq: int, key: str, raw: bytes) -> None:

@@ -20,9 +20,10 @@ from jetmesh.processes import interruptible, terminated_as_interrupted
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PROGRAM = """
+MAIN = """
 import asyncio, pathlib, sys
 from jetmesh.cli.common import run_async
+from jetmesh.processes import interruptible
 
 async def main() -> None:
     try:
@@ -30,9 +31,10 @@ async def main() -> None:
         await asyncio.sleep(60)
     finally:
         pathlib.Path(sys.argv[1]).write_text("cleaned up")
-
-run_async(main())
 """
+"""A program's main task: "ready", then a minute's wait whose cleanup leaves a marker."""
+
+PROGRAM = MAIN + "run_async(main())\n"
 
 SCENARIO = """
 name = "terminated"
@@ -78,21 +80,14 @@ def test_a_sigterm_runs_the_cleanups_of_a_command(tmp_path: Path, sigint: str) -
     assert proc.returncode not in (0, -signal.SIGTERM)
 
 
-INTERRUPTIBLE = """
-import asyncio, pathlib, sys
-from jetmesh.processes import interruptible
-
-async def main() -> None:
-    try:
-        print("ready", flush=True)
-        await asyncio.sleep(60)
-    finally:
-        pathlib.Path(sys.argv[1]).write_text("cleaned up")
-
+INTERRUPTIBLE = (
+    MAIN
+    + """
 with interruptible():
     asyncio.run(main())
 print("not reached")
 """
+)
 
 
 def test_an_interruptible_program_given_sigterm_cleans_up_and_exits_130(tmp_path: Path) -> None:

@@ -261,6 +261,7 @@ async def run_chaos_support(
         await servers.up()
         await fleet.start_all()
         await _drive(config, settings, fleet, servers, report)
+        report.unsettled = await fleet.settle()
         await asyncio.to_thread(fleet.stop)  # drained before counting
         async with admin_client(settings) as admin:
             report.audit = await audit_run(admin, settings, report.workflows, report.orders)

@@ -89,6 +89,9 @@ class SupportChaosReport:
     processes: int = 0
     left_running: int = 0
     """Agent processes and servers of the run still alive after it (0: all stopped)."""
+    unsettled: int = 0
+    """Tasks still to deliver or to acknowledge when the fleet was stopped, after waiting
+    for them (:meth:`loadtest.support_fleet.Fleet.settle`)."""
     seconds: float = 0.0
     load_seconds: float = 0.0
     settings: MeshSettings | None = field(default=None, repr=False)
@@ -127,6 +130,8 @@ class SupportChaosReport:
             out.append(
                 f"{len(a.stuck)} workflows with a hop never finished ({gaps} of them answered)"
             )
+        if self.unsettled:
+            out.append(f"{self.unsettled} tasks still in flight when the agents were stopped")
         if a.unverified or a.forged or a.unreadable:
             out.append("events failing verification, forged or unreadable")
         if self.left_running:
@@ -186,7 +191,8 @@ class SupportChaosReport:
             f"({a.open_hops} hops started or sent, "
             f"never finished); hops started more than once {a.redelivered}; "
             f"finished hops the tree shows running {a.shown_running}; "
-            f"hops failed: {counts(a.failed_hops, 'none')}",
+            f"hops failed: {counts(a.failed_hops, 'none')}; tasks in flight when the "
+            f"agents were stopped {self.unsettled}",
             f"events       {a.events} of {a.workflows} workflows read as the admin: "
             f"{a.unverified} failing verification, {a.forged} shown as forged, "
             f"{a.unreadable} logs unreadable",

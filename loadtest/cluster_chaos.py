@@ -332,6 +332,7 @@ async def run_cluster_chaos(config: ClusterChaosConfig, home: Path) -> ClusterCh
                 )
             tickets.load_seconds = time.perf_counter() - started
         tickets.tickets = tickets.sent
+        tickets.unsettled = await fleet.settle()
         await asyncio.to_thread(fleet.stop)
         async with admin_client(settings) as admin:
             tickets.audit = await audit_run(admin, settings, tickets.workflows, tickets.orders)

@@ -25,14 +25,12 @@ servers (``[mesh] embedded = true``); elsewhere it fails.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from jetmesh import MeshSettings, Subjects
-from jetmesh.load import AuditFigure, AuditRun, admin_jetstream
+from jetmesh.load import AuditFigure, AuditRun, admin_jetstream, wait_settled
 from jetmesh.logins import admin_login
 from jetmesh.memory import WorkingMemory
 from loadtest.tally import TALLY
@@ -42,7 +40,6 @@ __all__ = ["TaskCounts", "audit", "count_runs", "count_tasks"]
 SETTLE_S = 30.0
 """How long the audit waits, by default, for ``tally``'s consumer to have nothing left in
 flight (a task whose reply timed out may still be running)."""
-POLL_S = 0.2
 RUNS_KEY = "runs"
 
 
@@ -110,13 +107,8 @@ async def count_tasks(settings: MeshSettings, *, settle_s: float = SETTLE_S) -> 
     (or after ``settle_s``), asked as the servers' admin."""
     subject = Subjects(settings.subject_prefix).task(TALLY)
     async with admin_jetstream(settings, max_reconnect_attempts=10) as js:
-        give_up = time.monotonic() + settle_s
-        while True:
-            consumer = await js.consumer_info(settings.tasks_stream, TALLY)
-            in_flight = consumer.num_pending + consumer.num_ack_pending
-            if in_flight == 0 or time.monotonic() > give_up:
-                break
-            await asyncio.sleep(POLL_S)
+        in_flight = await wait_settled(js, settings.tasks_stream, [TALLY], settle_s=settle_s)
+        consumer = await js.consumer_info(settings.tasks_stream, TALLY)
         tasks = await js.stream_info(settings.tasks_stream, subjects_filter=subject)
         dlq = await js.stream_info(settings.dlq_stream)
     return TaskCounts(

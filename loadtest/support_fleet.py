@@ -22,9 +22,13 @@ from pathlib import Path
 
 from jetmesh import MeshSettings
 from jetmesh.embedded import EmbeddedStack, pid_alive, read_pid_file, wait_gone
+from jetmesh.load import admin_jetstream, wait_settled
 from jetmesh.processes import AgentProcess, settings_env
 
 UP_TIMEOUT_S = 90.0
+SETTLE_ACK_WAITS = 3
+"""How long :meth:`Fleet.settle` waits for the tasks in flight, in AckWaits: a redelivery,
+and a second one should the first replica also be killed."""
 
 
 class Servers:
@@ -153,6 +157,17 @@ class Fleet:
         self.kills.append(role)
         await self.start(role)
         return role
+
+    async def settle(self) -> int:
+        """Wait until no role has a task left to deliver or to acknowledge, at most
+        :data:`SETTLE_ACK_WAITS` AckWaits; returns the tasks still in flight. Before
+        :meth:`stop`: a task whose process was killed after it replied comes back only
+        after AckWait, and stopping the fleet first would leave it half done."""
+        settle_s = SETTLE_ACK_WAITS * self.settings.ack_wait_s
+        async with admin_jetstream(self.settings, max_reconnect_attempts=10) as js:
+            return await wait_settled(
+                js, self.settings.tasks_stream, self.targets, settle_s=settle_s
+            )
 
     def stop(self) -> None:
         """Stop every live process (SIGTERM, drain; SIGKILL after a timeout), together."""

@@ -19,7 +19,8 @@ sends through the mesh's ingress (``nats``) or the HTTP gateway (``http``), and 
 - :mod:`.faults`: faults on a schedule (``[[faults]]``): kill a replica, restart a
   server, pause a process (:func:`play_faults`).
 - :mod:`.audit`: a scenario's ``[audit]``, the mesh's own count of what happened after
-  the load (effects, runs per task), judged against bounds (:func:`run_audit`).
+  the load (effects, runs per task), judged against bounds (:func:`run_audit`), once the
+  tasks have settled (:func:`wait_settled`).
 - :mod:`.floor`: the bare nats-py floor a run's speed is measured against
   (:func:`measure_floor`; a scenario's ``[floor]``), and the run's ratio to it
   (:func:`floor_ratio`).
@@ -45,7 +46,15 @@ Example:
 """
 
 from .arrivals import mean_rate, schedule
-from .audit import AuditCheck, AuditRun, admin_jetstream, load_check, run_audit, with_audit
+from .audit import (
+    AuditCheck,
+    AuditRun,
+    admin_jetstream,
+    load_check,
+    run_audit,
+    wait_settled,
+    with_audit,
+)
 from .breakdown import role_shares, shares_from_trees
 from .compare import compare_reports, merge_reports
 from .doors import Door, http_door, nats_door, open_door
@@ -154,6 +163,7 @@ __all__ = [
     "slo_results",
     "soak_slos",
     "suggested_processes",
+    "wait_settled",
     "with_audit",
     "with_soak",
     "write_report",

@@ -26,10 +26,12 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -42,7 +44,17 @@ from ..settings import MeshSettings
 from .report import AuditFigure, LoadReport
 from .scenario import Audit, Scenario
 
-__all__ = ["AuditCheck", "AuditRun", "admin_jetstream", "load_check", "run_audit", "with_audit"]
+__all__ = [
+    "AuditCheck",
+    "AuditRun",
+    "admin_jetstream",
+    "load_check",
+    "run_audit",
+    "wait_settled",
+    "with_audit",
+]
+
+SETTLE_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,26 @@ async def admin_jetstream(
         yield nc.jetstream()
     finally:
         await nc.close()
+
+
+async def wait_settled(
+    js: JetStreamContext, stream: str, consumers: Iterable[str], *, settle_s: float
+) -> int:
+    """Wait until none of ``consumers`` (of ``stream``) has a task left to deliver or to
+    acknowledge, or ``settle_s`` passed: a task whose replica was killed comes back only
+    after AckWait, so an audit that counts right after the load may find it half done.
+
+    Returns:
+        The tasks still pending or unacknowledged, over the consumers (0: settled).
+    """
+    names = list(consumers)
+    give_up = time.monotonic() + settle_s
+    while True:
+        infos = [await js.consumer_info(stream, name) for name in names]
+        in_flight = sum((i.num_pending or 0) + (i.num_ack_pending or 0) for i in infos)
+        if in_flight == 0 or time.monotonic() >= give_up:
+            return in_flight
+        await asyncio.sleep(SETTLE_POLL_S)
 
 
 def load_check(spec: Audit) -> AuditCheck:

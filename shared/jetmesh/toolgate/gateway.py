@@ -33,7 +33,9 @@ server's: :mod:`jetmesh.toolgate.mcp`) raises the matching class after a ``tool-
 reply carrying the code, without retrying, and goes on serving. Every run records a
 ``tool`` event: tool, sender, caller and tenant, the args' digest, the approval's ``jti``,
 the credential's fingerprint, the outcome and the duration. The credential itself is never
-returned, logged or put in an event.
+returned, logged or put in an event. A ``tool`` event is stored before the gateway goes on
+(the run recorded ``done``, the reply): a gateway killed after a tool ran leaves either
+its ``tool`` event or a claim in doubt, never a run the log does not show.
 """
 
 from __future__ import annotations
@@ -436,6 +438,7 @@ class Toolgate:
             detail = f"{what}: {record.outcome}: {record.detail}"
         await ctx.emit_event(
             kind,
+            stored=kind == TOOL,  # what a tool did: in the log before it is recorded done
             target=record.tool,
             reason=record.outcome,
             digest=record.args_sha256,

@@ -232,7 +232,7 @@ class MeshClient(MeshConnection):
         caller: str,
         parent: str | None = None,
         stored: bool = False,
-    ) -> None:
+    ) -> str | None:
         """Publish a signed event to the workflow's log (acknowledged in the background);
         see :meth:`event_envelope`.
 
@@ -242,6 +242,10 @@ class MeshClient(MeshConnection):
                 must not take the event with it: events go through the group commit's
                 queue, the ack straight to the socket). An event the stream refuses is
                 then retried in the background, as any other.
+
+        Returns:
+            The event's id while it is on its way in the background (what
+            :meth:`events_stored` waits for); None once stored.
         """
         envelope = self.event_envelope(workflow, event, caller=caller, parent=parent)
         data, headers = await self.seal_batched(envelope)
@@ -249,10 +253,16 @@ class MeshClient(MeshConnection):
         if stored:
             try:
                 await self.publisher.publish(subject, data, headers)
-                return
+                return None
             except PublishFailed as exc:
                 log.warning("event %s not stored (%s): retried in the background", envelope.id, exc)
         await self.publisher.publish_later(envelope.id, subject, data, headers)
+        return envelope.id
+
+    async def events_stored(self, ids: Iterable[str], timeout: float) -> bool:
+        """Wait until the events ``ids`` (as :meth:`emit` returned them) are stored, or
+        given up on; False if some are still on their way at ``timeout``."""
+        return await self.publisher.stored(ids, timeout)
 
     async def flush_events(self, timeout: float = 10.0) -> bool:
         """Wait until every event this client emitted is stored; False on timeout."""

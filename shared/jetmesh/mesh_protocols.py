@@ -108,7 +108,7 @@ class EventWriting(Member, Protocol):
         caller: str,
         parent: str | None = None,
         stored: bool = False,
-    ) -> None: ...
+    ) -> str | None: ...
 
 
 class Storing(Protocol):

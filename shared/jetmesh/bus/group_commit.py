@@ -113,6 +113,9 @@ class GroupCommit(abc.ABC):
     """The committers' messages unacknowledged (an ack's token: the send it is of)."""
     _batches: dict[str, list[Queued]]
     """An atomic batch's commit token: the messages in it."""
+    _watched: dict[str, asyncio.Future[None]]
+    """publish_later messages someone waits for (``stored``): done when they leave
+    ``_pending``."""
     batches: int
     """Atomic batches stored (for tests and benchmarks)."""
     refused_batches: int
@@ -290,6 +293,16 @@ class GroupCommit(abc.ABC):
                 if (entry := self._pending.get(msg_id)) is not None:
                     await self._send(msg_id, entry)
 
+    def _settled(self, msg_id: str) -> None:
+        """``msg_id`` is no longer pending (stored, or given up on): its room freed, a wait
+        for it woken."""
+        if self._pending.pop(msg_id, None) is None:
+            return
+        self._room.release()
+        watcher = self._watched.pop(msg_id, None)
+        if watcher is not None and not watcher.done():
+            watcher.set_result(None)
+
     def _release(self, token: str) -> None:
         """``token``'s ack came or will not: one less for its committer's send, if any."""
         hold = self._holding.pop(token, None)
@@ -303,8 +316,8 @@ class GroupCommit(abc.ABC):
                 if item.waiter is not None:
                     if not item.waiter.done():
                         item.waiter.set_result(ack)
-                elif self._pending.pop(item.msg_id, None) is not None:
-                    self._room.release()
+                else:
+                    self._settled(item.msg_id)
             return
         self.refused_batches += 1
         if ack.error is not None and ack.error.get("err_code") == ATOMIC_DISABLED:

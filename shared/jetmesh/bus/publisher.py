@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -86,6 +87,7 @@ class StreamPublisher(GroupCommit):
         ]
         self._holding: dict[str, Hold] = {}
         self._batches: dict[str, list[Queued]] = {}
+        self._watched: dict[str, asyncio.Future[None]] = {}
         self.batches = 0
         self.refused_batches = 0
         self._expiring: deque[tuple[float, asyncio.Future[PubAck | None], str, str]] = deque()
@@ -239,8 +241,7 @@ class StreamPublisher(GroupCommit):
         if ack.error is not None or not ack.stream:
             entry.mark_failed()  # includes "no responders": no stream (yet)
             return
-        del self._pending[msg_id]
-        self._room.release()
+        self._settled(msg_id)
 
     async def _sweep(self) -> None:
         while True:
@@ -264,8 +265,7 @@ class StreamPublisher(GroupCommit):
                     entry.attempts,
                 )
                 self.dropped += 1
-                del self._pending[msg_id]
-                self._room.release()
+                self._settled(msg_id)
                 continue
             entry.attempts += 1
             entry.deadline = now + ACK_TIMEOUT_S
@@ -277,6 +277,22 @@ class StreamPublisher(GroupCommit):
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    async def stored(self, msg_ids: Iterable[str], timeout: float) -> bool:
+        """Wait until none of ``msg_ids`` (of :meth:`publish_later`) is pending: each stored,
+        or given up on after :data:`MAX_ATTEMPTS` (logged); False if some still are at
+        ``timeout``. Those already stored cost nothing."""
+        waits = []
+        for msg_id in msg_ids:
+            if msg_id in self._pending:
+                watcher = self._watched.get(msg_id)
+                if watcher is None:
+                    watcher = self._watched[msg_id] = asyncio.get_running_loop().create_future()
+                waits.append(watcher)
+        if not waits:
+            return True
+        _, not_yet = await asyncio.wait(waits, timeout=timeout)
+        return not not_yet
 
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event is stored; False if some are still pending at timeout,

@@ -19,12 +19,12 @@ the gateway refuses the tool ``tool-in-doubt``, a handler's ``ctx.once`` raises
 Either way a ``settled`` event in the workflow says who decided what, for which claims.
 
 The dead letter is first verified, once, as its role's original task
-(:func:`.redrive.verify_or_refuse`: a refusal is audited): the claims are named by that signed task's workflow,
-role and step, never by the dead letter's unsigned headers. A step with no claim in doubt
-is refused ``nothing-in-doubt``: there is nothing to settle. On servers that enforce the
-policy the operator (the admin) reads and removes the claims, which are in the role's own
-keys that no other role may write, and the dead letter; the ingress writes the events and
-sends the task again.
+(:func:`.redrive.verify_or_refuse`: a refusal is audited): the claims are named by that
+signed task's workflow, role and step, never by the dead letter's unsigned headers. A
+step with no claim in doubt is refused ``nothing-in-doubt``: there is nothing to settle.
+On servers that enforce the policy the operator (the admin) reads and removes the claims,
+which are in the role's own keys that no other role may write, and the dead letter; the
+ingress writes the events and sends the task again.
 
 Example:
     >>> letter = await get_dead_letter(admin, settings.dlq_stream, 42)  # doctest: +SKIP

@@ -73,6 +73,8 @@ class Context(ContextBase):
         """The step's first run (its first claim): no call of it is journaled yet."""
         self._models = models
         self._chunks: ChunkSink | None = None
+        self._on_their_way: list[str] = []
+        """Ids of this run's events sent in the background, until :meth:`events_stored`."""
 
     @property
     def mesh(self) -> MeshClient:
@@ -354,9 +356,18 @@ class Context(ContextBase):
             attempt=self.attempt,
             **fields,
         )
-        await self._mesh.emit(
+        sent = await self._mesh.emit(
             self.workflow, event, caller=self.task.caller, parent=self.task.id, stored=stored
         )
+        if sent is not None:
+            self._on_their_way.append(sent)
+
+    async def events_stored(self, timeout: float) -> bool:
+        """Wait until every event this run wrote is stored (False if some are still on
+        their way at ``timeout``): before its result is recorded, so that a replica killed
+        after that, whose task is then answered from the record, took none of them along."""
+        ids, self._on_their_way = self._on_their_way, []
+        return await self._mesh.events_stored(ids, timeout)
 
 
 def _reply_fields(reply: Recorded) -> dict[str, Any]:

@@ -11,6 +11,10 @@ A delivery is acked or terminated once the event that says how it ended (``compl
 delivered again and logs its end again, from the ledger) rather than settled with no end
 in the log. Being sent first is not enough: events go through the group commit's queue
 (:mod:`jetmesh.bus.group_commit`) and may leave after an ack sent straight to the socket.
+Likewise, the events a run wrote along the way (its calls, model calls, effects, tool
+runs, refusals) are stored before its end is recorded in the ledger: a replica killed
+after that is answered for from the record, which cannot write them again. Those already
+stored by then (most: a call's event is stored while its reply is awaited) cost nothing.
 
 How a delivery goes through the step ledger (its step claimed before the handler runs, its
 result recorded before the reply; a step already done is answered again from the record and
@@ -71,6 +75,10 @@ STOP_GRACE_S = 10.0
 
 STARTED_AFTER_S = 0.05
 """A first delivery's ``started`` event is emitted once its handler has run this long."""
+
+RUN_EVENTS_S = 15.0
+"""How long a run's end waits for the events it wrote along the way to be stored: as long
+as its ending event waits for a stream (``NO_STREAM_S``: a restart, a cluster's election)."""
 
 
 def _certified_scopes(identity: Identity, roots: Mapping[str, bytes]) -> frozenset[str]:
@@ -332,18 +340,21 @@ class Replica(ReplicaSteps):
             raise
         except Reject as exc:
             self.failed += 1
+            await self._run_over(ctx)
             await self.failures.finish_failed(
                 msg, task, caller, attempt, "rejected-by-handler", exc.reason, error_type="Reject"
             )
             return
         except (ScopeDenied, ToolRefused, MemoryDenied) as exc:  # the same would be refused
             self.failed += 1
+            await self._run_over(ctx)
             await self.failures.denied(msg, ctx, exc, attempt)
             return
         except Exception as exc:
             if (refusal := plan_refusal(exc)) is not None:  # no retry: the plan is refused
                 reason, error_type, detail = refusal
                 self.failed += 1
+                await self._run_over(ctx)
                 await self.failures.finish_failed(
                     msg, task, caller, attempt, reason, detail, error_type=error_type
                 )
@@ -355,6 +366,7 @@ class Replica(ReplicaSteps):
         finally:
             self._unannounced.pop(ctx, None)
         duration_ms = (time.perf_counter() - started) * 1000
+        await self._run_over(ctx)
         if self.ledger is not None and not await self._record(
             msg, task, attempt, step, holder, recorded
         ):
@@ -372,6 +384,20 @@ class Replica(ReplicaSteps):
         await msg.ack()  # after its event is stored (module docstring)
         self.handled += 1
         metrics.ended(metrics.COMPLETED)
+
+    async def _run_over(self, ctx: Context) -> None:
+        """The handler returned, or raised for good: it is not announced any more, and the
+        events it wrote in the background are stored before its end is recorded (module
+        docstring); after :data:`RUN_EVENTS_S` the run goes on without them (they are
+        still sent again until stored, as every event)."""
+        self._unannounced.pop(ctx, None)
+        if not await ctx.events_stored(RUN_EVENTS_S):
+            log.warning(
+                "task %s: events of its run not stored in %.0f s: its end is recorded "
+                "without waiting longer",
+                ctx.task.id,
+                RUN_EVENTS_S,
+            )
 
     async def _announce_loop(self) -> None:
         """Emit ``started`` for first deliveries whose handler has run ``STARTED_AFTER_S``:

@@ -56,7 +56,10 @@ async def test_the_open_loop_shows_the_stall_in_the_requests_due_during_it() -> 
     assert report.latency_ms["p50"] < 100
     stalled = report.timeline[1]
     assert stalled.p99_ms >= 300
-    assert not report.saturated  # the sender kept its schedule: it never waits for replies
+    # The sender kept its schedule: it never waits for replies, so the stall is not in its
+    # lag (a sender that waited would lag by the 500 ms of the stall). Not that it never
+    # lagged 50 ms (the bound of `saturated`): a busy machine may hold the loop that long.
+    assert report.lag_p99_ms < STALL_S * 1000 / 2
 
 
 async def test_a_closed_loop_hides_the_stall_without_correction() -> None:
@@ -84,7 +87,7 @@ async def test_waiting_at_the_in_flight_cap_counts_in_the_latency() -> None:
     assert report.completed == 40
     # 40 requests of 50 ms one after another take 2 s; the last was due at 0.975 s
     assert report.latency_ms["max"] >= 800
-    assert not report.saturated
+    assert report.lag_p99_ms < 250  # the wait for room is the request's, not the sender's
 
 
 def cpu_bound(body: bytes) -> Any:
@@ -96,12 +99,13 @@ def cpu_bound(body: bytes) -> Any:
 async def test_saturation_is_the_generator_falling_behind_its_schedule() -> None:
     report = await run_scenario(scenario({"model": "constant", "rate": 500}, 1.0), cpu_bound)
     assert report.saturated
+    assert report.lag_p99_ms > 250
     assert report.asked_rate == 500
 
 
-async def test_a_comfortable_rate_is_not_saturated() -> None:
+async def test_a_comfortable_rate_keeps_its_schedule() -> None:
     report = await run_scenario(scenario({"model": "constant", "rate": 20}, 2.0), cpu_bound)
-    assert not report.saturated
+    assert report.lag_p99_ms < 250  # at 500/s it falls seconds behind (the test above)
     assert report.achieved_rate == 20
     assert report.sent == 40
 

@@ -148,8 +148,10 @@ def test_a_process_without_a_report_fails_the_merge() -> None:
     runs = [GeneratorRun(0, 0, REPORT, ""), GeneratorRun(1, 2, None, "scenario: bad\n")]
     with pytest.raises(ValueError, match="process 1: exit 2: scenario: bad"):
         merge_generators(runs)
-    merged = merge_generators([GeneratorRun(0, 1, REPORT, ""), GeneratorRun(1, 1, REPORT, "")])
+    lagging = msgspec.structs.replace(REPORT, lag_p99_ms=80.0)
+    merged = merge_generators([GeneratorRun(0, 1, REPORT, ""), GeneratorRun(1, 1, lagging, "")])
     assert (merged.generators, merged.sent, merged.saturated) == (2, 40000, True)
+    assert merged.lag_p99_ms == 80.0  # the process furthest behind
 
 
 def test_the_markdown_report_names_the_generator_processes() -> None:

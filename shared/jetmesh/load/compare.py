@@ -285,8 +285,8 @@ def merge_reports(reports: Sequence[LoadReport]) -> LoadReport:
       percentiles read from the sum. When a report has no histogram, each percentile is
       the largest of the reports' (an upper bound of the union's) and the mean is
       weighted by completions.
-    - Counts, the rate asked and the rate achieved are summed; saturated if any was; the
-      run starts at the earliest start and lasts the longest.
+    - Counts, the rate asked and the rate achieved are summed; saturated if any was, the
+      lag the largest; the run starts at the earliest start and lasts the longest.
     - Timelines are merged by window (``t``): counts summed, p50 and p99 the largest of the
       processes' for that second (an upper bound), memory by process name.
     - Roles are merged by name: hops summed, p50s and share weighted by hops, p99s the
@@ -327,6 +327,7 @@ def merge_reports(reports: Sequence[LoadReport]) -> LoadReport:
         asked_rate=None if any(x is None for x in asked) else sum(x or 0.0 for x in asked),
         achieved_rate=sum(r.achieved_rate for r in reports),
         saturated=any(r.saturated for r in reports),
+        lag_p99_ms=max(r.lag_p99_ms for r in reports),
         sent=sum(r.sent for r in reports),
         completed=sum(r.completed for r in reports),
         errors=sum(r.errors for r in reports),

@@ -430,6 +430,7 @@ async def run_scenario(
         asked_rate=asked,
         achieved_rate=tally.sent / scenario.seconds,
         saturated=lag_p99_s > lag_bound(asked),
+        lag_p99_ms=lag_p99_s * 1000,
         sent=tally.sent,
         completed=tally.completed,
         errors=tally.errors,

@@ -86,7 +86,8 @@ def _head(report: LoadReport) -> str:
         lines += [
             "",
             "> **The generator was saturated**: it could not send requests on schedule "
-            "(its lag behind the schedule passed the bound). The rate achieved is below the "
+            f"(its lag behind the schedule, p99 {report.lag_p99_ms:.0f} ms, passed the "
+            "bound). The rate achieved is below the "
             "rate asked, and the latencies understate what clients sending at that rate "
             "would see. Add generator processes or ask for less.",
         ]

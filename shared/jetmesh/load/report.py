@@ -173,6 +173,9 @@ class LoadReport(msgspec.Struct, frozen=True, kw_only=True):
     saturated: bool
     """The generator could not send on schedule: its lag behind the schedule, p99, passed
     the bound; the latencies then understate what a real client would see."""
+    lag_p99_ms: float = 0.0
+    """The generator's lag behind its schedule, p99, in milliseconds (0 for a closed loop,
+    which has no schedule)."""
     sent: int
     """Requests sent in the measured part."""
     completed: int

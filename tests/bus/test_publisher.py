@@ -251,3 +251,35 @@ async def test_a_flush_on_a_closed_connection_gives_up_at_once(
     assert await asyncio.wait_for(publisher.flush(timeout=3600), 30) is False
     assert publisher.pending == 1
     await publisher.close(timeout=3600)
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["group-commit", "alone"])
+async def test_stored_waits_for_the_events_named_and_no_others(
+    fresh_nats_server: NatsServer, grouped: bool
+) -> None:
+    """``stored`` returns False while the server is stopped (SIGSTOP) with the event unread,
+    True once it is stored; events already stored, or never sent, cost no wait."""
+    nc = await connect(fresh_nats_server.url, "stored-test")
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="WAITED", subjects=["waited.>"], allow_atomic=True))
+    publisher = StreamPublisher(nc, batch_prefixes=("waited.",) if grouped else ())
+    await publisher.start()
+    pid = fresh_nats_server.pid
+    assert pid is not None
+    try:
+        await publisher.publish_later("e0", "waited.0", b"event", {"Nats-Msg-Id": "e0"})
+        assert await publisher.stored(["e0"], timeout=5)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await publisher.publish_later("e1", "waited.1", b"event", {"Nats-Msg-Id": "e1"})
+            assert not await publisher.stored(["e0", "e1"], timeout=0.3)
+            async with asyncio.timeout(0.1):  # stored already, or never sent: at once
+                assert await publisher.stored(["e0", "unknown"], timeout=5)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert await publisher.stored(["e0", "e1"], timeout=5)
+        assert publisher.pending == 0
+        assert (await js.stream_info("WAITED")).state.messages == 2
+    finally:
+        await publisher.close(timeout=1)
+        await nc.close()

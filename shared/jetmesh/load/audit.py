@@ -39,6 +39,7 @@ from nats.js import JetStreamContext
 
 from .._exceptions import ConfigError
 from ..bus import connect
+from ..bus.streams import UNAVAILABLE
 from ..logins import admin_login
 from ..settings import MeshSettings
 from .report import AuditFigure, LoadReport
@@ -115,10 +116,15 @@ async def wait_settled(
     names = list(consumers)
     give_up = time.monotonic() + settle_s
     while True:
-        infos = [await js.consumer_info(stream, name) for name in names]
-        in_flight = sum((i.num_pending or 0) + (i.num_ack_pending or 0) for i in infos)
-        if in_flight == 0 or time.monotonic() >= give_up:
-            return in_flight
+        try:
+            infos = [await js.consumer_info(stream, name) for name in names]
+        except UNAVAILABLE:  # a restart or a cluster's election still under way: ask again
+            if time.monotonic() >= give_up:
+                raise
+        else:
+            in_flight = sum((i.num_pending or 0) + (i.num_ack_pending or 0) for i in infos)
+            if in_flight == 0 or time.monotonic() >= give_up:
+                return in_flight
         await asyncio.sleep(SETTLE_POLL_S)
 
 

@@ -278,6 +278,11 @@ class StreamPublisher(GroupCommit):
     def pending(self) -> int:
         return len(self._pending)
 
+    def on_their_way(self, msg_ids: Iterable[str]) -> list[tuple[str, Pending]]:
+        """Those of ``msg_ids`` (of :meth:`publish_later`) not stored yet, with what was
+        published: to be kept elsewhere, in case this process dies with them."""
+        return [(m, entry) for m in msg_ids if (entry := self._pending.get(m)) is not None]
+
     async def stored(self, msg_ids: Iterable[str], timeout: float) -> bool:
         """Wait until none of ``msg_ids`` (of :meth:`publish_later`) is pending: each stored,
         or given up on after :data:`MAX_ATTEMPTS` (logged); False if some still are at

@@ -22,7 +22,7 @@ from ..policy.model import Policy, policy_of
 from ..signals import ReceivedSignal, Signal, wait_signal
 from .budgets import spending_for
 from .context_base import Authority, ContextBase, MemorySpace
-from .ledger import Recorded, StepLedger
+from .ledger import CarriedEvent, Recorded, StepLedger
 from .limits import PlanLimits
 from .model_steps import Models, complete_step
 from .preflight import preflight_for
@@ -364,10 +364,19 @@ class Context(ContextBase):
 
     async def events_stored(self, timeout: float) -> bool:
         """Wait until every event this run wrote is stored (False if some are still on
-        their way at ``timeout``): before its result is recorded, so that a replica killed
+        their way at ``timeout``): before a refusal is recorded, so that a replica killed
         after that, whose task is then answered from the record, took none of them along."""
         ids, self._on_their_way = self._on_their_way, []
         return await self._mesh.events_stored(ids, timeout)
+
+    def events_on_their_way(self) -> tuple[CarriedEvent, ...]:
+        """The events this run wrote that are not stored yet, as published: what its
+        result's record carries, to send again should this replica die with them."""
+        now = time.time()
+        return tuple(
+            CarriedEvent(msg_id, p.subject, p.data, dict(p.headers), now)
+            for msg_id, p in self._mesh.publisher.on_their_way(self._on_their_way)
+        )
 
 
 def _reply_fields(reply: Recorded) -> dict[str, Any]:

@@ -48,6 +48,20 @@ Redis unreachable past the retries, at its memory limit, or without the mesh's f
 (a server restarted without persistence, until the admin step loads them again)."""
 
 
+class CarriedEvent(msgspec.Struct, frozen=True):
+    """A signed event of a run that was still on its way to the stream when the run's
+    result was recorded: the message as published, sent again as it is."""
+
+    id: str
+    """Its ``Nats-Msg-Id``: the stream keeps one copy within its duplicate window."""
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    at: float
+    """When it was carried (Unix seconds): past ``max_message_age_s`` it is not sent again
+    (the stream would no longer know it for a duplicate, nor a reader take it for fresh)."""
+
+
 class Recorded(msgspec.Struct, frozen=True, omit_defaults=True):
     """A reply as recorded: enough to answer again, or to decode again."""
 
@@ -58,6 +72,10 @@ class Recorded(msgspec.Struct, frozen=True, omit_defaults=True):
     digest: str = ""
     """For a model call: the request's digest (a re-run asking another request is not
     answered from the journal)."""
+    events: tuple[CarriedEvent, ...] = ()
+    """For a step's result: the run's events not yet stored when it was recorded, sent
+    again when the step is answered from the record (its replica may have died with
+    them)."""
 
     @classmethod
     def of(cls, reply: Envelope) -> Recorded:

@@ -12,9 +12,12 @@ delivered again and logs its end again, from the ledger) rather than settled wit
 in the log. Being sent first is not enough: events go through the group commit's queue
 (:mod:`jetmesh.bus.group_commit`) and may leave after an ack sent straight to the socket.
 Likewise, the events a run wrote along the way (its calls, model calls, effects, tool
-runs, refusals) are stored before its end is recorded in the ledger: a replica killed
-after that is answered for from the record, which cannot write them again. Those already
-stored by then (most: a call's event is stored while its reply is awaited) cost nothing.
+runs, refusals) must not die with a replica killed after its end is recorded in the
+ledger: the task is then answered for from the record, and the handler does not run again
+to write them. A result's record carries those of its run's events not yet stored (as
+published, signed), and a delivery answered from the record sends them again with their
+``Nats-Msg-Id`` (the stream keeps one copy); a refusal, rarer, waits for them before it
+is recorded.
 
 How a delivery goes through the step ledger (its step claimed before the handler runs, its
 result recorded before the reply; a step already done is answered again from the record and
@@ -77,8 +80,15 @@ STARTED_AFTER_S = 0.05
 """A first delivery's ``started`` event is emitted once its handler has run this long."""
 
 RUN_EVENTS_S = 15.0
-"""How long a run's end waits for the events it wrote along the way to be stored: as long
-as its ending event waits for a stream (``NO_STREAM_S``: a restart, a cluster's election)."""
+"""How long a refusal waits for the events its run wrote along the way to be stored: as
+long as its ending event waits for a stream (``NO_STREAM_S``: a restart, a cluster's
+election)."""
+
+
+def carrying(recorded: Recorded, ctx: Context) -> Recorded:
+    """``recorded`` with the events of ``ctx``'s run not stored yet (module docstring)."""
+    carried = ctx.events_on_their_way()
+    return msgspec.structs.replace(recorded, events=carried) if carried else recorded
 
 
 def _certified_scopes(identity: Identity, roots: Mapping[str, bytes]) -> frozenset[str]:
@@ -366,9 +376,8 @@ class Replica(ReplicaSteps):
         finally:
             self._unannounced.pop(ctx, None)
         duration_ms = (time.perf_counter() - started) * 1000
-        await self._run_over(ctx)
         if self.ledger is not None and not await self._record(
-            msg, task, attempt, step, holder, recorded
+            msg, task, attempt, step, holder, carrying(recorded, ctx)
         ):
             return
         await self._reply(task, recorded)
@@ -386,8 +395,8 @@ class Replica(ReplicaSteps):
         metrics.ended(metrics.COMPLETED)
 
     async def _run_over(self, ctx: Context) -> None:
-        """The handler returned, or raised for good: it is not announced any more, and the
-        events it wrote in the background are stored before its end is recorded (module
+        """The handler raised for good: it is not announced any more, and the events it
+        wrote in the background are stored before its refusal is recorded (module
         docstring); after :data:`RUN_EVENTS_S` the run goes on without them (they are
         still sent again until stored, as every event)."""
         self._unannounced.pop(ctx, None)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -31,7 +31,7 @@ from ..telemetry import metrics, traces
 from .agent import Agent
 from .deadline import DEADLINE_PASSED, deadline_refusal
 from .failures import Failures
-from .ledger import UNAVAILABLE, Recorded, StepLedger
+from .ledger import UNAVAILABLE, CarriedEvent, Recorded, StepLedger
 from .step_leases import StepLeases
 
 log = logging.getLogger("jetmesh.runtime")
@@ -137,6 +137,23 @@ class ReplicaSteps:
         if self.leases is not None:
             await self.leases.release(task.workflow, step, holder, unmark=unmark)
 
+    async def _send_again(self, task: Envelope, events: Sequence[CarriedEvent]) -> None:
+        """Publish the carried events again, as they were; those carried longer ago than
+        ``max_message_age_s`` are not (no longer known to the stream for duplicates)."""
+        now = time.time()
+        for event in events:
+            if now - event.at > self.settings.max_message_age_s:
+                log.warning(
+                    "task %s: event %s of its recorded run not sent again: carried %.0f s ago",
+                    task.id,
+                    event.id,
+                    now - event.at,
+                )
+                continue
+            await self.mesh.publisher.publish_later(
+                event.id, event.subject, event.data, event.headers
+            )
+
     async def _reply(self, task: Envelope, recorded: Recorded) -> None:
         if not task.reply_to:
             return
@@ -155,10 +172,13 @@ class ReplicaSteps:
     async def _answer_again(
         self, msg: Msg, task: Envelope, caller: Caller, attempt: int, recorded: Recorded
     ) -> None:
-        """A step already done: send its recorded reply, do not run the handler again."""
+        """A step already done: send its recorded reply, do not run the handler again; the
+        events its run had not stored when it was recorded go again (same ids: the stream
+        keeps one copy)."""
         traces.annotate({traces.FROM_RECORD: True})
         await self._reply(task, recorded)
         self._free_slot()
+        await self._send_again(task, recorded.events)
         await self.failures.task_event(
             task,
             ev.COMPLETED,

@@ -374,7 +374,7 @@ class Context(ContextBase):
         result's record carries, to send again should this replica die with them."""
         now = time.time()
         return tuple(
-            CarriedEvent(msg_id, p.subject, p.data, dict(p.headers), now)
+            CarriedEvent(msg_id, p.subject, msgspec.Raw(p.data), dict(p.headers), now)
             for msg_id, p in self._mesh.publisher.on_their_way(self._on_their_way)
         )
 

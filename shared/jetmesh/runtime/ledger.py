@@ -55,7 +55,8 @@ class CarriedEvent(msgspec.Struct, frozen=True):
     id: str
     """Its ``Nats-Msg-Id``: the stream keeps one copy within its duplicate window."""
     subject: str
-    data: bytes
+    data: msgspec.Raw
+    """The signed envelope, JSON, kept as it is (the signature is over these bytes)."""
     headers: dict[str, str]
     at: float
     """When it was carried (Unix seconds): past ``max_message_age_s`` it is not sent again

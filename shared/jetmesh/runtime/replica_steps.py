@@ -151,7 +151,7 @@ class ReplicaSteps:
                 )
                 continue
             await self.mesh.publisher.publish_later(
-                event.id, event.subject, event.data, event.headers
+                event.id, event.subject, bytes(event.data), event.headers
             )
 
     async def _reply(self, task: Envelope, recorded: Recorded) -> None:

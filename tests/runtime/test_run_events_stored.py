@@ -178,3 +178,23 @@ async def test_events_that_do_not_come_in_time_do_not_hold_a_refusal_back(
         await client.request("shop", Order("tea", refuse=True), token=mesh.token(), returns=Order)
     assert late_acks.seen == ["recorded, 1 events on their way"]
     assert "events of its run not stored" in caplog.text
+
+
+async def test_a_long_run_keeps_the_ids_of_its_stored_events_no_longer(mesh: Mesh) -> None:
+    """A run writing many events keeps track only of those perhaps still on their way
+    (pruned now and then), not of every one it wrote."""
+    agent = Agent("chatty")
+
+    @agent.handler
+    async def chat(order: Order, ctx: Context) -> Order:
+        for n in range(1000):
+            await ctx.emit_event("note", detail=f"note {n}")
+            if n % 200 == 199:
+                await asyncio.sleep(0.2)  # stored meanwhile
+        kept = len(ctx._on_their_way)
+        return Order(str(kept))
+
+    await mesh.start_replicas(agent)
+    client = await mesh.ingress()
+    got = await client.request("chatty", Order("x"), token=mesh.token(), returns=Order)
+    assert int(got.item) < 500

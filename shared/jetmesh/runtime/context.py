@@ -30,6 +30,10 @@ from .streaming import ChunkFeed, ChunkSink, read_chunks
 
 T = TypeVar("T")
 
+PRUNE_AT = 256
+"""A run's ids of events sent in the background are pruned of the stored ones once this
+many (or twice as many as were left last time) are kept."""
+
 
 class Context(ContextBase):
     """The context of one task being handled on the mesh: calls are sent as tasks, side
@@ -74,7 +78,9 @@ class Context(ContextBase):
         self._models = models
         self._chunks: ChunkSink | None = None
         self._on_their_way: list[str] = []
-        """Ids of this run's events sent in the background, until :meth:`events_stored`."""
+        """Ids of this run's events sent in the background and perhaps not stored yet (those
+        stored are dropped now and then: a long run may write many)."""
+        self._prune_at = PRUNE_AT
 
     @property
     def mesh(self) -> MeshClient:
@@ -361,6 +367,10 @@ class Context(ContextBase):
         )
         if sent is not None:
             self._on_their_way.append(sent)
+            if len(self._on_their_way) >= self._prune_at:
+                pending = self._mesh.publisher.on_their_way(self._on_their_way)
+                self._on_their_way = [msg_id for msg_id, _ in pending]
+                self._prune_at = max(PRUNE_AT, 2 * len(self._on_their_way))
 
     async def events_stored(self, timeout: float) -> bool:
         """Wait until every event this run wrote is stored (False if some are still on

@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import sys
-import time
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 from jetmesh import MeshSettings
 from jetmesh.embedded import EmbeddedStack, pid_alive, read_pid_file, wait_gone
 from jetmesh.load import admin_jetstream, wait_settled
-from jetmesh.processes import AgentProcess, settings_env
+from jetmesh.processes import AgentProcess, all_threads_stopped, settings_env
 
 UP_TIMEOUT_S = 90.0
 SETTLE_ACK_WAITS = 3
@@ -98,7 +97,7 @@ class Servers:
         if pid is None or not pid_alive(pid):
             raise RuntimeError(f"{name} is not running (pid file {self.stack.pid_file(name)})")
         os.kill(pid, signum)
-        if signum == signal.SIGSTOP and not _all_threads_stopped(pid, timeout=5.0):
+        if signum == signal.SIGSTOP and not all_threads_stopped(pid, timeout=5.0):
             raise RuntimeError(f"{name} (pid {pid}) is not stopped 5 s after SIGSTOP")
 
     @property
@@ -182,24 +181,3 @@ class Fleet:
     def running(self) -> list[AgentProcess]:
         """Started processes that have not exited."""
         return [p for p in self.started if p.proc is not None and p.proc.poll() is None]
-
-
-def _all_threads_stopped(pid: int, timeout: float) -> bool:
-    """Whether every thread of ``pid`` is in the stopped state (``T`` in /proc) within
-    ``timeout`` (True where /proc is not there to ask)."""
-    tasks = Path(f"/proc/{pid}/task")
-    if not tasks.is_dir():
-        return True
-    give_up = time.monotonic() + timeout
-    while True:
-        states = []
-        for stat in tasks.glob("*/stat"):
-            try:
-                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
-            except (OSError, IndexError):
-                continue
-        if states and all(state in ("T", "t") for state in states):
-            return True
-        if time.monotonic() > give_up:
-            return False
-        time.sleep(0.01)

@@ -26,6 +26,7 @@ from .settings import MeshSettings
 
 __all__ = [
     "AgentProcess",
+    "all_threads_stopped",
     "interruptible",
     "pack",
     "settings_env",
@@ -233,3 +234,25 @@ def start_all(
             proc.stop()
         raise ConfigError("\n".join(problems))
     return procs
+
+
+def all_threads_stopped(pid: int, timeout: float) -> bool:
+    """Whether every thread of ``pid`` is in the stopped state (``T`` in /proc) within
+    ``timeout`` (True where /proc is not there to ask): a SIGSTOP takes effect a moment
+    after ``os.kill`` returns, and a process may still answer meanwhile."""
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        return True
+    give_up = time.monotonic() + timeout
+    while True:
+        states = []
+        for stat in tasks.glob("*/stat"):
+            try:
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+            except (OSError, IndexError):
+                continue
+        if states and all(state in ("T", "t") for state in states):
+            return True
+        if time.monotonic() > give_up:
+            return False
+        time.sleep(0.01)

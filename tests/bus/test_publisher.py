@@ -14,6 +14,7 @@ from jetmesh.bus.connection import connect
 from jetmesh.bus.group_commit import MIN_BATCH, SENDS_IN_FLIGHT
 from jetmesh.bus.publisher import ACK_TIMEOUT_S, StreamPublisher
 from jetmesh.embedded import NatsServer
+from jetmesh.processes import all_threads_stopped
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +110,7 @@ async def test_a_few_publishes_at_once_go_together_not_each_after_the_last_ack(
         sent_before = nc.stats["out_msgs"]
         os.kill(pid, signal.SIGSTOP)
         try:
+            assert await asyncio.to_thread(all_threads_stopped, pid, 5.0)
             fan_out = [
                 asyncio.create_task(publisher.publish(f"few.{n}", b"task", {"Nats-Msg-Id": str(n)}))
                 for n in range(3)
@@ -271,6 +273,7 @@ async def test_stored_waits_for_the_events_named_and_no_others(
         assert await publisher.stored(["e0"], timeout=5)
         os.kill(pid, signal.SIGSTOP)
         try:
+            assert await asyncio.to_thread(all_threads_stopped, pid, 5.0)  # not a moment later
             await publisher.publish_later("e1", "waited.1", b"event", {"Nats-Msg-Id": "e1"})
             assert not await publisher.stored(["e0", "e1"], timeout=0.3)
             async with asyncio.timeout(0.1):  # stored already, or never sent: at once

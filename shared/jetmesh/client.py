@@ -233,19 +233,16 @@ class MeshClient(MeshConnection):
         parent: str | None = None,
         stored: bool = False,
     ) -> str | None:
-        """Publish a signed event to the workflow's log (acknowledged in the background);
-        see :meth:`event_envelope`.
+        """Publish a signed event to the workflow's log, acknowledged in the background (its
+        id returned, for :meth:`~jetmesh.bus.publisher.StreamPublisher.stored`) or,
+        ``stored``, before this returns (None); see :meth:`event_envelope`.
 
         Args:
             stored: Return once the stream has stored it: the event that says how a task
                 ended, before its delivery is settled (a process killed after the ack
                 must not take the event with it: events go through the group commit's
                 queue, the ack straight to the socket). An event the stream refuses is
-                then retried in the background, as any other.
-
-        Returns:
-            The event's id while it is on its way in the background (what
-            :meth:`events_stored` waits for); None once stored.
+                then retried in the background, as any other (its id returned).
         """
         envelope = self.event_envelope(workflow, event, caller=caller, parent=parent)
         data, headers = await self.seal_batched(envelope)
@@ -258,11 +255,6 @@ class MeshClient(MeshConnection):
                 log.warning("event %s not stored (%s): retried in the background", envelope.id, exc)
         await self.publisher.publish_later(envelope.id, subject, data, headers)
         return envelope.id
-
-    async def events_stored(self, ids: Iterable[str], timeout: float) -> bool:
-        """Wait until the events ``ids`` (as :meth:`emit` returned them) are stored, or
-        given up on; False if some are still on their way at ``timeout``."""
-        return await self.publisher.stored(ids, timeout)
 
     async def flush_events(self, timeout: float = 10.0) -> bool:
         """Wait until every event this client emitted is stored; False on timeout."""

@@ -117,7 +117,8 @@ async def settle(
             f"{original.workflow} (settled already? `jetmesh dlq redrive {letter.seq}` sends "
             "the task again)",
         )
-    names = ", ".join(key.rsplit(":", 1)[1] for key in sorted(claims))
+    keys_in_doubt = tuple(sorted(claims))
+    names = ", ".join(key.rsplit(":", 1)[1] for key in keys_in_doubt)
     if happened:
         detail = (
             f"dead letter {letter.seq}: {names} in doubt; {by} found it happened: the claim "
@@ -138,9 +139,9 @@ async def settle(
     )
     if happened:
         await operator.delete_msg(operator.settings.dlq_stream, letter.seq)
-        return Settled(tuple(sorted(claims)), None)
+        return Settled(keys_in_doubt, None)
     task = await send_again(ingress, letter, original, chain, operator=operator)
-    return Settled(tuple(sorted(claims)), task)
+    return Settled(keys_in_doubt, task)
 
 
 async def _remove_if_unchanged(operator: Operating, seq: int, key: str, raw: bytes) -> None:

@@ -377,7 +377,7 @@ class Context(ContextBase):
         their way at ``timeout``): before a refusal is recorded, so that a replica killed
         after that, whose task is then answered from the record, took none of them along."""
         ids, self._on_their_way = self._on_their_way, []
-        return await self._mesh.events_stored(ids, timeout)
+        return await self._mesh.publisher.stored(ids, timeout)
 
     def events_on_their_way(self) -> tuple[CarriedEvent, ...]:
         """The events this run wrote that are not stored yet, as published: what its

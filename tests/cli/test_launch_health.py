@@ -8,7 +8,6 @@ import asyncio
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 
 from jetmesh import KeyStore, MeshSettings
 from jetmesh.cli import MeshPackage
-from jetmesh.embedded import free_port
+from jetmesh.embedded.ports import free_block
 from jetmesh.processes import pack, settings_env
 from services.research import ROLES
 from tests.harness.mesh import REPO_ROOT
@@ -36,21 +35,10 @@ async def status_of(port: int, path: str) -> tuple[int, dict[str, object]]:
 
 
 def free_run(count: int) -> int:
-    """A port from which ``count`` ports in a row are free."""
-    for _ in range(50):
-        base = free_port()
-        if base + count < 65536 and all(free_port_at(base + i) for i in range(count)):
-            return base
-    raise AssertionError("no run of free ports")
-
-
-def free_port_at(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    """A port from which ``count`` ports in a row are free, below the kernel's ephemeral
+    range (where free_port's picks and outgoing connections take theirs) and apart from the
+    embedded stacks' blocks, each claimed as free_port claims its ports."""
+    return free_block(list(range(count)), 29000, 32000)
 
 
 def start_launch(

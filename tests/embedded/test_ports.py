@@ -79,3 +79,18 @@ def test_expired_claims_are_removed_now_and_then(
     os.utime(tmp_path / "40001", (old, old))
     assert ports._claim(40003)  # the second claim of the process: prunes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["40002", "40003"]
+
+
+def test_a_block_handed_out_is_claimed_port_by_port(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``jetmesh launch --health-port-base``'s test took a run of free ports, one of which
+    another test's server, given it by free_port meanwhile, then bound first. A block's
+    ports are claimed as free_port's are, and a block with a port claimed elsewhere is
+    passed over."""
+    monkeypatch.setattr(ports, "_CLAIMS", tmp_path)
+    for port in range(29000, 29012):
+        if port not in (29005, 29006, 29007):
+            (tmp_path / str(port)).touch()  # claimed by other processes
+    assert ports.free_block([0, 1, 2], 29000, 29010) == 29005
+    assert all(not claimed_by_another_process(tmp_path, p) for p in (29005, 29006, 29007))

@@ -101,6 +101,19 @@ def _claim(port: int) -> bool:
         return True
 
 
+def _claim_all(ports: list[int]) -> bool:
+    """Claim every port of ``ports`` or none: those claimed before one that is taken are
+    given back."""
+    claimed: list[int] = []
+    for port in ports:
+        if not _claim(port):
+            for mine in claimed:
+                (_CLAIMS / str(mine)).unlink(missing_ok=True)
+            return False
+        claimed.append(port)
+    return True
+
+
 def _prune_claims() -> None:
     """Remove the claims older than _HANDED_OUT_S (each process's own and the others')."""
     expired = time.time() - _HANDED_OUT_S
@@ -114,7 +127,9 @@ def _prune_claims() -> None:
 
 def free_block(offsets: list[int], low: int, high: int, host: str = "127.0.0.1") -> int:
     """Return a port ``p`` in ``[low, high)`` with ``p + offset`` free on ``host`` for every
-    offset (another process may still take one before it is bound).
+    offset, each claimed as :func:`free_port` claims its ports (so neither hands it out again
+    to a process of this user for _HANDED_OUT_S; a process that picks its ports otherwise
+    may still take one before it is bound).
 
     Raises:
         OSError: no such block found in 500 tries.
@@ -122,7 +137,8 @@ def free_block(offsets: list[int], low: int, high: int, host: str = "127.0.0.1")
     rng = random.Random()
     for _ in range(500):
         base = rng.randrange(low, high)
-        if all(_bindable(host, base + offset) for offset in offsets):
+        ports = [base + offset for offset in offsets]
+        if all(_bindable(host, port) for port in ports) and _claim_all(ports):
             return base
     raise OSError(f"no free block of ports {offsets} in [{low}, {high}) on {host}")
 

@@ -48,7 +48,7 @@ from ..embedded.scratch import scratch_dir
 from ..embedded.stack import SENTINEL_PORT_OFFSET
 from ..memory.redis_url import DEFAULT_SERVICE, SENTINEL_SCHEME
 from ..policy.model import mesh_policy
-from ..processes import AgentProcess
+from ..processes import AgentProcess, all_threads_stopped
 from ..provision import bring_up
 from ..settings import MeshSettings
 from ..toolgate.secrets_file import write_secrets
@@ -286,6 +286,8 @@ class Fleet:
             pid, name = replica.proc.pid, replica.name
         os.kill(pid, signal.SIGSTOP)
         try:
+            # The pause counts from when every thread has stopped, not from the signal.
+            await asyncio.to_thread(all_threads_stopped, pid, 1.0)
             await asyncio.sleep(seconds)
         finally:
             os.kill(pid, signal.SIGCONT)

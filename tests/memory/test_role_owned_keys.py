@@ -1,5 +1,6 @@
-"""What a role records of its own calls, effects and waits (journal, once, wait) is in
-keys only that role's Redis user may write, on servers started as `jetmesh up` starts them.
+"""What a role records of its own calls, effects and waits (journal, once, wait), and the
+events it carries beside a step's result, is in keys only that role's Redis user may
+write, on servers started as `jetmesh up` starts them.
 
 A journaled reply is taken by ``ctx.call`` without calling: if another role could write
 the caller's journal, it could answer the caller's calls for the callee. Here ``counter``
@@ -60,6 +61,9 @@ async def test_a_role_cannot_write_another_roles_journal_once_or_wait_keys(
         keys.wait(prefix, workflow, "planner", "planner", "approval"): b"1700000000.0",
         # deleted, planner's re-run would skip its journal: calls sent and models asked again
         keys.begun(prefix, workflow, "planner", "planner"): b"1",
+        # events planner's replica sends again when it answers the step from its record:
+        # forged ones would fail verification, but deleted ones would be lost
+        keys.result_events(prefix, workflow, "planner", "planner"): b"[]",
         # a step named like the attacking role does not bring the key into its patterns
         keys.journal(prefix, workflow, "planner", "counter"): b"planner's",
     }

@@ -203,7 +203,10 @@ async def send_again(
     if ingress.settings.step_ledger:
         step = keys.ledger_step(original.step, original.id)
         prefix = ingress.settings.subject_prefix
-        await operator.redis.delete(keys.result(prefix, original.workflow, original.to, step))
+        await operator.redis.delete(
+            keys.result(prefix, original.workflow, original.to, step),
+            keys.result_events(prefix, original.workflow, original.to, step),
+        )
     await ingress.send_task(task)
     await operator.delete_msg(operator.settings.dlq_stream, letter.seq)
     await ingress.emit(

@@ -6,6 +6,8 @@
     <prefix>:journal:<agent>:<workflow>:<step>#begun  the step was claimed once (its own
                                                journal may hold entries)
     <prefix>:result:<workflow>:<agent>:<step>  result of a handled task, for duplicates
+    <prefix>:result:<workflow>:<agent>:<step>#events  the events of its run not stored yet
+                                               when it was recorded (for max_message_age_s)
     <prefix>:lease:<workflow>:<agent>:<step>   the replica running that task now
     <prefix>:once:<agent>:<workflow>:<step>:<key>   a side effect's claim and result
     <prefix>:wait:<agent>:<workflow>:<step>:<name>  when a step began waiting for a signal
@@ -70,6 +72,14 @@ def begun(prefix: str, workflow: str, agent: str, step: str) -> str:
 
 def result(prefix: str, workflow: str, agent: str, step: str) -> str:
     return f"{prefix}:result:{workflow}:{agent}:{step}"
+
+
+def result_events(prefix: str, workflow: str, agent: str, step: str) -> str:
+    """The events of the run that wrote ``agent``'s result for ``step`` that were not
+    stored yet when it was recorded, sent again with an answer from the record. Beside the
+    result, in the role's result namespace (its ACL pattern already); ``#`` is outside the
+    step character set, so no step's result key is equal to it."""
+    return f"{result(prefix, workflow, agent, step)}#events"
 
 
 def lease(prefix: str, workflow: str, agent: str, step: str) -> str:

@@ -14,6 +14,11 @@ Three records in Redis, keyed by the role, the workflow and the deterministic st
 - **lease** (worker side): the replica running a step now. A duplicate arriving while the
   step runs waits for its result instead of running it alongside.
 
+A result's run may still have events on their way to the stream when it is recorded (its
+replica could die with them): those are written beside the result, in a key that lives
+only as long as they may be sent again (``carried_ttl_s``, the mesh's
+``max_message_age_s``), so the result kept for days stays as small as the reply itself.
+
 The records are written before the reply or ack they stand for, so a crash between the two
 leaves the record, never the effect without it. Side effects (``ctx.once``) and waits keep
 their claims and start times the same way, in the role's own keys. What must be atomic
@@ -23,6 +28,7 @@ the same pipeline as other tasks' ledger commands.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, TypeVar, cast
@@ -76,7 +82,8 @@ class Recorded(msgspec.Struct, frozen=True, omit_defaults=True):
     events: tuple[CarriedEvent, ...] = ()
     """For a step's result: the run's events not yet stored when it was recorded, sent
     again when the step is answered from the record (its replica may have died with
-    them)."""
+    them). Stored in a key of their own (:meth:`StepLedger.finish`); a record written
+    before that holds them here, and is read the same."""
 
     @classmethod
     def of(cls, reply: Envelope) -> Recorded:
@@ -98,6 +105,12 @@ class Recorded(msgspec.Struct, frozen=True, omit_defaults=True):
         )
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark ``future``'s error seen (its caller may have failed before awaiting it)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _refused(key: str, what: str, agent: str) -> AbstractContextManager[None]:
     """:func:`~jetmesh.memory.refused.refused`, its Redis errors counted as ``agent``'s
     ledger errors in the metrics."""
@@ -105,6 +118,7 @@ def _refused(key: str, what: str, agent: str) -> AbstractContextManager[None]:
 
 
 _recorded = msgspec.json.Decoder(Recorded)
+_carried = msgspec.json.Decoder(tuple[CarriedEvent, ...])
 
 
 class Claimed(NamedTuple):
@@ -128,17 +142,23 @@ class StepLedger:
         prefix: str,
         *,
         ttl_s: int,
+        carried_ttl_s: int | None = None,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
     ) -> None:
         """
         Args:
+            ttl_s: how long the records live (``MeshSettings.memory_ttl_s``).
+            carried_ttl_s: how long a result's carried events live (the mesh's
+                ``max_message_age_s``, past which they are not sent again); ``ttl_s`` by
+                default.
             wait_replicas: how many Redis replicas must have each write before the step
                 goes on (``MeshSettings.redis_wait_replicas``; 0: none).
         """
         self._redis = redis
         self._prefix = prefix
         self._ttl = ttl_s
+        self._carried_ttl = min(ttl_s, carried_ttl_s or ttl_s)
         self._batch = CommandBatcher(
             redis, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms
         )
@@ -187,10 +207,28 @@ class StepLedger:
                     CLAIM_STEP, [result, lease, begun], [holder, lease_ms, 2 * self._ttl]
                 ),
             )
-        return Claimed(bool(taken), None if raw is None else _recorded.decode(raw), bool(first))
+        if raw is None:
+            return Claimed(bool(taken), None, bool(first))
+        events = keys.result_events(self._prefix, workflow, agent, step)
+        return Claimed(bool(taken), await self._with_carried(raw, events, agent), bool(first))
+
+    async def _with_carried(self, raw: bytes, key: str, agent: str) -> Recorded:
+        """The recorded result ``raw`` with the events carried beside it in ``key`` (still
+        there if recorded less than ``carried_ttl_s`` ago): read only to answer from the
+        record."""
+        recorded = _recorded.decode(raw)
+        with _refused(key, "read", agent):
+            carried = await self._batch.execute("GET", key)
+        if carried is None:
+            return recorded
+        events = recorded.events + _carried.decode(carried)
+        return msgspec.structs.replace(recorded, events=events)
 
     async def finish(self, workflow: str, agent: str, step: str, record: Recorded) -> None:
-        """Store the step's result and give up its lease (one function call, batched).
+        """Store the step's result and give up its lease (one function call, batched). The
+        events it carries go in a key of their own, written first in the same batch (a
+        crash between the two leaves events without a result, which expire), living
+        ``carried_ttl_s``.
 
         Raises:
             MemoryFull: Redis is at its memory limit.
@@ -198,12 +236,23 @@ class StepLedger:
         """
         result = keys.result(self._prefix, workflow, agent, step)
         lease = keys.lease(self._prefix, workflow, agent, step)
-        record_bytes = encode(record)
         with _refused(result, "record", agent):
-            await with_library(
-                self._redis,
-                lambda: self._batch.fcall(FINISH, [result, lease], [record_bytes, self._ttl]),
-            )
+            if not record.events:
+                await self._finish(result, lease, encode(record))
+                return
+            events = keys.result_events(self._prefix, workflow, agent, step)
+            stored = self._batch.execute(
+                "SET", events, encode(record.events), "EX", self._carried_ttl
+            )  # queued now: before the result, in the same pipeline
+            stored.add_done_callback(_retrieved)
+            await self._finish(result, lease, encode(msgspec.structs.replace(record, events=())))
+            await stored
+
+    async def _finish(self, result: str, lease: str, record_bytes: bytes) -> None:
+        await with_library(
+            self._redis,
+            lambda: self._batch.fcall(FINISH, [result, lease], [record_bytes, self._ttl]),
+        )
 
     async def release(
         self, workflow: str, agent: str, step: str, holder: str, *, unmark: bool = False

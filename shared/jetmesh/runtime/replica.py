@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import time
 from collections.abc import Mapping
 
@@ -147,6 +148,7 @@ class Replica(ReplicaSteps):
                 self.mesh.redis,
                 settings.subject_prefix,
                 ttl_s=settings.memory_ttl_s,
+                carried_ttl_s=math.ceil(settings.max_message_age_s),
                 wait_replicas=settings.redis_wait_replicas,
                 wait_timeout_ms=settings.redis_wait_timeout_ms,
             )

@@ -232,8 +232,9 @@ async def test_a_step_sent_again_gets_the_recorded_result_and_the_tool_runs_once
     prefix = mesh.settings.subject_prefix
     patterns = (f"{prefix}:journal:payer:{workflow}:*", f"{prefix}:result:{workflow}:*")
     lost = [key for pattern in patterns async for key in redis.scan_iter(match=pattern)]
-    # payer's journal of its call and its mark of the step begun, payer's and toolgate's results
-    assert len(lost) == 4, lost
+    # payer's journal of its call and its mark of the step begun, payer's and toolgate's
+    # results (and beside a result the events its run still had on their way, if any)
+    assert len([key for key in lost if not key.endswith(b"#events")]) == 4, lost
     await redis.delete(*lost)
 
     second = await ask()

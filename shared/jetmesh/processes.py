@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from ._exceptions import ConfigError
+from .embedded.pids import stat_fields
 from .settings import MeshSettings
 
 __all__ = [
@@ -244,13 +245,9 @@ def all_threads_stopped(pid: int, timeout: float) -> bool:
     if not tasks.is_dir():
         return True
     give_up = time.monotonic() + timeout
-    while True:
-        states = []
-        for stat in tasks.glob("*/stat"):
-            try:
-                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
-            except (OSError, IndexError):
-                continue
+    while True:  # /proc/<tid>/stat is the thread's own, as /proc/<pid>/stat a process's
+        tids = [int(tid.name) for tid in tasks.glob("*")]  # none once the process is gone
+        states = [fields[0] for tid in tids if (fields := stat_fields(tid))]
         if states and all(state in ("T", "t") for state in states):
             return True
         if time.monotonic() > give_up:

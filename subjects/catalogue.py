@@ -35,6 +35,7 @@ from jetmesh.patterns import (
     ReviewRequest,
     Verdict,
 )
+from jetmesh.toolgate import ToolApprovalAsk, ToolRecord, ToolRequest, ToolResult
 
 from .identity import (
     CALLER_TOKEN_HEADER,
@@ -48,7 +49,7 @@ CATALOGUE_VERSION: Final = 1
 DEFAULT_PREFIX: Final = "mesh"
 
 Transport = Literal["jetstream", "core"]
-TypeRole = Literal["envelope", "payload", "jwt-claims"]
+TypeRole = Literal["envelope", "payload", "event-body", "jwt-claims"]
 
 _MESH_TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.]*/[0-9]+")
 
@@ -88,7 +89,8 @@ class TypeSpec(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     """Its mesh type name: the value of ``Envelope.type`` for payloads."""
     role: TypeRole
-    """``envelope``, ``payload`` (an envelope body) or ``jwt-claims``."""
+    """``envelope``, ``payload`` (an envelope body), ``event-body`` (the ``value`` of an
+    event's ``body``, its ``type`` naming it) or ``jwt-claims``."""
     schema: str
     """The schema's path relative to ``subjects/``."""
     description: str
@@ -174,6 +176,10 @@ SCHEMA_TYPES: Final[tuple[tuple[type[Any], TypeRole], ...]] = (
     (Review, "payload"),
     (ApprovalRequest, "payload"),
     (Verdict, "payload"),
+    (ToolRequest, "payload"),
+    (ToolResult, "payload"),
+    (ToolApprovalAsk, "event-body"),
+    (ToolRecord, "event-body"),
     (CallerTokenClaims, "jwt-claims"),
     (CertificateClaims, "jwt-claims"),
 )
@@ -199,6 +205,8 @@ _MESH_REPLIES = tuple(
 )
 _PATTERN_TASKS = tuple(mesh_type(tp) for tp in (DraftRequest, ReviewRequest, ApprovalRequest))
 _PATTERN_REPLIES = tuple(mesh_type(tp) for tp in (Draft, Review, Verdict))
+_TOOL_TASK, _TOOL_RESULT = mesh_type(ToolRequest), mesh_type(ToolResult)
+"""What the tool gateway (``toolgate``, docs/toolgate.md) takes and answers."""
 
 SUBJECTS: Final = (
     SubjectSpec(
@@ -207,7 +215,7 @@ SUBJECTS: Final = (
         transport="jetstream",
         stream="MESH_TASKS",
         kinds=("task",),
-        payloads=(*_MESH_TASKS, *_PATTERN_TASKS),
+        payloads=(*_MESH_TASKS, *_PATTERN_TASKS, _TOOL_TASK),
         headers=(*_SIGNED, MSG_ID_HEADER, TRACEPARENT_HEADER),
         description="Work for an agent role; its replicas share one durable pull consumer.",
     ),
@@ -217,7 +225,7 @@ SUBJECTS: Final = (
         transport="core",
         stream=None,
         kinds=("reply", "error"),
-        payloads=(*_MESH_REPLIES, *_PATTERN_REPLIES, _ERROR, _EVENT),
+        payloads=(*_MESH_REPLIES, *_PATTERN_REPLIES, _TOOL_RESULT, _ERROR, _EVENT),
         headers=(*_SIGNED, TRACEPARENT_HEADER),
         description=(
             "Replies to one process of the role that sent a task (the task's reply_to); "

@@ -5,8 +5,9 @@ msgspec writes the schema; two things are added for readers in other languages:
 - each field's docstring (the string under it in the class body) as its ``description``,
   or, where that docstring points at Python source, the text of
   :data:`WIRE_DESCRIPTIONS`;
-- ``msgspec.Raw`` fields (the envelope's ``body``) become "any JSON value": msgspec cannot
-  describe a ``Raw`` default, and on the wire a body is simply the payload's JSON.
+- ``msgspec.Raw`` fields (the envelope's ``body``) become "any JSON value" (required when
+  the field has no default): msgspec cannot describe a ``Raw`` default, and on the wire a
+  body is simply the payload's JSON.
 
 Example:
     >>> from services.support.wire import Ticket
@@ -56,11 +57,15 @@ def _without_raw(tp: type[msgspec.Struct]) -> type[msgspec.Struct]:
     if not any(f.type is msgspec.Raw for f in fields):
         return tp
     spec: list[tuple[str, Any, Any]] = []
+    docs = _field_docs(tp)
     for f in fields:
         if f.encode_name != f.name:
             raise TypeError(f"{tp.__name__}.{f.name}: renamed fields are not supported here")
         if f.type is msgspec.Raw:
-            spec.append((f.name, Annotated[Any, msgspec.Meta(description=RAW_DESCRIPTION)], None))
+            described = f"Any JSON value. {docs[f.name]}" if f.name in docs else RAW_DESCRIPTION
+            required = f.default is msgspec.NODEFAULT and f.default_factory is msgspec.NODEFAULT
+            anything = Annotated[Any, msgspec.Meta(description=described)]
+            spec.append((f.name, anything, msgspec.NODEFAULT if required else None))
         elif f.default is not msgspec.NODEFAULT:
             spec.append((f.name, f.type, f.default))
         elif f.default_factory is not msgspec.NODEFAULT:

@@ -16,6 +16,7 @@ from jetmesh.identity.certificates import issue_certificate
 from jetmesh.identity.keys import KeyPair
 from jetmesh.identity.tokens import mint_token
 from jetmesh.patterns import ApprovalRequest, Draft, DraftRequest, Review, ReviewRequest, Verdict
+from jetmesh.toolgate import ToolApprovalAsk, ToolRecord, ToolRequest, ToolResult, args_digest
 from services.research import wire as research
 from services.support import wire as support
 from subjects import generate
@@ -130,6 +131,33 @@ SAMPLES: dict[type[Any], Any] = {
         waited_s=3600.0,
     ),
     Verdict: Verdict(approved=False, note="needs a ticket"),
+    ToolRequest: ToolRequest(tool="pay", args={"amount": 40, "to": "alice"}, approval="<jwt>"),
+    ToolResult: ToolResult(
+        tool="pay",
+        value=msgspec.Raw(b'{"paid":40}'),
+        args_sha256=args_digest({"amount": 40, "to": "alice"}),
+        approval="01KB0Y1XR1J8ZQ3V6W9T2M5P7F",
+        approved_by="bob",
+        duration_ms=12.5,
+    ),
+    ToolApprovalAsk: ToolApprovalAsk(
+        tool="pay",
+        args={"amount": 40, "to": "alice"},
+        args_sha256=args_digest({"amount": 40, "to": "alice"}),
+        agent="payer",
+    ),
+    ToolRecord: ToolRecord(
+        tool="pay",
+        sender="payer",
+        caller="alice",
+        tenant="acme",
+        args_sha256=args_digest({"amount": 40, "to": "alice"}),
+        outcome="ok",
+        approval="01KB0Y1XR1J8ZQ3V6W9T2M5P7F",
+        approved_by="bob",
+        credential="sha256:8638a4c4",
+        duration_ms=12.5,
+    ),
     CallerTokenClaims: msgspec.convert(token_claims(), CallerTokenClaims),
     CertificateClaims: msgspec.convert(certificate_claims(), CertificateClaims),
 }

@@ -14,6 +14,7 @@ first) or, as a compromised agent would, sends a ``ToolRequest`` straight to the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import tomllib
@@ -164,6 +165,7 @@ class Gate:
     client: MeshClient
     api: FakeToolApi
     secrets: Path
+    gateway: Toolgate
 
     def token(self, subject: str = "alice", scopes: list[str] = SCOPES) -> str:
         return self.mesh.token(subject, scopes=scopes)
@@ -242,7 +244,7 @@ async def gate(
         await mesh.start_replicas(gateway.agent())
         for role in ("payer", "reader", "rogue"):
             await mesh.start_replicas(actor(role))
-        yield Gate(mesh, await mesh.ingress(), api, secrets)
+        yield Gate(mesh, await mesh.ingress(), api, secrets, gateway)
     finally:
         await mesh.aclose()
         await api.aclose()
@@ -560,3 +562,64 @@ async def test_a_denied_approval_raises_in_the_agent_and_runs_nothing(gate: Gate
     assert outcomes == [ApprovalDenied.code]
     assert gate.api.calls["/pay"] == runs
     assert not kinds(await gate.mesh.events(workflow), "call"), "nothing sent to the gateway"
+
+
+async def test_a_caller_token_expired_by_the_gateways_check_is_refused(
+    gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime verified the task's caller token; by the time the gateway checks it
+    again it has expired (the check is held here until then: in a mesh, the moments
+    between the two). Refused ``caller-invalid``: the tool not run, one ``tool-refused``
+    event, and the refusal reaches the agent that asked, as an error that acts for no
+    caller (one carrying the expired token would be refused by the agent, which would
+    wait for its answer until its own timeout)."""
+    token = gate.mesh.token("alice", scopes=SCOPES, ttl_s=1)
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    recheck = gate.gateway._recheck_caller
+    held: list[float] = []
+
+    async def late(request: ToolRequest, ctx: Context) -> None:
+        held.append(time.time())
+        past = expires + gate.mesh.settings.clock_skew_s + 0.2
+        await asyncio.sleep(max(0.0, past - time.time()))
+        await recheck(request, ctx)
+
+    monkeypatch.setattr(gate.gateway, "_recheck_caller", late)
+    before = gate.api.calls["/lookup"]
+    workflow = new_id()
+    asked = asyncio.create_task(
+        gate.do(
+            "reader",
+            Do(tool="lookup", args={"q": "late"}, raw=True),
+            workflow=workflow,
+            token=token,
+        )
+    )
+    try:
+        logged = await gate.mesh.wait_events(
+            workflow, lambda got: bool(kinds(got, "completed")) and bool(kinds(got, "tool-refused"))
+        )
+    finally:
+        asked.cancel()  # the reader's reply carries the expired token: its caller refuses it
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asked
+        monkeypatch.undo()
+    assert held, "the gateway checked the token again"
+    assert held[0] < expires + gate.mesh.settings.clock_skew_s, "the runtime took it unexpired"
+    assert gate.api.calls["/lookup"] == before, "the tool did not run"
+    (refused,) = kinds(logged, "tool-refused")
+    got = record(refused)
+    assert (got.tool, got.sender, got.caller, got.outcome) == (
+        "lookup",
+        "reader",
+        "alice",
+        "caller-invalid",
+    )
+    assert "expired" in got.detail
+    assert not kinds(logged, "tool")
+    answers = [e for e in kinds(logged, "reply") if e.event.agent == "reader"]
+    assert [e.event.reason for e in answers] == ["caller-invalid"], "the refusal reached the agent"
+    assert [e.event.agent for e in kinds(logged, "completed")] == ["reader"]
+    refused_replies = [e for e in kinds(logged, "rejected") if e.event.agent == "reader"]
+    assert refused_replies == [], [e.event.detail for e in refused_replies]
+    await gate.serves()

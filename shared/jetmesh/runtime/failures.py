@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from .. import events as ev
 from .._exceptions import (
+    CallerInvalid,
     HandlerControl,
     InvalidToken,
     MemoryDenied,
@@ -346,7 +347,11 @@ class Failures:
             )
             with contextlib.suppress(Exception):
                 await self.ledger.finish(task.workflow, self.agent, step, recorded)
-        await error_reply(self.mesh, task, error)
+        # A caller token refused on the way (the tool gateway's second check) cannot vouch
+        # for the answer either (its sender would refuse it too): the error acts for no
+        # caller, as a refused task's does (refuse).
+        refused_token = reason == CallerInvalid.code
+        await error_reply(self.mesh, task, error, caller="" if refused_token else None)
         await self.record_failure(task, attempt, reason, detail, caller=caller.subject)
         await msg.term()
         metrics.ended(

@@ -117,6 +117,23 @@ class PendingCalls:
         call.future.set_result(reply)
         return True
 
+    def refuse(self, reply: Envelope, signer: str, reason: str, detail: str) -> bool:
+        """End the call ``reply`` answers with :class:`~jetmesh.CallFailed`: the reply is
+        its callee's (signed by ``signer``, checked as :meth:`resolve` does) but was refused
+        for ``reason``, so no answer can come (a caller token that expired or was revoked
+        on the way: the callee's reply carries it, and so would any other); False if nobody
+        waits for it.
+
+        Raises:
+            ForgedReply: as :meth:`resolve`; the call keeps waiting.
+        """
+        call = self._answering(reply, signer, "reply")
+        if call is None:
+            return False
+        del self._waiting[reply.parent or ""]
+        call.future.set_exception(CallFailed(call.callee, "RejectedReply", detail, reason))
+        return True
+
     def __len__(self) -> int:
         return len(self._waiting)
 

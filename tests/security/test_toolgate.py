@@ -14,7 +14,6 @@ first) or, as a compromised agent would, sends a ``ToolRequest`` straight to the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import tomllib
@@ -572,7 +571,8 @@ async def test_a_caller_token_expired_by_the_gateways_check_is_refused(
     between the two). Refused ``caller-invalid``: the tool not run, one ``tool-refused``
     event, and the refusal reaches the agent that asked, as an error that acts for no
     caller (one carrying the expired token would be refused by the agent, which would
-    wait for its answer until its own timeout)."""
+    wait for its answer until its own timeout). The agent's own answer, which carries the
+    token, is refused by the ingress, whose request fails with that reason."""
     token = gate.mesh.token("alice", scopes=SCOPES, ttl_s=1)
     expires = jwt.decode(token, options={"verify_signature": False})["exp"]
     recheck = gate.gateway._recheck_caller
@@ -596,14 +596,16 @@ async def test_a_caller_token_expired_by_the_gateways_check_is_refused(
         )
     )
     try:
-        logged = await gate.mesh.wait_events(
-            workflow, lambda got: bool(kinds(got, "completed")) and bool(kinds(got, "tool-refused"))
-        )
+        with pytest.raises(CallFailed) as failed:
+            await asyncio.wait_for(asked, 10)
     finally:
-        asked.cancel()  # the reader's reply carries the expired token: its caller refuses it
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asked
         monkeypatch.undo()
+    # The reader's answer carries the expired token too: the ingress refuses it, and the
+    # request fails with that reason at once rather than at its timeout.
+    assert (failed.value.agent, failed.value.reason) == ("reader", "expired-token")
+    logged = await gate.mesh.wait_events(
+        workflow, lambda got: bool(kinds(got, "completed")) and bool(kinds(got, "tool-refused"))
+    )
     assert held, "the gateway checked the token again"
     assert held[0] < expires + gate.mesh.settings.clock_skew_s, "the runtime took it unexpired"
     assert gate.api.calls["/lookup"] == before, "the tool did not run"
@@ -620,6 +622,6 @@ async def test_a_caller_token_expired_by_the_gateways_check_is_refused(
     answers = [e for e in kinds(logged, "reply") if e.event.agent == "reader"]
     assert [e.event.reason for e in answers] == ["caller-invalid"], "the refusal reached the agent"
     assert [e.event.agent for e in kinds(logged, "completed")] == ["reader"]
-    refused_replies = [e for e in kinds(logged, "rejected") if e.event.agent == "reader"]
-    assert refused_replies == [], [e.event.detail for e in refused_replies]
+    refused_replies = [e.event.agent for e in kinds(logged, "rejected")]
+    assert refused_replies == ["cli"], "only the reader's answer, by the ingress"
     await gate.serves()

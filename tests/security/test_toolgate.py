@@ -48,6 +48,7 @@ from jetmesh.identity.approvals import mint_approval
 from jetmesh.identity.keys import KeyPair
 from jetmesh.patterns import Verdict
 from jetmesh.policy import load_policy
+from jetmesh.replay import SAME, history, rerun
 from jetmesh.toolgate import TOOLGATE, ToolRecord, ToolRequest, ToolResult, args_digest
 from tests.conftest import isolated_settings
 from tests.harness.mesh import Mesh, kinds
@@ -543,6 +544,16 @@ async def test_an_irreversible_tool_waits_for_a_person_and_runs_with_their_appro
     logged = await gate.mesh.wait_events(workflow, lambda got: bool(kinds(got, "tool")))
     (ran,) = kinds(logged, "tool")
     assert (record(ran).approved_by, record(ran).outcome) == ("bob", "ok")
+
+    # A re-run asks for the approval again, as the policy makes pay irreversible (not the
+    # handler), and is answered from the recorded decision: the same calls, the same result.
+    await gate.mesh.tree(workflow, hops=2)
+    recorded = await history(gate.client, workflow)
+    report = await rerun(
+        recorded, [actor("payer")], redis=gate.client.redis, settings=gate.mesh.settings
+    )
+    (again,) = [t for t in report.tasks if t.agent == "payer"]
+    assert (again.status, again.divergences) == (SAME, []), again
 
 
 async def test_a_denied_approval_raises_in_the_agent_and_runs_nothing(gate: Gate) -> None:

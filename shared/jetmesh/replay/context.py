@@ -25,6 +25,7 @@ from ..envelope import Envelope
 from ..identity.tokens import Caller
 from ..models import ModelReply, ModelRequest, request_digest
 from ..models.base import changed_parts
+from ..policy.model import Policy
 from ..runtime.context_base import Authority, ContextBase, MemorySpace
 from ..runtime.limits import PlanLimits
 from ..runtime.streaming import ChunkFeed
@@ -100,6 +101,7 @@ class ReplayContext(ContextBase):
         concurrency: int = 8,
         limits: PlanLimits | None = None,
         grant: Iterable[str] = (),
+        policy: Policy | None = None,
     ) -> None:
         super().__init__(
             task,
@@ -112,6 +114,7 @@ class ReplayContext(ContextBase):
         )
         self.recorded = recorded
         self._space = space
+        self._mesh_policy = policy
         self.divergences: list[Divergence] = []
         self.incomplete = ""
         """Why the re-run could not go on although nothing diverged (a reply or effect
@@ -126,6 +129,11 @@ class ReplayContext(ContextBase):
 
     def _memory_space(self) -> MemorySpace:
         return self._space
+
+    def _policy(self) -> Policy | None:
+        """The mesh's policy, as the live run checked it (a tool it makes irreversible asks
+        for a person's approval again, answered from the recorded signal)."""
+        return self._mesh_policy
 
     def _diverged(
         self,

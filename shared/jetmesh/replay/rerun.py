@@ -2,7 +2,10 @@
 
 Each recorded task of a given agent runs once more, in this process, on its recorded input,
 with a :class:`~jetmesh.replay.context.ReplayContext`: calls are answered with the recorded
-replies, side effects with their recorded results, and nothing is published. The report
+replies, side effects with their recorded results, and nothing is published; what
+``ctx.call`` and ``ctx.tool`` check before sending is the mesh's policy
+(``settings.policy_file``), as in the live run, so a tool it makes irreversible waits for
+the recorded approval again. The report
 says, per task, whether the new code made the same calls with the same bodies and returned
 the same result, and where it did not. Tasks are replayed one by one, each against its own
 history (a callee's input is what its caller sent in the recorded run), callers first.
@@ -27,6 +30,7 @@ from .._exceptions import Reject, SchemaViolation
 from ..envelope import Envelope
 from ..identity.tokens import Caller
 from ..memory import keys
+from ..policy.model import Policy, policy_of
 from ..runtime.agent import Agent, Handler
 from ..runtime.context_base import MemorySpace
 from ..runtime.limits import PlanLimits
@@ -106,6 +110,7 @@ async def rerun(
     scratch = keys.replay_scratch(settings.subject_prefix)
     space = MemorySpace(redis, scratch, settings.memory_ttl_s, settings.memory_max_value_bytes)
     report = RerunReport(recorded.workflow)
+    policy = policy_of(settings.policy_file)  # what ctx.call and ctx.tool check, as live
     try:
         for task, sender in _with_senders(recorded.roots, ""):
             agent = by_name.get(task.agent)
@@ -115,8 +120,9 @@ async def rerun(
                 )
                 continue
             envelope = _task_envelope(recorded.workflow, task, sender)
+            limits = PlanLimits.of(settings)
             report.tasks.append(
-                await _rerun_task(task, envelope, agent, space, PlanLimits.of(settings), timeout)
+                await _rerun_task(task, envelope, agent, space, limits, policy, timeout)
             )
     finally:
         await _delete(redis, f"{scratch}:*")
@@ -160,6 +166,7 @@ async def _rerun_task(
     agent: Agent,
     space: MemorySpace,
     limits: PlanLimits,
+    policy: Policy | None,
     timeout: float,
 ) -> TaskReplay:
     out = TaskReplay(task.step, task.agent)
@@ -175,7 +182,13 @@ async def _rerun_task(
         out.divergences.append(Divergence(task.step, INPUT, str(exc), expected=task.input.type))
         return out
     ctx = ReplayContext(
-        task, envelope, _caller(task), space=space, limits=limits, grant=agent.scopes
+        task,
+        envelope,
+        _caller(task),
+        space=space,
+        limits=limits,
+        grant=agent.scopes,
+        policy=policy,
     )
     attributes = {
         "gen_ai.operation.name": "invoke_agent",

@@ -82,13 +82,15 @@ class KeyPair:
         """`cryptography` key for JWTs (certificates and tokens)."""
         return Ed25519PrivateKey.from_private_bytes(self.seed)
 
-    def save(self, path: Path) -> None:
-        """Write the seed to ``path`` readable by the owner only (see :func:`write_secret`).
+    def save(self, path: Path, *, replace: bool = True) -> bool:
+        """Write the seed to ``path`` readable by the owner only (see :func:`write_secret`);
+        with ``replace=False`` only if there is no file at ``path`` yet (False: there was,
+        and it is left as it is).
 
         Raises:
             ConfigError: the directory is not the owner's, or a temporary name is taken.
         """
-        write_secret(path, f"{self.owner}\n{b64e(self.seed)}\n")
+        return write_secret(path, f"{self.owner}\n{b64e(self.seed)}\n", replace=replace)
 
     @classmethod
     def load(cls, path: Path) -> KeyPair:
@@ -111,14 +113,16 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 _TEMP_TRIES = 8
 
 
-def write_atomically(path: Path, text: str, *, mode: int = 0o644) -> None:
+def write_atomically(path: Path, text: str, *, mode: int = 0o644, replace: bool = True) -> bool:
     """Write ``text`` to ``path`` so that a concurrent reader sees the old file or the new
-    one, never half of one (several replicas may start at once).
+    one, never half of one (several replicas may start at once); True once written.
 
     The text goes to a new temporary file beside ``path`` (a random name, created with
     ``O_EXCL | O_NOFOLLOW``: a file or symlink already there is never opened) with
     ``mode``, which is then renamed over ``path`` (a symlink at ``path`` is replaced, not
-    followed).
+    followed). With ``replace=False`` it is linked to ``path`` instead, which fails when
+    anything is there: then nothing is written and this returns False (of writers racing
+    for a new file, exactly one wins, and the others read what it wrote).
 
     Raises:
         ConfigError: no free temporary name after a few tries.
@@ -134,24 +138,33 @@ def write_atomically(path: Path, text: str, *, mode: int = 0o644) -> None:
             os.fchmod(fd, mode)  # the umask may have taken bits from ``mode``
             with os.fdopen(fd, "w") as f:
                 f.write(text)
-            os.replace(tmp, path)
+            if replace:
+                os.replace(tmp, path)
+                return True
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            finally:
+                tmp.unlink(missing_ok=True)
+            return True
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return
     raise ConfigError(f"cannot create a temporary file beside {path}: every name tried exists")
 
 
-def write_secret(path: Path, text: str) -> None:
+def write_secret(path: Path, text: str, *, replace: bool = True) -> bool:
     """Write a private file: ``0600`` in a ``0700`` directory (made, or tightened when it
-    is looser), atomically and without following links (see :func:`write_atomically`).
+    is looser), atomically and without following links (see :func:`write_atomically`,
+    and for ``replace`` and what this returns).
 
     Raises:
         ConfigError: the directory belongs to another user (it cannot be tightened), or
             no free temporary name.
     """
     private_directory(path.parent)
-    write_atomically(path, text, mode=PRIVATE_FILE_MODE)
+    return write_atomically(path, text, mode=PRIVATE_FILE_MODE, replace=replace)
 
 
 def private_directory(directory: Path) -> Path:

@@ -74,7 +74,8 @@ class KeyStore:
             return self.root()
         private_directory(self.directory)
         root = KeyPair.generate("root")
-        root.save(self.root_key_path)
+        if not root.save(self.root_key_path, replace=False):  # another process made one
+            root = KeyPair.load(self.root_key_path)
         save_public(self.directory / "roots" / f"{root.kid}.pub", root.owner, root.public_key)
         return root
 
@@ -117,9 +118,7 @@ class KeyStore:
         check_token(name, "agent name")
         private_directory(self.directory)
         key_path = self.directory / f"{name}.key"
-        key = KeyPair.load(key_path) if key_path.exists() else KeyPair.generate(name)
-        if not key_path.exists():
-            key.save(key_path)
+        key = KeyPair.load(key_path) if key_path.exists() else _new_key(name, key_path)
         default_pub, default_sub = default_permissions(subjects, name)
         cert = issue_certificate(
             self.root(),
@@ -201,6 +200,12 @@ class KeyStore:
         try:
             ident = self.identity(name)
             cert = verify_certificate(ident.certificate, self.roots())
+            if cert.kid != ident.key.kid or cert.public_key != ident.key.public_key:
+                raise ConfigError(
+                    f"the certificate of {name!r} in {self.directory} is for key {cert.kid}, "
+                    f"not for the key beside it ({ident.key.kid}): issue one with "
+                    f"`jetmesh keys issue {name}`"
+                )
             left = cert.expires - time.time()
             if left > RENEW_BEFORE_S and cert.ingress == ingress:
                 return ident
@@ -227,3 +232,15 @@ class KeyStore:
             if not self.has_root():
                 raise ConfigError(f"certificate of {name!r} is not valid; reissue it") from None
         return self.issue(name, subjects=subjects, ttl_s=ttl_s, ingress=ingress, scopes=scopes)
+
+
+def _new_key(name: str, path: Path) -> KeyPair:
+    """A new key for ``name``, saved at ``path``; or, when another process saved one
+    there first, that one. Replicas of a role that start at once on an empty store so
+    share one key: each would otherwise sign a certificate for its own and leave the
+    other's key beside it, and a replica started later would register that certificate
+    under its key id, which every receiver then refuses (``unknown-key``)."""
+    key = KeyPair.generate(name)
+    if key.save(path, replace=False):
+        return key
+    return KeyPair.load(path)

@@ -86,3 +86,18 @@ def test_a_new_key_never_replaces_one_saved_meanwhile(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["billing.key"], "no temporary file left"
     assert second.save(path)  # replace (a rotation) still replaces
     assert KeyPair.load(path) == second
+
+
+def test_without_hard_links_a_new_key_still_leaves_one_saved_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(*_: object) -> None:
+        raise PermissionError("this file system has no hard links")
+
+    monkeypatch.setattr("jetmesh.identity.keys.os.link", no_links)
+    first, second = KeyPair.generate("billing"), KeyPair.generate("billing")
+    path = tmp_path / "billing.key"
+    assert first.save(path, replace=False)
+    assert not second.save(path, replace=False)
+    assert KeyPair.load(path) == first
+    assert [p.name for p in tmp_path.iterdir()] == ["billing.key"], "no temporary file left"

@@ -145,6 +145,10 @@ def write_atomically(path: Path, text: str, *, mode: int = 0o644, replace: bool 
                 os.link(tmp, path)
             except FileExistsError:
                 return False
+            except OSError:  # no hard links on this file system: the race narrowed only
+                if os.path.lexists(path):
+                    return False
+                os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
             return True

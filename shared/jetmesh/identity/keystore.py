@@ -192,7 +192,8 @@ class KeyStore:
         scopes: Sequence[str] = (),
     ) -> Identity:
         """Development convenience: load ``name``'s identity, issuing one when this store
-        holds the root key and the certificate is missing or about to expire.
+        holds the root key and the certificate is missing, about to expire, or not for the
+        key beside it. Replicas that issue at once share one key (the first saved).
 
         Raises:
             ConfigError: no usable identity and no root key to issue one.

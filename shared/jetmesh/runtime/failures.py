@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from .. import events as ev
 from .._exceptions import (
     CallerInvalid,
+    ExpiredToken,
     HandlerControl,
     InvalidToken,
     MemoryDenied,
@@ -52,6 +53,9 @@ from .last_delivery import KeptTask, LastDeliveries
 from .ledger import Recorded, StepLedger
 
 log = logging.getLogger("jetmesh.runtime")
+
+_TOKEN_REFUSED = frozenset({InvalidToken.code, ExpiredToken.code, CallerInvalid.code})
+"""Failure reasons that say the task's caller token no longer verifies."""
 
 MAX_DELIVERIES = "max-deliveries"
 """The reason of a task that ran out of deliveries."""
@@ -347,26 +351,38 @@ class Failures:
             )
             with contextlib.suppress(Exception):
                 await self.ledger.finish(task.workflow, self.agent, step, recorded)
-        # A caller token refused on the way (the tool gateway's second check) cannot vouch
-        # for the answer either (its sender would refuse it too): the error acts for no
-        # caller, as a refused task's does (refuse).
-        refused_token = reason == CallerInvalid.code
-        await error_reply(self.mesh, task, error, caller="" if refused_token else None)
-        await self.record_failure(task, attempt, reason, detail, caller=caller.subject)
+        # A caller token refused on the way (a callee's check, the tool gateway's second
+        # one) cannot vouch for the answer either (its sender would refuse it too): the
+        # error acts for no caller, as a refused task's does (refuse).
+        if reason in _TOKEN_REFUSED:
+            await error_reply(self.mesh, task, error, caller="")
+            await self.record_failure(task, attempt, reason, detail, for_no_caller=True)
+        else:
+            await error_reply(self.mesh, task, error)
+            await self.record_failure(task, attempt, reason, detail, caller=caller.subject)
         await msg.term()
         metrics.ended(
             outcome or (metrics.DEAD_LETTERED if reason == MAX_DELIVERIES else metrics.FAILED)
         )
 
     async def record_failure(
-        self, task: Envelope, attempt: int, reason: str, detail: str, *, caller: str = ""
+        self,
+        task: Envelope,
+        attempt: int,
+        reason: str,
+        detail: str,
+        *,
+        caller: str = "",
+        for_no_caller: bool = False,
     ) -> None:
         """The ``failed`` event of a task given up on, stored before its delivery is
-        terminated (:mod:`jetmesh.runtime.replica`)."""
+        terminated (:mod:`jetmesh.runtime.replica`); ``for_no_caller`` when the task's
+        caller token is why (the event would not verify in the log carrying it)."""
         await self.task_event(
             task,
             ev.FAILED,
             stored=True,
+            acting_for="" if for_no_caller else None,
             caller=caller,
             attempt=attempt,
             reason=reason,
@@ -374,10 +390,17 @@ class Failures:
         )
 
     async def task_event(
-        self, task: Envelope, kind: str, *, stored: bool = False, **fields: Any
+        self,
+        task: Envelope,
+        kind: str,
+        *,
+        stored: bool = False,
+        acting_for: str | None = None,
+        **fields: Any,
     ) -> None:
         """An event about ``task`` written by this replica outside a handler's context
-        (``stored``: see :meth:`jetmesh.client.MeshClient.emit`)."""
+        (``stored``: see :meth:`jetmesh.client.MeshClient.emit`), for the task's caller
+        token, or ``acting_for`` (``""``: none)."""
         event = ev.Event(
             kind=kind,
             agent=self.agent,
@@ -388,6 +411,5 @@ class Failures:
             step=task.step,
             **fields,
         )
-        await self.mesh.emit(
-            task.workflow, event, caller=task.caller, parent=task.id, stored=stored
-        )
+        token = task.caller if acting_for is None else acting_for
+        await self.mesh.emit(task.workflow, event, caller=token, parent=task.id, stored=stored)

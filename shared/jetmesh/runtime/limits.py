@@ -21,8 +21,11 @@ from dataclasses import dataclass
 from .._exceptions import (
     BodyRejected,
     BudgetExceeded,
+    CallerInvalid,
     CallFailed,
+    ExpiredToken,
     FanOutExceeded,
+    InvalidToken,
     MemoryDenied,
     PlanLimitExceeded,
     PlanTooDeep,
@@ -40,11 +43,15 @@ PLAN_REASONS = frozenset(
         MemoryDenied.reason,
         BodyRejected.code,
         BudgetExceeded.reason,
+        InvalidToken.code,
+        ExpiredToken.code,
+        CallerInvalid.code,
     }
 )
 """Reasons that refuse a plan: a task that fails with one, or whose call failed with one,
 is not retried (the same plan, for the same caller, would be refused again: the same body
-rejected by the callee's schema, the same budget spent)."""
+rejected by the callee's schema, the same budget spent, the same caller token that no
+longer verifies)."""
 
 
 def depth(step: str) -> int:

@@ -50,14 +50,21 @@ def test_replicas_starting_at_once_share_one_key(tmp_path: Path, round_: int) ->
     assert verify_certificate(later.certificate, roots).kid == later.key.kid
 
 
-def test_a_certificate_of_another_key_is_reissued_for_the_key(tmp_path: Path) -> None:
-    store = KeyStore(tmp_path)
+def mismatched(directory: Path) -> KeyStore:
+    """A store whose orchestrator key has a certificate of another key beside it, as the
+    race left it."""
+    store = KeyStore(directory)
     root = store.init_root()
     store.issue("orchestrator", subjects=SUBJECTS, ttl_s=DAY)
     other = issue_certificate(
         root, KeyPair.generate("orchestrator"), publish=[">"], subscribe=[">"], ttl_s=DAY
     )
-    (tmp_path / "orchestrator.cert").write_text(other + "\n")  # as the race left it
+    (directory / "orchestrator.cert").write_text(other + "\n")
+    return store
+
+
+def test_a_certificate_of_another_key_is_reissued_for_the_key(tmp_path: Path) -> None:
+    store = mismatched(tmp_path)
     key = store.identity("orchestrator").key
     ident = store.ensure("orchestrator", subjects=SUBJECTS, ttl_s=DAY)
     assert ident.key == key
@@ -65,19 +72,22 @@ def test_a_certificate_of_another_key_is_reissued_for_the_key(tmp_path: Path) ->
 
 
 def test_without_the_root_a_mismatched_pair_is_refused(tmp_path: Path) -> None:
-    store = KeyStore(tmp_path)
-    root = store.init_root()
-    store.issue("orchestrator", subjects=SUBJECTS, ttl_s=DAY)
-    other = issue_certificate(
-        root, KeyPair.generate("orchestrator"), publish=[">"], subscribe=[">"], ttl_s=DAY
-    )
-    (tmp_path / "orchestrator.cert").write_text(other + "\n")
+    store = mismatched(tmp_path)
     store.root_key_path.unlink()
     with pytest.raises(ConfigError, match=r"is for key orchestrator-.*not for the key beside it"):
         store.ensure("orchestrator", subjects=SUBJECTS, ttl_s=DAY)
 
 
-def test_a_new_key_never_replaces_one_saved_meanwhile(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_new_key_never_replaces_one_saved_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hard_links: bool
+) -> None:
+    if not hard_links:  # the fallback: rename when nothing is there yet
+
+        def no_links(*_: object) -> None:
+            raise PermissionError("this file system has no hard links")
+
+        monkeypatch.setattr("jetmesh.identity.keys.os.link", no_links)
     first, second = KeyPair.generate("billing"), KeyPair.generate("billing")
     path = tmp_path / "billing.key"
     assert first.save(path, replace=False)
@@ -86,18 +96,3 @@ def test_a_new_key_never_replaces_one_saved_meanwhile(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["billing.key"], "no temporary file left"
     assert second.save(path)  # replace (a rotation) still replaces
     assert KeyPair.load(path) == second
-
-
-def test_without_hard_links_a_new_key_still_leaves_one_saved_meanwhile(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def no_links(*_: object) -> None:
-        raise PermissionError("this file system has no hard links")
-
-    monkeypatch.setattr("jetmesh.identity.keys.os.link", no_links)
-    first, second = KeyPair.generate("billing"), KeyPair.generate("billing")
-    path = tmp_path / "billing.key"
-    assert first.save(path, replace=False)
-    assert not second.save(path, replace=False)
-    assert KeyPair.load(path) == first
-    assert [p.name for p in tmp_path.iterdir()] == ["billing.key"], "no temporary file left"

@@ -139,6 +139,7 @@ async def test_agents_lists_running_processes_and_forgets_stopped_ones(
         assert f":{procs[2].pid}" in out  # instance@host:pid
 
         assert await asyncio.to_thread(procs[0].stop, 10.0) == 0
+        assert "SIGTERM: draining" in (tmp_path / "counter-1.log").read_text()
         rows = await listed(secured)
         assert rows["counter"]["replicas"] == 1
         assert rows["counter"]["instances"][0]["metadata"]["pid"] == str(procs[1].pid)

@@ -60,6 +60,7 @@ def test_sigterm_while_the_servers_are_away_stops_the_process(tmp_path: Path) ->
         proc.stdout.close()
     assert b"ready:" not in printed
     assert code == 0, log.read_text()[-2000:]
+    assert b"SIGTERM: draining" in log.read_bytes(), "the signal is logged as it comes"
 
 
 async def test_serve_without_signal_handlers_stops_on_its_event(tmp_path: Path) -> None:

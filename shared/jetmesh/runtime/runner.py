@@ -100,7 +100,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _stopping, sig, stop)
     watching: asyncio.Task[None] | None = None
     models = Models(provider_from(settings), prices_from(settings))  # one per process
     replicas = [make_replica(a, settings, models) for a in agents]
@@ -140,6 +140,13 @@ async def serve(
             loop.remove_signal_handler(sig)
         if watching is not None:
             watching.cancel()
+
+
+def _stopping(sig: signal.Signals, stop: asyncio.Event) -> None:
+    """A signal's handler: say it came (once), then stop (the replicas drain)."""
+    if not stop.is_set():
+        log.info("%s: draining", sig.name)
+    stop.set()
 
 
 def _exposition(meters: metrics.Installed | None) -> Exposition | None:

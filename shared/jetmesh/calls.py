@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ._exceptions import CallFailed, ForgedReply
+from ._exceptions import CallFailed, ForgedReply, InvalidToken, RejectedMessage
 from .envelope import Envelope, ErrorBody, decode_body
+from .events import EVENT_TYPE
 
 T = TypeVar("T")
 
@@ -117,21 +118,27 @@ class PendingCalls:
         call.future.set_result(reply)
         return True
 
-    def refuse(self, reply: Envelope, signer: str, reason: str, detail: str) -> bool:
-        """End the call ``reply`` answers with :class:`~jetmesh.CallFailed`: the reply is
-        its callee's (signed by ``signer``, checked as :meth:`resolve` does) but was refused
-        for ``reason``, so no answer can come (a caller token that expired or was revoked
-        on the way: the callee's reply carries it, and so would any other); False if nobody
-        waits for it.
+    def refuse(self, refused: RejectedMessage) -> bool:
+        """End the call a refused reply answers with :class:`~jetmesh.CallFailed` and the
+        refusal's reason, when it was refused for the caller token it carries (expired or
+        revoked since the call was sent: every answer of the callee would carry it) and is
+        the callee's own (``refused.envelope`` is set only when the reply's sender signed
+        it; checked as :meth:`resolve` does); False otherwise, or if nobody waits for it.
 
         Raises:
             ForgedReply: as :meth:`resolve`; the call keeps waiting.
         """
-        call = self._answering(reply, signer, "reply")
+        reply: Envelope | None = getattr(refused, "envelope", None)
+        if not isinstance(refused, InvalidToken) or reply is None:
+            return False
+        if reply.kind not in ("reply", "error") or reply.type == EVENT_TYPE:  # not a chunk
+            return False
+        call = self._answering(reply, reply.sender, "reply")
         if call is None:
             return False
         del self._waiting[reply.parent or ""]
-        call.future.set_exception(CallFailed(call.callee, "RejectedReply", detail, reason))
+        failed = CallFailed(call.callee, type(refused).__name__, refused.detail, refused.reason)
+        call.future.set_exception(failed)
         return True
 
     def __len__(self) -> int:

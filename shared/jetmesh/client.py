@@ -23,7 +23,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from . import events as ev
-from ._exceptions import ConfigError, InvalidToken, MeshTimeout, PublishFailed, RejectedMessage
+from ._exceptions import ConfigError, MeshTimeout, PublishFailed, RejectedMessage
 from .bus.tracing import TRACEPARENT_HEADER, traceparent
 from .calls import PendingCalls, decode_reply
 from .dead_letters import reject
@@ -394,7 +394,10 @@ class MeshClient(MeshConnection):
                 await reject(self, msg.subject, msg.data, msg.headers, exc)
             except Exception as dl_exc:  # a reply is not redelivered: say so loudly
                 log.error("refused reply on %s not dead-lettered: %s", msg.subject, dl_exc)
-            self._refused_answer(exc)
+            try:  # a reply refused for its caller token ends its call now
+                self.pending.refuse(exc)
+            except RejectedMessage as forged:  # not the answer of the call it names
+                log.warning("refused reply on %s: %s", msg.subject, forged)
             return
         envelope, signer = verified.envelope, verified.certificate.name
         for listener in self.reply_listeners:
@@ -413,21 +416,6 @@ class MeshClient(MeshConnection):
                 await reject(self, msg.subject, msg.data, msg.headers, exc)
             except Exception as dl_exc:
                 log.error("forged reply on %s not dead-lettered: %s", msg.subject, dl_exc)
-
-    def _refused_answer(self, exc: RejectedMessage) -> None:
-        """A reply refused for the caller token it carries (expired or revoked since the
-        call was sent), yet signed by the role it names (``exc.envelope`` is set only
-        then): the call it answers fails now with that reason instead of waiting for its
-        timeout, since its callee's every answer would carry the same token."""
-        refused: Envelope | None = getattr(exc, "envelope", None)
-        if not isinstance(exc, InvalidToken) or refused is None:
-            return
-        if refused.kind not in ("reply", "error") or refused.type == ev.EVENT_TYPE:
-            return
-        try:
-            self.pending.refuse(refused, refused.sender, exc.reason, exc.detail)
-        except RejectedMessage as forged:  # not the answer of the call it names
-            log.warning("refused reply %s: %s", refused.id, forged)
 
     # -- ingress ---------------------------------------------------------------------------
 

@@ -111,6 +111,7 @@ async def rerun(
     space = MemorySpace(redis, scratch, settings.memory_ttl_s, settings.memory_max_value_bytes)
     report = RerunReport(recorded.workflow)
     policy = policy_of(settings.policy_file)  # what ctx.call and ctx.tool check, as live
+    limits = PlanLimits.of(settings)
     try:
         for task, sender in _with_senders(recorded.roots, ""):
             agent = by_name.get(task.agent)
@@ -120,7 +121,6 @@ async def rerun(
                 )
                 continue
             envelope = _task_envelope(recorded.workflow, task, sender)
-            limits = PlanLimits.of(settings)
             report.tasks.append(
                 await _rerun_task(task, envelope, agent, space, limits, policy, timeout)
             )

@@ -20,8 +20,6 @@ from redis.exceptions import RedisError
 
 from .. import events as ev
 from .._exceptions import (
-    CallerInvalid,
-    ExpiredToken,
     HandlerControl,
     InvalidToken,
     MemoryDenied,
@@ -51,11 +49,9 @@ from ..telemetry import metrics, traces
 from .context import Context
 from .last_delivery import KeptTask, LastDeliveries
 from .ledger import Recorded, StepLedger
+from .limits import TOKEN_REFUSALS
 
 log = logging.getLogger("jetmesh.runtime")
-
-_TOKEN_REFUSED = frozenset({InvalidToken.code, ExpiredToken.code, CallerInvalid.code})
-"""Failure reasons that say the task's caller token no longer verifies."""
 
 MAX_DELIVERIES = "max-deliveries"
 """The reason of a task that ran out of deliveries."""
@@ -354,7 +350,7 @@ class Failures:
         # A caller token refused on the way (a callee's check, the tool gateway's second
         # one) cannot vouch for the answer either (its sender would refuse it too): the
         # error acts for no caller, as a refused task's does (refuse).
-        if reason in _TOKEN_REFUSED:
+        if reason in TOKEN_REFUSALS:
             await error_reply(self.mesh, task, error, caller="")
             await self.record_failure(task, attempt, reason, detail, for_no_caller=True)
         else:

@@ -35,18 +35,22 @@ from ..policy.model import policy_of
 from ..settings import MeshSettings
 
 _DEFAULTS = MeshSettings.model_fields
-PLAN_REASONS = frozenset(
-    {
-        PlanTooDeep.code,
-        FanOutExceeded.code,
-        ScopeDenied.reason,
-        MemoryDenied.reason,
-        BodyRejected.code,
-        BudgetExceeded.reason,
-        InvalidToken.code,
-        ExpiredToken.code,
-        CallerInvalid.code,
-    }
+TOKEN_REFUSALS = frozenset({InvalidToken.code, ExpiredToken.code, CallerInvalid.code})
+"""Reasons that say a task's caller token no longer verifies (expired, forged, refused by
+the tool gateway's second check)."""
+
+PLAN_REASONS = (
+    frozenset(
+        {
+            PlanTooDeep.code,
+            FanOutExceeded.code,
+            ScopeDenied.reason,
+            MemoryDenied.reason,
+            BodyRejected.code,
+            BudgetExceeded.reason,
+        }
+    )
+    | TOKEN_REFUSALS
 )
 """Reasons that refuse a plan: a task that fails with one, or whose call failed with one,
 is not retried (the same plan, for the same caller, would be refused again: the same body

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import sys
 import urllib.request
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from jetmesh.embedded import free_port
 from jetmesh.logins import nats_seed_file
 from jetmesh.processes import AgentProcess, settings_env
 from jetmesh.runtime.discovery import VERSION
@@ -63,13 +63,6 @@ async def lag_read(secured: SecuredMesh) -> dict[str, dict[str, Any]]:
 
 def start(secured: SecuredMesh, name: str, log: Path, *args: str) -> AgentProcess:
     return AgentProcess([f"tests.harness.agents:{name}", *args], secured.settings, log_file=log)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def gauge(port: int, role: str) -> float | None:

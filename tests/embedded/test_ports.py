@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -38,9 +39,52 @@ def test_free_port_does_not_hand_out_one_port_twice(
 
     monkeypatch.setattr(ports, "_handed_out", {})
     monkeypatch.setattr(ports, "_CLAIMS", tmp_path)
+    monkeypatch.setattr(ports, "_below_ephemeral", lambda: None)  # the kernel picks
     monkeypatch.setattr(ports.socket, "socket", Socket)
     assert ports.free_port() == 41000
     assert ports.free_port() == 41001
+
+
+def test_free_ports_are_below_the_kernels_ephemeral_range(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A test's web server bound to port 0 once took the port free_port had handed out for
+    Redis, before Redis bound it; the stack then took the web server for Redis. Ports bound
+    to 0 come from the ephemeral range, and free_port's from below it."""
+    monkeypatch.setattr(ports, "_CLAIMS", tmp_path)
+    span = ports._below_ephemeral()
+    if span is None:
+        pytest.skip("no room below the ephemeral range here")
+    first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert span == (ports.LOWEST_PORT, first)
+    picked = [ports.free_port() for _ in range(50)]
+    assert all(ports.LOWEST_PORT <= port < first for port in picked)
+    assert len(set(picked)) == 50
+
+
+def test_a_port_something_listens_on_is_passed_over(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(ports, "_CLAIMS", tmp_path)
+        monkeypatch.setattr(ports, "_below_ephemeral", lambda: (port, port + 1))
+        assert ports.free_port() != port  # the range's one port is taken: the kernel's
+
+
+def test_the_kernel_picks_where_the_range_is_small(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ephemeral = tmp_path / "ip_local_port_range"
+    ephemeral.write_text("11000\t60999\n")
+    monkeypatch.setattr(ports, "_EPHEMERAL", ephemeral)
+    assert ports._below_ephemeral() is None  # 1,000 ports below: too few
+    ephemeral.write_text("32768\t60999\n")
+    assert ports._below_ephemeral() == (ports.LOWEST_PORT, 32768)
+    monkeypatch.setattr(ports, "_EPHEMERAL", tmp_path / "absent")
+    assert ports._below_ephemeral() is None
 
 
 def claimed_by_another_process(claims: Path, port: int) -> bool:

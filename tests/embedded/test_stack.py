@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,15 @@ from jetmesh.embedded import (
     EmbeddedStack,
     Endpoint,
     NatsServer,
+    RedisServer,
+    ServerStartError,
     ServerState,
     StackStatus,
     free_port,
     port_open,
 )
 from jetmesh.embedded.pids import pid_alive
+from jetmesh.embedded.probe import speaks
 from jetmesh.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
@@ -193,3 +198,58 @@ def test_stack_up_refuses_a_non_loopback_url(
     assert not stack.pid_file("nats").exists()
     assert not stack.pid_file("redis").exists()
     assert not (tmp_path / "nats").exists()
+
+
+class Web:
+    """A web server on a port handed out for a mesh server (another program took it)."""
+
+    def __init__(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), BaseHTTPRequestHandler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> int:
+        self.thread.start()
+        return int(self.server.server_address[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("kind", ["nats", "redis"])
+def test_stack_up_refuses_a_port_answered_by_another_program(tmp_path: Path, kind: str) -> None:
+    """A test's web server once bound the port handed out for Redis first; ``up`` took it
+    for Redis, and the admin step failed on a protocol error naming neither."""
+    with Web() as port:
+        if kind == "nats":
+            settings = stack_settings(tmp_path, nats_url=f"nats://127.0.0.1:{port}")
+        else:
+            settings = stack_settings(tmp_path, redis_url=f"redis://127.0.0.1:{port}/0")
+        stack = EmbeddedStack(settings, timeout=5.0)
+        with pytest.raises(ServerStartError, match=f"does not speak {kind} answers at"):
+            stack.up()
+        assert_stopped_but(stack.status(), kind)
+        assert not stack.pid_file("nats").exists()
+        assert not stack.pid_file("redis").exists()
+
+
+def assert_stopped_but(status: StackStatus, kind: str) -> None:
+    """Everything the stack owns is stopped; ``kind``'s port is the stranger's."""
+    for server in (status.nats, status.redis):
+        assert server.pid is None
+        expected = ServerState.RUNNING if server.name == kind else ServerState.STOPPED
+        assert server.state is expected
+
+
+def test_speaks_tells_the_servers_from_a_web_server(
+    nats_server: NatsServer, redis_server: RedisServer
+) -> None:
+    redis = redis_server
+    with Web() as web:
+        assert speaks(nats_server.host, nats_server.port, "nats")
+        assert not speaks(nats_server.host, nats_server.port, "redis")
+        assert speaks(redis.host, redis.port, "redis")
+        assert not speaks(redis.host, redis.port, "nats", timeout=0.5)  # Redis says nothing
+        assert not speaks("127.0.0.1", web, "nats", timeout=0.5)
+        assert not speaks("127.0.0.1", web, "redis")
+        assert not speaks("127.0.0.1", free_port(), "nats")  # nothing there

@@ -31,6 +31,9 @@ given one port, which the second would find taken, or worse answered by the firs
 server. A file younger than _HANDED_OUT_S is a port taken; older ones are removed now
 and then (every PRUNE_EVERY claims of a process)."""
 PRUNE_EVERY = 256
+LOWEST_PORT = 10000
+"""free_port's ports start here, above the registered services most machines run."""
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _claims_made = 0
 
 
@@ -51,10 +54,14 @@ def host_port(host: str, port: int) -> str:
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port on ``host`` that nothing listens on right now.
 
-    The kernel picks the port; a process that does not pick its ports here may still take
-    it before the caller binds it. No process of this user on this machine is given the same
-    port twice within two minutes (two servers' ports picked one after the other differ,
-    and so do those of two processes picking at once).
+    The port is drawn at random from below the kernel's ephemeral range (10000 up to
+    ``net.ipv4.ip_local_port_range``'s start), where neither a server bound to port 0 nor
+    the source port of an outgoing connection lands: a test's web server on port 0 once
+    took the port handed out for Redis before Redis bound it. Where that range is small
+    or unknown, the kernel picks. A process that does not pick its ports here may still
+    take the port before the caller binds it. No process of this user on this machine is
+    given the same port twice within two minutes (two servers' ports picked one after the
+    other differ, and so do those of two processes picking at once).
 
     Args:
         host: The address to bind while picking the port.
@@ -62,10 +69,15 @@ def free_port(host: str = "127.0.0.1") -> int:
     Raises:
         OSError: If ``host`` cannot be bound.
     """
+    span = _below_ephemeral()
+    rng = random.Random()
     for _ in range(100):
-        with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port: int = sock.getsockname()[1]
+        if span is None:
+            port = _kernel_port(host)
+        else:
+            port = rng.randrange(*span)
+            if not _bindable(host, port):
+                continue
         now = time.monotonic()
         with _handed_out_lock:
             for old in [p for p, at in _handed_out.items() if now - at > _HANDED_OUT_S]:
@@ -73,7 +85,24 @@ def free_port(host: str = "127.0.0.1") -> int:
             if port not in _handed_out and _claim(port):
                 _handed_out[port] = now
                 return port
-    return port  # the kernel kept offering ports handed out lately: take the last
+    return _kernel_port(host)  # nothing free found there lately: the kernel's choice
+
+
+def _below_ephemeral() -> tuple[int, int] | None:
+    """``[LOWEST_PORT, first ephemeral port)``, or None where that holds fewer than 2,000
+    ports or the kernel's range cannot be read (not Linux)."""
+    try:
+        first = int(_EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return (LOWEST_PORT, first) if first - LOWEST_PORT >= 2000 else None
+
+
+def _kernel_port(host: str) -> int:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 def _claim(port: int) -> bool:

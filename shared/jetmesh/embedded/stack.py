@@ -37,6 +37,7 @@ from jetmesh.embedded.pids import (
     write_pid_file,
 )
 from jetmesh.embedded.ports import free_block, host_port, port_open, wait_for_port
+from jetmesh.embedded.probe import Protocol, speaks
 from jetmesh.embedded.process import ServerProcess, write_private
 from jetmesh.embedded.redis import RedisServer
 from jetmesh.embedded.sentinel import RedisSentinel
@@ -345,6 +346,13 @@ class EmbeddedStack:
             return ServerStatus(name, endpoint.url, ServerState.REUSED, pid)
         self.pid_file(name).unlink(missing_ok=True)
         if port_open(endpoint.host, endpoint.port):
+            protocol: Protocol = "nats" if member.kind == "nats" else "redis"
+            if not speaks(endpoint.host, endpoint.port, protocol, timeout=self.timeout):
+                raise ServerStartError(
+                    f"{name}: something that does not speak {protocol} answers at "
+                    f"{endpoint.url} (another program took the port); stop it, or "
+                    f"configure another port"
+                )
             return ServerStatus(name, endpoint.url, ServerState.REUSED)
         pid = self._server(member).start_detached(self.timeout)
         write_pid_file(self.pid_file(name), pid)

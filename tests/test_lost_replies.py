@@ -62,7 +62,7 @@ async def test_a_lost_reply_is_read_from_the_callees_completed_event(
     mesh.configure(reply_lost_after_s=0.3)
     await mesh.start_replicas(desk())
     client = await mesh.ingress()
-    with caplog.at_level(logging.WARNING, logger="jetmesh.client"):
+    with caplog.at_level(logging.WARNING, logger="jetmesh.lost_replies"):
         got = await client.request(
             "desk", Order(21), token=mesh.token(), returns=Order, workflow=new_id(), timeout=10
         )

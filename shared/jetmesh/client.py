@@ -44,7 +44,7 @@ from .identity.tokens import mint_token
 from .identity.verifier import MSG_ID_HEADER
 from .ingress import record_accepted, start_chain
 from .logins import ServerLogin
-from .lost_replies import recorded_reply
+from .lost_replies import await_reply
 from .mesh_connection import MeshConnection
 from .settings import MeshSettings
 from .signals import send_signal, waiting_step
@@ -338,53 +338,11 @@ class MeshClient(MeshConnection):
         try:
             async with asyncio.timeout(timeout):
                 await self.send_task(task)
-                return await self._reply_to(task, future)
+                return await await_reply(self, task, future)
         except TimeoutError:
             raise MeshTimeout(f"no reply from {agent} within {timeout:.1f}s") from None
         finally:
             self.pending.forget(task.id)
-
-    async def _reply_to(self, task: Envelope, future: asyncio.Future[Envelope]) -> Envelope:
-        """The reply to ``task``; once none came for ``reply_lost_after_s``, also looked for
-        in the log, as its callee recorded it (:mod:`jetmesh.lost_replies`), again every
-        ``reply_lost_after_s`` until the caller's deadline. The looking is a timer beside
-        the wait, started only for a call still waiting then (most end long before)."""
-        loop = asyncio.get_running_loop()
-        looking: list[asyncio.Task[None]] = []
-        timer = loop.call_later(
-            self.settings.reply_lost_after_s,
-            lambda: looking.append(loop.create_task(self._read_back(task, future))),
-        )
-        try:
-            return await future
-        finally:
-            timer.cancel()
-            for reader in looking:
-                reader.cancel()
-
-    async def _read_back(self, task: Envelope, future: asyncio.Future[Envelope]) -> None:
-        """Read the reply to ``task`` from the log into ``future`` (an error reading it
-        too), every ``reply_lost_after_s`` until it is there or ``future`` is done."""
-        every = self.settings.reply_lost_after_s
-        while not future.done():
-            try:
-                recorded = await recorded_reply(self, task)
-            except Exception as exc:  # the caller's, as when it read the log itself
-                if not future.done():
-                    future.set_exception(exc)
-                return
-            if recorded is not None:
-                if not future.done():
-                    log.warning(
-                        "no reply from %s to task %s in %.0f s: its recorded answer is read "
-                        "from the log (a reply lost with its server)",
-                        task.to,
-                        task.id,
-                        every,
-                    )
-                    future.set_result(recorded)
-                return
-            await asyncio.sleep(every)
 
     async def _on_reply(self, msg: Msg) -> None:
         try:

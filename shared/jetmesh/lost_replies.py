@@ -14,6 +14,8 @@ come.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Literal, Protocol
 
 import msgspec
@@ -24,7 +26,9 @@ from .bus.direct import MessageStore, read_from
 from .envelope import Envelope, ErrorBody, decode_body, encode, new_id, type_name
 from .mesh_protocols import Member, Verifying
 
-__all__ = ["ReplyReading", "recorded_reply"]
+__all__ = ["ReplyReading", "await_reply", "recorded_reply"]
+
+log = logging.getLogger(__name__)
 
 ERROR_TYPE = type_name(ErrorBody)
 
@@ -56,6 +60,53 @@ async def recorded_reply(mesh: ReplyReading, task: Envelope) -> Envelope | None:
             if reply is not None:
                 return reply
     return None
+
+
+async def await_reply(
+    mesh: ReplyReading, task: Envelope, future: asyncio.Future[Envelope]
+) -> Envelope:
+    """The reply to ``task`` from ``future``; once none came for ``reply_lost_after_s``,
+    also looked for in the log (:func:`recorded_reply`), again every
+    ``reply_lost_after_s`` until the caller's deadline cancels the wait. The looking is a
+    timer beside the wait, started only for a call still waiting then (most end long
+    before)."""
+    loop = asyncio.get_running_loop()
+    looking: list[asyncio.Task[None]] = []
+    timer = loop.call_later(
+        mesh.settings.reply_lost_after_s,
+        lambda: looking.append(loop.create_task(_read_back(mesh, task, future))),
+    )
+    try:
+        return await future
+    finally:
+        timer.cancel()
+        for reader in looking:
+            reader.cancel()
+
+
+async def _read_back(mesh: ReplyReading, task: Envelope, future: asyncio.Future[Envelope]) -> None:
+    """Read the reply to ``task`` from the log into ``future`` (an error reading it too),
+    every ``reply_lost_after_s`` until it is there or ``future`` is done."""
+    every = mesh.settings.reply_lost_after_s
+    while not future.done():
+        try:
+            recorded = await recorded_reply(mesh, task)
+        except Exception as exc:  # the caller's, as when it read the log itself
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if recorded is not None:
+            if not future.done():
+                log.warning(
+                    "no reply from %s to task %s in %.0f s: its recorded answer is read "
+                    "from the log (a reply lost with its server)",
+                    task.to,
+                    task.id,
+                    every,
+                )
+                future.set_result(recorded)
+            return
+        await asyncio.sleep(every)
 
 
 def _as_reply(task: Envelope, event: ev.Event) -> Envelope | None:

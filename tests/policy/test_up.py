@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nats
@@ -112,3 +114,25 @@ def test_up_open_starts_servers_without_users(up_env: MeshSettings) -> None:
     assert "PONG" in anonymous_connect(up_env.nats_url)
     with redis.Redis.from_url(up_env.redis_url) as plain:
         assert plain.ping()
+
+
+def test_up_refuses_a_port_another_program_answers(
+    up_env: MeshSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A web server at the Redis port is not taken for Redis: an error naming the port,
+    exit 1, and nothing left running that ``up`` started."""
+    web = ThreadingHTTPServer(("127.0.0.1", free_port()), BaseHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        url = f"redis://127.0.0.1:{web.server_address[1]}/0"
+        monkeypatch.setenv("JETMESH_REDIS_URL", url)
+        result = CliRunner().invoke(app, ["up"])
+        assert result.exit_code == 1, result.output
+        assert f"redis: something that does not speak redis answers at {url}" in " ".join(
+            result.output.split()
+        )
+        assert "Traceback" not in result.output
+        assert not EmbeddedStack(MeshSettings()).status().nats.pid
+    finally:
+        web.shutdown()
+        web.server_close()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from .._exceptions import ServerStartError
 from ..embedded import EmbeddedStack, Endpoint, StackStatus
 from ..embedded.ports import host_port
 from ..embedded.stack import SENTINEL_PORT_OFFSET
@@ -103,7 +104,11 @@ def up(
     if cluster:
         s = cluster_settings(s, cluster)
     policy = None if open_ else policy_or_exit(s.policy_file)
-    done = up_servers(s, policy)
+    try:
+        done = up_servers(s, policy)
+    except ServerStartError as exc:  # a port taken, a server that would not start
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     _print(done.status)
     root = KeyStore(s.resolved_keys_dir).root()
     console.print(f"root   key      {root.kid} ({s.resolved_keys_dir})")

@@ -234,11 +234,13 @@ def test_stack_up_refuses_a_port_answered_by_another_program(tmp_path: Path, kin
 
 
 def assert_stopped_but(status: StackStatus, kind: str) -> None:
-    """Everything the stack owns is stopped; ``kind``'s port is the stranger's."""
+    """Everything the stack owns is stopped; ``kind``'s port is the stranger's, and
+    ``status`` says so."""
     for server in (status.nats, status.redis):
         assert server.pid is None
-        expected = ServerState.RUNNING if server.name == kind else ServerState.STOPPED
+        expected = ServerState.FOREIGN if server.name == kind else ServerState.STOPPED
         assert server.state is expected
+        assert not server.running
 
 
 def test_speaks_tells_the_servers_from_a_web_server(

@@ -33,13 +33,8 @@ from jetmesh.embedded.process import ServerProcess
 from jetmesh.embedded.redis import RedisServer
 from jetmesh.embedded.scratch import scratch_dir
 from jetmesh.embedded.sentinel import RedisSentinel
-from jetmesh.embedded.stack import (
-    EmbeddedStack,
-    ServerState,
-    ServerStatus,
-    StackStatus,
-    free_cluster_ports,
-)
+from jetmesh.embedded.stack import EmbeddedStack, free_cluster_ports
+from jetmesh.embedded.status import ServerState, ServerStatus, StackStatus
 
 __all__ = [
     "SYNC_INTERVAL",

@@ -22,7 +22,6 @@ import os
 import secrets
 import signal
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +40,7 @@ from jetmesh.embedded.probe import Protocol, speaks
 from jetmesh.embedded.process import ServerProcess, write_private
 from jetmesh.embedded.redis import RedisServer
 from jetmesh.embedded.sentinel import RedisSentinel
+from jetmesh.embedded.status import ServerState, ServerStatus, StackStatus
 from jetmesh.memory.redis_url import SentinelTarget, is_sentinel_url
 from jetmesh.settings import MeshSettings
 
@@ -118,73 +118,6 @@ def _members(settings: MeshSettings) -> list[_Member]:
 def _sentinel_endpoint(host: str, port: int) -> Endpoint:
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return Endpoint(f"redis://{address}", "redis", host, port, None, 1)
-
-
-class ServerState(StrEnum):
-    """What a stack server is doing."""
-
-    STARTED = "started"
-    """``up`` started it just now."""
-    REUSED = "reused"
-    """``up`` found it already running and left it alone."""
-    RUNNING = "running"
-    """``status`` found it running."""
-    STOPPED = "stopped"
-    """Nothing answers and no process of this stack is alive."""
-
-
-@dataclass(frozen=True)
-class ServerStatus:
-    """One server of the stack.
-
-    Attributes:
-        name: ``nats`` or ``redis``.
-        url: The configured URL.
-        state: What it is doing.
-        pid: Its process id if this stack started it (its pid file), else None.
-    """
-
-    name: str
-    url: str
-    state: ServerState
-    pid: int | None = None
-
-    @property
-    def running(self) -> bool:
-        """Whether it is running, whoever started it."""
-        return self.state is not ServerState.STOPPED
-
-    @property
-    def owned(self) -> bool:
-        """Whether this stack started it, so ``down`` stops it."""
-        return self.pid is not None
-
-
-@dataclass(frozen=True)
-class StackStatus:
-    """The servers of the stack.
-
-    Attributes:
-        nats: The (first) nats-server.
-        redis: The (first) Redis data node: the primary when the stack started.
-        servers: Every server, in start order (``nats`` and ``redis`` among them).
-    """
-
-    nats: ServerStatus
-    redis: ServerStatus
-    servers: tuple[ServerStatus, ...] = ()
-
-    @property
-    def running(self) -> bool:
-        """Whether every server is running."""
-        return all(server.running for server in self.servers or (self.nats, self.redis))
-
-    @classmethod
-    def of(cls, servers: list[ServerStatus]) -> StackStatus:
-        """The status of ``servers`` (nats-servers first, then Redis's)."""
-        nats = next(s for s in servers if s.name.startswith("nats"))
-        redis = next(s for s in servers if s.name.startswith("redis"))
-        return cls(nats, redis, tuple(servers))
 
 
 class EmbeddedStack:
@@ -328,9 +261,19 @@ class EmbeddedStack:
     def _status_one(self, member: _Member) -> ServerStatus:
         endpoint = member.endpoint
         pid = self._owned_pid(member.name)
-        running = pid is not None or port_open(endpoint.host, endpoint.port)
-        state = ServerState.RUNNING if running else ServerState.STOPPED
+        if pid is not None:
+            state = ServerState.RUNNING
+        elif port_open(endpoint.host, endpoint.port):
+            state = ServerState.FOREIGN if self._foreign(member) else ServerState.RUNNING
+        else:
+            state = ServerState.STOPPED
         return ServerStatus(member.name, endpoint.url, state, pid)
+
+    def _foreign(self, member: _Member) -> bool:
+        """Whether what answers at ``member``'s port does not speak its protocol."""
+        protocol: Protocol = "nats" if member.kind == "nats" else "redis"
+        endpoint = member.endpoint
+        return not speaks(endpoint.host, endpoint.port, protocol, timeout=self.timeout)
 
     def _up_one(self, member: _Member) -> ServerStatus:
         name, endpoint = member.name, member.endpoint
@@ -346,8 +289,8 @@ class EmbeddedStack:
             return ServerStatus(name, endpoint.url, ServerState.REUSED, pid)
         self.pid_file(name).unlink(missing_ok=True)
         if port_open(endpoint.host, endpoint.port):
-            protocol: Protocol = "nats" if member.kind == "nats" else "redis"
-            if not speaks(endpoint.host, endpoint.port, protocol, timeout=self.timeout):
+            if self._foreign(member):
+                protocol = "nats" if member.kind == "nats" else "redis"
                 raise ServerStartError(
                     f"{name}: something that does not speak {protocol} answers at "
                     f"{endpoint.url} (another program took the port); stop it, or "

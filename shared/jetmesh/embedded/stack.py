@@ -67,6 +67,11 @@ class _Member:
     index: int = 0
     """Its place among the servers of its kind (the first data node starts as primary)."""
 
+    @property
+    def protocol(self) -> Protocol:
+        """What it speaks (a Sentinel speaks Redis's protocol)."""
+        return "nats" if self.kind == "nats" else "redis"
+
 
 def free_cluster_ports(nodes: int) -> tuple[int, int]:
     """Ports for a local cluster nobody listens on: (the first nats-server's client port,
@@ -271,9 +276,8 @@ class EmbeddedStack:
 
     def _foreign(self, member: _Member) -> bool:
         """Whether what answers at ``member``'s port does not speak its protocol."""
-        protocol: Protocol = "nats" if member.kind == "nats" else "redis"
         endpoint = member.endpoint
-        return not speaks(endpoint.host, endpoint.port, protocol, timeout=self.timeout)
+        return not speaks(endpoint.host, endpoint.port, member.protocol, timeout=self.timeout)
 
     def _up_one(self, member: _Member) -> ServerStatus:
         name, endpoint = member.name, member.endpoint
@@ -290,9 +294,8 @@ class EmbeddedStack:
         self.pid_file(name).unlink(missing_ok=True)
         if port_open(endpoint.host, endpoint.port):
             if self._foreign(member):
-                protocol = "nats" if member.kind == "nats" else "redis"
                 raise ServerStartError(
-                    f"{name}: something that does not speak {protocol} answers at "
+                    f"{name}: something that does not speak {member.protocol} answers at "
                     f"{endpoint.url} (another program took the port); stop it, or "
                     f"configure another port"
                 )

@@ -350,12 +350,17 @@ class Failures:
         # A caller token refused on the way (a callee's check, the tool gateway's second
         # one) cannot vouch for the answer either (its sender would refuse it too): the
         # error acts for no caller, as a refused task's does (refuse).
-        if reason in TOKEN_REFUSALS:
-            await error_reply(self.mesh, task, error, caller="")
-            await self.record_failure(task, attempt, reason, detail, for_no_caller=True)
-        else:
-            await error_reply(self.mesh, task, error)
-            await self.record_failure(task, attempt, reason, detail, caller=caller.subject)
+        refused = reason in TOKEN_REFUSALS
+        acting_for = "" if refused else None
+        await error_reply(self.mesh, task, error, caller=acting_for)
+        await self.record_failure(
+            task,
+            attempt,
+            reason,
+            detail,
+            caller="" if refused else caller.subject,
+            acting_for=acting_for,
+        )
         await msg.term()
         metrics.ended(
             outcome or (metrics.DEAD_LETTERED if reason == MAX_DELIVERIES else metrics.FAILED)
@@ -369,16 +374,17 @@ class Failures:
         detail: str,
         *,
         caller: str = "",
-        for_no_caller: bool = False,
+        acting_for: str | None = None,
     ) -> None:
         """The ``failed`` event of a task given up on, stored before its delivery is
-        terminated (:mod:`jetmesh.runtime.replica`); ``for_no_caller`` when the task's
-        caller token is why (the event would not verify in the log carrying it)."""
+        terminated (:mod:`jetmesh.runtime.replica`); ``acting_for`` as
+        :meth:`task_event`'s (``""`` when the task's caller token is why: the event would
+        not verify in the log carrying it)."""
         await self.task_event(
             task,
             ev.FAILED,
             stored=True,
-            acting_for="" if for_no_caller else None,
+            acting_for=acting_for,
             caller=caller,
             attempt=attempt,
             reason=reason,
